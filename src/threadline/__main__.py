@@ -1,0 +1,3 @@
+from threadline.cli import app
+
+app()

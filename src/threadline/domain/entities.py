@@ -1,0 +1,147 @@
+"""Entities of the conversation store, as services and dialects see them.
+
+Plain frozen dataclasses: the storage layer maps rows to these, dialects map these to wire
+shapes. Times are timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+
+class Role(str, enum.Enum):
+    ADMIN = "ADMIN"
+    MEMBER = "MEMBER"
+
+
+class RecordStatus(str, enum.Enum):
+    PENDING = "PENDING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True, slots=True)
+class Org:
+    id: UUID
+    name: str
+    is_system: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A member of an org (1min.ai's "team user"), with their credit account."""
+
+    id: UUID
+    org_id: UUID
+    name: str
+    role: Role
+    status: str
+    credit_limit: int
+    used_credit: int
+    created_at: datetime
+    updated_at: datetime
+    created_by: str = "SYSTEM"
+    updated_by: str = "SYSTEM"
+
+    @property
+    def credit_left(self) -> int:
+        return self.credit_limit - self.used_credit
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key as listed: never the secret, only its public prefix."""
+
+    id: UUID
+    org_id: UUID
+    user_id: UUID
+    name: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the result of authenticating an API key."""
+
+    org: Org
+    user: User
+    key_id: UUID
+
+    @property
+    def org_id(self) -> UUID:
+        return self.org.id
+
+    @property
+    def is_admin(self) -> bool:
+        return self.user.role is Role.ADMIN
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    id: UUID
+    org_id: UUID
+    user_id: UUID
+    title: str
+    type: str
+    model: str | None
+    status: str
+    is_archived: bool
+    created_at: datetime
+    updated_at: datetime
+    description: str = ""
+    file_ids: tuple[UUID, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: UUID
+    org_id: UUID
+    conversation_id: UUID
+    role: str  # "user" | "assistant" | "system"
+    content: str
+    model: str
+    status: RecordStatus
+    record_id: UUID | None
+    created_at: datetime
+    session_id: UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AiRecord:
+    """One chat request and its reply (1min.ai's aiRecord)."""
+
+    id: UUID
+    org_id: UUID
+    user_id: UUID
+    conversation_id: UUID | None
+    model: str
+    type: str
+    status: RecordStatus
+    prompt_object: dict[str, Any]
+    result_text: str
+    created_at: datetime
+    updated_at: datetime
+    metadata: dict[str, Any] | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    credits: int = 0
+    error: str | None = None
+    citations: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing."""
+
+    items: list[Any]
+    total: int
+    limit: int
+    offset: int

@@ -1,0 +1,78 @@
+"""The error tree. Services raise these; each dialect renders them in its own error shape.
+
+    ThreadlineError
+     ├── InvalidRequest      400  malformed or missing input
+     ├── Unauthorized        401  no key, unknown key, revoked key
+     ├── Forbidden           403  role too low, no credit left
+     ├── NotFound            404  no such object *in the caller's org*
+     ├── Unprocessable       422  well-formed but cannot be served (unknown model, unsupported setting)
+     ├── PayloadTooLarge     413  body over the configured cap
+     ├── RateLimited         429  too many requests for this key (carries retry_after seconds)
+     └── ModelError          502  the model failed (upstream error, bad answer)
+          └── ModelTimeout   504  the model did not answer in time
+
+`message` is safe to show to the caller: it never carries keys, tokens or document text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ThreadlineError(Exception):
+    status: int = 500
+    code: str = "INTERNAL_ERROR"
+
+    def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidRequest(ThreadlineError):
+    status = 400
+    code = "INVALID_REQUEST"
+
+
+class Unauthorized(ThreadlineError):
+    status = 401
+    code = "UNAUTHORIZED"
+
+
+class Forbidden(ThreadlineError):
+    status = 403
+    code = "FORBIDDEN"
+
+
+class NotFound(ThreadlineError):
+    status = 404
+    code = "NOT_FOUND"
+
+
+class PayloadTooLarge(ThreadlineError):
+    status = 413
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class Unprocessable(ThreadlineError):
+    status = 422
+    code = "UNPROCESSABLE_ENTITY"
+
+
+class RateLimited(ThreadlineError):
+    status = 429
+    code = "RATE_LIMITED"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ModelError(ThreadlineError):
+    status = 502
+    code = "MODEL_ERROR"
+
+
+class ModelTimeout(ModelError):
+    status = 504
+    code = "MODEL_TIMEOUT"

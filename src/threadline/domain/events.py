@@ -1,0 +1,57 @@
+"""What a reply is made of, whatever the provider or dialect.
+
+A provider's `stream()` yields these; a run records them in order (its event log); a dialect
+encodes them into its own wire format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A chunk of the assistant's text."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    """A source the answer relies on (a document page, a web page)."""
+
+    source_id: str
+    title: str
+    excerpt: str = ""
+    page: int | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of the whole reply. `estimated` is true when the provider gave none."""
+
+    input_tokens: int
+    output_tokens: int
+    estimated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The reply ended normally. `record` is filled in by the run once it is persisted."""
+
+    finish_reason: str = "stop"
+    record: object | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The reply ended with an error; the text streamed so far is kept as partial text."""
+
+    code: str
+    message: str
+    status: int = 502
+    record: object | None = field(default=None, compare=False)
+
+
+ReplyEvent = TextDelta | Citation | Usage | Done | Failed

@@ -1,0 +1,139 @@
+"""Ports: the Protocols services call, implemented by providers/ and storage/.
+
+A chat model is one method (`stream`), whatever serves it: llama.cpp in-process, an
+OpenAI-compatible server, or a scripted fake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+from threadline.domain.entities import (
+    AiRecord,
+    ApiKey,
+    Conversation,
+    Message,
+    Org,
+    Page,
+    Principal,
+    RecordStatus,
+    Role,
+    User,
+)
+from threadline.domain.events import ReplyEvent
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRequest:
+    messages: Sequence[ChatMessage]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: Sequence[str] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ChatModel(Protocol):
+    """A model that streams a reply.
+
+    Yields `TextDelta`s, then exactly one `Usage`, then nothing more. Errors are raised as
+    `ModelError`/`ModelTimeout` (domain errors); nothing above a provider sees httpx or SDK
+    exceptions.
+    """
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[ReplyEvent]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class AccountStore(Protocol):
+    async def create_org(self, name: str, *, is_system: bool = False) -> Org: ...
+    async def get_org(self, org_id: UUID) -> Org | None: ...
+    async def find_org_by_name(self, name: str) -> Org | None: ...
+    async def list_orgs(self) -> list[Org]: ...
+    async def create_user(
+        self, org_id: UUID, name: str, role: Role, credit_limit: int, created_by: str
+    ) -> User: ...
+    async def get_user(self, org_id: UUID, user_id: UUID) -> User | None: ...
+    async def list_users(self, org_id: UUID) -> list[User]: ...
+    async def update_user(
+        self, org_id: UUID, user_id: UUID, updated_by: str, **changes: Any
+    ) -> User | None: ...
+    async def create_key(
+        self, org_id: UUID, user_id: UUID, name: str, prefix: str, secret_hash: str
+    ) -> ApiKey: ...
+    async def list_keys(self, org_id: UUID) -> list[ApiKey]: ...
+    async def revoke_key(self, org_id: UUID, key_id: UUID) -> ApiKey | None: ...
+    async def count_keys(self) -> int: ...
+    async def principal_for_key(self, prefix: str) -> tuple[Principal, str] | None:
+        """The principal owning the live key with this prefix, and the key's stored hash."""
+        ...
+
+    async def charge(self, org_id: UUID, user_id: UUID, credits: int) -> None: ...
+
+
+class ConversationStore(Protocol):
+    async def create(self, conversation: Conversation) -> Conversation: ...
+    async def get(self, org_id: UUID, conversation_id: UUID) -> Conversation | None: ...
+    async def list(
+        self,
+        org_id: UUID,
+        *,
+        user_id: UUID | None,
+        limit: int,
+        offset: int,
+        search: str | None = None,
+        sort_key: str = "created_at",
+        ascending: bool = False,
+    ) -> Page: ...
+    async def update(self, org_id: UUID, conversation_id: UUID, **changes: Any) -> bool: ...
+    async def delete(self, org_id: UUID, conversation_id: UUID) -> bool: ...
+    async def messages(
+        self, org_id: UUID, conversation_id: UUID, *, limit: int, offset: int
+    ) -> Page: ...
+    async def history(
+        self, org_id: UUID, conversation_id: UUID, *, model: str | None, limit: int
+    ) -> list[Message]:
+        """The last `limit` messages of finished exchanges, oldest first; only `model`'s
+        exchanges when `model` is given."""
+        ...
+
+
+class RecordStore(Protocol):
+    async def start(self, record: AiRecord, user_message: Message | None) -> None:
+        """Persist a new PENDING record and its user message in one transaction."""
+        ...
+
+    async def finish(
+        self,
+        record: AiRecord,
+        assistant_message: Message | None,
+        user_message_id: UUID | None,
+        charge: int,
+    ) -> AiRecord:
+        """Persist the outcome, the assistant message and the charge in one transaction."""
+        ...
+
+    async def get(self, org_id: UUID, record_id: UUID) -> AiRecord | None: ...
+    async def fail_unfinished(self, reason: str, before: datetime) -> int: ...
+
+
+__all__ = [
+    "AccountStore",
+    "ChatMessage",
+    "ChatModel",
+    "ConversationStore",
+    "ModelRequest",
+    "RecordStatus",
+    "RecordStore",
+]

@@ -1,0 +1,145 @@
+"""Settings: one pydantic-settings object, built once and passed down.
+
+Sources, strongest first: arguments to `Settings(...)`, environment variables prefixed
+`THREADLINE_` (nested with `__`), the TOML config file (`THREADLINE_CONFIG` or
+`--config`, else `./threadline.toml` when present), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_MODEL_NAME = "smollm2-135m"
+
+
+class Credits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input_per_1k: float = Field(0, ge=0)
+    output_per_1k: float = Field(0, ge=0)
+
+
+class ModelConfig(BaseModel):
+    """One entry of `[models."name"]` in the config file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["local", "openai-compatible", "fake"]
+    credits: Credits = Credits()
+    vision: bool = False
+    context_window: int = Field(2048, ge=256)
+    max_output_tokens: int = Field(512, ge=1)
+    # openai-compatible
+    base_url: str | None = None
+    api_key_env: str | None = None
+    upstream_model: str | None = None
+    timeout_seconds: float = Field(60.0, gt=0)
+    connect_timeout_seconds: float = Field(5.0, gt=0)
+    # local
+    gguf_path: str | None = None
+    threads: int | None = Field(None, ge=1)
+    parallel: int = Field(4, ge=1)
+    # fake: canned replies, used in turn ("echo" repeats the prompt)
+    replies: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_provider_fields(self) -> ModelConfig:
+        if self.provider == "openai-compatible" and not self.base_url:
+            raise ValueError("an openai-compatible model needs base_url")
+        return self
+
+
+def _default_models() -> dict[str, ModelConfig]:
+    return {DEFAULT_MODEL_NAME: ModelConfig(provider="local")}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="THREADLINE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    default_model: str = DEFAULT_MODEL_NAME
+    models: dict[str, ModelConfig] = Field(default_factory=_default_models)
+
+    rate_limit_per_minute: int = Field(600, ge=0, description="per API key; 0 turns it off")
+    default_credit_limit: int = Field(1_000_000, ge=0)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    history_limit_max: int = Field(100, ge=1)
+    page_size_max: int = Field(100, ge=1)
+    sse_ping_seconds: float = Field(15.0, gt=0)
+    bootstrap_admin: bool = True
+
+    @model_validator(mode="after")
+    def _check_default_model(self) -> Settings:
+        if self.default_model not in self.models:
+            raise ValueError(
+                f"default_model {self.default_model!r} is not among the configured models "
+                f"({', '.join(sorted(self.models)) or 'none'})"
+            )
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return normalise_database_url(self.database_url)
+        return f"sqlite+aiosqlite:///{self.data_dir / 'threadline.db'}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the usual spellings and pick the async driver."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+asyncpg://" + url[len(plain) :]
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
+    return url
+
+
+def config_path() -> Path | None:
+    explicit = os.environ.get("THREADLINE_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} (THREADLINE_CONFIG) does not exist")
+        return path
+    default = Path("threadline.toml")
+    return default if default.is_file() else None
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the TOML config file named by THREADLINE_CONFIG (or ./threadline.toml)."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = config_path()
+        self._data: dict[str, Any] = tomllib.loads(path.read_text()) if path else {}
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
