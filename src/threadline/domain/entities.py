@@ -64,7 +64,6 @@ class ApiKey:
     prefix: str
     created_at: datetime
     revoked_at: datetime | None
-    last_used_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,44 @@
+"""Builds the ASGI app around a container: middleware, system and admin routes, dialects."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+
+from threadline import __version__
+from threadline.api import admin, system
+from threadline.api.dialects import oneminai
+from threadline.api.middleware import BodyLimit, RequestContext
+
+if TYPE_CHECKING:
+    from threadline.container import Container
+
+DESCRIPTION = """Threadline speaks several vendors' conversation APIs from one store:
+1min.ai (`/api/conversations`, `/api/chat-with-ai`, `/api/features`), plus Threadline's own
+admin API. Authenticate with `API-KEY: <key>` or `Authorization: Bearer <key>`."""
+
+
+def build_app(container: Container) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await container.start()
+        try:
+            yield
+        finally:
+            await container.stop()
+
+    app = FastAPI(
+        title="Threadline",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.container = container
+    for router in (system.router, admin.router, oneminai.router):
+        app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=lambda _path: container.settings.max_body_bytes)
+    app.add_middleware(RequestContext, metrics=container.metrics)
+    return app

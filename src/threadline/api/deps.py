@@ -1,0 +1,42 @@
+"""Typed FastAPI dependencies: the container, and the authenticated, rate-limited caller.
+
+A key is accepted as `API-KEY: <key>` (1min.ai) or `Authorization: Bearer <key>`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, Request
+
+from threadline.domain.entities import Principal
+
+if TYPE_CHECKING:
+    from threadline.container import Container
+
+
+def get_container(request: Request) -> Container:
+    return request.app.state.container  # type: ignore[no-any-return]
+
+
+def api_key_from(request: Request) -> str | None:
+    key = request.headers.get("api-key")
+    if key:
+        return key
+    authorization = request.headers.get("authorization", "")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+async def get_principal(request: Request) -> Principal:
+    container = get_container(request)
+    principal = await container.accounts.authenticate(api_key_from(request))
+    await container.rate_limiter.hit(str(principal.key_id))
+    request.state.principal = principal
+    return principal
+
+
+ContainerDep = Annotated["Container", Depends(get_container)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]

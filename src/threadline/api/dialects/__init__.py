@@ -1,0 +1,2 @@
+"""One package per vendor API shape. A dialect translates wire ⇄ core and nothing else; no
+dialect imports another."""

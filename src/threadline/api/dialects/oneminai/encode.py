@@ -1,0 +1,98 @@
+"""Core objects → 1min.ai JSON, and reply events → the Chat with AI SSE frames
+(`content`, `result`, `done`, `error`)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from threadline.domain.entities import AiRecord, Conversation, Message, User
+from threadline.api.native import iso, team_user
+from threadline.domain.events import Failed
+
+SSE_PING = b": ping\n\n"
+
+
+def ai_record(record: AiRecord, user: User, provider: str) -> dict[str, Any]:
+    detail: dict[str, Any] = {
+        "promptObject": record.prompt_object,
+        "resultObject": [record.result_text],
+    }
+    if record.citations:
+        detail["citations"] = record.citations
+    body: dict[str, Any] = {
+        "uuid": str(record.id),
+        "userId": str(record.user_id),
+        "teamId": str(record.org_id),
+        "teamUser": team_user(user),
+        "model": record.model,
+        "type": record.type,
+        "metadata": record.metadata,
+        "rating": None,
+        "feedback": None,
+        "conversationId": str(record.conversation_id) if record.conversation_id else None,
+        "status": record.status.value,
+        "createdAt": iso(record.created_at),
+        "aiRecordDetail": detail,
+        "modelDetail": {"name": record.model, "provider": provider},
+        "usage": {
+            "inputTokens": record.input_tokens,
+            "outputTokens": record.output_tokens,
+            "credits": record.credits,
+        },
+        "additionalData": None,
+    }
+    if record.error:
+        body["error"] = record.error
+    return body
+
+
+def conversation(c: Conversation) -> dict[str, Any]:
+    created = iso(c.created_at)
+    return {
+        "uuid": str(c.id),
+        "title": c.title,
+        "type": c.type,
+        "model": c.model,
+        "status": c.status,
+        "createdAt": created,
+        "updatedAt": iso(c.updated_at),
+        "metadata": {"fileToken": 0, "fileCharacter": 0},
+        "conversationFile": [],
+    }
+
+
+def message(m: Message) -> dict[str, Any]:
+    return {
+        "uuid": str(m.id),
+        "role": m.role,
+        "content": m.content,
+        "model": m.model,
+        "status": m.status.value,
+        "aiRecordId": str(m.record_id) if m.record_id else None,
+        "createdAt": iso(m.created_at),
+    }
+
+
+def sse(event: str, data: dict[str, Any]) -> bytes:
+    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return f"event: {event}\ndata: {payload}\n\n".encode()
+
+
+def content_frame(text: str) -> bytes:
+    return sse("content", {"content": text})
+
+
+def result_frame(record: dict[str, Any]) -> bytes:
+    return sse("result", {"aiRecord": record})
+
+
+DONE_FRAME = sse("done", {"message": "Stream completed"})
+
+
+def error_frame(failed: Failed, record_id: str | None) -> bytes:
+    error: dict[str, Any] = {"code": failed.code, "message": failed.message}
+    if record_id:
+        error["aiRecordId"] = record_id
+    return sse("error", {"success": False, "error": error})

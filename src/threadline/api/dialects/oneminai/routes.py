@@ -1,0 +1,250 @@
+"""HTTP routes of the 1min.ai dialect. Each handler parses the wire request, calls one
+service and encodes the answer; errors render as `{success: false, error: {...}}`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+
+from threadline.api.deps import ContainerDep, PrincipalDep
+from threadline.api.dialects.oneminai import encode
+from threadline.api.dialects.oneminai.schemas import (
+    IMAGE_FEATURE_TYPES,
+    LEGACY_CHAT_TYPES,
+    ChatWithAiRequest,
+    CreateConversation,
+    FeatureRequest,
+    LegacyChatPrompt,
+)
+from threadline.api.native import error_response, render_native, validation_details
+from threadline.api.routing import route_class
+from threadline.domain.entities import Principal
+from threadline.domain.errors import InvalidRequest, NotFound, ThreadlineError, Unprocessable
+from threadline.domain.events import Done, Failed, TextDelta
+from threadline.services.chat import ChatCommand, Grounding, HistorySettings, WebSearch
+from threadline.services.runs import Run
+
+
+def render(request: Request, exc: ThreadlineError | RequestValidationError) -> Response:
+    """Errors inside promptObject are 422 PROMPT_OBJECT_VALIDATION_FAILED (001_*); other
+    malformed requests are 400 INVALID_REQUEST."""
+    if isinstance(exc, RequestValidationError):
+        in_prompt = [e for e in exc.errors() if "promptObject" in map(str, e.get("loc", ()))]
+        if in_prompt:
+            details = validation_details(
+                RequestValidationError(in_prompt), strip=("body", "promptObject")
+            )
+            return error_response(
+                422, "PROMPT_OBJECT_VALIDATION_FAILED", "Invalid prompt object", details
+            )
+    return render_native(request, exc)
+
+
+router = APIRouter(route_class=route_class(render), tags=["1min.ai"])
+Streaming = Annotated[bool, Query(description="Stream the reply (SSE for chat-with-ai)")]
+
+
+@router.post("/api/conversations")
+async def create_conversation(
+    body: CreateConversation, principal: PrincipalDep, container: ContainerDep
+) -> dict[str, Any]:
+    if body.type == "CHAT_WITH_PDF" and not body.fileList:
+        raise InvalidRequest("fileList is required for CHAT_WITH_PDF conversations")
+    container.catalog.get(body.model)
+    if body.fileList:
+        raise Unprocessable(
+            f"Invalid file IDs: {', '.join(body.fileList)} (no such asset in your team)"
+        )
+    conversation = await container.conversations.create(
+        principal, title=body.title, type=body.type, model=body.model
+    )
+    return {"conversation": encode.conversation(conversation)}
+
+
+@router.get("/api/conversations")
+async def list_conversations(
+    principal: PrincipalDep,
+    container: ContainerDep,
+    limit: Annotated[int, Query()] = 20,
+    offset: Annotated[int, Query()] = 0,
+) -> dict[str, Any]:
+    page = await container.conversations.list(principal, limit=limit, offset=offset)
+    return {
+        "conversations": [encode.conversation(c) for c in page.items],
+        "total": page.total,
+        "limit": page.limit,
+        "offset": page.offset,
+    }
+
+
+@router.get("/api/conversations/{conversation_id}")
+async def get_conversation(
+    conversation_id: str,
+    principal: PrincipalDep,
+    container: ContainerDep,
+    limit: Annotated[int, Query(description="messages per page")] = 100,
+    offset: Annotated[int, Query()] = 0,
+) -> dict[str, Any]:
+    cid = _conversation_id(conversation_id)
+    conversation = await container.conversations.get(principal, cid)
+    page = await container.conversations.messages(principal, cid, limit=limit, offset=offset)
+    body = encode.conversation(conversation)
+    body["messages"] = [encode.message(m) for m in page.items]
+    body["messageCount"] = page.total
+    return {"conversation": body}
+
+
+@router.delete("/api/conversations/{conversation_id}")
+async def delete_conversation(
+    conversation_id: str, principal: PrincipalDep, container: ContainerDep
+) -> dict[str, Any]:
+    cid = _conversation_id(conversation_id)
+    await container.conversations.delete(principal, cid)
+    return {"success": True, "uuid": str(cid)}
+
+
+@router.post("/api/chat-with-ai", response_model=None)
+async def chat_with_ai(
+    body: ChatWithAiRequest,
+    principal: PrincipalDep,
+    container: ContainerDep,
+    isStreaming: Streaming = False,
+) -> Response:
+    prompt = body.promptObject
+    settings = prompt.settings
+    history = settings.historySettings if settings and settings.historySettings else None
+    web = settings.webSearchSettings if settings else None
+    attachments = prompt.attachments
+    command = ChatCommand(
+        principal=principal,
+        model=body.model,
+        record_type=body.type,
+        prompt=prompt.prompt,
+        conversation_id=prompt.conversationId,
+        history=HistorySettings(history.isMixed, history.historyMessageLimit)
+        if history
+        else HistorySettings(),
+        grounding=Grounding(
+            web_search=WebSearch(web.numOfSite, web.maxWord) if web and web.webSearch else None,
+            with_memories=bool(settings and settings.withMemories),
+            images=tuple(attachments.images) if attachments else (),
+            files=tuple(attachments.files) if attachments else (),
+            brand_voice_id=body.brandVoiceId,
+            read_links=True,
+        ),
+        prompt_object=_recorded_prompt(prompt.model_dump(mode="json", exclude_none=True)),
+        metadata=body.metadata,
+    )
+    run = await container.chat.reply(command)
+    if isStreaming:
+        return _sse_response(_chat_frames(run, principal, container))
+    return await _finished(run, principal, container)
+
+
+@router.post("/api/features", response_model=None)
+async def features(
+    body: FeatureRequest,
+    principal: PrincipalDep,
+    container: ContainerDep,
+    isStreaming: Streaming = False,
+) -> Response:
+    if body.type in IMAGE_FEATURE_TYPES:
+        container.catalog.get(body.model)
+        raise Unprocessable(
+            f"{body.type} needs an image model; image-capable models configured: (none)"
+        )
+    if body.type not in LEGACY_CHAT_TYPES:
+        known = ", ".join((*LEGACY_CHAT_TYPES, *IMAGE_FEATURE_TYPES))
+        raise InvalidRequest(f"unknown feature type {body.type!r}; supported: {known}")
+    prompt = _legacy_prompt(body.promptObject)
+    command = ChatCommand(
+        principal=principal,
+        model=body.model,
+        record_type=body.type,
+        prompt=prompt.prompt,
+        conversation_id=body.conversationId or prompt.conversationId,
+        history=HistorySettings(is_mixed=prompt.isMixed),
+        grounding=Grounding(
+            web_search=WebSearch(prompt.numOfSite, prompt.maxWord) if prompt.webSearch else None,
+            images=tuple(prompt.imageList),
+            files=("(conversation documents)",) if body.type == "CHAT_WITH_PDF" else (),
+            read_links=True,
+        ),
+        prompt_object=_recorded_prompt(prompt.model_dump(mode="json", exclude_none=True)),
+        metadata=body.metadata,
+    )
+    run = await container.chat.reply(command)
+    if isStreaming:
+        return StreamingResponse(_raw_text(run), media_type="text/plain; charset=utf-8")
+    return await _finished(run, principal, container)
+
+
+def _conversation_id(raw: str) -> UUID:
+    try:
+        return UUID(raw)
+    except ValueError:
+        raise NotFound(f"conversation {raw} not found") from None
+
+
+def _legacy_prompt(raw: dict[str, Any]) -> LegacyChatPrompt:
+    try:
+        return LegacyChatPrompt.model_validate(raw)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", "promptObject", *e["loc"])} for e in exc.errors()]
+        raise RequestValidationError(errors) from None
+
+
+def _recorded_prompt(prompt: dict[str, Any]) -> dict[str, Any]:
+    return {**prompt, "linkContentList": [], "searchContentList": []}
+
+
+async def _record_json(run: Run, principal: Principal, container: Any) -> dict[str, Any]:
+    record = await run.result()
+    user = await container.accounts.user(principal)
+    provider = container.catalog.get(record.model).provider_label
+    return encode.ai_record(record, user, provider)
+
+
+async def _finished(run: Run, principal: Principal, container: Any) -> Response:
+    record = await _record_json(run, principal, container)
+    outcome = run.outcome
+    if isinstance(outcome, Failed):
+        return error_response(outcome.status, outcome.code, outcome.message)
+    return JSONResponse({"aiRecord": record})
+
+
+def _sse_response(frames: AsyncIterator[bytes]) -> StreamingResponse:
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
+
+
+async def _chat_frames(run: Run, principal: Principal, container: Any) -> AsyncIterator[bytes]:
+    async for _, event in run.events(idle=container.settings.sse_ping_seconds):
+        if event is None:
+            yield encode.SSE_PING
+        elif isinstance(event, TextDelta):
+            yield encode.content_frame(event.text)
+        elif isinstance(event, Done):
+            yield encode.result_frame(await _record_json(run, principal, container))
+            yield encode.DONE_FRAME
+        elif isinstance(event, Failed):
+            yield encode.error_frame(event, str(run.id))
+
+
+class StreamAborted(Exception):
+    """Ends a raw-text stream abnormally: the legacy API has no in-band error signal, so the
+    client sees a truncated response rather than a complete-looking wrong answer."""
+
+
+async def _raw_text(run: Run) -> AsyncIterator[bytes]:
+    async for _, event in run.events():
+        if isinstance(event, TextDelta):
+            yield event.text.encode()
+        elif isinstance(event, Failed):
+            raise StreamAborted(f"{event.code}: {event.message}")

@@ -1,0 +1,53 @@
+"""Endpoints that belong to no vendor: health, metrics, the model catalog, the caller."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from threadline.api.deps import ContainerDep, PrincipalDep
+from threadline.api.native import render_native, team_user
+from threadline.api.routing import route_class
+
+router = APIRouter(route_class=route_class(render_native), tags=["system"])
+
+
+@router.get("/healthz")
+async def healthz(container: ContainerDep) -> dict[str, Any]:
+    await container.ping_database()
+    return {"status": "ok", "activeRuns": container.runs.active}
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(container: ContainerDep) -> Response:
+    return Response(container.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+@router.get("/api/models")
+async def list_models(_: PrincipalDep, container: ContainerDep) -> dict[str, Any]:
+    catalog = container.catalog
+    return {
+        "models": [
+            {
+                "id": str(m.id),
+                "name": m.name,
+                "provider": m.provider,
+                "capabilities": list(m.capabilities),
+                "vision": m.config.vision,
+                "default": m.name == catalog.default,
+                "credits": {
+                    "inputPer1k": m.config.credits.input_per_1k,
+                    "outputPer1k": m.config.credits.output_per_1k,
+                },
+            }
+            for m in catalog.list()
+        ]
+    }
+
+
+@router.get("/api/me")
+async def me(principal: PrincipalDep, container: ContainerDep) -> dict[str, Any]:
+    """The caller's own team user, with current credit figures (any role)."""
+    return {"user": team_user(await container.accounts.user(principal))}

@@ -1,0 +1,144 @@
+"""The `threadline` command: serve, keys, models, chat."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from threadline.settings import Settings
+
+app = typer.Typer(help="Threadline: a self-hosted conversation API server.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+console = Console()
+T = TypeVar("T")
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Where the database and files live")]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML config file")]
+
+
+def _settings(data_dir: Path | None = None, config: Path | None = None, **overrides: object) -> Settings:
+    if config is not None:
+        if not config.is_file():
+            raise typer.BadParameter(f"config file {config} does not exist", param_hint="--config")
+        os.environ["THREADLINE_CONFIG"] = str(config)
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def _with_container(settings: Settings, work: Callable[..., Awaitable[T]]) -> T:
+    from threadline.container import Container
+
+    async def main() -> T:
+        container = Container(settings)
+        await container.start()
+        try:
+            return await work(container)
+        finally:
+            await container.stop()
+
+    return asyncio.run(main())
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on")] = None,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+) -> None:
+    """Start the API server (creates an admin key on the first start)."""
+    import uvicorn
+
+    from threadline.container import create_app
+    from threadline.logs import configure_logging
+
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = _settings(data_dir, config, **overrides)
+    configure_logging(settings.log_level, settings.log_json)
+    issued = _with_container(settings, lambda c: c.bootstrap())
+    if issued is not None:
+        _print_first_key(issued.secret, settings)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        timeout_graceful_shutdown=35,
+    )
+
+
+def _print_first_key(secret: str, settings: Settings) -> None:
+    base = f"http://{settings.host}:{settings.port}"
+    console.print("\n[bold]First start: an admin API key was created. It is shown only once:[/bold]")
+    console.print(f"\n  {secret}\n", highlight=False, soft_wrap=True)
+    console.print("Try it:", highlight=False)
+    console.print(
+        f"  curl {base}/api/chat-with-ai -H 'API-KEY: {secret}' -H 'Content-Type: application/json' "
+        f"-d '{{\"type\": \"UNIFY_CHAT_WITH_AI\", \"model\": \"{settings.default_model}\", "
+        f"\"promptObject\": {{\"prompt\": \"Say hello\"}}}}'\n",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@keys_app.command("create")
+def keys_create(
+    org: Annotated[str, typer.Option(help="Org name (created if missing)")] = "default",
+    role: Annotated[str, typer.Option(help="ADMIN or MEMBER")] = "MEMBER",
+    name: Annotated[str, typer.Option(help="The new user's name")] = "user",
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+) -> None:
+    """Create a user with a key in an org; prints only the key."""
+    from threadline.domain.entities import Role
+
+    try:
+        role_value = Role(role.upper())
+    except ValueError:
+        raise typer.BadParameter("role must be ADMIN or MEMBER", param_hint="--role") from None
+
+    async def work(container):  # type: ignore[no-untyped-def]
+        found = await container.account_store.find_org_by_name(org)
+        target = found or await container.account_store.create_org(org, is_system=org == "default")
+        issued = await container.accounts.issue_key(target, role=role_value, user_name=name, created_by="CLI")
+        return issued.secret
+
+    typer.echo(_with_container(_settings(data_dir, config), work))
+
+
+@app.command()
+def models(config: ConfigFile = None) -> None:
+    """List the configured models."""
+    from threadline.providers import build_model
+    from threadline.services.catalog import ModelCatalog
+
+    settings = _settings(None, config)
+    catalog = ModelCatalog(settings.models, settings.default_model, build_model)
+    table = Table("id", "name", "provider", "capabilities", "default")
+    for m in catalog.list():
+        table.add_row(str(m.id), m.name, m.provider, ", ".join(m.capabilities), "yes" if m.name == catalog.default else "")
+    console.print(table)
+
+
+@app.command()
+def chat(
+    prompt: Annotated[str, typer.Argument(help="What to ask")],
+    model: Annotated[str | None, typer.Option(help="Model name (default: the configured default)")] = None,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+) -> None:
+    """Ask a model once and stream the answer to the terminal (as the first admin)."""
+    from threadline.cli_chat import run_chat
+
+    settings = _settings(data_dir, config)
+    code = _with_container(settings, lambda c: run_chat(c, prompt, model or settings.default_model))
+    raise typer.Exit(code)

@@ -1,0 +1,174 @@
+"""API keys, authentication and the admin use cases (orgs, users, keys, credit limits).
+
+A key reads `tl_<prefix>_<secret>`. Only the prefix (for lookup) and a SHA-256 of the whole
+key are stored; the key itself is shown once, when it is made. Keys carry 190+ bits of
+randomness, so a fast hash is the right tool (no password stretching needed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from uuid import UUID
+
+from threadline.domain.entities import ApiKey, Org, Principal, Role, User
+from threadline.domain.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
+from threadline.domain.ports import AccountStore
+
+KEY_SCHEME = "tl"
+SYSTEM_ORG_NAME = "default"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> tuple[str, str]:
+    """A fresh key and its lookup prefix."""
+    prefix = secrets.token_hex(6)
+    return f"{KEY_SCHEME}_{prefix}_{secrets.token_urlsafe(24)}", prefix
+
+
+def _prefix_of(key: str) -> str | None:
+    parts = key.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_SCHEME or len(parts[1]) != 12:
+        return None
+    return parts[1]
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A key as made: `secret` is the full key, shown to the caller this one time."""
+
+    key: ApiKey
+    secret: str
+    user: User
+
+
+class AccountService:
+    def __init__(self, store: AccountStore, default_credit_limit: int) -> None:
+        self._store = store
+        self.default_credit_limit = default_credit_limit
+
+    async def authenticate(self, raw_key: str | None) -> Principal:
+        if not raw_key:
+            raise Unauthorized("Invalid or missing API key")
+        prefix = _prefix_of(raw_key.strip())
+        found = await self._store.principal_for_key(prefix) if prefix else None
+        if found is None or not hmac.compare_digest(found[1], hash_key(raw_key.strip())):
+            raise Unauthorized("Invalid or missing API key")
+        principal = found[0]
+        if principal.user.status != "ACTIVE":
+            raise Unauthorized("This API key's user is not active")
+        return principal
+
+    async def bootstrap(self) -> IssuedKey | None:
+        """On an empty database: the system org, its first admin and a key for them."""
+        if await self._store.count_keys() > 0:
+            return None
+        org = await self._store.find_org_by_name(SYSTEM_ORG_NAME)
+        if org is None:
+            org = await self._store.create_org(SYSTEM_ORG_NAME, is_system=True)
+        return await self.issue_key(org, role=Role.ADMIN, user_name="admin", created_by="SYSTEM")
+
+    async def issue_key(
+        self,
+        org: Org,
+        *,
+        role: Role = Role.MEMBER,
+        user_name: str = "user",
+        created_by: str = "SYSTEM",
+        user: User | None = None,
+        key_name: str = "default",
+        credit_limit: int | None = None,
+    ) -> IssuedKey:
+        if user is None:
+            limit = self.default_credit_limit if credit_limit is None else credit_limit
+            user = await self._store.create_user(org.id, user_name, role, limit, created_by)
+        secret, prefix = new_key()
+        key = await self._store.create_key(org.id, user.id, key_name, prefix, hash_key(secret))
+        return IssuedKey(key=key, secret=secret, user=user)
+
+    # ---- admin use cases (ADMIN role; system-org admins also manage other orgs) ----
+
+    async def create_org(
+        self, caller: Principal, name: str, admin_name: str, credit_limit: int | None
+    ) -> tuple[Org, IssuedKey]:
+        self._require_system_admin(caller)
+        if await self._store.find_org_by_name(name) is not None:
+            raise InvalidRequest(f"an org named {name!r} already exists")
+        org = await self._store.create_org(name)
+        issued = await self.issue_key(
+            org,
+            role=Role.ADMIN,
+            user_name=admin_name,
+            created_by=caller.user.name,
+            credit_limit=credit_limit,
+        )
+        return org, issued
+
+    async def list_orgs(self, caller: Principal) -> list[Org]:
+        require_admin(caller)
+        return await self._store.list_orgs() if caller.org.is_system else [caller.org]
+
+    async def target_org(self, caller: Principal, org_id: UUID | None) -> Org:
+        """The org an admin acts on: their own, or (system admins only) another one."""
+        require_admin(caller)
+        if org_id is None or org_id == caller.org_id:
+            return caller.org
+        org = await self._store.get_org(org_id) if caller.org.is_system else None
+        if org is None:
+            raise NotFound(f"org {org_id} not found")
+        return org
+
+    async def create_user(
+        self, caller: Principal, org: Org, name: str, role: Role, credit_limit: int | None
+    ) -> User:
+        limit = self.default_credit_limit if credit_limit is None else credit_limit
+        return await self._store.create_user(org.id, name, role, limit, caller.user.name)
+
+    async def list_users(self, org: Org) -> list[User]:
+        return await self._store.list_users(org.id)
+
+    async def update_user(
+        self, caller: Principal, org: Org, user_id: UUID, **changes: object
+    ) -> User:
+        user = await self._store.update_user(org.id, user_id, caller.user.name, **changes)
+        if user is None:
+            raise NotFound(f"user {user_id} not found")
+        return user
+
+    async def create_key_for(self, caller: Principal, org: Org, user_id: UUID, name: str) -> IssuedKey:
+        user = await self._store.get_user(org.id, user_id)
+        if user is None:
+            raise NotFound(f"user {user_id} not found")
+        return await self.issue_key(org, user=user, key_name=name, created_by=caller.user.name)
+
+    async def list_keys(self, org: Org) -> list[ApiKey]:
+        return await self._store.list_keys(org.id)
+
+    async def revoke_key(self, org: Org, key_id: UUID) -> ApiKey:
+        key = await self._store.revoke_key(org.id, key_id)
+        if key is None:
+            raise NotFound(f"API key {key_id} not found")
+        return key
+
+    async def user(self, principal: Principal) -> User:
+        """The caller's user as stored now (fresh credit figures)."""
+        user = await self._store.get_user(principal.org_id, principal.user.id)
+        if user is None:
+            raise Unauthorized("This API key's user no longer exists")
+        return user
+
+    @staticmethod
+    def _require_system_admin(caller: Principal) -> None:
+        require_admin(caller)
+        if not caller.org.is_system:
+            raise Forbidden("Only admins of the system org can create orgs")
+
+
+def require_admin(caller: Principal) -> None:
+    if not caller.is_admin:
+        raise Forbidden("This needs an API key of a user with the ADMIN role")

@@ -1,0 +1,326 @@
+"""The chat engine: one request in, one run out.
+
+`ChatService.reply()` validates and authorises everything *before* writing anything (so a
+bad request leaves the database unchanged), persists the user's message and a PENDING
+record, and starts the run as its own task. The run streams the model, then stores the
+reply, its usage and its charge in one transaction, whether or not anyone is still
+listening.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+from uuid import UUID, uuid4
+
+import structlog
+
+from threadline.domain.entities import AiRecord, Message, Principal, RecordStatus
+from threadline.domain.errors import Forbidden, ThreadlineError, Unprocessable
+from threadline.domain.events import Citation, Done, Failed, TextDelta, Usage
+from threadline.domain.ports import ChatMessage, ModelRequest, RecordStore
+from threadline.services.accounts import AccountService
+from threadline.services.catalog import CatalogModel, ModelCatalog
+from threadline.services.clock import utcnow
+from threadline.services.conversations import ConversationService
+from threadline.services.runs import Run, RunRegistry
+
+log = structlog.get_logger(__name__)
+
+CHARS_PER_TOKEN = 4
+
+
+@dataclass(frozen=True, slots=True)
+class HistorySettings:
+    is_mixed: bool = False
+    limit: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class WebSearch:
+    num_of_site: int = 3
+    max_word: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Grounding:
+    """What the reply should be grounded in besides the conversation."""
+
+    web_search: WebSearch | None = None
+    with_memories: bool = False
+    images: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    brand_voice_id: str | None = None
+    read_links: bool = False  # fetch YouTube transcripts / pages linked in the prompt
+
+
+@dataclass(frozen=True, slots=True)
+class ChatCommand:
+    """A dialect-free chat request.
+
+    Either `prompt` (with an optional conversation whose history is replayed) or `messages`
+    (the client sends the whole exchange, as OpenAI's API does).
+    """
+
+    principal: Principal
+    model: str
+    record_type: str
+    prompt: str = ""
+    messages: Sequence[ChatMessage] = ()
+    conversation_id: UUID | None = None
+    session_id: UUID | None = None
+    history: HistorySettings = HistorySettings()
+    grounding: Grounding = Grounding()
+    prompt_object: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] | None = None
+    system: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: Sequence[str] = ()
+
+
+class ChatService:
+    def __init__(
+        self,
+        *,
+        catalog: ModelCatalog,
+        records: RecordStore,
+        conversations: ConversationService,
+        accounts: AccountService,
+        runs: RunRegistry,
+        history_limit_max: int,
+        observer: Callable[[AiRecord], None] | None = None,
+    ) -> None:
+        self._catalog = catalog
+        self._records = records
+        self._conversations = conversations
+        self._accounts = accounts
+        self._runs = runs
+        self._history_limit_max = history_limit_max
+        self._observer = observer
+
+    async def reply(self, command: ChatCommand) -> Run:
+        """Start a reply; returns at once with the run (does not wait for the model)."""
+        entry = self._catalog.get(command.model)
+        _check_supported(command)
+        self._check_credit(command.principal)
+        request = await self._model_request(command, entry)
+        record, user_message = self._new_record(command)
+        await self._records.start(record, user_message)
+        run = Run(record)
+        task = asyncio.create_task(
+            self._drive(run, entry, request, user_message), name=f"run-{run.id}"
+        )
+        self._runs.add(run, task)
+        return run
+
+    @staticmethod
+    def _check_credit(principal: Principal) -> None:
+        user = principal.user
+        if user.used_credit >= user.credit_limit:
+            raise Forbidden(
+                f"Quota exceeded: {user.used_credit} of {user.credit_limit} credits used; "
+                "ask an admin to raise your credit limit"
+            )
+
+    async def _model_request(self, command: ChatCommand, entry: CatalogModel) -> ModelRequest:
+        messages: list[ChatMessage] = []
+        if command.system:
+            messages.append(ChatMessage("system", command.system))
+        if command.messages:
+            messages.extend(command.messages)
+        else:
+            messages.extend(await self._history(command))
+            messages.append(ChatMessage("user", command.prompt))
+        max_tokens = command.max_tokens or entry.config.max_output_tokens
+        budget = entry.config.context_window - max_tokens
+        return ModelRequest(
+            messages=_fit(messages, budget),
+            max_tokens=max_tokens,
+            temperature=command.temperature,
+            top_p=command.top_p,
+            stop=tuple(command.stop),
+        )
+
+    async def _history(self, command: ChatCommand) -> list[ChatMessage]:
+        if command.conversation_id is None:
+            return []
+        rows = await self._conversations.history(
+            command.principal,
+            command.conversation_id,
+            model=None if command.history.is_mixed else command.model,
+            limit=min(command.history.limit, self._history_limit_max),
+        )
+        return [ChatMessage(m.role, m.content) for m in rows]
+
+    @staticmethod
+    def _new_record(command: ChatCommand) -> tuple[AiRecord, Message | None]:
+        now = utcnow()
+        record = AiRecord(
+            id=uuid4(),
+            org_id=command.principal.org_id,
+            user_id=command.principal.user.id,
+            conversation_id=command.conversation_id,
+            model=command.model,
+            type=command.record_type,
+            status=RecordStatus.PENDING,
+            prompt_object=command.prompt_object,
+            result_text="",
+            metadata=command.metadata,
+            created_at=now,
+            updated_at=now,
+        )
+        if command.conversation_id is None:
+            return record, None
+        user_message = Message(
+            id=uuid4(),
+            org_id=record.org_id,
+            conversation_id=command.conversation_id,
+            session_id=command.session_id,
+            record_id=record.id,
+            role="user",
+            content=command.prompt,
+            model=command.model,
+            status=RecordStatus.PENDING,
+            created_at=now,
+        )
+        return record, user_message
+
+    async def _drive(
+        self, run: Run, entry: CatalogModel, request: ModelRequest, user_message: Message | None
+    ) -> None:
+        parts: list[str] = []
+        citations: list[Citation] = []
+        usage: Usage | None = None
+        failure: Failed | None = None
+        try:
+            async for event in self._catalog.model(entry.name).stream(request):
+                if isinstance(event, TextDelta):
+                    parts.append(event.text)
+                elif isinstance(event, Citation):
+                    citations.append(event)
+                elif isinstance(event, Usage):
+                    usage = event
+                    continue
+                run.emit(event)
+        except ThreadlineError as exc:
+            failure = Failed(code=exc.code, message=exc.message, status=exc.status)
+        except asyncio.CancelledError:
+            failure = Failed(code="CANCELLED", message="the server stopped before the reply ended")
+        except Exception:
+            log.exception("model stream crashed", model=entry.name, run=str(run.id))
+            failure = Failed(code="MODEL_ERROR", message=f"model {entry.name!r} failed unexpectedly")
+        text = "".join(parts)
+        usage = usage or _estimate(request, text)
+        run.emit(usage)
+        await self._finish(run, entry, usage, text, citations, failure, user_message)
+
+    async def _finish(
+        self,
+        run: Run,
+        entry: CatalogModel,
+        usage: Usage,
+        text: str,
+        citations: list[Citation],
+        failure: Failed | None,
+        user_message: Message | None,
+    ) -> None:
+        charge = entry.price(usage)
+        status = RecordStatus.FAILED if failure else RecordStatus.SUCCESS
+        record = replace(
+            run.record,
+            status=status,
+            result_text=text,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            credits=charge,
+            error=failure.message if failure else None,
+            citations=[_citation_dict(c) for c in citations],
+            updated_at=utcnow(),
+        )
+        assistant = _assistant_message(record, user_message, text)
+        try:
+            await asyncio.shield(
+                self._records.finish(
+                    record, assistant, user_message.id if user_message else None, charge
+                )
+            )
+        except Exception:
+            log.exception("could not store the reply", run=str(run.id))
+            failure = failure or Failed(code="STORAGE_ERROR", message="the reply could not be stored")
+        last: Done | Failed = Done(record=record) if failure is None else replace(failure, record=record)
+        run.finish(record, last)
+        if self._observer is not None:
+            self._observer(record)
+
+
+YOUTUBE_LINK = re.compile(r"https?://(?:www\.|m\.)?(?:youtube\.com/(?:watch|shorts|live)|youtu\.be/)\S*")
+
+
+def _check_supported(command: ChatCommand) -> None:
+    """Settings this server cannot honour yet are refused by name, never ignored."""
+    g = command.grounding
+    refused = []
+    if g.web_search is not None:
+        refused.append("web search (webSearch)")
+    if g.with_memories:
+        refused.append("memories (withMemories)")
+    if g.images:
+        refused.append("image attachments")
+    if g.files:
+        refused.append("file attachments")
+    if g.brand_voice_id:
+        refused.append("brand voice (brandVoiceId)")
+    if g.read_links and YOUTUBE_LINK.search(command.prompt):
+        refused.append("YouTube links in the prompt")
+    if refused:
+        raise Unprocessable(f"Not supported by this server yet: {', '.join(refused)}")
+
+
+def _assistant_message(record: AiRecord, user_message: Message | None, text: str) -> Message | None:
+    if user_message is None:
+        return None
+    return Message(
+        id=uuid4(),
+        org_id=record.org_id,
+        conversation_id=user_message.conversation_id,
+        session_id=user_message.session_id,
+        record_id=record.id,
+        role="assistant",
+        content=text,
+        model=record.model,
+        status=record.status,
+        created_at=record.updated_at,
+    )
+
+
+def _citation_dict(citation: Citation) -> dict[str, Any]:
+    return {
+        "sourceId": citation.source_id,
+        "title": citation.title,
+        "excerpt": citation.excerpt,
+        "page": citation.page,
+        "url": citation.url,
+    }
+
+
+def estimate_tokens(text: str) -> int:
+    return max(1, len(text) // CHARS_PER_TOKEN) if text else 0
+
+
+def _estimate(request: ModelRequest, text: str) -> Usage:
+    prompt = sum(estimate_tokens(m.content) + 4 for m in request.messages)
+    return Usage(input_tokens=prompt, output_tokens=estimate_tokens(text), estimated=True)
+
+
+def _fit(messages: list[ChatMessage], budget_tokens: int) -> list[ChatMessage]:
+    """Drop the oldest history (never the system prompt or the last message) to fit."""
+    kept = list(messages)
+    head = 1 if kept and kept[0].role == "system" else 0
+    while len(kept) - head > 1 and sum(estimate_tokens(m.content) + 4 for m in kept) > budget_tokens:
+        del kept[head]
+    return kept

@@ -1,0 +1,112 @@
+"""A run: one reply being produced, decoupled from the HTTP connection that asked for it.
+
+The run owns an append-only event log. Any number of readers iterate it from any position
+(`events(after=n)`), live or after the end, so a client that disconnects loses nothing and a
+client that comes back can replay. The producer never waits for readers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from uuid import UUID
+
+from threadline.domain.entities import AiRecord
+from threadline.domain.events import Done, Failed, ReplyEvent
+
+
+class Run:
+    def __init__(self, record: AiRecord) -> None:
+        self.id: UUID = record.id
+        self.org_id: UUID = record.org_id
+        self.record = record
+        self._log: list[ReplyEvent] = []
+        self._changed = asyncio.Event()
+        self._final: AiRecord | None = None
+        self._finished = asyncio.Event()
+
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    def emit(self, event: ReplyEvent) -> None:
+        self._log.append(event)
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def finish(self, record: AiRecord, last: Done | Failed) -> None:
+        self._final = record
+        self._finished.set()
+        self.emit(last)
+
+    @property
+    def outcome(self) -> Done | Failed | None:
+        """The closing event once the run has finished."""
+        last = self._log[-1] if self._finished.is_set() else None
+        return last if isinstance(last, Done | Failed) else None
+
+    async def events(
+        self, after: int = 0, idle: float | None = None
+    ) -> AsyncIterator[tuple[int, ReplyEvent | None]]:
+        """(sequence number, event) pairs from `after` on, until the closing Done/Failed.
+
+        With `idle`, a `(position, None)` heartbeat comes whenever nothing happened for that
+        many seconds (dialects turn it into a keep-alive ping)."""
+        position = after
+        while True:
+            while position < len(self._log):
+                event = self._log[position]
+                position += 1
+                yield position, event
+                if isinstance(event, Done | Failed):
+                    return
+            try:
+                async with asyncio.timeout(idle):
+                    await self._changed.wait()
+            except TimeoutError:
+                yield position, None
+
+    async def result(self) -> AiRecord:
+        await self._finished.wait()
+        assert self._final is not None
+        return self._final
+
+
+class RunRegistry:
+    """Live runs and recently finished ones (kept `retention` seconds for replay)."""
+
+    def __init__(self, retention: float = 300.0) -> None:
+        self.retention = retention
+        self._runs: dict[UUID, Run] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def add(self, run: Run, task: asyncio.Task[None]) -> None:
+        self._runs[run.id] = run
+        self._tasks.add(task)
+        task.add_done_callback(self._on_done(run))
+
+    def _on_done(self, run: Run):  # type: ignore[no-untyped-def]
+        def done(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.retention, self._runs.pop, run.id, None)
+
+        return done
+
+    def get(self, org_id: UUID, run_id: UUID) -> Run | None:
+        run = self._runs.get(run_id)
+        return run if run is not None and run.org_id == org_id else None
+
+    @property
+    def active(self) -> int:
+        return len(self._tasks)
+
+    async def drain(self, timeout: float) -> None:
+        """Let running replies finish (on shutdown); cancel what is left after `timeout`."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)

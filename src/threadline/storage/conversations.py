@@ -1,0 +1,181 @@
+"""Conversations and their messages in SQL (implements `ports.ConversationStore`)."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import RowMapping
+
+from threadline.domain.entities import Conversation, Message, Page, RecordStatus
+from threadline.storage.database import Database, as_utc, utcnow
+from threadline.storage.tables import conversations, messages
+
+_CHANGES = {"title", "description", "is_archived", "status", "model"}
+_SORT_KEYS = {"created_at": conversations.c.created_at, "updated_at": conversations.c.updated_at}
+
+
+def _conversation(row: RowMapping) -> Conversation:
+    return Conversation(
+        id=row["id"],
+        org_id=row["org_id"],
+        user_id=row["user_id"],
+        title=row["title"],
+        description=row["description"],
+        type=row["type"],
+        model=row["model"],
+        status=row["status"],
+        is_archived=row["is_archived"],
+        created_at=as_utc(row["created_at"]),
+        updated_at=as_utc(row["updated_at"]),
+    )
+
+
+def message_from_row(row: RowMapping) -> Message:
+    return Message(
+        id=row["id"],
+        org_id=row["org_id"],
+        conversation_id=row["conversation_id"],
+        session_id=row["session_id"],
+        record_id=row["record_id"],
+        role=row["role"],
+        content=row["content"],
+        model=row["model"],
+        status=RecordStatus(row["status"]),
+        created_at=as_utc(row["created_at"]),
+    )
+
+
+def message_values(message: Message) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "org_id": message.org_id,
+        "conversation_id": message.conversation_id,
+        "session_id": message.session_id,
+        "record_id": message.record_id,
+        "role": message.role,
+        "content": message.content,
+        "model": message.model,
+        "status": message.status.value,
+        "created_at": message.created_at,
+    }
+
+
+class SqlConversationStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, conversation: Conversation) -> Conversation:
+        c = conversation
+        async with self._db.write() as conn:
+            await conn.execute(
+                insert(conversations).values(
+                    id=c.id,
+                    org_id=c.org_id,
+                    user_id=c.user_id,
+                    title=c.title,
+                    description=c.description,
+                    type=c.type,
+                    model=c.model,
+                    status=c.status,
+                    is_archived=c.is_archived,
+                    created_at=c.created_at,
+                    updated_at=c.updated_at,
+                )
+            )
+        return conversation
+
+    async def get(self, org_id: UUID, conversation_id: UUID) -> Conversation | None:
+        query = select(conversations).where(
+            conversations.c.org_id == org_id, conversations.c.id == conversation_id
+        )
+        async with self._db.read() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        return _conversation(row) if row else None
+
+    async def list(
+        self,
+        org_id: UUID,
+        *,
+        user_id: UUID | None,
+        limit: int,
+        offset: int,
+        search: str | None = None,
+        sort_key: str = "created_at",
+        ascending: bool = False,
+    ) -> Page:
+        where = [conversations.c.org_id == org_id]
+        if user_id is not None:
+            where.append(conversations.c.user_id == user_id)
+        if search:
+            pattern = f"%{search.lower()}%"
+            where.append(
+                func.lower(conversations.c.title).like(pattern)
+                | func.lower(conversations.c.description).like(pattern)
+            )
+        column = _SORT_KEYS[sort_key]
+        order = (column.asc(), conversations.c.id.asc()) if ascending else (
+            column.desc(),
+            conversations.c.id.desc(),
+        )
+        query = select(conversations).where(*where).order_by(*order).limit(limit).offset(offset)
+        count = select(func.count()).select_from(conversations).where(*where)
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+            total = int((await conn.execute(count)).scalar_one())
+        return Page([_conversation(r) for r in rows], total, limit, offset)
+
+    async def update(self, org_id: UUID, conversation_id: UUID, **changes: Any) -> bool:
+        unknown = set(changes) - _CHANGES
+        if unknown:
+            raise ValueError(f"cannot change {sorted(unknown)}")
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                update(conversations)
+                .where(conversations.c.org_id == org_id, conversations.c.id == conversation_id)
+                .values(**changes, updated_at=utcnow())
+            )
+        return bool(result.rowcount)
+
+    async def delete(self, org_id: UUID, conversation_id: UUID) -> bool:
+        async with self._db.write() as conn:
+            await conn.execute(
+                delete(messages).where(
+                    messages.c.org_id == org_id, messages.c.conversation_id == conversation_id
+                )
+            )
+            result = await conn.execute(
+                delete(conversations).where(
+                    conversations.c.org_id == org_id, conversations.c.id == conversation_id
+                )
+            )
+        return bool(result.rowcount)
+
+    async def messages(
+        self, org_id: UUID, conversation_id: UUID, *, limit: int, offset: int
+    ) -> Page:
+        where = (messages.c.org_id == org_id, messages.c.conversation_id == conversation_id)
+        query = select(messages).where(*where).order_by(messages.c.seq).limit(limit).offset(offset)
+        count = select(func.count()).select_from(messages).where(*where)
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+            total = int((await conn.execute(count)).scalar_one())
+        return Page([message_from_row(r) for r in rows], total, limit, offset)
+
+    async def history(
+        self, org_id: UUID, conversation_id: UUID, *, model: str | None, limit: int
+    ) -> list[Message]:
+        if limit <= 0:
+            return []
+        where = [
+            messages.c.org_id == org_id,
+            messages.c.conversation_id == conversation_id,
+            messages.c.status == RecordStatus.SUCCESS.value,
+        ]
+        if model is not None:
+            where.append(messages.c.model == model)
+        query = select(messages).where(*where).order_by(messages.c.seq.desc()).limit(limit)
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [message_from_row(r) for r in reversed(rows)]

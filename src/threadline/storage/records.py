@@ -1,0 +1,144 @@
+"""AI records (one per chat request) in SQL (implements `ports.RecordStore`).
+
+A record is written twice: PENDING with the user's message when the run starts, and once
+more when it ends, together with the assistant's message, the conversation's `updated_at`
+and the credit charge, all in one transaction, so a reply is stored and charged exactly once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import RowMapping
+
+from threadline.domain.entities import AiRecord, Message, RecordStatus
+from threadline.storage.conversations import message_values
+from threadline.storage.database import Database, as_utc, utcnow
+from threadline.storage.tables import ai_records, conversations, messages, users
+
+
+def _record(row: RowMapping) -> AiRecord:
+    return AiRecord(
+        id=row["id"],
+        org_id=row["org_id"],
+        user_id=row["user_id"],
+        conversation_id=row["conversation_id"],
+        model=row["model"],
+        type=row["type"],
+        status=RecordStatus(row["status"]),
+        prompt_object=row["prompt_object"],
+        result_text=row["result_text"],
+        metadata=row["metadata"],
+        citations=row["citations"],
+        input_tokens=row["input_tokens"],
+        output_tokens=row["output_tokens"],
+        credits=row["credits"],
+        error=row["error"],
+        created_at=as_utc(row["created_at"]),
+        updated_at=as_utc(row["updated_at"]),
+    )
+
+
+def _values(record: AiRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "org_id": record.org_id,
+        "user_id": record.user_id,
+        "conversation_id": record.conversation_id,
+        "model": record.model,
+        "type": record.type,
+        "status": record.status.value,
+        "prompt_object": record.prompt_object,
+        "result_text": record.result_text,
+        "metadata": record.metadata,
+        "citations": record.citations,
+        "input_tokens": record.input_tokens,
+        "output_tokens": record.output_tokens,
+        "credits": record.credits,
+        "error": record.error,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+    }
+
+
+class SqlRecordStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def start(self, record: AiRecord, user_message: Message | None) -> None:
+        async with self._db.write() as conn:
+            await conn.execute(insert(ai_records).values(**_values(record)))
+            if user_message is not None:
+                await conn.execute(insert(messages).values(**message_values(user_message)))
+
+    async def finish(
+        self,
+        record: AiRecord,
+        assistant_message: Message | None,
+        user_message_id: UUID | None,
+        charge: int,
+    ) -> AiRecord:
+        values = _values(record)
+        for fixed in ("id", "org_id", "user_id", "created_at"):
+            values.pop(fixed)
+        async with self._db.write() as conn:
+            await conn.execute(
+                update(ai_records)
+                .where(ai_records.c.org_id == record.org_id, ai_records.c.id == record.id)
+                .values(**values)
+            )
+            if assistant_message is not None:
+                await conn.execute(insert(messages).values(**message_values(assistant_message)))
+            if user_message_id is not None:
+                await conn.execute(
+                    update(messages)
+                    .where(messages.c.org_id == record.org_id, messages.c.id == user_message_id)
+                    .values(status=record.status.value)
+                )
+            if record.conversation_id is not None:
+                await conn.execute(
+                    update(conversations)
+                    .where(
+                        conversations.c.org_id == record.org_id,
+                        conversations.c.id == record.conversation_id,
+                    )
+                    .values(updated_at=record.updated_at)
+                )
+            if charge:
+                await conn.execute(
+                    update(users)
+                    .where(users.c.org_id == record.org_id, users.c.id == record.user_id)
+                    .values(used_credit=users.c.used_credit + charge)
+                )
+        return record
+
+    async def get(self, org_id: UUID, record_id: UUID) -> AiRecord | None:
+        query = select(ai_records).where(ai_records.c.org_id == org_id, ai_records.c.id == record_id)
+        async with self._db.read() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        return _record(row) if row else None
+
+    async def fail_unfinished(self, reason: str, before: datetime) -> int:
+        """Mark runs that a stopped server left PENDING as FAILED (called at start-up)."""
+        pending = (
+            ai_records.c.status == RecordStatus.PENDING.value,
+            ai_records.c.created_at < before,
+        )
+        async with self._db.write() as conn:
+            ids = (await conn.execute(select(ai_records.c.id).where(*pending))).scalars().all()
+            if not ids:
+                return 0
+            await conn.execute(
+                update(ai_records)
+                .where(ai_records.c.id.in_(ids))
+                .values(status=RecordStatus.FAILED.value, error=reason, updated_at=utcnow())
+            )
+            await conn.execute(
+                update(messages)
+                .where(messages.c.record_id.in_(ids))
+                .values(status=RecordStatus.FAILED.value)
+            )
+        return len(ids)
