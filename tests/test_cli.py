@@ -1,0 +1,67 @@
+"""The `threadline` command, run as a user would: a real process on a real data dir."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+CONFIG = """
+default_model = "echo"
+
+[models.echo]
+provider = "fake"
+replies = ["echo"]
+
+[models."priced"]
+provider = "fake"
+replies = ["a fixed answer"]
+credits = { input_per_1k = 1000, output_per_1k = 1000 }
+"""
+
+
+def threadline(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
+    env["COLUMNS"] = "200"
+    return subprocess.run(
+        [sys.executable, "-m", "threadline", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_keys_models_and_chat(tmp_path: Path) -> None:
+    config = tmp_path / "threadline.toml"
+    config.write_text(CONFIG)
+    data = tmp_path / "data"
+
+    made = threadline("keys", "create", "--org", "acme", "--role", "ADMIN", "--data-dir", str(data), "--config", str(config), cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    assert key.startswith("tl_") and "\n" not in key
+
+    listed = threadline("models", "--config", str(config), cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "echo" in listed.stdout and "priced" in listed.stdout and "fake" in listed.stdout
+
+    chat = threadline("chat", "hello from the terminal", "--data-dir", str(data), "--config", str(config), cwd=tmp_path)
+    assert chat.returncode == 0, chat.stderr
+    assert chat.stdout.strip() == "hello from the terminal"
+
+    priced = threadline("chat", "x", "--model", "priced", "--data-dir", str(data), "--config", str(config), cwd=tmp_path)
+    assert priced.stdout.strip() == "a fixed answer"
+
+    unknown = threadline("chat", "x", "--model", "nope", "--data-dir", str(data), "--config", str(config), cwd=tmp_path)
+    assert unknown.returncode == 1
+    assert "nope" in unknown.stderr and "echo" in unknown.stderr
+
+
+def test_bad_role_and_missing_config_are_clear(tmp_path: Path) -> None:
+    bad = threadline("keys", "create", "--role", "OWNER", "--data-dir", str(tmp_path), cwd=tmp_path)
+    assert bad.returncode != 0 and "ADMIN or MEMBER" in bad.stderr
+    missing = threadline("models", "--config", str(tmp_path / "nope.toml"), cwd=tmp_path)
+    assert missing.returncode != 0 and "does not exist" in missing.stderr
