@@ -19,10 +19,18 @@ async def count(container, table) -> int:
 
 
 async def test_missing_and_bad_keys_are_401(client, admin_key):
-    for headers in ({}, {"API-KEY": "nope"}, {"API-KEY": admin_key[:-1] + "x"}, {"Authorization": "Basic abc"}):
+    for headers in (
+        {},
+        {"API-KEY": "nope"},
+        {"API-KEY": admin_key[:-1] + "x"},
+        {"Authorization": "Basic abc"},
+    ):
         r = await client.post(CHAT, headers=headers, json=HELLO)
         assert r.status_code == 401
-        assert r.json() == {"success": False, "error": {"code": "UNAUTHORIZED", "message": "Invalid or missing API key"}}
+        assert r.json() == {
+            "success": False,
+            "error": {"code": "UNAUTHORIZED", "message": "Invalid or missing API key"},
+        }
 
 
 async def test_bearer_is_accepted(client, admin_key):
@@ -38,9 +46,15 @@ async def test_keys_are_stored_hashed(client, admin_key, container):
 
 
 async def test_admin_manages_users_keys_and_revocation_is_immediate(client, admin):
-    user = (await client.post("/api/admin/users", headers=admin, json={"name": "bob", "creditLimit": 50})).json()["user"]
+    user = (
+        await client.post(
+            "/api/admin/users", headers=admin, json={"name": "bob", "creditLimit": 50}
+        )
+    ).json()["user"]
     assert user["role"] == "MEMBER" and user["creditLimit"] == 50 and user["usedCredit"] == 0
-    made = await client.post("/api/admin/keys", headers=admin, json={"userId": user["userId"], "name": "laptop"})
+    made = await client.post(
+        "/api/admin/keys", headers=admin, json={"userId": user["userId"], "name": "laptop"}
+    )
     assert made.status_code == 201
     key = made.json()["apiKey"]
     member = {"API-KEY": key["key"]}
@@ -57,21 +71,35 @@ async def test_admin_manages_users_keys_and_revocation_is_immediate(client, admi
 
 
 async def test_org_admins_only_see_their_org(client, admin):
-    acme = (await client.post("/api/admin/orgs", headers=admin, json={"name": "acme", "creditLimit": 10})).json()
+    acme = (
+        await client.post(
+            "/api/admin/orgs", headers=admin, json={"name": "acme", "creditLimit": 10}
+        )
+    ).json()
     acme_admin = {"API-KEY": acme["apiKey"]["key"]}
-    assert [o["name"] for o in (await client.get("/api/admin/orgs", headers=acme_admin)).json()["orgs"]] == ["acme"]
-    assert (await client.post("/api/admin/orgs", headers=acme_admin, json={"name": "evil"})).status_code == 403
+    assert [
+        o["name"] for o in (await client.get("/api/admin/orgs", headers=acme_admin)).json()["orgs"]
+    ] == ["acme"]
+    assert (
+        await client.post("/api/admin/orgs", headers=acme_admin, json={"name": "evil"})
+    ).status_code == 403
     root_users = (await client.get("/api/admin/users", headers=admin)).json()["users"]
     root_user_id = root_users[0]["userId"]
-    r = await client.patch(f"/api/admin/users/{root_user_id}", headers=acme_admin, json={"creditLimit": 0})
+    r = await client.patch(
+        f"/api/admin/users/{root_user_id}", headers=acme_admin, json={"creditLimit": 0}
+    )
     assert r.status_code == 404
     system_org = (await client.get("/api/admin/orgs", headers=admin)).json()["orgs"]
     assert {o["name"] for o in system_org} == {"default", "acme"}
 
 
 async def test_exhausted_credits_are_403_before_any_model_runs(client, admin, fakes, container):
-    user = (await client.post("/api/admin/users", headers=admin, json={"name": "c", "creditLimit": 30})).json()["user"]
-    key = (await client.post("/api/admin/keys", headers=admin, json={"userId": user["userId"]})).json()["apiKey"]["key"]
+    user = (
+        await client.post("/api/admin/users", headers=admin, json={"name": "c", "creditLimit": 30})
+    ).json()["user"]
+    key = (
+        await client.post("/api/admin/keys", headers=admin, json={"userId": user["userId"]})
+    ).json()["apiKey"]["key"]
     member = {"API-KEY": key}
     fakes["gpt-4o-mini"].enqueue(["x", Usage(10, 15)])  # 10 + 2*15 = 40 credits > 30
     first = await client.post(CHAT, headers=member, json=HELLO)
@@ -83,12 +111,16 @@ async def test_exhausted_credits_are_403_before_any_model_runs(client, admin, fa
     assert len(fakes["gpt-4o-mini"].requests) == calls
     assert await count(container, ai_records) == records
     # an admin raises the limit: the user can chat again
-    await client.patch(f"/api/admin/users/{user['userId']}", headers=admin, json={"creditLimit": 1000})
+    await client.patch(
+        f"/api/admin/users/{user['userId']}", headers=admin, json={"creditLimit": 1000}
+    )
     assert (await client.post(CHAT, headers=member, json=HELLO)).status_code == 200
 
 
 async def test_rate_limit_is_429_with_retry_after(tmp_path, db_url, fakes):
-    app = create_app(make_settings(tmp_path, db_url, rate_limit_per_minute=2), model_factory=fakes.factory)
+    app = create_app(
+        make_settings(tmp_path, db_url, rate_limit_per_minute=2), model_factory=fakes.factory
+    )
     import httpx
 
     async with app.router.lifespan_context(app):
@@ -100,7 +132,10 @@ async def test_rate_limit_is_429_with_retry_after(tmp_path, db_url, fakes):
             assert (await client.get("/api/models", headers=headers)).status_code == 200
             r = await client.get("/api/models", headers=headers)
             assert r.status_code == 429
-            assert r.json()["error"] == {"code": "RATE_LIMITED", "message": r.json()["error"]["message"]}
+            assert r.json()["error"] == {
+                "code": "RATE_LIMITED",
+                "message": r.json()["error"]["message"],
+            }
             assert int(r.headers["Retry-After"]) >= 1
             records = await count(app.state.container, ai_records)
             assert (await client.post(CHAT, headers=headers, json=HELLO)).status_code == 429
@@ -121,13 +156,24 @@ async def test_health_metrics_openapi_and_request_ids(client, admin):
     health = await client.get("/healthz")
     assert health.json()["status"] == "ok"
     assert len(health.headers["x-request-id"]) == 32
-    assert (await client.get("/healthz", headers={"X-Request-ID": "abc-123"})).headers["x-request-id"] == "abc-123"
+    assert (await client.get("/healthz", headers={"X-Request-ID": "abc-123"})).headers[
+        "x-request-id"
+    ] == "abc-123"
     await client.post(CHAT, headers=admin, json=HELLO)
     metrics = (await client.get("/metrics")).text
-    assert 'threadline_http_requests_total{method="POST",route="/api/chat-with-ai",status="200"} 1.0' in metrics
+    assert (
+        'threadline_http_requests_total{method="POST",route="/api/chat-with-ai",status="200"} 1.0'
+        in metrics
+    )
     assert 'threadline_replies_total{model="gpt-4o-mini",status="SUCCESS"} 1.0' in metrics
     paths = (await client.get("/openapi.json")).json()["paths"]
-    for path in ("/api/conversations", "/api/chat-with-ai", "/api/features", "/api/models", "/api/admin/keys"):
+    for path in (
+        "/api/conversations",
+        "/api/chat-with-ai",
+        "/api/features",
+        "/api/models",
+        "/api/admin/keys",
+    ):
         assert path in paths
 
 

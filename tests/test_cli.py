@@ -39,7 +39,19 @@ def test_keys_models_and_chat(tmp_path: Path) -> None:
     config.write_text(CONFIG)
     data = tmp_path / "data"
 
-    made = threadline("keys", "create", "--org", "acme", "--role", "ADMIN", "--data-dir", str(data), "--config", str(config), cwd=tmp_path)
+    made = threadline(
+        "keys",
+        "create",
+        "--org",
+        "acme",
+        "--role",
+        "ADMIN",
+        "--data-dir",
+        str(data),
+        "--config",
+        str(config),
+        cwd=tmp_path,
+    )
     assert made.returncode == 0, made.stderr
     key = made.stdout.strip()
     assert key.startswith("tl_") and "\n" not in key
@@ -48,14 +60,42 @@ def test_keys_models_and_chat(tmp_path: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     assert "echo" in listed.stdout and "priced" in listed.stdout and "fake" in listed.stdout
 
-    chat = threadline("chat", "hello from the terminal", "--data-dir", str(data), "--config", str(config), cwd=tmp_path)
+    chat = threadline(
+        "chat",
+        "hello from the terminal",
+        "--data-dir",
+        str(data),
+        "--config",
+        str(config),
+        cwd=tmp_path,
+    )
     assert chat.returncode == 0, chat.stderr
     assert chat.stdout.strip() == "hello from the terminal"
 
-    priced = threadline("chat", "x", "--model", "priced", "--data-dir", str(data), "--config", str(config), cwd=tmp_path)
+    priced = threadline(
+        "chat",
+        "x",
+        "--model",
+        "priced",
+        "--data-dir",
+        str(data),
+        "--config",
+        str(config),
+        cwd=tmp_path,
+    )
     assert priced.stdout.strip() == "a fixed answer"
 
-    unknown = threadline("chat", "x", "--model", "nope", "--data-dir", str(data), "--config", str(config), cwd=tmp_path)
+    unknown = threadline(
+        "chat",
+        "x",
+        "--model",
+        "nope",
+        "--data-dir",
+        str(data),
+        "--config",
+        str(config),
+        cwd=tmp_path,
+    )
     assert unknown.returncode == 1
     assert "nope" in unknown.stderr and "echo" in unknown.stderr
 

@@ -18,7 +18,9 @@ async def test_streamed_answer_from_the_bundled_model(tmp_path: Path) -> None:
     async with app.router.lifespan_context(app):
         key = (await app.state.container.bootstrap()).secret
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=120) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://t", timeout=120
+        ) as client:
             r = await client.post(
                 "/api/chat-with-ai?isStreaming=true",
                 headers={"API-KEY": key},

@@ -55,7 +55,16 @@ async def test_non_streaming_example_returns_the_documented_ai_record(client, ad
         "searchContentList": [],
     }
     assert record["modelDetail"]["name"] == "gpt-4o-mini"
-    assert set(record) >= {"uuid", "userId", "teamId", "teamUser", "metadata", "rating", "feedback", "createdAt"}
+    assert set(record) >= {
+        "uuid",
+        "userId",
+        "teamId",
+        "teamUser",
+        "metadata",
+        "rating",
+        "feedback",
+        "createdAt",
+    }
     # priced at 1 credit per input token and 2 per output token
     assert record["teamUser"]["usedCredit"] == 12 + 2 * 5
     assert record["teamUser"]["role"] == "ADMIN"
@@ -110,7 +119,9 @@ async def test_history_message_limit_counts_messages(client, admin, fakes):
     for i in range(3):
         fakes["gpt-4o-mini"].enqueue([f"answer {i}"])
         await client.post(CHAT, headers=admin, json=body(f"question {i}", conversationId=cid))
-    limited = body("last", conversationId=cid, settings={"historySettings": {"historyMessageLimit": 2}})
+    limited = body(
+        "last", conversationId=cid, settings={"historySettings": {"historyMessageLimit": 2}}
+    )
     await client.post(CHAT, headers=admin, json=limited)
     sent = [m.content for m in fakes["gpt-4o-mini"].requests[-1].messages]
     assert sent == ["question 2", "answer 2", "last"]
@@ -119,14 +130,26 @@ async def test_history_message_limit_counts_messages(client, admin, fakes):
 @pytest.mark.parametrize(
     ("prompt_object", "named"),
     [
-        ({"settings": {"webSearchSettings": {"webSearch": True, "numOfSite": 3, "maxWord": 1000}}}, "web search"),
+        (
+            {
+                "settings": {
+                    "webSearchSettings": {"webSearch": True, "numOfSite": 3, "maxWord": 1000}
+                }
+            },
+            "web search",
+        ),
         ({"settings": {"withMemories": True}}, "memories"),
-        ({"attachments": {"images": ["development/images/2024_09_30_13_41_50_758_photo.png"]}}, "image"),
+        (
+            {"attachments": {"images": ["development/images/2024_09_30_13_41_50_758_photo.png"]}},
+            "image",
+        ),
         ({"attachments": {"files": ["20ad0277-74df-4629-8c50-56a2549acbd7"]}}, "file"),
     ],
 )
 async def test_settings_not_supported_yet_are_refused_by_name(client, admin, prompt_object, named):
-    r = await client.post(CHAT + "?isStreaming=true", headers=admin, json=body("Hi", **prompt_object))
+    r = await client.post(
+        CHAT + "?isStreaming=true", headers=admin, json=body("Hi", **prompt_object)
+    )
     assert r.status_code == 422
     error = r.json()["error"]
     assert error["code"] == "UNPROCESSABLE_ENTITY"
@@ -135,7 +158,9 @@ async def test_settings_not_supported_yet_are_refused_by_name(client, admin, pro
 
 async def test_youtube_link_and_brand_voice_are_refused_by_name(client, admin):
     r = await client.post(
-        CHAT, headers=admin, json=body("Summarize this video https://www.youtube.com/watch?v=dQw4w9WgXcQ")
+        CHAT,
+        headers=admin,
+        json=body("Summarize this video https://www.youtube.com/watch?v=dQw4w9WgXcQ"),
     )
     assert r.status_code == 422 and "YouTube" in r.json()["error"]["message"]
     voiced = {**body("Hi"), "brandVoiceId": "bv-1"}
@@ -189,7 +214,9 @@ async def test_invalid_json_is_400(client, admin):
 
 
 async def test_type_defaults_to_unify(client, admin):
-    r = await client.post(CHAT, headers=admin, json={"model": "gpt-4o-mini", "promptObject": {"prompt": "x"}})
+    r = await client.post(
+        CHAT, headers=admin, json={"model": "gpt-4o-mini", "promptObject": {"prompt": "x"}}
+    )
     assert r.status_code == 200
     assert r.json()["aiRecord"]["type"] == "UNIFY_CHAT_WITH_AI"
 
@@ -204,8 +231,12 @@ async def test_unknown_model_is_422_naming_the_available_models(client, admin):
 
 async def test_failed_reply_is_stored_failed_with_partial_text(client, admin, fakes, container):
     cid = await new_conversation(client, admin)
-    fakes["gpt-4o-mini"].enqueue(["partial answer", ModelError("model 'gpt-4o-mini': upstream returned 500: boom")])
-    r = await client.post(CHAT + "?isStreaming=true", headers=admin, json=body("Hi", conversationId=cid))
+    fakes["gpt-4o-mini"].enqueue(
+        ["partial answer", ModelError("model 'gpt-4o-mini': upstream returned 500: boom")]
+    )
+    r = await client.post(
+        CHAT + "?isStreaming=true", headers=admin, json=body("Hi", conversationId=cid)
+    )
     events = sse_events(r.text)
     assert [n for n, _ in events] == ["content", "error"]
     assert "upstream returned 500" in events[1][1]["error"]["message"]
@@ -278,7 +309,11 @@ async def test_feature_chat_with_context_and_metadata(client, admin, fakes):
             "type": "CHAT_WITH_AI",
             "conversationId": cid,
             "model": "gpt-4o-mini",
-            "promptObject": {"prompt": "Can you elaborate on that?", "isMixed": False, "webSearch": False},
+            "promptObject": {
+                "prompt": "Can you elaborate on that?",
+                "isMixed": False,
+                "webSearch": False,
+            },
             "metadata": {"messageGroup": "1727596968593_71"},
         },
     )
@@ -310,7 +345,11 @@ async def test_feature_prompt_errors_are_prompt_object_errors(client, admin):
     r = await client.post(
         "/api/features",
         headers=admin,
-        json={"type": "CHAT_WITH_IMAGE", "model": "gpt-4o-mini", "promptObject": {"prompt": "x", "imageList": "a"}},
+        json={
+            "type": "CHAT_WITH_IMAGE",
+            "model": "gpt-4o-mini",
+            "promptObject": {"prompt": "x", "imageList": "a"},
+        },
     )
     assert r.status_code == 422
     assert r.json()["error"]["code"] == "PROMPT_OBJECT_VALIDATION_FAILED"

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -14,17 +15,24 @@ from rich.table import Table
 
 from threadline.settings import Settings
 
+if TYPE_CHECKING:
+    from threadline.container import Container
+
 app = typer.Typer(help="Threadline: a self-hosted conversation API server.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 console = Console()
 T = TypeVar("T")
 
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Where the database and files live")]
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Where the database and files live")
+]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML config file")]
 
 
-def _settings(data_dir: Path | None = None, config: Path | None = None, **overrides: object) -> Settings:
+def _settings(
+    data_dir: Path | None = None, config: Path | None = None, **overrides: object
+) -> Settings:
     if config is not None:
         if not config.is_file():
             raise typer.BadParameter(f"config file {config} does not exist", param_hint="--config")
@@ -77,17 +85,21 @@ def serve(
 
 
 def _print_first_key(secret: str, settings: Settings) -> None:
-    base = f"http://{settings.host}:{settings.port}"
-    console.print("\n[bold]First start: an admin API key was created. It is shown only once:[/bold]")
-    console.print(f"\n  {secret}\n", highlight=False, soft_wrap=True)
-    console.print("Try it:", highlight=False)
-    console.print(
-        f"  curl {base}/api/chat-with-ai -H 'API-KEY: {secret}' -H 'Content-Type: application/json' "
-        f"-d '{{\"type\": \"UNIFY_CHAT_WITH_AI\", \"model\": \"{settings.default_model}\", "
-        f"\"promptObject\": {{\"prompt\": \"Say hello\"}}}}'\n",
-        highlight=False,
-        soft_wrap=True,
+    body = json.dumps(
+        {
+            "type": "UNIFY_CHAT_WITH_AI",
+            "model": settings.default_model,
+            "promptObject": {"prompt": "Say hello"},
+        }
     )
+    curl = (
+        f"curl http://{settings.host}:{settings.port}/api/chat-with-ai "
+        f"-H 'API-KEY: {secret}' -H 'Content-Type: application/json' -d '{body}'"
+    )
+    console.print("\nFirst start: an admin API key was created. It is shown only once:\n")
+    console.print(f"  {secret}\n", highlight=False, soft_wrap=True)
+    console.print("Try it:", highlight=False)
+    console.print(f"  {curl}\n", highlight=False, soft_wrap=True, markup=False)
 
 
 @keys_app.command("create")
@@ -106,10 +118,12 @@ def keys_create(
     except ValueError:
         raise typer.BadParameter("role must be ADMIN or MEMBER", param_hint="--role") from None
 
-    async def work(container):  # type: ignore[no-untyped-def]
+    async def work(container: Container) -> str:
         found = await container.account_store.find_org_by_name(org)
         target = found or await container.account_store.create_org(org, is_system=org == "default")
-        issued = await container.accounts.issue_key(target, role=role_value, user_name=name, created_by="CLI")
+        issued = await container.accounts.issue_key(
+            target, role=role_value, user_name=name, created_by="CLI"
+        )
         return issued.secret
 
     typer.echo(_with_container(_settings(data_dir, config), work))
@@ -125,14 +139,22 @@ def models(config: ConfigFile = None) -> None:
     catalog = ModelCatalog(settings.models, settings.default_model, build_model)
     table = Table("id", "name", "provider", "capabilities", "default")
     for m in catalog.list():
-        table.add_row(str(m.id), m.name, m.provider, ", ".join(m.capabilities), "yes" if m.name == catalog.default else "")
+        table.add_row(
+            str(m.id),
+            m.name,
+            m.provider,
+            ", ".join(m.capabilities),
+            "yes" if m.name == catalog.default else "",
+        )
     console.print(table)
 
 
 @app.command()
 def chat(
     prompt: Annotated[str, typer.Argument(help="What to ask")],
-    model: Annotated[str | None, typer.Option(help="Model name (default: the configured default)")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model name (default: the configured default)")
+    ] = None,
     data_dir: DataDir = None,
     config: ConfigFile = None,
 ) -> None:

@@ -25,8 +25,12 @@ async def _cli_principal(container: Container) -> Principal:
         SYSTEM_ORG_NAME, is_system=True
     )
     admins = [u for u in await store.list_users(org.id) if u.role is Role.ADMIN]
-    user = admins[0] if admins else await store.create_user(
-        org.id, "admin", Role.ADMIN, container.settings.default_credit_limit, "CLI"
+    user = (
+        admins[0]
+        if admins
+        else await store.create_user(
+            org.id, "admin", Role.ADMIN, container.settings.default_credit_limit, "CLI"
+        )
     )
     return Principal(org=org, user=user, key_id=user.id)
 

@@ -5,9 +5,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy import text
-
 from fastapi import FastAPI
+from sqlalchemy import text
 
 from threadline.api.app import build_app
 from threadline.api.metrics import Metrics
@@ -18,11 +17,13 @@ from threadline.services.clock import utcnow
 from threadline.services.conversations import ConversationService
 from threadline.services.ratelimit import KeyRateLimiter
 from threadline.services.runs import RunRegistry
+from threadline.services.sessions import SessionService
 from threadline.settings import Settings
 from threadline.storage.accounts import SqlAccountStore
 from threadline.storage.conversations import SqlConversationStore
 from threadline.storage.database import Database
 from threadline.storage.records import SqlRecordStore
+from threadline.storage.sessions import SqlSessionStore
 
 SHUTDOWN_GRACE_SECONDS = 30.0
 
@@ -38,6 +39,7 @@ class Container:
         self.account_store = SqlAccountStore(self.db)
         self.conversation_store = SqlConversationStore(self.db)
         self.record_store = SqlRecordStore(self.db)
+        self.session_store = SqlSessionStore(self.db)
         self.catalog = ModelCatalog(settings.models, settings.default_model, model_factory)
         self.runs = RunRegistry()
         self.metrics = Metrics(active_runs=lambda: self.runs.active)
@@ -54,6 +56,9 @@ class Container:
             runs=self.runs,
             history_limit_max=settings.history_limit_max,
             observer=self.metrics.observe_record,
+        )
+        self.sessions = SessionService(
+            self.session_store, self.conversations, self.chat, self.catalog
         )
 
     async def start(self) -> None:
@@ -79,5 +84,7 @@ class Container:
             await conn.execute(text("SELECT 1"))
 
 
-def create_app(settings: Settings | None = None, *, model_factory: ModelFactory | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, model_factory: ModelFactory | None = None
+) -> FastAPI:
     return build_app(Container(settings or Settings(), model_factory=model_factory))

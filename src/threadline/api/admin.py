@@ -51,7 +51,12 @@ class CreateKey(_Body):
 
 
 def _org(org: Org) -> dict[str, Any]:
-    return {"id": str(org.id), "name": org.name, "isSystem": org.is_system, "createdAt": iso(org.created_at)}
+    return {
+        "id": str(org.id),
+        "name": org.name,
+        "isSystem": org.is_system,
+        "createdAt": iso(org.created_at),
+    }
 
 
 def _key(key: ApiKey, secret: str | None = None) -> dict[str, Any]:
@@ -79,7 +84,9 @@ async def list_orgs(principal: PrincipalDep, container: ContainerDep) -> dict[st
 
 
 @router.post("/orgs", status_code=201)
-async def create_org(body: CreateOrg, principal: PrincipalDep, container: ContainerDep) -> dict[str, Any]:
+async def create_org(
+    body: CreateOrg, principal: PrincipalDep, container: ContainerDep
+) -> dict[str, Any]:
     org, issued = await container.accounts.create_org(
         principal, body.name, body.adminName, body.creditLimit
     )
@@ -87,7 +94,9 @@ async def create_org(body: CreateOrg, principal: PrincipalDep, container: Contai
 
 
 @router.get("/users")
-async def list_users(principal: PrincipalDep, container: ContainerDep, org_id: OrgQuery = None) -> dict[str, Any]:
+async def list_users(
+    principal: PrincipalDep, container: ContainerDep, org_id: OrgQuery = None
+) -> dict[str, Any]:
     org = await container.accounts.target_org(principal, org_id)
     return {"users": [team_user(u) for u in await container.accounts.list_users(org)]}
 
@@ -122,7 +131,9 @@ async def update_user(
 
 
 @router.get("/keys")
-async def list_keys(principal: PrincipalDep, container: ContainerDep, org_id: OrgQuery = None) -> dict[str, Any]:
+async def list_keys(
+    principal: PrincipalDep, container: ContainerDep, org_id: OrgQuery = None
+) -> dict[str, Any]:
     org = await container.accounts.target_org(principal, org_id)
     return {"apiKeys": [_key(k) for k in await container.accounts.list_keys(org)]}
 
@@ -142,4 +153,3 @@ async def revoke_key(
 ) -> dict[str, Any]:
     org = await container.accounts.target_org(principal, org_id)
     return {"apiKey": _key(await container.accounts.revoke_key(org, key_id))}
-

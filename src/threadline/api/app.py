@@ -10,15 +10,17 @@ from fastapi import FastAPI
 
 from threadline import __version__
 from threadline.api import admin, system
-from threadline.api.dialects import oneminai
+from threadline.api.dialects import oneminai, openai, sessions
 from threadline.api.middleware import BodyLimit, RequestContext
 
 if TYPE_CHECKING:
     from threadline.container import Container
 
 DESCRIPTION = """Threadline speaks several vendors' conversation APIs from one store:
-1min.ai (`/api/conversations`, `/api/chat-with-ai`, `/api/features`), plus Threadline's own
-admin API. Authenticate with `API-KEY: <key>` or `Authorization: Bearer <key>`."""
+1min.ai (`/api/conversations`, `/api/chat-with-ai`, `/api/features`), the Conversation Service
+(`/api/conversation/*`: conversations, chat sessions per model, `stream_chat`; `org_id` query
+parameter), the OpenAI API (`/v1/models`, `/v1/chat/completions`, for the official SDK), plus
+Threadline's own admin API. Authenticate with `API-KEY: <key>` or `Authorization: Bearer <key>`."""
 
 
 def build_app(container: Container) -> FastAPI:
@@ -37,7 +39,13 @@ def build_app(container: Container) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.container = container
-    for router in (system.router, admin.router, oneminai.router):
+    for router in (
+        system.router,
+        admin.router,
+        oneminai.router,
+        sessions.router,
+        openai.router,
+    ):
         app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=lambda _path: container.settings.max_body_bytes)
     app.add_middleware(RequestContext, metrics=container.metrics)

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 
 def get_container(request: Request) -> Container:
-    return request.app.state.container  # type: ignore[no-any-return]
+    container: Container = request.app.state.container
+    return container
 
 
 def api_key_from(request: Request) -> str | None:

@@ -26,7 +26,10 @@ class Metrics:
             registry=self.registry,
         )
         self.replies = Counter(
-            "threadline_replies_total", "Finished replies", ["model", "status"], registry=self.registry
+            "threadline_replies_total",
+            "Finished replies",
+            ["model", "status"],
+            registry=self.registry,
         )
         self.tokens = Counter(
             "threadline_tokens_total", "Tokens by model", ["model", "kind"], registry=self.registry

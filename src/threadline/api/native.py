@@ -15,7 +15,9 @@ from threadline.domain.entities import User
 from threadline.domain.errors import RateLimited, ThreadlineError
 
 
-def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def error_body(
+    code: str, message: str, details: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     error: dict[str, Any] = {"code": code, "message": message}
     if details:
         error["details"] = details
@@ -23,13 +25,18 @@ def error_body(code: str, message: str, details: list[dict[str, Any]] | None = N
 
 
 def error_response(
-    status: int, code: str, message: str, details: list[dict[str, Any]] | None = None,
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
 
 
-def validation_details(exc: RequestValidationError, strip: tuple[str, ...] = ("body",)) -> list[dict[str, str]]:
+def validation_details(
+    exc: RequestValidationError, strip: tuple[str, ...] = ("body",)
+) -> list[dict[str, str]]:
     """Pydantic errors as `{field, message}` pairs a person can act on."""
     details = []
     for error in exc.errors():
@@ -69,7 +76,9 @@ def describe(field: str, error: dict[str, Any]) -> str:
 def render_native(_request: Request, exc: ThreadlineError | RequestValidationError) -> JSONResponse:
     if isinstance(exc, RequestValidationError):
         return error_response(
-            400, "INVALID_REQUEST", "Missing required parameters or invalid format",
+            400,
+            "INVALID_REQUEST",
+            "Missing required parameters or invalid format",
             validation_details(exc),
         )
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None

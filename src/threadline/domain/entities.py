@@ -13,12 +13,12 @@ from typing import Any
 from uuid import UUID
 
 
-class Role(str, enum.Enum):
+class Role(enum.StrEnum):
     ADMIN = "ADMIN"
     MEMBER = "MEMBER"
 
 
-class RecordStatus(str, enum.Enum):
+class RecordStatus(enum.StrEnum):
     PENDING = "PENDING"
     SUCCESS = "SUCCESS"
     FAILED = "FAILED"
@@ -111,6 +111,22 @@ class Message:
     record_id: UUID | None
     created_at: datetime
     session_id: UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatSession:
+    """A conversation bound to one model (the Conversation Service's "chat session").
+
+    A conversation has at most one session per model; its messages carry the session id.
+    """
+
+    id: UUID
+    org_id: UUID
+    conversation_id: UUID
+    model_name: str
+    status: str  # "active"
+    created_at: datetime
+    updated_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

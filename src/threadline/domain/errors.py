@@ -5,7 +5,7 @@
      ├── Unauthorized        401  no key, unknown key, revoked key
      ├── Forbidden           403  role too low, no credit left
      ├── NotFound            404  no such object *in the caller's org*
-     ├── Unprocessable       422  well-formed but cannot be served (unknown model, unsupported setting)
+     ├── Unprocessable       422  well-formed but not servable (unknown model, unsupported setting)
      ├── PayloadTooLarge     413  body over the configured cap
      ├── RateLimited         429  too many requests for this key (carries retry_after seconds)
      └── ModelError          502  the model failed (upstream error, bad answer)

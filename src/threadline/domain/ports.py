@@ -6,6 +6,8 @@ OpenAI-compatible server, or a scripted fake.
 
 from __future__ import annotations
 
+import builtins
+
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,6 +17,7 @@ from uuid import UUID
 from threadline.domain.entities import (
     AiRecord,
     ApiKey,
+    ChatSession,
     Conversation,
     Message,
     Org,
@@ -103,9 +106,31 @@ class ConversationStore(Protocol):
     ) -> Page: ...
     async def history(
         self, org_id: UUID, conversation_id: UUID, *, model: str | None, limit: int
-    ) -> list[Message]:
+    ) -> builtins.list[Message]:
         """The last `limit` messages of finished exchanges, oldest first; only `model`'s
         exchanges when `model` is given."""
+        ...
+
+
+class SessionStore(Protocol):
+    async def create(self, session: ChatSession) -> tuple[ChatSession, bool]:
+        """Store a new session, unless the conversation already has one for this model: then
+        that one. Returns (the session, whether it was created now)."""
+        ...
+
+    async def get(self, org_id: UUID, session_id: UUID) -> ChatSession | None: ...
+    async def for_conversation(self, org_id: UUID, conversation_id: UUID) -> list[ChatSession]:
+        """The conversation's sessions, oldest first."""
+        ...
+
+    async def touch(self, org_id: UUID, session_id: UUID) -> None:
+        """Set the session's `updated_at` to now (a message was sent through it)."""
+        ...
+
+    async def messages_of_record(
+        self, org_id: UUID, conversation_id: UUID, record_id: UUID
+    ) -> builtins.list[Message]:
+        """The messages one chat request stored (its user message, then its reply)."""
         ...
 
 
@@ -136,4 +161,5 @@ __all__ = [
     "ModelRequest",
     "RecordStatus",
     "RecordStore",
+    "SessionStore",
 ]

@@ -140,7 +140,9 @@ class AccountService:
             raise NotFound(f"user {user_id} not found")
         return user
 
-    async def create_key_for(self, caller: Principal, org: Org, user_id: UUID, name: str) -> IssuedKey:
+    async def create_key_for(
+        self, caller: Principal, org: Org, user_id: UUID, name: str
+    ) -> IssuedKey:
         user = await self._store.get_user(org.id, user_id)
         if user is None:
             raise NotFound(f"user {user_id} not found")

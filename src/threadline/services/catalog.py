@@ -40,14 +40,14 @@ class CatalogModel:
     def price(self, usage: Usage) -> int:
         """Credits for a reply: per-1k-token prices applied to the real counts, rounded up."""
         credits = self.config.credits
-        raw = usage.input_tokens * credits.input_per_1k + usage.output_tokens * credits.output_per_1k
+        raw = (
+            usage.input_tokens * credits.input_per_1k + usage.output_tokens * credits.output_per_1k
+        )
         return math.ceil(raw / 1000 - 1e-9) if raw > 0 else 0
 
 
 class ModelCatalog:
-    def __init__(
-        self, models: dict[str, ModelConfig], default: str, factory: ModelFactory
-    ) -> None:
+    def __init__(self, models: dict[str, ModelConfig], default: str, factory: ModelFactory) -> None:
         self.default = default
         self._entries = {
             name: CatalogModel(

@@ -213,7 +213,9 @@ class ChatService:
             failure = Failed(code="CANCELLED", message="the server stopped before the reply ended")
         except Exception:
             log.exception("model stream crashed", model=entry.name, run=str(run.id))
-            failure = Failed(code="MODEL_ERROR", message=f"model {entry.name!r} failed unexpectedly")
+            failure = Failed(
+                code="MODEL_ERROR", message=f"model {entry.name!r} failed unexpectedly"
+            )
         text = "".join(parts)
         usage = usage or _estimate(request, text)
         run.emit(usage)
@@ -251,14 +253,20 @@ class ChatService:
             )
         except Exception:
             log.exception("could not store the reply", run=str(run.id))
-            failure = failure or Failed(code="STORAGE_ERROR", message="the reply could not be stored")
-        last: Done | Failed = Done(record=record) if failure is None else replace(failure, record=record)
+            failure = failure or Failed(
+                code="STORAGE_ERROR", message="the reply could not be stored"
+            )
+        last: Done | Failed = (
+            Done(record=record) if failure is None else replace(failure, record=record)
+        )
         run.finish(record, last)
         if self._observer is not None:
             self._observer(record)
 
 
-YOUTUBE_LINK = re.compile(r"https?://(?:www\.|m\.)?(?:youtube\.com/(?:watch|shorts|live)|youtu\.be/)\S*")
+YOUTUBE_LINK = re.compile(
+    r"https?://(?:www\.|m\.)?(?:youtube\.com/(?:watch|shorts|live)|youtu\.be/)\S*"
+)
 
 
 def _check_supported(command: ChatCommand) -> None:
@@ -321,6 +329,8 @@ def _fit(messages: list[ChatMessage], budget_tokens: int) -> list[ChatMessage]:
     """Drop the oldest history (never the system prompt or the last message) to fit."""
     kept = list(messages)
     head = 1 if kept and kept[0].role == "system" else 0
-    while len(kept) - head > 1 and sum(estimate_tokens(m.content) + 4 for m in kept) > budget_tokens:
+    while (
+        len(kept) - head > 1 and sum(estimate_tokens(m.content) + 4 for m in kept) > budget_tokens
+    ):
         del kept[head]
     return kept

@@ -6,6 +6,8 @@ their org; members see their own. Anything else is "not found", never "forbidden
 
 from __future__ import annotations
 
+import builtins
+
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -80,7 +82,9 @@ class ConversationService:
             ascending=ascending,
         )
 
-    async def update(self, caller: Principal, conversation_id: UUID, **changes: Any) -> Conversation:
+    async def update(
+        self, caller: Principal, conversation_id: UUID, **changes: Any
+    ) -> Conversation:
         await self.get(caller, conversation_id)
         if "title" in changes and not str(changes["title"]).strip():
             raise InvalidRequest("title must not be empty")
@@ -102,7 +106,7 @@ class ConversationService:
 
     async def history(
         self, caller: Principal, conversation_id: UUID, *, model: str | None, limit: int
-    ) -> list[Message]:
+    ) -> builtins.list[Message]:
         await self.get(caller, conversation_id)
         return await self._store.history(caller.org_id, conversation_id, model=model, limit=limit)
 

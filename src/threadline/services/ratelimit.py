@@ -9,8 +9,8 @@ import math
 import time
 
 from limits import RateLimitItemPerMinute
-from limits.storage import storage_from_string
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
 
 from threadline.domain.errors import RateLimited
 

@@ -8,7 +8,7 @@ client that comes back can replay. The producer never waits for readers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from uuid import UUID
 
 from threadline.domain.entities import AiRecord
@@ -85,7 +85,7 @@ class RunRegistry:
         self._tasks.add(task)
         task.add_done_callback(self._on_done(run))
 
-    def _on_done(self, run: Run):  # type: ignore[no-untyped-def]
+    def _on_done(self, run: Run) -> Callable[[asyncio.Task[None]], None]:
         def done(task: asyncio.Task[None]) -> None:
             self._tasks.discard(task)
             loop = asyncio.get_running_loop()
@@ -101,11 +101,11 @@ class RunRegistry:
     def active(self) -> int:
         return len(self._tasks)
 
-    async def drain(self, timeout: float) -> None:
-        """Let running replies finish (on shutdown); cancel what is left after `timeout`."""
+    async def drain(self, grace: float) -> None:
+        """Let running replies finish (on shutdown); cancel what is left after `grace` seconds."""
         if not self._tasks:
             return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
         for task in pending:
             task.cancel()
         if pending:

@@ -150,9 +150,7 @@ class SqlAccountStore:
         return _key(values)  # type: ignore[arg-type]
 
     async def list_keys(self, org_id: UUID) -> list[ApiKey]:
-        query = (
-            select(api_keys).where(api_keys.c.org_id == org_id).order_by(api_keys.c.created_at)
-        )
+        query = select(api_keys).where(api_keys.c.org_id == org_id).order_by(api_keys.c.created_at)
         async with self._db.read() as conn:
             return [_key(r) for r in (await conn.execute(query)).mappings()]
 
@@ -169,7 +167,9 @@ class SqlAccountStore:
 
     async def count_keys(self) -> int:
         async with self._db.read() as conn:
-            return int((await conn.execute(select(func.count()).select_from(api_keys))).scalar_one())
+            return int(
+                (await conn.execute(select(func.count()).select_from(api_keys))).scalar_one()
+            )
 
     async def principal_for_key(self, prefix: str) -> tuple[Principal, str] | None:
         query = (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+
 from typing import Any
 from uuid import UUID
 
@@ -115,9 +117,13 @@ class SqlConversationStore:
                 | func.lower(conversations.c.description).like(pattern)
             )
         column = _SORT_KEYS[sort_key]
-        order = (column.asc(), conversations.c.id.asc()) if ascending else (
-            column.desc(),
-            conversations.c.id.desc(),
+        order = (
+            (column.asc(), conversations.c.id.asc())
+            if ascending
+            else (
+                column.desc(),
+                conversations.c.id.desc(),
+            )
         )
         query = select(conversations).where(*where).order_by(*order).limit(limit).offset(offset)
         count = select(func.count()).select_from(conversations).where(*where)
@@ -165,7 +171,7 @@ class SqlConversationStore:
 
     async def history(
         self, org_id: UUID, conversation_id: UUID, *, model: str | None, limit: int
-    ) -> list[Message]:
+    ) -> builtins.list[Message]:
         if limit <= 0:
             return []
         where = [

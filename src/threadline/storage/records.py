@@ -116,7 +116,9 @@ class SqlRecordStore:
         return record
 
     async def get(self, org_id: UUID, record_id: UUID) -> AiRecord | None:
-        query = select(ai_records).where(ai_records.c.org_id == org_id, ai_records.c.id == record_id)
+        query = select(ai_records).where(
+            ai_records.c.org_id == org_id, ai_records.c.id == record_id
+        )
         async with self._db.read() as conn:
             row = (await conn.execute(query)).mappings().first()
         return _record(row) if row else None

@@ -3,6 +3,8 @@ source of truth for the database shape and must be kept in step with this module
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -16,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     Uuid,
 )
 
@@ -25,7 +28,7 @@ metadata = MetaData()
 Seq = BigInteger().with_variant(Integer(), "sqlite")
 
 
-def _ts(name: str, nullable: bool = False) -> Column:  # type: ignore[type-arg]
+def _ts(name: str, nullable: bool = False) -> Column[Any]:
     return Column(name, DateTime(timezone=True), nullable=nullable)
 
 
@@ -130,4 +133,23 @@ ai_records = Table(
     _ts("updated_at"),
     Index("ix_ai_records_org_created", "org_id", "created_at"),
     Index("ix_ai_records_status", "status"),
+)
+
+chat_sessions = Table(
+    "chat_sessions",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("org_id", Uuid, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "conversation_id",
+        Uuid,
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("model_name", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    _ts("created_at"),
+    _ts("updated_at"),
+    UniqueConstraint("conversation_id", "model_name", name="uq_chat_sessions_conversation_model"),
+    Index("ix_chat_sessions_org_conversation", "org_id", "conversation_id"),
 )

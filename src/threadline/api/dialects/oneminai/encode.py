@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
-from threadline.domain.entities import AiRecord, Conversation, Message, User
 from threadline.api.native import iso, team_user
+from threadline.domain.entities import AiRecord, Conversation, Message, User
 from threadline.domain.events import Failed
 
 SSE_PING = b": ping\n\n"
