@@ -1,0 +1,87 @@
+"""Core objects → OpenAI's JSON: models, chat completions, streamed chunks (`data: {...}`
+frames ending with `data: [DONE]`) and the error shape
+`{"error": {"message", "type", "param", "code"}}`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from threadline.domain.entities import AiRecord
+from threadline.services.catalog import CatalogModel
+
+PING = b": ping\n\n"
+DONE = b"data: [DONE]\n\n"
+
+
+def model(entry: CatalogModel) -> dict[str, Any]:
+    # The catalog has no creation times; 0 says "unknown" without inventing one.
+    return {"id": entry.name, "object": "model", "created": 0, "owned_by": entry.provider}
+
+
+def completion_id(record: AiRecord) -> str:
+    return f"chatcmpl-{record.id.hex}"
+
+
+def usage(record: AiRecord) -> dict[str, int]:
+    return {
+        "prompt_tokens": record.input_tokens,
+        "completion_tokens": record.output_tokens,
+        "total_tokens": record.input_tokens + record.output_tokens,
+    }
+
+
+def completion(record: AiRecord, finish_reason: str) -> dict[str, Any]:
+    return {
+        "id": completion_id(record),
+        "object": "chat.completion",
+        "created": int(record.created_at.timestamp()),
+        "model": record.model,
+        "system_fingerprint": None,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": record.result_text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+        ],
+        "usage": usage(record),
+    }
+
+
+class ChunkWriter:
+    """The chunks of one streamed completion; with `include_usage`, every chunk carries
+    `usage: null` and a last chunk with no choices carries the usage."""
+
+    def __init__(self, record: AiRecord, include_usage: bool) -> None:
+        self._base = {
+            "id": completion_id(record),
+            "object": "chat.completion.chunk",
+            "created": int(record.created_at.timestamp()),
+            "model": record.model,
+            "system_fingerprint": None,
+        }
+        self._include_usage = include_usage
+
+    def delta(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return self._frame({**self._base, "choices": [choice]})
+
+    def usage(self, record: AiRecord) -> bytes:
+        return data({**self._base, "choices": [], "usage": usage(record)})
+
+    def _frame(self, chunk: dict[str, Any]) -> bytes:
+        if self._include_usage:
+            chunk["usage"] = None
+        return data(chunk)
+
+
+def data(payload: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
+
+
+def error_body(
+    message: str, type_: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}

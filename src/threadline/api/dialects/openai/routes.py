@@ -1,0 +1,168 @@
+"""HTTP routes of the OpenAI-compatible dialect, under `/v1`.
+
+The caller's Threadline key is the Bearer token, so `OpenAI(base_url=".../v1", api_key=key)`
+works as is. A completion is an ordinary chat request to the core (the client sends the
+whole exchange in `messages`; nothing is stored as a conversation), so credits and rate limits
+apply as on every other dialect. Every error, including 401/403/404/429, is in OpenAI's shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from threadline.api.deps import ContainerDep, PrincipalDep
+from threadline.api.dialects.openai import encode
+from threadline.api.dialects.openai.schemas import (
+    ChatCompletionRequest,
+    chat_messages,
+    check_supported,
+    stop_sequences,
+)
+from threadline.api.routing import route_class
+from threadline.domain.entities import AiRecord
+from threadline.domain.errors import NotFound, RateLimited, ThreadlineError, Unprocessable
+from threadline.domain.events import Done, Failed, TextDelta
+from threadline.services.catalog import CatalogModel
+from threadline.services.chat import ChatCommand
+from threadline.services.runs import Run
+
+RECORD_TYPE = "OPENAI_CHAT_COMPLETION"
+_TYPES = {401: "invalid_request_error", 403: "permission_error", 429: "requests"}
+_CODES = {401: "invalid_api_key", 429: "rate_limit_exceeded"}
+
+
+def error_type(status: int) -> str:
+    return "server_error" if status >= 500 else _TYPES.get(status, "invalid_request_error")
+
+
+def render(_request: Request, exc: ThreadlineError | RequestValidationError) -> Response:
+    if isinstance(exc, RequestValidationError):
+        return JSONResponse(_validation_error(exc), status_code=400)
+    status = 400 if exc.status == 422 else exc.status
+    code = getattr(exc, "error_code", None) or _CODES.get(status)
+    if (code is None and status in (403, 422)) or status >= 500:
+        code = exc.code.lower()
+    body = encode.error_body(exc.message, error_type(status), getattr(exc, "param", None), code)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _validation_error(exc: RequestValidationError) -> dict[str, Any]:
+    """The first problem, worded as OpenAI words it."""
+    error = exc.errors()[0]
+    param = _param([p for p in error.get("loc", ()) if p != "body"])
+    kind = error.get("type", "")
+    if kind == "json_invalid" or param is None:
+        message = (
+            "We could not parse the JSON body of your request: send a JSON object with "
+            "Content-Type: application/json"
+        )
+        return encode.error_body(message, "invalid_request_error")
+    if kind == "missing":
+        message, code = f"Missing required parameter: '{param}'.", "missing_required_parameter"
+    elif kind == "extra_forbidden":
+        message, code = f"Unrecognized request argument supplied: {param}", "unknown_parameter"
+    else:
+        message, code = (
+            f"Invalid value for '{param}': {error.get('msg', 'invalid')}.",
+            "invalid_value",
+        )
+    return encode.error_body(message, "invalid_request_error", param, code)
+
+
+def _param(loc: list[Any]) -> str | None:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or None
+
+
+class ModelNotFound(NotFound):
+    param = "model"
+    error_code = "model_not_found"
+
+
+router = APIRouter(prefix="/v1", route_class=route_class(render), tags=["OpenAI"])
+
+
+def _entry(container: Any, name: str) -> CatalogModel:
+    try:
+        return container.catalog.get(name)  # type: ignore[no-any-return]
+    except Unprocessable:
+        available = ", ".join(m.name for m in container.catalog.list())
+        raise ModelNotFound(
+            f"The model '{name}' does not exist; available models: {available}"
+        ) from None
+
+
+@router.get("/models")
+async def list_models(_: PrincipalDep, container: ContainerDep) -> dict[str, Any]:
+    return {"object": "list", "data": [encode.model(m) for m in container.catalog.list()]}
+
+
+@router.get("/models/{model:path}")
+async def get_model(model: str, _: PrincipalDep, container: ContainerDep) -> dict[str, Any]:
+    return encode.model(_entry(container, model))
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(
+    body: ChatCompletionRequest, principal: PrincipalDep, container: ContainerDep
+) -> Response:
+    check_supported(body)
+    _entry(container, body.model)
+    command = ChatCommand(
+        principal=principal,
+        model=body.model,
+        record_type=RECORD_TYPE,
+        messages=chat_messages(body),
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        stop=stop_sequences(body),
+        prompt_object=body.model_dump(mode="json", exclude_none=True),
+        metadata={"user": body.user} if body.user else None,
+    )
+    run = await container.chat.reply(command)
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        frames = _chunks(run, include_usage, container.settings.sse_ping_seconds)
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
+    record = await run.result()
+    outcome = run.outcome
+    if isinstance(outcome, Failed):
+        return _failure_response(outcome)
+    finish = outcome.finish_reason if isinstance(outcome, Done) else "stop"
+    return JSONResponse(encode.completion(record, finish))
+
+
+def _failure_body(failed: Failed) -> dict[str, Any]:
+    return encode.error_body(failed.message, error_type(failed.status), None, failed.code.lower())
+
+
+def _failure_response(failed: Failed) -> JSONResponse:
+    return JSONResponse(_failure_body(failed), status_code=failed.status)
+
+
+async def _chunks(run: Run, include_usage: bool, ping: float) -> AsyncIterator[bytes]:
+    """A role chunk, content chunks, a finish chunk, [usage,] [DONE]; or an error frame."""
+    writer = encode.ChunkWriter(run.record, include_usage)
+    yield writer.delta({"role": "assistant", "content": ""})
+    async for _, event in run.events(idle=ping):
+        if event is None:
+            yield encode.PING
+        elif isinstance(event, TextDelta):
+            yield writer.delta({"content": event.text})
+        elif isinstance(event, Failed):
+            yield encode.data(_failure_body(event))
+        elif isinstance(event, Done):
+            yield writer.delta({}, event.finish_reason)
+            if include_usage and isinstance(event.record, AiRecord):
+                yield writer.usage(event.record)
+            yield encode.DONE

@@ -1,0 +1,170 @@
+"""Wire schema of `POST /v1/chat/completions`, and its translation to core messages.
+
+Unknown arguments are refused as OpenAI refuses them ("Unrecognized request argument
+supplied"). Arguments OpenAI knows but this server cannot honour (`n` > 1, tools, logprobs,
+penalties, JSON modes, ...) are accepted only with their neutral value; anything else is a 400
+that names the argument. Nothing is silently ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from threadline.domain.errors import InvalidRequest
+from threadline.domain.ports import ChatMessage
+
+STOP_MAX = 4
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+class OpenAIRequestError(InvalidRequest):
+    """A 400 that names the offending argument, as OpenAI's `param` does."""
+
+    def __init__(self, message: str, *, param: str | None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        self.error_code = code
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    stop: str | list[str] | None = None
+    user: str | None = Field(None, max_length=256)
+    # Known to OpenAI; honoured only with their neutral value (see NEUTRAL).
+    n: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    seed: int | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+    store: bool | None = None
+    service_tier: str | None = None
+    modalities: list[str] | None = None
+
+
+NEUTRAL: dict[str, Callable[[Any], bool]] = {
+    "n": lambda v: v == 1,
+    "presence_penalty": lambda v: v == 0,
+    "frequency_penalty": lambda v: v == 0,
+    "logit_bias": lambda v: not v,
+    "logprobs": lambda v: v is False,
+    "top_logprobs": lambda v: v == 0,
+    "seed": lambda v: False,
+    "response_format": lambda v: v == {"type": "text"},
+    "tools": lambda v: not v,
+    "tool_choice": lambda v: v == "none",
+    "parallel_tool_calls": lambda v: True,  # meaningless without tools, which are refused
+    "functions": lambda v: not v,
+    "function_call": lambda v: v == "none",
+    "store": lambda v: v is False,
+    "service_tier": lambda v: v in ("auto", "default"),
+    "modalities": lambda v: v == ["text"],
+}
+
+
+def check_supported(request: ChatCompletionRequest) -> None:
+    for name, is_neutral in NEUTRAL.items():
+        value = getattr(request, name)
+        if value is not None and not is_neutral(value):
+            shown = repr(value) if len(repr(value)) <= 60 else "this value"
+            raise OpenAIRequestError(
+                f"{name}={shown} is not supported by this server",
+                param=name,
+                code="unsupported_parameter",
+            )
+    if request.stream_options is not None and not request.stream:
+        raise OpenAIRequestError(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            param="stream_options",
+        )
+    if request.max_tokens is not None and request.max_completion_tokens is not None:
+        raise OpenAIRequestError(
+            "Set max_completion_tokens or max_tokens, not both", param="max_tokens"
+        )
+
+
+def stop_sequences(request: ChatCompletionRequest) -> tuple[str, ...]:
+    stop = request.stop
+    if stop is None:
+        return ()
+    sequences = (stop,) if isinstance(stop, str) else tuple(stop)
+    if len(sequences) > STOP_MAX:
+        raise OpenAIRequestError(f"stop takes at most {STOP_MAX} sequences", param="stop")
+    if any(not s for s in sequences):
+        raise OpenAIRequestError("stop sequences must not be empty", param="stop")
+    return sequences
+
+
+def chat_messages(request: ChatCompletionRequest) -> tuple[ChatMessage, ...]:
+    return tuple(_message(i, raw) for i, raw in enumerate(request.messages))
+
+
+def _message(index: int, raw: dict[str, Any]) -> ChatMessage:
+    where = f"messages[{index}]"
+    role = raw.get("role")
+    if role not in ROLES:
+        raise OpenAIRequestError(
+            f"{where}.role {role!r} is not supported; use one of: {', '.join(ROLES)}"
+            + (" (tool calling is not supported)" if role in ("tool", "function") else ""),
+            param=f"{where}.role",
+        )
+    for key in raw:
+        if key not in ("role", "content", "name"):
+            raise OpenAIRequestError(
+                f"{where}.{key} is not supported by this server", param=f"{where}.{key}"
+            )
+    if raw.get("name") is not None:
+        raise OpenAIRequestError(
+            f"{where}.name is not supported by this server", param=f"{where}.name"
+        )
+    if "content" not in raw:
+        raise OpenAIRequestError(
+            f"Missing required parameter: '{where}.content'.",
+            param=f"{where}.content",
+            code="missing_required_parameter",
+        )
+    return ChatMessage(ROLES[role], _text(where, raw["content"]))
+
+
+def _text(where: str, content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise OpenAIRequestError(
+            f"{where}.content must be a string or an array of text parts", param=f"{where}.content"
+        )
+    texts = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind != "text" or not isinstance(part.get("text"), str):
+            raise OpenAIRequestError(
+                f"{where}.content[{j}]: only text parts are supported (got {kind!r})",
+                param=f"{where}.content[{j}]",
+            )
+        texts.append(part["text"])
+    return "".join(texts)

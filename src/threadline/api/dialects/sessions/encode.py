@@ -1,0 +1,137 @@
+"""Core objects → Conversation Service JSON (snake_case), and a reply's events → the
+`stream_chat` SSE frames `start`, `content`, `end` and `error`.
+
+Statuses are lower case as in 003_*: a session is "active"; a message is "pending" while its
+reply runs, then "completed" or "failed".
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from uuid import UUID
+
+from threadline.api.native import iso
+from threadline.domain.entities import (
+    AiRecord,
+    ChatSession,
+    Conversation,
+    Message,
+    Page,
+    RecordStatus,
+)
+from threadline.domain.events import Failed
+from threadline.services.sessions import Exchange, model_id_of
+
+PING = b": ping\n\n"
+
+MESSAGE_STATUS = {
+    RecordStatus.PENDING: "pending",
+    RecordStatus.SUCCESS: "completed",
+    RecordStatus.FAILED: "failed",
+}
+
+
+def conversation(c: Conversation) -> dict[str, Any]:
+    return {
+        "id": str(c.id),
+        "org_id": str(c.org_id),
+        "user_id": str(c.user_id),
+        "title": c.title,
+        "is_archived": c.is_archived,
+        "created_at": iso(c.created_at),
+        "updated_at": iso(c.updated_at),
+    }
+
+
+def session(s: ChatSession) -> dict[str, Any]:
+    return {
+        "id": str(s.id),
+        "conversation_id": str(s.conversation_id),
+        "model_id": str(model_id_of(s.model_name)),
+        "model_name": s.model_name,
+        "status": s.status,
+        "created_at": iso(s.created_at),
+        "updated_at": iso(s.updated_at),
+    }
+
+
+def with_sessions(c: Conversation, sessions: list[ChatSession]) -> dict[str, Any]:
+    return {**conversation(c), "chat_sessions": [session(s) for s in sessions]}
+
+
+def message(m: Message) -> dict[str, Any]:
+    return {
+        "id": str(m.id),
+        "conversation_id": str(m.conversation_id),
+        "chat_session_id": str(m.session_id) if m.session_id else None,
+        "role": m.role,
+        "content": m.content,
+        "model_id": str(model_id_of(m.model)),
+        "model_name": m.model,
+        "status": MESSAGE_STATUS[m.status],
+        "created_at": iso(m.created_at),
+    }
+
+
+def messages_page(page: Page) -> dict[str, Any]:
+    return {
+        "messages": [message(m) for m in page.items],
+        "total": page.total,
+        "limit": page.limit,
+        "offset": page.offset,
+        "has_more": page.offset + len(page.items) < page.total,
+    }
+
+
+def sse(event: str, data: dict[str, Any]) -> bytes:
+    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return f"event: {event}\ndata: {payload}\n\n".encode()
+
+
+def start_frame(exchange: Exchange) -> bytes:
+    s = exchange.session
+    return sse(
+        "start",
+        {
+            "message_id": _id(exchange.message_id),
+            "chat_session_id": str(s.id),
+            "conversation_id": str(s.conversation_id),
+            "model_id": str(model_id_of(s.model_name)),
+        },
+    )
+
+
+def content_frame(text: str) -> bytes:
+    return sse("content", {"content": text})
+
+
+def end_frame(exchange: Exchange, reply_id: UUID | None, record: AiRecord | None) -> bytes:
+    data: dict[str, Any] = {
+        "message_id": _id(exchange.message_id),
+        "reply_message_id": _id(reply_id),
+        "status": "completed",
+    }
+    if record is not None:
+        data["usage"] = {
+            "input_tokens": record.input_tokens,
+            "output_tokens": record.output_tokens,
+            "credits": record.credits,
+        }
+    return sse("end", data)
+
+
+def error_frame(exchange: Exchange, reply_id: UUID | None, failed: Failed) -> bytes:
+    return sse(
+        "error",
+        {
+            "detail": failed.message,
+            "code": failed.code,
+            "message_id": _id(exchange.message_id),
+            "reply_message_id": _id(reply_id),
+        },
+    )
+
+
+def _id(value: UUID | None) -> str | None:
+    return str(value) if value else None

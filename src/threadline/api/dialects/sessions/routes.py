@@ -1,0 +1,146 @@
+"""HTTP routes of the Conversation Service dialect (003_*), under `/api/conversation`.
+
+Every endpoint takes the caller's Bearer key and an `org_id` query parameter, which must be the
+caller's own org (the `teamId` of `GET /api/me`): another org's id is 404 with no data, a
+missing or malformed one is 400. Errors are `{"detail": "<what is wrong>", "code": "<CODE>"}`
+(plus `errors: [{field, message}]` for invalid input), with the status codes 003_* lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from threadline.api.deps import ContainerDep, PrincipalDep
+from threadline.api.dialects.sessions import encode
+from threadline.api.dialects.sessions.schemas import CreateConversation, CreateSession, StreamChat
+from threadline.api.native import validation_details
+from threadline.api.routing import route_class
+from threadline.domain.entities import AiRecord, Principal
+from threadline.domain.errors import NotFound, RateLimited, ThreadlineError
+from threadline.domain.events import Done, Failed, TextDelta
+from threadline.services.sessions import Exchange
+
+MESSAGES_DEFAULT_LIMIT = 20
+
+
+def render(_request: Request, exc: ThreadlineError | RequestValidationError) -> Response:
+    """`{"detail", "code"[, "errors"]}`. 003_* lists no 422: "cannot be served" requests
+    (e.g. a session whose model is no longer configured) are 400 here."""
+    if isinstance(exc, RequestValidationError):
+        errors = validation_details(exc, strip=("body", "query"))
+        detail = "; ".join(e["message"] for e in errors) or "invalid request"
+        body = {"detail": detail, "code": "INVALID_REQUEST", "errors": errors}
+        return JSONResponse(body, status_code=400)
+    status, code = (400, "INVALID_REQUEST") if exc.status == 422 else (exc.status, exc.code)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    return JSONResponse({"detail": exc.message, "code": code}, status_code=status, headers=headers)
+
+
+router = APIRouter(
+    prefix="/api/conversation", route_class=route_class(render), tags=["Conversation Service"]
+)
+
+
+async def org_caller(
+    principal: PrincipalDep,
+    org_id: Annotated[UUID, Query(description="Your org id (`teamId` in GET /api/me)")],
+) -> Principal:
+    """The authenticated caller, acting in the org named by `org_id` (their own only)."""
+    if org_id != principal.org_id:
+        raise NotFound(f"organization {org_id} not found")
+    return principal
+
+
+Caller = Annotated[Principal, Depends(org_caller)]
+ConversationQuery = Annotated[UUID, Query(description="Conversation ID")]
+
+
+@router.post("/create")
+async def create_conversation(
+    body: CreateConversation, caller: Caller, container: ContainerDep
+) -> dict[str, Any]:
+    conversation = await container.sessions.create_conversation(
+        caller, title=body.title, is_archived=body.is_archived
+    )
+    return encode.conversation(conversation)
+
+
+@router.post("/create_session")
+async def create_session(
+    body: CreateSession, caller: Caller, container: ContainerDep
+) -> dict[str, Any]:
+    """The conversation's session for the model; asking again for the same model returns
+    the existing session."""
+    session, _created = await container.sessions.create(caller, body.conversation_id, body.model_id)
+    return encode.session(session)
+
+
+@router.post("/stream_chat", response_model=None)
+async def stream_chat(body: StreamChat, caller: Caller, container: ContainerDep) -> Response:
+    exchange = await container.sessions.send(caller, body.chat_session_id, body.message)
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(
+        _frames(exchange, caller, container), media_type="text/event-stream", headers=headers
+    )
+
+
+@router.get("/list", response_model=None)
+async def list_conversations(
+    caller: Caller,
+    container: ContainerDep,
+    limit: Annotated[int | None, Query(description="at most this many (default: the cap)")] = None,
+    offset: Annotated[int, Query()] = 0,
+) -> Response:
+    """The caller's conversations (an admin's: the org's), most recently active first.
+    `X-Total-Count` tells how many there are in all."""
+    page = await container.sessions.list_conversations(
+        caller, limit=container.sessions.page_max if limit is None else limit, offset=offset
+    )
+    return JSONResponse(
+        [encode.conversation(c) for c in page.items], headers={"X-Total-Count": str(page.total)}
+    )
+
+
+@router.get("/get_with_sessions")
+async def get_with_sessions(
+    conversation_id: ConversationQuery, caller: Caller, container: ContainerDep
+) -> dict[str, Any]:
+    conversation, sessions = await container.sessions.conversation_with_sessions(
+        caller, conversation_id
+    )
+    return encode.with_sessions(conversation, sessions)
+
+
+@router.get("/messages")
+async def messages(
+    conversation_id: ConversationQuery,
+    caller: Caller,
+    container: ContainerDep,
+    limit: Annotated[int, Query(description="at most this many (capped)")] = MESSAGES_DEFAULT_LIMIT,
+    offset: Annotated[int, Query(description="skip this many, oldest first")] = 0,
+) -> dict[str, Any]:
+    page = await container.sessions.messages(caller, conversation_id, limit=limit, offset=offset)
+    return encode.messages_page(page)
+
+
+async def _frames(exchange: Exchange, caller: Principal, container: Any) -> AsyncIterator[bytes]:
+    """`start`, `content`…, then `end` (or `error`). The run goes on without the client."""
+    yield encode.start_frame(exchange)
+    async for _, event in exchange.run.events(idle=container.settings.sse_ping_seconds):
+        if event is None:
+            yield encode.PING
+        elif isinstance(event, TextDelta):
+            yield encode.content_frame(event.text)
+        elif isinstance(event, Done | Failed):
+            reply_id = await container.sessions.reply_message_id(caller, exchange)
+            if isinstance(event, Failed):
+                yield encode.error_frame(exchange, reply_id, event)
+            else:
+                record = event.record if isinstance(event.record, AiRecord) else None
+                yield encode.end_frame(exchange, reply_id, record)
