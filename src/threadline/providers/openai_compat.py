@@ -1,0 +1,300 @@
+"""The `openai-compatible` provider: any server speaking OpenAI's chat completions API.
+
+Why it exists: at scale, models are served by vLLM, Ollama, llama-server or hosted APIs, and
+all of them take OpenAI's `POST /chat/completions` with SSE streaming. This module turns such
+a stream into the core's reply events, and every failure (HTTP status, refused connection,
+timeout, dropped or garbled stream) into a domain error whose message says what to fix and
+never carries the API key or the upstream's raw body.
+
+Connections are pooled per model and shared by all its requests, sized for hundreds of
+concurrent streams. The upstream is always asked to stream, with usage included.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from threadline.domain.errors import ModelError, ModelTimeout
+from threadline.domain.events import ReplyEvent, TextDelta, Usage
+from threadline.domain.ports import ModelRequest
+from threadline.settings import ModelConfig
+
+POOL_SHARDS = 16
+"""httpx's pool does work in proportion to (requests x connections) each time a request starts
+or ends: at 200 concurrent streams a single pool costs about 20 ms of CPU per stream, and the
+event loop falls seconds behind. Requests are dealt in turn to 16 clients, each with its own
+pool (same settings, one shared TLS context), which brings that to about 4 ms."""
+
+SHARD_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+"""Per shard: 1024 connections per model in all, 512 of them kept alive between requests."""
+
+_ERROR_BODY_CAP = 64 * 1024  # bytes of an error response read to find its message
+_MESSAGE_CAP = 300  # characters of the upstream's error message passed on
+
+
+class _StreamBroken(Exception):
+    """The upstream's stream is not one an OpenAI-compatible server would send."""
+
+
+class OpenAICompatibleModel:
+    """A ChatModel served by an OpenAI-compatible HTTP server."""
+
+    def __init__(
+        self,
+        name: str,
+        config: ModelConfig,
+        *,
+        api_key: str | None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        url = httpx.URL(config.base_url or "")
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"model {name!r}: base_url must be an http:// or https:// URL")
+        self.name = name
+        self.config = config
+        self.upstream_model = config.upstream_model or name
+        self._api_key = api_key
+        self._host = url.host if url.port is None else f"{url.host}:{url.port}"
+        tls = httpx.create_ssl_context()
+        shards = 1 if transport is not None else POOL_SHARDS  # a given transport is shared
+        self._clients = [
+            httpx.AsyncClient(
+                base_url=url,
+                headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
+                timeout=httpx.Timeout(
+                    config.timeout_seconds, connect=config.connect_timeout_seconds
+                ),
+                limits=SHARD_LIMITS,
+                transport=transport,
+                verify=tls,
+            )
+            for _ in range(shards)
+        ]
+        self._turn = 0
+
+    async def aclose(self) -> None:
+        for client in self._clients:
+            await client.aclose()
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ReplyEvent]:
+        """TextDeltas as the upstream sends them, then one Usage; failures as domain errors."""
+        self._turn += 1
+        client = self._clients[self._turn % len(self._clients)]
+        answered = False
+        try:
+            async with client.stream(
+                "POST", "chat/completions", json=self.request_body(request)
+            ) as response:
+                answered = True
+                if response.status_code != 200:
+                    raise await self._status_error(response)
+                async for event in self._events(response, request):
+                    yield event
+        except _StreamBroken as exc:
+            message = f"model {self.name!r}: upstream closed the stream early ({exc})"
+            raise ModelError(message) from None
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
+            raise self._transport_error(exc, answered) from exc
+
+    def request_body(self, request: ModelRequest) -> dict[str, Any]:
+        """The JSON sent upstream. `request.extra` is not forwarded: it is not OpenAI's."""
+        max_tokens = request.max_tokens
+        body: dict[str, Any] = {
+            "model": self.upstream_model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "max_tokens": self.config.max_output_tokens if max_tokens is None else max_tokens,
+        }
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+        if request.stop:
+            body["stop"] = list(request.stop)
+        return body
+
+    # -- reading the answer
+
+    async def _events(
+        self, response: httpx.Response, request: ModelRequest
+    ) -> AsyncIterator[ReplyEvent]:
+        state = _StreamState()
+        if response.headers.get("content-type", "").startswith("application/json"):
+            whole = state.whole_completion(await response.aread())  # it ignored "stream"
+            if whole:
+                yield TextDelta(whole)
+        else:
+            async for line in response.aiter_lines():
+                # Skips blank separators, ": keep-alive" comments, event:/id: fields, and
+                # reads on past [DONE] to the body's end so the connection can be reused.
+                if state.done or not line.startswith("data:"):
+                    continue
+                text = state.data(line[5:])
+                if text:
+                    yield TextDelta(text)
+                elif state.error is not None:
+                    break
+            if not (state.done or state.finish_reason):
+                raise _StreamBroken("connection ended before the reply was complete")
+        if state.error is not None:
+            detail = self._clean(state.error)
+            raise ModelError(f"model {self.name!r}: upstream reported an error: {detail}")
+        yield state.usage(request)
+
+    # -- errors
+
+    async def _status_error(self, response: httpx.Response) -> ModelError:
+        status = response.status_code
+        detail = self._clean(_error_message(await _read_capped(response)))
+        prefix = f"model {self.name!r}: upstream returned {status}"
+        if status in (401, 403):
+            if self._api_key is None:
+                hint = "no API key is configured for this model (set api_key_env)"
+            elif self.config.api_key_env:
+                hint = f"check the key in ${self.config.api_key_env}"
+            else:
+                hint = "check the configured API key"
+            extra = f": {detail}" if detail and status == 403 else ""
+            return ModelError(f"{prefix}: it rejected the configured API key ({hint}){extra}")
+        if 300 <= status < 400:
+            return ModelError(f"{prefix}: a redirect, which is not followed (check base_url)")
+        if not detail:
+            detail = response.reason_phrase or "no error message"
+            if status == 404:
+                detail += " (check base_url and upstream_model)"
+        return ModelError(f"{prefix}: {detail}")
+
+    def _transport_error(self, exc: Exception, answered: bool) -> ModelError:
+        name, host = repr(self.name), self._host
+        if isinstance(exc, httpx.ConnectTimeout):
+            seconds = self.config.connect_timeout_seconds
+            return ModelTimeout(f"model {name}: could not connect to {host} within {seconds:g}s")
+        if isinstance(exc, httpx.PoolTimeout):
+            return ModelTimeout(
+                f"model {name}: no free connection to {host} within "
+                f"{self.config.timeout_seconds:g}s (too many concurrent requests)"
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            waited = "sent nothing more" if answered else "did not answer"
+            seconds = self.config.timeout_seconds
+            return ModelTimeout(f"model {name}: upstream {host} {waited} for {seconds:g}s")
+        if isinstance(exc, httpx.ConnectError):
+            reason = self._clean(str(exc)) or "connection failed"
+            return ModelError(f"model {name}: cannot connect to upstream {host}: {reason}")
+        if answered:
+            return ModelError(f"model {name}: upstream closed the stream early")
+        if isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError):
+            return ModelError(f"model {name}: upstream {host} closed the connection unanswered")
+        return ModelError(f"model {name}: request to {host} failed ({type(exc).__name__})")
+
+    def _clean(self, text: str | None) -> str:
+        """One trimmed line, with the API key masked should the upstream echo it."""
+        text = " ".join((text or "").split())
+        if self._api_key:
+            text = text.replace(self._api_key, "***")
+        return text if len(text) <= _MESSAGE_CAP else text[: _MESSAGE_CAP - 1] + "…"
+
+
+class _StreamState:
+    """What the stream said so far, besides its text: end marker, finish reason, usage."""
+
+    __slots__ = ("done", "error", "finish_reason", "output_chars", "reported")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.error: str | None = None
+        self.finish_reason: str | None = None
+        self.output_chars = 0
+        self.reported: dict[str, Any] | None = None
+
+    def data(self, payload: str) -> str | None:
+        """The text of one `data:` payload (None when it carries none)."""
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            if payload.strip() == "[DONE]":
+                self.done = True
+                return None
+            raise _StreamBroken("an event that is not JSON") from None
+        if type(chunk) is not dict:
+            raise _StreamBroken("an event that is not a JSON object")
+        try:
+            if "error" in chunk:
+                self.error = _error_message(chunk) or "no error message"
+                self.done = True
+                return None
+            if chunk.get("usage"):
+                self.reported = chunk["usage"]
+            choices = chunk.get("choices")
+            if not choices:
+                return None
+            choice = choices[0]
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+            text = (choice.get("delta") or {}).get("content")
+        except (AttributeError, IndexError, KeyError, TypeError):
+            raise _StreamBroken("an event that is not a chat.completion.chunk") from None
+        if not isinstance(text, str):
+            return None
+        self.output_chars += len(text)
+        return text
+
+    def whole_completion(self, raw: bytes) -> str:
+        """The text of a non-streamed `chat.completion` body."""
+        try:
+            completion = json.loads(raw)
+            choice = completion["choices"][0]
+            text = choice["message"].get("content") or ""
+            self.reported = completion.get("usage")
+            self.finish_reason = choice.get("finish_reason") or "stop"
+        except (ValueError, AttributeError, IndexError, KeyError, TypeError):
+            raise _StreamBroken("a JSON body that is not a chat.completion") from None
+        self.output_chars = len(text)
+        self.done = True
+        return str(text)
+
+    def usage(self, request: ModelRequest) -> Usage:
+        """The upstream's counts, else an estimate of about 4 characters per token."""
+        reported = self.reported if isinstance(self.reported, dict) else {}
+        prompt, completion = reported.get("prompt_tokens"), reported.get("completion_tokens")
+        if isinstance(prompt, int) and isinstance(completion, int):
+            return Usage(prompt, completion)
+        prompt_chars = sum(len(m.content) for m in request.messages)
+        return Usage(_tokens(prompt_chars), _tokens(self.output_chars), estimated=True)
+
+
+def _tokens(chars: int) -> int:
+    return max(1, math.ceil(chars / 4))
+
+
+def _error_message(payload: bytes | dict[str, Any] | None) -> str | None:
+    """The message of an error body in OpenAI's shape (or a close cousin); never the body."""
+    if isinstance(payload, bytes):
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            return None
+    if not isinstance(payload, dict):
+        return None
+    error = payload.get("error")
+    if isinstance(error, dict):
+        error = error.get("message")
+    for candidate in (error, payload.get("message"), payload.get("detail")):
+        if isinstance(candidate, str) and candidate.strip():
+            return candidate
+    return None
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    data = bytearray()
+    async for part in response.aiter_bytes():
+        data += part
+        if len(data) >= _ERROR_BODY_CAP:
+            break
+    return bytes(data)
