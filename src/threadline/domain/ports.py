@@ -7,7 +7,6 @@ OpenAI-compatible server, or a scripted fake.
 from __future__ import annotations
 
 import builtins
-
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime

@@ -19,7 +19,7 @@ from uuid import UUID, uuid4
 import structlog
 
 from threadline.domain.entities import AiRecord, Message, Principal, RecordStatus
-from threadline.domain.errors import Forbidden, ThreadlineError, Unprocessable
+from threadline.domain.errors import Forbidden, InvalidRequest, ThreadlineError, Unprocessable
 from threadline.domain.events import Citation, Done, Failed, TextDelta, Usage
 from threadline.domain.ports import ChatMessage, ModelRequest, RecordStore
 from threadline.services.accounts import AccountService
@@ -137,6 +137,11 @@ class ChatService:
             messages.extend(await self._history(command))
             messages.append(ChatMessage("user", command.prompt))
         max_tokens = command.max_tokens or entry.config.max_output_tokens
+        if max_tokens >= entry.config.context_window:
+            raise InvalidRequest(
+                f"max_tokens ({max_tokens}) must be below the context window of "
+                f"{entry.name!r} ({entry.config.context_window} tokens)"
+            )
         budget = entry.config.context_window - max_tokens
         return ModelRequest(
             messages=_fit(messages, budget),
@@ -205,6 +210,8 @@ class ChatService:
                     citations.append(event)
                 elif isinstance(event, Usage):
                     usage = event
+                    continue
+                else:  # a provider's own Done/Failed: the run closes the log itself
                     continue
                 run.emit(event)
         except ThreadlineError as exc:

@@ -7,7 +7,6 @@ their org; members see their own. Anything else is "not found", never "forbidden
 from __future__ import annotations
 
 import builtins
-
 from typing import Any
 from uuid import UUID, uuid4
 
