@@ -41,7 +41,8 @@ _WORD = re.compile(r"\s*\S+|\s+")
 @dataclass(frozen=True)
 class Reply:
     """A normal answer. `chunks` defaults to the text split into words (one word = one token);
-    `tokens=N` synthesises an N-token text; `delay` is slept before each streamed chunk."""
+    `tokens=N` synthesises an N-token text; chunk i is sent `(i + 1) * delay` seconds after
+    the response starts (a fixed schedule, so event-loop lag does not pile up per token)."""
 
     text: str = ""
     chunks: Sequence[str] | None = None
@@ -571,9 +572,11 @@ async def _send_stream(
     head = _head(200, "text/event-stream", keep_alive=keep, chunked=chunked)
     writer.write(head + frames.event({"role": "assistant", "content": "", "refusal": None}, None))
     pieces = plan.pieces if interrupt is None else plan.pieces[: interrupt.after_chunks]
-    for piece in pieces:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for sent, piece in enumerate(pieces, 1):
         if plan.delay:
-            await asyncio.sleep(plan.delay)
+            await asyncio.sleep(max(0.0, started + sent * plan.delay - loop.time()))
         writer.write(frames.content(piece))
         await writer.drain()
     if isinstance(interrupt, Disconnect):

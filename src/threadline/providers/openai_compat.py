@@ -225,7 +225,7 @@ class _StreamState:
         if type(chunk) is not dict:
             raise _StreamBroken("an event that is not a JSON object")
         try:
-            if "error" in chunk:
+            if chunk.get("error"):
                 self.error = _error_message(chunk) or "no error message"
                 self.done = True
                 return None
