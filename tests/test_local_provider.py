@@ -75,6 +75,20 @@ async def test_max_tokens_limits_the_reply(model: LocalModel) -> None:
     assert 1 <= usage.output_tokens <= 5
 
 
+async def test_temperature_and_stop_are_honoured(model: LocalModel) -> None:
+    def counting(stop: tuple[str, ...]) -> ModelRequest:
+        prompt = [ChatMessage("user", "Count from 1 to 10, separated by commas.")]
+        return ModelRequest(prompt, max_tokens=12, temperature=0, stop=stop)
+
+    def text(events: list[ReplyEvent]) -> str:
+        return "".join(event.text for event in events if isinstance(event, TextDelta))
+
+    greedy = text(await collect(model, counting(())))
+    assert "," in greedy and text(await collect(model, counting(()))) == greedy
+    cut = text(await collect(model, counting((",",))))
+    assert cut and "," not in cut and greedy.startswith(cut)
+
+
 async def test_concurrent_streams_run_side_by_side(model: LocalModel) -> None:
     arrivals: list[tuple[int, float]] = []
 
@@ -128,6 +142,22 @@ async def test_cancelling_the_consumer_frees_the_slot(one_slot_model: LocalModel
 
     events = await asyncio.wait_for(collect(one_slot_model, ask("Hello!", max_tokens=5)), 10)
     assert isinstance(events[-1], Usage)
+
+
+async def test_closing_the_model_ends_running_and_queued_streams() -> None:
+    local = LocalModel("closing", ModelConfig(provider="local", parallel=1))
+    started = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in local.stream(ask(LONG_STORY, max_tokens=2000)):
+            started.set()
+
+    tasks = [asyncio.create_task(consume()) for _ in range(3)]  # one runs, two wait
+    await asyncio.wait_for(started.wait(), 30)
+    await asyncio.wait_for(local.aclose(), 30)
+
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(outcome, ModelError) for outcome in outcomes), outcomes
 
 
 async def test_a_request_over_the_context_window_is_a_model_error(model: LocalModel) -> None:

@@ -16,12 +16,15 @@ Notes for callers:
 - The engine also listens on a random 127.0.0.1 port (xllamacpp always starts llama.cpp's HTTP
   front end); it is locked with a random API key that never leaves this object.
 - `aclose()` stops every stream still running and waits for them before freeing the engine:
-  llama.cpp aborts the process if the engine stops under a waiting request.
+  llama.cpp aborts the process if the engine stops under a waiting request. Models left open
+  are closed the same way at interpreter exit, before Python stops the daemon threads (a
+  thread stopped inside llama.cpp aborts the process too).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import importlib.util
 import logging
@@ -29,6 +32,7 @@ import os
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,11 +87,15 @@ def resolve_gguf_path(config: ModelConfig) -> Path:
 
 
 def default_threads() -> int:
-    """One llama.cpp thread per CPU this process may run on (2 on a 2-core machine)."""
+    """All CPUs this process may use but one, which is left to the event loop and the database
+    (1 on a 2-core machine). llama.cpp's threads wait for each other at every step, so when one
+    of them loses its core the whole model stalls: on a busy 2-core machine 2 threads gave
+    under a tenth of 1 thread's rate (and 1.6x more when the machine was otherwise idle)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cpus = os.cpu_count() or 1
+    return max(1, cpus - 1)
 
 
 def _engine_params(path: Path, config: ModelConfig) -> Any:
@@ -165,7 +173,7 @@ class LocalModel:
 
     async def load(self) -> None:
         """Load the model now rather than on the first request (e.g. at startup)."""
-        await asyncio.to_thread(self._engine_or_load)
+        await asyncio.to_thread(self._ensure_loaded)
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ReplyEvent]:
         body = _request_body(request, self._config.max_output_tokens)
@@ -181,6 +189,8 @@ class LocalModel:
         usage: Usage | None = None
         try:
             while (chunk := await queue.get()) is not _END:
+                if isinstance(chunk, ModelError):
+                    raise chunk
                 if isinstance(chunk, BaseException):
                     raise ModelError(f"the local model {self.name!r} failed: {chunk}") from chunk
                 text, chunk_usage = self._read_chunk(chunk)
@@ -197,13 +207,13 @@ class LocalModel:
         """Stop running streams, wait for their threads, then free the engine."""
         await asyncio.to_thread(self._shutdown)
 
-    def _engine_or_load(self) -> Any:
-        with self._lock:
+    def _ensure_loaded(self) -> None:
+        with self._lock:  # concurrent first calls wait here; only the first one loads
             if self._closed:
                 raise ModelError(f"the local model {self.name!r} is closed")
             if self._engine is None:
                 self._engine = self._load()
-            return self._engine
+                _open_models.add(self)
 
     def _load(self) -> Any:
         path = resolve_gguf_path(self._config)
@@ -222,15 +232,17 @@ class LocalModel:
 
     def _start(self, body: dict[str, Any], post: Callable[[object], None]) -> _Job:
         job = _Job()
-        with self._lock:
+        with self._lock:  # started under the lock: aclose() either refuses it or joins it
             if self._closed or self._engine is None:
                 raise ModelError(f"the local model {self.name!r} is closed")
-            engine = self._engine
+            job.thread = threading.Thread(
+                target=self._run,
+                args=(self._engine, body, job, post),
+                name=f"llama-{self.name}",
+                daemon=True,
+            )
             self._jobs.add(job)
-        job.thread = threading.Thread(
-            target=self._run, args=(engine, body, job, post), name=f"llama-{self.name}", daemon=True
-        )
-        job.thread.start()
+            job.thread.start()
         return job
 
     def _run(
@@ -251,6 +263,8 @@ class LocalModel:
         finally:
             with self._lock:
                 self._jobs.discard(job)
+        if job.stop.is_set():  # the consumer left (nobody reads this) or aclose() stopped it
+            outcome = ModelError(f"the local model {self.name!r} was closed during the reply")
         with contextlib.suppress(RuntimeError):  # the event loop is gone; nobody listens
             post(outcome)
 
@@ -266,16 +280,30 @@ class LocalModel:
         usage = chunk.get("usage")
         if not usage:
             return text, None
-        return text, Usage(usage["prompt_tokens"], usage["completion_tokens"])
+        try:
+            return text, Usage(int(usage["prompt_tokens"]), int(usage["completion_tokens"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"the local model {self.name!r} sent unreadable usage") from exc
 
     def _shutdown(self) -> None:
         with self._lock:
             self._closed = True
             jobs = list(self._jobs)
             engine, self._engine = self._engine, None
+        _open_models.discard(self)
         for job in jobs:
             job.stop.set()
         for job in jobs:
             if job.thread is not None:
                 job.thread.join()
         del engine  # the last reference: xllamacpp's destructor joins llama.cpp's threads
+
+
+_open_models: weakref.WeakSet[LocalModel] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_models() -> None:
+    """Stop what still runs before the interpreter finalizes (see the module docstring)."""
+    for model in list(_open_models):
+        model._shutdown()
