@@ -2,24 +2,28 @@
 
 A fake OpenAI-compatible upstream (tests/fake_upstream.py, its own process) streams 32 tokens
 20 ms apart. Threadline (`python -m threadline serve`, its own process, SQLite under a temp
-dir, rate limit off) has one `openai-compatible` model pointing at it. This process is the
-client (httpx, one large pool) and measures, per stream:
+dir, rate limit off, a key made with `threadline keys create`) has one `openai-compatible`
+model pointing at it; each client worker chats in its own conversation (history on). This
+process is the client (httpx AsyncClients, see SHARD) and measures, per stream:
 
 - TTFT: request sent -> first text. Through Threadline: the first `event: content` frame of
   `POST /api/chat-with-ai?isStreaming=true`; directly: the first delta chunk with text from
   `POST /v1/chat/completions` (`stream: true`).
 - total: request sent -> end of the response body.
-- completed streams per second over the level (successful streams / wall time).
+- completed streams per second over the level (successful streams / wall time), and the CPU
+  time each process (server, upstream, client) used per stream, which is less sensitive to
+  other work on the machine than the latencies are.
 
 at concurrency 1, 50 and 200 (30/300/600 streams, 10/100/200 with --quick), each level after
 a warm-up, direct first then Threadline. Every stream is verified: all 32 tokens in order and
 a proper end (`done` event after a SUCCESS `result` / `[DONE]` after finish_reason "stop");
 anything else counts as failed. Prints the figures, the overheads and PASS/MISS per target of
-issue 2, and appends them to bench/RESULTS.md.
+issue 2, and appends them to bench/RESULTS.md. Both processes are stopped on exit, error or not.
 
     .venv/bin/python bench/gateway.py             # full run, appends to bench/RESULTS.md
     .venv/bin/python bench/gateway.py --quick     # smaller counts (smoke test)
     .venv/bin/python bench/gateway.py --levels 50 --profile /tmp/tl.svg   # py-spy on server
+    .venv/bin/python bench/gateway.py --levels 50 --cprofile /tmp/tl.prof # cProfile, CPU time
 """
 
 from __future__ import annotations
@@ -717,6 +721,8 @@ def append_results(run: Run, verdicts: Verdicts, info: dict[str, str], mode: str
         RESULTS.write_text(
             "# Benchmark results\n\nAppended by the scripts in bench/ (see bench/README.md). "
             "Absolute times on shared machines are noisy: compare the ratios of one run.\n"
+            "CPU ms/stream: CPU time (user + system) each process used during a level, divided "
+            "by its streams.\n"
         )
     with RESULTS.open("a") as f:
         f.write("\n".join(out) + "\n")
@@ -771,6 +777,7 @@ def main() -> int:
 
     # SIGTERM (e.g. a CI timeout) unwinds through `finally`, which stops the processes.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with it ignored
     workdir = Path(tempfile.mkdtemp(prefix="threadline-bench-"))
     procs = Processes(workdir, server_env, args.cprofile and args.cprofile.resolve())
     info = machine()
@@ -798,6 +805,9 @@ def main() -> int:
                 args.profile_args,
             )
         )
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping the server and the upstream", file=sys.stderr)
+        return 130
     finally:
         procs.stop()
         if args.keep:
