@@ -55,6 +55,48 @@ class ModelConfig(BaseModel):
         return self
 
 
+class EmbeddingConfig(BaseModel):
+    """`[embeddings]`: how chunk and query vectors are made."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["local", "openai-compatible", "none"] = "local"
+    model: str | None = None  # local: which bundled model; openai-compatible: upstream name
+    base_url: str | None = None
+    api_key_env: str | None = None
+    dim: int | None = Field(None, ge=1)  # openai-compatible: asked of the upstream if unset
+    batch_size: int = Field(32, ge=1)
+    timeout_seconds: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_provider_fields(self) -> EmbeddingConfig:
+        if self.provider == "openai-compatible" and not (self.base_url and self.model):
+            raise ValueError("openai-compatible embeddings need base_url and model")
+        return self
+
+
+class DocumentSettings(BaseModel):
+    """`[documents]`: upload limits (AI Hub's, by default), parsing, chunking, retrieval."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_file_bytes: int = Field(50 * 1024 * 1024, ge=1)
+    max_pages: int = Field(800, ge=1)
+    max_request_bytes: int = Field(100 * 1024 * 1024, ge=1)
+    max_documents_per_conversation: int = Field(100, ge=1)
+    parse_timeout_seconds: float = Field(120.0, gt=0)
+    parse_memory_mb: int = Field(1024, ge=64)
+    ocr: bool = True  # use tesseract for image-only pages and images when installed
+    chunk_chars: int = Field(1200, ge=100)
+    chunk_overlap_chars: int = Field(150, ge=0)
+    top_k: int = Field(6, ge=1, le=50)
+    advanced_top_k: int = Field(12, ge=1, le=100)
+    embedded_worker: bool = True  # run ingestion jobs inside the API process
+    worker_concurrency: int = Field(1, ge=1)
+    job_lease_seconds: float = Field(60.0, gt=0)
+    job_max_attempts: int = Field(3, ge=1)
+
+
 def _default_models() -> dict[str, ModelConfig]:
     return {DEFAULT_MODEL_NAME: ModelConfig(provider="local")}
 
@@ -81,6 +123,9 @@ class Settings(BaseSettings):
     page_size_max: int = Field(100, ge=1)
     sse_ping_seconds: float = Field(15.0, gt=0)
     bootstrap_admin: bool = True
+
+    documents: DocumentSettings = DocumentSettings()
+    embeddings: EmbeddingConfig = EmbeddingConfig()
 
     @model_validator(mode="after")
     def _check_default_model(self) -> Settings:
