@@ -26,11 +26,13 @@ from threadline.services.accounts import AccountService
 from threadline.services.catalog import CatalogModel, ModelCatalog
 from threadline.services.clock import utcnow
 from threadline.services.conversations import ConversationService
+from threadline.services.grounding import DocumentGrounder, DocumentRequest
 from threadline.services.runs import Run, RunRegistry
 
 log = structlog.get_logger(__name__)
 
 CHARS_PER_TOKEN = 4
+MAX_CONTEXT_CHARS = 24_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +54,9 @@ class Grounding:
     web_search: WebSearch | None = None
     with_memories: bool = False
     images: tuple[str, ...] = ()
-    files: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()  # asset ids or keys (attachments.files)
+    document_ids: tuple[int, ...] = ()  # narrow the conversation's documents to these
+    advanced: bool = False  # retrieve more and rerank (AI Hub's advanced mode)
     brand_voice_id: str | None = None
     read_links: bool = False  # fetch YouTube transcripts / pages linked in the prompt
 
@@ -94,6 +98,7 @@ class ChatService:
         runs: RunRegistry,
         history_limit_max: int,
         observer: Callable[[AiRecord], None] | None = None,
+        documents: DocumentGrounder | None = None,
     ) -> None:
         self._catalog = catalog
         self._records = records
@@ -102,18 +107,19 @@ class ChatService:
         self._runs = runs
         self._history_limit_max = history_limit_max
         self._observer = observer
+        self._documents = documents
 
     async def reply(self, command: ChatCommand) -> Run:
         """Start a reply; returns at once with the run (does not wait for the model)."""
         entry = self._catalog.get(command.model)
-        _check_supported(command)
+        _check_supported(command, documents=self._documents is not None)
         self._check_credit(command.principal)
-        request = await self._model_request(command, entry)
+        request, citations = await self._model_request(command, entry)
         record, user_message = self._new_record(command)
         await self._records.start(record, user_message)
         run = Run(record)
         task = asyncio.create_task(
-            self._drive(run, entry, request, user_message), name=f"run-{run.id}"
+            self._drive(run, entry, request, user_message, citations), name=f"run-{run.id}"
         )
         self._runs.add(run, task)
         return run
@@ -127,15 +133,9 @@ class ChatService:
                 "ask an admin to raise your credit limit"
             )
 
-    async def _model_request(self, command: ChatCommand, entry: CatalogModel) -> ModelRequest:
-        messages: list[ChatMessage] = []
-        if command.system:
-            messages.append(ChatMessage("system", command.system))
-        if command.messages:
-            messages.extend(command.messages)
-        else:
-            messages.extend(await self._history(command))
-            messages.append(ChatMessage("user", command.prompt))
+    async def _model_request(
+        self, command: ChatCommand, entry: CatalogModel
+    ) -> tuple[ModelRequest, tuple[Citation, ...]]:
         max_tokens = command.max_tokens or entry.config.max_output_tokens
         if max_tokens >= entry.config.context_window:
             raise InvalidRequest(
@@ -143,13 +143,49 @@ class ChatService:
                 f"{entry.name!r} ({entry.config.context_window} tokens)"
             )
         budget = entry.config.context_window - max_tokens
-        return ModelRequest(
+        system, citations = await self._grounded_system(command, budget)
+        messages: list[ChatMessage] = []
+        if system:
+            messages.append(ChatMessage("system", system))
+        if command.messages:
+            messages.extend(command.messages)
+        else:
+            messages.extend(await self._history(command))
+            messages.append(ChatMessage("user", command.prompt))
+        request = ModelRequest(
             messages=_fit(messages, budget),
             max_tokens=max_tokens,
             temperature=command.temperature,
             top_p=command.top_p,
             stop=tuple(command.stop),
         )
+        return request, citations
+
+    async def _grounded_system(
+        self, command: ChatCommand, budget_tokens: int
+    ) -> tuple[str | None, tuple[Citation, ...]]:
+        """The system prompt, with the excerpts of the reply's documents when it has any."""
+        g = command.grounding
+        if self._documents is None or (command.conversation_id is None and not g.files):
+            return command.system, ()
+        request = DocumentRequest(g.files, g.document_ids, g.advanced)
+        documents = await self._documents.documents_for(
+            command.principal, command.conversation_id, request
+        )
+        if not documents:
+            return command.system, ()
+        question = command.prompt or (command.messages[-1].content if command.messages else "")
+        used = estimate_tokens(question) + estimate_tokens(command.system or "") + 64
+        room = max(0, budget_tokens - used) * CHARS_PER_TOKEN * 9 // 10
+        context = await self._documents.context(
+            command.principal,
+            documents,
+            question,
+            min(room, MAX_CONTEXT_CHARS),
+            advanced=g.advanced,
+        )
+        system = f"{command.system}\n\n{context.system}" if command.system else context.system
+        return system, context.citations
 
     async def _history(self, command: ChatCommand) -> list[ChatMessage]:
         if command.conversation_id is None:
@@ -196,10 +232,17 @@ class ChatService:
         return record, user_message
 
     async def _drive(
-        self, run: Run, entry: CatalogModel, request: ModelRequest, user_message: Message | None
+        self,
+        run: Run,
+        entry: CatalogModel,
+        request: ModelRequest,
+        user_message: Message | None,
+        sources: tuple[Citation, ...] = (),
     ) -> None:
         parts: list[str] = []
-        citations: list[Citation] = []
+        citations: list[Citation] = list(sources)
+        for citation in sources:
+            run.emit(citation)
         usage: Usage | None = None
         failure: Failed | None = None
         try:
@@ -276,7 +319,7 @@ YOUTUBE_LINK = re.compile(
 )
 
 
-def _check_supported(command: ChatCommand) -> None:
+def _check_supported(command: ChatCommand, *, documents: bool) -> None:
     """Settings this server cannot honour yet are refused by name, never ignored."""
     g = command.grounding
     refused = []
@@ -286,7 +329,7 @@ def _check_supported(command: ChatCommand) -> None:
         refused.append("memories (withMemories)")
     if g.images:
         refused.append("image attachments")
-    if g.files:
+    if g.files and not documents:
         refused.append("file attachments")
     if g.brand_voice_id:
         refused.append("brand voice (brandVoiceId)")

@@ -1,0 +1,1 @@
+"""Background jobs: a worker that runs the durable job queue's jobs (ingestion)."""

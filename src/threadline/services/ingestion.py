@@ -1,0 +1,161 @@
+"""Ingestion: the `ingest` job that turns a RUNNING document into searchable chunks.
+
+parse (sandboxed child process) → chunk → embed (batched) → index, then the document is
+COMPLETE with its page layout and counts. A file that cannot be parsed FAILS its document
+with the parser's reason and the job ends normally (retrying would not help). Anything
+else (the database, the embedder) raises, so the job queue retries it with back-off; when
+the attempts are used up, `fail_exhausted` fails the document with the last error.
+Every step is idempotent, so a job that runs twice (a worker died after indexing) does no
+harm.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from uuid import UUID
+
+import structlog
+
+from threadline.domain.documents import (
+    BlobStore,
+    Chunk,
+    ChunkIndex,
+    Document,
+    DocumentParser,
+    DocumentState,
+    DocumentStore,
+    Embedder,
+    Job,
+    PageLayout,
+    ParsedPage,
+    ParseFailed,
+)
+from threadline.services.chat import estimate_tokens
+
+log = structlog.get_logger(__name__)
+
+Chunker = Callable[[int, Sequence[ParsedPage]], list[Chunk]]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestStats:
+    document_id: int
+    state: DocumentState
+    pages: int = 0
+    chunks: int = 0
+    seconds: float = 0.0
+
+
+class IngestionService:
+    def __init__(
+        self,
+        *,
+        store: DocumentStore,
+        blobs: BlobStore,
+        parser: DocumentParser,
+        chunker: Chunker,
+        index: ChunkIndex,
+        embedder: Embedder | None,
+        embed_batch: int = 64,
+    ) -> None:
+        self._store = store
+        self._blobs = blobs
+        self._parser = parser
+        self._chunker = chunker
+        self._index = index
+        self._embedder = embedder
+        self._embed_batch = embed_batch
+
+    async def run_job(self, job: Job) -> None:
+        """The `ingest` job handler."""
+        if job.org_id is None:
+            raise ValueError(f"ingest job {job.id} has no org")
+        await self.ingest(job.org_id, int(job.payload["document_id"]))
+
+    async def ingest(self, org_id: UUID, document_id: int) -> IngestStats:
+        started = time.perf_counter()
+        document = await self._store.get_document(org_id, document_id)
+        if document is None or document.state is not DocumentState.RUNNING:
+            # deleted meanwhile, or a duplicate job for a finished document
+            state = document.state if document else DocumentState.FAILED
+            return IngestStats(document_id, state)
+        asset = await self._store.get_asset(org_id, document.asset_id)
+        if asset is None:
+            return IngestStats(document_id, DocumentState.FAILED)
+        try:
+            parsed = await self._parser.parse(
+                self._blobs.path(asset.blob_path), document.mime_type, document.name
+            )
+        except ParseFailed as failure:
+            if failure.retryable:
+                raise
+            await self._fail(document, failure.reason)
+            return IngestStats(document_id, DocumentState.FAILED)
+        chunks = self._chunker(document.id, parsed.pages)
+        await self._index_chunks(document, chunks)
+        text_chars = parsed.text_chars
+        await self._store.finish_document(
+            org_id,
+            document.id,
+            state=DocumentState.COMPLETE,
+            reason="; ".join(parsed.notes) or None,
+            pages=[_layout(p) for p in parsed.pages],
+            char_count=text_chars,
+            token_count=sum(estimate_tokens(p.text) for p in parsed.pages),
+        )
+        elapsed = time.perf_counter() - started
+        log.info(
+            "document ingested",
+            document=document.id,
+            pages=len(parsed.pages),
+            chunks=len(chunks),
+            ms=round(elapsed * 1000),
+        )
+        return IngestStats(
+            document_id, DocumentState.COMPLETE, len(parsed.pages), len(chunks), elapsed
+        )
+
+    async def _index_chunks(self, document: Document, chunks: list[Chunk]) -> None:
+        vectors: list[list[float]] | None = None
+        if self._embedder is not None and chunks:
+            vectors = []
+            for start in range(0, len(chunks), self._embed_batch):
+                batch = [c.text for c in chunks[start : start + self._embed_batch]]
+                vectors.extend(await self._embedder.embed(batch, "passage"))
+        await self._index.replace_chunks(
+            document.org_id,
+            document.id,
+            chunks,
+            vectors,
+            self._embedder.name if self._embedder is not None else None,
+        )
+
+    async def fail_exhausted(self, job: Job) -> None:
+        """A job that will not run again: fail its document with the last error."""
+        if job.org_id is None or "document_id" not in job.payload:
+            return
+        document = await self._store.get_document(job.org_id, int(job.payload["document_id"]))
+        if document is not None and document.state is DocumentState.RUNNING:
+            await self._fail(
+                document,
+                f"ingestion failed {job.attempts} times; last error: "
+                f"{job.last_error or 'the worker stopped'}",
+            )
+
+    async def _fail(self, document: Document, reason: str) -> None:
+        log.info("document failed", document=document.id, reason=reason)
+        await self._store.finish_document(
+            document.org_id, document.id, state=DocumentState.FAILED, reason=reason
+        )
+
+
+def _layout(page: ParsedPage) -> PageLayout:
+    return PageLayout(
+        number=page.number,
+        width=page.width,
+        height=page.height,
+        rotation=page.rotation,
+        is_image_page=page.is_image_page,
+    )

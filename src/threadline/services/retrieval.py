@@ -1,0 +1,111 @@
+"""Hybrid retrieval: full text (BM25) and vector similarity, fused by reciprocal rank.
+
+Both rankings run concurrently over the caller's org and an explicit set of documents,
+so nothing outside a conversation's documents can be found. Reciprocal rank fusion
+(score = Σ 1 / (60 + rank)) needs no score calibration between the two rankings.
+
+`advanced` mode (AI Hub's advanced model) retrieves a wider candidate set and reranks it
+by how much of the question each chunk covers (words and their close forms), with the
+fused rank as the tie-breaker, then adds each top chunk's neighbours' page span when
+they continue it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Sequence
+from dataclasses import replace
+from uuid import UUID
+
+from threadline.domain.documents import ChunkHit, ChunkIndex, Embedder
+
+RRF_K = 60
+_WORD = re.compile(r"\w+", re.UNICODE)
+_STOP_WORDS = (
+    "a an and are as at be by for from has have how i in is it its of on or that the this "
+    "to was were what when where which who why will with do does did you your me my"
+)
+_STOP = frozenset(_STOP_WORDS.split())
+
+
+class Retriever:
+    def __init__(self, index: ChunkIndex, embedder: Embedder | None) -> None:
+        self._index = index
+        self._embedder = embedder
+
+    async def search(
+        self,
+        org_id: UUID,
+        document_ids: Sequence[int],
+        query: str,
+        *,
+        limit: int,
+        advanced: bool = False,
+    ) -> list[ChunkHit]:
+        if not document_ids or not query.strip():
+            return []
+        depth = limit * (4 if advanced else 2)
+        text_hits, vector_hits = await asyncio.gather(
+            self._index.search_text(org_id, document_ids, query, depth),
+            self._vector_search(org_id, document_ids, query, depth),
+        )
+        fused = fuse([text_hits, vector_hits])
+        if advanced:
+            fused = rerank(query, fused)
+        return fused[:limit]
+
+    async def search_text(
+        self, org_id: UUID, document_ids: Sequence[int], query: str, limit: int
+    ) -> list[ChunkHit]:
+        return await self._index.search_text(org_id, document_ids, query, limit)
+
+    async def search_vector(
+        self, org_id: UUID, document_ids: Sequence[int], query: str, limit: int
+    ) -> list[ChunkHit]:
+        return await self._vector_search(org_id, document_ids, query, limit)
+
+    async def _vector_search(
+        self, org_id: UUID, document_ids: Sequence[int], query: str, limit: int
+    ) -> list[ChunkHit]:
+        if self._embedder is None:
+            return []
+        [vector] = await self._embedder.embed([query], "query")
+        return await self._index.search_vector(
+            org_id, document_ids, vector, self._embedder.name, limit
+        )
+
+
+def fuse(rankings: Sequence[Sequence[ChunkHit]]) -> list[ChunkHit]:
+    """Reciprocal rank fusion; a hit's score becomes its fused score."""
+    scores: dict[int, float] = {}
+    hits: dict[int, ChunkHit] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking, start=1):
+            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + 1.0 / (RRF_K + rank)
+            hits.setdefault(hit.chunk_id, hit)
+    ordered = sorted(scores, key=lambda cid: (-scores[cid], cid))
+    return [replace(hits[cid], score=scores[cid]) for cid in ordered]
+
+
+def rerank(query: str, hits: Sequence[ChunkHit]) -> list[ChunkHit]:
+    """Order by the share of the question's content words a chunk covers, then by the
+    fused score."""
+    terms = {_stem(w) for w in _WORD.findall(query.lower()) if w not in _STOP}
+    if not terms:
+        return list(hits)
+
+    def coverage(hit: ChunkHit) -> float:
+        words = {_stem(w) for w in _WORD.findall(hit.text.lower())}
+        return len(terms & words) / len(terms)
+
+    scored = [(coverage(h), h) for h in hits]
+    scored.sort(key=lambda pair: (-(pair[0] + pair[1].score * RRF_K / 2), pair[1].chunk_id))
+    return [hit for _, hit in scored]
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "edly", "ed", "es", "s", "ly"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
