@@ -15,11 +15,17 @@ from threadline.services.catalog import ModelCatalog, ModelFactory
 from threadline.services.chat import ChatService
 from threadline.services.clock import utcnow
 from threadline.services.conversations import ConversationService
+from threadline.services.documents import INGEST_JOB, DocumentLimits, DocumentService
+from threadline.services.grounding import DocumentGrounder
+from threadline.services.ingestion import IngestionService
 from threadline.services.ratelimit import KeyRateLimiter
+from threadline.services.retrieval import Retriever
 from threadline.services.runs import RunRegistry
 from threadline.services.sessions import SessionService
 from threadline.settings import Settings
+from threadline.jobs.worker import Worker
 from threadline.storage.accounts import SqlAccountStore
+from threadline.storage.blobs import FileBlobStore
 from threadline.storage.conversations import SqlConversationStore
 from threadline.storage.database import Database
 from threadline.storage.records import SqlRecordStore
@@ -48,6 +54,7 @@ class Container:
         self.conversations = ConversationService(
             self.conversation_store, self.catalog, settings.page_size_max
         )
+        self._documents(settings)
         self.chat = ChatService(
             catalog=self.catalog,
             records=self.record_store,
@@ -56,9 +63,72 @@ class Container:
             runs=self.runs,
             history_limit_max=settings.history_limit_max,
             observer=self.metrics.observe_record,
+            documents=self.grounder,
         )
         self.sessions = SessionService(
             self.session_store, self.conversations, self.chat, self.catalog
+        )
+
+    def _documents(self, settings: Settings) -> None:
+        """The document pipeline: store, blobs, parser, embedder, index, jobs, grounding."""
+        from threadline.ingestion.chunking import chunk_pages
+        from threadline.ingestion.detect import SUPPORTED_SUMMARY, detect_file
+        from threadline.ingestion.sandbox import SandboxedParser
+        from threadline.providers.embeddings import build_embedder
+        from threadline.storage.chunks import SqlChunkIndex
+        from threadline.storage.documents import SqlDocumentStore
+        from threadline.storage.jobs import SqlJobQueue
+
+        config = settings.documents
+        self.blobs = FileBlobStore(settings.data_dir / "blobs")
+        self.document_store = SqlDocumentStore(self.db)
+        self.chunk_index = SqlChunkIndex(self.db)
+        self.job_queue = SqlJobQueue(self.db)
+        self.embedder = build_embedder(settings.embeddings)
+        self.parser = SandboxedParser(
+            timeout_seconds=config.parse_timeout_seconds,
+            memory_mb=config.parse_memory_mb,
+            max_pages=config.max_pages,
+            ocr=config.ocr,
+        )
+        self.documents = DocumentService(
+            self.document_store,
+            self.blobs,
+            self.job_queue,
+            self.conversations,
+            detect_file,
+            DocumentLimits(
+                max_file_bytes=config.max_file_bytes,
+                max_documents_per_conversation=config.max_documents_per_conversation,
+                supported=SUPPORTED_SUMMARY,
+                job_max_attempts=config.job_max_attempts,
+            ),
+            on_enqueued=lambda: self.worker.poke(),
+        )
+        self.retriever = Retriever(self.chunk_index, self.embedder)
+        self.grounder = DocumentGrounder(
+            self.documents,
+            self.retriever,
+            top_k=config.top_k,
+            advanced_top_k=config.advanced_top_k,
+            wait_seconds=config.ready_wait_seconds,
+        )
+        self.ingestion = IngestionService(
+            store=self.document_store,
+            blobs=self.blobs,
+            parser=self.parser,
+            chunker=lambda doc_id, pages: chunk_pages(
+                doc_id, pages, config.chunk_chars, config.chunk_overlap_chars
+            ),
+            index=self.chunk_index,
+            embedder=self.embedder,
+        )
+        self.worker = Worker(
+            self.job_queue,
+            {INGEST_JOB: self.ingestion.run_job},
+            concurrency=config.worker_concurrency,
+            lease_seconds=config.job_lease_seconds,
+            on_dead=self.ingestion.fail_exhausted,
         )
 
     async def start(self) -> None:
@@ -67,6 +137,8 @@ class Container:
         await self.record_store.fail_unfinished(
             "the server stopped before the reply ended", before=utcnow()
         )
+        if self.settings.documents.embedded_worker:
+            self.worker.start()
 
     async def bootstrap(self) -> IssuedKey | None:
         """First start with an empty database: an admin key, to be shown once."""
@@ -76,6 +148,10 @@ class Container:
 
     async def stop(self) -> None:
         await self.runs.drain(SHUTDOWN_GRACE_SECONDS)
+        await self.worker.stop()
+        await self.parser.aclose()
+        if self.embedder is not None:
+            await self.embedder.aclose()
         await self.catalog.aclose()
         await self.db.dispose()
 

@@ -91,6 +91,7 @@ class DocumentSettings(BaseModel):
     chunk_overlap_chars: int = Field(150, ge=0)
     top_k: int = Field(6, ge=1, le=50)
     advanced_top_k: int = Field(12, ge=1, le=100)
+    ready_wait_seconds: float = Field(60.0, ge=0)  # a chat waits this long for ingestion
     embedded_worker: bool = True  # run ingestion jobs inside the API process
     worker_concurrency: int = Field(1, ge=1)
     job_lease_seconds: float = Field(60.0, gt=0)

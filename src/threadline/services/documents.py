@@ -81,6 +81,7 @@ class DocumentService:
         conversations: ConversationService,
         detect: TypeDetector,
         limits: DocumentLimits,
+        on_enqueued: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._blobs = blobs
@@ -88,6 +89,7 @@ class DocumentService:
         self._conversations = conversations
         self._detect = detect
         self.limits = limits
+        self._on_enqueued = on_enqueued
 
     # ---- uploads ------------------------------------------------------------------
 
@@ -203,6 +205,8 @@ class DocumentService:
             await self._store.delete_asset(caller.org_id, asset.id)
             await self._blobs.delete(asset.blob_path)
             raise
+        if self._on_enqueued is not None:
+            self._on_enqueued()
         return document
 
     # ---- assets -------------------------------------------------------------------
