@@ -23,6 +23,19 @@ parameter), the OpenAI API (`/v1/models`, `/v1/chat/completions`, for the offici
 Threadline's own admin API. Authenticate with `API-KEY: <key>` or `Authorization: Bearer <key>`."""
 
 
+UPLOAD_PATHS = ("/api/assets", "/api/v2/conversations", "/v2/conversations")
+MULTIPART_OVERHEAD = 1024 * 1024
+
+
+def body_cap(container: Container, path: str) -> int:
+    """File uploads may carry `documents.max_request_bytes` (plus the multipart framing);
+    everything else `max_body_bytes`."""
+    settings = container.settings
+    if path.startswith(UPLOAD_PATHS):
+        return settings.documents.max_request_bytes + MULTIPART_OVERHEAD
+    return settings.max_body_bytes
+
+
 def build_app(container: Container) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -47,6 +60,6 @@ def build_app(container: Container) -> FastAPI:
         openai.router,
     ):
         app.include_router(router)
-    app.add_middleware(BodyLimit, max_bytes=lambda _path: container.settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=lambda path: body_cap(container, path))
     app.add_middleware(RequestContext, metrics=container.metrics)
     return app
