@@ -109,9 +109,9 @@ class SandboxedParser:
         child = await self._checkout()
         answer, size = await self._ask(child, request)
         if answer.get("discard") or child.files >= self.files_per_child:
-            child.kill()
+            await child.close()
         else:
-            self._checkin(child)
+            await self._checkin(child)
         if "document" not in answer:
             reason = str(answer.get("failed") or CRASHED)
             raise ParseFailed(reason, retryable=answer.get("retryable") is True)
@@ -129,24 +129,23 @@ class SandboxedParser:
 
     async def aclose(self) -> None:
         """Stop the idle children. Files being parsed finish (or time out) on their own."""
-        while self._idle:
-            self._idle.pop().kill()
+        idle, self._idle = self._idle, []
+        await asyncio.gather(*(child.close() for child in idle))
 
     async def _ask(self, child: _Child, request: wire.Request) -> tuple[dict[str, Any], int]:
         try:
             return await asyncio.wait_for(child.ask(request), self.timeout_seconds)
         except TimeoutError:
-            child.kill()
+            await child.close()
             log.warning("parse_timeout", mime_type=request.mime_type, pid=child.pid)
             raise ParseFailed(f"parsing took longer than {self.timeout_seconds:g} s") from None
         except _AnswerTooLarge:
-            child.kill()
+            await child.close()
             raise ParseFailed(
                 f"the file's text is too large: more than {MAX_ANSWER_BYTES // MiB} MB"
             ) from None
         except (_ChildGone, wire.MalformedAnswer):
-            child.kill()
-            returncode = await child.returncode()
+            returncode = await child.close()
             log.warning("parse_child_died", mime_type=request.mime_type, returncode=returncode)
             raise self._death_reason(returncode) from None
         except BaseException:  # cancelled: the file's child must not run on unattended
@@ -168,7 +167,7 @@ class SandboxedParser:
             child = self._idle.pop()
             if child.alive:
                 return child
-            child.kill()
+            await child.close()
         return await self._start()
 
     async def _checkout_loop(self) -> None:
@@ -178,11 +177,11 @@ class SandboxedParser:
             await self.aclose()
             self._loop = loop
 
-    def _checkin(self, child: _Child) -> None:
+    async def _checkin(self, child: _Child) -> None:
         if len(self._idle) < self.pool_size and child.alive:
             self._idle.append(child)
         else:
-            child.kill()
+            await child.close()
 
     async def _start(self) -> _Child:
         try:
@@ -218,11 +217,14 @@ class _Child:
         child = cls(process)
         try:
             ready, _ = await asyncio.wait_for(child.read_answer(), START_TIMEOUT_SECONDS)
+        except Exception:
+            await child.close()
+            raise
         except BaseException:
             child.kill()
             raise
         if not ready.get("ready"):
-            child.kill()
+            await child.close()
             raise wire.MalformedAnswer("no ready message")
         return child
 
@@ -267,7 +269,9 @@ class _Child:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signal.SIGKILL)
 
-    async def returncode(self) -> int | None:
+    async def close(self) -> int | None:
+        """Kill the child (if it still runs) and reap it; its exit status, if it came."""
+        self.kill()
         try:
             return await asyncio.wait_for(self.process.wait(), 5.0)
         except TimeoutError:

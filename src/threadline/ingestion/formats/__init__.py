@@ -16,6 +16,8 @@ from threadline.domain.documents import ParsedDocument, ParseFailed
 from threadline.ingestion import detect
 from threadline.ingestion.formats.job import Job
 
+__all__ = ["EXTRACTORS", "Extractor", "Job", "extractor_for"]
+
 Extractor = Callable[[Path, Job], ParsedDocument]
 
 EXTRACTORS: dict[str, tuple[str, str]] = {
