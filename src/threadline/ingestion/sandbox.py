@@ -90,6 +90,7 @@ class SandboxedParser:
         self._env = _child_environment()
         self._cwd = os.getcwd()  # where relative paths are relative to
         self._idle: list[_Child] = []
+        self._starting: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def parse(self, path: Path, mime_type: str, name: str) -> ParsedDocument:
@@ -107,9 +108,14 @@ class SandboxedParser:
             ocr_languages=self.ocr_languages,
         )
         child = await self._checkout()
-        answer, size = await self._ask(child, request)
+        try:
+            answer, size = await self._ask(child, request)
+        except ParseFailed:
+            self._refill_soon()
+            raise
         if answer.get("discard") or child.files >= self.files_per_child:
             await child.close()
+            self._refill_soon()
         else:
             await self._checkin(child)
         if "document" not in answer:
@@ -123,12 +129,13 @@ class SandboxedParser:
     async def warm_up(self) -> None:
         """Start the pool's children now rather than on the first files."""
         await self._checkout_loop()
-        missing = self.pool_size - len(self._idle)
-        started = await asyncio.gather(*(self._start() for _ in range(missing)))
-        self._idle.extend(started)
+        for _ in range(self.pool_size):
+            self._refill_soon()
+        await asyncio.gather(*self._starting)
 
     async def aclose(self) -> None:
         """Stop the idle children. Files being parsed finish (or time out) on their own."""
+        await asyncio.gather(*self._starting)
         idle, self._idle = self._idle, []
         await asyncio.gather(*(child.close() for child in idle))
 
@@ -174,8 +181,25 @@ class SandboxedParser:
         """Children are bound to the event loop that started them; a new loop starts afresh."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
-            await self.aclose()
+            for child in self._idle:
+                child.kill()  # the old loop would have to reap them; it may be gone
+            self._idle, self._starting = [], set()
             self._loop = loop
+
+    def _refill_soon(self) -> None:
+        """Start a child in the background, so that the next file finds a warm one."""
+        if len(self._idle) + len(self._starting) >= self.pool_size:
+            return
+        task = asyncio.create_task(self._start_idle())
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
+
+    async def _start_idle(self) -> None:
+        try:
+            child = await self._start()
+        except ParseFailed:
+            return  # logged; the next file tries again
+        await self._checkin(child)
 
     async def _checkin(self, child: _Child) -> None:
         if len(self._idle) < self.pool_size and child.alive:
