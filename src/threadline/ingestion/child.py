@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 from threadline.domain.documents import ParseFailed
 from threadline.ingestion import wire
 from threadline.ingestion.formats import extractor_for
-from threadline.ingestion.formats.job import Job
+from threadline.ingestion.formats.job import Job, memory_reason
 
 MiB = 1024 * 1024
 MAX_FILE_BYTES = 1 * MiB
@@ -50,7 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     answers.flush()
     for line in sys.stdin.buffer:
         answer = handle(wire.Request.decode(line))
-        answers.write(wire.frame(answer))
+        try:
+            frame = wire.frame(answer)
+        except MemoryError:  # the text fitted, its JSON did not
+            _reserve.clear()
+            del answer
+            answer = {"failed": memory_reason(options.memory_mb), "discard": True}
+            frame = wire.frame(answer)
+        answers.write(frame)
         answers.flush()
         if answer.get("discard"):
             return 0

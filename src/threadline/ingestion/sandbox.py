@@ -38,6 +38,7 @@ import threadline
 from threadline.domain.documents import ParsedDocument, ParseFailed
 from threadline.ingestion import wire
 from threadline.ingestion.detect import SUPPORTED_TYPES
+from threadline.ingestion.formats.job import memory_reason
 
 log = structlog.get_logger(__name__)
 
@@ -163,9 +164,7 @@ class SandboxedParser:
         if returncode == -signal.SIGXCPU:
             return ParseFailed(f"parsing took longer than {self.timeout_seconds:g} s")
         if returncode == -signal.SIGKILL:  # not ours: the kernel's OOM killer
-            return ParseFailed(
-                f"the file needs more than {self.memory_mb} MB to parse (a decompression bomb?)"
-            )
+            return ParseFailed(memory_reason(self.memory_mb))
         return ParseFailed(CRASHED)
 
     async def _checkout(self) -> _Child:

@@ -36,11 +36,15 @@ class Job:
             raise ParseFailed(f"the file has {count} pages; the limit is {self.max_pages}")
 
     def memory_failure(self, detail: str = "") -> ParseFailed:
-        reason = f"the file needs more than {self.memory_mb} MB to parse (a decompression bomb?)"
+        reason = memory_reason(self.memory_mb)
         return ParseFailed(f"{reason}: {detail}" if detail else reason)
 
     def timeout_failure(self) -> ParseFailed:
         return ParseFailed(f"parsing took longer than {self.timeout_seconds:g} s")
+
+
+def memory_reason(memory_mb: int) -> str:
+    return f"the file needs more than {memory_mb} MB to parse (a decompression bomb?)"
 
 
 def require_text(pages: Sequence[ParsedPage], why: str) -> None:
