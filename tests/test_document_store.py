@@ -29,11 +29,19 @@ from threadline.domain.documents import (
 from threadline.domain.entities import Conversation, Role
 from threadline.domain.errors import NotFound
 from threadline.storage.accounts import SqlAccountStore
-from threadline.storage.chunks import SqlChunkIndex, hnsw_index_name
+from threadline.storage.chunks import SqlChunkIndex
 from threadline.storage.conversations import SqlConversationStore
 from threadline.storage.database import MIGRATIONS_DIR, Database, utcnow
 from threadline.storage.documents import SqlDocumentStore
 from threadline.storage.jobs import SqlJobQueue
+from threadline.storage.pg_search import (
+    PostgresSearch,
+    hnsw_index_name,
+    knn_statement,
+    vector_index_kind,
+)
+from threadline.storage.search_terms import WordFrequencies
+from threadline.storage.sqlite_search import SqliteSearch
 from threadline.storage.tables import chunks, conversation_documents, documents, jobs, orgs
 
 EMBEDDER = "test-embedder"
@@ -421,6 +429,63 @@ async def test_full_text_sees_only_the_listed_documents_of_the_callers_org(db, a
     assert {h.document_id for h in both} == {mine, other_of_mine}
 
 
+async def test_a_scope_of_many_documents_finds_the_same_in_scope_hits(db, a, b):
+    """SQLite matches a big scope by the org's token instead of the documents' (here: more
+    than 2 documents), and filters before ranking when the scope's chunks rank low."""
+    small = SqlChunkIndex(db)
+    big = SqlChunkIndex(db, scope_tokens_max=2)
+    strong = [await a.document(f"strong{i}.pdf") for i in range(10)]
+    weak = [await a.document(f"weak{i}.pdf") for i in range(3)]
+    theirs = await b.document()
+    for document_id in strong:
+        await small.replace_chunks(
+            a.org, document_id, texts_as_chunks(document_id, ["merger merger"]), None, None
+        )
+    for document_id in weak:
+        filler = "merger " + "and then a long digression about other things " * 20
+        await small.replace_chunks(
+            a.org, document_id, texts_as_chunks(document_id, [filler]), None, None
+        )
+    await small.replace_chunks(
+        b.org, theirs, texts_as_chunks(theirs, ["merger merger merger"]), None, None
+    )
+    for scope, limit in (([*strong, *weak, theirs], 20), ([*weak, theirs], 2), (strong, 3)):
+        expected = await small.search_text(a.org, scope, "merger?", limit)
+        got = await big.search_text(a.org, scope, "merger?", limit)
+        assert [h.chunk_id for h in got] == [h.chunk_id for h in expected]
+        assert theirs not in {h.document_id for h in got}
+    assert len(await big.search_text(a.org, [*weak, theirs], "merger", 2)) == 2
+
+
+async def test_the_most_common_words_count_only_when_the_rare_ones_find_too_little(db, a, b):
+    document_id = await a.document()
+    texts = ["common word"] * 5 + ["common and rare word", "rare word"]
+    index = SqlChunkIndex(db, match_budget=3)
+    await index.replace_chunks(a.org, document_id, texts_as_chunks(document_id, texts), None, None)
+    top = await index.search_text(a.org, [document_id], "common rare nowhere", 2)
+    assert {h.text for h in top} == {"common and rare word", "rare word"}
+    everything = await index.search_text(a.org, [document_id], "common rare nowhere", 10)
+    assert len(everything) == 7
+    assert {h.text for h in everything[:2]} == {"common and rare word", "rare word"}
+    assert len(await index.search_text(a.org, [document_id], "common", 10)) == 6
+    assert await index.search_text(a.org, [document_id], "nowhere", 10) == []
+    # what is left out: words over the budget, and words in no chunk
+    words = WordFrequencies()
+    search = (
+        SqliteSearch(db, cache_bytes=0)
+        if db.is_sqlite
+        else PostgresSearch(db, ef_search=1, exact_below=0)
+    )
+    total, counts = await search.count_words(a.org, ["common", "rare", "nowhere"])
+    assert (total, counts) == (7, {"common": 6, "rare": 2, "nowhere": 0})
+    words.add(a.org, total, counts)
+    assert words.idf(a.org, "rare") > words.idf(a.org, "common")
+    assert words.split(a.org, ["common", "rare", "nowhere"], 3) == (["rare"], ["common"])
+    assert words.split(a.org, ["common"], 3) == (["common"], [])
+    assert words.split(a.org, ["nowhere"], 3) == ([], [])
+    assert words.split(b.org, ["common", "rare"], 3) == (["common", "rare"], [])  # not counted
+
+
 # ---- vector search ------------------------------------------------------------------
 
 
@@ -532,8 +597,6 @@ async def test_vector_search_through_the_index_finds_a_small_scope_in_a_big_tabl
 async def test_postgres_plans_the_vector_query_on_the_hnsw_index(db, a):
     if db.is_sqlite:
         pytest.skip("PostgreSQL's planner")
-    from threadline.storage.chunks import _pg_knn, _pg_vector_type
-
     index = SqlChunkIndex(db)
     document_id = await a.document()
     rng = np.random.default_rng(1)
@@ -546,7 +609,7 @@ async def test_postgres_plans_the_vector_query_on_the_hnsw_index(db, a):
     )
     params = {
         "org": a.org,
-        "ids": [document_id],
+        "documents": [document_id],
         "dim": 8,
         "embedder": EMBEDDER,
         "q": "[1,0,0,0,0,0,0,0]",
@@ -556,7 +619,9 @@ async def test_postgres_plans_the_vector_query_on_the_hnsw_index(db, a):
         await conn.execute(text("SET LOCAL enable_seqscan = off"))  # a tiny table otherwise
         plan = "\n".join(
             r[0]
-            for r in await conn.execute(text("EXPLAIN " + str(_pg_knn(_pg_vector_type(8)))), params)
+            for r in await conn.execute(
+                text("EXPLAIN " + str(knn_statement(vector_index_kind(8)))), params
+            )
         )
     assert hnsw_index_name(8) in plan, plan
 

@@ -16,6 +16,7 @@ from sqlalchemy.engine import RowMapping
 
 from threadline.domain.documents import (
     Asset,
+    ChunkHit,
     ConversationDocument,
     Document,
     DocumentState,
@@ -77,6 +78,20 @@ def document_from_row(row: RowMapping) -> Document:
         char_count=row["char_count"],
         token_count=row["token_count"],
         pages=tuple(_page(p) for p in row["pages"] or ()),
+    )
+
+
+def chunk_hit(row: Any, document_name: str, score: float) -> ChunkHit:
+    """A search hit from a row of chunk columns."""
+    return ChunkHit(
+        chunk_id=int(row.id),
+        document_id=int(row.document_id),
+        document_name=document_name,
+        ordinal=int(row.ordinal),
+        page_start=int(row.page_start),
+        page_end=int(row.page_end),
+        text=row.text,
+        score=score,
     )
 
 

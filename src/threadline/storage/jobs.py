@@ -72,8 +72,7 @@ class SqlJobQueue:
                     updated_at=now,
                 )
             )
-        (job_id,) = result.inserted_primary_key or (None,)
-        return int(job_id)
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     async def claim(self, worker: str, lease_seconds: float) -> Job | None:
         now = utcnow()

@@ -268,8 +268,9 @@ chunks = Table(
     Column("embedder", String(200), nullable=True),
     Column("dim", SmallInteger, nullable=True),
     Column("embedding", EmbeddingType, nullable=True),
+    # No index leads with org_id: SQLite's planner (without statistics) would prefer it to
+    # a lookup by document or by id, and scan all of an org's chunks.
     UniqueConstraint("document_id", "ordinal", name="uq_chunks_document_ordinal"),
-    Index("ix_chunks_org_document", "org_id", "document_id"),
 )
 
 jobs = Table(

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -53,11 +54,22 @@ def from_blobs(version: int, chunk_ids: Sequence[int], blobs: Sequence[bytes]) -
     return DocumentVectors(version, np.asarray(chunk_ids, dtype=np.int64), matrix)
 
 
+# A scope of at least this many documents is searched as one stacked matrix: one product
+# instead of one per document (their Python overhead adds up: ~10 ms for 2,000 documents).
+STACK_FROM = 32
+STACKED_SCOPES = 2
+
+
 class VectorCache:
+    """Per-document entries within `max_bytes`, and the stacked matrices of the last
+    `STACKED_SCOPES` big scopes (each within `max_bytes` too: memory can reach about
+    three times `max_bytes` when big scopes are searched)."""
+
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._entries: OrderedDict[tuple[int, str], DocumentVectors] = OrderedDict()
         self._bytes = 0
+        self._stacked: OrderedDict[tuple[Any, ...], DocumentVectors] = OrderedDict()
 
     def get(self, document_id: int, embedder: str, version: int) -> DocumentVectors | None:
         key = (document_id, embedder)
@@ -88,6 +100,32 @@ class VectorCache:
         entry = self._entries.pop(key, None)
         if entry is not None:
             self._bytes -= entry.nbytes
+
+    def stacked(
+        self, embedder: str, dim: int, entries: dict[int, DocumentVectors]
+    ) -> list[DocumentVectors]:
+        """What to search for a scope: its entries of dimension `dim`, stacked into one
+        (cached while the scope's documents and their versions stay the same) when there
+        are many."""
+        live = [(d, e) for d, e in sorted(entries.items()) if e.matrix.shape[1:] == (dim,)]
+        live = [(d, e) for d, e in live if len(e.chunk_ids)]
+        if len(live) < STACK_FROM:
+            return [e for _, e in live]
+        key = (embedder, dim, tuple((d, e.version) for d, e in live))
+        found = self._stacked.get(key)
+        if found is not None:
+            self._stacked.move_to_end(key)
+            return [found]
+        stacked = DocumentVectors(
+            0,
+            np.concatenate([e.chunk_ids for _, e in live]),
+            np.concatenate([e.matrix for _, e in live]),
+        )
+        if stacked.nbytes <= self.max_bytes:
+            self._stacked[key] = stacked
+            while len(self._stacked) > STACKED_SCOPES:
+                self._stacked.popitem(last=False)
+        return [stacked]
 
     @property
     def nbytes(self) -> int:

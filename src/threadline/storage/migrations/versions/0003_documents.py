@@ -2,9 +2,10 @@
 vector search, and the job queue that ingests them.
 
 Full text, per backend:
-- SQLite: an FTS5 table `chunks_fts` with external content (`chunks.text`, rowid =
-  `chunks.id`), kept in step by triggers, so deletes by cascade (asset → document → chunks)
-  leave no stale entries. Porter stemming over unicode61 (diacritics folded).
+- SQLite: a contentless FTS5 table `chunks_fts` (rowid = `chunks.id`; columns: the text,
+  and scope tokens for the chunk's document and org), kept in step by triggers, so deletes
+  by cascade (asset → document → chunks) leave no stale entries. Porter stemming over
+  unicode61 (diacritics folded).
 - PostgreSQL: a generated `tsvector` column `chunks.tsv` with the `english` configuration
   (stemming and stop words, like FTS5's porter tokenizer; `ts_rank_cd` weighs terms without
   IDF, so with `simple` the stop words of an OR-ed question would dominate the ranking), and
@@ -45,20 +46,29 @@ class _Vector(UserDefinedType[str]):
 
 EMBEDDING = sa.LargeBinary().with_variant(_Vector(), "postgresql")
 
+# `scope` holds a chunk's document and org as two tokens ("d42", "o<org hex>0"; the trailing
+# digit keeps the porter stemmer off the hex), so a search can restrict the match to a set of
+# documents inside FTS5 itself and rank only the chunks in scope. Contentless: the text is
+# in `chunks`; the triggers hand FTS5 the old values it needs to delete a row.
+_SCOPE = "'d' || {row}.document_id || ' o' || {row}.org_id || '0'"
 SQLITE_FTS = [
     """CREATE VIRTUAL TABLE chunks_fts USING fts5(
-        text, content='chunks', content_rowid='id',
-        tokenize='porter unicode61 remove_diacritics 2'
+        text, scope, content='', tokenize='porter unicode61 remove_diacritics 2'
     )""",
-    """CREATE TRIGGER chunks_fts_insert AFTER INSERT ON chunks BEGIN
-        INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text);
+    f"""CREATE TRIGGER chunks_fts_insert AFTER INSERT ON chunks BEGIN
+        INSERT INTO chunks_fts(rowid, text, scope)
+        VALUES (new.id, new.text, {_SCOPE.format(row="new")});
     END""",
-    """CREATE TRIGGER chunks_fts_delete AFTER DELETE ON chunks BEGIN
-        INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    f"""CREATE TRIGGER chunks_fts_delete AFTER DELETE ON chunks BEGIN
+        INSERT INTO chunks_fts(chunks_fts, rowid, text, scope)
+        VALUES ('delete', old.id, old.text, {_SCOPE.format(row="old")});
     END""",
-    """CREATE TRIGGER chunks_fts_update AFTER UPDATE OF text ON chunks BEGIN
-        INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text);
-        INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text);
+    f"""CREATE TRIGGER chunks_fts_update AFTER UPDATE OF text, document_id, org_id ON chunks
+    BEGIN
+        INSERT INTO chunks_fts(chunks_fts, rowid, text, scope)
+        VALUES ('delete', old.id, old.text, {_SCOPE.format(row="old")});
+        INSERT INTO chunks_fts(rowid, text, scope)
+        VALUES (new.id, new.text, {_SCOPE.format(row="new")});
     END""",
 ]
 
@@ -150,7 +160,6 @@ def upgrade() -> None:
         sa.Column("embedding", EMBEDDING, nullable=True),
         sa.UniqueConstraint("document_id", "ordinal", name="uq_chunks_document_ordinal"),
     )
-    op.create_index("ix_chunks_org_document", "chunks", ["org_id", "document_id"])
     for statement in POSTGRES_FTS if is_postgres else SQLITE_FTS:
         op.execute(statement)
     op.create_table(
