@@ -12,9 +12,12 @@ tokens (longer text is cut), mean pooling over the real tokens, L2 normalisation
 takes no query/passage prefixes, so `kind` changes nothing.
 
 The model loads on first use, not at import or construction. Inference runs on one dedicated
-thread, a batch of `batch_size` texts at a time, so the event loop never waits on it and
-concurrent callers take turns batch by batch (a search's query is not stuck behind a whole
-document's worth of chunks).
+thread, `batch_size` texts per turn, so the event loop never waits on it and concurrent
+callers take turns (a search's query is not stuck behind a whole document's chunks). Within
+a turn the model sees one text at a time: on CPUs without int8 dot-product instructions (the
+AVX2 machines here) padded batches of 8 or 32 cost 20-100 % more CPU per text than single
+texts (bench/embedders.py, docs/embeddings.md), and a text's vector then never depends on
+what it was batched with.
 """
 
 from __future__ import annotations
@@ -131,37 +134,33 @@ class _Runner:
             resources.files("threadline.providers").joinpath(spec.tokenizer).read_bytes()
         )
         self.tokenizer = Tokenizer.from_str(tokenizer_json.decode())
-        self.tokenizer.enable_truncation(max_length=spec.max_tokens)
-        self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # to the longest in a batch
+        self.tokenizer.enable_truncation(max_length=spec.max_tokens)  # the file says 128
+        self.tokenizer.no_padding()  # the file pads every text to 128
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        # Batches of many shapes make the arena keep every size it ever saw (1.4 GB at 32 x
-        # 256 tokens); without it, memory follows the current batch.
-        options.enable_cpu_mem_arena = False
         # Worker threads sleep between runs instead of spinning on a shared CPU.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             str(weights), options, providers=["CPUExecutionProvider"]
         )
         self.inputs = {i.name for i in self.session.get_inputs()}
+        self.dim = spec.dim
 
     def embed(self, texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
-        if not texts:
-            return np.zeros((0, 0), dtype=np.float32)
-        encodings = self.tokenizer.encode_batch(texts)
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        feeds = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in self.inputs:
-            feeds["token_type_ids"] = np.zeros_like(ids)
-        hidden = self.session.run(None, feeds)[0]
-        weights = mask[..., None].astype(np.float32)
-        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1.0, None)
-        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+        """One unit vector per text (one text per run: no padding, so mean pooling is over
+        every token)."""
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for row, encoding in enumerate(self.tokenizer.encode_batch(texts)):
+            ids = np.array([encoding.ids], dtype=np.int64)
+            feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+            if "token_type_ids" in self.inputs:
+                feeds["token_type_ids"] = np.zeros_like(ids)
+            pooled = self.session.run(None, feeds)[0][0].mean(axis=0)
+            out[row] = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
+        return out
 
 
 def _weights_path(spec: BundledModel) -> Path:
