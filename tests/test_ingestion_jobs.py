@@ -100,7 +100,7 @@ async def test_a_job_that_keeps_failing_fails_its_document_with_the_reason(
             await asyncio.sleep(0.02)
         assert crashing.calls == 2
         assert document.state is DocumentState.FAILED
-        assert "ingestion failed 2 times" in (document.reason or "")
+        assert "ingestion failed after 2 attempts" in (document.reason or "")
         assert "the parser pool is gone" in (document.reason or "")
         assert (await container.job_queue.counts()).get(JobState.DEAD.value) == 1
     finally:
@@ -119,7 +119,7 @@ async def test_a_lapsed_job_out_of_attempts_fails_its_document_when_reaped(tmp_p
         await container.worker.reap()
         document = await container.documents.get_document(caller, outcome.document.id)
         assert document.state is DocumentState.FAILED
-        assert "the worker stopped" in (document.reason or "")
+        assert "lease lapsed" in (document.reason or "")
     finally:
         await container.stop()
 

@@ -140,7 +140,8 @@ class IngestionService:
         if document is not None and document.state is DocumentState.RUNNING:
             await self._fail(
                 document,
-                f"ingestion failed {job.attempts} times; last error: "
+                f"ingestion failed after {job.attempts} attempt"
+                f"{'' if job.attempts == 1 else 's'}; last error: "
                 f"{job.last_error or 'the worker stopped'}",
             )
 
