@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from threadline.domain.documents import ParsedPage
 from threadline.ingestion.chunking import chunk_pages
 
@@ -25,7 +27,7 @@ def test_chunks_are_bounded_and_never_cross_a_page():
 
 def test_consecutive_chunks_of_a_page_overlap_at_a_word_boundary():
     chunks = chunk_pages(1, [ParsedPage(0, sentences(0, 40))], size=300, overlap=60)
-    for before, after in zip(chunks, chunks[1:], strict=False):
+    for before, after in pairwise(chunks):
         head = after.text.split(". ")[0]
         assert head in before.text
         assert after.text[0].isupper()
