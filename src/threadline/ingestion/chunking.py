@@ -4,8 +4,8 @@ A chunk is at most about `size` characters of consecutive text of one page, cut 
 paragraph, sentence or word boundary, so an answer can cite the exact page ("page 3").
 Within a page, chunks overlap by about `overlap` characters so a sentence cut at a
 boundary is whole in one of them. (Chunks keep a page span in the schema; a future chunker
-may let a chunk run across a page break.) Pure and fast: a benchmark measures the whole ingestion pipeline against raw PDF
-text extraction.
+may let a chunk run across a page break.) Pure and fast: a benchmark measures the whole
+ingestion pipeline against raw PDF text extraction.
 """
 
 from __future__ import annotations
