@@ -139,6 +139,9 @@ class Container:
         )
         if self.settings.documents.embedded_worker if worker is None else worker:
             await self.parser.warm_up()
+            await self.ingestion.resume_orphans(
+                self.job_queue, self.settings.documents.job_max_attempts
+            )
             self.worker.start()
 
     async def bootstrap(self) -> IssuedKey | None:
