@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
 from threadline import __version__
 from threadline.api import admin, system
-from threadline.api.dialects import oneminai, openai, sessions
-from threadline.api.middleware import BodyLimit, RequestContext
+from threadline.api.dialects import converse, oneminai, openai, sessions
+from threadline.api.middleware import BodyLimit, RequestContext, native_error
+from threadline.settings import Settings
 
 if TYPE_CHECKING:
     from threadline.container import Container
@@ -19,8 +20,12 @@ if TYPE_CHECKING:
 DESCRIPTION = """Threadline speaks several vendors' conversation APIs from one store:
 1min.ai (`/api/conversations`, `/api/chat-with-ai`, `/api/features`), the Conversation Service
 (`/api/conversation/*`: conversations, chat sessions per model, `stream_chat`; `org_id` query
-parameter), the OpenAI API (`/v1/models`, `/v1/chat/completions`, for the official SDK), plus
-Threadline's own admin API. Authenticate with `API-KEY: <key>` or `Authorization: Bearer <key>`."""
+parameter), AI Hub Converse (`/api/v2/conversations`: conversations over uploaded documents,
+for the `aihub` SDK with `api_root=<server>/api`), the OpenAI API (`/v1/models`,
+`/v1/chat/completions`, for the official SDK), plus Threadline's own admin API. Authenticate
+with `API-KEY: <key>` or `Authorization: Bearer <key>`."""
+
+ASSET_UPLOAD_PATH = "/api/assets"  # 1min.ai's Asset API
 
 
 def build_app(container: Container) -> FastAPI:
@@ -44,9 +49,28 @@ def build_app(container: Container) -> FastAPI:
         admin.router,
         oneminai.router,
         sessions.router,
+        converse.router,
         openai.router,
     ):
         app.include_router(router)
-    app.add_middleware(BodyLimit, max_bytes=lambda _path: container.settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=body_cap(container.settings), error=_too_large_body)
     app.add_middleware(RequestContext, metrics=container.metrics)
     return app
+
+
+def body_cap(settings: Settings) -> Callable[[str], int]:
+    """File uploads may be `documents.max_request_bytes` (100 MB); other bodies
+    `max_body_bytes`."""
+
+    def cap(path: str) -> int:
+        if converse.is_upload_path(path) or path.rstrip("/") == ASSET_UPLOAD_PATH:
+            return settings.documents.max_request_bytes
+        return settings.max_body_bytes
+
+    return cap
+
+
+def _too_large_body(path: str, message: str) -> dict[str, Any]:
+    if converse.owns(path):
+        return {"message": f"{message}; upload at most that much per request"}
+    return native_error(path, message)
