@@ -689,7 +689,7 @@ async def test_upload_limits(tmp_path, db_url, fakes):
     Upload paths take `max_request_bytes`; every other body keeps `max_body_bytes`."""
     limits = {
         "max_file_bytes": 20_000,
-        "max_request_bytes": 60_000,
+        "max_request_bytes": 100_000,  # plus 1 MB of multipart framing
         "max_documents_per_conversation": 2,
     }
     settings = converse_settings(tmp_path, db_url, limits, max_body_bytes=4096)
@@ -713,7 +713,7 @@ async def test_upload_limits(tmp_path, db_url, fakes):
         [limit] = r.json()["upload_status"]["failure"]
         assert limit["name"] == "fourth.txt" and "limit is 2" in limit["reason"]
 
-        chunks = [("files", (f"part{i}.txt", b"x" * 15_000, "text/plain")) for i in range(5)]
+        chunks = [("files", (f"part{i}.txt", b"x" * 250_000, "text/plain")) for i in range(5)]
         r = await client.post(url, headers=headers, files=chunks)
         assert r.status_code == 413
         assert set(r.json()) == {"message"} and "larger than" in r.json()["message"]
@@ -724,8 +724,8 @@ async def test_upload_limits(tmp_path, db_url, fakes):
                 boundary + b'\r\nContent-Disposition: form-data; name="files"; filename="s.txt"\r\n'
             )
             yield b"Content-Type: text/plain\r\n\r\n"
-            for _ in range(8):
-                yield b"y" * 10_000
+            for _ in range(12):
+                yield b"y" * 100_000
             yield b"\r\n" + boundary + b"--\r\n"
 
         r = await client.post(

@@ -1,4 +1,4 @@
-"""The `threadline` command: serve, keys, models, chat."""
+"""The `threadline` command: serve, keys, models, chat, ingest, worker."""
 
 from __future__ import annotations
 
@@ -42,12 +42,14 @@ def _settings(
     return Settings(**overrides)  # type: ignore[arg-type]
 
 
-def _with_container(settings: Settings, work: Callable[..., Awaitable[T]]) -> T:
+def _with_container(
+    settings: Settings, work: Callable[..., Awaitable[T]], *, worker: bool = False
+) -> T:
     from threadline.container import Container
 
     async def main() -> T:
         container = Container(settings)
-        await container.start()
+        await container.start(worker=worker)
         try:
             return await work(container)
         finally:
@@ -164,3 +166,33 @@ def chat(
     settings = _settings(data_dir, config)
     code = _with_container(settings, lambda c: run_chat(c, prompt, model or settings.default_model))
     raise typer.Exit(code)
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or directories to ingest")],
+    conversation: Annotated[
+        str | None, typer.Option(help="Attach the documents to this conversation id")
+    ] = None,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+) -> None:
+    """Upload and ingest documents now, with a progress bar (as the first admin)."""
+    from threadline.cli_ingest import run_ingest
+
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise typer.BadParameter(f"no such file: {', '.join(missing)}", param_hint="PATHS")
+    settings = _settings(data_dir, config)
+    raise typer.Exit(_with_container(settings, lambda c: run_ingest(c, paths, conversation)))
+
+
+@app.command()
+def worker(data_dir: DataDir = None, config: ConfigFile = None) -> None:
+    """Run the background job worker (document ingestion) until stopped."""
+    from threadline.cli_ingest import run_worker
+    from threadline.logs import configure_logging
+
+    settings = _settings(data_dir, config)
+    configure_logging(settings.log_level, settings.log_json)
+    raise typer.Exit(_with_container(settings, run_worker))

@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from threadline.api.app import build_app
 from threadline.api.metrics import Metrics
+from threadline.jobs.worker import Worker
 from threadline.services.accounts import AccountService, IssuedKey
 from threadline.services.catalog import ModelCatalog, ModelFactory
 from threadline.services.chat import ChatService
@@ -23,7 +24,6 @@ from threadline.services.retrieval import Retriever
 from threadline.services.runs import RunRegistry
 from threadline.services.sessions import SessionService
 from threadline.settings import Settings
-from threadline.jobs.worker import Worker
 from threadline.storage.accounts import SqlAccountStore
 from threadline.storage.blobs import FileBlobStore
 from threadline.storage.conversations import SqlConversationStore
@@ -131,13 +131,14 @@ class Container:
             on_dead=self.ingestion.fail_exhausted,
         )
 
-    async def start(self) -> None:
-        """Migrate, and fail the replies a previous process left unfinished."""
+    async def start(self, *, worker: bool | None = None) -> None:
+        """Migrate, fail the replies a previous process left unfinished, and start the
+        embedded job worker (`worker`: default `documents.embedded_worker`)."""
         await self.db.migrate()
         await self.record_store.fail_unfinished(
             "the server stopped before the reply ended", before=utcnow()
         )
-        if self.settings.documents.embedded_worker:
+        if self.settings.documents.embedded_worker if worker is None else worker:
             self.worker.start()
 
     async def bootstrap(self) -> IssuedKey | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +12,6 @@ from threadline import __version__
 from threadline.api import admin, system
 from threadline.api.dialects import converse, oneminai, openai, sessions
 from threadline.api.middleware import BodyLimit, RequestContext, native_error
-from threadline.settings import Settings
 
 if TYPE_CHECKING:
     from threadline.container import Container
@@ -26,6 +25,24 @@ for the `aihub` SDK with `api_root=<server>/api`), the OpenAI API (`/v1/models`,
 with `API-KEY: <key>` or `Authorization: Bearer <key>`."""
 
 ASSET_UPLOAD_PATH = "/api/assets"  # 1min.ai's Asset API
+MULTIPART_OVERHEAD = 1024 * 1024
+
+
+def body_cap(container: Container, path: str) -> int:
+    """File uploads (1min.ai's assets, Converse's create and add-documents) may carry
+    `documents.max_request_bytes` plus the multipart framing; every other body
+    `max_body_bytes`."""
+    settings = container.settings
+    if path.startswith(ASSET_UPLOAD_PATH) or converse.is_upload_path(path):
+        return settings.documents.max_request_bytes + MULTIPART_OVERHEAD
+    return settings.max_body_bytes
+
+
+def _too_large_body(path: str, message: str) -> dict[str, Any]:
+    """A 413 in the shape of the dialect that owns the path."""
+    if converse.owns(path):
+        return {"message": message}
+    return native_error(path, message)
 
 
 def build_app(container: Container) -> FastAPI:
@@ -53,24 +70,8 @@ def build_app(container: Container) -> FastAPI:
         openai.router,
     ):
         app.include_router(router)
-    app.add_middleware(BodyLimit, max_bytes=body_cap(container.settings), error=_too_large_body)
+    app.add_middleware(
+        BodyLimit, max_bytes=lambda path: body_cap(container, path), error=_too_large_body
+    )
     app.add_middleware(RequestContext, metrics=container.metrics)
     return app
-
-
-def body_cap(settings: Settings) -> Callable[[str], int]:
-    """File uploads may be `documents.max_request_bytes` (100 MB); other bodies
-    `max_body_bytes`."""
-
-    def cap(path: str) -> int:
-        if converse.is_upload_path(path) or path.rstrip("/") == ASSET_UPLOAD_PATH:
-            return settings.documents.max_request_bytes
-        return settings.max_body_bytes
-
-    return cap
-
-
-def _too_large_body(path: str, message: str) -> dict[str, Any]:
-    if converse.owns(path):
-        return {"message": f"{message}; upload at most that much per request"}
-    return native_error(path, message)

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from threadline.api.native import iso, team_user
+from threadline.domain.documents import Asset, ConversationDocument, Document
 from threadline.domain.entities import AiRecord, Conversation, Message, User
 from threadline.domain.events import Failed
 
@@ -47,7 +49,7 @@ def ai_record(record: AiRecord, user: User, provider: str) -> dict[str, Any]:
     return body
 
 
-def conversation(c: Conversation) -> dict[str, Any]:
+def conversation(c: Conversation, files: Sequence[ConversationDocument] = ()) -> dict[str, Any]:
     created = iso(c.created_at)
     return {
         "uuid": str(c.id),
@@ -57,9 +59,50 @@ def conversation(c: Conversation) -> dict[str, Any]:
         "status": c.status,
         "createdAt": created,
         "updatedAt": iso(c.updated_at),
-        "metadata": {"fileToken": 0, "fileCharacter": 0},
-        "conversationFile": [],
+        "metadata": {
+            "fileToken": sum(f.document.token_count for f in files),
+            "fileCharacter": sum(f.document.char_count for f in files),
+        },
+        "conversationFile": [conversation_file(f) for f in files],
     }
+
+
+def conversation_file(link: ConversationDocument) -> dict[str, Any]:
+    document = link.document
+    return {
+        "conversationId": str(link.conversation_id),
+        "fileId": str(document.asset_id),
+        "fileName": document.name,
+        "status": document.state.value,
+        "createdAt": iso(link.created_at),
+        "createdBy": link.created_by,
+        "updatedAt": iso(document.updated_at),
+        "updatedBy": "SYSTEM",
+    }
+
+
+def asset(a: Asset, document: Document) -> dict[str, Any]:
+    """An uploaded file (Threadline's design of 1min.ai's Asset API; see the README)."""
+    return {
+        "uuid": str(a.id),
+        "key": a.key,
+        "name": a.name,
+        "mimeType": a.mime_type,
+        "size": a.size,
+        "sha256": a.sha256,
+        "status": document.state.value,
+        "reason": document.reason,
+        "documentId": document.id,
+        "pageCount": document.page_count,
+        "fileToken": document.token_count,
+        "fileCharacter": document.char_count,
+        "createdAt": iso(a.created_at),
+        "updatedAt": iso(document.updated_at),
+    }
+
+
+def file_content(a: Asset) -> dict[str, Any]:
+    return {"uuid": str(a.id), "key": a.key, "path": a.key, "name": a.name, "type": a.mime_type}
 
 
 def message(m: Message) -> dict[str, Any]:

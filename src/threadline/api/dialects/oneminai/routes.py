@@ -62,14 +62,18 @@ async def create_conversation(
     if body.type == "CHAT_WITH_PDF" and not body.fileList:
         raise InvalidRequest("fileList is required for CHAT_WITH_PDF conversations")
     container.catalog.get(body.model)
-    if body.fileList:
-        raise Unprocessable(
-            f"Invalid file IDs: {', '.join(body.fileList)} (no such asset in your team)"
-        )
+    documents = container.documents
+    limit = documents.limits.max_documents_per_conversation
+    if body.fileList and len(set(body.fileList)) > limit:
+        raise Unprocessable(f"fileList has {len(set(body.fileList))} files; the limit is {limit}")
+    files = await documents.documents_for_files(principal, body.fileList or [])
     conversation = await container.conversations.create(
         principal, title=body.title, type=body.type, model=body.model
     )
-    return {"conversation": encode.conversation(conversation)}
+    if files:
+        await documents.attach(principal, conversation.id, files)
+    links = await documents.conversation_documents(principal, conversation.id)
+    return {"conversation": encode.conversation(conversation, links)}
 
 
 @router.get("/api/conversations")
@@ -80,8 +84,12 @@ async def list_conversations(
     offset: Annotated[int, Query()] = 0,
 ) -> dict[str, Any]:
     page = await container.conversations.list(principal, limit=limit, offset=offset)
+    conversations = [
+        encode.conversation(c, await container.documents.conversation_documents(principal, c.id))
+        for c in page.items
+    ]
     return {
-        "conversations": [encode.conversation(c) for c in page.items],
+        "conversations": conversations,
         "total": page.total,
         "limit": page.limit,
         "offset": page.offset,
@@ -99,7 +107,8 @@ async def get_conversation(
     cid = _conversation_id(conversation_id)
     conversation = await container.conversations.get(principal, cid)
     page = await container.conversations.messages(principal, cid, limit=limit, offset=offset)
-    body = encode.conversation(conversation)
+    links = await container.documents.conversation_documents(principal, cid)
+    body = encode.conversation(conversation, links)
     body["messages"] = [encode.message(m) for m in page.items]
     body["messageCount"] = page.total
     return {"conversation": body}
@@ -168,17 +177,22 @@ async def features(
         known = ", ".join((*LEGACY_CHAT_TYPES, *IMAGE_FEATURE_TYPES))
         raise InvalidRequest(f"unknown feature type {body.type!r}; supported: {known}")
     prompt = _legacy_prompt(body.promptObject)
+    conversation_id = body.conversationId or prompt.conversationId
+    if body.type == "CHAT_WITH_PDF" and conversation_id is None:
+        raise InvalidRequest(
+            "CHAT_WITH_PDF needs conversationId: a conversation created with its fileList "
+            "(POST /api/conversations)"
+        )
     command = ChatCommand(
         principal=principal,
         model=body.model,
         record_type=body.type,
         prompt=prompt.prompt,
-        conversation_id=body.conversationId or prompt.conversationId,
+        conversation_id=conversation_id,
         history=HistorySettings(is_mixed=prompt.isMixed),
         grounding=Grounding(
             web_search=WebSearch(prompt.numOfSite, prompt.maxWord) if prompt.webSearch else None,
             images=tuple(prompt.imageList),
-            files=("(conversation documents)",) if body.type == "CHAT_WITH_PDF" else (),
             read_links=True,
         ),
         prompt_object=_recorded_prompt(prompt.model_dump(mode="json", exclude_none=True)),

@@ -1,0 +1,62 @@
+"""The Asset API (1min.ai): upload a file, look it up, delete it.
+
+1min.ai's pages use the ids this API returns (`fileList`, `attachments.files`, asset keys in
+`attachments.images`) without documenting the API itself; Threadline's design is in the
+README ("Asset API"). An upload is a multipart form with the file in the `asset` field.
+Documents are ingested in the background: `status` goes RUNNING → COMPLETE or FAILED
+(with `reason`), and a chat that uses a RUNNING document waits for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, UploadFile
+
+from threadline.api.deps import ContainerDep, PrincipalDep
+from threadline.api.dialects.oneminai import encode
+from threadline.api.dialects.oneminai.routes import render
+from threadline.api.routing import route_class
+from threadline.domain.errors import InvalidRequest
+from threadline.services.documents import Upload
+
+router = APIRouter(route_class=route_class(render), tags=["1min.ai assets"])
+UPLOAD_FIELDS = ("asset", "file")
+
+
+@router.post("/api/assets")
+async def upload_asset(
+    request: Request, principal: PrincipalDep, container: ContainerDep
+) -> dict[str, Any]:
+    form = await request.form(max_files=1, max_fields=10)
+    try:
+        files = [v for k, v in form.multi_items() if k in UPLOAD_FIELDS and not isinstance(v, str)]
+        if not files:
+            raise InvalidRequest(
+                "send the file as multipart/form-data in the field 'asset' "
+                "(curl -F asset=@report.pdf)"
+            )
+        upload: UploadFile = files[0]  # type: ignore[assignment]
+        asset, document = await container.documents.upload(
+            principal,
+            Upload(upload.filename or "file", upload.content_type, upload.file),
+        )
+    finally:
+        await form.close()
+    return {"asset": encode.asset(asset, document), "fileContent": encode.file_content(asset)}
+
+
+@router.get("/api/assets/{asset_id:path}")
+async def get_asset(
+    asset_id: str, principal: PrincipalDep, container: ContainerDep
+) -> dict[str, Any]:
+    asset, document = await container.documents.get_asset(principal, asset_id)
+    return {"asset": encode.asset(asset, document), "fileContent": encode.file_content(asset)}
+
+
+@router.delete("/api/assets/{asset_id:path}")
+async def delete_asset(
+    asset_id: str, principal: PrincipalDep, container: ContainerDep
+) -> dict[str, Any]:
+    asset = await container.documents.delete_asset(principal, asset_id)
+    return {"success": True, "uuid": str(asset.id)}
