@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import httpx
 import pytest
@@ -29,7 +29,7 @@ from threadline.settings import DocumentSettings, EmbeddingConfig, Settings
 API = "/api/v2/conversations"
 MODEL = "gpt-4o-mini"
 WARRANTY = "The Falcon X2 drone carries a warranty of eighteen months from delivery."
-HERON = "The Heron sailing boat is painted teal and sleeps four."
+HERON = "The Heron sailing boat is painted teal; its warranty is two years."
 REVENUE = "Quarterly revenue of the Osprey division was 42 million euros."
 PDF = "application/pdf"
 INGEST_SECONDS = 90.0
@@ -184,7 +184,7 @@ async def test_create_with_files_processes_them_and_grounds_prompts(client, bear
     assert {d["state"] for d in info["documents"]} == {"PROCESSED"}
 
     fakes[MODEL].enqueue(["Eighteen months [1]."])
-    question = "What is the warranty of the Falcon X2 drone?"
+    question = "What is the warranty?"  # both the manual and the boat brochure say
     r = await ask(client, bearer, body["id"], ids["manual.pdf"], question)
     assert r.status_code == 200, r.text
     answer = r.json()
@@ -192,7 +192,7 @@ async def test_create_with_files_processes_them_and_grounds_prompts(client, bear
     assert len(answer["prompt_id"]) == 32 and int(answer["prompt_id"], 16) >= 0
     system = system_prompt(fakes)
     assert f"manual.pdf, page 2:\n{WARRANTY}" in system
-    assert HERON not in system and REVENUE not in system  # only the document asked about
+    assert HERON not in system  # only the document asked about
     assert fakes[MODEL].requests[-1].messages[-1].content == question
 
     fakes[MODEL].enqueue(["Teal."])
@@ -396,7 +396,7 @@ async def test_members_list_their_own_admins_the_orgs(client, admin, bearer):
     assert r.status_code == 404 and "workspace" in r.json()["message"]
 
 
-async def test_update_then_delete(client, bearer, fakes):
+async def test_update_then_delete(client, bearer, fakes, container, me):
     conversation = await new_conversation(client, bearer, NOTES)
     info = await wait_state(client, bearer, conversation)
     r = await client.put(
@@ -427,7 +427,12 @@ async def test_update_then_delete(client, bearer, fakes):
     r = await ask(client, bearer, conversation, notes, "still there?")
     assert r.status_code == 404
     assert (await client.get(API, headers=bearer)).json()["conversations"] == []
+    assert await stored(container, me, notes) is None  # its documents went with it
     assert fakes[MODEL].requests == []
+
+
+async def stored(container: Container, me: dict[str, Any], document_id: int) -> Any:
+    return await container.document_store.get_document(UUID(me["teamId"]), document_id)
 
 
 # ---- add and delete documents ----
@@ -481,7 +486,7 @@ async def test_add_documents_refusals(client, bearer):
     assert r.status_code == 404
 
 
-async def test_delete_documents_by_body_or_query(client, bearer, fakes):
+async def test_delete_documents_by_body_or_query(client, bearer, fakes, container, me):
     conversation = await new_conversation(client, bearer, MANUAL, BOAT, NOTES)
     ids = doc_ids(await wait_state(client, bearer, conversation))
     url = f"{API}/{conversation}/documents"
@@ -509,6 +514,7 @@ async def test_delete_documents_by_body_or_query(client, bearer, fakes):
     info = await wait_state(client, bearer, conversation)
     assert doc_ids(info) == {"manual.pdf": ids["manual.pdf"]}
     for gone in (ids["boat.docx"], ids["notes.txt"]):
+        assert await stored(container, me, gone) is None  # deleted, not just unlinked
         assert (await client.get(f"{url}/{gone}", headers=bearer)).status_code == 404
         assert (await ask(client, bearer, conversation, gone, "Teal?")).status_code == 404
     r = await client.delete(f"{url}?ids={ids['notes.txt']}", headers=bearer)
@@ -818,7 +824,7 @@ def test_the_official_sdk_end_to_end(live, fakes, tmp_path):
     fakes[MODEL].enqueue(["Eighteen months."])
     answer = client.conversations.converse(
         conversation_id=created.id,
-        question="What is the warranty of the Falcon X2 drone?",
+        question="What is the warranty?",
         document_ids=[ids["manual.pdf"]],
         mode="default",
     )

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 CONVERSATION_TYPE = "CHAT_WITH_PDF"  # a conversation over documents, in 1min.ai's terms too
 RECORD_TYPE = "CONVERSE"
 PREFIXES = ("/api/v2/conversations", "/v2/conversations")
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 FORM_HINT = (
     "send the request as multipart/form-data, each file as a part named 'files' "
     "(curl -F files=@report.pdf)"
@@ -73,7 +74,7 @@ def _not_a_form_upload(request: Request) -> bool:
     return (
         request.method == "POST"
         and is_upload_path(request.url.path)
-        and not content_type.startswith("multipart/form-data")
+        and not content_type.startswith(FORM_TYPES)
     )
 
 
