@@ -306,6 +306,20 @@ async def test_conversation_with_no_documents_is_complete(client, bearer):
     assert (info["state"], info["documents"], info["description"]) == ("COMPLETE", [], "")
 
 
+async def test_one_store_with_the_1min_ai_api(client, bearer):
+    """A Converse conversation is a CHAT_WITH_PDF conversation there; its documents, assets."""
+    conversation = await new_conversation(client, bearer, NOTES, name="shared")
+    notes = doc_ids(await wait_state(client, bearer, conversation))["notes.txt"]
+    c = (await client.get(f"/api/conversations/{conversation}", headers=bearer)).json()
+    c = c["conversation"]
+    assert (c["type"], c["title"]) == ("CHAT_WITH_PDF", "shared")
+    assert [(f["fileName"], f["status"]) for f in c["conversationFile"]] == [
+        ("notes.txt", "COMPLETE")
+    ]
+    asset = await client.get(f"/api/assets/{c['conversationFile'][0]['fileId']}", headers=bearer)
+    assert asset.json()["asset"]["documentId"] == notes
+
+
 # ---- create: bad input ----
 
 

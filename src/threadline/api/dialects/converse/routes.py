@@ -51,7 +51,8 @@ if TYPE_CHECKING:
 CONVERSATION_TYPE = "CHAT_WITH_PDF"  # a conversation over documents, in 1min.ai's terms too
 RECORD_TYPE = "CONVERSE"
 PREFIXES = ("/api/v2/conversations", "/v2/conversations")
-FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+MULTIPART = "multipart/form-data"
+FORM_TYPES = (MULTIPART, "application/x-www-form-urlencoded")
 FORM_HINT = (
     "send the request as multipart/form-data, each file as a part named 'files' "
     "(curl -F files=@report.pdf)"
@@ -174,7 +175,7 @@ async def _document(
 
 
 async def create_conversation(
-    body: Annotated[CreateConversationForm, Form()],
+    body: Annotated[CreateConversationForm, Form(media_type=MULTIPART)],
     principal: PrincipalDep,
     container: ContainerDep,
     ib_context: IbContext = None,
@@ -306,7 +307,7 @@ async def converse(
 
 async def add_documents(
     conversation_id: ConversationId,
-    body: Annotated[AddDocumentsForm, Form()],
+    body: Annotated[AddDocumentsForm, Form(media_type=MULTIPART)],
     caller: Caller,
     container: ContainerDep,
 ) -> JSONResponse:
