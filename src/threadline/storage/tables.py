@@ -14,18 +14,37 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
     String,
     Table,
     Text,
     UniqueConstraint,
     Uuid,
 )
+from sqlalchemy.types import UserDefinedType
 
 metadata = MetaData()
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
 Seq = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class PgVector(UserDefinedType[str]):
+    """pgvector's `vector` without a fixed dimension (the dimension is per embedder; each
+    one in use gets its own partial HNSW index, see `storage/chunks.py`). Values travel as
+    pgvector's text form, `[0.1,0.2,...]`."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "vector"
+
+
+# float32 little-endian bytes on SQLite; pgvector on PostgreSQL.
+EmbeddingType = LargeBinary().with_variant(PgVector(), "postgresql")
 
 
 def _ts(name: str, nullable: bool = False) -> Column[Any]:
@@ -152,4 +171,124 @@ chat_sessions = Table(
     _ts("updated_at"),
     UniqueConstraint("conversation_id", "model_name", name="uq_chat_sessions_conversation_model"),
     Index("ix_chat_sessions_org_conversation", "org_id", "conversation_id"),
+)
+
+# ---- documents (0003) ---------------------------------------------------------------
+
+assets = Table(
+    "assets",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("org_id", Uuid, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("key", String(500), nullable=False),
+    Column("name", String(500), nullable=False),
+    Column("mime_type", String(200), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("blob_path", String(500), nullable=False),
+    _ts("created_at"),
+    UniqueConstraint("org_id", "key", name="uq_assets_org_key"),
+)
+
+documents = Table(
+    "documents",
+    metadata,
+    Column("id", Seq, primary_key=True, autoincrement=True),
+    Column("org_id", Uuid, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", Uuid, nullable=False),
+    Column(
+        "asset_id",
+        Uuid,
+        ForeignKey("assets.id", ondelete="CASCADE"),
+        nullable=False,
+        unique=True,
+    ),
+    Column("name", String(500), nullable=False),
+    Column("mime_type", String(200), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("page_count", Integer, nullable=False, default=0),
+    Column("char_count", BigInteger, nullable=False, default=0),
+    Column("token_count", BigInteger, nullable=False, default=0),
+    Column("pages", JSON, nullable=False),
+    # Set by every replace_chunks: the number of chunks (vector search picks exact or HNSW
+    # search by the size of the candidate set), and a version that in-process caches of a
+    # document's vectors compare to know they are current, whichever process wrote them.
+    Column("chunk_count", Integer, nullable=False, default=0),
+    Column("chunks_version", Integer, nullable=False, default=0),
+    _ts("created_at"),
+    _ts("updated_at"),
+    Index("ix_documents_org_created", "org_id", "created_at"),
+    Index("ix_documents_state", "state"),
+    sqlite_autoincrement=True,  # a document id is public: never hand a deleted one out again
+)
+
+conversation_documents = Table(
+    "conversation_documents",
+    metadata,
+    Column(
+        "conversation_id",
+        Uuid,
+        ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column(
+        "document_id",
+        Seq,
+        ForeignKey("documents.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("org_id", Uuid, nullable=False),
+    _ts("created_at"),
+    Column("created_by", String(200), nullable=False),
+    PrimaryKeyConstraint("conversation_id", "document_id", name="pk_conversation_documents"),
+    Index("ix_conversation_documents_document", "document_id"),
+)
+
+# Not shown here, because they are per backend (see migrations/versions/0003_documents.py):
+# SQLite's FTS5 table `chunks_fts` (external content, kept in step by triggers) and
+# PostgreSQL's generated column `chunks.tsv` (tsvector, GIN index) and the per-dimension
+# HNSW indexes made on demand by `storage/chunks.py`.
+chunks = Table(
+    "chunks",
+    metadata,
+    Column("id", Seq, primary_key=True, autoincrement=True),
+    Column("org_id", Uuid, nullable=False),
+    Column(
+        "document_id",
+        Seq,
+        ForeignKey("documents.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("ordinal", Integer, nullable=False),
+    Column("page_start", Integer, nullable=False),
+    Column("page_end", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("embedder", String(200), nullable=True),
+    Column("dim", SmallInteger, nullable=True),
+    Column("embedding", EmbeddingType, nullable=True),
+    # No index leads with org_id: SQLite's planner (without statistics) would prefer it to
+    # a lookup by document or by id, and scan all of an org's chunks.
+    UniqueConstraint("document_id", "ordinal", name="uq_chunks_document_ordinal"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Seq, primary_key=True, autoincrement=True),
+    Column("kind", String(64), nullable=False),
+    Column("org_id", Uuid, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=True),
+    Column("payload", JSON, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False),
+    _ts("run_after"),
+    Column("lease_owner", String(200), nullable=True),
+    _ts("lease_until", nullable=True),
+    Column("last_error", Text, nullable=True),
+    _ts("created_at"),
+    _ts("updated_at"),
+    Index("ix_jobs_claim", "state", "run_after", "id"),
+    Index("ix_jobs_lease", "state", "lease_until"),
 )

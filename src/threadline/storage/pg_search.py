@@ -1,0 +1,221 @@
+"""Full-text and vector search over chunks on PostgreSQL (with pgvector).
+
+Full text: the generated column `chunks.tsv` (`english` configuration, GIN index) matched by
+`websearch_to_tsquery` over the question's OR-ed words, ranked by `ts_rank_cd` per word
+weighted by the word's IDF (from the org's document frequencies, `search_terms.py`).
+
+Vectors: `chunks.embedding` is an untyped `vector` (the dimension depends on the embedder).
+An HNSW index needs a fixed dimension, so each dimension in use gets a partial expression
+index, `((embedding::vector(N))) WHERE dim = N` (`halfvec` above 2,000 dimensions, none
+above 4,000), made the first time vectors of that dimension are stored; a search orders by
+the same expression so the planner can use it. HNSW finds the nearest chunks of *all* orgs
+and documents and filters afterwards, which can leave fewer than `limit` hits when the scope
+is a small part of the table. Hence: exact search (an expression no index matches) when the
+scope holds at most `exact_below` chunks; otherwise the index with pgvector's iterative
+scan (>= 0.8: keeps scanning until `limit` rows pass the filter), and the exact search as
+the fallback when even that comes up short.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import BigInteger, Uuid, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import DBAPIError
+
+from threadline.domain.documents import ChunkHit
+from threadline.storage.database import Database
+from threadline.storage.documents import chunk_hit
+from threadline.storage.search_terms import websearch_query
+from threadline.storage.vector_cache import Matrix
+
+__all__ = ["PostgresSearch", "hnsw_index_name", "knn_statement", "vector_index_kind"]
+
+# HNSW over `vector` takes up to 2,000 dimensions, over `halfvec` up to 4,000.
+_MAX_VECTOR_INDEX_DIM = 2000
+_MAX_HALFVEC_INDEX_DIM = 4000
+
+_SCOPE_SIZE = text(
+    "SELECT coalesce(sum(chunk_count), 0) FROM documents "
+    "WHERE org_id = :org AND id = ANY(:documents)"
+).bindparams(bindparam("org", type_=Uuid), bindparam("documents", type_=ARRAY(BigInteger)))
+
+_HNSW_SETTINGS = text(
+    "SELECT set_config('hnsw.ef_search', :ef, true),"
+    " set_config('hnsw.iterative_scan', 'relaxed_order', true)"
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _text_statement(words: int) -> Any:
+    score = " + ".join(
+        f"ts_rank_cd(c.tsv, plainto_tsquery('english', :t{i}), 1) * :w{i}" for i in range(words)
+    )
+    return text(
+        f"""
+        SELECT c.id, c.document_id, c.ordinal, c.page_start, c.page_end, c.text, d.name,
+               {score} AS score
+        FROM websearch_to_tsquery('english', :query) AS q,
+             chunks AS c JOIN documents AS d ON d.id = c.document_id
+        WHERE c.tsv @@ q AND c.org_id = :org AND c.document_id = ANY(:documents)
+          AND d.org_id = :org
+        ORDER BY score DESC, c.id
+        LIMIT :limit
+        """
+    ).bindparams(bindparam("org", type_=Uuid), bindparam("documents", type_=ARRAY(BigInteger)))
+
+
+def hnsw_index_name(dim: int) -> str:
+    return f"ix_chunks_embedding_hnsw_{dim}"
+
+
+def vector_index_kind(dim: int) -> tuple[str, str] | None:
+    """(cast type, operator class) of the HNSW index for `dim`, or None: no index."""
+    if dim <= _MAX_VECTOR_INDEX_DIM:
+        return f"vector({dim})", "vector_cosine_ops"
+    if dim <= _MAX_HALFVEC_INDEX_DIM:
+        return f"halfvec({dim})", "halfvec_cosine_ops"
+    return None
+
+
+def vector_text(vector: Matrix) -> str:
+    """pgvector's text form of a vector, `[0.1,0.2,...]`."""
+    return "[" + ",".join(map(repr, vector.tolist())) + "]"
+
+
+def knn_statement(kind: tuple[str, str] | None) -> Any:
+    """Nearest chunks by cosine distance: through the HNSW index of `kind`'s dimension
+    (ordered by the index's own expression), or exactly (`kind` None: an expression no
+    index matches)."""
+    if kind is None:
+        vector, query = "c.embedding", "CAST(:q AS vector)"
+    else:
+        vector, query = f"(c.embedding::{kind[0]})", f"CAST(:q AS {kind[0]})"
+    statement = text(
+        f"""
+        WITH nearest AS MATERIALIZED (
+            SELECT c.id, c.document_id, c.ordinal, c.page_start, c.page_end, c.text,
+                   {vector} <=> {query} AS distance
+            FROM chunks AS c
+            WHERE c.org_id = :org AND c.document_id = ANY(:documents)
+              AND c.dim = :dim AND c.embedder = :embedder
+            ORDER BY distance
+            LIMIT :limit
+        )
+        SELECT n.*, d.name FROM nearest AS n JOIN documents AS d ON d.id = n.document_id
+        WHERE d.org_id = :org
+        """
+    )
+    return statement.bindparams(
+        bindparam("org", type_=Uuid), bindparam("documents", type_=ARRAY(BigInteger))
+    )
+
+
+class PostgresSearch:
+    def __init__(self, db: Database, *, ef_search: int, exact_below: int) -> None:
+        self._db = db
+        self._ef_search = ef_search
+        self._exact_below = exact_below
+        self._indexed_dims: set[int] = set()
+
+    async def text(
+        self,
+        org_id: UUID,
+        document_ids: list[int],
+        terms: list[str],
+        limit: int,
+        idf: dict[str, float],
+    ) -> list[ChunkHit]:
+        """Best first by the sum over the words of `idf` times `ts_rank_cd` of the word:
+        `ts_rank_cd` alone weighs a word found in every chunk like a rare one."""
+        params: dict[str, Any] = {
+            "query": websearch_query(terms),
+            "org": org_id,
+            "documents": document_ids,
+            "limit": limit,
+        }
+        for i, term in enumerate(terms):
+            params[f"t{i}"], params[f"w{i}"] = term, idf.get(term, 1.0)
+        async with self._db.read() as conn:
+            rows = (await conn.execute(_text_statement(len(terms)), params)).all()
+        return [chunk_hit(r, r.name, float(r.score)) for r in rows]
+
+    async def count_words(self, org_id: UUID, terms: list[str]) -> tuple[int, dict[str, int]]:
+        """How many chunks the org has, and how many of them contain each term (0 for a
+        stop word)."""
+        counts = ", ".join(
+            "(SELECT count(*) FROM chunks WHERE org_id = :org"
+            f" AND tsv @@ plainto_tsquery('english', :t{i}))"
+            for i in range(len(terms))
+        )
+        params: dict[str, Any] = {f"t{i}": t for i, t in enumerate(terms)}
+        params["org"] = org_id
+        statement = text(
+            f"SELECT (SELECT coalesce(sum(chunk_count), 0) FROM documents WHERE org_id = :org),"
+            f" {counts}"
+        ).bindparams(bindparam("org", type_=Uuid))
+        async with self._db.read() as conn:
+            total, *row = (await conn.execute(statement, params)).one()
+        return int(total), {t: int(n) for t, n in zip(terms, row, strict=True)}
+
+    async def vector(
+        self, org_id: UUID, document_ids: list[int], q: Matrix, embedder: str, limit: int
+    ) -> list[ChunkHit]:
+        dim = int(q.shape[0])
+        kind = vector_index_kind(dim)
+        params = {
+            "org": org_id,
+            "documents": document_ids,
+            "dim": dim,
+            "embedder": embedder,
+            "q": vector_text(q),
+            "limit": limit,
+        }
+        async with self._db.read() as conn:
+            scope = {"org": org_id, "documents": document_ids}
+            candidates = int((await conn.execute(_SCOPE_SIZE, scope)).scalar_one())
+            rows: Sequence[Any] = []
+            use_index = kind is not None and candidates > self._exact_below
+            if use_index:
+                ef = str(max(self._ef_search, limit))
+                await conn.execute(_HNSW_SETTINGS, {"ef": ef})
+                rows = (await conn.execute(knn_statement(kind), params)).all()
+            if not use_index or len(rows) < min(limit, candidates):
+                rows = (await conn.execute(knn_statement(None), params)).all()
+        # an iterative scan in relaxed order may return the hits slightly out of order
+        ordered = sorted(rows, key=lambda r: (r.distance, r.id))
+        return [chunk_hit(r, r.name, 1.0 - float(r.distance)) for r in ordered]
+
+    async def ensure_hnsw_index(self, dim: int) -> None:
+        """Create the HNSW index for `dim` the first time (per process) it is needed.
+        On a big table this takes a while and holds off writes to `chunks` meanwhile: it
+        happens once per dimension, when an embedder of a new dimension is first used."""
+        if dim in self._indexed_dims:
+            return
+        kind = vector_index_kind(dim)
+        if kind is not None and not await self._index_exists(dim):
+            cast_type, opclass = kind
+            statement = (
+                f"CREATE INDEX IF NOT EXISTS {hnsw_index_name(dim)} ON chunks "
+                f"USING hnsw ((embedding::{cast_type}) {opclass}) WHERE dim = {dim}"
+            )
+            try:
+                async with self._db.write() as conn:
+                    await conn.execute(text(statement))
+            except DBAPIError:
+                # Another process made it at the same moment (a unique violation in the
+                # catalog); anything else is raised.
+                if not await self._index_exists(dim):
+                    raise
+        self._indexed_dims.add(dim)
+
+    async def _index_exists(self, dim: int) -> bool:
+        async with self._db.read() as conn:
+            found = await conn.execute(
+                text("SELECT to_regclass(:name)"), {"name": hnsw_index_name(dim)}
+            )
+            return found.scalar_one() is not None

@@ -1,0 +1,259 @@
+"""Full-text and vector search over chunks on SQLite (the embedded backend).
+
+Full text: FTS5's `bm25()` reads the whole posting list of every phrase in the MATCH
+expression (for its IDF) and then scores every row the expression yields, about a
+microsecond each. At 100k chunks an OR of common words costs tens of milliseconds; hence
+the rare words first (`chunks.py`), and the scope inside the MATCH:
+
+- a scope of up to `scope_tokens_max` documents goes into the MATCH as their scope tokens,
+  `text : ("w1" OR "w2") AND scope : ("d1" OR "d2" ...)`: FTS5 intersects the posting lists
+  and ranks only the chunks of those documents, however big the table (each token costs a
+  lookup in every index segment: tens of microseconds);
+- a larger scope (typically all of an org's documents) is matched by the org's token, and
+  the top hits outside the scope are dropped; when too few are left, the search is run
+  again with the scope filter applied to every match before ranking.
+
+Vectors: exact cosine in numpy over cached per-document matrices (`vector_cache.py`); a
+scope of many documents is stacked into one matrix (cached too), so a query is one
+matrix-vector product.
+
+Chunk rows are fetched by id for the top hits only. `+c.org_id` (unary plus) keeps SQLite's
+planner from choosing an index on org_id over the lookup by id or document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Uuid, bindparam, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from threadline.domain.documents import ChunkHit
+from threadline.storage.database import Database
+from threadline.storage.documents import chunk_hit
+from threadline.storage.search_terms import fts5_match
+from threadline.storage.vector_cache import DocumentVectors, Matrix, VectorCache, from_blobs, top_k
+
+__all__ = ["SqliteSearch"]
+
+# numpy work above this many candidate chunks runs in a thread, off the event loop.
+_THREAD_ABOVE = 20_000
+
+_CHUNKS = text(
+    """
+    SELECT id, document_id, ordinal, page_start, page_end, text FROM chunks
+    WHERE id IN :ids AND +org_id = :org
+    """
+).bindparams(bindparam("ids", expanding=True), bindparam("org", type_=Uuid))
+
+
+def _ranked_chunks(ranked: str) -> Any:
+    """The chunk rows of a ranking query (`id`, `score`: bm25, lower is better), best first;
+    one statement, so the text is read for the top rows only."""
+    return text(
+        f"""
+        WITH ranked AS ({ranked})
+        SELECT c.id, c.document_id, c.ordinal, c.page_start, c.page_end, c.text, ranked.score
+        FROM ranked JOIN chunks AS c ON c.id = ranked.id
+        WHERE +c.org_id = :org
+        ORDER BY ranked.score, ranked.id
+        """
+    ).bindparams(bindparam("org", type_=Uuid))
+
+
+_TOP = _ranked_chunks(
+    """
+    SELECT rowid AS id, bm25(chunks_fts, 1.0, 0.0) AS score FROM chunks_fts
+    WHERE chunks_fts MATCH :expr ORDER BY score, rowid LIMIT :limit
+    """
+)
+
+_TOP_IN_SCOPE = _ranked_chunks(
+    """
+    SELECT f.rowid AS id, bm25(chunks_fts, 1.0, 0.0) AS score
+    FROM chunks_fts AS f JOIN chunks AS c ON c.id = f.rowid
+    WHERE chunks_fts MATCH :expr AND c.document_id IN :documents AND +c.org_id = :org
+    ORDER BY score, f.rowid LIMIT :limit
+    """
+).bindparams(bindparam("documents", expanding=True))
+
+_VERSIONS = text(
+    """
+    SELECT id, chunks_version, name FROM documents
+    WHERE id IN :documents AND +org_id = :org
+    """
+).bindparams(bindparam("documents", expanding=True), bindparam("org", type_=Uuid))
+
+_VECTORS = text(
+    """
+    SELECT c.document_id, d.chunks_version, c.id, c.embedding
+    FROM chunks AS c JOIN documents AS d ON d.id = c.document_id
+    WHERE c.document_id IN :documents AND +c.org_id = :org AND c.embedder = :embedder
+      AND c.embedding IS NOT NULL
+    ORDER BY c.document_id, c.ordinal
+    """
+).bindparams(bindparam("documents", expanding=True), bindparam("org", type_=Uuid))
+
+
+def _quoted(token: str) -> str:
+    return f'"{token}"'
+
+
+def org_token(org_id: UUID) -> str:
+    """The scope token of an org (see migration 0003): `o`, the hex of its id, `0`."""
+    return f"o{org_id.hex}0"
+
+
+class SqliteSearch:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        cache_bytes: int,
+        scope_tokens_max: int = 100,
+    ) -> None:
+        self._db = db
+        self.cache = VectorCache(cache_bytes)
+        self._scope_tokens_max = scope_tokens_max
+
+    # ---- full text ----
+
+    async def text(
+        self,
+        org_id: UUID,
+        document_ids: list[int],
+        terms: list[str],
+        limit: int,
+        idf: dict[str, float],
+    ) -> list[ChunkHit]:
+        """Best first by FTS5's BM25 (which weighs the words itself: `idf` is not used)."""
+        async with self._db.read() as conn:
+            documents = await _owned(conn, org_id, document_ids)
+            ids = [d for d in document_ids if d in documents]
+            if not ids:
+                return []
+            return await self._ranked(conn, org_id, ids, documents, terms, limit)
+
+    async def count_words(self, org_id: UUID, terms: list[str]) -> tuple[int, dict[str, int]]:
+        """How many chunks the org has, and how many of them contain each term."""
+        counts = ", ".join(
+            f"(SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH :t{i})"
+            for i in range(len(terms))
+        )
+        org = _quoted(org_token(org_id))
+        params: dict[str, Any] = {
+            f"t{i}": f"text : {_quoted(t)} AND scope : {org}" for i, t in enumerate(terms)
+        }
+        params["org"] = org_id
+        statement = text(
+            f"SELECT (SELECT coalesce(sum(chunk_count), 0) FROM documents WHERE org_id = :org),"
+            f" {counts}"
+        ).bindparams(bindparam("org", type_=Uuid))
+        async with self._db.read() as conn:
+            total, *row = (await conn.execute(statement, params)).one()
+        return int(total), {t: int(n) for t, n in zip(terms, row, strict=True)}
+
+    async def _ranked(
+        self,
+        conn: AsyncConnection,
+        org_id: UUID,
+        ids: list[int],
+        documents: dict[int, tuple[int, str]],
+        terms: list[str],
+        limit: int,
+    ) -> list[ChunkHit]:
+        params: dict[str, Any] = {"org": org_id, "limit": limit}
+        words = f"text : ({fts5_match(terms)})"
+        if len(ids) <= self._scope_tokens_max:
+            scope = " OR ".join(_quoted(f"d{d}") for d in ids)
+            params["expr"] = f"{words} AND scope : ({scope})"
+            return _hits((await conn.execute(_TOP, params)).all(), documents, limit)
+        params["expr"] = f"{words} AND scope : {_quoted(org_token(org_id))}"
+        params["limit"] = fetch = 4 * limit
+        rows = (await conn.execute(_TOP, params)).all()
+        hits = _hits(rows, documents, limit)
+        if len(hits) < limit and len(rows) == fetch:
+            # The scope is a small part of the org's matches: filter before ranking.
+            params.update(limit=limit, documents=ids)
+            hits = _hits((await conn.execute(_TOP_IN_SCOPE, params)).all(), documents, limit)
+        return hits
+
+    # ---- vectors ----
+
+    async def vector(
+        self, org_id: UUID, document_ids: list[int], q: Matrix, embedder: str, limit: int
+    ) -> list[ChunkHit]:
+        async with self._db.read() as conn:
+            documents = await _owned(conn, org_id, document_ids)
+            entries: dict[int, DocumentVectors] = {}
+            stale: list[int] = []
+            for document_id, (version, _name) in documents.items():
+                entry = self.cache.get(document_id, embedder, version)
+                if entry is None:
+                    stale.append(document_id)
+                else:
+                    entries[document_id] = entry
+            if stale:
+                entries.update(await self._load(conn, org_id, stale, embedder, documents))
+            searched = self.cache.stacked(embedder, int(q.shape[0]), entries)
+            if sum(len(e.chunk_ids) for e in searched) > _THREAD_ABOVE:
+                best = await asyncio.to_thread(top_k, searched, q, limit)
+            else:
+                best = top_k(searched, q, limit)
+            if not best:
+                return []
+            params = {"ids": [chunk_id for chunk_id, _ in best], "org": org_id}
+            rows = {r.id: r for r in await conn.execute(_CHUNKS, params)}
+        return [
+            chunk_hit(rows[i], documents[rows[i].document_id][1], score)
+            for i, score in best
+            if i in rows
+        ]
+
+    async def _load(
+        self,
+        conn: AsyncConnection,
+        org_id: UUID,
+        document_ids: list[int],
+        embedder: str,
+        documents: dict[int, tuple[int, str]],
+    ) -> dict[int, DocumentVectors]:
+        """Read the vectors of documents missing from the cache, and cache them. Each is
+        stamped with the version read together with its chunks (one statement, one
+        snapshot), so an entry is never older than its stamp."""
+        stamp = {d: documents[d][0] for d in document_ids}
+        chunk_ids: dict[int, list[int]] = {d: [] for d in document_ids}
+        blobs: dict[int, list[bytes]] = {d: [] for d in document_ids}
+        params = {"documents": document_ids, "org": org_id, "embedder": embedder}
+        for row in await conn.execute(_VECTORS, params):
+            stamp[row.document_id] = row.chunks_version
+            chunk_ids[row.document_id].append(row.id)
+            blobs[row.document_id].append(row.embedding)
+        loaded = {}
+        for d in document_ids:
+            loaded[d] = entry = from_blobs(stamp[d], chunk_ids[d], blobs[d])
+            self.cache.put(d, embedder, entry)
+        return loaded
+
+
+async def _owned(
+    conn: AsyncConnection, org_id: UUID, document_ids: list[int]
+) -> dict[int, tuple[int, str]]:
+    """(chunks_version, name) of each of the documents that is the org's."""
+    params = {"documents": document_ids, "org": org_id}
+    rows = await conn.execute(_VERSIONS, params)
+    return {r.id: (r.chunks_version, r.name) for r in rows}
+
+
+def _hits(rows: Sequence[Any], documents: dict[int, tuple[int, str]], limit: int) -> list[ChunkHit]:
+    """The first `limit` rows that are of the given documents, as hits."""
+    hits = []
+    for row in rows:
+        if row.document_id in documents:
+            hits.append(chunk_hit(row, documents[row.document_id][1], -float(row.score)))
+            if len(hits) == limit:
+                break
+    return hits

@@ -1,0 +1,204 @@
+"""A fake OpenAI-compatible embeddings upstream: a real HTTP server on 127.0.0.1 that speaks
+`POST /v1/embeddings` and fails on cue.
+
+Why it exists: the `openai-compatible` embedder is tested over real TCP (status codes, stalls,
+garbled bodies, dropped connections) without the network. It is the standard library's
+threading HTTP server, so a hanging answer blocks only its own thread, never the test's
+event loop.
+
+    with FakeEmbeddings(api_key="sk-test", dim=8) as up:   # up.url == "http://127.0.0.1:N/v1"
+        up.enqueue(Status(500, {"error": {"message": "boom"}}))  # the next request gets this
+        up.enqueue(Hang(5))                                  # read the request, answer nothing
+        up.enqueue(Raw(b"not json"))                         # these exact body bytes
+        up.enqueue(Vectors(shuffle=True))                    # data[] in reverse index order
+        up.requests[0]["input"], up.requests[0].headers["authorization"]
+
+With nothing enqueued, a request gets `Vectors()`: one vector per input, `dim` long, made
+from the text (the same text always gets the same vector), deliberately *not* unit length.
+A request without the right bearer key (when `api_key` is set) gets OpenAI's 401.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Vectors:
+    """A normal answer. `dim` overrides the server's; `drop` leaves out the last N vectors;
+    `shuffle` sends `data` in reverse order (each item keeps its `index`)."""
+
+    dim: int | None = None
+    drop: int = 0
+    shuffle: bool = False
+
+
+@dataclass(frozen=True)
+class Status:
+    """An HTTP error; `body` is sent as JSON (None: OpenAI's error shape)."""
+
+    status: int
+    body: Any = None
+
+
+@dataclass(frozen=True)
+class Hang:
+    """Read the request, then send nothing for `seconds`, then close."""
+
+    seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class Raw:
+    """Send these exact body bytes with status 200."""
+
+    body: bytes
+    content_type: str = "application/json"
+
+
+@dataclass(frozen=True)
+class Disconnect:
+    """Read the request, then close the connection without an answer."""
+
+
+ScriptItem = Vectors | Status | Hang | Raw | Disconnect
+
+
+class ReceivedRequest(dict[str, Any]):
+    """The JSON body of a received request, plus its path and headers (lower-case names)."""
+
+    def __init__(self, body: dict[str, Any], path: str, headers: dict[str, str]) -> None:
+        super().__init__(body)
+        self.path = path
+        self.headers = headers
+
+
+def fake_vector(text: str, dim: int) -> list[float]:
+    """The vector the fake sends for `text`: deterministic, length between 1 and 3."""
+    digest = hashlib.sha256(text.encode()).digest()
+    while len(digest) < dim:
+        digest += hashlib.sha256(digest).digest()
+    return [(byte - 127.5) / 64 for byte in digest[:dim]]
+
+
+class FakeEmbeddings:
+    def __init__(self, *, api_key: str | None = None, dim: int = 8) -> None:
+        self.api_key = api_key
+        self.dim = dim
+        self.requests: list[ReceivedRequest] = []
+        self._script: deque[ScriptItem] = deque()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def enqueue(self, *items: ScriptItem) -> None:
+        with self._lock:
+            self._script.extend(items)
+
+    def next_item(self) -> ScriptItem:
+        with self._lock:
+            return self._script.popleft() if self._script else Vectors()
+
+    def start(self) -> FakeEmbeddings:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()  # releases hanging handlers
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> FakeEmbeddings:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def answer(self, body: dict[str, Any], item: Vectors) -> dict[str, Any]:
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        dim = item.dim or self.dim
+        data = [
+            {"object": "embedding", "index": i, "embedding": fake_vector(str(text), dim)}
+            for i, text in enumerate(texts)
+        ]
+        data = data[: len(data) - item.drop]
+        if item.shuffle:
+            data.reverse()
+        tokens = sum(len(str(text).split()) for text in texts)
+        return {
+            "object": "list",
+            "data": data,
+            "model": body.get("model"),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+
+def _error(message: str, type_: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": None, "code": None}}
+
+
+def _handler_for(fake: FakeEmbeddings) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet
+            pass
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            raw = self.rfile.read(length)
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                self._json(400, _error("body is not JSON", "invalid_request_error"))
+                return
+            fake.requests.append(ReceivedRequest(body, self.path, headers))
+            if self.path != "/v1/embeddings":
+                self._json(404, _error(f"no route {self.path}", "invalid_request_error"))
+                return
+            if fake.api_key and headers.get("authorization") != f"Bearer {fake.api_key}":
+                self._json(401, _error("Incorrect API key provided.", "invalid_api_key"))
+                return
+            self._play(fake.next_item(), body)
+
+        def _play(self, item: ScriptItem, body: dict[str, Any]) -> None:
+            if isinstance(item, Vectors):
+                self._json(200, fake.answer(body, item))
+            elif isinstance(item, Status):
+                message = item.body if item.body is not None else _error("failed", "server_error")
+                self._json(item.status, message)
+            elif isinstance(item, Raw):
+                self._send(200, item.body, item.content_type)
+            elif isinstance(item, Hang):
+                deadline = time.monotonic() + item.seconds
+                while not fake._stop.is_set() and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                self.close_connection = True
+            else:
+                self.close_connection = True
+
+        def _json(self, status: int, payload: Any) -> None:
+            self._send(status, json.dumps(payload).encode(), "application/json")
+
+        def _send(self, status: int, data: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("content-type", content_type)
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    return Handler

@@ -1,0 +1,761 @@
+"""Documents, chunks and jobs in SQL, on SQLite and on a real PostgreSQL with pgvector.
+
+What a user would see go wrong: another org's file, document or text turning up (by id,
+by key, in a search), a deleted file still answering searches, a question with a quote in
+it failing, the wrong passage ranked first, two workers ingesting the same upload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import timedelta
+from uuid import UUID, uuid4
+
+import numpy as np
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import delete, func, inspect, select, text
+from sqlalchemy.exc import IntegrityError
+
+from threadline.domain.documents import (
+    Asset,
+    Chunk,
+    DocumentState,
+    JobState,
+    PageLayout,
+)
+from threadline.domain.entities import Conversation, Role
+from threadline.domain.errors import NotFound
+from threadline.storage.accounts import SqlAccountStore
+from threadline.storage.chunks import SqlChunkIndex
+from threadline.storage.conversations import SqlConversationStore
+from threadline.storage.database import MIGRATIONS_DIR, Database, utcnow
+from threadline.storage.documents import SqlDocumentStore
+from threadline.storage.jobs import SqlJobQueue
+from threadline.storage.pg_search import (
+    PostgresSearch,
+    hnsw_index_name,
+    knn_statement,
+    vector_index_kind,
+)
+from threadline.storage.search_terms import WordFrequencies
+from threadline.storage.sqlite_search import SqliteSearch
+from threadline.storage.tables import chunks, conversation_documents, documents, jobs, orgs
+
+EMBEDDER = "test-embedder"
+
+
+@pytest.fixture
+async def db(db_url: str):
+    database = Database(db_url)
+    await database.migrate()
+    yield database
+    await database.dispose()
+
+
+class Tenant:
+    def __init__(self, db: Database, org_id: UUID, user_id: UUID) -> None:
+        self.db = db
+        self.org = org_id
+        self.user = user_id
+        self.store = SqlDocumentStore(db)
+
+    async def asset(self, key: str | None = None, name: str = "report.pdf") -> Asset:
+        asset = Asset(
+            id=uuid4(),
+            org_id=self.org,
+            user_id=self.user,
+            key=key or f"files/{uuid4().hex}_{name}",
+            name=name,
+            mime_type="application/pdf",
+            size=1234,
+            sha256="0" * 64,
+            blob_path=f"blobs/{uuid4().hex}",
+            created_at=utcnow(),
+        )
+        return await self.store.add_asset(asset)
+
+    async def document(self, name: str = "report.pdf") -> int:
+        return (await self.store.create_document(await self.asset(name=name))).id
+
+    async def conversation(self) -> UUID:
+        now = utcnow()
+        conversation = Conversation(
+            id=uuid4(),
+            org_id=self.org,
+            user_id=self.user,
+            title="t",
+            type="CHAT",
+            model=None,
+            status="ACTIVE",
+            is_archived=False,
+            created_at=now,
+            updated_at=now,
+        )
+        await SqlConversationStore(self.db).create(conversation)
+        return conversation.id
+
+
+async def make_tenant(db: Database, name: str) -> Tenant:
+    accounts = SqlAccountStore(db)
+    org = await accounts.create_org(name)
+    user = await accounts.create_user(org.id, "u", Role.ADMIN, 0, "test")
+    return Tenant(db, org.id, user.id)
+
+
+@pytest.fixture
+async def a(db: Database) -> Tenant:
+    return await make_tenant(db, "org-a")
+
+
+@pytest.fixture
+async def b(db: Database) -> Tenant:
+    return await make_tenant(db, "org-b")
+
+
+def texts_as_chunks(document_id: int, texts: list[str]) -> list[Chunk]:
+    return [Chunk(document_id, i, i, i, t) for i, t in enumerate(texts)]
+
+
+async def count(db: Database, table, *where) -> int:
+    async with db.read() as conn:
+        query = select(func.count()).select_from(table).where(*where)
+        return int((await conn.execute(query)).scalar_one())
+
+
+# ---- assets and documents ----------------------------------------------------------
+
+
+async def test_an_asset_is_found_by_id_or_key_only_in_its_own_org(a, b):
+    asset = await a.asset(key="files/2026_report.pdf")
+    assert await a.store.get_asset(a.org, asset.id) == asset
+    assert await a.store.find_asset(a.org, str(asset.id)) == asset
+    assert await a.store.find_asset(a.org, "files/2026_report.pdf") == asset
+    assert await a.store.find_asset(a.org, "files/other.pdf") is None
+    assert await a.store.find_asset(a.org, "not-a-uuid") is None
+
+    assert await b.store.get_asset(b.org, asset.id) is None
+    assert await b.store.find_asset(b.org, str(asset.id)) is None
+    assert await b.store.find_asset(b.org, "files/2026_report.pdf") is None
+    assert await b.store.delete_asset(b.org, asset.id) is False
+    assert await a.store.get_asset(a.org, asset.id) == asset
+
+    # keys are unique per org, not across orgs
+    theirs = await b.asset(key="files/2026_report.pdf")
+    assert await b.store.find_asset(b.org, "files/2026_report.pdf") == theirs
+    with pytest.raises(IntegrityError):
+        await a.asset(key="files/2026_report.pdf")
+
+
+async def test_a_document_runs_then_completes_with_its_pages(a, b):
+    asset = await a.asset(name="deck.pptx")
+    document = await a.store.create_document(asset)
+    assert document.state is DocumentState.RUNNING and document.name == "deck.pptx"
+    assert document.asset_id == asset.id and document.reason is None
+    assert [d.id for d in await a.store.running_documents()] == [document.id]
+    assert await a.store.document_for_asset(a.org, asset.id) == document
+
+    pages = [PageLayout(0, 612, 792), PageLayout(1, 792, 612, rotation=90, is_image_page=True)]
+    await b.store.finish_document(  # another org's id: nothing happens
+        b.org, document.id, state=DocumentState.FAILED, reason="x"
+    )
+    await a.store.finish_document(
+        a.org,
+        document.id,
+        state=DocumentState.COMPLETE,
+        reason=None,
+        pages=pages,
+        char_count=5000,
+        token_count=1200,
+    )
+    done = await a.store.get_document(a.org, document.id)
+    assert done is not None
+    assert (done.state, done.page_count, done.char_count, done.token_count) == (
+        DocumentState.COMPLETE,
+        2,
+        5000,
+        1200,
+    )
+    assert done.pages == tuple(pages)
+    assert done.updated_at >= document.updated_at
+    assert await a.store.running_documents() == []
+
+    assert await b.store.get_document(b.org, document.id) is None
+    assert await b.store.document_for_asset(b.org, asset.id) is None
+
+
+async def test_a_failed_document_keeps_its_reason(a):
+    document_id = await a.document()
+    await a.store.finish_document(
+        a.org, document_id, state=DocumentState.FAILED, reason="The PDF is encrypted."
+    )
+    failed = await a.store.get_document(a.org, document_id)
+    assert failed is not None
+    assert (failed.state, failed.reason, failed.pages) == (
+        DocumentState.FAILED,
+        "The PDF is encrypted.",
+        (),
+    )
+
+
+async def test_a_deleted_documents_id_is_never_handed_out_again(a):
+    first = await a.asset()
+    document = await a.store.create_document(first)
+    assert await a.store.delete_asset(a.org, first.id)
+    again = await a.store.create_document(await a.asset())
+    assert again.id > document.id
+
+
+async def test_documents_link_to_conversations_of_the_same_org_only(a, b):
+    conversation = await a.conversation()
+    first, second = await a.document("one.pdf"), await a.document("two.pdf")
+    await a.store.link(a.org, conversation, [first], "alice")
+    await a.store.link(a.org, conversation, [second, first], "bob")  # first stays as it was
+    linked = await a.store.conversation_documents(a.org, conversation)
+    assert [(d.document.id, d.document.name, d.created_by) for d in linked] == [
+        (first, "one.pdf", "alice"),
+        (second, "two.pdf", "bob"),
+    ]
+    assert all(d.conversation_id == conversation for d in linked)
+
+    theirs = await b.document()
+    with pytest.raises(NotFound):
+        await a.store.link(a.org, conversation, [theirs], "alice")
+    with pytest.raises(NotFound):
+        await b.store.link(b.org, conversation, [theirs], "mallory")
+    with pytest.raises(NotFound):
+        await a.store.link(a.org, uuid4(), [first], "alice")
+    assert await b.store.conversation_documents(b.org, conversation) == []
+    assert await b.store.unlink(b.org, conversation, [first, second]) == 0
+
+    assert await a.store.unlink(a.org, conversation, [first, 999_999]) == 1
+    remaining = await a.store.conversation_documents(a.org, conversation)
+    assert [d.document.id for d in remaining] == [second]
+    assert await a.store.get_document(a.org, first) is not None  # unlinking keeps it
+
+
+async def test_deleting_an_asset_deletes_its_document_chunks_and_links(db, a):
+    conversation = await a.conversation()
+    asset = await a.asset()
+    document = await a.store.create_document(asset)
+    kept = await a.document()
+    index = SqlChunkIndex(db)
+    vectors = [[1.0, 0.0], [0.0, 1.0]]
+    await index.replace_chunks(
+        a.org,
+        document.id,
+        texts_as_chunks(document.id, ["alpha lemma", "beta lemma"]),
+        vectors,
+        EMBEDDER,
+    )
+    await index.replace_chunks(
+        a.org, kept, texts_as_chunks(kept, ["gamma lemma"]), [[1.0, 1.0]], EMBEDDER
+    )
+    await a.store.link(a.org, conversation, [document.id, kept], "alice")
+    both = [document.id, kept]
+    assert len(await index.search_text(a.org, both, "lemma", 10)) == 3
+    assert len(await index.search_vector(a.org, both, [1.0, 0.0], EMBEDDER, 10)) == 3
+
+    assert await a.store.delete_asset(a.org, asset.id) is True
+    assert await a.store.delete_asset(a.org, asset.id) is False
+    assert await a.store.get_document(a.org, document.id) is None
+    assert await count(db, chunks, chunks.c.document_id == document.id) == 0
+    assert [d.document.id for d in await a.store.conversation_documents(a.org, conversation)] == [
+        kept
+    ]
+    assert [h.document_id for h in await index.search_text(a.org, both, "lemma", 10)] == [kept]
+    hits = await index.search_vector(a.org, both, [1.0, 0.0], EMBEDDER, 10)
+    assert [h.document_id for h in hits] == [kept]
+    assert await index.chunk_count(a.org) == 1
+    if db.is_sqlite:  # the FTS index has no entries left for the deleted chunks
+        async with db.write() as conn:
+            await conn.execute(
+                text("INSERT INTO chunks_fts(chunks_fts) VALUES ('integrity-check')")
+            )
+            fts_rows = await conn.execute(text("SELECT count(*) FROM chunks_fts"))
+            assert fts_rows.scalar_one() == 1
+
+
+async def test_deleting_a_conversation_unlinks_but_keeps_documents(db, a):
+    conversation = await a.conversation()
+    document_id = await a.document()
+    await a.store.link(a.org, conversation, [document_id], "alice")
+    assert await SqlConversationStore(db).delete(a.org, conversation)
+    assert await count(db, conversation_documents) == 0
+    assert await a.store.get_document(a.org, document_id) is not None
+
+
+async def test_deleting_an_org_deletes_all_of_its_documents_and_jobs(db, a, b):
+    index = SqlChunkIndex(db)
+    queue = SqlJobQueue(db)
+    for tenant in (a, b):
+        document_id = await tenant.document()
+        chunk_texts = texts_as_chunks(document_id, ["text"])
+        await index.replace_chunks(tenant.org, document_id, chunk_texts, [[1.0]], EMBEDDER)
+        await queue.enqueue("ingest", {"document_id": document_id}, org_id=tenant.org)
+    async with db.write() as conn:
+        await conn.execute(delete(orgs).where(orgs.c.id == a.org))
+    assert await count(db, documents) == 1
+    assert await index.chunk_count() == 1 and await index.chunk_count(b.org) == 1
+    assert await count(db, jobs) == 1
+
+
+# ---- chunks: replacing ---------------------------------------------------------------
+
+
+async def test_replacing_chunks_is_idempotent_and_replaces_the_text(db, a, b):
+    index = SqlChunkIndex(db)
+    document_id = await a.document()
+    old = texts_as_chunks(document_id, ["the old wording of clause one", "old clause two"])
+    for _ in range(2):
+        await index.replace_chunks(a.org, document_id, old, None, None)
+    assert await index.chunk_count(a.org) == 2
+    new = texts_as_chunks(document_id, ["a fresh wording"])
+    await index.replace_chunks(a.org, document_id, new, [[0.6, 0.8]], EMBEDDER)
+    assert await index.chunk_count(a.org) == 1
+    assert await index.search_text(a.org, [document_id], "clause", 5) == []
+    [hit] = await index.search_text(a.org, [document_id], "fresh", 5)
+    assert (hit.text, hit.ordinal, hit.page_start, hit.page_end) == ("a fresh wording", 0, 0, 0)
+    await index.replace_chunks(a.org, document_id, [], None, None)
+    assert await index.chunk_count() == 0
+
+    with pytest.raises(NotFound):  # another org's document
+        await index.replace_chunks(b.org, document_id, new, None, None)
+    with pytest.raises(ValueError):
+        await index.replace_chunks(a.org, document_id, new, [[1.0], [2.0]], EMBEDDER)
+    with pytest.raises(ValueError):
+        await index.replace_chunks(a.org, document_id, new, [[1.0]], None)
+    with pytest.raises(ValueError):
+        await index.replace_chunks(a.org, document_id + 1, new, None, None)
+    assert await index.chunk_count() == 0
+
+
+# ---- full-text search ---------------------------------------------------------------
+
+PASSAGES = [
+    "Photosynthesis converts light energy into chemical energy in the chloroplast.",
+    "Chlorophyll absorbs light; photosynthesis depends on chlorophyll in leaves.",
+    "The mitochondrion is the powerhouse of the cell and runs cellular respiration.",
+    "Running a marathon requires training, rest and a good diet.",
+    "Quarterly revenue grew by 12 percent while operating costs fell.",
+]
+
+
+async def test_full_text_ranks_the_passage_with_more_of_the_words_first(db, a):
+    index = SqlChunkIndex(db)
+    document_id = await a.document("biology.pdf")
+    await index.replace_chunks(
+        a.org, document_id, texts_as_chunks(document_id, PASSAGES), None, None
+    )
+    hits = await index.search_text(
+        a.org, [document_id], "How does chlorophyll help photosynthesis?", 10
+    )
+    assert [h.ordinal for h in hits][:2] == [1, 0]  # both words (twice each), then one word
+    assert {h.ordinal for h in hits} == {0, 1}
+    assert hits[0].score > hits[1].score
+    assert hits[0].document_name == "biology.pdf" and hits[0].document_id == document_id
+
+    # stemming: "runs" and "running" meet "run"; stop words alone do not match everything
+    ran = await index.search_text(a.org, [document_id], "who runs?", 10)
+    assert {h.ordinal for h in ran} == {2, 3}
+    revenue = await index.search_text(a.org, [document_id], "What was the REVENUE?", 10)
+    assert [h.ordinal for h in revenue] == [4]
+    assert len(await index.search_text(a.org, [document_id], "photosynthesis", 1)) == 1
+
+
+HOSTILE = [
+    '"',
+    '""',
+    '"unbalanced quote',
+    "NEAR(chlorophyll photosynthesis, 2)",
+    "NEAR",
+    "chloro*",
+    "*",
+    "AND",
+    "OR OR OR",
+    "NOT chlorophyll",
+    "chlorophyll AND",
+    "-chlorophyll",
+    "text:chlorophyll",
+    "^chlorophyll",
+    "(chlorophyll",
+    "chlorophyll)",
+    "{text}: light",
+    "light's energy",
+    "'; DROP TABLE chunks; --",
+    "a & b | !c <-> d",
+    "\\x00 \x00 null",
+    "über naïve café ☕ 光合作用",
+    "",
+    "   ",
+    "?!.,;:",
+    "_",
+    "word " * 500,
+]
+
+
+@pytest.mark.parametrize("query", HOSTILE)
+async def test_any_question_text_is_safe_to_search(db, a, query):
+    index = SqlChunkIndex(db)
+    document_id = await a.document()
+    await index.replace_chunks(
+        a.org, document_id, texts_as_chunks(document_id, PASSAGES), None, None
+    )
+    hits = await index.search_text(a.org, [document_id], query, 5)
+    assert isinstance(hits, list)
+    if query.startswith("NEAR(") or "chlorophyll" in query:
+        assert any("hlorophyll" in h.text for h in hits)  # the words still count
+
+
+async def test_full_text_sees_only_the_listed_documents_of_the_callers_org(db, a, b):
+    index = SqlChunkIndex(db)
+    mine, other_of_mine = await a.document("mine.pdf"), await a.document("also-mine.pdf")
+    theirs = await b.document("theirs.pdf")
+    for tenant, document_id in ((a, mine), (a, other_of_mine), (b, theirs)):
+        await index.replace_chunks(
+            tenant.org,
+            document_id,
+            texts_as_chunks(document_id, ["secret merger plan"]),
+            None,
+            None,
+        )
+    hits = await index.search_text(a.org, [mine, theirs], "merger", 10)
+    assert [h.document_id for h in hits] == [mine]
+    assert await index.search_text(a.org, [theirs], "merger", 10) == []
+    assert await index.search_text(a.org, [], "merger", 10) == []
+    both = await index.search_text(a.org, [mine, other_of_mine], "merger", 10)
+    assert {h.document_id for h in both} == {mine, other_of_mine}
+
+
+async def test_a_scope_of_many_documents_finds_the_same_in_scope_hits(db, a, b):
+    """SQLite matches a big scope by the org's token instead of the documents' (here: more
+    than 2 documents), and filters before ranking when the scope's chunks rank low."""
+    small = SqlChunkIndex(db)
+    big = SqlChunkIndex(db, scope_tokens_max=2)
+    strong = [await a.document(f"strong{i}.pdf") for i in range(10)]
+    weak = [await a.document(f"weak{i}.pdf") for i in range(3)]
+    theirs = await b.document()
+    for document_id in strong:
+        await small.replace_chunks(
+            a.org, document_id, texts_as_chunks(document_id, ["merger merger"]), None, None
+        )
+    for document_id in weak:
+        filler = "merger " + "and then a long digression about other things " * 20
+        await small.replace_chunks(
+            a.org, document_id, texts_as_chunks(document_id, [filler]), None, None
+        )
+    await small.replace_chunks(
+        b.org, theirs, texts_as_chunks(theirs, ["merger merger merger"]), None, None
+    )
+    for scope, limit in (([*strong, *weak, theirs], 20), ([*weak, theirs], 2), (strong, 3)):
+        expected = await small.search_text(a.org, scope, "merger?", limit)
+        got = await big.search_text(a.org, scope, "merger?", limit)
+        assert [h.chunk_id for h in got] == [h.chunk_id for h in expected]
+        assert theirs not in {h.document_id for h in got}
+    assert len(await big.search_text(a.org, [*weak, theirs], "merger", 2)) == 2
+
+
+async def test_the_most_common_words_count_only_when_the_rare_ones_find_too_little(db, a, b):
+    document_id = await a.document()
+    texts = ["common word"] * 5 + ["common and rare word", "rare word"]
+    index = SqlChunkIndex(db, match_budget=3)
+    await index.replace_chunks(a.org, document_id, texts_as_chunks(document_id, texts), None, None)
+    top = await index.search_text(a.org, [document_id], "common rare nowhere", 2)
+    assert {h.text for h in top} == {"common and rare word", "rare word"}
+    everything = await index.search_text(a.org, [document_id], "common rare nowhere", 10)
+    assert len(everything) == 7
+    assert {h.text for h in everything[:2]} == {"common and rare word", "rare word"}
+    assert len(await index.search_text(a.org, [document_id], "common", 10)) == 6
+    assert await index.search_text(a.org, [document_id], "nowhere", 10) == []
+    # what is left out: words over the budget, and words in no chunk
+    words = WordFrequencies()
+    search = (
+        SqliteSearch(db, cache_bytes=0)
+        if db.is_sqlite
+        else PostgresSearch(db, ef_search=1, exact_below=0)
+    )
+    total, counts = await search.count_words(a.org, ["common", "rare", "nowhere"])
+    assert (total, counts) == (7, {"common": 6, "rare": 2, "nowhere": 0})
+    words.add(a.org, total, counts)
+    assert words.idf(a.org, "rare") > words.idf(a.org, "common")
+    assert words.split(a.org, ["common", "rare", "nowhere"], 3) == (["rare"], ["common"])
+    assert words.split(a.org, ["common"], 3) == (["common"], [])
+    assert words.split(a.org, ["nowhere"], 3) == ([], [])
+    assert words.split(b.org, ["common", "rare"], 3) == (["common", "rare"], [])  # not counted
+
+
+# ---- vector search ------------------------------------------------------------------
+
+
+def unit(*values: float) -> list[float]:
+    v = np.asarray(values, dtype=np.float64)
+    return list(v / np.linalg.norm(v))
+
+
+async def test_vector_search_orders_by_cosine_similarity(db, a, b):
+    index = SqlChunkIndex(db)
+    document_id = await a.document("vectors.pdf")
+    vectors = [unit(1, 0, 0), unit(1, 1, 0), unit(0, 1, 0), unit(-1, 0, 0), unit(1, 0.1, 0)]
+    await index.replace_chunks(
+        a.org,
+        document_id,
+        texts_as_chunks(document_id, [f"chunk {i}" for i in range(5)]),
+        vectors,
+        EMBEDDER,
+    )
+    hits = await index.search_vector(a.org, [document_id], [2, 0, 0], EMBEDDER, 10)
+    assert [h.ordinal for h in hits] == [0, 4, 1, 2, 3]
+    expected = [1.0, 0.995037, 0.707107, 0.0, -1.0]
+    assert [h.score for h in hits] == pytest.approx(expected, abs=1e-5)
+    assert hits[0].document_name == "vectors.pdf" and hits[0].text == "chunk 0"
+    top = await index.search_vector(a.org, [document_id], [0, 1, 0], EMBEDDER, 2)
+    assert [h.ordinal for h in top] == [2, 1]
+
+    # another embedder's space, another org, no documents, a zero vector: nothing
+    assert await index.search_vector(a.org, [document_id], [1, 0, 0], "other", 10) == []
+    assert await index.search_vector(b.org, [document_id], [1, 0, 0], EMBEDDER, 10) == []
+    assert await index.search_vector(a.org, [], [1, 0, 0], EMBEDDER, 10) == []
+    assert await index.search_vector(a.org, [document_id], [0, 0, 0], EMBEDDER, 10) == []
+
+
+async def test_vector_search_filters_by_document_and_org(db, a, b):
+    index = SqlChunkIndex(db)
+    near, far, theirs = await a.document(), await a.document(), await b.document()
+    for tenant, document_id, vector in (
+        (a, near, unit(1, 0.2)),
+        (a, far, unit(0, 1)),
+        (b, theirs, unit(1, 0)),  # the best match of all, but another org's
+    ):
+        await index.replace_chunks(
+            tenant.org, document_id, texts_as_chunks(document_id, ["x"]), [vector], EMBEDDER
+        )
+    hits = await index.search_vector(a.org, [near, far, theirs], [1, 0], EMBEDDER, 10)
+    assert [h.document_id for h in hits] == [near, far]
+    only_far = await index.search_vector(a.org, [far], [1, 0], EMBEDDER, 10)
+    assert [h.document_id for h in only_far] == [far]
+
+
+async def test_a_cached_vector_search_sees_chunks_another_process_replaced(db, db_url, a):
+    index = SqlChunkIndex(db)
+    document_id = await a.document()
+    await index.replace_chunks(
+        a.org, document_id, texts_as_chunks(document_id, ["first"]), [unit(1, 0)], EMBEDDER
+    )
+    assert [
+        h.text for h in await index.search_vector(a.org, [document_id], [1, 0], EMBEDDER, 5)
+    ] == ["first"]
+    other_process = Database(db_url)  # its own engine (and, on SQLite, its own write lock)
+    try:
+        other = SqlChunkIndex(other_process)
+        replaced = texts_as_chunks(document_id, ["second", "third"])
+        await other.replace_chunks(a.org, document_id, replaced, [unit(0, 1), unit(1, 0)], EMBEDDER)
+        hits = await index.search_vector(a.org, [document_id], [1, 0], EMBEDDER, 5)
+        assert [h.text for h in hits] == ["third", "second"]
+        await SqlDocumentStore(other_process).delete_asset(
+            a.org, (await a.store.get_document(a.org, document_id)).asset_id
+        )
+        assert await index.search_vector(a.org, [document_id], [1, 0], EMBEDDER, 5) == []
+    finally:
+        await other_process.dispose()
+
+
+async def test_vector_search_through_the_index_finds_a_small_scope_in_a_big_table(db, a):
+    """HNSW filters after it searches; a scope of one small document among many must still
+    get its hits (pgvector's iterative scan, or the exact fallback)."""
+    index = SqlChunkIndex(db, exact_below=0)  # PostgreSQL: always try the index first
+    rng = np.random.default_rng(7)
+    dim = 16
+    document_ids = [await a.document(f"d{i}.pdf") for i in range(40)]
+    for document_id in document_ids:
+        n = 50
+        vectors = rng.normal(size=(n, dim))
+        await index.replace_chunks(
+            a.org,
+            document_id,
+            texts_as_chunks(document_id, [f"{document_id}-{i}" for i in range(n)]),
+            vectors.tolist(),
+            EMBEDDER,
+        )
+    target = document_ids[17]
+    query = rng.normal(size=dim).tolist()
+    hits = await index.search_vector(a.org, [target], query, EMBEDDER, 10)
+    assert len(hits) == 10 and {h.document_id for h in hits} == {target}
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    exact = await SqlChunkIndex(db).search_vector(a.org, [target], query, EMBEDDER, 10)
+    assert [h.chunk_id for h in hits] == [h.chunk_id for h in exact]
+    everything = await index.search_vector(a.org, document_ids, query, EMBEDDER, 10)
+    assert len(everything) == 10
+    if not db.is_sqlite:
+        async with db.read() as conn:
+            found = await conn.execute(text("SELECT to_regclass(:n)"), {"n": hnsw_index_name(dim)})
+            assert found.scalar_one() is not None
+
+
+async def test_postgres_plans_the_vector_query_on_the_hnsw_index(db, a):
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's planner")
+    index = SqlChunkIndex(db)
+    document_id = await a.document()
+    rng = np.random.default_rng(1)
+    await index.replace_chunks(
+        a.org,
+        document_id,
+        texts_as_chunks(document_id, ["x"] * 300),
+        rng.normal(size=(300, 8)).tolist(),
+        EMBEDDER,
+    )
+    params = {
+        "org": a.org,
+        "documents": [document_id],
+        "dim": 8,
+        "embedder": EMBEDDER,
+        "q": "[1,0,0,0,0,0,0,0]",
+        "limit": 5,
+    }
+    async with db.read() as conn:
+        await conn.execute(text("SET LOCAL enable_seqscan = off"))  # a tiny table otherwise
+        plan = "\n".join(
+            r[0]
+            for r in await conn.execute(
+                text("EXPLAIN " + str(knn_statement(vector_index_kind(8)))), params
+            )
+        )
+    assert hnsw_index_name(8) in plan, plan
+
+
+# ---- jobs ---------------------------------------------------------------------------
+
+
+async def test_a_job_is_claimed_once_completed_and_counted(db, a):
+    queue = SqlJobQueue(db)
+    first = await queue.enqueue("ingest", {"document_id": 1}, org_id=a.org)
+    second = await queue.enqueue("ingest", {"document_id": 2}, org_id=None, max_attempts=5)
+    assert await queue.counts() == {"QUEUED": 2, "RUNNING": 0, "DONE": 0, "DEAD": 0}
+    job = await queue.claim("w1", 30)
+    assert job is not None
+    assert (job.id, job.kind, job.org_id, job.payload) == (
+        first,
+        "ingest",
+        a.org,
+        {"document_id": 1},
+    )
+    assert (job.state, job.attempts, job.max_attempts) == (JobState.RUNNING, 1, 3)
+    other = await queue.claim("w2", 30)
+    assert other is not None and other.id == second and other.org_id is None
+    assert await queue.claim("w3", 30) is None
+
+    assert await queue.extend(first, "w1", 30) is True
+    assert await queue.extend(first, "w2", 30) is False  # not w2's
+    await queue.complete(first, "w2")  # not w2's: nothing happens
+    assert (await queue.counts())["RUNNING"] == 2
+    await queue.complete(first, "w1")
+    assert await queue.extend(first, "w1", 30) is False  # done
+    assert await queue.counts() == {"QUEUED": 0, "RUNNING": 1, "DONE": 1, "DEAD": 0}
+
+
+async def test_a_failed_job_is_retried_after_its_delay_then_dies(db):
+    queue = SqlJobQueue(db)
+    job_id = await queue.enqueue("ingest", {}, org_id=None, max_attempts=2)
+    assert (await queue.claim("w1", 30)).attempts == 1
+    assert await queue.fail(job_id, "w1", "parser crashed", retry_in=3600) is JobState.QUEUED
+    assert await queue.claim("w1", 30) is None  # not due for an hour
+    async with db.write() as conn:  # an hour later
+        await conn.execute(jobs.update().values(run_after=utcnow() - timedelta(seconds=1)))
+    retried = await queue.claim("w2", 30)
+    assert retried is not None and (retried.id, retried.attempts) == (job_id, 2)
+    assert retried.last_error == "parser crashed"
+    assert await queue.fail(job_id, "w1", "stale worker", retry_in=0) is JobState.RUNNING
+    assert await queue.fail(job_id, "w2", "x" * 10_000, retry_in=0) is JobState.DEAD
+    assert await queue.claim("w3", 30) is None
+    assert await queue.counts() == {"QUEUED": 0, "RUNNING": 0, "DONE": 0, "DEAD": 1}
+    with pytest.raises(LookupError):
+        await queue.fail(job_id + 1000, "w1", "no such job", retry_in=0)
+
+
+async def test_a_job_whose_worker_vanished_is_reaped_and_handed_out_again(db):
+    queue = SqlJobQueue(db)
+    job_id = await queue.enqueue("ingest", {"n": 1}, org_id=None, max_attempts=2)
+    held = await queue.enqueue("ingest", {"n": 2}, org_id=None)
+    assert (await queue.claim("lost", 0.05)).id == job_id
+    assert (await queue.claim("alive", 60)).id == held
+    await asyncio.sleep(0.1)
+    assert await queue.reap() == []  # requeued, not dead: nothing to report
+    assert (await queue.counts())["QUEUED"] == 1
+    assert await queue.extend(job_id, "lost", 30) is False  # the lost worker's lease is gone
+    again = await queue.claim("second", 0.05)
+    assert again is not None and (again.id, again.attempts) == (job_id, 2)
+    await queue.complete(job_id, "lost")  # too late: no effect
+    await asyncio.sleep(0.1)
+    [dead] = await queue.reap()
+    assert (dead.id, dead.state, dead.attempts) == (job_id, JobState.DEAD, 2)
+    assert dead.last_error and "lease" in dead.last_error
+    assert await queue.reap() == []
+    assert await queue.counts() == {"QUEUED": 0, "RUNNING": 1, "DONE": 0, "DEAD": 1}
+
+
+async def test_concurrent_workers_never_claim_the_same_job(db, db_url):
+    queue = SqlJobQueue(db)
+    for i in range(40):
+        await queue.enqueue("ingest", {"i": i}, org_id=None)
+    # Two "processes" (engines; on SQLite, two write locks on one file), three workers each.
+    second = Database(db_url)
+    try:
+        queues = [queue, SqlJobQueue(second)]
+        claimed: list[tuple[str, int]] = []
+
+        async def work(name: str, q: SqlJobQueue) -> None:
+            while (job := await q.claim(name, 60)) is not None:
+                claimed.append((name, job.id))
+                await asyncio.sleep(random.random() / 1000)
+
+        await asyncio.gather(*(work(f"w{i}", queues[i % 2]) for i in range(6)))
+    finally:
+        await second.dispose()
+    ids = [job_id for _, job_id in claimed]
+    assert len(ids) == 40 and len(set(ids)) == 40
+    assert len({name for name, _ in claimed}) > 1
+    assert await queue.counts() == {"QUEUED": 0, "RUNNING": 40, "DONE": 0, "DEAD": 0}
+
+
+# ---- migration ----------------------------------------------------------------------
+
+
+async def test_the_documents_migration_downgrades_and_upgrades_again(db, a):
+    index = SqlChunkIndex(db)
+    document_id = await a.document()
+    await index.replace_chunks(
+        a.org, document_id, texts_as_chunks(document_id, ["original"]), [[1.0, 0.0]], EMBEDDER
+    )
+    new_tables = {"assets", "documents", "conversation_documents", "chunks", "jobs"}
+
+    def migrate(revision: str, down: bool) -> set[str]:
+        def run(connection) -> set[str]:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS_DIR))
+            config.attributes["connection"] = connection
+            (command.downgrade if down else command.upgrade)(config, revision)
+            return set(inspect(connection).get_table_names())
+
+        return run
+
+    async with db.engine.begin() as conn:
+        tables = await conn.run_sync(migrate("0002", down=True))
+    assert not tables & new_tables and "chunks_fts" not in tables
+    assert {"conversations", "chat_sessions"} <= tables
+    async with db.engine.begin() as conn:
+        tables = await conn.run_sync(migrate("head", down=False))
+    assert new_tables <= tables
+
+    fresh = SqlChunkIndex(db)  # knows no index made before
+    document_id = await a.document()
+    await fresh.replace_chunks(
+        a.org, document_id, texts_as_chunks(document_id, ["renewed"]), [[0.0, 1.0]], EMBEDDER
+    )
+    assert [h.text for h in await fresh.search_text(a.org, [document_id], "renewed", 5)] == [
+        "renewed"
+    ]
+    hits = await fresh.search_vector(a.org, [document_id], [0.0, 1.0], EMBEDDER, 5)
+    assert [h.text for h in hits] == ["renewed"]
