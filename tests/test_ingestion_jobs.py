@@ -100,7 +100,7 @@ async def test_a_job_that_keeps_failing_fails_its_document_with_the_reason(
             await asyncio.sleep(0.02)
         assert crashing.calls == 2
         assert document.state is DocumentState.FAILED
-        assert "ingestion failed 2 times" in (document.reason or "")
+        assert "ingestion failed after 2 attempts" in (document.reason or "")
         assert "the parser pool is gone" in (document.reason or "")
         assert (await container.job_queue.counts()).get(JobState.DEAD.value) == 1
     finally:
@@ -119,7 +119,7 @@ async def test_a_lapsed_job_out_of_attempts_fails_its_document_when_reaped(tmp_p
         await container.worker.reap()
         document = await container.documents.get_document(caller, outcome.document.id)
         assert document.state is DocumentState.FAILED
-        assert "the worker stopped" in (document.reason or "")
+        assert "lease lapsed" in (document.reason or "")
     finally:
         await container.stop()
 
@@ -150,3 +150,34 @@ def test_cli_ingest_shows_progress_and_outcomes(tmp_path, db_url):
     assert result.returncode == 1, result.stderr  # one file was refused
     assert "refused" in result.stdout and "c.bin" in result.stdout
     assert result.stdout.count("COMPLETE") == 2
+
+
+async def test_a_document_left_without_a_job_is_queued_again_at_start(tmp_path, db_url):
+    from datetime import timedelta
+
+    from threadline.domain.documents import DocumentState as State
+    from threadline.services.clock import utcnow
+
+    first = await started(tmp_path, db_url, worker=False)
+    caller = await first_admin(first)
+    [outcome] = await first.documents.add(caller, [Upload("notes.txt", None, io.BytesIO(TEXT))])
+    assert outcome.document is not None
+    # The process died after storing the document but before its job: drop the job, and
+    # age the document past the grace period.
+    job = await first.job_queue.claim("x", lease_seconds=60)
+    await first.job_queue.complete(job.id, "x")
+    async with first.db.write() as conn:
+        from sqlalchemy import update
+
+        from threadline.storage.tables import documents
+
+        await conn.execute(update(documents).values(updated_at=utcnow() - timedelta(minutes=5)))
+    assert (await first.documents.get_document(caller, outcome.document.id)).state is State.RUNNING
+    await first.stop()
+
+    second = await started(tmp_path, db_url, worker=True)
+    try:
+        document = await wait_state(second, caller, outcome.document.id)
+        assert document.state is State.COMPLETE
+    finally:
+        await second.stop()

@@ -10,7 +10,11 @@ from sqlalchemy import text
 
 from threadline.api.app import build_app
 from threadline.api.metrics import Metrics
+from threadline.ingestion.chunking import chunk_pages
+from threadline.ingestion.detect import SUPPORTED_TYPES, detect_file
+from threadline.ingestion.sandbox import SandboxedParser
 from threadline.jobs.worker import Worker
+from threadline.providers.embeddings import build_embedder
 from threadline.services.accounts import AccountService, IssuedKey
 from threadline.services.catalog import ModelCatalog, ModelFactory
 from threadline.services.chat import ChatService
@@ -26,8 +30,11 @@ from threadline.services.sessions import SessionService
 from threadline.settings import Settings
 from threadline.storage.accounts import SqlAccountStore
 from threadline.storage.blobs import FileBlobStore
+from threadline.storage.chunks import SqlChunkIndex
 from threadline.storage.conversations import SqlConversationStore
 from threadline.storage.database import Database
+from threadline.storage.documents import SqlDocumentStore
+from threadline.storage.jobs import SqlJobQueue
 from threadline.storage.records import SqlRecordStore
 from threadline.storage.sessions import SqlSessionStore
 
@@ -71,14 +78,6 @@ class Container:
 
     def _documents(self, settings: Settings) -> None:
         """The document pipeline: store, blobs, parser, embedder, index, jobs, grounding."""
-        from threadline.ingestion.chunking import chunk_pages
-        from threadline.ingestion.detect import SUPPORTED_SUMMARY, detect_file
-        from threadline.ingestion.sandbox import SandboxedParser
-        from threadline.providers.embeddings import build_embedder
-        from threadline.storage.chunks import SqlChunkIndex
-        from threadline.storage.documents import SqlDocumentStore
-        from threadline.storage.jobs import SqlJobQueue
-
         config = settings.documents
         self.blobs = FileBlobStore(settings.data_dir / "blobs")
         self.document_store = SqlDocumentStore(self.db)
@@ -100,7 +99,7 @@ class Container:
             DocumentLimits(
                 max_file_bytes=config.max_file_bytes,
                 max_documents_per_conversation=config.max_documents_per_conversation,
-                supported=SUPPORTED_SUMMARY,
+                supported=", ".join(dict.fromkeys(SUPPORTED_TYPES.values())),
                 job_max_attempts=config.job_max_attempts,
             ),
             on_enqueued=lambda: self.worker.poke(),
@@ -139,6 +138,10 @@ class Container:
             "the server stopped before the reply ended", before=utcnow()
         )
         if self.settings.documents.embedded_worker if worker is None else worker:
+            await self.parser.warm_up()
+            await self.ingestion.resume_orphans(
+                self.job_queue, self.settings.documents.job_max_attempts
+            )
             self.worker.start()
 
     async def bootstrap(self) -> IssuedKey | None:

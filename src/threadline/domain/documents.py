@@ -306,6 +306,10 @@ class JobQueue(Protocol):
         so their documents can be failed)."""
         ...
 
+    async def active(self, kind: str) -> list[Job]:
+        """The QUEUED and RUNNING jobs of a kind."""
+        ...
+
     async def counts(self) -> dict[str, int]:
         """Jobs per state (for /metrics and tests)."""
         ...

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from uuid import UUID
 
 import structlog
@@ -28,13 +29,18 @@ from threadline.domain.documents import (
     DocumentStore,
     Embedder,
     Job,
+    JobQueue,
     PageLayout,
     ParsedPage,
     ParseFailed,
 )
 from threadline.services.chat import estimate_tokens
+from threadline.services.clock import utcnow
+from threadline.services.documents import INGEST_JOB
 
 log = structlog.get_logger(__name__)
+
+ORPHAN_AGE_SECONDS = 60.0
 
 Chunker = Callable[[int, Sequence[ParsedPage]], list[Chunk]]
 
@@ -132,6 +138,27 @@ class IngestionService:
             self._embedder.name if self._embedder is not None else None,
         )
 
+    async def resume_orphans(self, jobs: JobQueue, max_attempts: int) -> int:
+        """Queue a job for every RUNNING document that has none (its process died between
+        storing the document and queueing the job). Documents younger than a minute are
+        left alone: their job may be on its way. Returns how many were queued."""
+        active = {job.payload.get("document_id") for job in await jobs.active(INGEST_JOB)}
+        cutoff = utcnow() - timedelta(seconds=ORPHAN_AGE_SECONDS)
+        queued = 0
+        for document in await self._store.running_documents():
+            if document.id in active or document.updated_at > cutoff:
+                continue
+            await jobs.enqueue(
+                INGEST_JOB,
+                {"document_id": document.id},
+                org_id=document.org_id,
+                max_attempts=max_attempts,
+            )
+            queued += 1
+        if queued:
+            log.warning("queued ingestion for documents left without a job", count=queued)
+        return queued
+
     async def fail_exhausted(self, job: Job) -> None:
         """A job that will not run again: fail its document with the last error."""
         if job.org_id is None or "document_id" not in job.payload:
@@ -140,7 +167,8 @@ class IngestionService:
         if document is not None and document.state is DocumentState.RUNNING:
             await self._fail(
                 document,
-                f"ingestion failed {job.attempts} times; last error: "
+                f"ingestion failed after {job.attempts} attempt"
+                f"{'' if job.attempts == 1 else 's'}; last error: "
                 f"{job.last_error or 'the worker stopped'}",
             )
 

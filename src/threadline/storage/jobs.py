@@ -185,6 +185,14 @@ class SqlJobQueue:
             )
         return sorted((_job(r) for r in dead), key=lambda j: j.id)
 
+    async def active(self, kind: str) -> list[Job]:
+        query = select(jobs).where(
+            jobs.c.kind == kind,
+            jobs.c.state.in_((JobState.QUEUED.value, JobState.RUNNING.value)),
+        )
+        async with self._db.read() as conn:
+            return [_job(r) for r in (await conn.execute(query)).mappings()]
+
     async def counts(self) -> dict[str, int]:
         query = select(jobs.c.state, func.count()).group_by(jobs.c.state)
         counted = {state.value: 0 for state in JobState}
