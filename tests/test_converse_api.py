@@ -79,14 +79,12 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
 def converse_settings(
     tmp_path: Path, db_url: str, documents: dict[str, Any] | None = None, **overrides: Any
 ) -> Settings:
-    """Full-text retrieval only (fast, exact); chunks of one short paragraph, so an excerpt
-    names the one page it comes from."""
-    chunking = {"chunk_chars": 100, "chunk_overlap_chars": 0}
+    """Full-text retrieval only: fast and exact (the local embedder passes too, slower)."""
     return make_settings(
         tmp_path,
         db_url,
         embeddings=EmbeddingConfig(provider="none"),
-        documents=DocumentSettings(**{**chunking, **(documents or {})}),
+        documents=DocumentSettings(**(documents or {})),
         **overrides,
     )
 
