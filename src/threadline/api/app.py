@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
 from threadline import __version__
 from threadline.api import admin, system
-from threadline.api.dialects import oneminai, openai, sessions
-from threadline.api.middleware import BodyLimit, RequestContext
+from threadline.api.dialects import converse, oneminai, openai, sessions
+from threadline.api.middleware import BodyLimit, RequestContext, native_error
 
 if TYPE_CHECKING:
     from threadline.container import Container
@@ -19,21 +19,30 @@ if TYPE_CHECKING:
 DESCRIPTION = """Threadline speaks several vendors' conversation APIs from one store:
 1min.ai (`/api/conversations`, `/api/chat-with-ai`, `/api/features`), the Conversation Service
 (`/api/conversation/*`: conversations, chat sessions per model, `stream_chat`; `org_id` query
-parameter), the OpenAI API (`/v1/models`, `/v1/chat/completions`, for the official SDK), plus
-Threadline's own admin API. Authenticate with `API-KEY: <key>` or `Authorization: Bearer <key>`."""
+parameter), AI Hub Converse (`/api/v2/conversations`: conversations over uploaded documents,
+for the `aihub` SDK with `api_root=<server>/api`), the OpenAI API (`/v1/models`,
+`/v1/chat/completions`, for the official SDK), plus Threadline's own admin API. Authenticate
+with `API-KEY: <key>` or `Authorization: Bearer <key>`."""
 
-
-UPLOAD_PATHS = ("/api/assets", "/api/v2/conversations", "/v2/conversations")
+ASSET_UPLOAD_PATH = "/api/assets"  # 1min.ai's Asset API
 MULTIPART_OVERHEAD = 1024 * 1024
 
 
 def body_cap(container: Container, path: str) -> int:
-    """File uploads may carry `documents.max_request_bytes` (plus the multipart framing);
-    everything else `max_body_bytes`."""
+    """File uploads (1min.ai's assets, Converse's create and add-documents) may carry
+    `documents.max_request_bytes` plus the multipart framing; every other body
+    `max_body_bytes`."""
     settings = container.settings
-    if path.startswith(UPLOAD_PATHS):
+    if path.startswith(ASSET_UPLOAD_PATH) or converse.is_upload_path(path):
         return settings.documents.max_request_bytes + MULTIPART_OVERHEAD
     return settings.max_body_bytes
+
+
+def _too_large_body(path: str, message: str) -> dict[str, Any]:
+    """A 413 in the shape of the dialect that owns the path."""
+    if converse.owns(path):
+        return {"message": message}
+    return native_error(path, message)
 
 
 def build_app(container: Container) -> FastAPI:
@@ -57,9 +66,12 @@ def build_app(container: Container) -> FastAPI:
         admin.router,
         oneminai.router,
         sessions.router,
+        converse.router,
         openai.router,
     ):
         app.include_router(router)
-    app.add_middleware(BodyLimit, max_bytes=lambda path: body_cap(container, path))
+    app.add_middleware(
+        BodyLimit, max_bytes=lambda path: body_cap(container, path), error=_too_large_body
+    )
     app.add_middleware(RequestContext, metrics=container.metrics)
     return app

@@ -66,10 +66,23 @@ class RequestContext:
             structlog.contextvars.unbind_contextvars("request_id")
 
 
+ErrorBody = Callable[[str, str], dict[str, Any]]  # (path, message) -> JSON body
+
+
+def native_error(_path: str, message: str) -> dict[str, Any]:
+    return error_body("PAYLOAD_TOO_LARGE", message)
+
+
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_bytes: Callable[[str], int]) -> None:
+    """`max_bytes(path)` is the cap of that path; `error(path, message)` the 413 body in
+    the shape of the dialect that owns the path."""
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: Callable[[str], int], error: ErrorBody = native_error
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.error = error
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,7 +91,7 @@ class BodyLimit:
         cap = self.max_bytes(scope["path"])
         declared = _header(scope, b"content-length")
         if declared and declared.isdigit() and int(declared) > cap:
-            await _too_large(send, cap)
+            await _too_large(send, self.error(scope["path"], too_large_message(cap)))
             return
         seen = 0
 
@@ -94,7 +107,7 @@ class BodyLimit:
         try:
             await self.app(scope, counting_receive, send)
         except _BodyTooLarge:
-            await _too_large(send, cap)
+            await _too_large(send, self.error(scope["path"], too_large_message(cap)))
 
 
 class _BodyTooLarge(HTTPException):
@@ -104,12 +117,16 @@ class _BodyTooLarge(HTTPException):
         super().__init__(413, "The request body is too large")
 
 
-async def _too_large(send: Send, cap: int) -> None:
+def too_large_message(cap: int) -> str:
+    mib = 1024 * 1024
+    size = f"{cap // mib} MB" if cap >= mib and cap % mib == 0 else f"{cap} bytes"
+    return f"The request body is larger than {size}"
+
+
+async def _too_large(send: Send, error: dict[str, Any]) -> None:
     import json
 
-    body = json.dumps(
-        error_body("PAYLOAD_TOO_LARGE", f"The request body is larger than {cap} bytes")
-    ).encode()
+    body = json.dumps(error).encode()
     await send(
         {
             "type": "http.response.start",

@@ -48,7 +48,9 @@ def validation_details(
 
 def describe(field: str, error: dict[str, Any]) -> str:
     kind = error.get("type", "")
-    name = field.rsplit(".", 1)[-1]
+    parent, _, name = field.rpartition(".")
+    if name.isdigit() and parent:  # an item of a list: "ids[0]", not "0"
+        name = f"{parent.rsplit('.', 1)[-1]}[{name}]"
     if kind == "missing":
         return f"{name} is required"
     if kind == "extra_forbidden":

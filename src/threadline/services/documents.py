@@ -277,6 +277,31 @@ class DocumentService:
             raise NotFound(f"document(s) {', '.join(unknown)} not in this conversation")
         await self._store.unlink(caller.org_id, conversation_id, document_ids)
 
+    async def delete_documents(
+        self,
+        caller: Principal,
+        conversation_id: UUID,
+        document_ids: Sequence[int] | None = None,
+    ) -> list[Document]:
+        """Delete documents of a conversation outright (asset, bytes, chunks and links), as
+        AI Hub Converse does; all of them when `document_ids` is None (the conversation is
+        being deleted). An id not in the conversation is 404 and nothing is deleted."""
+        existing = {
+            link.document.id: link.document
+            for link in await self.conversation_documents(caller, conversation_id)
+        }
+        ids = list(existing) if document_ids is None else list(dict.fromkeys(document_ids))
+        unknown = [str(i) for i in ids if i not in existing]
+        if unknown:
+            raise NotFound(f"document(s) {', '.join(unknown)} not in this conversation")
+        for document_id in ids:
+            document = existing[document_id]
+            asset = await self._store.get_asset(caller.org_id, document.asset_id)
+            await self._store.delete_asset(caller.org_id, document.asset_id)
+            if asset is not None:
+                await self._blobs.delete(asset.blob_path)
+        return [existing[i] for i in ids]
+
     async def conversation_documents(
         self, caller: Principal, conversation_id: UUID
     ) -> list[ConversationDocument]:

@@ -1,0 +1,406 @@
+"""HTTP routes of AI Hub Converse (004_*): conversations over uploaded documents.
+
+Every endpoint is served under `/api/v2/conversations` (AI Hub's `API_ROOT` ends in `/api`,
+so the official SDK with `api_root=<server>/api` lands here) and under `/v2/conversations`
+(for an `API_ROOT` without the `/api`). A caller authenticates with
+`Authorization: Bearer <key>`; the optional `IB-Context` header (and, on create, the `org`
+and `workspace` fields) must name the caller's own context (see `caller_context`).
+
+Errors are AI Hub's `{"message": "<what is wrong>"}`: malformed input is 400, an unknown
+conversation or document (or one of another org) is 404, a setting this server cannot
+honour is 422, a model failure 502/504.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Body, Depends, Form, Header, Path, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from threadline.api.deps import ContainerDep, PrincipalDep
+from threadline.api.dialects.converse import encode
+from threadline.api.dialects.converse.paths import is_upload_path
+from threadline.api.dialects.converse.schemas import (
+    AddDocumentsForm,
+    CreateConversationForm,
+    DeleteDocumentsRequest,
+    PromptRequest,
+    SortKey,
+)
+from threadline.api.native import validation_details
+from threadline.api.routing import route_class
+from threadline.domain.documents import Document
+from threadline.domain.entities import Principal
+from threadline.domain.errors import (
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    ThreadlineError,
+    Unprocessable,
+)
+from threadline.domain.events import Failed
+from threadline.services.chat import ChatCommand, Grounding
+from threadline.services.documents import Upload
+
+if TYPE_CHECKING:
+    from threadline.container import Container
+
+CONVERSATION_TYPE = "CHAT_WITH_PDF"  # a conversation over documents, in 1min.ai's terms too
+RECORD_TYPE = "CONVERSE"
+PREFIXES = ("/api/v2/conversations", "/v2/conversations")
+MULTIPART = "multipart/form-data"
+FORM_TYPES = (MULTIPART, "application/x-www-form-urlencoded")
+FORM_HINT = (
+    "send the request as multipart/form-data, each file as a part named 'files' "
+    "(curl -F files=@report.pdf)"
+)
+
+
+def render(request: Request, exc: ThreadlineError | RequestValidationError) -> Response:
+    """`{"message": ...}` with the error's status; every validation problem is one 400."""
+    if isinstance(exc, RequestValidationError):
+        message = "; ".join(e["message"] for e in validation_details(exc, strip=("body",)))
+        if _not_a_form_upload(request):
+            message = f"{message}; {FORM_HINT}"
+        return JSONResponse(encode.error(message or "invalid request"), status_code=400)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    return JSONResponse(encode.error(exc.message), status_code=exc.status, headers=headers)
+
+
+def _not_a_form_upload(request: Request) -> bool:
+    content_type = request.headers.get("content-type", "")
+    return (
+        request.method == "POST"
+        and is_upload_path(request.url.path)
+        and not content_type.startswith(FORM_TYPES)
+    )
+
+
+# ---- who is asking, in which context -------------------------------------------------
+
+IbContext = Annotated[
+    str | None,
+    Header(
+        alias="IB-Context",
+        description="Your organization (its id or name) or your own account (user id or name)",
+    ),
+]
+
+
+def caller_context(
+    principal: Principal,
+    ib_context: str | None,
+    org: str | None = None,
+    workspace: str | None = None,
+) -> Principal:
+    """The caller, once the context named by the request is theirs.
+
+    A Threadline caller belongs to one org. `IB-Context` may name it (its id or name) or
+    the caller's personal account (their user id or name); `org` must name it; `workspace`
+    must be the caller's personal workspace (their user id or name). Anything else is 404:
+    another org's objects are "not found", never "forbidden". `org` and `IB-Context` that
+    name different contexts are 400, since AI Hub requires them to match.
+    """
+    own_org = {str(principal.org_id), principal.org.name}
+    own_user = {str(principal.user.id), principal.user.name}
+    context, org, workspace = _norm(ib_context), _norm(org), _norm(workspace)
+    same_org = context in own_org and org in own_org
+    if context is not None and org is not None and context != org and not same_org:
+        raise InvalidRequest(f"org ({org}) and IB-Context ({context}) must match")
+    if context is not None and context not in own_org | own_user:
+        raise NotFound(
+            f"IB-Context {context} is not your organization or account; use your "
+            f"organization id ({principal.org_id}) or leave the header out"
+        )
+    if org is not None and org not in own_org:
+        raise NotFound(f"organization {org} not found; yours is {principal.org_id}")
+    if workspace is not None and workspace not in own_user:
+        raise NotFound(
+            f"workspace {workspace} not found; your personal workspace is your user id "
+            f"({principal.user.id})"
+        )
+    return principal
+
+
+def _norm(value: str | None) -> str | None:
+    """Blank is absent; a UUID in any spelling is its canonical form."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()[:200]
+    try:
+        return str(UUID(value))
+    except ValueError:
+        return value
+
+
+async def context_caller(principal: PrincipalDep, ib_context: IbContext = None) -> Principal:
+    return caller_context(principal, ib_context)
+
+
+Caller = Annotated[Principal, Depends(context_caller)]
+ConversationId = Annotated[str, Path(description="The conversation ID")]
+
+
+def _conversation_id(value: str) -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        raise NotFound(f"conversation {value[:100]} not found") from None
+
+
+def _uploads(files: list[UploadFile]) -> list[Upload]:
+    return [Upload(f.filename or "file", f.content_type, f.file) for f in files]
+
+
+async def _documents(
+    container: Container, caller: Principal, conversation_id: UUID
+) -> list[Document]:
+    links = await container.documents.conversation_documents(caller, conversation_id)
+    return [link.document for link in links]
+
+
+async def _document(
+    container: Container, caller: Principal, conversation_id: UUID, document_id: int
+) -> Document:
+    for document in await _documents(container, caller, conversation_id):
+        if document.id == document_id:
+            return document
+    raise NotFound(f"document {document_id} not found in conversation {conversation_id}")
+
+
+# ---- conversations --------------------------------------------------------------------
+
+
+async def create_conversation(
+    body: Annotated[CreateConversationForm, Form(media_type=MULTIPART)],
+    principal: PrincipalDep,
+    container: ContainerDep,
+    ib_context: IbContext = None,
+) -> JSONResponse:
+    """Create a conversation and upload its first files (optional). Files that fail are
+    listed under `upload_status.failure` with the reason; the conversation is created."""
+    caller = caller_context(principal, ib_context, body.org, body.workspace)
+    if not body.name.strip():
+        raise InvalidRequest("name must not be empty")
+    if body.enable_object_detection:
+        raise Unprocessable(
+            "enable_object_detection is not supported by this server: documents are read "
+            "as text (with OCR for scanned pages), tables and checkboxes are not detected "
+            "as objects; leave it out or send false"
+        )
+    conversation = await container.conversations.create(
+        caller, title=body.name, type=CONVERSATION_TYPE, model=None, description=body.description
+    )
+    outcomes = await container.documents.add(
+        caller, _uploads(body.files), conversation_id=conversation.id
+    )
+    return JSONResponse(encode.created(conversation, outcomes), status_code=201)
+
+
+async def list_conversations(
+    caller: Caller,
+    container: ContainerDep,
+    sort_key: Annotated[SortKey, Query(description="created_at or updated_at")] = "created_at",
+    sort_is_ascending: Annotated[bool, Query(description="oldest first")] = False,
+    search_string: Annotated[
+        str | None, Query(description="only conversations whose name or description has it")
+    ] = None,
+    limit: Annotated[
+        int | None, Query(description="at most this many (default and cap: page_size_max)")
+    ] = None,
+    offset: Annotated[int, Query(description="skip this many")] = 0,
+) -> JSONResponse:
+    """Your conversations (an admin's: the org's), newest first unless asked otherwise.
+    `X-Total-Count` tells how many match in all; page with `limit` and `offset`."""
+    conversations = container.conversations
+    page = await conversations.list(
+        caller,
+        limit=conversations.page_max if limit is None else limit,
+        offset=offset,
+        search=search_string or None,
+        sort_key=sort_key,
+        ascending=sort_is_ascending,
+    )
+    return JSONResponse(
+        {"conversations": [encode.summary(c) for c in page.items]},
+        headers={"X-Total-Count": str(page.total)},
+    )
+
+
+async def get_conversation(
+    conversation_id: ConversationId, caller: Caller, container: ContainerDep
+) -> dict[str, Any]:
+    cid = _conversation_id(conversation_id)
+    conversation = await container.conversations.get(caller, cid)
+    return encode.info(conversation, await _documents(container, caller, cid))
+
+
+async def update_conversation(
+    conversation_id: ConversationId,
+    caller: Caller,
+    container: ContainerDep,
+    name: Annotated[str | None, Query(description="the new name")] = None,
+    description: Annotated[str | None, Query(description="the new description")] = None,
+) -> Response:
+    cid = _conversation_id(conversation_id)
+    await container.conversations.get(caller, cid)
+    changes: dict[str, str] = {}
+    if name is not None:
+        if not name.strip() or len(name) > 255:
+            raise InvalidRequest("name must be 1 to 255 characters")
+        changes["title"] = name
+    if description is not None:
+        changes["description"] = description
+    if not changes:
+        raise InvalidRequest("nothing to update: pass name and/or description in the query")
+    await container.conversations.update(caller, cid, **changes)
+    return Response(status_code=204)
+
+
+async def delete_conversation(
+    conversation_id: ConversationId, caller: Caller, container: ContainerDep
+) -> Response:
+    """Delete the conversation, its messages and its documents (files, text, index)."""
+    cid = _conversation_id(conversation_id)
+    await container.conversations.get(caller, cid)
+    await container.documents.delete_documents(caller, cid)
+    await container.conversations.delete(caller, cid)
+    return Response(status_code=204)
+
+
+# ---- prompts ----------------------------------------------------------------------------
+
+
+async def converse(
+    conversation_id: ConversationId,
+    body: PromptRequest,
+    caller: Caller,
+    container: ContainerDep,
+) -> Response:
+    """Answer a question from one document's excerpts (retrieved for the question). Waits
+    for the document's processing to end (up to `documents.ready_wait_seconds`)."""
+    cid = _conversation_id(conversation_id)
+    conversation = await container.conversations.get(caller, cid)
+    document = await _document(container, caller, cid, body.document_ids[0])
+    command = ChatCommand(
+        principal=caller,
+        model=conversation.model or container.catalog.default,
+        record_type=RECORD_TYPE,
+        prompt=body.question,
+        conversation_id=cid,
+        grounding=Grounding(document_ids=(document.id,), advanced=body.mode == "advanced"),
+        prompt_object=body.model_dump(),
+    )
+    run = await container.chat.reply(command)
+    record = await run.result()
+    if isinstance(run.outcome, Failed):
+        failed = run.outcome
+        return JSONResponse(encode.error(failed.message), status_code=failed.status)
+    return JSONResponse(encode.prompt(record))
+
+
+# ---- documents ------------------------------------------------------------------------
+
+
+async def add_documents(
+    conversation_id: ConversationId,
+    body: Annotated[AddDocumentsForm, Form(media_type=MULTIPART)],
+    caller: Caller,
+    container: ContainerDep,
+) -> JSONResponse:
+    """201 with each file's outcome; 400 (same body) when every file failed."""
+    cid = _conversation_id(conversation_id)
+    await container.conversations.get(caller, cid)
+    if not body.process_files:
+        raise Unprocessable(
+            "process_files=false is not supported: this server processes every document it "
+            "stores (and has no endpoint to process one later); leave it out or send true"
+        )
+    outcomes = await container.documents.add(caller, _uploads(body.files), conversation_id=cid)
+    failed = all(o.reason is not None for o in outcomes)
+    return JSONResponse(
+        {"upload_status": encode.upload_status(outcomes)}, status_code=400 if failed else 201
+    )
+
+
+async def delete_documents(
+    conversation_id: ConversationId,
+    caller: Caller,
+    container: ContainerDep,
+    ids: Annotated[
+        list[str] | None, Query(description="document ids, comma-separated (as the SDK sends)")
+    ] = None,
+    body: Annotated[DeleteDocumentsRequest | None, Body()] = None,
+) -> Response:
+    """Delete documents (their files, text and index) from the conversation. The ids come
+    in a JSON body `{"ids": [...]}` or in the query (`?ids=1,2`), not both. An id not in the
+    conversation is 404 and nothing is deleted."""
+    cid = _conversation_id(conversation_id)
+    await container.conversations.get(caller, cid)
+    if ids is not None and body is not None:
+        raise InvalidRequest("send ids in the JSON body or in the query string, not both")
+    if ids is None and body is None:
+        raise InvalidRequest('ids is required: send {"ids": [<DOCUMENT-ID>, ...]}')
+    document_ids = body.ids if body is not None else _query_ids(ids or [])
+    await container.documents.delete_documents(caller, cid, document_ids)
+    return Response(status_code=204)
+
+
+def _query_ids(values: list[str]) -> list[int]:
+    parts = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    bad = [part[:40] for part in parts if not part.isdigit()]
+    if bad:
+        raise InvalidRequest(f"ids must be integers (got {', '.join(bad)})")
+    if not parts:
+        raise InvalidRequest("ids must list at least one document id")
+    return [int(part) for part in parts]
+
+
+async def document_metadata(
+    conversation_id: ConversationId,
+    document_id: Annotated[str, Path(description="The document ID (an integer)")],
+    caller: Caller,
+    container: ContainerDep,
+) -> dict[str, Any]:
+    """The document's pages (size, rotation, image-only or not); empty while processing."""
+    cid = _conversation_id(conversation_id)
+    if not document_id.isdigit():
+        raise NotFound(f"document {document_id[:100]} not found in conversation {cid}")
+    return encode.metadata(await _document(container, caller, cid, int(document_id)))
+
+
+# ---- the router ---------------------------------------------------------------------------
+
+
+def _routes(prefix: str, *, in_schema: bool) -> APIRouter:
+    r = APIRouter(
+        prefix=prefix,
+        route_class=route_class(render),
+        tags=["AI Hub Converse"],
+        include_in_schema=in_schema,
+    )
+    add = r.add_api_route
+    add("", create_conversation, methods=["POST"], status_code=201, response_model=None)
+    add("", list_conversations, methods=["GET"], response_model=None)
+    add("/{conversation_id}", get_conversation, methods=["GET"])
+    add("/{conversation_id}", update_conversation, methods=["PUT"], status_code=204)
+    add("/{conversation_id}", delete_conversation, methods=["DELETE"], status_code=204)
+    add("/{conversation_id}/prompts", converse, methods=["POST"], response_model=None)
+    add(
+        "/{conversation_id}/documents",
+        add_documents,
+        methods=["POST"],
+        status_code=201,
+        response_model=None,
+    )
+    add("/{conversation_id}/documents", delete_documents, methods=["DELETE"], status_code=204)
+    add("/{conversation_id}/documents/{document_id}", document_metadata, methods=["GET"])
+    return r
+
+
+router = APIRouter()
+router.include_router(_routes(PREFIXES[0], in_schema=True))
+router.include_router(_routes(PREFIXES[1], in_schema=False))
