@@ -160,7 +160,7 @@ class DocumentService:
         if size > self.limits.max_file_bytes:
             raise _Refused(
                 PayloadTooLarge(
-                    f"{name} is larger than {self.limits.max_file_bytes // (1024 * 1024)} MB"
+                    f"{name} is larger than the limit of {_size(self.limits.max_file_bytes)}"
                 )
             )
         if size == 0:
@@ -338,6 +338,13 @@ def _copy_capped(source: BinaryIO, target: Path, cap: int) -> tuple[int, str]:
             digest.update(block)
             size += len(block)
     return size, digest.hexdigest()
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("MB", 1024 * 1024), ("KB", 1024)):
+        if n >= scale:
+            return f"{n / scale:g} {unit}" if n % scale else f"{n // scale} {unit}"
+    return f"{n} bytes"
 
 
 def _display_name(name: str) -> str:
