@@ -4,6 +4,7 @@ upstream over real HTTP on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import socket
 import time
@@ -120,6 +121,30 @@ async def test_local_embedder_runs_off_the_event_loop(local):
     elapsed = time.perf_counter() - started
     ticker.cancel()
     assert elapsed > 0.05 and ticks >= 3  # the loop kept running while the model worked
+
+
+async def test_local_embedder_loads_and_runs_with_the_network_cut_off(monkeypatch):
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise OSError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    embedder = LocalEmbedder()
+    try:
+        (vector,) = await embedder.embed(["offline"], "query")
+    finally:
+        await embedder.aclose()
+    assert embedder.loaded is False and len(vector) == 384  # closed after use
+
+
+async def test_local_embedder_refuses_a_weights_file_that_is_not_the_pinned_one():
+    embedder = LocalEmbedder()
+    embedder.spec = dataclasses.replace(embedder.spec, weights_sha256="0" * 64)
+    try:
+        with pytest.raises(ModelError, match="is not the expected all-minilm-l6-v2 model file"):
+            await embedder.embed(["a"], "query")
+    finally:
+        await embedder.aclose()
 
 
 # ---- build_embedder --------------------------------------------------------------------
