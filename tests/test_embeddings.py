@@ -4,6 +4,7 @@ upstream over real HTTP on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import socket
 import time
@@ -115,11 +116,48 @@ async def test_local_embedder_runs_off_the_event_loop(local):
     ticker = asyncio.create_task(tick())
     started = time.perf_counter()
     await local.embed(
-        [f"a longer passage to keep the model busy {i} " * 20 for i in range(64)], "passage"
+        [f"a longer passage to keep the model busy {i} " * 20 for i in range(12)], "passage"
     )
     elapsed = time.perf_counter() - started
     ticker.cancel()
     assert elapsed > 0.05 and ticks >= 3  # the loop kept running while the model worked
+
+
+async def test_local_embedder_answers_a_query_while_it_embeds_passages(local):
+    await local.embed(["warm"], "query")
+    passages = asyncio.create_task(
+        local.embed(
+            [f"passage {i}: " + "some words of a long chunk " * 30 for i in range(16)], "passage"
+        )
+    )
+    await asyncio.sleep(0.05)  # the passages have started
+    (vector,) = await local.embed(["a question"], "query")
+    assert not passages.done()  # the query did not wait for the document's chunks
+    assert len(await passages) == 16 and len(vector) == 384
+
+
+async def test_local_embedder_loads_and_runs_with_the_network_cut_off(monkeypatch):
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise OSError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    embedder = LocalEmbedder()
+    try:
+        (vector,) = await embedder.embed(["offline"], "query")
+    finally:
+        await embedder.aclose()
+    assert len(vector) == 384 and abs(norm(vector) - 1) < 1e-4
+
+
+async def test_local_embedder_refuses_a_weights_file_that_is_not_the_pinned_one():
+    embedder = LocalEmbedder()
+    embedder.spec = dataclasses.replace(embedder.spec, weights_sha256="0" * 64)
+    try:
+        with pytest.raises(ModelError, match="is not the expected all-minilm-l6-v2 model file"):
+            await embedder.embed(["a"], "query")
+    finally:
+        await embedder.aclose()
 
 
 # ---- build_embedder --------------------------------------------------------------------

@@ -11,10 +11,10 @@ The pipeline is sentence-transformers' for this model: lower-cased WordPiece, at
 tokens (longer text is cut), mean pooling over the real tokens, L2 normalisation. The model
 takes no query/passage prefixes, so `kind` changes nothing.
 
-The model loads on first use, not at import or construction. Inference runs on one dedicated
-thread, `batch_size` texts per turn, so the event loop never waits on it and concurrent
-callers take turns (a search's query is not stuck behind a whole document's chunks). Within
-a turn the model sees one text at a time: on CPUs without int8 dot-product instructions (the
+The model loads on first use, not at import or construction. Inference runs off the event
+loop on two threads, one for passages and one for queries, so a search's query never waits
+behind a document's chunks; on each, callers take turns of `batch_size` texts. Within a turn
+the model sees one text at a time: on CPUs without int8 dot-product instructions (the
 AVX2 machines here) padded batches of 8 or 32 cost 20-100 % more CPU per text than single
 texts (bench/embedders.py, docs/embeddings.md), and a text's vector then never depends on
 what it was batched with.
@@ -85,7 +85,10 @@ class LocalEmbedder:
         self.batch_size = batch_size
         self._runner: _Runner | None = None
         self._lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
+        self._executors: dict[EmbedKind, ThreadPoolExecutor] = {
+            kind: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"embed-{kind}")
+            for kind in ("passage", "query")
+        }
 
     @property
     def loaded(self) -> bool:
@@ -94,14 +97,16 @@ class LocalEmbedder:
     async def embed(self, texts: Sequence[str], kind: EmbedKind) -> list[list[float]]:
         prefix = self.spec.query_prefix if kind == "query" else self.spec.passage_prefix
         loop = asyncio.get_running_loop()
+        executor = self._executors[kind]
         vectors: list[list[float]] = []
         for start in range(0, len(texts), self.batch_size):
             batch = [prefix + text for text in texts[start : start + self.batch_size]]
-            vectors.extend(await loop.run_in_executor(self._executor, self._run, batch))
+            vectors.extend(await loop.run_in_executor(executor, self._run, batch))
         return vectors
 
     async def aclose(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        for executor in self._executors.values():
+            executor.shutdown(wait=False, cancel_futures=True)
         self._runner = None
 
     def _run(self, texts: list[str]) -> list[list[float]]:
@@ -110,7 +115,7 @@ class LocalEmbedder:
         return vectors
 
     def _load(self) -> _Runner:
-        with self._lock:
+        with self._lock:  # both threads may ask at once; one loads
             if self._runner is None:
                 self._runner = _Runner(self.spec, self.threads)
             return self._runner
