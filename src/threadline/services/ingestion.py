@@ -128,7 +128,11 @@ class IngestionService:
         if self._embedder is not None and chunks:
             vectors = []
             for start in range(0, len(chunks), self._embed_batch):
-                batch = [c.text for c in chunks[start : start + self._embed_batch]]
+                # The document's name goes with each passage: chunk text rarely repeats it,
+                # and questions often name the product or file ("libtasn1 header").
+                batch = [
+                    f"{document.name}\n{c.text}" for c in chunks[start : start + self._embed_batch]
+                ]
                 vectors.extend(await self._embedder.embed(batch, "passage"))
         await self._index.replace_chunks(
             document.org_id,
