@@ -16,6 +16,7 @@ from threadline.ingestion.sandbox import SandboxedParser
 from threadline.jobs.worker import Worker
 from threadline.providers.embeddings import build_embedder
 from threadline.services.accounts import AccountService, IssuedKey
+from threadline.services.brand_voices import BrandVoiceService
 from threadline.services.catalog import ModelCatalog, ModelFactory
 from threadline.services.chat import ChatService
 from threadline.services.clock import utcnow
@@ -30,6 +31,7 @@ from threadline.services.sessions import SessionService
 from threadline.settings import Settings
 from threadline.storage.accounts import SqlAccountStore
 from threadline.storage.blobs import FileBlobStore
+from threadline.storage.brand_voices import SqlBrandVoiceStore
 from threadline.storage.chunks import SqlChunkIndex
 from threadline.storage.conversations import SqlConversationStore
 from threadline.storage.database import Database
@@ -61,6 +63,7 @@ class Container:
         self.conversations = ConversationService(
             self.conversation_store, self.catalog, settings.page_size_max
         )
+        self.brand_voices = BrandVoiceService(SqlBrandVoiceStore(self.db), settings.page_size_max)
         self._documents(settings)
         self.chat = ChatService(
             catalog=self.catalog,
@@ -71,6 +74,7 @@ class Container:
             history_limit_max=settings.history_limit_max,
             observer=self.metrics.observe_record,
             documents=self.grounder,
+            brand_voices=self.brand_voices,
         )
         self.sessions = SessionService(
             self.session_store, self.conversations, self.chat, self.catalog

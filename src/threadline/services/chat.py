@@ -18,11 +18,13 @@ from uuid import UUID, uuid4
 
 import structlog
 
+from threadline.domain.brand_voices import BrandVoice
 from threadline.domain.entities import AiRecord, Message, Principal, RecordStatus
 from threadline.domain.errors import Forbidden, InvalidRequest, ThreadlineError, Unprocessable
 from threadline.domain.events import Citation, Done, Failed, TextDelta, Usage
 from threadline.domain.ports import ChatMessage, ModelRequest, RecordStore
 from threadline.services.accounts import AccountService
+from threadline.services.brand_voices import BrandVoiceService, guidance
 from threadline.services.catalog import CatalogModel, ModelCatalog
 from threadline.services.clock import utcnow
 from threadline.services.conversations import ConversationService
@@ -57,7 +59,7 @@ class Grounding:
     files: tuple[str, ...] = ()  # asset ids or keys (attachments.files)
     document_ids: tuple[int, ...] = ()  # narrow the conversation's documents to these
     advanced: bool = False  # retrieve more and rerank (AI Hub's advanced mode)
-    brand_voice_id: str | None = None
+    brand_voice_id: str | None = None  # as the client sent it; resolved in the caller's org
     read_links: bool = False  # fetch YouTube transcripts / pages linked in the prompt
 
 
@@ -99,6 +101,7 @@ class ChatService:
         history_limit_max: int,
         observer: Callable[[AiRecord], None] | None = None,
         documents: DocumentGrounder | None = None,
+        brand_voices: BrandVoiceService | None = None,
     ) -> None:
         self._catalog = catalog
         self._records = records
@@ -108,13 +111,19 @@ class ChatService:
         self._history_limit_max = history_limit_max
         self._observer = observer
         self._documents = documents
+        self._brand_voices = brand_voices
 
     async def reply(self, command: ChatCommand) -> Run:
         """Start a reply; returns at once with the run (does not wait for the model)."""
         entry = self._catalog.get(command.model)
-        _check_supported(command, documents=self._documents is not None)
+        _check_supported(
+            command,
+            documents=self._documents is not None,
+            brand_voices=self._brand_voices is not None,
+        )
+        voice = await self._brand_voice(command)
         self._check_credit(command.principal)
-        request, citations = await self._model_request(command, entry)
+        request, citations = await self._model_request(command, entry, voice)
         record, user_message = self._new_record(command)
         await self._records.start(record, user_message)
         run = Run(record)
@@ -133,8 +142,14 @@ class ChatService:
                 "ask an admin to raise your credit limit"
             )
 
+    async def _brand_voice(self, command: ChatCommand) -> BrandVoice | None:
+        raw = command.grounding.brand_voice_id
+        if raw is None or self._brand_voices is None:
+            return None
+        return await self._brand_voices.for_chat(command.principal, raw)
+
     async def _model_request(
-        self, command: ChatCommand, entry: CatalogModel
+        self, command: ChatCommand, entry: CatalogModel, voice: BrandVoice | None = None
     ) -> tuple[ModelRequest, tuple[Citation, ...]]:
         max_tokens = command.max_tokens or entry.config.max_output_tokens
         if max_tokens >= entry.config.context_window:
@@ -143,7 +158,8 @@ class ChatService:
                 f"{entry.name!r} ({entry.config.context_window} tokens)"
             )
         budget = entry.config.context_window - max_tokens
-        system, citations = await self._grounded_system(command, budget)
+        base = _voiced_system(command, entry, voice, budget)
+        system, citations = await self._grounded_system(command, budget, base)
         messages: list[ChatMessage] = []
         if system:
             messages.append(ChatMessage("system", system))
@@ -162,20 +178,21 @@ class ChatService:
         return request, citations
 
     async def _grounded_system(
-        self, command: ChatCommand, budget_tokens: int
+        self, command: ChatCommand, budget_tokens: int, base: str | None
     ) -> tuple[str | None, tuple[Citation, ...]]:
-        """The system prompt, with the excerpts of the reply's documents when it has any."""
+        """The system prompt (`base`: the command's own system text and brand voice), with
+        the excerpts of the reply's documents after it when the reply has any."""
         g = command.grounding
         if self._documents is None or (command.conversation_id is None and not g.files):
-            return command.system, ()
+            return base, ()
         request = DocumentRequest(g.files, g.document_ids, g.advanced)
         documents = await self._documents.documents_for(
             command.principal, command.conversation_id, request
         )
         if not documents:
-            return command.system, ()
+            return base, ()
         question = command.prompt or (command.messages[-1].content if command.messages else "")
-        used = estimate_tokens(question) + estimate_tokens(command.system or "") + 64
+        used = estimate_tokens(question) + estimate_tokens(base or "") + 64
         room = max(0, budget_tokens - used) * CHARS_PER_TOKEN * 9 // 10
         context = await self._documents.context(
             command.principal,
@@ -184,8 +201,7 @@ class ChatService:
             min(room, MAX_CONTEXT_CHARS),
             advanced=g.advanced,
         )
-        system = f"{command.system}\n\n{context.system}" if command.system else context.system
-        return system, context.citations
+        return _join(base, context.system), context.citations
 
     async def _history(self, command: ChatCommand) -> list[ChatMessage]:
         if command.conversation_id is None:
@@ -319,7 +335,7 @@ YOUTUBE_LINK = re.compile(
 )
 
 
-def _check_supported(command: ChatCommand, *, documents: bool) -> None:
+def _check_supported(command: ChatCommand, *, documents: bool, brand_voices: bool) -> None:
     """Settings this server cannot honour yet are refused by name, never ignored."""
     g = command.grounding
     refused = []
@@ -331,12 +347,35 @@ def _check_supported(command: ChatCommand, *, documents: bool) -> None:
         refused.append("image attachments")
     if g.files and not documents:
         refused.append("file attachments")
-    if g.brand_voice_id:
+    if g.brand_voice_id is not None and not brand_voices:
         refused.append("brand voice (brandVoiceId)")
     if g.read_links and YOUTUBE_LINK.search(command.prompt):
         refused.append("YouTube links in the prompt")
     if refused:
         raise Unprocessable(f"Not supported by this server yet: {', '.join(refused)}")
+
+
+def _voiced_system(
+    command: ChatCommand, entry: CatalogModel, voice: BrandVoice | None, budget_tokens: int
+) -> str | None:
+    """The command's own system text and the brand voice's guidance. A voice that leaves no
+    room for the prompt in the model's context is refused, not cut."""
+    if voice is None:
+        return command.system
+    system = _join(command.system, guidance(voice)) or ""
+    needed = estimate_tokens(system) + estimate_tokens(command.prompt) + 4
+    if needed > budget_tokens:
+        raise Unprocessable(
+            f"brand voice {voice.name!r} is too long for model {entry.name!r}: with the prompt "
+            f"it needs about {needed} tokens, and the model's context window leaves "
+            f"{budget_tokens} (shorten its instructions or examples, or pick another model)"
+        )
+    return system
+
+
+def _join(*parts: str | None) -> str | None:
+    """System texts, one paragraph each; None when there are none."""
+    return "\n\n".join(p for p in parts if p) or None
 
 
 def _assistant_message(record: AiRecord, user_message: Message | None, text: str) -> Message | None:

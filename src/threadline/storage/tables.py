@@ -292,3 +292,20 @@ jobs = Table(
     Index("ix_jobs_claim", "state", "run_after", "id"),
     Index("ix_jobs_lease", "state", "lease_until"),
 )
+
+# ---- brand voices (0004) ------------------------------------------------------------
+
+brand_voices = Table(
+    "brand_voices",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("org_id", Uuid, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("instructions", Text, nullable=False),
+    Column("examples", JSON, nullable=False),
+    Column("created_by", Uuid, nullable=False),
+    Column("updated_by", Uuid, nullable=False),
+    _ts("created_at"),
+    _ts("updated_at"),
+    Index("ix_brand_voices_org_created", "org_id", "created_at"),
+)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from threadline.api.native import iso, team_user
+from threadline.domain.brand_voices import BrandVoice
 from threadline.domain.documents import Asset, ConversationDocument, Document
 from threadline.domain.entities import AiRecord, Conversation, Message, User
 from threadline.domain.events import Failed
@@ -47,6 +48,20 @@ def ai_record(record: AiRecord, user: User, provider: str) -> dict[str, Any]:
     if record.error:
         body["error"] = record.error
     return body
+
+
+def brand_voice(voice: BrandVoice) -> dict[str, Any]:
+    return {
+        "uuid": str(voice.id),
+        "teamId": str(voice.org_id),
+        "name": voice.name,
+        "instructions": voice.instructions,
+        "examples": list(voice.examples),
+        "createdAt": iso(voice.created_at),
+        "createdBy": str(voice.created_by),
+        "updatedAt": iso(voice.updated_at),
+        "updatedBy": str(voice.updated_by),
+    }
 
 
 def conversation(c: Conversation, files: Sequence[ConversationDocument] = ()) -> dict[str, Any]:

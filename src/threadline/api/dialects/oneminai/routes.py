@@ -152,7 +152,9 @@ async def chat_with_ai(
             brand_voice_id=body.brandVoiceId,
             read_links=True,
         ),
-        prompt_object=_recorded_prompt(prompt.model_dump(mode="json", exclude_none=True)),
+        prompt_object=_recorded_prompt(
+            prompt.model_dump(mode="json", exclude_none=True), body.brandVoiceId
+        ),
         metadata=body.metadata,
     )
     run = await container.chat.reply(command)
@@ -219,8 +221,13 @@ def _legacy_prompt(raw: dict[str, Any]) -> LegacyChatPrompt:
         raise RequestValidationError(errors) from None
 
 
-def _recorded_prompt(prompt: dict[str, Any]) -> dict[str, Any]:
-    return {**prompt, "linkContentList": [], "searchContentList": []}
+def _recorded_prompt(prompt: dict[str, Any], brand_voice_id: str | None = None) -> dict[str, Any]:
+    """The aiRecord's promptObject: the request's, plus the brand voice it used (the request
+    carries `brandVoiceId` beside promptObject; the record keeps it with the prompt)."""
+    recorded = {**prompt, "linkContentList": [], "searchContentList": []}
+    if brand_voice_id is not None:
+        recorded["brandVoiceId"] = brand_voice_id
+    return recorded
 
 
 async def _record_json(run: Run, principal: Principal, container: Any) -> dict[str, Any]:
