@@ -91,7 +91,7 @@ class WordFrequencies:
         """BM25's inverse document frequency (FTS5's formula, floored the same way)."""
         total = self._totals.get(org_id, 0)
         n = self._counts.get((org_id, term), 0)
-        return max(math.log((total - n + 0.5) / (n + 0.5)), 1e-6)
+        return max(math.log(max(total - n, 0) + 0.5) - math.log(n + 0.5), 1e-6)
 
     def split(self, org_id: UUID, terms: list[str], budget: int) -> tuple[list[str], list[str]]:
         """(rare, common): the rarest terms that together match at most `budget` chunks

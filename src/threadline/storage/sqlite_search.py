@@ -9,9 +9,11 @@ the rare words first (`chunks.py`), and the scope inside the MATCH:
   `text : ("w1" OR "w2") AND scope : ("d1" OR "d2" ...)`: FTS5 intersects the posting lists
   and ranks only the chunks of those documents, however big the table (each token costs a
   lookup in every index segment: tens of microseconds);
-- a larger scope (typically all of an org's documents) is matched by the org's token, and
-  the top hits outside the scope are dropped; when too few are left, the search is run
-  again with the scope filter applied to every match before ranking.
+- a larger scope (typically all of an org's documents) is not put in the MATCH: the top
+  hits outside the scope (or the org) are dropped; when too few are left, the search is
+  run again with the scope filter applied to every match before ranking. (The org's own
+  token would not do: `bm25()` reads the posting list of every phrase, and the org's lists
+  every chunk of the org.)
 
 Vectors: exact cosine in numpy over cached per-document matrices (`vector_cache.py`); a
 scope of many documents is stacked into one matrix (cached too), so a query is one
@@ -51,14 +53,15 @@ _CHUNKS = text(
 
 
 def _ranked_chunks(ranked: str) -> Any:
-    """The chunk rows of a ranking query (`id`, `score`: bm25, lower is better), best first;
-    one statement, so the text is read for the top rows only."""
+    """The rows of a ranking query (`id`, `score`: bm25, lower is better), best first, with
+    the chunk's columns when it is the org's (NULL otherwise: the caller learns how many
+    rows the ranking gave). One statement: the text is read for the top rows only."""
     return text(
         f"""
         WITH ranked AS ({ranked})
-        SELECT c.id, c.document_id, c.ordinal, c.page_start, c.page_end, c.text, ranked.score
-        FROM ranked JOIN chunks AS c ON c.id = ranked.id
-        WHERE +c.org_id = :org
+        SELECT ranked.id, c.document_id, c.ordinal, c.page_start, c.page_end, c.text,
+               ranked.score
+        FROM ranked LEFT JOIN chunks AS c ON c.id = ranked.id AND +c.org_id = :org
         ORDER BY ranked.score, ranked.id
         """
     ).bindparams(bindparam("org", type_=Uuid))
@@ -73,10 +76,10 @@ _TOP = _ranked_chunks(
 
 _TOP_IN_SCOPE = _ranked_chunks(
     """
-    SELECT f.rowid AS id, bm25(chunks_fts, 1.0, 0.0) AS score
-    FROM chunks_fts AS f JOIN chunks AS c ON c.id = f.rowid
+    SELECT chunks_fts.rowid AS id, bm25(chunks_fts, 1.0, 0.0) AS score
+    FROM chunks_fts JOIN chunks AS c ON c.id = chunks_fts.rowid
     WHERE chunks_fts MATCH :expr AND c.document_id IN :documents AND +c.org_id = :org
-    ORDER BY score, f.rowid LIMIT :limit
+    ORDER BY score, chunks_fts.rowid LIMIT :limit
     """
 ).bindparams(bindparam("documents", expanding=True))
 
@@ -100,11 +103,6 @@ _VECTORS = text(
 
 def _quoted(token: str) -> str:
     return f'"{token}"'
-
-
-def org_token(org_id: UUID) -> str:
-    """The scope token of an org (see migration 0003): `o`, the hex of its id, `0`."""
-    return f"o{org_id.hex}0"
 
 
 class SqliteSearch:
@@ -138,15 +136,16 @@ class SqliteSearch:
             return await self._ranked(conn, org_id, ids, documents, terms, limit)
 
     async def count_words(self, org_id: UUID, terms: list[str]) -> tuple[int, dict[str, int]]:
-        """How many chunks the org has, and how many of them contain each term."""
+        """How many chunks the org has, and how many chunks contain each term: in the
+        whole table, as it is the whole table that `bm25()` reads (its IDF is table-wide
+        too); restricting the count to the org would double its cost."""
         counts = ", ".join(
             f"(SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH :t{i})"
             for i in range(len(terms))
         )
-        org = _quoted(org_token(org_id))
-        params: dict[str, Any] = {
-            f"t{i}": f"text : {_quoted(t)} AND scope : {org}" for i, t in enumerate(terms)
-        }
+        # No column filter (`text :`): it makes FTS5 read the positions. A word spelled like
+        # a scope token ("d42") is over-counted; this is a heuristic.
+        params: dict[str, Any] = {f"t{i}": _quoted(t) for i, t in enumerate(terms)}
         params["org"] = org_id
         statement = text(
             f"SELECT (SELECT coalesce(sum(chunk_count), 0) FROM documents WHERE org_id = :org),"
@@ -171,7 +170,7 @@ class SqliteSearch:
             scope = " OR ".join(_quoted(f"d{d}") for d in ids)
             params["expr"] = f"{words} AND scope : ({scope})"
             return _hits((await conn.execute(_TOP, params)).all(), documents, limit)
-        params["expr"] = f"{words} AND scope : {_quoted(org_token(org_id))}"
+        params["expr"] = words
         params["limit"] = fetch = 4 * limit
         rows = (await conn.execute(_TOP, params)).all()
         hits = _hits(rows, documents, limit)
@@ -249,7 +248,7 @@ async def _owned(
 
 
 def _hits(rows: Sequence[Any], documents: dict[int, tuple[int, str]], limit: int) -> list[ChunkHit]:
-    """The first `limit` rows that are of the given documents, as hits."""
+    """The first `limit` rows that are of the given (the org's) documents, as hits."""
     hits = []
     for row in rows:
         if row.document_id in documents:

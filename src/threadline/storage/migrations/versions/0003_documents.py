@@ -3,7 +3,7 @@ vector search, and the job queue that ingests them.
 
 Full text, per backend:
 - SQLite: a contentless FTS5 table `chunks_fts` (rowid = `chunks.id`; columns: the text,
-  and scope tokens for the chunk's document and org), kept in step by triggers, so deletes
+  and a token naming the chunk's document), kept in step by triggers, so deletes
   by cascade (asset → document → chunks) leave no stale entries. Porter stemming over
   unicode61 (diacritics folded).
 - PostgreSQL: a generated `tsvector` column `chunks.tsv` with the `english` configuration
@@ -46,11 +46,10 @@ class _Vector(UserDefinedType[str]):
 
 EMBEDDING = sa.LargeBinary().with_variant(_Vector(), "postgresql")
 
-# `scope` holds a chunk's document and org as two tokens ("d42", "o<org hex>0"; the trailing
-# digit keeps the porter stemmer off the hex), so a search can restrict the match to a set of
-# documents inside FTS5 itself and rank only the chunks in scope. Contentless: the text is
-# in `chunks`; the triggers hand FTS5 the old values it needs to delete a row.
-_SCOPE = "'d' || {row}.document_id || ' o' || {row}.org_id || '0'"
+# `scope` holds a chunk's document as a token ("d42"), so a search can restrict the match to
+# a set of documents inside FTS5 itself and rank only the chunks in scope. Contentless: the
+# text is in `chunks`; the triggers hand FTS5 the old values it needs to delete a row.
+_SCOPE = "'d' || {row}.document_id"
 SQLITE_FTS = [
     """CREATE VIRTUAL TABLE chunks_fts USING fts5(
         text, scope, content='', tokenize='porter unicode61 remove_diacritics 2'
@@ -63,8 +62,7 @@ SQLITE_FTS = [
         INSERT INTO chunks_fts(chunks_fts, rowid, text, scope)
         VALUES ('delete', old.id, old.text, {_SCOPE.format(row="old")});
     END""",
-    f"""CREATE TRIGGER chunks_fts_update AFTER UPDATE OF text, document_id, org_id ON chunks
-    BEGIN
+    f"""CREATE TRIGGER chunks_fts_update AFTER UPDATE OF text, document_id ON chunks BEGIN
         INSERT INTO chunks_fts(chunks_fts, rowid, text, scope)
         VALUES ('delete', old.id, old.text, {_SCOPE.format(row="old")});
         INSERT INTO chunks_fts(rowid, text, scope)
