@@ -430,10 +430,10 @@ async def test_full_text_sees_only_the_listed_documents_of_the_callers_org(db, a
 
 
 async def test_a_scope_of_many_documents_finds_the_same_in_scope_hits(db, a, b):
-    """SQLite matches a big scope by the org's token instead of the documents' (here: more
-    than 2 documents), and filters before ranking when the scope's chunks rank low."""
-    small = SqlChunkIndex(db)
-    big = SqlChunkIndex(db, scope_tokens_max=2)
+    """SQLite puts the scope into the MATCH (document tokens), or checks it on every match,
+    whichever costs less: both find the same."""
+    small = SqlChunkIndex(db, token_cost=0)
+    big = SqlChunkIndex(db, token_cost=1_000_000)
     strong = [await a.document(f"strong{i}.pdf") for i in range(10)]
     weak = [await a.document(f"weak{i}.pdf") for i in range(3)]
     theirs = await b.document()

@@ -30,7 +30,7 @@ from sqlalchemy.exc import DBAPIError
 from threadline.domain.documents import ChunkHit
 from threadline.storage.database import Database
 from threadline.storage.documents import chunk_hit
-from threadline.storage.search_terms import websearch_query
+from threadline.storage.search_terms import WordFrequencies, websearch_query
 from threadline.storage.vector_cache import Matrix
 
 __all__ = ["PostgresSearch", "hnsw_index_name", "knn_statement", "vector_index_kind"]
@@ -128,9 +128,9 @@ class PostgresSearch:
         document_ids: list[int],
         terms: list[str],
         limit: int,
-        idf: dict[str, float],
+        words: WordFrequencies,
     ) -> list[ChunkHit]:
-        """Best first by the sum over the words of `idf` times `ts_rank_cd` of the word:
+        """Best first by the sum over the words of their IDF times their `ts_rank_cd`:
         `ts_rank_cd` alone weighs a word found in every chunk like a rare one."""
         params: dict[str, Any] = {
             "query": websearch_query(terms),
@@ -139,7 +139,7 @@ class PostgresSearch:
             "limit": limit,
         }
         for i, term in enumerate(terms):
-            params[f"t{i}"], params[f"w{i}"] = term, idf.get(term, 1.0)
+            params[f"t{i}"], params[f"w{i}"] = term, words.idf(org_id, term)
         async with self._db.read() as conn:
             rows = (await conn.execute(_text_statement(len(terms)), params)).all()
         return [chunk_hit(r, r.name, float(r.score)) for r in rows]

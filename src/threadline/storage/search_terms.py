@@ -87,6 +87,10 @@ class WordFrequencies:
         self._totals[org_id] = total
         self._counts.update(((org_id, t), n) for t, n in counts.items())
 
+    def count(self, org_id: UUID, term: str) -> int:
+        """The chunks counted with `term` (0 when never counted)."""
+        return self._counts.get((org_id, term), 0)
+
     def idf(self, org_id: UUID, term: str) -> float:
         """BM25's inverse document frequency (FTS5's formula, floored the same way)."""
         total = self._totals.get(org_id, 0)

@@ -5,15 +5,12 @@ expression (for its IDF) and then scores every row the expression yields, about 
 microsecond each. At 100k chunks an OR of common words costs tens of milliseconds; hence
 the rare words first (`chunks.py`), and the scope inside the MATCH:
 
-- a scope of up to `scope_tokens_max` documents goes into the MATCH as their scope tokens,
-  `text : ("w1" OR "w2") AND scope : ("d1" OR "d2" ...)`: FTS5 intersects the posting lists
-  and ranks only the chunks of those documents, however big the table (each token costs a
-  lookup in every index segment: tens of microseconds);
-- a larger scope (typically all of an org's documents) is not put in the MATCH: the top
-  hits outside the scope (or the org) are dropped; when too few are left, the search is
-  run again with the scope filter applied to every match before ranking. (The org's own
-  token would not do: `bm25()` reads the posting list of every phrase, and the org's lists
-  every chunk of the org.)
+- the scope is checked on each matching chunk (its row looked up by id: about a
+  microsecond), or, when the words match many chunks and the scope is a few documents, put
+  into the MATCH as document tokens, `text : ("w1" OR "w2") AND scope : ("d1" OR "d2")`, so
+  that FTS5 intersects the posting lists and ranks only the chunks in scope. A token costs
+  a lookup in every segment of the index, twice (match, IDF): tens of microseconds, hence
+  the choice by estimated cost (`token_cost`).
 
 Vectors: exact cosine in numpy over cached per-document matrices (`vector_cache.py`); a
 scope of many documents is stacked into one matrix (cached too), so a query is one
@@ -36,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from threadline.domain.documents import ChunkHit
 from threadline.storage.database import Database
 from threadline.storage.documents import chunk_hit
-from threadline.storage.search_terms import fts5_match
+from threadline.storage.search_terms import WordFrequencies, fts5_match
 from threadline.storage.vector_cache import DocumentVectors, Matrix, VectorCache, from_blobs, top_k
 
 __all__ = ["SqliteSearch"]
@@ -78,7 +75,7 @@ _TOP_IN_SCOPE = _ranked_chunks(
     """
     SELECT chunks_fts.rowid AS id, bm25(chunks_fts, 1.0, 0.0) AS score
     FROM chunks_fts JOIN chunks AS c ON c.id = chunks_fts.rowid
-    WHERE chunks_fts MATCH :expr AND c.document_id IN :documents AND +c.org_id = :org
+    WHERE chunks_fts MATCH :expr AND +c.document_id IN :documents AND +c.org_id = :org
     ORDER BY score, chunks_fts.rowid LIMIT :limit
     """
 ).bindparams(bindparam("documents", expanding=True))
@@ -106,16 +103,10 @@ def _quoted(token: str) -> str:
 
 
 class SqliteSearch:
-    def __init__(
-        self,
-        db: Database,
-        *,
-        cache_bytes: int,
-        scope_tokens_max: int = 100,
-    ) -> None:
+    def __init__(self, db: Database, *, cache_bytes: int, token_cost: int = 50) -> None:
         self._db = db
         self.cache = VectorCache(cache_bytes)
-        self._scope_tokens_max = scope_tokens_max
+        self._token_cost = token_cost
 
     # ---- full text ----
 
@@ -125,15 +116,27 @@ class SqliteSearch:
         document_ids: list[int],
         terms: list[str],
         limit: int,
-        idf: dict[str, float],
+        words: WordFrequencies,
     ) -> list[ChunkHit]:
-        """Best first by FTS5's BM25 (which weighs the words itself: `idf` is not used)."""
+        """Best first by FTS5's BM25 (which weighs the words itself). The scope goes into
+        the MATCH as document tokens when that is cheaper than checking the document of
+        every chunk the words match: fewer than `token_cost` matches per document."""
         async with self._db.read() as conn:
             documents = await _owned(conn, org_id, document_ids)
             ids = [d for d in document_ids if d in documents]
             if not ids:
                 return []
-            return await self._ranked(conn, org_id, ids, documents, terms, limit)
+            matches = sum(words.count(org_id, t) for t in terms)
+            params: dict[str, Any] = {"org": org_id, "limit": limit}
+            expr = f"text : ({fts5_match(terms)})"
+            if len(ids) * self._token_cost < matches:
+                scope = " OR ".join(_quoted(f"d{d}") for d in ids)
+                params["expr"] = f"{expr} AND scope : ({scope})"
+                rows = await conn.execute(_TOP, params)
+            else:
+                params.update(expr=expr, documents=ids)
+                rows = await conn.execute(_TOP_IN_SCOPE, params)
+            return _hits(rows.all(), documents, limit)
 
     async def count_words(self, org_id: UUID, terms: list[str]) -> tuple[int, dict[str, int]]:
         """How many chunks the org has, and how many chunks contain each term: in the
@@ -154,31 +157,6 @@ class SqliteSearch:
         async with self._db.read() as conn:
             total, *row = (await conn.execute(statement, params)).one()
         return int(total), {t: int(n) for t, n in zip(terms, row, strict=True)}
-
-    async def _ranked(
-        self,
-        conn: AsyncConnection,
-        org_id: UUID,
-        ids: list[int],
-        documents: dict[int, tuple[int, str]],
-        terms: list[str],
-        limit: int,
-    ) -> list[ChunkHit]:
-        params: dict[str, Any] = {"org": org_id, "limit": limit}
-        words = f"text : ({fts5_match(terms)})"
-        if len(ids) <= self._scope_tokens_max:
-            scope = " OR ".join(_quoted(f"d{d}") for d in ids)
-            params["expr"] = f"{words} AND scope : ({scope})"
-            return _hits((await conn.execute(_TOP, params)).all(), documents, limit)
-        params["expr"] = words
-        params["limit"] = fetch = 4 * limit
-        rows = (await conn.execute(_TOP, params)).all()
-        hits = _hits(rows, documents, limit)
-        if len(hits) < limit and len(rows) == fetch:
-            # The scope is a small part of the org's matches: filter before ranking.
-            params.update(limit=limit, documents=ids)
-            hits = _hits((await conn.execute(_TOP_IN_SCOPE, params)).all(), documents, limit)
-        return hits
 
     # ---- vectors ----
 
