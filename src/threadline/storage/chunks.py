@@ -66,7 +66,7 @@ class SqlChunkIndex:
         token_cost: int = 50,
         match_budget: int = 5_000,
         ef_search: int = 100,
-        exact_below: int = 5000,
+        exact_below: int = 2000,
     ) -> None:
         self._db = db
         self.exact_below = exact_below

@@ -51,8 +51,8 @@ _CHUNKS = text(
 
 def _ranked_chunks(ranked: str) -> Any:
     """The rows of a ranking query (`id`, `score`: bm25, lower is better), best first, with
-    the chunk's columns when it is the org's (NULL otherwise: the caller learns how many
-    rows the ranking gave). One statement: the text is read for the top rows only."""
+    the chunk's columns when it is the org's (NULL otherwise, and skipped). One statement:
+    the text is read for the top rows only."""
     return text(
         f"""
         WITH ranked AS ({ranked})
