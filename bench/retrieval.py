@@ -365,9 +365,12 @@ def database_url(backend: str, workdir: Path) -> Iterator[tuple[str, int | None]
     if backend == "sqlite":
         yield f"sqlite+aiosqlite:///{workdir / 'bench.db'}", None
         return
-    from tests.pg_server import EmbeddedPostgres
+    from tests import pg_server
 
-    server = EmbeddedPostgres(workdir / "pg")
+    # The test server's 16 MB of shared buffers would hold neither the HNSW index (~200 MB
+    # at 100k chunks) nor the GIN index: give it what a server for this much data has.
+    pg_server.SERVER_SETTINGS["shared_buffers"] = "1GB"
+    server = pg_server.EmbeddedPostgres(workdir / "pg")
     server.start()
     try:
         yield server.create_database("bench"), server.pid

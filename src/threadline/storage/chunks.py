@@ -8,8 +8,8 @@ backend:
 =============  ======================================  =====================================
                SQLite (`sqlite_search.py`)             PostgreSQL (`pg_search.py`)
 =============  ======================================  =====================================
-full text      FTS5 MATCH restricted to the scope's    `tsv @@ websearch_to_tsquery`,
-               documents, `bm25()`                     `ts_rank_cd`, GIN index
+full text      FTS5 MATCH, `bm25()`; the scope as      `tsv @@ websearch_to_tsquery`, GIN
+               document tokens or checked per match    index; IDF-weighted `ts_rank_cd`
 vectors        exact cosine in numpy over cached       pgvector `<=>`: exact for a small
                float32 matrices                        scope, else HNSW (iterative scan)
 =============  ======================================  =====================================
@@ -64,7 +64,7 @@ class SqlChunkIndex:
         *,
         cache_bytes: int = 512 * 1024 * 1024,
         token_cost: int = 50,
-        match_budget: int = 5_000,
+        match_budget: int = 2_000,
         ef_search: int = 100,
         exact_below: int = 2000,
     ) -> None:
@@ -190,8 +190,6 @@ class SqlChunkIndex:
         if unknown:
             self._words.add(org_id, *await backend.count_words(org_id, unknown))
         rare, common = self._words.split(org_id, terms, self._match_budget)
-        if not rare:
-            return []  # no word of the question is in any of the org's chunks
         hits = await backend.text(org_id, ids, rare, limit, self._words)
         if len(hits) < limit and common:
             hits = await backend.text(org_id, ids, rare + common, limit, self._words)

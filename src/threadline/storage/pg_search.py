@@ -40,6 +40,25 @@ __all__ = ["PostgresSearch", "hnsw_index_name", "knn_statement", "vector_index_k
 _MAX_VECTOR_INDEX_DIM = 2000
 _MAX_HALFVEC_INDEX_DIM = 4000
 
+_WORD_STATS = text(
+    """
+    WITH stats AS (
+        SELECT most_common_elems::text::text[] AS lexemes, most_common_elem_freqs AS freqs
+        FROM pg_stats
+        WHERE schemaname = current_schema() AND tablename = 'chunks' AND attname = 'tsv'
+    )
+    SELECT t.word,
+           (SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'chunks'::regclass)
+               AS total,
+           coalesce((SELECT s.freqs[array_position(s.lexemes, l.lexeme)] FROM stats AS s), 0)
+               AS freq
+    FROM unnest(CAST(:terms AS text[])) AS t(word)
+    LEFT JOIN LATERAL (
+        SELECT lexeme FROM unnest(to_tsvector('english', t.word)) LIMIT 1
+    ) AS l ON true
+    """
+)
+
 _SCOPE_SIZE = text(
     "SELECT coalesce(sum(chunk_count), 0) FROM documents "
     "WHERE org_id = :org AND id = ANY(:documents)"
@@ -161,22 +180,16 @@ class PostgresSearch:
         return [chunk_hit(r, r.name, float(r.score)) for r in rows]
 
     async def count_words(self, org_id: UUID, terms: list[str]) -> tuple[int, dict[str, int]]:
-        """How many chunks the org has, and how many of them contain each term (0 for a
-        stop word)."""
-        counts = ", ".join(
-            "(SELECT count(*) FROM chunks WHERE org_id = :org"
-            f" AND tsv @@ plainto_tsquery('english', :t{i}))"
-            for i in range(len(terms))
-        )
-        params: dict[str, Any] = {f"t{i}": t for i, t in enumerate(terms)}
-        params["org"] = org_id
-        statement = text(
-            f"SELECT (SELECT coalesce(sum(chunk_count), 0) FROM documents WHERE org_id = :org),"
-            f" {counts}"
-        ).bindparams(bindparam("org", type_=Uuid))
+        """Estimates, from the planner's statistics (ANALYZE; autovacuum keeps them
+        fresh): how many chunks the table has, and how many contain each term. Counting
+        for real takes a bitmap scan of the GIN index per word: tens of milliseconds for a
+        common word at 100k chunks, more than the search. The statistics list the ~1,000
+        most common lexemes; any other word counts as 0 (rare). Table-wide, like FTS5's
+        IDF on SQLite: `org_id` is not used."""
         async with self._db.read() as conn:
-            total, *row = (await conn.execute(statement, params)).one()
-        return int(total), {t: int(n) for t, n in zip(terms, row, strict=True)}
+            rows = (await conn.execute(_WORD_STATS, {"terms": terms})).all()
+        total = int(rows[0].total) if rows else 0
+        return total, {r.word: round(float(r.freq) * total) for r in rows}
 
     async def vector(
         self, org_id: UUID, document_ids: list[int], q: Matrix, embedder: str, limit: int
