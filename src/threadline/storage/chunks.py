@@ -8,8 +8,8 @@ backend:
 =============  ======================================  =====================================
                SQLite (`sqlite_search.py`)             PostgreSQL (`pg_search.py`)
 =============  ======================================  =====================================
-full text      FTS5 MATCH restricted to the scope's    `tsv @@ websearch_to_tsquery`,
-               documents, `bm25()`                     `ts_rank_cd`, GIN index
+full text      FTS5 MATCH, `bm25()`; the scope as      `tsv @@ websearch_to_tsquery`, GIN
+               document tokens or checked per match    index; IDF-weighted `ts_rank_cd`
 vectors        exact cosine in numpy over cached       pgvector `<=>`: exact for a small
                float32 matrices                        scope, else HNSW (iterative scan)
 =============  ======================================  =====================================
@@ -55,7 +55,7 @@ class SqlChunkIndex:
     """Tuning. `match_budget`: how many chunks the rare words of a question may match
     before the more common ones are left out (see `search_text`). SQLite: `cache_bytes`,
     the vector cache's budget (100k chunks of 384 dimensions take ~155 MB);
-    `scope_tokens_max`, see `sqlite_search.py`. PostgreSQL: `ef_search`, HNSW's candidate
+    `token_cost`, see `sqlite_search.py`. PostgreSQL: `ef_search`, HNSW's candidate
     list; `exact_below`, scopes of up to this many chunks are searched exactly."""
 
     def __init__(
@@ -63,16 +63,17 @@ class SqlChunkIndex:
         db: Database,
         *,
         cache_bytes: int = 512 * 1024 * 1024,
-        scope_tokens_max: int = 100,
-        match_budget: int = 5_000,
+        token_cost: int = 50,
+        match_budget: int = 2_000,
         ef_search: int = 100,
-        exact_below: int = 5000,
+        exact_below: int = 2000,
     ) -> None:
         self._db = db
+        self.exact_below = exact_below
         self._match_budget = match_budget
         self._words = WordFrequencies()
         self._sqlite = (
-            SqliteSearch(db, cache_bytes=cache_bytes, scope_tokens_max=scope_tokens_max)
+            SqliteSearch(db, cache_bytes=cache_bytes, token_cost=token_cost)
             if db.is_sqlite
             else None
         )
@@ -189,12 +190,9 @@ class SqlChunkIndex:
         if unknown:
             self._words.add(org_id, *await backend.count_words(org_id, unknown))
         rare, common = self._words.split(org_id, terms, self._match_budget)
-        if not rare:
-            return []  # no word of the question is in any of the org's chunks
-        idf = {t: self._words.idf(org_id, t) for t in rare + common}
-        hits = await backend.text(org_id, ids, rare, limit, idf)
+        hits = await backend.text(org_id, ids, rare, limit, self._words)
         if len(hits) < limit and common:
-            hits = await backend.text(org_id, ids, rare + common, limit, idf)
+            hits = await backend.text(org_id, ids, rare + common, limit, self._words)
         return hits
 
     async def search_vector(

@@ -87,25 +87,28 @@ class WordFrequencies:
         self._totals[org_id] = total
         self._counts.update(((org_id, t), n) for t, n in counts.items())
 
+    def count(self, org_id: UUID, term: str) -> int:
+        """The chunks counted with `term` (0 when never counted)."""
+        return self._counts.get((org_id, term), 0)
+
     def idf(self, org_id: UUID, term: str) -> float:
         """BM25's inverse document frequency (FTS5's formula, floored the same way)."""
         total = self._totals.get(org_id, 0)
         n = self._counts.get((org_id, term), 0)
-        return max(math.log((total - n + 0.5) / (n + 0.5)), 1e-6)
+        return max(math.log(max(total - n, 0) + 0.5) - math.log(n + 0.5), 1e-6)
 
     def split(self, org_id: UUID, terms: list[str], budget: int) -> tuple[list[str], list[str]]:
         """(rare, common): the rarest terms that together match at most `budget` chunks
-        (at least one, unless no term matches anything), and the other terms that match
-        something. Terms never counted count as rare."""
-        counted = {t: self._counts.get((org_id, t), -1) for t in terms}
+        (at least one), and the others. A term counted in no chunk stays in: the count may
+        predate a document just added, and such a term costs nothing to search."""
+        counted = {t: self._counts.get((org_id, t), 0) for t in terms}
         rare: list[str] = []
         common: list[str] = []
         total = 0
-        for term in sorted((t for t in terms if counted[t] != 0), key=lambda t: counted[t]):
-            n = max(counted[term], 0)
-            if not rare or total + n <= budget:
+        for term in sorted(terms, key=lambda t: counted[t]):
+            if not rare or total + counted[term] <= budget:
                 rare.append(term)
-                total += n
+                total += counted[term]
             else:
                 common.append(term)
         return rare, common

@@ -5,13 +5,12 @@ expression (for its IDF) and then scores every row the expression yields, about 
 microsecond each. At 100k chunks an OR of common words costs tens of milliseconds; hence
 the rare words first (`chunks.py`), and the scope inside the MATCH:
 
-- a scope of up to `scope_tokens_max` documents goes into the MATCH as their scope tokens,
-  `text : ("w1" OR "w2") AND scope : ("d1" OR "d2" ...)`: FTS5 intersects the posting lists
-  and ranks only the chunks of those documents, however big the table (each token costs a
-  lookup in every index segment: tens of microseconds);
-- a larger scope (typically all of an org's documents) is matched by the org's token, and
-  the top hits outside the scope are dropped; when too few are left, the search is run
-  again with the scope filter applied to every match before ranking.
+- the scope is checked on each matching chunk (its row looked up by id: about a
+  microsecond), or, when the words match many chunks and the scope is a few documents, put
+  into the MATCH as document tokens, `text : ("w1" OR "w2") AND scope : ("d1" OR "d2")`, so
+  that FTS5 intersects the posting lists and ranks only the chunks in scope. A token costs
+  a lookup in every segment of the index, twice (match, IDF): tens of microseconds, hence
+  the choice by estimated cost (`token_cost`).
 
 Vectors: exact cosine in numpy over cached per-document matrices (`vector_cache.py`); a
 scope of many documents is stacked into one matrix (cached too), so a query is one
@@ -34,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from threadline.domain.documents import ChunkHit
 from threadline.storage.database import Database
 from threadline.storage.documents import chunk_hit
-from threadline.storage.search_terms import fts5_match
+from threadline.storage.search_terms import WordFrequencies, fts5_match
 from threadline.storage.vector_cache import DocumentVectors, Matrix, VectorCache, from_blobs, top_k
 
 __all__ = ["SqliteSearch"]
@@ -51,14 +50,15 @@ _CHUNKS = text(
 
 
 def _ranked_chunks(ranked: str) -> Any:
-    """The chunk rows of a ranking query (`id`, `score`: bm25, lower is better), best first;
-    one statement, so the text is read for the top rows only."""
+    """The rows of a ranking query (`id`, `score`: bm25, lower is better), best first, with
+    the chunk's columns when it is the org's (NULL otherwise, and skipped). One statement:
+    the text is read for the top rows only."""
     return text(
         f"""
         WITH ranked AS ({ranked})
-        SELECT c.id, c.document_id, c.ordinal, c.page_start, c.page_end, c.text, ranked.score
-        FROM ranked JOIN chunks AS c ON c.id = ranked.id
-        WHERE +c.org_id = :org
+        SELECT ranked.id, c.document_id, c.ordinal, c.page_start, c.page_end, c.text,
+               ranked.score
+        FROM ranked LEFT JOIN chunks AS c ON c.id = ranked.id AND +c.org_id = :org
         ORDER BY ranked.score, ranked.id
         """
     ).bindparams(bindparam("org", type_=Uuid))
@@ -73,10 +73,10 @@ _TOP = _ranked_chunks(
 
 _TOP_IN_SCOPE = _ranked_chunks(
     """
-    SELECT f.rowid AS id, bm25(chunks_fts, 1.0, 0.0) AS score
-    FROM chunks_fts AS f JOIN chunks AS c ON c.id = f.rowid
-    WHERE chunks_fts MATCH :expr AND c.document_id IN :documents AND +c.org_id = :org
-    ORDER BY score, f.rowid LIMIT :limit
+    SELECT chunks_fts.rowid AS id, bm25(chunks_fts, 1.0, 0.0) AS score
+    FROM chunks_fts JOIN chunks AS c ON c.id = chunks_fts.rowid
+    WHERE chunks_fts MATCH :expr AND +c.document_id IN :documents AND +c.org_id = :org
+    ORDER BY score, chunks_fts.rowid LIMIT :limit
     """
 ).bindparams(bindparam("documents", expanding=True))
 
@@ -102,22 +102,11 @@ def _quoted(token: str) -> str:
     return f'"{token}"'
 
 
-def org_token(org_id: UUID) -> str:
-    """The scope token of an org (see migration 0003): `o`, the hex of its id, `0`."""
-    return f"o{org_id.hex}0"
-
-
 class SqliteSearch:
-    def __init__(
-        self,
-        db: Database,
-        *,
-        cache_bytes: int,
-        scope_tokens_max: int = 100,
-    ) -> None:
+    def __init__(self, db: Database, *, cache_bytes: int, token_cost: int = 50) -> None:
         self._db = db
         self.cache = VectorCache(cache_bytes)
-        self._scope_tokens_max = scope_tokens_max
+        self._token_cost = token_cost
 
     # ---- full text ----
 
@@ -127,26 +116,39 @@ class SqliteSearch:
         document_ids: list[int],
         terms: list[str],
         limit: int,
-        idf: dict[str, float],
+        words: WordFrequencies,
     ) -> list[ChunkHit]:
-        """Best first by FTS5's BM25 (which weighs the words itself: `idf` is not used)."""
+        """Best first by FTS5's BM25 (which weighs the words itself). The scope goes into
+        the MATCH as document tokens when that is cheaper than checking the document of
+        every chunk the words match: fewer than `token_cost` matches per document."""
         async with self._db.read() as conn:
             documents = await _owned(conn, org_id, document_ids)
             ids = [d for d in document_ids if d in documents]
             if not ids:
                 return []
-            return await self._ranked(conn, org_id, ids, documents, terms, limit)
+            matches = sum(words.count(org_id, t) for t in terms)
+            params: dict[str, Any] = {"org": org_id, "limit": limit}
+            expr = f"text : ({fts5_match(terms)})"
+            if len(ids) * self._token_cost < matches:
+                scope = " OR ".join(_quoted(f"d{d}") for d in ids)
+                params["expr"] = f"{expr} AND scope : ({scope})"
+                rows = await conn.execute(_TOP, params)
+            else:
+                params.update(expr=expr, documents=ids)
+                rows = await conn.execute(_TOP_IN_SCOPE, params)
+            return _hits(rows.all(), documents, limit)
 
     async def count_words(self, org_id: UUID, terms: list[str]) -> tuple[int, dict[str, int]]:
-        """How many chunks the org has, and how many of them contain each term."""
+        """How many chunks the org has, and how many chunks contain each term: in the
+        whole table, as it is the whole table that `bm25()` reads (its IDF is table-wide
+        too); restricting the count to the org would double its cost."""
         counts = ", ".join(
             f"(SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH :t{i})"
             for i in range(len(terms))
         )
-        org = _quoted(org_token(org_id))
-        params: dict[str, Any] = {
-            f"t{i}": f"text : {_quoted(t)} AND scope : {org}" for i, t in enumerate(terms)
-        }
+        # No column filter (`text :`): it makes FTS5 read the positions. A word spelled like
+        # a scope token ("d42") is over-counted; this is a heuristic.
+        params: dict[str, Any] = {f"t{i}": _quoted(t) for i, t in enumerate(terms)}
         params["org"] = org_id
         statement = text(
             f"SELECT (SELECT coalesce(sum(chunk_count), 0) FROM documents WHERE org_id = :org),"
@@ -155,31 +157,6 @@ class SqliteSearch:
         async with self._db.read() as conn:
             total, *row = (await conn.execute(statement, params)).one()
         return int(total), {t: int(n) for t, n in zip(terms, row, strict=True)}
-
-    async def _ranked(
-        self,
-        conn: AsyncConnection,
-        org_id: UUID,
-        ids: list[int],
-        documents: dict[int, tuple[int, str]],
-        terms: list[str],
-        limit: int,
-    ) -> list[ChunkHit]:
-        params: dict[str, Any] = {"org": org_id, "limit": limit}
-        words = f"text : ({fts5_match(terms)})"
-        if len(ids) <= self._scope_tokens_max:
-            scope = " OR ".join(_quoted(f"d{d}") for d in ids)
-            params["expr"] = f"{words} AND scope : ({scope})"
-            return _hits((await conn.execute(_TOP, params)).all(), documents, limit)
-        params["expr"] = f"{words} AND scope : {_quoted(org_token(org_id))}"
-        params["limit"] = fetch = 4 * limit
-        rows = (await conn.execute(_TOP, params)).all()
-        hits = _hits(rows, documents, limit)
-        if len(hits) < limit and len(rows) == fetch:
-            # The scope is a small part of the org's matches: filter before ranking.
-            params.update(limit=limit, documents=ids)
-            hits = _hits((await conn.execute(_TOP_IN_SCOPE, params)).all(), documents, limit)
-        return hits
 
     # ---- vectors ----
 
@@ -249,7 +226,7 @@ async def _owned(
 
 
 def _hits(rows: Sequence[Any], documents: dict[int, tuple[int, str]], limit: int) -> list[ChunkHit]:
-    """The first `limit` rows that are of the given documents, as hits."""
+    """The first `limit` rows that are of the given (the org's) documents, as hits."""
     hits = []
     for row in rows:
         if row.document_id in documents:

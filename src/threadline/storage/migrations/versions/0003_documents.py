@@ -3,7 +3,7 @@ vector search, and the job queue that ingests them.
 
 Full text, per backend:
 - SQLite: a contentless FTS5 table `chunks_fts` (rowid = `chunks.id`; columns: the text,
-  and scope tokens for the chunk's document and org), kept in step by triggers, so deletes
+  and a token naming the chunk's document), kept in step by triggers, so deletes
   by cascade (asset → document → chunks) leave no stale entries. Porter stemming over
   unicode61 (diacritics folded).
 - PostgreSQL: a generated `tsvector` column `chunks.tsv` with the `english` configuration
@@ -46,11 +46,10 @@ class _Vector(UserDefinedType[str]):
 
 EMBEDDING = sa.LargeBinary().with_variant(_Vector(), "postgresql")
 
-# `scope` holds a chunk's document and org as two tokens ("d42", "o<org hex>0"; the trailing
-# digit keeps the porter stemmer off the hex), so a search can restrict the match to a set of
-# documents inside FTS5 itself and rank only the chunks in scope. Contentless: the text is
-# in `chunks`; the triggers hand FTS5 the old values it needs to delete a row.
-_SCOPE = "'d' || {row}.document_id || ' o' || {row}.org_id || '0'"
+# `scope` holds a chunk's document as a token ("d42"), so a search can restrict the match to
+# a set of documents inside FTS5 itself and rank only the chunks in scope. Contentless: the
+# text is in `chunks`; the triggers hand FTS5 the old values it needs to delete a row.
+_SCOPE = "'d' || {row}.document_id"
 SQLITE_FTS = [
     """CREATE VIRTUAL TABLE chunks_fts USING fts5(
         text, scope, content='', tokenize='porter unicode61 remove_diacritics 2'
@@ -63,8 +62,7 @@ SQLITE_FTS = [
         INSERT INTO chunks_fts(chunks_fts, rowid, text, scope)
         VALUES ('delete', old.id, old.text, {_SCOPE.format(row="old")});
     END""",
-    f"""CREATE TRIGGER chunks_fts_update AFTER UPDATE OF text, document_id, org_id ON chunks
-    BEGIN
+    f"""CREATE TRIGGER chunks_fts_update AFTER UPDATE OF text, document_id ON chunks BEGIN
         INSERT INTO chunks_fts(chunks_fts, rowid, text, scope)
         VALUES ('delete', old.id, old.text, {_SCOPE.format(row="old")});
         INSERT INTO chunks_fts(rowid, text, scope)
@@ -76,6 +74,12 @@ POSTGRES_FTS = [
     "ALTER TABLE chunks ADD COLUMN tsv tsvector "
     "GENERATED ALWAYS AS (to_tsvector('english'::regconfig, text)) STORED",
     "CREATE INDEX ix_chunks_tsv ON chunks USING gin (tsv)",
+    # A chunk's row (text ~1 kB, tsv ~1 kB, a 384-dim vector 1.5 kB) passes TOAST's 2 kB
+    # threshold, and searches then fetch each vector or tsvector from the TOAST table
+    # (about 2.5x slower exact vector search in the benchmark). Keep rows whole up to a
+    # page; the vector, which does not compress, leaves the row only as a last resort.
+    "ALTER TABLE chunks SET (toast_tuple_target = 8160)",
+    "ALTER TABLE chunks ALTER COLUMN embedding SET STORAGE MAIN",
 ]
 
 
