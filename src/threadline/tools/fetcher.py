@@ -127,9 +127,8 @@ class SafeFetcher:
             reason = refusal(address)
             if reason:
                 log.info("fetch_refused", host=host, address=address, reason=reason)
-                raise FetchRefused(
-                    f"{host} resolves to {reason}; only public addresses are fetched"
-                )
+                verb = "is" if address == host else "resolves to"
+                raise FetchRefused(f"{host} {verb} {reason}; only public addresses are fetched")
         return addresses
 
     async def _get(
