@@ -24,6 +24,7 @@ from threadline.services.conversations import ConversationService
 from threadline.services.documents import INGEST_JOB, DocumentLimits, DocumentService
 from threadline.services.grounding import DocumentGrounder
 from threadline.services.ingestion import IngestionService
+from threadline.services.links import LinkReader
 from threadline.services.ratelimit import KeyRateLimiter
 from threadline.services.retrieval import Retriever
 from threadline.services.runs import RunRegistry
@@ -39,6 +40,7 @@ from threadline.storage.documents import SqlDocumentStore
 from threadline.storage.jobs import SqlJobQueue
 from threadline.storage.records import SqlRecordStore
 from threadline.storage.sessions import SqlSessionStore
+from threadline.tools.fetcher import SafeFetcher
 
 SHUTDOWN_GRACE_SECONDS = 30.0
 
@@ -65,6 +67,21 @@ class Container:
         )
         self.brand_voices = BrandVoiceService(SqlBrandVoiceStore(self.db), settings.page_size_max)
         self._documents(settings)
+        fetch = settings.fetch
+        self.fetcher = SafeFetcher(
+            timeout_seconds=fetch.timeout_seconds,
+            connect_timeout_seconds=fetch.connect_timeout_seconds,
+            max_bytes=fetch.max_bytes,
+            max_redirects=fetch.max_redirects,
+            user_agent=fetch.user_agent,
+            allow_private_hosts=fetch.allow_private_hosts,
+        )
+        self.links = LinkReader(
+            self.fetcher,
+            self.parser,
+            max_links=fetch.max_links,
+            max_words=fetch.max_words_per_link,
+        )
         self.chat = ChatService(
             catalog=self.catalog,
             records=self.record_store,
@@ -75,6 +92,7 @@ class Container:
             observer=self.metrics.observe_record,
             documents=self.grounder,
             brand_voices=self.brand_voices,
+            links=self.links,
         )
         self.sessions = SessionService(
             self.session_store, self.conversations, self.chat, self.catalog

@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from threadline import __version__
+
 DEFAULT_MODEL_NAME = "smollm2-135m"
 
 
@@ -98,6 +100,34 @@ class DocumentSettings(BaseModel):
     job_max_attempts: int = Field(3, ge=1)
 
 
+class FetchSettings(BaseModel):
+    """`[fetch]`: the SSRF-safe fetcher of untrusted URLs, and the links read from prompts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout_seconds: float = Field(15.0, gt=0)  # the whole fetch, redirects included
+    connect_timeout_seconds: float = Field(5.0, gt=0)
+    max_bytes: int = Field(5 * 1024 * 1024, ge=1024)  # body cap (decoded)
+    max_redirects: int = Field(5, ge=0, le=10)
+    user_agent: str = f"Threadline/{__version__} (link reader)"
+    # FOR TESTS ONLY: "host:port" entries ("127.0.0.1:8765", "[::1]:8765") that may resolve
+    # to private or loopback addresses. Empty in any real deployment.
+    allow_private_hosts: list[str] = Field(default_factory=list)
+    max_links: int = Field(3, ge=0, le=10)  # links of one prompt that are read
+    max_words_per_link: int = Field(1000, ge=50)  # words of a page given to the model
+
+    @model_validator(mode="after")
+    def _check_hosts(self) -> FetchSettings:
+        for entry in self.allow_private_hosts:
+            host, sep, port = entry.rpartition(":")
+            if not (sep and host and port.isdigit()):
+                raise ValueError(
+                    f"allow_private_hosts entry {entry!r} is not host:port "
+                    "(e.g. 127.0.0.1:8765 or [::1]:8765)"
+                )
+        return self
+
+
 def _default_models() -> dict[str, ModelConfig]:
     return {DEFAULT_MODEL_NAME: ModelConfig(provider="local")}
 
@@ -127,6 +157,7 @@ class Settings(BaseSettings):
 
     documents: DocumentSettings = DocumentSettings()
     embeddings: EmbeddingConfig = EmbeddingConfig()
+    fetch: FetchSettings = FetchSettings()
 
     @model_validator(mode="after")
     def _check_default_model(self) -> Settings:

@@ -6,8 +6,10 @@
      ├── Forbidden           403  role too low, no credit left
      ├── NotFound            404  no such object *in the caller's org*
      ├── Unprocessable       422  well-formed but not servable (unknown model, unsupported setting)
+     │    └── FetchRefused   422  a URL the server will not fetch (not http(s), private address)
      ├── PayloadTooLarge     413  body over the configured cap
      ├── RateLimited         429  too many requests for this key (carries retry_after seconds)
+     ├── FetchFailed         502  a URL could not be read (unreachable, too large, too slow)
      └── ModelError          502  the model failed (upstream error, bad answer)
           └── ModelTimeout   504  the model did not answer in time
 
@@ -66,6 +68,28 @@ class RateLimited(ThreadlineError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class FetchRefused(Unprocessable):
+    """The server will not fetch this URL. `reason` says why, without upstream text."""
+
+    code = "URL_REFUSED"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class FetchFailed(ThreadlineError):
+    """Fetching this URL failed. `reason` is ours ("the server answered HTTP 404"), never
+    the upstream's error text or body."""
+
+    status = 502
+    code = "FETCH_FAILED"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class ModelError(ThreadlineError):

@@ -10,7 +10,6 @@ listening.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -19,6 +18,7 @@ from uuid import UUID, uuid4
 import structlog
 
 from threadline.domain.brand_voices import BrandVoice
+from threadline.domain.documents import Document
 from threadline.domain.entities import AiRecord, Message, Principal, RecordStatus
 from threadline.domain.errors import Forbidden, InvalidRequest, ThreadlineError, Unprocessable
 from threadline.domain.events import Citation, Done, Failed, TextDelta, Usage
@@ -29,6 +29,7 @@ from threadline.services.catalog import CatalogModel, ModelCatalog
 from threadline.services.clock import utcnow
 from threadline.services.conversations import ConversationService
 from threadline.services.grounding import DocumentGrounder, DocumentRequest
+from threadline.services.links import YOUTUBE_LINK, LinkReader, LinkReading, links_in
 from threadline.services.runs import Run, RunRegistry
 
 log = structlog.get_logger(__name__)
@@ -102,6 +103,7 @@ class ChatService:
         observer: Callable[[AiRecord], None] | None = None,
         documents: DocumentGrounder | None = None,
         brand_voices: BrandVoiceService | None = None,
+        links: LinkReader | None = None,
     ) -> None:
         self._catalog = catalog
         self._records = records
@@ -112,6 +114,7 @@ class ChatService:
         self._observer = observer
         self._documents = documents
         self._brand_voices = brand_voices
+        self._links = links
 
     async def reply(self, command: ChatCommand) -> Run:
         """Start a reply; returns at once with the run (does not wait for the model)."""
@@ -120,10 +123,15 @@ class ChatService:
             command,
             documents=self._documents is not None,
             brand_voices=self._brand_voices is not None,
+            links=self._links is not None,
         )
         voice = await self._brand_voice(command)
         self._check_credit(command.principal)
-        request, citations = await self._model_request(command, entry, voice)
+        links = await self._read_links(command)
+        request, citations = await self._model_request(command, entry, voice, links)
+        if links is not None:
+            recorded = {**command.prompt_object, "linkContentList": links.records()}
+            command = replace(command, prompt_object=recorded)
         record, user_message = self._new_record(command)
         await self._records.start(record, user_message)
         run = Run(record)
@@ -148,8 +156,18 @@ class ChatService:
             return None
         return await self._brand_voices.for_chat(command.principal, raw)
 
+    async def _read_links(self, command: ChatCommand) -> LinkReading | None:
+        """The pages the prompt links to (1min.ai reads them), fetched and parsed."""
+        if self._links is None or not command.grounding.read_links:
+            return None
+        return await self._links.read(command.prompt)
+
     async def _model_request(
-        self, command: ChatCommand, entry: CatalogModel, voice: BrandVoice | None = None
+        self,
+        command: ChatCommand,
+        entry: CatalogModel,
+        voice: BrandVoice | None = None,
+        links: LinkReading | None = None,
     ) -> tuple[ModelRequest, tuple[Citation, ...]]:
         max_tokens = command.max_tokens or entry.config.max_output_tokens
         if max_tokens >= entry.config.context_window:
@@ -159,7 +177,7 @@ class ChatService:
             )
         budget = entry.config.context_window - max_tokens
         base = _voiced_system(command, entry, voice, budget)
-        system, citations = await self._grounded_system(command, budget, base)
+        system, citations = await self._grounded_system(command, budget, base, links)
         messages: list[ChatMessage] = []
         if system:
             messages.append(ChatMessage("system", system))
@@ -178,30 +196,39 @@ class ChatService:
         return request, citations
 
     async def _grounded_system(
-        self, command: ChatCommand, budget_tokens: int, base: str | None
+        self,
+        command: ChatCommand,
+        budget_tokens: int,
+        base: str | None,
+        links: LinkReading | None,
     ) -> tuple[str | None, tuple[Citation, ...]]:
-        """The system prompt (`base`: the command's own system text and brand voice), with
-        the excerpts of the reply's documents after it when the reply has any."""
+        """The system prompt (`base`: the command's own system text and brand voice), then
+        the linked pages' text and the excerpts of the reply's documents when it has any,
+        together trimmed to the room the context window leaves."""
         g = command.grounding
-        if self._documents is None or (command.conversation_id is None and not g.files):
-            return base, ()
-        request = DocumentRequest(g.files, g.document_ids, g.advanced)
-        documents = await self._documents.documents_for(
-            command.principal, command.conversation_id, request
-        )
-        if not documents:
+        documents: list[Document] = []
+        if self._documents is not None and (command.conversation_id is not None or g.files):
+            request = DocumentRequest(g.files, g.document_ids, g.advanced)
+            documents = await self._documents.documents_for(
+                command.principal, command.conversation_id, request
+            )
+        if not documents and links is None:
             return base, ()
         question = command.prompt or (command.messages[-1].content if command.messages else "")
         used = estimate_tokens(question) + estimate_tokens(base or "") + 64
-        room = max(0, budget_tokens - used) * CHARS_PER_TOKEN * 9 // 10
-        context = await self._documents.context(
-            command.principal,
-            documents,
-            question,
-            min(room, MAX_CONTEXT_CHARS),
-            advanced=g.advanced,
-        )
-        return _join(base, context.system), context.citations
+        room = min(max(0, budget_tokens - used) * CHARS_PER_TOKEN * 9 // 10, MAX_CONTEXT_CHARS)
+        parts = [base] if base else []
+        if links is not None:
+            parts.append(links.system(room // 2 if documents else room))
+            room = max(0, room - len(parts[-1]))
+        citations: tuple[Citation, ...] = ()
+        if documents and self._documents is not None:
+            context = await self._documents.context(
+                command.principal, documents, question, room, advanced=g.advanced
+            )
+            parts.append(context.system)
+            citations = context.citations
+        return "\n\n".join(parts), citations
 
     async def _history(self, command: ChatCommand) -> list[ChatMessage]:
         if command.conversation_id is None:
@@ -330,12 +357,9 @@ class ChatService:
             self._observer(record)
 
 
-YOUTUBE_LINK = re.compile(
-    r"https?://(?:www\.|m\.)?(?:youtube\.com/(?:watch|shorts|live)|youtu\.be/)\S*"
-)
-
-
-def _check_supported(command: ChatCommand, *, documents: bool, brand_voices: bool) -> None:
+def _check_supported(
+    command: ChatCommand, *, documents: bool, brand_voices: bool, links: bool = True
+) -> None:
     """Settings this server cannot honour yet are refused by name, never ignored."""
     g = command.grounding
     refused = []
@@ -351,6 +375,8 @@ def _check_supported(command: ChatCommand, *, documents: bool, brand_voices: boo
         refused.append("brand voice (brandVoiceId)")
     if g.read_links and YOUTUBE_LINK.search(command.prompt):
         refused.append("YouTube links in the prompt")
+    if g.read_links and not links and links_in(command.prompt):
+        refused.append("links in the prompt")
     if refused:
         raise Unprocessable(f"Not supported by this server yet: {', '.join(refused)}")
 

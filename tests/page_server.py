@@ -1,0 +1,206 @@
+"""A fake web site on 127.0.0.1 for the fetcher and link tests: real HTTP over real TCP.
+
+A stdlib `ThreadingHTTPServer` in a background thread. Paths:
+
+    /article            an HTML article (title "The Tide Mill", text about tide mills)
+    /notes.txt          plain text            /report.pdf   a PDF (if `pdf` bytes given)
+    /binary             application/octet-stream
+    /missing            404 with an upstream error body that must never reach a caller
+    /host               echoes the request's Host header (text/plain)
+    /redirect?to=URL    302 to URL            /loop         302 to itself, forever
+    /slow?s=N           waits N seconds before answering
+    /drip               answers at once, then one byte per 0.2 s for ever (almost)
+    /huge               streams 8 MB with no Content-Length
+    /huge-declared      declares a 8 MB Content-Length
+    /gzip-bomb          a small gzip body that inflates to 8 MB
+    /gzip               the article, gzip-encoded
+
+    with PageServer() as site:
+        site.url("/article")  # "http://127.0.0.1:PORT/article"
+        site.host_port        # "127.0.0.1:PORT" (for fetch.allow_private_hosts)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+ARTICLE_PHRASE = "The tide mill at Woodbridge ground grain with the ebb of the river Deben"
+ARTICLE = f"""<!doctype html>
+<html><head><title>The Tide Mill</title></head>
+<body>
+<nav>Home | About | Contact</nav>
+<article>
+<h1>The Tide Mill</h1>
+<p>{ARTICLE_PHRASE}. Water was held back behind a dam at high tide and released through the
+wheel as the tide fell, so the miller worked by the tide table rather than by the clock.</p>
+<p>The mill worked until 1957 and is now a museum. Its wheel was restored in 2011 and turns
+on open days when the tide allows.</p>
+</article>
+<footer>Copyright the mill trust</footer>
+</body></html>"""
+SECRET_ERROR = "upstream-secret-stacktrace at /srv/internal/app.py line 42"
+HUGE = 8 * 1024 * 1024
+
+
+class PageServer:
+    def __init__(self, *, pdf: bytes = b"") -> None:
+        self.pdf = pdf
+        self.hosts: list[str] = []  # the Host header of every request, in order
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server.daemon_threads = True
+        self._server.block_on_close = False
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def host_port(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}{path}"
+
+    def __enter__(self) -> PageServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _handler(site: PageServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            site.hosts.append(self.headers.get("Host", ""))
+            parts = urlsplit(self.path)
+            query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+            route = ROUTES.get(parts.path)
+            if route is None:
+                self._send(404, "text/plain", b"no such page")
+                return
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                route(self, site, query)
+
+        def _send(
+            self, status: int, kind: str, body: bytes, headers: dict[str, str] | None = None
+        ) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler
+
+
+Route = Any
+
+
+def _article(h: Route, site: PageServer, q: dict[str, str]) -> None:
+    h._send(200, "text/html; charset=utf-8", ARTICLE.encode())
+
+
+def _notes(h: Route, site: PageServer, q: dict[str, str]) -> None:
+    h._send(200, "text/plain; charset=utf-8", b"Plain notes about the tide mill.\n")
+
+
+def _pdf(h: Route, site: PageServer, q: dict[str, str]) -> None:
+    h._send(200, "application/pdf", site.pdf)
+
+
+def _binary(h: Route, site: PageServer, q: dict[str, str]) -> None:
+    h._send(200, "application/octet-stream", b"\x7fELF" + bytes(100))
+
+
+def _missing(h: Route, site: PageServer, q: dict[str, str]) -> None:
+    h._send(404, "text/plain", SECRET_ERROR.encode())
+
+
+def _host(h: Route, site: PageServer, q: dict[str, str]) -> None:
+    h._send(200, "text/plain", h.headers.get("Host", "").encode())
+
+
+def _redirect(h: Route, site: PageServer, q: dict[str, str]) -> None:
+    h._send(302, "text/plain", b"", {"Location": q["to"]})
+
+
+def _loop(h: Route, site: PageServer, q: dict[str, str]) -> None:
+    h._send(302, "text/plain", b"", {"Location": "/loop"})
+
+
+def _slow(h: Route, site: PageServer, q: dict[str, str]) -> None:
+    time.sleep(float(q.get("s", "3")))
+    h._send(200, "text/plain", b"late")
+
+
+def _drip(h: Route, site: PageServer, q: dict[str, str]) -> None:
+    h.send_response(200)
+    h.send_header("Content-Type", "text/plain")
+    h.send_header("Content-Length", "1000")
+    h.end_headers()
+    for _ in range(25):  # 5 s at most
+        h.wfile.write(b"x")
+        h.wfile.flush()
+        time.sleep(0.2)
+
+
+def _huge(h: Route, site: PageServer, q: dict[str, str]) -> None:
+    h.send_response(200)
+    h.send_header("Content-Type", "text/plain")
+    h.send_header("Connection", "close")
+    h.end_headers()
+    block = b"a" * 65536
+    for _ in range(HUGE // len(block)):
+        h.wfile.write(block)
+    h.close_connection = True
+
+
+def _huge_declared(h: Route, site: PageServer, q: dict[str, str]) -> None:
+    h.send_response(200)
+    h.send_header("Content-Type", "text/plain")
+    h.send_header("Content-Length", str(HUGE))
+    h.end_headers()
+    h.close_connection = True
+
+
+def _gzip_bomb(h: Route, site: PageServer, q: dict[str, str]) -> None:
+    h._send(200, "text/plain", gzip.compress(b"\0" * HUGE), {"Content-Encoding": "gzip"})
+
+
+def _gzipped(h: Route, site: PageServer, q: dict[str, str]) -> None:
+    body = gzip.compress(ARTICLE.encode())
+    h._send(200, "text/html", body, {"Content-Encoding": "gzip"})
+
+
+ROUTES = {
+    "/article": _article,
+    "/notes.txt": _notes,
+    "/report.pdf": _pdf,
+    "/binary": _binary,
+    "/missing": _missing,
+    "/host": _host,
+    "/redirect": _redirect,
+    "/loop": _loop,
+    "/slow": _slow,
+    "/drip": _drip,
+    "/huge": _huge,
+    "/huge-declared": _huge_declared,
+    "/gzip-bomb": _gzip_bomb,
+    "/gzip": _gzipped,
+}
