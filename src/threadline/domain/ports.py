@@ -144,8 +144,9 @@ class RecordStore(Protocol):
         assistant_message: Message | None,
         user_message_id: UUID | None,
         charge: int,
-    ) -> AiRecord:
-        """Persist the outcome, the assistant message and the charge in one transaction."""
+    ) -> User | None:
+        """Persist the outcome, the assistant message and the charge in one transaction.
+        Returns the user's row as that transaction left it (fresh credit figures)."""
         ...
 
     async def get(self, org_id: UUID, record_id: UUID) -> AiRecord | None: ...

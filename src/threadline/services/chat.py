@@ -252,12 +252,15 @@ class ChatService:
             updated_at=utcnow(),
         )
         assistant = _assistant_message(record, user_message, text)
+        user = None
         try:
-            await asyncio.shield(
+            user = await asyncio.shield(
                 self._records.finish(
                     record, assistant, user_message.id if user_message else None, charge
                 )
             )
+            if user is not None:
+                self._accounts.charged(user)
         except Exception:
             log.exception("could not store the reply", run=str(run.id))
             failure = failure or Failed(
@@ -266,7 +269,7 @@ class ChatService:
         last: Done | Failed = (
             Done(record=record) if failure is None else replace(failure, record=record)
         )
-        run.finish(record, last)
+        run.finish(record, last, user)
         if self._observer is not None:
             self._observer(record)
 

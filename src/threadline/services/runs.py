@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from uuid import UUID
 
-from threadline.domain.entities import AiRecord
+from threadline.domain.entities import AiRecord, User
 from threadline.domain.events import Done, Failed, ReplyEvent
 
 
@@ -23,6 +23,7 @@ class Run:
         self._log: list[ReplyEvent] = []
         self._changed = asyncio.Event()
         self._final: AiRecord | None = None
+        self.user: User | None = None  # the caller's user as the reply's transaction left it
         self._finished = asyncio.Event()
 
     @property
@@ -34,8 +35,9 @@ class Run:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
-    def finish(self, record: AiRecord, last: Done | Failed) -> None:
+    def finish(self, record: AiRecord, last: Done | Failed, user: User | None = None) -> None:
         self._final = record
+        self.user = user
         self._finished.set()
         self.emit(last)
 

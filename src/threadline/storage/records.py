@@ -14,7 +14,8 @@ from uuid import UUID
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import RowMapping
 
-from threadline.domain.entities import AiRecord, Message, RecordStatus
+from threadline.domain.entities import AiRecord, Message, RecordStatus, User
+from threadline.storage.accounts import user_from_row
 from threadline.storage.conversations import message_values
 from threadline.storage.database import Database, as_utc, utcnow
 from threadline.storage.tables import ai_records, conversations, messages, users
@@ -80,7 +81,7 @@ class SqlRecordStore:
         assistant_message: Message | None,
         user_message_id: UUID | None,
         charge: int,
-    ) -> AiRecord:
+    ) -> User | None:
         values = _values(record)
         for fixed in ("id", "org_id", "user_id", "created_at"):
             values.pop(fixed)
@@ -107,13 +108,17 @@ class SqlRecordStore:
                     )
                     .values(updated_at=record.updated_at)
                 )
-            if charge:
-                await conn.execute(
-                    update(users)
-                    .where(users.c.org_id == record.org_id, users.c.id == record.user_id)
-                    .values(used_credit=users.c.used_credit + charge)
-                )
-        return record
+            owner = (users.c.org_id == record.org_id, users.c.id == record.user_id)
+            query = (
+                update(users)
+                .where(*owner)
+                .values(used_credit=users.c.used_credit + charge)
+                .returning(*users.c)
+                if charge
+                else select(users).where(*owner)
+            )
+            row = (await conn.execute(query)).mappings().first()
+        return user_from_row(row) if row else None
 
     async def get(self, org_id: UUID, record_id: UUID) -> AiRecord | None:
         query = select(ai_records).where(
