@@ -1,10 +1,10 @@
 """The chat engine: one request in, one run out.
 
 `ChatService.reply()` validates and authorises everything *before* writing anything (so a
-bad request leaves the database unchanged), persists the user's message and a PENDING
-record, and starts the run as its own task. The run streams the model, then stores the
-reply, its usage and its charge in one transaction, whether or not anyone is still
-listening.
+bad request leaves the database unchanged), then starts the run as its own task while it
+persists the user's message and a PENDING record (the model's first token and the write
+overlap). The run streams the model, then, once that write is done, stores the reply, its
+usage and its charge in one transaction, whether or not anyone is still listening.
 """
 
 from __future__ import annotations
@@ -110,12 +110,21 @@ class ChatService:
         self._check_credit(command.principal)
         request = await self._model_request(command, entry)
         record, user_message = self._new_record(command)
-        await self._records.start(record, user_message)
         run = Run(record)
+        # The model starts while the PENDING record is written; the run stores its outcome
+        # only after that write, and a failed write fails the request as before.
+        started = asyncio.ensure_future(self._records.start(record, user_message))
         task = asyncio.create_task(
-            self._drive(run, entry, request, user_message), name=f"run-{run.id}"
+            self._drive(run, entry, request, user_message, started), name=f"run-{run.id}"
         )
         self._runs.add(run, task)
+        try:
+            await asyncio.shield(started)
+        except asyncio.CancelledError:
+            raise  # the caller went away: the run goes on
+        except Exception:
+            task.cancel()
+            raise
         return run
 
     @staticmethod
@@ -196,7 +205,12 @@ class ChatService:
         return record, user_message
 
     async def _drive(
-        self, run: Run, entry: CatalogModel, request: ModelRequest, user_message: Message | None
+        self,
+        run: Run,
+        entry: CatalogModel,
+        request: ModelRequest,
+        user_message: Message | None,
+        started: asyncio.Future[None],
     ) -> None:
         parts: list[str] = []
         citations: list[Citation] = []
@@ -226,7 +240,7 @@ class ChatService:
         text = "".join(parts)
         usage = usage or _estimate(request, text)
         run.emit(usage)
-        await self._finish(run, entry, usage, text, citations, failure, user_message)
+        await self._finish(run, entry, usage, text, citations, failure, user_message, started)
 
     async def _finish(
         self,
@@ -237,6 +251,7 @@ class ChatService:
         citations: list[Citation],
         failure: Failed | None,
         user_message: Message | None,
+        started: asyncio.Future[None],
     ) -> None:
         charge = entry.price(usage)
         status = RecordStatus.FAILED if failure else RecordStatus.SUCCESS
@@ -254,6 +269,7 @@ class ChatService:
         assistant = _assistant_message(record, user_message, text)
         user = None
         try:
+            await asyncio.shield(started)  # the PENDING record (its failure is reply()'s error)
             user = await asyncio.shield(
                 self._records.finish(
                     record, assistant, user_message.id if user_message else None, charge
