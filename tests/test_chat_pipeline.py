@@ -55,3 +55,53 @@ async def test_the_outcome_is_stored_after_a_slow_pending_write(
     async with container.db.read() as conn:
         status = (await conn.execute(select(ai_records.c.status))).scalars().all()
     assert status == ["SUCCESS"]
+
+
+async def _member(client, admin) -> dict[str, str]:
+    user = (await client.post("/api/admin/users", headers=admin, json={"name": "m"})).json()
+    made = await client.post(
+        "/api/admin/keys", headers=admin, json={"userId": user["user"]["userId"]}
+    )
+    return {"API-KEY": made.json()["apiKey"]["key"]}
+
+
+async def _conversation(client, headers) -> str:
+    r = await client.post(
+        "/api/conversations",
+        headers=headers,
+        json={"title": "t", "type": "CHAT_WITH_AI", "model": "gpt-4o-mini"},
+    )
+    return str(r.json()["conversation"]["uuid"])
+
+
+def _chat(conversation_id: str, prompt: str = "Hello") -> dict:
+    return {
+        "type": "UNIFY_CHAT_WITH_AI",
+        "model": "gpt-4o-mini",
+        "promptObject": {"prompt": prompt, "conversationId": conversation_id},
+    }
+
+
+async def test_history_checks_who_may_see_the_conversation(client, admin, fakes):
+    member = await _member(client, admin)
+    theirs, mine = await _conversation(client, member), await _conversation(client, admin)
+    fakes["gpt-4o-mini"].enqueue(["first"])
+    assert (await client.post(CHAT, headers=member, json=_chat(theirs))).status_code == 200
+    # a member cannot chat in another user's conversation, nor in one that does not exist
+    for cid in (mine, "00000000-0000-4000-8000-000000000000"):
+        r = await client.post(CHAT, headers=member, json=_chat(cid))
+        assert r.status_code == 404 and r.json()["error"]["code"] == "NOT_FOUND"
+    # an admin sees every conversation of the org, with its history
+    fakes["gpt-4o-mini"].enqueue(["second"])
+    assert (await client.post(CHAT, headers=admin, json=_chat(theirs, "again"))).status_code == 200
+    sent = fakes["gpt-4o-mini"].requests[-1].messages
+    assert [(m.role, m.content) for m in sent] == [
+        ("user", "Hello"),
+        ("assistant", "first"),
+        ("user", "again"),
+    ]
+    # another org's admin does not
+    other = await client.post("/api/admin/orgs", headers=admin, json={"name": "other"})
+    outsider = {"API-KEY": other.json()["apiKey"]["key"]}
+    r = await client.post(CHAT, headers=outsider, json=_chat(theirs))
+    assert r.status_code == 404

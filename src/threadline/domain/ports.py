@@ -104,10 +104,17 @@ class ConversationStore(Protocol):
         self, org_id: UUID, conversation_id: UUID, *, limit: int, offset: int
     ) -> Page: ...
     async def history(
-        self, org_id: UUID, conversation_id: UUID, *, model: str | None, limit: int
-    ) -> builtins.list[Message]:
+        self,
+        org_id: UUID,
+        conversation_id: UUID,
+        *,
+        model: str | None,
+        limit: int,
+        user_id: UUID | None = None,
+    ) -> builtins.list[Message] | None:
         """The last `limit` messages of finished exchanges, oldest first; only `model`'s
-        exchanges when `model` is given."""
+        exchanges when `model` is given. None when the org has no such conversation, or
+        (with `user_id`) when it is not that user's."""
         ...
 
 

@@ -6,7 +6,7 @@ import builtins
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.engine import RowMapping
 
 from threadline.domain.entities import Conversation, Message, Page, RecordStatus
@@ -169,18 +169,37 @@ class SqlConversationStore:
         return Page([message_from_row(r) for r in rows], total, limit, offset)
 
     async def history(
-        self, org_id: UUID, conversation_id: UUID, *, model: str | None, limit: int
-    ) -> builtins.list[Message]:
-        if limit <= 0:
-            return []
-        where = [
-            messages.c.org_id == org_id,
-            messages.c.conversation_id == conversation_id,
+        self,
+        org_id: UUID,
+        conversation_id: UUID,
+        *,
+        model: str | None,
+        limit: int,
+        user_id: UUID | None = None,
+    ) -> builtins.list[Message] | None:
+        # One query: the conversation (None when it is not there, or not `user_id`'s),
+        # left-joined to its last `limit` messages of finished exchanges.
+        joined = [
+            messages.c.conversation_id == conversations.c.id,
+            messages.c.org_id == conversations.c.org_id,
             messages.c.status == RecordStatus.SUCCESS.value,
         ]
         if model is not None:
-            where.append(messages.c.model == model)
-        query = select(messages).where(*where).order_by(messages.c.seq.desc()).limit(limit)
+            joined.append(messages.c.model == model)
+        where = [conversations.c.org_id == org_id, conversations.c.id == conversation_id]
+        if user_id is not None:
+            where.append(conversations.c.user_id == user_id)
+        query = (
+            select(conversations.c.id.label("conversation_found"), *messages.c)
+            .select_from(conversations.outerjoin(messages, and_(*joined)))
+            .where(*where)
+            .order_by(messages.c.seq.desc())
+            .limit(max(limit, 1))
+        )
         async with self._db.read() as conn:
             rows = (await conn.execute(query)).mappings().all()
+        if not rows:
+            return None
+        if limit <= 0 or rows[0]["id"] is None:
+            return []
         return [message_from_row(r) for r in reversed(rows)]
