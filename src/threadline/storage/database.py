@@ -47,7 +47,11 @@ class Database:
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        # A file database gets a pool as large as PostgreSQL's: the default (5 + 10 overflow)
+        # made busy servers open and close a connection (a thread each) per request.
+        in_memory = not path or path == ":memory:" or "mode=memory" in url
+        sizes = {} if in_memory else {"pool_size": pool_size, "max_overflow": pool_size}
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **sizes)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
 
