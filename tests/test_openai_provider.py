@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -328,3 +329,32 @@ async def test_fake_upstream_rejects_a_wrong_key_like_openai(upstream):
     finally:
         await client.close()
     assert caught.value.code == "invalid_api_key"
+
+
+class _Chunks:
+    def __init__(self, *chunks: bytes) -> None:
+        self.chunks = chunks
+
+    async def aiter_bytes(self):
+        for chunk in self.chunks:
+            yield chunk
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        (b'data: {"a":1}\n\ndata: {"b":2}\n\ndata: [DONE]\n\n',),
+        (b'data: {"a":1}\r\n\r\n: keep-alive\r\n\r\nevent: x\r\ndata: {"b"', b":2}\r\n\r\n"),
+        (b'data: {"a":1}\r', b'\n\r\ndata: {"b":2}\r\rdata: [DONE]'),
+        tuple(bytes([b]) for b in b'data: {"a":1}\n\ndata: {"b":2}\n\n'),
+    ],
+    ids=["lf", "crlf-split-mid-line", "cr-and-no-final-newline", "byte-by-byte"],
+)
+async def test_sse_data_lines_whatever_the_line_ends_and_chunking(chunks):
+    from threadline.providers.openai_compat import _data_lines
+
+    lines = [line async for line in _data_lines(_Chunks(*chunks))]  # type: ignore[arg-type]
+    assert [json.loads(x) if x.strip() != b"[DONE]" else "DONE" for x in lines][:2] == [
+        {"a": 1},
+        {"b": 2},
+    ]

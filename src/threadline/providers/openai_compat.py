@@ -130,12 +130,11 @@ class OpenAICompatibleModel:
             if whole:
                 yield TextDelta(whole)
         else:
-            async for line in response.aiter_lines():
-                # Skips blank separators, ": keep-alive" comments, event:/id: fields, and
-                # reads on past [DONE] to the body's end so the connection can be reused.
-                if state.done or not line.startswith("data:"):
+            async for payload in _data_lines(response):
+                # Reads on past [DONE] to the body's end so the connection can be reused.
+                if state.done:
                     continue
-                text = state.data(line[5:])
+                text = state.data(payload)
                 if text:
                     yield TextDelta(text)
                 elif state.error is not None:
@@ -213,12 +212,12 @@ class _StreamState:
         self.output_chars = 0
         self.reported: dict[str, Any] | None = None
 
-    def data(self, payload: str) -> str | None:
+    def data(self, payload: bytes) -> str | None:
         """The text of one `data:` payload (None when it carries none)."""
         try:
             chunk = json.loads(payload)
         except ValueError:
-            if payload.strip() == "[DONE]":
+            if payload.strip() == b"[DONE]":
                 self.done = True
                 return None
             raise _StreamBroken("an event that is not JSON") from None
@@ -289,6 +288,23 @@ def _error_message(payload: bytes | dict[str, Any] | None) -> str | None:
         if isinstance(candidate, str) and candidate.strip():
             return candidate
     return None
+
+
+async def _data_lines(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The payloads of an SSE body's `data:` lines as they arrive, split on the bytes (lines
+    end in LF, CRLF or CR); blank separators, `: keep-alive` comments and other fields are
+    skipped. A last line without its end is still read (some servers end on `data: [DONE]`)."""
+    pending = b""
+    async for chunk in response.aiter_bytes():
+        if not chunk:
+            continue
+        lines = (pending + chunk).splitlines() if pending else chunk.splitlines()
+        pending = b"" if chunk.endswith((b"\n", b"\r")) or not lines else lines.pop()
+        for line in lines:
+            if line.startswith(b"data:"):
+                yield line[5:]
+    if pending.startswith(b"data:"):
+        yield pending[5:]
 
 
 async def _read_capped(response: httpx.Response) -> bytes:
