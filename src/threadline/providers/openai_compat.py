@@ -22,6 +22,7 @@ import httpx
 from threadline.domain.errors import ModelError, ModelTimeout
 from threadline.domain.events import ReplyEvent, TextDelta, Usage
 from threadline.domain.ports import ModelRequest
+from threadline.providers import asyncio_network
 from threadline.settings import ModelConfig
 
 POOL_SHARDS = 16
@@ -69,9 +70,7 @@ class OpenAICompatibleModel:
                 timeout=httpx.Timeout(
                     config.timeout_seconds, connect=config.connect_timeout_seconds
                 ),
-                limits=SHARD_LIMITS,
-                transport=transport,
-                verify=tls,
+                transport=transport or asyncio_network.transport(verify=tls, limits=SHARD_LIMITS),
             )
             for _ in range(shards)
         ]
