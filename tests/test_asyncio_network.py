@@ -124,6 +124,26 @@ async def test_read_timeout_and_a_dropped_connection():
                 await response.aread()
 
 
+async def test_the_read_timeout_is_per_read_not_per_response():
+    async def trickle(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for _ in range(6):  # 0.36 s in all, 0.06 s apart
+            await asyncio.sleep(0.06)
+            writer.write(b"1\r\nx\r\n")
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    server, port = await serve(trickle)
+    async with server, httpcore.AsyncConnectionPool(network_backend=AsyncioBackend()) as pool:
+        extensions = {"timeout": {"read": 0.15}}
+        async with pool.stream(
+            "GET", f"http://127.0.0.1:{port}/", extensions=extensions
+        ) as response:
+            assert b"".join([part async for part in response.aiter_stream()]) == b"x" * 6
+
+
 async def test_a_slow_reader_pauses_the_socket_and_loses_nothing():
     payload = bytes(range(256)) * 8192  # 2 MiB: past the high-water mark
 

@@ -105,3 +105,10 @@ async def test_history_checks_who_may_see_the_conversation(client, admin, fakes)
     outsider = {"API-KEY": other.json()["apiKey"]["key"]}
     r = await client.post(CHAT, headers=outsider, json=_chat(theirs))
     assert r.status_code == 404
+
+
+def test_content_frames_are_the_json_a_general_encoder_makes():
+    from threadline.api.dialects.oneminai import encode
+
+    for text in ("hello", ' wörld "q" \\ \n\t\x00\x1f', "😀", "", "</script>\u2028"):
+        assert encode.content_frame(text) == encode.sse("content", {"content": text})

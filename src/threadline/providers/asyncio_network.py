@@ -105,20 +105,28 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
     def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
         self._transport = transport
         self._protocol = protocol
+        # Read timeouts: one timer per connection, moved on lazily, since a stream reads many
+        # times within one timeout (a timer per read costs more than the read).
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
         protocol = self._protocol
         if not protocol.chunks:
             if protocol.eof:
                 return self._at_end()
-            waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = loop.create_future()
             protocol.read_waiter = waiter
+            if timeout is not None:
+                self._arm(loop, loop.time() + timeout)
             try:
-                await _wait(waiter, timeout)
+                await waiter
             except TimeoutError:
                 raise httpcore.ReadTimeout("timed out reading from the upstream") from None
             finally:
                 protocol.read_waiter = None
+                self._deadline = None
             if not protocol.chunks:
                 return self._at_end()
         data = protocol.chunks.popleft()
@@ -130,6 +138,24 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             protocol.read_paused = False
             self._transport.resume_reading()
         return data
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        self._deadline = deadline
+        if self._timer is not None and self._timer.when() > deadline:
+            self._timer.cancel()
+            self._timer = None
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._check_deadline, loop)
+
+    def _check_deadline(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        deadline, waiter = self._deadline, self._protocol.read_waiter
+        if deadline is None or waiter is None:
+            return  # no read is waiting: the next one arms a timer
+        if loop.time() >= deadline - 0.001:  # timers may fire a hair early
+            _expire(waiter)
+        else:
+            self._timer = loop.call_at(deadline, self._check_deadline, loop)
 
     def _at_end(self) -> bytes:
         error = self._protocol.error
@@ -155,6 +181,9 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
                 raise httpcore.WriteError(str(protocol.error))
 
     async def aclose(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._transport.close()
 
     async def start_tls(
