@@ -4,6 +4,7 @@ timeouts, flow control, and that the openai-compatible provider really uses it."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import ssl
 import subprocess
@@ -30,10 +31,11 @@ async def serve(handler, ssl_context: ssl.SSLContext | None = None):
 
 
 async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while True:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(RESPONSE)
-        await writer.drain()
+    with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+        while True:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(RESPONSE)
+            await writer.drain()
 
 
 async def body_via(pool: httpcore.AsyncConnectionPool, url: str) -> bytes:

@@ -20,7 +20,7 @@ import socket
 import ssl
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import httpcore
 import httpx
@@ -44,8 +44,7 @@ class _Protocol(asyncio.Protocol):
         self.read_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def data_received(self, data: bytes) -> None:
         self.chunks.append(data)
@@ -204,8 +203,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         except (OSError, ssl.SSLError) as exc:
             self._transport.close()
             raise httpcore.ConnectError(str(exc)) from exc
-        assert isinstance(transport, asyncio.Transport)
-        return AsyncioStream(transport, self._protocol)
+        return AsyncioStream(cast(asyncio.Transport, transport), self._protocol)
 
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable":  # an idle connection with something to read was closed
@@ -243,8 +241,7 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         for option in socket_options or ():
             if sock is not None:
                 sock.setsockopt(*option)
-        assert isinstance(transport, asyncio.Transport)
-        return AsyncioStream(transport, protocol)
+        return AsyncioStream(cast(asyncio.Transport, transport), protocol)
 
     async def connect_unix_socket(
         self,
@@ -260,8 +257,7 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
             raise httpcore.ConnectTimeout(f"timed out connecting to {path}") from None
         except OSError as exc:
             raise httpcore.ConnectError(str(exc)) from exc
-        assert isinstance(transport, asyncio.Transport)
-        return AsyncioStream(transport, protocol)
+        return AsyncioStream(cast(asyncio.Transport, transport), protocol)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
