@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from threadline.services.clock import utcnow
+from threadline.storage import sqlite_driver
 
 __all__ = ["Database", "as_utc", "utcnow"]
 
@@ -53,6 +54,8 @@ class Database:
         sizes = {} if in_memory else {"pool_size": pool_size, "max_overflow": pool_size}
         engine = create_async_engine(url, connect_args={"timeout": 30}, **sizes)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        if engine.dialect.driver == "aiosqlite":
+            sqlite_driver.install(engine)
         return engine
 
     async def migrate(self) -> None:
