@@ -260,7 +260,15 @@ async def test_connections_are_kept_alive_between_requests(upstream, model):
     for _ in range(3 * POOL_SHARDS):
         await collect(model, ask())
 
-    assert upstream.connections_opened == POOL_SHARDS  # one per pool shard, each reused
+    assert upstream.connections_opened == 1  # one after the other: one warm connection
+
+
+async def test_concurrent_requests_spread_over_the_pool_shards(upstream, model):
+    upstream.default = Reply(tokens=4, delay=0.01)
+    for _ in range(2):
+        await asyncio.gather(*(collect(model, ask(f"n{i}")) for i in range(2 * POOL_SHARDS)))
+
+    assert upstream.connections_opened == 2 * POOL_SHARDS  # two per shard, then reused
 
 
 async def test_fifty_concurrent_streams_all_complete(upstream, model):

@@ -28,8 +28,8 @@ from threadline.settings import ModelConfig
 POOL_SHARDS = 16
 """httpx's pool does work in proportion to (requests x connections) each time a request starts
 or ends: at 200 concurrent streams a single pool costs about 20 ms of CPU per stream, and the
-event loop falls seconds behind. Requests are dealt in turn to 16 clients, each with its own
-pool (same settings, one shared TLS context), which brings that to about 4 ms."""
+event loop falls seconds behind. Requests are spread over 16 clients, each with its own pool
+(same settings, one shared TLS context), which brings that to about 4 ms."""
 
 SHARD_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32)
 """Per shard: 1024 connections per model in all, 512 of them kept alive between requests."""
@@ -74,7 +74,7 @@ class OpenAICompatibleModel:
             )
             for _ in range(shards)
         ]
-        self._turn = 0
+        self._in_flight = [0] * len(self._clients)
 
     async def aclose(self) -> None:
         for client in self._clients:
@@ -82,8 +82,9 @@ class OpenAICompatibleModel:
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ReplyEvent]:
         """TextDeltas as the upstream sends them, then one Usage; failures as domain errors."""
-        self._turn += 1
-        client = self._clients[self._turn % len(self._clients)]
+        shard = self._least_busy()
+        self._in_flight[shard] += 1
+        client = self._clients[shard]
         answered = False
         try:
             async with client.stream(
@@ -99,6 +100,15 @@ class OpenAICompatibleModel:
             raise ModelError(message) from None
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
             raise self._transport_error(exc, answered) from exc
+        finally:
+            self._in_flight[shard] -= 1
+
+    def _least_busy(self) -> int:
+        """The shard with the fewest requests in flight, the first of equals: a quiet server
+        keeps reusing one warm connection (round robin would let every shard's connection
+        expire between uses, and open a new one per request)."""
+        counts = self._in_flight
+        return counts.index(min(counts))
 
     def request_body(self, request: ModelRequest) -> dict[str, Any]:
         """The JSON sent upstream. `request.extra` is not forwarded: it is not OpenAI's."""
