@@ -112,3 +112,18 @@ def test_content_frames_are_the_json_a_general_encoder_makes():
 
     for text in ("hello", ' wörld "q" \\ \n\t\x00\x1f', "😀", "", "</script>\u2028"):
         assert encode.content_frame(text) == encode.sse("content", {"content": text})
+
+
+async def test_the_model_is_asked_before_the_pending_record_is_written(
+    client, admin, container, fakes, monkeypatch
+):
+    start, seen = container.record_store.start, []
+
+    async def watching_start(record, user_message):
+        seen.append(len(fakes["gpt-4o-mini"].requests))
+        await start(record, user_message)
+
+    monkeypatch.setattr(container.record_store, "start", watching_start)
+    fakes["gpt-4o-mini"].enqueue(["hi"])
+    assert (await client.post(CHAT, headers=admin, json=HELLO)).status_code == 200
+    assert seen == [1]

@@ -13,6 +13,7 @@ import asyncio
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -112,12 +113,15 @@ class ChatService:
         record, user_message = self._new_record(command)
         run = Run(record)
         # The model starts while the PENDING record is written; the run stores its outcome
-        # only after that write, and a failed write fails the request as before.
-        started = asyncio.ensure_future(self._records.start(record, user_message))
+        # only after that write, and a failed write fails the request as before. The write's
+        # task is made second so that it runs second: the upstream request goes out first.
+        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(
             self._drive(run, entry, request, user_message, started), name=f"run-{run.id}"
         )
         self._runs.add(run, task)
+        write = asyncio.create_task(self._records.start(record, user_message))
+        write.add_done_callback(partial(_settle, started))
         try:
             await asyncio.shield(started)
         except asyncio.CancelledError:
@@ -288,6 +292,18 @@ class ChatService:
         run.finish(record, last, user)
         if self._observer is not None:
             self._observer(record)
+
+
+def _settle(future: asyncio.Future[None], task: asyncio.Task[None]) -> None:
+    """Give `future` the outcome of `task`."""
+    if future.done():
+        return
+    if task.cancelled():
+        future.cancel()
+    elif (error := task.exception()) is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(None)
 
 
 YOUTUBE_LINK = re.compile(
