@@ -12,6 +12,7 @@ concurrent streams. The upstream is always asked to stream, with usage included.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import AsyncIterator
@@ -75,6 +76,10 @@ class OpenAICompatibleModel:
             for _ in range(shards)
         ]
         self._in_flight = [0] * len(self._clients)
+        # Each request is built from these (what `client.stream(...)` would merge each time).
+        base = self._clients[0].base_url
+        self._endpoint = base.copy_with(raw_path=base.raw_path + b"chat/completions")
+        self._extensions = {"timeout": self._clients[0].timeout.as_dict()}
 
     async def aclose(self) -> None:
         for client in self._clients:
@@ -87,9 +92,16 @@ class OpenAICompatibleModel:
         client = self._clients[shard]
         answered = False
         try:
-            async with client.stream(
-                "POST", "chat/completions", json=self.request_body(request)
-            ) as response:
+            upstream_request = httpx.Request(
+                "POST",
+                self._endpoint,
+                headers=client.headers,
+                cookies=client.cookies or None,
+                json=self.request_body(request),
+                extensions=self._extensions,
+            )
+            response = await client.send(upstream_request, stream=True)
+            async with contextlib.aclosing(response):
                 answered = True
                 if response.status_code != 200:
                     raise await self._status_error(response)
