@@ -103,6 +103,7 @@ class ChatService:
         self._runs = runs
         self._history_limit_max = history_limit_max
         self._observer = observer
+        self._writes: set[asyncio.Task[None]] = set()
 
     async def reply(self, command: ChatCommand) -> Run:
         """Start a reply; returns at once with the run (does not wait for the model)."""
@@ -122,6 +123,8 @@ class ChatService:
         self._runs.add(run, task)
         write = asyncio.create_task(self._records.start(record, user_message))
         write.add_done_callback(partial(_settle, started))
+        self._writes.add(write)  # a task needs a strong reference until it is done
+        write.add_done_callback(self._writes.discard)
         try:
             await asyncio.shield(started)
         except asyncio.CancelledError:
