@@ -343,7 +343,7 @@ class _Chunks:
     def __init__(self, *chunks: bytes) -> None:
         self.chunks = chunks
 
-    async def aiter_bytes(self):
+    async def __aiter__(self):
         for chunk in self.chunks:
             yield chunk
 
@@ -366,3 +366,31 @@ async def test_sse_data_lines_whatever_the_line_ends_and_chunking(chunks):
         {"a": 1},
         {"b": 2},
     ]
+
+
+async def test_a_compressed_stream_is_decoded():
+    import gzip
+
+    body = gzip.compress(
+        b'data: {"choices":[{"delta":{"content":"squeezed"}}]}\n\n'
+        b'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    )
+
+    async def gzipping(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        head = (
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            f"content-encoding: gzip\r\ncontent-length: {len(body)}\r\n\r\n"
+        )
+        writer.write(head.encode() + body)
+        await writer.drain()
+
+    server = await asyncio.start_server(gzipping, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    model = make_model(f"http://127.0.0.1:{port}/v1")
+    try:
+        async with server:
+            events = await collect(model, ask())
+    finally:
+        await model.aclose()
+    assert events[0] == TextDelta("squeezed")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import httpx
@@ -151,7 +151,7 @@ class OpenAICompatibleModel:
             if whole:
                 yield TextDelta(whole)
         else:
-            async for payload in _data_lines(response):
+            async for payload in _data_lines(_body(response)):
                 # Reads on past [DONE] to the body's end so the connection can be reused.
                 if state.done:
                     continue
@@ -311,12 +311,21 @@ def _error_message(payload: bytes | dict[str, Any] | None) -> str | None:
     return None
 
 
-async def _data_lines(response: httpx.Response) -> AsyncIterator[bytes]:
+def _body(response: httpx.Response) -> AsyncIterable[bytes]:
+    """The body as it arrives: the transport's stream itself when it is not compressed (the
+    usual for SSE), skipping httpx's decoding and re-chunking layers; else `aiter_bytes()`."""
+    stream = response.stream
+    if "content-encoding" in response.headers or not isinstance(stream, httpx.AsyncByteStream):
+        return response.aiter_bytes()
+    return stream
+
+
+async def _data_lines(body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
     """The payloads of an SSE body's `data:` lines as they arrive, split on the bytes (lines
     end in LF, CRLF or CR); blank separators, `: keep-alive` comments and other fields are
     skipped. A last line without its end is still read (some servers end on `data: [DONE]`)."""
     pending = b""
-    async for chunk in response.aiter_bytes():
+    async for chunk in body:
         if not chunk:
             continue
         lines = (pending + chunk).splitlines() if pending else chunk.splitlines()
