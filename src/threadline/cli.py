@@ -6,6 +6,7 @@ import asyncio
 import gc
 import json
 import os
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
@@ -80,6 +81,9 @@ def serve(
     # What is loaded by now (modules, the app) lives as long as the process: keep it out of
     # the cyclic collector's full passes, which otherwise stall the event loop ~100 ms each.
     gc.freeze()
+    # The database's worker threads (aiosqlite) need the GIL for a moment per statement; on a
+    # busy event loop they would wait up to the default 5 ms switch interval each time.
+    sys.setswitchinterval(0.0005)
     uvicorn.run(
         app,
         host=settings.host,

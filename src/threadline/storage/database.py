@@ -2,13 +2,15 @@
 repositories use.
 
 SQLite (embedded default) runs in WAL mode with a busy timeout, and this process serialises
-its own write transactions with a lock, so concurrent requests queue instead of failing with
+its own write transactions (`WriteTurns`), so concurrent requests queue instead of failing with
 "database is locked". PostgreSQL needs neither.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -34,11 +36,63 @@ def as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
+URGENT_IN_A_ROW = 4
+
+
+class WriteTurns:
+    """Whose write transaction is next, one at a time (SQLite, in this process).
+
+    A transaction someone is waiting on before anything can start (`urgent`: the PENDING
+    record of a new reply, which its first byte waits for) goes before the others (a finished
+    reply's record), yet never more than URGENT_IN_A_ROW in a row while others wait: a busy
+    server starts replies promptly and still finishes every one.
+    """
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._urgent: deque[asyncio.Future[None]] = deque()
+        self._normal: deque[asyncio.Future[None]] = deque()
+        self._urgent_in_a_row = 0
+
+    async def acquire(self, urgent: bool) -> None:
+        if not self._busy:
+            self._busy = True
+            self._urgent_in_a_row = self._urgent_in_a_row + 1 if urgent else 0
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        (self._urgent if urgent else self._normal).append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release()  # handed the turn as we were cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    (self._urgent if urgent else self._normal).remove(turn)
+            raise
+
+    def release(self) -> None:
+        while True:
+            urgent = bool(self._urgent) and (
+                not self._normal or self._urgent_in_a_row < URGENT_IN_A_ROW
+            )
+            waiters = self._urgent if urgent else self._normal
+            if not waiters:
+                self._busy = False
+                return
+            turn = waiters.popleft()
+            if turn.done():  # its waiter was cancelled
+                continue
+            self._urgent_in_a_row = self._urgent_in_a_row + 1 if urgent else 0
+            turn.set_result(None)  # the turn passes on: still busy
+            return
+
+
 class Database:
     def __init__(self, url: str, *, pool_size: int = 20) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        self._write_turns = WriteTurns() if self.is_sqlite else None
         self.engine: AsyncEngine = self._make_engine(url, pool_size)
 
     @staticmethod
@@ -69,14 +123,19 @@ class Database:
             yield conn
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        """One transaction, committed on success and rolled back on any error."""
-        if self._write_lock is None:
+    async def write(self, *, urgent: bool = False) -> AsyncIterator[AsyncConnection]:
+        """One transaction, committed on success and rolled back on any error. `urgent`: a
+        request waits on it to start (on SQLite it goes before others waiting to write)."""
+        if self._write_turns is None:
             async with self.engine.begin() as conn:
                 yield conn
             return
-        async with self._write_lock, self.engine.begin() as conn:
-            yield conn
+        await self._write_turns.acquire(urgent)
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        finally:
+            self._write_turns.release()
 
     async def dispose(self) -> None:
         await self.engine.dispose()

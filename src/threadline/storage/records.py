@@ -97,7 +97,7 @@ class SqlRecordStore:
         self._db = db
 
     async def start(self, record: AiRecord, user_message: Message | None) -> None:
-        async with self._db.write() as conn:
+        async with self._db.write(urgent=True) as conn:  # the reply's first byte waits on it
             await conn.execute(_INSERT_RECORD, _values(record))
             if user_message is not None:
                 await conn.execute(_INSERT_MESSAGE, message_values(user_message))
