@@ -123,18 +123,31 @@ class Database:
             yield conn
 
     @asynccontextmanager
-    async def write(self, *, urgent: bool = False) -> AsyncIterator[AsyncConnection]:
-        """One transaction, committed on success and rolled back on any error. `urgent`: a
-        request waits on it to start (on SQLite it goes before others waiting to write)."""
+    async def write(
+        self, *, urgent: bool = False, batched: bool = False
+    ) -> AsyncIterator[AsyncConnection]:
+        """One transaction, committed on success and rolled back on any error.
+
+        `urgent`: a request waits on it to start (on SQLite it goes before other writes).
+        `batched`: its statements' own errors need not be raised by those statements, nor
+        their rowcounts known: SQLite then sends them to its thread together (see
+        `sqlite_driver`), holding the write lock for less time."""
         if self._write_turns is None:
             async with self.engine.begin() as conn:
                 yield conn
             return
         await self._write_turns.acquire(urgent)
+        dbapi_connection = None
         try:
             async with self.engine.begin() as conn:
+                if batched:
+                    raw = await conn.get_raw_connection()
+                    if sqlite_driver.start_batch(raw.dbapi_connection):
+                        dbapi_connection = raw.dbapi_connection
                 yield conn
         finally:
+            if dbapi_connection is not None:
+                sqlite_driver.end_batch(dbapi_connection)
             self._write_turns.release()
 
     async def dispose(self) -> None:

@@ -97,7 +97,8 @@ class SqlRecordStore:
         self._db = db
 
     async def start(self, record: AiRecord, user_message: Message | None) -> None:
-        async with self._db.write(urgent=True) as conn:  # the reply's first byte waits on it
+        # The reply's first byte waits on this write; neither write reads a rowcount.
+        async with self._db.write(urgent=True, batched=True) as conn:
             await conn.execute(_INSERT_RECORD, _values(record))
             if user_message is not None:
                 await conn.execute(_INSERT_MESSAGE, message_values(user_message))
@@ -113,7 +114,7 @@ class SqlRecordStore:
         for fixed in ("id", "org_id", "user_id", "created_at"):
             values.pop(fixed)
         org_id = record.org_id
-        async with self._db.write() as conn:
+        async with self._db.write(batched=True) as conn:
             await conn.execute(_UPDATE_RECORD, {**values, "w_org_id": org_id, "w_id": record.id})
             if assistant_message is not None:
                 await conn.execute(_INSERT_MESSAGE, message_values(assistant_message))
