@@ -153,7 +153,7 @@ class RecordStore(Protocol):
         charge: int,
     ) -> User | None:
         """Persist the outcome, the assistant message and the charge in one transaction.
-        Returns the user's row as that transaction left it (fresh credit figures)."""
+        Returns the user's row as stored just after (fresh credit figures)."""
         ...
 
     async def get(self, org_id: UUID, record_id: UUID) -> AiRecord | None: ...

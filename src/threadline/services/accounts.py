@@ -79,7 +79,7 @@ class AccountService:
         return principal
 
     def charged(self, user: User) -> None:
-        """A charge was stored: `user` is the user's row as that transaction left it."""
+        """A charge was stored: `user` is the user's row as read just after it."""
         self._cache.update_user(user)
 
     async def bootstrap(self) -> IssuedKey | None:

@@ -24,7 +24,7 @@ class Run:
         self._log: list[ReplyEvent] = []
         self._waiters: list[asyncio.Future[None]] = []  # readers waiting for the next event
         self._final: AiRecord | None = None
-        self.user: User | None = None  # the caller's user as the reply's transaction left it
+        self.user: User | None = None  # the caller's user as stored after the reply
         self._finished = asyncio.Event()
 
     @property

@@ -87,7 +87,6 @@ _CHARGE_USER = (
     update(users)
     .where(*_OWNER)
     .values(used_credit=users.c.used_credit + bindparam("w_charge", type_=BigInteger))
-    .returning(*users.c)
 )
 _SELECT_USER = select(users).where(*_OWNER)
 
@@ -134,10 +133,12 @@ class SqlRecordStore:
                 )
             owner = {"w_org_id": org_id, "w_id": record.user_id}
             if charge:
-                result = await conn.execute(_CHARGE_USER, {**owner, "w_charge": charge})
-            else:
-                result = await conn.execute(_SELECT_USER, owner)
-            row = result.mappings().first()
+                await conn.execute(_CHARGE_USER, {**owner, "w_charge": charge})
+        # Read after the commit, not with RETURNING inside the transaction: on SQLite a batched
+        # transaction with no statement returning rows makes one trip, and holds the write
+        # lock that every reply's writes queue for half as long.
+        async with self._db.read() as conn:
+            row = (await conn.execute(_SELECT_USER, owner)).mappings().first()
         return user_from_row(row) if row else None
 
     async def get(self, org_id: UUID, record_id: UUID) -> AiRecord | None:
