@@ -678,7 +678,19 @@ def machine() -> dict[str, str]:
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
         "commit": commit,
+        "server_stack": server_stack(),
     }
+
+
+def server_stack() -> str:
+    """What `threadline serve` runs on here: uvicorn picks uvloop and httptools if importable
+    (the `fast` extra); the server inherits this interpreter and environment."""
+    import importlib.util
+
+    fast = [m for m in ("uvloop", "httptools") if importlib.util.find_spec(m) is not None]
+    loop = "uvloop" if "uvloop" in fast else "asyncio"
+    http = "httptools" if "httptools" in fast else "h11"
+    return f"{loop} + {http}"
 
 
 def _git(*args: str) -> str:
@@ -696,7 +708,7 @@ def append_results(run: Run, verdicts: Verdicts, info: dict[str, str], mode: str
         f"\n## gateway.py — {now} — {mode}\n",
         f"- machine: nproc {info['nproc']}, {info['cpu']}, Python {info['python']}, "
         f"{info['platform']}",
-        f"- commit: {info['commit']}",
+        f"- commit: {info['commit']}; server on {info['server_stack']}",
         f"- load average (1/5/15 min) at start: {info['load_start']}, at end: {info['load_end']} "
         "(other work on the machine skews absolute figures)",
         f"- upstream: {TOKENS} tokens, {DELAY * 1000:g} ms apart; streams per level: "
@@ -784,7 +796,8 @@ def main() -> int:
     info["load_start"] = loadavg()
     print(
         f"machine: nproc {info['nproc']}, {info['cpu']}, Python {info['python']}; "
-        f"commit {info['commit']}; load average {info['load_start']}"
+        f"commit {info['commit']}; server on {info['server_stack']}; "
+        f"load average {info['load_start']}"
     )
     try:
         procs.start_upstream()

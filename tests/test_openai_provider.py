@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -259,7 +260,15 @@ async def test_connections_are_kept_alive_between_requests(upstream, model):
     for _ in range(3 * POOL_SHARDS):
         await collect(model, ask())
 
-    assert upstream.connections_opened == POOL_SHARDS  # one per pool shard, each reused
+    assert upstream.connections_opened == 1  # one after the other: one warm connection
+
+
+async def test_concurrent_requests_spread_over_the_pool_shards(upstream, model):
+    upstream.default = Reply(tokens=4, delay=0.01)
+    for _ in range(2):
+        await asyncio.gather(*(collect(model, ask(f"n{i}")) for i in range(2 * POOL_SHARDS)))
+
+    assert upstream.connections_opened == 2 * POOL_SHARDS  # two per shard, then reused
 
 
 async def test_fifty_concurrent_streams_all_complete(upstream, model):
@@ -328,3 +337,60 @@ async def test_fake_upstream_rejects_a_wrong_key_like_openai(upstream):
     finally:
         await client.close()
     assert caught.value.code == "invalid_api_key"
+
+
+class _Chunks:
+    def __init__(self, *chunks: bytes) -> None:
+        self.chunks = chunks
+
+    async def __aiter__(self):
+        for chunk in self.chunks:
+            yield chunk
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        (b'data: {"a":1}\n\ndata: {"b":2}\n\ndata: [DONE]\n\n',),
+        (b'data: {"a":1}\r\n\r\n: keep-alive\r\n\r\nevent: x\r\ndata: {"b"', b":2}\r\n\r\n"),
+        (b'data: {"a":1}\r', b'\n\r\ndata: {"b":2}\r\rdata: [DONE]'),
+        tuple(bytes([b]) for b in b'data: {"a":1}\n\ndata: {"b":2}\n\n'),
+    ],
+    ids=["lf", "crlf-split-mid-line", "cr-and-no-final-newline", "byte-by-byte"],
+)
+async def test_sse_data_lines_whatever_the_line_ends_and_chunking(chunks):
+    from threadline.providers.openai_compat import _data_lines
+
+    lines = [line async for line in _data_lines(_Chunks(*chunks))]  # type: ignore[arg-type]
+    assert [json.loads(x) if x.strip() != b"[DONE]" else "DONE" for x in lines][:2] == [
+        {"a": 1},
+        {"b": 2},
+    ]
+
+
+async def test_a_compressed_stream_is_decoded():
+    import gzip
+
+    body = gzip.compress(
+        b'data: {"choices":[{"delta":{"content":"squeezed"}}]}\n\n'
+        b'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    )
+
+    async def gzipping(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        head = (
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            f"content-encoding: gzip\r\ncontent-length: {len(body)}\r\n\r\n"
+        )
+        writer.write(head.encode() + body)
+        await writer.drain()
+
+    server = await asyncio.start_server(gzipping, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    model = make_model(f"http://127.0.0.1:{port}/v1")
+    try:
+        async with server:
+            events = await collect(model, ask())
+    finally:
+        await model.aclose()
+    assert events[0] == TextDelta("squeezed")

@@ -60,7 +60,9 @@ class Container:
         self.catalog = ModelCatalog(settings.models, settings.default_model, model_factory)
         self.runs = RunRegistry()
         self.metrics = Metrics(active_runs=lambda: self.runs.active)
-        self.accounts = AccountService(self.account_store, settings.default_credit_limit)
+        self.accounts = AccountService(
+            self.account_store, settings.default_credit_limit, settings.auth_cache_seconds
+        )
         self.rate_limiter = KeyRateLimiter(settings.rate_limit_per_minute)
         self.conversations = ConversationService(
             self.conversation_store, self.catalog, settings.page_size_max

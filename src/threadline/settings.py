@@ -153,6 +153,12 @@ class Settings(BaseSettings):
     history_limit_max: int = Field(100, ge=1)
     page_size_max: int = Field(100, ge=1)
     sse_ping_seconds: float = Field(15.0, gt=0)
+    auth_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="how long an authenticated key is cached; revocations and user changes "
+        "made in another process take up to this long to apply here; 0 turns it off",
+    )
     bootstrap_admin: bool = True
 
     documents: DocumentSettings = DocumentSettings()

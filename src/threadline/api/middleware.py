@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -38,7 +38,8 @@ class RequestContext:
         started = time.perf_counter()
         status = 500
 
-        async def send_with_id(message: Message) -> None:
+        def send_with_id(message: Message) -> Awaitable[None]:
+            # Not a coroutine: a streamed body's many messages pass straight to `send`.
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -46,7 +47,7 @@ class RequestContext:
                     *message.get("headers", []),
                     (b"x-request-id", request_id.encode()),
                 ]
-            await send(message)
+            return send(message)
 
         structlog.contextvars.bind_contextvars(request_id=request_id)
         try:

@@ -104,10 +104,17 @@ class ConversationStore(Protocol):
         self, org_id: UUID, conversation_id: UUID, *, limit: int, offset: int
     ) -> Page: ...
     async def history(
-        self, org_id: UUID, conversation_id: UUID, *, model: str | None, limit: int
-    ) -> builtins.list[Message]:
+        self,
+        org_id: UUID,
+        conversation_id: UUID,
+        *,
+        model: str | None,
+        limit: int,
+        user_id: UUID | None = None,
+    ) -> builtins.list[Message] | None:
         """The last `limit` messages of finished exchanges, oldest first; only `model`'s
-        exchanges when `model` is given."""
+        exchanges when `model` is given. None when the org has no such conversation, or
+        (with `user_id`) when it is not that user's."""
         ...
 
 
@@ -144,8 +151,9 @@ class RecordStore(Protocol):
         assistant_message: Message | None,
         user_message_id: UUID | None,
         charge: int,
-    ) -> AiRecord:
-        """Persist the outcome, the assistant message and the charge in one transaction."""
+    ) -> User | None:
+        """Persist the outcome, the assistant message and the charge in one transaction.
+        Returns the user's row as stored just after (fresh credit figures)."""
         ...
 
     async def get(self, org_id: UUID, record_id: UUID) -> AiRecord | None: ...

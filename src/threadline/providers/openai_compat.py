@@ -12,9 +12,10 @@ concurrent streams. The upstream is always asked to stream, with usage included.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import httpx
@@ -22,13 +23,14 @@ import httpx
 from threadline.domain.errors import ModelError, ModelTimeout
 from threadline.domain.events import ReplyEvent, TextDelta, Usage
 from threadline.domain.ports import ModelRequest
+from threadline.providers import asyncio_network
 from threadline.settings import ModelConfig
 
 POOL_SHARDS = 16
 """httpx's pool does work in proportion to (requests x connections) each time a request starts
 or ends: at 200 concurrent streams a single pool costs about 20 ms of CPU per stream, and the
-event loop falls seconds behind. Requests are dealt in turn to 16 clients, each with its own
-pool (same settings, one shared TLS context), which brings that to about 4 ms."""
+event loop falls seconds behind. Requests are spread over 16 clients, each with its own pool
+(same settings, one shared TLS context), which brings that to about 4 ms."""
 
 SHARD_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32)
 """Per shard: 1024 connections per model in all, 512 of them kept alive between requests."""
@@ -69,13 +71,15 @@ class OpenAICompatibleModel:
                 timeout=httpx.Timeout(
                     config.timeout_seconds, connect=config.connect_timeout_seconds
                 ),
-                limits=SHARD_LIMITS,
-                transport=transport,
-                verify=tls,
+                transport=transport or asyncio_network.transport(verify=tls, limits=SHARD_LIMITS),
             )
             for _ in range(shards)
         ]
-        self._turn = 0
+        self._in_flight = [0] * len(self._clients)
+        # Each request is built from these (what `client.stream(...)` would merge each time).
+        base = self._clients[0].base_url
+        self._endpoint = base.copy_with(raw_path=base.raw_path + b"chat/completions")
+        self._extensions = {"timeout": self._clients[0].timeout.as_dict()}
 
     async def aclose(self) -> None:
         for client in self._clients:
@@ -83,13 +87,21 @@ class OpenAICompatibleModel:
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ReplyEvent]:
         """TextDeltas as the upstream sends them, then one Usage; failures as domain errors."""
-        self._turn += 1
-        client = self._clients[self._turn % len(self._clients)]
+        shard = self._least_busy()
+        self._in_flight[shard] += 1
+        client = self._clients[shard]
         answered = False
         try:
-            async with client.stream(
-                "POST", "chat/completions", json=self.request_body(request)
-            ) as response:
+            upstream_request = httpx.Request(
+                "POST",
+                self._endpoint,
+                headers=client.headers,
+                cookies=client.cookies or None,
+                json=self.request_body(request),
+                extensions=self._extensions,
+            )
+            response = await client.send(upstream_request, stream=True)
+            async with contextlib.aclosing(response):
                 answered = True
                 if response.status_code != 200:
                     raise await self._status_error(response)
@@ -100,6 +112,15 @@ class OpenAICompatibleModel:
             raise ModelError(message) from None
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
             raise self._transport_error(exc, answered) from exc
+        finally:
+            self._in_flight[shard] -= 1
+
+    def _least_busy(self) -> int:
+        """The shard with the fewest requests in flight, the first of equals: a quiet server
+        keeps reusing one warm connection (round robin would let every shard's connection
+        expire between uses, and open a new one per request)."""
+        counts = self._in_flight
+        return counts.index(min(counts))
 
     def request_body(self, request: ModelRequest) -> dict[str, Any]:
         """The JSON sent upstream. `request.extra` is not forwarded: it is not OpenAI's."""
@@ -130,12 +151,11 @@ class OpenAICompatibleModel:
             if whole:
                 yield TextDelta(whole)
         else:
-            async for line in response.aiter_lines():
-                # Skips blank separators, ": keep-alive" comments, event:/id: fields, and
-                # reads on past [DONE] to the body's end so the connection can be reused.
-                if state.done or not line.startswith("data:"):
+            async for payload in _data_lines(_body(response)):
+                # Reads on past [DONE] to the body's end so the connection can be reused.
+                if state.done:
                     continue
-                text = state.data(line[5:])
+                text = state.data(payload)
                 if text:
                     yield TextDelta(text)
                 elif state.error is not None:
@@ -213,12 +233,12 @@ class _StreamState:
         self.output_chars = 0
         self.reported: dict[str, Any] | None = None
 
-    def data(self, payload: str) -> str | None:
+    def data(self, payload: bytes) -> str | None:
         """The text of one `data:` payload (None when it carries none)."""
         try:
             chunk = json.loads(payload)
         except ValueError:
-            if payload.strip() == "[DONE]":
+            if payload.strip() == b"[DONE]":
                 self.done = True
                 return None
             raise _StreamBroken("an event that is not JSON") from None
@@ -289,6 +309,32 @@ def _error_message(payload: bytes | dict[str, Any] | None) -> str | None:
         if isinstance(candidate, str) and candidate.strip():
             return candidate
     return None
+
+
+def _body(response: httpx.Response) -> AsyncIterable[bytes]:
+    """The body as it arrives: the transport's stream itself when it is not compressed (the
+    usual for SSE), skipping httpx's decoding and re-chunking layers; else `aiter_bytes()`."""
+    stream = response.stream
+    if "content-encoding" in response.headers or not isinstance(stream, httpx.AsyncByteStream):
+        return response.aiter_bytes()
+    return stream
+
+
+async def _data_lines(body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """The payloads of an SSE body's `data:` lines as they arrive, split on the bytes (lines
+    end in LF, CRLF or CR); blank separators, `: keep-alive` comments and other fields are
+    skipped. A last line without its end is still read (some servers end on `data: [DONE]`)."""
+    pending = b""
+    async for chunk in body:
+        if not chunk:
+            continue
+        lines = (pending + chunk).splitlines() if pending else chunk.splitlines()
+        pending = b"" if chunk.endswith((b"\n", b"\r")) or not lines else lines.pop()
+        for line in lines:
+            if line.startswith(b"data:"):
+                yield line[5:]
+    if pending.startswith(b"data:"):
+        yield pending[5:]
 
 
 async def _read_capped(response: httpx.Response) -> bytes:

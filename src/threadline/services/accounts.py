@@ -3,6 +3,10 @@
 A key reads `tl_<prefix>_<secret>`. Only the prefix (for lookup) and a SHA-256 of the whole
 key are stored; the key itself is shown once, when it is made. Keys carry 190+ bits of
 randomness, so a fast hash is the right tool (no password stretching needed).
+
+Authenticated principals are cached for a few seconds (see `principal_cache`): revoking a key
+or changing a user through this service takes effect at once in this process, and within
+`auth_cache_seconds` in other processes sharing the database.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from uuid import UUID
 from threadline.domain.entities import ApiKey, Org, Principal, Role, User
 from threadline.domain.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from threadline.domain.ports import AccountStore
+from threadline.services.principal_cache import PrincipalCache
 
 KEY_SCHEME = "tl"
 SYSTEM_ORG_NAME = "default"
@@ -48,21 +53,34 @@ class IssuedKey:
 
 
 class AccountService:
-    def __init__(self, store: AccountStore, default_credit_limit: int) -> None:
+    def __init__(
+        self, store: AccountStore, default_credit_limit: int, cache_seconds: float = 0.0
+    ) -> None:
         self._store = store
         self.default_credit_limit = default_credit_limit
+        self._cache = PrincipalCache(cache_seconds)
 
     async def authenticate(self, raw_key: str | None) -> Principal:
         if not raw_key:
             raise Unauthorized("Invalid or missing API key")
-        prefix = _prefix_of(raw_key.strip())
-        found = await self._store.principal_for_key(prefix) if prefix else None
-        if found is None or not hmac.compare_digest(found[1], hash_key(raw_key.strip())):
-            raise Unauthorized("Invalid or missing API key")
-        principal = found[0]
+        key = raw_key.strip()
+        key_hash = hash_key(key)
+        principal = self._cache.get(key_hash)
+        if principal is None:
+            generation = self._cache.generation
+            prefix = _prefix_of(key)
+            found = await self._store.principal_for_key(prefix) if prefix else None
+            if found is None or not hmac.compare_digest(found[1], key_hash):
+                raise Unauthorized("Invalid or missing API key")
+            principal = found[0]
+            self._cache.put(key_hash, principal, generation)
         if principal.user.status != "ACTIVE":
             raise Unauthorized("This API key's user is not active")
         return principal
+
+    def charged(self, user: User) -> None:
+        """A charge was stored: `user` is the user's row as read just after it."""
+        self._cache.update_user(user)
 
     async def bootstrap(self) -> IssuedKey | None:
         """On an empty database: the system org, its first admin and a key for them."""
@@ -136,6 +154,7 @@ class AccountService:
         self, caller: Principal, org: Org, user_id: UUID, **changes: object
     ) -> User:
         user = await self._store.update_user(org.id, user_id, caller.user.name, **changes)
+        self._cache.drop_user(user_id)
         if user is None:
             raise NotFound(f"user {user_id} not found")
         return user
@@ -153,6 +172,7 @@ class AccountService:
 
     async def revoke_key(self, org: Org, key_id: UUID) -> ApiKey:
         key = await self._store.revoke_key(org.id, key_id)
+        self._cache.drop_key(key_id)
         if key is None:
             raise NotFound(f"API key {key_id} not found")
         return key

@@ -1,10 +1,10 @@
 """The chat engine: one request in, one run out.
 
 `ChatService.reply()` validates and authorises everything *before* writing anything (so a
-bad request leaves the database unchanged), persists the user's message and a PENDING
-record, and starts the run as its own task. The run streams the model, then stores the
-reply, its usage and its charge in one transaction, whether or not anyone is still
-listening.
+bad request leaves the database unchanged), then starts the run as its own task while it
+persists the user's message and a PENDING record (the model's first token and the write
+overlap). The run streams the model, then, once that write is done, stores the reply, its
+usage and its charge in one transaction, whether or not anyone is still listening.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -115,6 +116,7 @@ class ChatService:
         self._documents = documents
         self._brand_voices = brand_voices
         self._links = links
+        self._writes: set[asyncio.Task[None]] = set()
 
     async def reply(self, command: ChatCommand) -> Run:
         """Start a reply; returns at once with the run (does not wait for the model)."""
@@ -133,12 +135,27 @@ class ChatService:
             recorded = {**command.prompt_object, "linkContentList": links.records()}
             command = replace(command, prompt_object=recorded)
         record, user_message = self._new_record(command)
-        await self._records.start(record, user_message)
         run = Run(record)
+        # The model starts while the PENDING record is written; the run stores its outcome
+        # only after that write, and a failed write fails the request as before. The write's
+        # task is made second so that it runs second: the upstream request goes out first.
+        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(
-            self._drive(run, entry, request, user_message, citations), name=f"run-{run.id}"
+            self._drive(run, entry, request, user_message, started, citations),
+            name=f"run-{run.id}",
         )
         self._runs.add(run, task)
+        write = asyncio.create_task(self._records.start(record, user_message))
+        write.add_done_callback(partial(_settle, started))
+        self._writes.add(write)  # a task needs a strong reference until it is done
+        write.add_done_callback(self._writes.discard)
+        try:
+            await asyncio.shield(started)
+        except asyncio.CancelledError:
+            raise  # the caller went away: the run goes on
+        except Exception:
+            task.cancel()
+            raise
         return run
 
     @staticmethod
@@ -280,6 +297,7 @@ class ChatService:
         entry: CatalogModel,
         request: ModelRequest,
         user_message: Message | None,
+        started: asyncio.Future[None],
         sources: tuple[Citation, ...] = (),
     ) -> None:
         parts: list[str] = []
@@ -312,7 +330,7 @@ class ChatService:
         text = "".join(parts)
         usage = usage or _estimate(request, text)
         run.emit(usage)
-        await self._finish(run, entry, usage, text, citations, failure, user_message)
+        await self._finish(run, entry, usage, text, citations, failure, user_message, started)
 
     async def _finish(
         self,
@@ -323,6 +341,7 @@ class ChatService:
         citations: list[Citation],
         failure: Failed | None,
         user_message: Message | None,
+        started: asyncio.Future[None],
     ) -> None:
         charge = entry.price(usage)
         status = RecordStatus.FAILED if failure else RecordStatus.SUCCESS
@@ -338,12 +357,16 @@ class ChatService:
             updated_at=utcnow(),
         )
         assistant = _assistant_message(record, user_message, text)
+        user = None
         try:
-            await asyncio.shield(
+            await asyncio.shield(started)  # the PENDING record (its failure is reply()'s error)
+            user = await asyncio.shield(
                 self._records.finish(
                     record, assistant, user_message.id if user_message else None, charge
                 )
             )
+            if user is not None:
+                self._accounts.charged(user)
         except Exception:
             log.exception("could not store the reply", run=str(run.id))
             failure = failure or Failed(
@@ -352,9 +375,21 @@ class ChatService:
         last: Done | Failed = (
             Done(record=record) if failure is None else replace(failure, record=record)
         )
-        run.finish(record, last)
+        run.finish(record, last, user)
         if self._observer is not None:
             self._observer(record)
+
+
+def _settle(future: asyncio.Future[None], task: asyncio.Task[None]) -> None:
+    """Give `future` the outcome of `task`."""
+    if future.done():
+        return
+    if task.cancelled():
+        future.cancel()
+    elif (error := task.exception()) is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(None)
 
 
 def _check_supported(

@@ -106,8 +106,13 @@ class ConversationService:
     async def history(
         self, caller: Principal, conversation_id: UUID, *, model: str | None, limit: int
     ) -> builtins.list[Message]:
-        await self.get(caller, conversation_id)
-        return await self._store.history(caller.org_id, conversation_id, model=model, limit=limit)
+        owner = None if caller.is_admin else caller.user.id  # the visibility rule of get()
+        rows = await self._store.history(
+            caller.org_id, conversation_id, model=model, limit=limit, user_id=owner
+        )
+        if rows is None:
+            raise NotFound(f"conversation {conversation_id} not found")
+        return rows
 
     def clamp_page(self, limit: int, offset: int) -> tuple[int, int]:
         if limit < 1:

@@ -8,10 +8,11 @@ client that comes back can replay. The producer never waits for readers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from uuid import UUID
 
-from threadline.domain.entities import AiRecord
+from threadline.domain.entities import AiRecord, User
 from threadline.domain.events import Done, Failed, ReplyEvent
 
 
@@ -21,8 +22,9 @@ class Run:
         self.org_id: UUID = record.org_id
         self.record = record
         self._log: list[ReplyEvent] = []
-        self._changed = asyncio.Event()
+        self._waiters: list[asyncio.Future[None]] = []  # readers waiting for the next event
         self._final: AiRecord | None = None
+        self.user: User | None = None  # the caller's user as stored after the reply
         self._finished = asyncio.Event()
 
     @property
@@ -31,11 +33,15 @@ class Run:
 
     def emit(self, event: ReplyEvent) -> None:
         self._log.append(event)
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        if self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
-    def finish(self, record: AiRecord, last: Done | Failed) -> None:
+    def finish(self, record: AiRecord, last: Done | Failed, user: User | None = None) -> None:
         self._final = record
+        self.user = user
         self._finished.set()
         self.emit(last)
 
@@ -60,16 +66,36 @@ class Run:
                 yield position, event
                 if isinstance(event, Done | Failed):
                     return
-            try:
-                async with asyncio.timeout(idle):
-                    await self._changed.wait()
-            except TimeoutError:
+            if not await self._next(idle):
                 yield position, None
+
+    async def _next(self, idle: float | None) -> bool:
+        """Wait for the next event (True), or `idle` seconds without one (False)."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(waiter)
+        timer = None if idle is None else loop.call_later(idle, _time_out, waiter)
+        try:
+            await waiter
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if waiter.cancelled() or waiter.exception() is not None:  # not woken by emit()
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
 
     async def result(self) -> AiRecord:
         await self._finished.wait()
         assert self._final is not None
         return self._final
+
+
+def _time_out(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 class RunRegistry:

@@ -24,7 +24,7 @@ def _org(row: RowMapping) -> Org:
     )
 
 
-def _user(row: RowMapping) -> User:
+def user_from_row(row: RowMapping) -> User:
     return User(
         id=row["id"],
         org_id=row["org_id"],
@@ -102,18 +102,18 @@ class SqlAccountStore:
         }
         async with self._db.write() as conn:
             await conn.execute(insert(users).values(**values))
-        return _user(values)  # type: ignore[arg-type]
+        return user_from_row(values)  # type: ignore[arg-type]
 
     async def get_user(self, org_id: UUID, user_id: UUID) -> User | None:
         async with self._db.read() as conn:
             query = select(users).where(users.c.org_id == org_id, users.c.id == user_id)
             row = (await conn.execute(query)).mappings().first()
-        return _user(row) if row else None
+        return user_from_row(row) if row else None
 
     async def list_users(self, org_id: UUID) -> list[User]:
         async with self._db.read() as conn:
             query = select(users).where(users.c.org_id == org_id).order_by(users.c.created_at)
-            return [_user(r) for r in (await conn.execute(query)).mappings()]
+            return [user_from_row(r) for r in (await conn.execute(query)).mappings()]
 
     async def update_user(
         self, org_id: UUID, user_id: UUID, updated_by: str, **changes: Any
@@ -195,7 +195,7 @@ class SqlAccountStore:
             is_system=row["is_system"],
             created_at=as_utc(row["org_created_at"]),
         )
-        return Principal(org=org, user=_user(row), key_id=row["key_id"]), row["secret_hash"]
+        return Principal(org=org, user=user_from_row(row), key_id=row["key_id"]), row["secret_hash"]
 
     async def charge(self, org_id: UUID, user_id: UUID, credits: int) -> None:
         async with self._db.write() as conn:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import builtins
+import functools
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Integer, Select, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import RowMapping
 
 from threadline.domain.entities import Conversation, Message, Page, RecordStatus
@@ -169,18 +170,52 @@ class SqlConversationStore:
         return Page([message_from_row(r) for r in rows], total, limit, offset)
 
     async def history(
-        self, org_id: UUID, conversation_id: UUID, *, model: str | None, limit: int
-    ) -> builtins.list[Message]:
-        if limit <= 0:
-            return []
-        where = [
-            messages.c.org_id == org_id,
-            messages.c.conversation_id == conversation_id,
-            messages.c.status == RecordStatus.SUCCESS.value,
-        ]
-        if model is not None:
-            where.append(messages.c.model == model)
-        query = select(messages).where(*where).order_by(messages.c.seq.desc()).limit(limit)
+        self,
+        org_id: UUID,
+        conversation_id: UUID,
+        *,
+        model: str | None,
+        limit: int,
+        user_id: UUID | None = None,
+    ) -> builtins.list[Message] | None:
+        query = _history_query(by_model=model is not None, by_user=user_id is not None)
+        params = {
+            "org_id": org_id,
+            "conversation_id": conversation_id,
+            "model": model,
+            "user_id": user_id,
+            "limit": max(limit, 1),
+        }
         async with self._db.read() as conn:
-            rows = (await conn.execute(query)).mappings().all()
+            rows = (await conn.execute(query, params)).mappings().all()
+        if not rows:
+            return None
+        if limit <= 0 or rows[0]["id"] is None:
+            return []
         return [message_from_row(r) for r in reversed(rows)]
+
+
+@functools.cache
+def _history_query(*, by_model: bool, by_user: bool) -> Select[Any]:
+    """The conversation (no row when it is not there, or not the user's), left-joined to its
+    last messages of finished exchanges: one query, built once per variant."""
+    joined = [
+        messages.c.conversation_id == conversations.c.id,
+        messages.c.org_id == conversations.c.org_id,
+        messages.c.status == RecordStatus.SUCCESS.value,
+    ]
+    if by_model:
+        joined.append(messages.c.model == bindparam("model"))
+    where = [
+        conversations.c.org_id == bindparam("org_id"),
+        conversations.c.id == bindparam("conversation_id"),
+    ]
+    if by_user:
+        where.append(conversations.c.user_id == bindparam("user_id"))
+    return (
+        select(conversations.c.id.label("conversation_found"), *messages.c)
+        .select_from(conversations.outerjoin(messages, and_(*joined)))
+        .where(*where)
+        .order_by(messages.c.seq.desc())
+        .limit(bindparam("limit", type_=Integer))
+    )

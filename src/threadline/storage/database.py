@@ -2,13 +2,15 @@
 repositories use.
 
 SQLite (embedded default) runs in WAL mode with a busy timeout, and this process serialises
-its own write transactions with a lock, so concurrent requests queue instead of failing with
+its own write transactions (`WriteTurns`), so concurrent requests queue instead of failing with
 "database is locked". PostgreSQL needs neither.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -22,6 +24,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from threadline.services.clock import utcnow
+from threadline.storage import sqlite_driver
 
 __all__ = ["Database", "as_utc", "utcnow"]
 
@@ -33,11 +36,63 @@ def as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
+URGENT_IN_A_ROW = 4
+
+
+class WriteTurns:
+    """Whose write transaction is next, one at a time (SQLite, in this process).
+
+    A transaction someone is waiting on before anything can start (`urgent`: the PENDING
+    record of a new reply, which its first byte waits for) goes before the others (a finished
+    reply's record), yet never more than URGENT_IN_A_ROW in a row while others wait: a busy
+    server starts replies promptly and still finishes every one.
+    """
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._urgent: deque[asyncio.Future[None]] = deque()
+        self._normal: deque[asyncio.Future[None]] = deque()
+        self._urgent_in_a_row = 0
+
+    async def acquire(self, urgent: bool) -> None:
+        if not self._busy:
+            self._busy = True
+            self._urgent_in_a_row = self._urgent_in_a_row + 1 if urgent else 0
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        (self._urgent if urgent else self._normal).append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release()  # handed the turn as we were cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    (self._urgent if urgent else self._normal).remove(turn)
+            raise
+
+    def release(self) -> None:
+        while True:
+            urgent = bool(self._urgent) and (
+                not self._normal or self._urgent_in_a_row < URGENT_IN_A_ROW
+            )
+            waiters = self._urgent if urgent else self._normal
+            if not waiters:
+                self._busy = False
+                return
+            turn = waiters.popleft()
+            if turn.done():  # its waiter was cancelled
+                continue
+            self._urgent_in_a_row = self._urgent_in_a_row + 1 if urgent else 0
+            turn.set_result(None)  # the turn passes on: still busy
+            return
+
+
 class Database:
     def __init__(self, url: str, *, pool_size: int = 20) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        self._write_turns = WriteTurns() if self.is_sqlite else None
         self.engine: AsyncEngine = self._make_engine(url, pool_size)
 
     @staticmethod
@@ -47,8 +102,14 @@ class Database:
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        # A file database gets a pool as large as PostgreSQL's: the default (5 + 10 overflow)
+        # made busy servers open and close a connection (a thread each) per request.
+        in_memory = not path or path == ":memory:" or "mode=memory" in url
+        sizes = {} if in_memory else {"pool_size": pool_size, "max_overflow": pool_size}
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **sizes)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        if engine.dialect.driver == "aiosqlite":
+            sqlite_driver.install(engine)
         return engine
 
     async def migrate(self) -> None:
@@ -62,14 +123,32 @@ class Database:
             yield conn
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        """One transaction, committed on success and rolled back on any error."""
-        if self._write_lock is None:
+    async def write(
+        self, *, urgent: bool = False, batched: bool = False
+    ) -> AsyncIterator[AsyncConnection]:
+        """One transaction, committed on success and rolled back on any error.
+
+        `urgent`: a request waits on it to start (on SQLite it goes before other writes).
+        `batched`: its statements' own errors need not be raised by those statements, nor
+        their rowcounts known: SQLite then sends them to its thread together (see
+        `sqlite_driver`), holding the write lock for less time."""
+        if self._write_turns is None:
             async with self.engine.begin() as conn:
                 yield conn
             return
-        async with self._write_lock, self.engine.begin() as conn:
-            yield conn
+        await self._write_turns.acquire(urgent)
+        dbapi_connection = None
+        try:
+            async with self.engine.begin() as conn:
+                if batched:
+                    raw = await conn.get_raw_connection()
+                    if sqlite_driver.start_batch(raw.dbapi_connection):
+                        dbapi_connection = raw.dbapi_connection
+                yield conn
+        finally:
+            if dbapi_connection is not None:
+                sqlite_driver.end_batch(dbapi_connection)
+            self._write_turns.release()
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -11,10 +11,11 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import BigInteger, bindparam, insert, select, update
 from sqlalchemy.engine import RowMapping
 
-from threadline.domain.entities import AiRecord, Message, RecordStatus
+from threadline.domain.entities import AiRecord, Message, RecordStatus, User
+from threadline.storage.accounts import user_from_row
 from threadline.storage.conversations import message_values
 from threadline.storage.database import Database, as_utc, utcnow
 from threadline.storage.tables import ai_records, conversations, messages, users
@@ -64,15 +65,42 @@ def _values(record: AiRecord) -> dict[str, Any]:
     }
 
 
+# The statements of every chat request, built once: their values are bound at execution, so
+# SQLAlchemy finds their compiled form in its cache without rebuilding or re-keying them.
+_INSERT_RECORD = insert(ai_records)
+_INSERT_MESSAGE = insert(messages)
+_UPDATE_RECORD = update(ai_records).where(
+    ai_records.c.org_id == bindparam("w_org_id"), ai_records.c.id == bindparam("w_id")
+)
+_UPDATE_MESSAGE_STATUS = (
+    update(messages)
+    .where(messages.c.org_id == bindparam("w_org_id"), messages.c.id == bindparam("w_id"))
+    .values(status=bindparam("w_status"))
+)
+_TOUCH_CONVERSATION = (
+    update(conversations)
+    .where(conversations.c.org_id == bindparam("w_org_id"), conversations.c.id == bindparam("w_id"))
+    .values(updated_at=bindparam("w_updated_at"))
+)
+_OWNER = (users.c.org_id == bindparam("w_org_id"), users.c.id == bindparam("w_id"))
+_CHARGE_USER = (
+    update(users)
+    .where(*_OWNER)
+    .values(used_credit=users.c.used_credit + bindparam("w_charge", type_=BigInteger))
+)
+_SELECT_USER = select(users).where(*_OWNER)
+
+
 class SqlRecordStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
     async def start(self, record: AiRecord, user_message: Message | None) -> None:
-        async with self._db.write() as conn:
-            await conn.execute(insert(ai_records).values(**_values(record)))
+        # The reply's first byte waits on this write; neither write reads a rowcount.
+        async with self._db.write(urgent=True, batched=True) as conn:
+            await conn.execute(_INSERT_RECORD, _values(record))
             if user_message is not None:
-                await conn.execute(insert(messages).values(**message_values(user_message)))
+                await conn.execute(_INSERT_MESSAGE, message_values(user_message))
 
     async def finish(
         self,
@@ -80,40 +108,38 @@ class SqlRecordStore:
         assistant_message: Message | None,
         user_message_id: UUID | None,
         charge: int,
-    ) -> AiRecord:
+    ) -> User | None:
         values = _values(record)
         for fixed in ("id", "org_id", "user_id", "created_at"):
             values.pop(fixed)
-        async with self._db.write() as conn:
-            await conn.execute(
-                update(ai_records)
-                .where(ai_records.c.org_id == record.org_id, ai_records.c.id == record.id)
-                .values(**values)
-            )
+        org_id = record.org_id
+        async with self._db.write(batched=True) as conn:
+            await conn.execute(_UPDATE_RECORD, {**values, "w_org_id": org_id, "w_id": record.id})
             if assistant_message is not None:
-                await conn.execute(insert(messages).values(**message_values(assistant_message)))
+                await conn.execute(_INSERT_MESSAGE, message_values(assistant_message))
             if user_message_id is not None:
                 await conn.execute(
-                    update(messages)
-                    .where(messages.c.org_id == record.org_id, messages.c.id == user_message_id)
-                    .values(status=record.status.value)
+                    _UPDATE_MESSAGE_STATUS,
+                    {"w_org_id": org_id, "w_id": user_message_id, "w_status": record.status.value},
                 )
             if record.conversation_id is not None:
                 await conn.execute(
-                    update(conversations)
-                    .where(
-                        conversations.c.org_id == record.org_id,
-                        conversations.c.id == record.conversation_id,
-                    )
-                    .values(updated_at=record.updated_at)
+                    _TOUCH_CONVERSATION,
+                    {
+                        "w_org_id": org_id,
+                        "w_id": record.conversation_id,
+                        "w_updated_at": record.updated_at,
+                    },
                 )
+            owner = {"w_org_id": org_id, "w_id": record.user_id}
             if charge:
-                await conn.execute(
-                    update(users)
-                    .where(users.c.org_id == record.org_id, users.c.id == record.user_id)
-                    .values(used_credit=users.c.used_credit + charge)
-                )
-        return record
+                await conn.execute(_CHARGE_USER, {**owner, "w_charge": charge})
+        # Read after the commit, not with RETURNING inside the transaction: on SQLite a batched
+        # transaction with no statement returning rows makes one trip, and holds the write
+        # lock that every reply's writes queue for half as long.
+        async with self._db.read() as conn:
+            row = (await conn.execute(_SELECT_USER, owner)).mappings().first()
+        return user_from_row(row) if row else None
 
     async def get(self, org_id: UUID, record_id: UUID) -> AiRecord | None:
         query = select(ai_records).where(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from json.encoder import encode_basestring as _json_string
 from typing import Any
 
 from threadline.api.native import iso, team_user
@@ -138,7 +139,8 @@ def sse(event: str, data: dict[str, Any]) -> bytes:
 
 
 def content_frame(text: str) -> bytes:
-    return sse("content", {"content": text})
+    """`sse("content", {"content": text})`, built without a json.dumps per token."""
+    return f'event: content\ndata: {{"content":{_json_string(text)}}}\n\n'.encode()
 
 
 def result_frame(record: dict[str, Any]) -> bytes:

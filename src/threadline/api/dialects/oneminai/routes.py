@@ -232,7 +232,7 @@ def _recorded_prompt(prompt: dict[str, Any], brand_voice_id: str | None = None) 
 
 async def _record_json(run: Run, principal: Principal, container: Any) -> dict[str, Any]:
     record = await run.result()
-    user = await container.accounts.user(principal)
+    user = run.user or await container.accounts.user(principal)  # fresh after the charge
     provider = container.catalog.get(record.model).provider_label
     return encode.ai_record(record, user, provider)
 

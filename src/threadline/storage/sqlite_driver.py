@@ -1,0 +1,224 @@
+"""One trip to aiosqlite's thread per SQL statement, instead of four.
+
+Why it exists: aiosqlite runs each call on its connection's thread, and SQLAlchemy's adapter
+makes four such calls per statement (open a cursor, execute, fetch, close) plus one to roll
+back every read-only connection it returns to the pool. Each trip costs the event loop a
+future, a cross-thread wake-up and a context switch, and under load each waits for the
+worker thread to be scheduled: a chat request made about thirty of them. Here a statement
+runs with its cursor, fetch and close in one call on that thread, and a connection that
+holds no transaction is returned to the pool without a rollback call.
+
+A write transaction can also be *batched* (`batching(connection)`): its INSERT, UPDATE and
+DELETE statements without RETURNING are held and sent with the next statement that returns
+rows, or with the commit, in one trip. The write lock (see `database.WriteTurns`) is then held
+for two trips instead of six. The price: such a statement's error is raised by the statement
+or commit that sends it, and its rowcount is not known (1 is reported); so only transactions
+that neither read their rowcounts nor handle a statement's error on its own use it.
+
+`install(engine)` switches an aiosqlite engine's connections to this cursor as they are
+made. Server-side cursors (`stream()`) keep SQLAlchemy's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections import deque
+from collections.abc import Iterator, Sequence
+from functools import partial
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util.concurrency import await_
+
+Outcome = tuple[Any, int, int | None, list[Any]]  # description, rowcount, lastrowid, rows
+
+
+def _execute(connection: Any, operation: str, parameters: Any) -> Outcome:
+    """On aiosqlite's thread: the whole statement."""
+    db: sqlite3.Connection = connection._conn
+    cursor = db.cursor()
+    try:
+        cursor.execute(operation, () if parameters is None else parameters)
+        rows = cursor.fetchall() if cursor.description else []
+        return cursor.description, cursor.rowcount, cursor.lastrowid, rows
+    finally:
+        cursor.close()
+
+
+Statement = tuple[str, Any]  # SQL and its parameters
+
+
+def _execute_all(
+    connection: Any, held: list[Statement], operation: str, parameters: Any
+) -> Outcome:
+    """On aiosqlite's thread: the held statements, then this one (its outcome)."""
+    db: sqlite3.Connection = connection._conn
+    for sql, values in held:
+        db.execute(sql, () if values is None else values).close()
+    return _execute(connection, operation, parameters)
+
+
+def _commit_all(connection: Any, held: list[Statement]) -> None:
+    db: sqlite3.Connection = connection._conn
+    for sql, values in held:
+        db.execute(sql, () if values is None else values).close()
+    db.commit()
+
+
+def _holdable(operation: str) -> bool:
+    head = operation.lstrip()[:7].upper()
+    return head.startswith(("INSERT", "UPDATE", "DELETE")) and "RETURNING" not in operation
+
+
+def _held(adapt_connection: Any) -> list[Statement] | None:
+    """The statements held back on this connection; None when it is not batching."""
+    held: list[Statement] | None = getattr(adapt_connection._connection, _HELD, None)
+    return held
+
+
+_HELD = "_threadline_held_statements"  # kept on the aiosqlite connection (the adapter has slots)
+
+
+def start_batch(dbapi_connection: Any) -> bool:
+    """Batch the write transaction beginning on this (adapted) connection, until `end_batch`
+    (after its commit or rollback); see the module doc. False if it cannot be batched."""
+    if not isinstance(dbapi_connection, OneTripConnection):
+        return False
+    setattr(dbapi_connection._connection, _HELD, [])
+    return True
+
+
+def end_batch(dbapi_connection: Any) -> None:
+    with contextlib.suppress(AttributeError):
+        delattr(dbapi_connection._connection, _HELD)
+
+
+def _execute_many(
+    connection: Any, operation: str, parameters: Any, held: list[Statement] | None = None
+) -> Outcome:
+    db: sqlite3.Connection = connection._conn
+    for sql, values in held or ():
+        db.execute(sql, () if values is None else values).close()
+    cursor = db.cursor()
+    try:
+        cursor.executemany(operation, parameters)
+        return cursor.description, cursor.rowcount, cursor.lastrowid, []
+    finally:
+        cursor.close()
+
+
+async def _nothing() -> None:
+    """Completes without suspending: no trip, no turn of the event loop."""
+
+
+class OneTripCursor:
+    """A DBAPI cursor over an aiosqlite connection; results are fetched with the execute."""
+
+    server_side = False
+    __slots__ = ("_adapt", "_rows", "arraysize", "description", "lastrowid", "rowcount")
+
+    def __init__(self, adapt_connection: AsyncAdapt_aiosqlite_connection) -> None:
+        self._adapt = adapt_connection
+        self._rows: deque[Any] = deque()
+        self.description: Any = None
+        self.rowcount = -1
+        self.lastrowid: int | None = None
+        self.arraysize = 1
+
+    def execute(self, operation: Any, parameters: Any = None) -> None:
+        held = _held(self._adapt)
+        if held is None:
+            self._run(_execute, operation, parameters)
+        elif _holdable(operation):
+            held.append((operation, parameters))
+            self.description, self.rowcount, self.lastrowid = None, 1, None
+            self._rows.clear()
+            await_(_nothing())  # SQLAlchemy's async layer insists that an execute awaits
+        else:
+            sending, held[:] = list(held), []
+            self._run(partial(_execute_all, held=sending), operation, parameters)
+
+    def executemany(self, operation: Any, seq_of_parameters: Any) -> None:
+        held = _held(self._adapt)
+        sending = list(held) if held else None
+        if held:
+            held.clear()
+        self._run(partial(_execute_many, held=sending), operation, seq_of_parameters)
+
+    def _run(self, function: Any, operation: Any, parameters: Any) -> None:
+        try:
+            outcome = await_(self._trip(function, operation, parameters))
+        except Exception as error:
+            self._adapt._handle_exception(error)
+        self.description, self.rowcount, self.lastrowid, rows = outcome
+        self._rows = deque(rows)
+
+    async def _trip(self, function: Any, operation: Any, parameters: Any) -> Outcome:
+        connection = self._adapt._connection
+        async with self._adapt._execute_mutex:
+            outcome: Outcome = await connection._execute(
+                function, connection, operation=operation, parameters=parameters
+            )
+            return outcome
+
+    async def _async_soft_close(self) -> None:
+        """Called by SQLAlchemy's asyncio results: nothing is left open on the thread."""
+
+    def close(self) -> None:
+        self._rows.clear()
+
+    def setinputsizes(self, *inputsizes: Any) -> None:
+        pass
+
+    def __iter__(self) -> Iterator[Any]:
+        while self._rows:
+            yield self._rows.popleft()
+
+    def fetchone(self) -> Any:
+        return self._rows.popleft() if self._rows else None
+
+    def fetchmany(self, size: int | None = None) -> Sequence[Any]:
+        rows = self._rows
+        return [rows.popleft() for _ in range(min(size or self.arraysize, len(rows)))]
+
+    def fetchall(self) -> Sequence[Any]:
+        rows = list(self._rows)
+        self._rows.clear()
+        return rows
+
+
+class OneTripConnection(AsyncAdapt_aiosqlite_connection):
+    __slots__ = ()
+    _cursor_cls = OneTripCursor  # type: ignore[assignment]
+
+    def commit(self) -> None:
+        held = _held(self)
+        if not held:
+            super().commit()
+            return
+        sending, held[:] = list(held), []
+        try:
+            await_(self._connection._execute(_commit_all, self._connection, sending))
+        except Exception as error:
+            self._handle_exception(error)
+
+    def rollback(self) -> None:
+        held = _held(self)
+        if held:
+            held.clear()  # never sent: nothing to undo for them
+        db: sqlite3.Connection | None = self._connection._connection
+        if db is not None and not db.in_transaction:
+            return  # nothing to roll back (a read): no trip to the thread
+        super().rollback()
+
+
+def install(engine: AsyncEngine) -> None:
+    """Give the engine's aiosqlite connections one trip per statement."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _one_trip(dbapi_connection: Any, _record: Any) -> None:
+        if type(dbapi_connection) is AsyncAdapt_aiosqlite_connection:
+            dbapi_connection.__class__ = OneTripConnection
