@@ -8,12 +8,13 @@ worker thread to be scheduled: a chat request made about thirty of them. Here a 
 runs with its cursor, fetch and close in one call on that thread, and a connection that
 holds no transaction is returned to the pool without a rollback call.
 
-A write transaction can also be *batched* (`batching(connection)`): its INSERT, UPDATE and
-DELETE statements without RETURNING are held and sent with the next statement that returns
-rows, or with the commit, in one trip. The write lock (see `database.WriteTurns`) is then held
-for two trips instead of six. The price: such a statement's error is raised by the statement
-or commit that sends it, and its rowcount is not known (1 is reported); so only transactions
-that neither read their rowcounts nor handle a statement's error on its own use it.
+A write transaction can also be *batched* (`Database.write(batched=True)`, which calls
+`start_batch`/`end_batch`): its INSERT, UPDATE and DELETE statements without RETURNING are
+held and sent with the next statement that returns rows, or with the commit, in one trip. A
+reply's writes then hold the write lock (see `database.WriteTurns`) for one trip each instead
+of up to six. The price: such a statement's error is raised by the statement or commit that
+sends it, and its rowcount is not known (1 is reported); so only transactions that neither
+read their rowcounts nor handle a statement's error on its own use it.
 
 `install(engine)` switches an aiosqlite engine's connections to this cursor as they are
 made. Server-side cursors (`stream()`) keep SQLAlchemy's own.
