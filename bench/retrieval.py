@@ -14,8 +14,9 @@ against two scopes: a conversation's 100 documents, and all of the org's documen
 p99 over `--queries` questions after a warm-up (the first query of a scope, which fills the
 SQLite vector cache, is reported apart as "cold"). Also: ingestion speed (chunks/s through
 `replace_chunks`, embeddings included) and, on PostgreSQL, the recall@10 of the vector
-search against an exact numpy search (HNSW is approximate). Target: hybrid p50 <= 20 ms at
-100k chunks.
+search against an exact numpy search (HNSW is approximate; random vectors, with no structure
+to exploit, are its worst case: real embeddings get a much higher recall at the same
+`ef_search`). Target: hybrid p50 <= 20 ms at 100k chunks.
 
     .venv/bin/python bench/retrieval.py                      # 10k and 100k, both backends
     .venv/bin/python bench/retrieval.py --sizes 10000 --backends sqlite --no-append

@@ -65,8 +65,8 @@ class SqlChunkIndex:
         cache_bytes: int = 512 * 1024 * 1024,
         token_cost: int = 50,
         match_budget: int = 2_000,
-        ef_search: int = 100,
-        exact_below: int = 2000,
+        ef_search: int = 200,
+        exact_below: int = 10_000,
     ) -> None:
         self._db = db
         self.exact_below = exact_below

@@ -64,9 +64,14 @@ _SCOPE_SIZE = text(
     "WHERE org_id = :org AND id = ANY(:documents)"
 ).bindparams(bindparam("org", type_=Uuid), bindparam("documents", type_=ARRAY(BigInteger)))
 
+# For this transaction. Custom plans: asyncpg prepares statements, and from the sixth run
+# PostgreSQL may switch to a generic plan, which cannot see how many documents are in scope
+# and sorts the whole scope instead of walking the HNSW index (measured: 6 ms -> 30-40 ms).
+_CUSTOM_PLANS = text("SELECT set_config('plan_cache_mode', 'force_custom_plan', true)")
 _HNSW_SETTINGS = text(
     "SELECT set_config('hnsw.ef_search', :ef, true),"
-    " set_config('hnsw.iterative_scan', 'relaxed_order', true)"
+    " set_config('hnsw.iterative_scan', 'relaxed_order', true),"
+    " set_config('plan_cache_mode', 'force_custom_plan', true)"
 )
 
 
@@ -176,6 +181,7 @@ class PostgresSearch:
         for i, term in enumerate(terms):
             params[f"t{i}"], params[f"w{i}"] = term, words.idf(org_id, term)
         async with self._db.read() as conn:
+            await conn.execute(_CUSTOM_PLANS)
             rows = (await conn.execute(_text_statement(len(terms)), params)).all()
         return [chunk_hit(r, r.name, float(r.score)) for r in rows]
 

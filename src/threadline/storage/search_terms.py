@@ -4,9 +4,10 @@ Questions are prose, not query syntax: quotes, `NEAR`, `*`, `-`, parentheses or 
 `AND` in them must neither raise nor change the meaning. So both backends get the same
 thing: the question's words (letters and digits only), without English stop words, each
 one quoted and OR-ed. OR gives recall (a chunk needs only one of the words); the ranking
-(BM25 on SQLite, `ts_rank_cd` on PostgreSQL) puts chunks with more and rarer words first.
-Stop words go because an OR of "the" matches nearly every chunk: slow, and on PostgreSQL,
-whose ranking has no IDF, it would also outrank the words that matter.
+(BM25 on SQLite, IDF-weighted `ts_rank_cd` on PostgreSQL) puts chunks with more and rarer
+words first. Stop words go because an OR of "the" matches nearly every chunk: slow, for
+nothing. `WordFrequencies` keeps the document frequencies that let a search try the rare
+words first (see `SqlChunkIndex.search_text`).
 """
 
 from __future__ import annotations
@@ -64,9 +65,11 @@ def websearch_query(terms: list[str]) -> str:
 
 
 class WordFrequencies:
-    """How many of an org's chunks contain each word (its document frequency), counted
-    on first use and kept for `ttl` seconds: a ranking heuristic, so a little stale is
-    fine. Per org, so that what other orgs store never changes how an org's search runs."""
+    """How many chunks contain each word (its document frequency), counted on first use
+    and kept for `ttl` seconds: a heuristic, so a little stale is fine. Keyed by org, so a
+    backend may count per org; both count table-wide, as their IDF is (FTS5's `bm25()`
+    reads the whole table; PostgreSQL's statistics are per table). So what other orgs store
+    can change which words are tried first and how they weigh; never what is returned."""
 
     def __init__(self, *, ttl: float = 600.0, max_words: int = 100_000) -> None:
         self._ttl = ttl
@@ -83,7 +86,7 @@ class WordFrequencies:
         return [t for t in terms if (org_id, t) not in self._counts]
 
     def add(self, org_id: UUID, total: int, counts: dict[str, int]) -> None:
-        """`counts` of chunks with each word, out of the org's `total` chunks."""
+        """`counts` of chunks with each word, out of `total` chunks."""
         self._totals[org_id] = total
         self._counts.update(((org_id, t), n) for t, n in counts.items())
 

@@ -139,9 +139,9 @@ class SqliteSearch:
             return _hits(rows.all(), documents, limit)
 
     async def count_words(self, org_id: UUID, terms: list[str]) -> tuple[int, dict[str, int]]:
-        """How many chunks the org has, and how many chunks contain each term: in the
-        whole table, as it is the whole table that `bm25()` reads (its IDF is table-wide
-        too); restricting the count to the org would double its cost."""
+        """How many chunks there are, and how many contain each term: in the whole table,
+        as it is the whole table that `bm25()` reads (its IDF is table-wide too);
+        restricting the count to the org would double its cost. `org_id` is not used."""
         counts = ", ".join(
             f"(SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH :t{i})"
             for i in range(len(terms))
@@ -149,11 +149,7 @@ class SqliteSearch:
         # No column filter (`text :`): it makes FTS5 read the positions. A word spelled like
         # a scope token ("d42") is over-counted; this is a heuristic.
         params: dict[str, Any] = {f"t{i}": _quoted(t) for i, t in enumerate(terms)}
-        params["org"] = org_id
-        statement = text(
-            f"SELECT (SELECT coalesce(sum(chunk_count), 0) FROM documents WHERE org_id = :org),"
-            f" {counts}"
-        ).bindparams(bindparam("org", type_=Uuid))
+        statement = text(f"SELECT (SELECT coalesce(sum(chunk_count), 0) FROM documents), {counts}")
         async with self._db.read() as conn:
             total, *row = (await conn.execute(statement, params)).one()
         return int(total), {t: int(n) for t, n in zip(terms, row, strict=True)}
