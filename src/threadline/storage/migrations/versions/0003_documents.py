@@ -87,6 +87,16 @@ def upgrade() -> None:
     is_postgres = op.get_bind().dialect.name == "postgresql"
     if is_postgres:
         op.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    _assets()
+    _documents()
+    _conversation_documents()
+    _chunks()
+    for statement in POSTGRES_FTS if is_postgres else SQLITE_FTS:
+        op.execute(statement)
+    _jobs()
+
+
+def _assets() -> None:
     op.create_table(
         "assets",
         sa.Column("id", sa.Uuid, primary_key=True),
@@ -103,6 +113,9 @@ def upgrade() -> None:
         sa.Column("created_at", TS, nullable=False),
         sa.UniqueConstraint("org_id", "key", name="uq_assets_org_key"),
     )
+
+
+def _documents() -> None:
     op.create_table(
         "documents",
         sa.Column("id", SEQ, primary_key=True, autoincrement=True),
@@ -131,6 +144,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_documents_org_created", "documents", ["org_id", "created_at"])
     op.create_index("ix_documents_state", "documents", ["state"])
+
+
+def _conversation_documents() -> None:
     op.create_table(
         "conversation_documents",
         sa.Column(
@@ -148,6 +164,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("conversation_id", "document_id", name="pk_conversation_documents"),
     )
     op.create_index("ix_conversation_documents_document", "conversation_documents", ["document_id"])
+
+
+def _chunks() -> None:
     op.create_table(
         "chunks",
         sa.Column("id", SEQ, primary_key=True, autoincrement=True),
@@ -164,8 +183,9 @@ def upgrade() -> None:
         sa.Column("embedding", EMBEDDING, nullable=True),
         sa.UniqueConstraint("document_id", "ordinal", name="uq_chunks_document_ordinal"),
     )
-    for statement in POSTGRES_FTS if is_postgres else SQLITE_FTS:
-        op.execute(statement)
+
+
+def _jobs() -> None:
     op.create_table(
         "jobs",
         sa.Column("id", SEQ, primary_key=True, autoincrement=True),
