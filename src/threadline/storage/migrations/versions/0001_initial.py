@@ -17,6 +17,12 @@ SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
+    _accounts()
+    _conversations()
+    _records()
+
+
+def _accounts() -> None:
     op.create_table(
         "orgs",
         sa.Column("id", sa.Uuid, primary_key=True),
@@ -53,6 +59,9 @@ def upgrade() -> None:
         sa.Column("revoked_at", TS, nullable=True),
     )
     op.create_index("ix_api_keys_org", "api_keys", ["org_id"])
+
+
+def _conversations() -> None:
     op.create_table(
         "conversations",
         sa.Column("id", sa.Uuid, primary_key=True),
@@ -90,6 +99,9 @@ def upgrade() -> None:
         sa.Column("created_at", TS, nullable=False),
     )
     op.create_index("ix_messages_conversation_seq", "messages", ["conversation_id", "seq"])
+
+
+def _records() -> None:
     op.create_table(
         "ai_records",
         sa.Column("id", sa.Uuid, primary_key=True),
