@@ -34,16 +34,19 @@ from threadline.storage.chunks import SqlChunkIndex
 from threadline.storage.conversations import SqlConversationStore
 from threadline.storage.database import MIGRATIONS_DIR, Database, utcnow
 from threadline.storage.documents import SqlDocumentStore
+from threadline.storage.exact_vectors import ExactVectors
 from threadline.storage.jobs import SqlJobQueue
 from threadline.storage.pg_search import (
+    POSTGRES_VECTORS,
     PostgresSearch,
     hnsw_index_name,
     knn_statement,
     vector_index_kind,
 )
 from threadline.storage.search_terms import WordFrequencies
-from threadline.storage.sqlite_search import SqliteSearch
+from threadline.storage.sqlite_search import SQLITE_VECTORS, SqliteSearch
 from threadline.storage.tables import chunks, conversation_documents, documents, jobs, orgs
+from threadline.storage.vector_cache import VectorCache
 
 EMBEDDER = "test-embedder"
 
@@ -475,10 +478,11 @@ async def test_the_most_common_words_count_only_when_the_rare_ones_find_too_litt
     assert await index.search_text(a.org, [document_id], "nowhere", 10) == []
     # what is left out at first: the words over the budget
     words = WordFrequencies()
+    exact = ExactVectors(SQLITE_VECTORS if db.is_sqlite else POSTGRES_VECTORS, VectorCache(0))
     search: Any = (
-        SqliteSearch(db, cache_bytes=0)
+        SqliteSearch(db, exact)
         if db.is_sqlite
-        else PostgresSearch(db, ef_search=1, exact_below=0)
+        else PostgresSearch(db, exact, ef_search=1, exact_below=0)
     )
     total, counts = await search.count_words(a.org, ["common", "rare", "nowhere"])
     assert (total, counts) == (7, {"common": 6, "rare": 2, "nowhere": 0})

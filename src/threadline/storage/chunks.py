@@ -10,13 +10,13 @@ backend:
 =============  ======================================  =====================================
 full text      FTS5 MATCH, `bm25()`; the scope as      `tsv @@ websearch_to_tsquery`, GIN
                document tokens or checked per match    index; IDF-weighted `ts_rank_cd`
-vectors        exact cosine in numpy over cached       pgvector `<=>`: exact for a small
-               float32 matrices                        scope, else HNSW (iterative scan)
+vectors        exact cosine in numpy over cached       the same for a small scope (a
+               float32 matrices                        conversation's), else pgvector HNSW
 =============  ======================================  =====================================
 
 Writing is the same on both: `replace_chunks` deletes and inserts a document's chunks in one
 transaction (one executemany) and bumps the document's `chunks_version`, which is what
-keeps the SQLite vector cache of every process current.
+keeps the vector cache of every process current.
 """
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ from sqlalchemy import delete, func, insert, select, update
 from threadline.domain.documents import Chunk, ChunkHit
 from threadline.domain.errors import NotFound
 from threadline.storage.database import Database
-from threadline.storage.pg_search import PostgresSearch, vector_text
+from threadline.storage.exact_vectors import ExactVectors
+from threadline.storage.pg_search import POSTGRES_VECTORS, PostgresSearch, vector_text
 from threadline.storage.search_terms import WordFrequencies, search_terms
-from threadline.storage.sqlite_search import SqliteSearch
+from threadline.storage.sqlite_search import SQLITE_VECTORS, SqliteSearch
 from threadline.storage.tables import chunks as chunk_table
 from threadline.storage.tables import documents
-from threadline.storage.vector_cache import DocumentVectors, Matrix, normalised
+from threadline.storage.vector_cache import DocumentVectors, Matrix, VectorCache, normalised
 
 __all__ = ["SqlChunkIndex"]
 
@@ -53,10 +54,11 @@ def _query_vector(vector: Sequence[float]) -> Matrix | None:
 
 class SqlChunkIndex:
     """Tuning. `match_budget`: how many chunks the rare words of a question may match
-    before the more common ones are left out (see `search_text`). SQLite: `cache_bytes`,
-    the vector cache's budget (100k chunks of 384 dimensions take ~155 MB);
+    before the more common ones are left out (see `search_text`). `cache_bytes`, the
+    vector cache's budget (100k chunks of 384 dimensions take ~155 MB). SQLite:
     `token_cost`, see `sqlite_search.py`. PostgreSQL: `ef_search`, HNSW's candidate
-    list; `exact_below`, scopes of up to this many chunks are searched exactly."""
+    list; `exact_below`, scopes of up to this many chunks are searched exactly (in numpy,
+    from the cache; bigger ones through pgvector)."""
 
     def __init__(
         self,
@@ -72,15 +74,15 @@ class SqlChunkIndex:
         self.exact_below = exact_below
         self._match_budget = match_budget
         self._words = WordFrequencies()
+        statements = SQLITE_VECTORS if db.is_sqlite else POSTGRES_VECTORS
+        self._exact = ExactVectors(statements, VectorCache(cache_bytes))
         self._sqlite = (
-            SqliteSearch(db, cache_bytes=cache_bytes, token_cost=token_cost)
-            if db.is_sqlite
-            else None
+            SqliteSearch(db, self._exact, token_cost=token_cost) if db.is_sqlite else None
         )
         self._pg = (
             None
             if db.is_sqlite
-            else PostgresSearch(db, ef_search=ef_search, exact_below=exact_below)
+            else PostgresSearch(db, self._exact, ef_search=ef_search, exact_below=exact_below)
         )
 
     # ---- writing ----
@@ -118,7 +120,7 @@ class SqlChunkIndex:
             if rows:
                 await conn.execute(insert(chunk_table), rows)
             ids: list[int] = []
-            if matrix is not None and self._sqlite is not None:
+            if matrix is not None:
                 ids = list(
                     (
                         await conn.execute(
@@ -128,13 +130,14 @@ class SqlChunkIndex:
                         )
                     ).scalars()
                 )
-        if self._sqlite is not None:
-            self._sqlite.cache.forget(document_id)
-            if matrix is not None and embedder is not None:
-                # write-through: the next search needs not read these vectors back
-                order = np.argsort([c.ordinal for c in chunks], kind="stable")
-                entry = DocumentVectors(version, np.asarray(ids, np.int64), matrix[order])
-                self._sqlite.cache.put(document_id, embedder, entry)
+        cache = self._exact.cache
+        cache.forget(document_id)
+        if matrix is not None and embedder is not None:
+            # write-through: the next search needs not read these vectors back
+            order = np.argsort([c.ordinal for c in chunks], kind="stable")
+            cache.put(
+                document_id, embedder, DocumentVectors(version, np.asarray(ids), matrix[order])
+            )
 
     def _rows(
         self,

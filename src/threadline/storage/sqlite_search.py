@@ -12,9 +12,9 @@ the rare words first (`chunks.py`), and the scope inside the MATCH:
   a lookup in every segment of the index, twice (match, IDF): tens of microseconds, hence
   the choice by estimated cost (`token_cost`).
 
-Vectors: exact cosine in numpy over cached per-document matrices (`vector_cache.py`); a
-scope of many documents is stacked into one matrix (cached too), so a query is one
-matrix-vector product.
+Vectors: exact cosine in numpy over cached per-document matrices (`exact_vectors.py`,
+`vector_cache.py`); a scope of many documents is stacked into one matrix (cached too), so a
+query is one matrix-vector product.
 
 Chunk rows are fetched by id for the top hits only. `+c.org_id` (unary plus) keeps SQLite's
 planner from choosing an index on org_id over the lookup by id or document.
@@ -22,24 +22,20 @@ planner from choosing an index on org_id over the lookup by id or document.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Uuid, bindparam, text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from threadline.domain.documents import ChunkHit
 from threadline.storage.database import Database
 from threadline.storage.documents import chunk_hit
+from threadline.storage.exact_vectors import ExactVectors, Owned, VectorStatements
 from threadline.storage.search_terms import WordFrequencies, fts5_match
-from threadline.storage.vector_cache import DocumentVectors, Matrix, VectorCache, from_blobs, top_k
+from threadline.storage.vector_cache import Matrix
 
-__all__ = ["SqliteSearch"]
-
-# numpy work above this many candidate chunks runs in a thread, off the event loop.
-_THREAD_ABOVE = 20_000
+__all__ = ["SQLITE_VECTORS", "SqliteSearch"]
 
 _CHUNKS = text(
     """
@@ -80,9 +76,9 @@ _TOP_IN_SCOPE = _ranked_chunks(
     """
 ).bindparams(bindparam("documents", expanding=True))
 
-_VERSIONS = text(
+_OWNED = text(
     """
-    SELECT id, chunks_version, name FROM documents
+    SELECT id, chunks_version, name, chunk_count FROM documents
     WHERE id IN :documents AND +org_id = :org
     """
 ).bindparams(bindparam("documents", expanding=True), bindparam("org", type_=Uuid))
@@ -98,14 +94,17 @@ _VECTORS = text(
 ).bindparams(bindparam("documents", expanding=True), bindparam("org", type_=Uuid))
 
 
+SQLITE_VECTORS = VectorStatements(owned=_OWNED, vectors=_VECTORS, chunks=_CHUNKS)
+
+
 def _quoted(token: str) -> str:
     return f'"{token}"'
 
 
 class SqliteSearch:
-    def __init__(self, db: Database, *, cache_bytes: int, token_cost: int = 50) -> None:
+    def __init__(self, db: Database, exact: ExactVectors, *, token_cost: int = 50) -> None:
         self._db = db
-        self.cache = VectorCache(cache_bytes)
+        self.exact = exact
         self._token_cost = token_cost
 
     # ---- full text ----
@@ -122,7 +121,7 @@ class SqliteSearch:
         the MATCH as document tokens when that is cheaper than checking the document of
         every chunk the words match: fewer than `token_cost` matches per document."""
         async with self._db.read() as conn:
-            documents = await _owned(conn, org_id, document_ids)
+            documents = await self.exact.owned(conn, org_id, document_ids)
             ids = [d for d in document_ids if d in documents]
             if not ids:
                 return []
@@ -160,73 +159,16 @@ class SqliteSearch:
         self, org_id: UUID, document_ids: list[int], q: Matrix, embedder: str, limit: int
     ) -> list[ChunkHit]:
         async with self._db.read() as conn:
-            documents = await _owned(conn, org_id, document_ids)
-            entries: dict[int, DocumentVectors] = {}
-            stale: list[int] = []
-            for document_id, (version, _name) in documents.items():
-                entry = self.cache.get(document_id, embedder, version)
-                if entry is None:
-                    stale.append(document_id)
-                else:
-                    entries[document_id] = entry
-            if stale:
-                entries.update(await self._load(conn, org_id, stale, embedder, documents))
-            searched = self.cache.stacked(embedder, int(q.shape[0]), entries)
-            if sum(len(e.chunk_ids) for e in searched) > _THREAD_ABOVE:
-                best = await asyncio.to_thread(top_k, searched, q, limit)
-            else:
-                best = top_k(searched, q, limit)
-            if not best:
-                return []
-            params = {"ids": [chunk_id for chunk_id, _ in best], "org": org_id}
-            rows = {r.id: r for r in await conn.execute(_CHUNKS, params)}
-        return [
-            chunk_hit(rows[i], documents[rows[i].document_id][1], score)
-            for i, score in best
-            if i in rows
-        ]
-
-    async def _load(
-        self,
-        conn: AsyncConnection,
-        org_id: UUID,
-        document_ids: list[int],
-        embedder: str,
-        documents: dict[int, tuple[int, str]],
-    ) -> dict[int, DocumentVectors]:
-        """Read the vectors of documents missing from the cache, and cache them. Each is
-        stamped with the version read together with its chunks (one statement, one
-        snapshot), so an entry is never older than its stamp."""
-        stamp = {d: documents[d][0] for d in document_ids}
-        chunk_ids: dict[int, list[int]] = {d: [] for d in document_ids}
-        blobs: dict[int, list[bytes]] = {d: [] for d in document_ids}
-        params = {"documents": document_ids, "org": org_id, "embedder": embedder}
-        for row in await conn.execute(_VECTORS, params):
-            stamp[row.document_id] = row.chunks_version
-            chunk_ids[row.document_id].append(row.id)
-            blobs[row.document_id].append(row.embedding)
-        loaded = {}
-        for d in document_ids:
-            loaded[d] = entry = from_blobs(stamp[d], chunk_ids[d], blobs[d])
-            self.cache.put(d, embedder, entry)
-        return loaded
+            documents = await self.exact.owned(conn, org_id, document_ids)
+            return await self.exact.search(conn, org_id, documents, q, embedder, limit)
 
 
-async def _owned(
-    conn: AsyncConnection, org_id: UUID, document_ids: list[int]
-) -> dict[int, tuple[int, str]]:
-    """(chunks_version, name) of each of the documents that is the org's."""
-    params = {"documents": document_ids, "org": org_id}
-    rows = await conn.execute(_VERSIONS, params)
-    return {r.id: (r.chunks_version, r.name) for r in rows}
-
-
-def _hits(rows: Sequence[Any], documents: dict[int, tuple[int, str]], limit: int) -> list[ChunkHit]:
+def _hits(rows: Sequence[Any], documents: dict[int, Owned], limit: int) -> list[ChunkHit]:
     """The first `limit` rows that are of the given (the org's) documents, as hits."""
     hits = []
     for row in rows:
         if row.document_id in documents:
-            hits.append(chunk_hit(row, documents[row.document_id][1], -float(row.score)))
+            hits.append(chunk_hit(row, documents[row.document_id].name, -float(row.score)))
             if len(hits) == limit:
                 break
     return hits

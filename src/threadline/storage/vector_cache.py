@@ -1,10 +1,10 @@
-"""Exact cosine search over documents' chunk vectors held in memory (the SQLite backend).
+"""Exact cosine search over documents' chunk vectors held in memory (`exact_vectors.py`).
 
-SQLite has no vector index; a query against a conversation's documents is a matrix-vector
-product over their chunks, which numpy does in well under a millisecond per 10k chunks of
-384 dimensions. Reading and decoding those vectors from SQLite for every query would cost
-far more, so each document's float32 matrix (rows unit length) stays in memory, least
-recently used first out past a byte budget.
+A query against a conversation's documents is a matrix-vector product over their chunks,
+which numpy does in well under a millisecond per 10k chunks of 384 dimensions. Reading and
+decoding those vectors from the database for every query would cost far more, so each
+document's float32 matrix (rows unit length) stays in memory, least recently used first out
+past a byte budget.
 
 An entry is keyed by (document, embedder) and stamped with the document's `chunks_version`,
 which every `replace_chunks` bumps in the same transaction as the chunks. A query reads the
@@ -61,12 +61,20 @@ def normalised(matrix: Matrix) -> Matrix:
     return np.ascontiguousarray(matrix / norms, dtype=np.float32)
 
 
-def from_blobs(version: int, chunk_ids: Sequence[int], blobs: Sequence[bytes]) -> DocumentVectors:
-    """Vectors as stored (float32 bytes, already unit length) to a cache entry."""
+def from_blobs(
+    version: int,
+    chunk_ids: Sequence[int],
+    blobs: Sequence[bytes],
+    *,
+    dtype: str = "<f4",
+    header: int = 0,
+) -> DocumentVectors:
+    """Vectors as stored (already unit length) to a cache entry: each blob is `header`
+    bytes, then the vector's float32 values in `dtype`'s byte order."""
     if not blobs:
         return DocumentVectors(version, np.empty(0, np.int64), np.empty((0, 0), np.float32))
-    flat = np.frombuffer(b"".join(blobs), dtype="<f4")
-    matrix = flat.reshape(len(blobs), -1).astype(np.float32, copy=False)
+    raw = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), -1)[:, header:]
+    matrix = np.ascontiguousarray(raw).view(dtype).astype(np.float32, copy=False)
     return DocumentVectors(version, np.asarray(chunk_ids, dtype=np.int64), matrix)
 
 
