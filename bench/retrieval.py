@@ -10,9 +10,10 @@ chunks) with random unit vectors of 384 dimensions (MiniLM-class). At each size 
 - vector: `search_vector`, top 10, for a random unit vector;
 - hybrid: both at once (`asyncio.gather`), the wall time of the pair,
 
-against two scopes: a conversation's 100 documents, and all of the org's documents. p50 and
+against two scopes: a conversation's 100 documents (what Threadline's retrieval searches, and
+where the target is checked), and all of the org's documents (for scale). p50 and
 p99 over `--queries` questions after a warm-up (the first query of a scope, which fills the
-SQLite vector cache, is reported apart as "cold"). Also: ingestion speed (chunks/s through
+vector cache, is reported apart as "cold"). Also: ingestion speed (chunks/s through
 `replace_chunks`, embeddings included) and, on PostgreSQL, the recall@10 of the vector
 search against an exact numpy search (HNSW is approximate; random vectors, with no structure
 to exploit, are its worst case: real embeddings get a much higher recall at the same
@@ -541,7 +542,7 @@ def loadavg() -> str:
 def verdicts(timings: list[Timing], biggest: int) -> list[str]:
     lines = []
     for t in timings:
-        if t.chunks == biggest:
+        if t.chunks == biggest and t.scope.startswith("conversation"):
             p50 = pct(t.hybrid_ms, 0.5)
             result = "PASS" if p50 <= TARGET_P50_MS else "MISS"
             lines.append(
@@ -564,6 +565,9 @@ def report(timings: list[Timing], notes: list[str], load: tuple[str, str], queri
         "hybrid CPU = CPU time per hybrid query of the benchmark process (SQLite runs in it) "
         "plus PostgreSQL's backends: less disturbed by other work on the machine than latency",
         *[f"- {n}" for n in notes],
+        "- the target is checked on the search Threadline runs, over one conversation's "
+        "documents (every retrieval is scoped to a conversation or a message's files); the "
+        "org-wide rows (all of an org's documents, never searched in the product) show scale",
         "",
         HEADER,
         *[row(t) for t in timings],
