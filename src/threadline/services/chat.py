@@ -390,9 +390,7 @@ class ChatService:
         )
 
 
-_STORAGE_FAILED = Failed(
-    code="STORAGE_ERROR", message="the reply could not be stored", status=500
-)
+_STORAGE_FAILED = Failed(code="STORAGE_ERROR", message="the reply could not be stored", status=500)
 
 
 def _failed(future: asyncio.Future[None]) -> bool:
