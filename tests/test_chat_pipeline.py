@@ -1,10 +1,11 @@
-"""The chat request's hot path: the model starts while the PENDING record is written, and
-the outcome is stored (and charged) only after that write."""
+"""The chat request's hot path: the model starts, and its tokens flow, while the PENDING
+record is written; the outcome is stored (and charged) only after that write."""
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlalchemy import select
 
 from tests.test_accounts import CHAT, HELLO
@@ -12,13 +13,16 @@ from threadline.domain.events import Usage
 from threadline.storage.tables import ai_records, users
 
 
-async def test_a_failed_pending_write_fails_the_request_and_nothing_is_charged(
-    client, admin, container, fakes, monkeypatch
+@pytest.mark.parametrize("streaming", [False, True])
+async def test_a_failed_pending_write_fails_the_reply_and_nothing_is_charged(
+    client, admin, container, fakes, monkeypatch, streaming
 ):
     finished = []
+    failed = asyncio.Event()  # the model's script waits on it after its first token
 
     async def broken_start(record, user_message):
         await asyncio.sleep(0.05)  # the model has started meanwhile
+        asyncio.get_running_loop().call_later(0.01, failed.set)
         raise RuntimeError("disk full")
 
     async def finish(*args):
@@ -26,9 +30,17 @@ async def test_a_failed_pending_write_fails_the_request_and_nothing_is_charged(
 
     monkeypatch.setattr(container.record_store, "start", broken_start)
     monkeypatch.setattr(container.record_store, "finish", finish)
-    fakes["gpt-4o-mini"].enqueue(["x", Usage(10, 15)])
-    r = await client.post(CHAT, headers=admin, json=HELLO)
-    assert r.status_code == 500 and r.json()["error"]["code"] == "INTERNAL_ERROR"
+    fakes["gpt-4o-mini"].enqueue(["x", failed, "y", Usage(10, 15)])
+    if streaming:  # the tokens do not wait for the write; the stream ends with its error
+        r = await client.post(CHAT + "?isStreaming=true", headers=admin, json=HELLO)
+        assert r.status_code == 200
+        assert 'event: content\ndata: {"content":"x"}' in r.text
+        assert "STORAGE_ERROR" in r.text.split("event: error")[1]
+        assert "event: result" not in r.text and "event: done" not in r.text
+        assert '"content":"y"' not in r.text  # the model was stopped
+    else:
+        r = await client.post(CHAT, headers=admin, json=HELLO)
+        assert r.status_code == 500 and r.json()["error"]["code"] == "STORAGE_ERROR"
     await asyncio.sleep(0.1)
     assert container.runs.active == 0
     assert finished == []

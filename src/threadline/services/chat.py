@@ -1,10 +1,11 @@
 """The chat engine: one request in, one run out.
 
 `ChatService.reply()` validates and authorises everything *before* writing anything (so a
-bad request leaves the database unchanged), then starts the run as its own task while it
-persists the user's message and a PENDING record (the model's first token and the write
-overlap). The run streams the model, then, once that write is done, stores the reply, its
-usage and its charge in one transaction, whether or not anyone is still listening.
+bad request leaves the database unchanged), then starts the run as its own task and, beside
+it, persists the user's message and a PENDING record; the model's tokens flow to the client
+without waiting for that write. The run then stores the reply, its usage and its charge in
+one transaction, whether or not anyone is still listening. If the PENDING write fails, the
+model is stopped and the run ends with STORAGE_ERROR.
 """
 
 from __future__ import annotations
@@ -135,27 +136,21 @@ class ChatService:
             recorded = {**command.prompt_object, "linkContentList": links.records()}
             command = replace(command, prompt_object=recorded)
         record, user_message = self._new_record(command)
-        run = Run(record)
-        # The model starts while the PENDING record is written; the run stores its outcome
-        # only after that write, and a failed write fails the request as before. The write's
-        # task is made second so that it runs second: the upstream request goes out first.
-        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        run = Run(record, user_message.id if user_message else None)
+        # The model starts at once and its tokens flow while the PENDING record is written:
+        # the first token never waits on the database. The run stores its outcome only after
+        # that write, and a failed write ends the run with STORAGE_ERROR. The write's task is
+        # made second so that it runs second: the upstream request goes out first.
+        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(
-            self._drive(run, entry, request, user_message, started, citations),
+            self._drive(run, entry, request, user_message, stored, citations),
             name=f"run-{run.id}",
         )
         self._runs.add(run, task)
         write = asyncio.create_task(self._records.start(record, user_message))
-        write.add_done_callback(partial(_settle, started))
+        write.add_done_callback(partial(_settle, stored))
         self._writes.add(write)  # a task needs a strong reference until it is done
         write.add_done_callback(self._writes.discard)
-        try:
-            await asyncio.shield(started)
-        except asyncio.CancelledError:
-            raise  # the caller went away: the run goes on
-        except Exception:
-            task.cancel()
-            raise
         return run
 
     @staticmethod
@@ -297,7 +292,7 @@ class ChatService:
         entry: CatalogModel,
         request: ModelRequest,
         user_message: Message | None,
-        started: asyncio.Future[None],
+        stored: asyncio.Future[None],
         sources: tuple[Citation, ...] = (),
     ) -> None:
         parts: list[str] = []
@@ -308,6 +303,8 @@ class ChatService:
         failure: Failed | None = None
         try:
             async for event in self._catalog.model(entry.name).stream(request):
+                if _failed(stored):
+                    break  # the reply cannot be stored: stop the model (_finish says why)
                 if isinstance(event, TextDelta):
                     parts.append(event.text)
                 elif isinstance(event, Citation):
@@ -330,7 +327,7 @@ class ChatService:
         text = "".join(parts)
         usage = usage or _estimate(request, text)
         run.emit(usage)
-        await self._finish(run, entry, usage, text, citations, failure, user_message, started)
+        await self._finish(run, entry, usage, text, citations, failure, user_message, stored)
 
     async def _finish(
         self,
@@ -341,13 +338,48 @@ class ChatService:
         citations: list[Citation],
         failure: Failed | None,
         user_message: Message | None,
-        started: asyncio.Future[None],
+        stored: asyncio.Future[None],
     ) -> None:
         charge = entry.price(usage)
-        status = RecordStatus.FAILED if failure else RecordStatus.SUCCESS
-        record = replace(
+        user = None
+        try:
+            await asyncio.shield(stored)  # the PENDING record
+        except Exception:
+            log.exception("could not store the reply", run=str(run.id))
+            failure, charge = _STORAGE_FAILED, 0
+        record = self._outcome(run, usage, text, citations, failure, charge)
+        if failure is not _STORAGE_FAILED:
+            assistant = _assistant_message(record, user_message, text)
+            try:
+                user = await asyncio.shield(
+                    self._records.finish(
+                        record, assistant, user_message.id if user_message else None, charge
+                    )
+                )
+                if user is not None:
+                    self._accounts.charged(user)
+            except Exception:
+                log.exception("could not store the reply", run=str(run.id))
+                failure = failure or _STORAGE_FAILED
+        last: Done | Failed = (
+            Done(record=record) if failure is None else replace(failure, record=record)
+        )
+        run.finish(record, last, user)
+        if self._observer is not None:
+            self._observer(record)
+
+    @staticmethod
+    def _outcome(
+        run: Run,
+        usage: Usage,
+        text: str,
+        citations: list[Citation],
+        failure: Failed | None,
+        charge: int,
+    ) -> AiRecord:
+        return replace(
             run.record,
-            status=status,
+            status=RecordStatus.FAILED if failure else RecordStatus.SUCCESS,
             result_text=text,
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
@@ -356,28 +388,13 @@ class ChatService:
             citations=[_citation_dict(c) for c in citations],
             updated_at=utcnow(),
         )
-        assistant = _assistant_message(record, user_message, text)
-        user = None
-        try:
-            await asyncio.shield(started)  # the PENDING record (its failure is reply()'s error)
-            user = await asyncio.shield(
-                self._records.finish(
-                    record, assistant, user_message.id if user_message else None, charge
-                )
-            )
-            if user is not None:
-                self._accounts.charged(user)
-        except Exception:
-            log.exception("could not store the reply", run=str(run.id))
-            failure = failure or Failed(
-                code="STORAGE_ERROR", message="the reply could not be stored"
-            )
-        last: Done | Failed = (
-            Done(record=record) if failure is None else replace(failure, record=record)
-        )
-        run.finish(record, last, user)
-        if self._observer is not None:
-            self._observer(record)
+
+
+_STORAGE_FAILED = Failed(code="STORAGE_ERROR", message="the reply could not be stored", status=500)
+
+
+def _failed(future: asyncio.Future[None]) -> bool:
+    return future.done() and (future.cancelled() or future.exception() is not None)
 
 
 def _settle(future: asyncio.Future[None], task: asyncio.Task[None]) -> None:

@@ -17,10 +17,11 @@ from threadline.domain.events import Done, Failed, ReplyEvent
 
 
 class Run:
-    def __init__(self, record: AiRecord) -> None:
+    def __init__(self, record: AiRecord, user_message_id: UUID | None = None) -> None:
         self.id: UUID = record.id
         self.org_id: UUID = record.org_id
         self.record = record
+        self.user_message_id = user_message_id  # the prompt's message, in a conversation
         self._log: list[ReplyEvent] = []
         self._waiters: list[asyncio.Future[None]] = []  # readers waiting for the next event
         self._final: AiRecord | None = None

@@ -142,11 +142,7 @@ class SessionService:
         )
         run = await self._chat.reply(command)
         await self._store.touch(caller.org_id, session.id)
-        stored = await self._store.messages_of_record(
-            caller.org_id, session.conversation_id, run.id
-        )
-        user_message = next((m.id for m in stored if m.role == "user"), None)
-        return Exchange(session=session, run=run, message_id=user_message)
+        return Exchange(session=session, run=run, message_id=run.user_message_id)
 
     async def reply_message_id(self, caller: Principal, exchange: Exchange) -> UUID | None:
         """The id of the stored reply, once the run has finished (None before)."""
