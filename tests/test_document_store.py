@@ -231,7 +231,13 @@ async def test_documents_link_to_conversations_of_the_same_org_only(a, b):
         await b.store.link(b.org, conversation, [theirs], "mallory")
     with pytest.raises(NotFound):
         await a.store.link(a.org, uuid4(), [first], "alice")
-    assert await b.store.conversation_documents(b.org, conversation) == []
+    assert await b.store.conversation_documents(b.org, conversation) is None  # not b's
+    assert await a.store.conversation_documents(a.org, conversation, user_id=uuid4()) is None
+    assert await a.store.conversation_documents(a.org, uuid4()) is None
+    mine = await a.store.conversation_documents(a.org, conversation, user_id=a.user)
+    assert mine is not None and len(mine) == 2
+    empty = await a.conversation()
+    assert await a.store.conversation_documents(a.org, empty) == []
     assert await b.store.unlink(b.org, conversation, [first, second]) == 0
 
     assert await a.store.unlink(a.org, conversation, [first, 999_999]) == 1

@@ -217,9 +217,10 @@ class DocumentStore(Protocol):
         self, org_id: UUID, conversation_id: UUID, document_ids: Sequence[int]
     ) -> int: ...
     async def conversation_documents(
-        self, org_id: UUID, conversation_id: UUID
-    ) -> list[ConversationDocument]:
-        """Oldest link first."""
+        self, org_id: UUID, conversation_id: UUID, *, user_id: UUID | None = None
+    ) -> list[ConversationDocument] | None:
+        """Oldest link first; None when the conversation is not the org's (with `user_id`:
+        not that user's)."""
         ...
 
 

@@ -6,8 +6,9 @@ a stream into the core's reply events, and every failure (HTTP status, refused c
 timeout, dropped or garbled stream) into a domain error whose message says what to fix and
 never carries the API key or the upstream's raw body.
 
-Connections are pooled per model and shared by all its requests, sized for hundreds of
-concurrent streams. The upstream is always asked to stream, with usage included.
+Connections are pooled per model (`http1.Http1Transport`) and shared by all its requests,
+sized for hundreds of concurrent streams. The upstream is always asked to stream, with usage
+included.
 """
 
 from __future__ import annotations
@@ -20,20 +21,15 @@ from typing import Any
 
 import httpx
 
+from threadline import __version__
 from threadline.domain.errors import ModelError, ModelTimeout
 from threadline.domain.events import ReplyEvent, TextDelta, Usage
 from threadline.domain.ports import ModelRequest
-from threadline.providers import asyncio_network
+from threadline.providers.http1 import Http1Transport
 from threadline.settings import ModelConfig
 
-POOL_SHARDS = 16
-"""httpx's pool does work in proportion to (requests x connections) each time a request starts
-or ends: at 200 concurrent streams a single pool costs about 20 ms of CPU per stream, and the
-event loop falls seconds behind. Requests are spread over 16 clients, each with its own pool
-(same settings, one shared TLS context), which brings that to about 4 ms."""
-
-SHARD_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32)
-"""Per shard: 1024 connections per model in all, 512 of them kept alive between requests."""
+MAX_CONNECTIONS = 1024  # per model, open at once
+MAX_KEEPALIVE = 512  # per model, kept alive between requests
 
 _ERROR_BODY_CAP = 64 * 1024  # bytes of an error response read to find its message
 _MESSAGE_CAP = 300  # characters of the upstream's error message passed on
@@ -62,45 +58,42 @@ class OpenAICompatibleModel:
         self.upstream_model = config.upstream_model or name
         self._api_key = api_key
         self._host = url.host if url.port is None else f"{url.host}:{url.port}"
-        tls = httpx.create_ssl_context()
-        shards = 1 if transport is not None else POOL_SHARDS  # a given transport is shared
-        self._clients = [
-            httpx.AsyncClient(
-                base_url=url,
-                headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
-                timeout=httpx.Timeout(
-                    config.timeout_seconds, connect=config.connect_timeout_seconds
-                ),
-                transport=transport or asyncio_network.transport(verify=tls, limits=SHARD_LIMITS),
-            )
-            for _ in range(shards)
-        ]
-        self._in_flight = [0] * len(self._clients)
-        # Each request is built from these (what `client.stream(...)` would merge each time).
-        base = self._clients[0].base_url
-        self._endpoint = base.copy_with(raw_path=base.raw_path + b"chat/completions")
-        self._extensions = {"timeout": self._clients[0].timeout.as_dict()}
+        self._transport = transport or Http1Transport(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=MAX_CONNECTIONS,
+            max_keepalive=MAX_KEEPALIVE,
+        )
+        # Requests go to the transport itself: an httpx client would add cookie, auth and
+        # redirect handling (none of which applies here) and a wrapper around every read.
+        self._endpoint = url.copy_with(raw_path=url.raw_path.rstrip(b"/") + b"/chat/completions")
+        self._headers = httpx.Headers(
+            {
+                "Accept": "*/*",
+                "Accept-Encoding": "gzip, deflate",
+                "Connection": "keep-alive",
+                "User-Agent": f"threadline/{__version__}",
+                **({"Authorization": f"Bearer {api_key}"} if api_key else {}),
+            }
+        )
+        timeout = httpx.Timeout(config.timeout_seconds, connect=config.connect_timeout_seconds)
+        self._extensions = {"timeout": timeout.as_dict()}
 
     async def aclose(self) -> None:
-        for client in self._clients:
-            await client.aclose()
+        await self._transport.aclose()
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ReplyEvent]:
         """TextDeltas as the upstream sends them, then one Usage; failures as domain errors."""
-        shard = self._least_busy()
-        self._in_flight[shard] += 1
-        client = self._clients[shard]
         answered = False
         try:
             upstream_request = httpx.Request(
                 "POST",
                 self._endpoint,
-                headers=client.headers,
-                cookies=client.cookies or None,
+                headers=self._headers,
                 json=self.request_body(request),
                 extensions=self._extensions,
             )
-            response = await client.send(upstream_request, stream=True)
+            response = await self._transport.handle_async_request(upstream_request)
+            response.request = upstream_request
             async with contextlib.aclosing(response):
                 answered = True
                 if response.status_code != 200:
@@ -112,15 +105,6 @@ class OpenAICompatibleModel:
             raise ModelError(message) from None
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
             raise self._transport_error(exc, answered) from exc
-        finally:
-            self._in_flight[shard] -= 1
-
-    def _least_busy(self) -> int:
-        """The shard with the fewest requests in flight, the first of equals: a quiet server
-        keeps reusing one warm connection (round robin would let every shard's connection
-        expire between uses, and open a new one per request)."""
-        counts = self._in_flight
-        return counts.index(min(counts))
 
     def request_body(self, request: ModelRequest) -> dict[str, Any]:
         """The JSON sent upstream. `request.extra` is not forwarded: it is not OpenAI's."""

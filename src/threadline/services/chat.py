@@ -189,14 +189,19 @@ class ChatService:
             )
         budget = entry.config.context_window - max_tokens
         base = _voiced_system(command, entry, voice, budget)
-        system, citations = await self._grounded_system(command, budget, base, links)
+        grounded = self._grounded_system(command, budget, base, links)
+        history: list[ChatMessage] = []
+        if command.messages or command.conversation_id is None:
+            system, citations = await grounded
+        else:  # both read the database (and check the conversation): at once
+            (system, citations), history = await asyncio.gather(grounded, self._history(command))
         messages: list[ChatMessage] = []
         if system:
             messages.append(ChatMessage("system", system))
         if command.messages:
             messages.extend(command.messages)
         else:
-            messages.extend(await self._history(command))
+            messages.extend(history)
             messages.append(ChatMessage("user", command.prompt))
         request = ModelRequest(
             messages=_fit(messages, budget),

@@ -305,8 +305,13 @@ class DocumentService:
     async def conversation_documents(
         self, caller: Principal, conversation_id: UUID
     ) -> list[ConversationDocument]:
-        await self._conversations.get(caller, conversation_id)
-        return await self._store.conversation_documents(caller.org_id, conversation_id)
+        owner = None if caller.is_admin else caller.user.id  # the visibility rule of get()
+        links = await self._store.conversation_documents(
+            caller.org_id, conversation_id, user_id=owner
+        )
+        if links is None:
+            raise NotFound(f"conversation {conversation_id} not found")
+        return links
 
     async def wait_ready(
         self, caller: Principal, documents: Sequence[Document], wait_seconds: float

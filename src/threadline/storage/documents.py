@@ -7,11 +7,12 @@ entries) and its conversation links by foreign-key cascade, in one statement.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Select, bindparam, delete, insert, select, update
 from sqlalchemy.engine import RowMapping
 
 from threadline.domain.documents import (
@@ -60,6 +61,39 @@ def _page_json(page: PageLayout) -> dict[str, Any]:
         "rotation": page.rotation,
         "is_image_page": page.is_image_page,
     }
+
+
+@functools.cache
+def _linked_documents_query(*, by_user: bool) -> Select[Any]:
+    """The conversation (no row when it is not the org's, or with `by_user` not the user's),
+    left-joined to its documents, oldest link first: one query, built once per variant (a
+    chat in a conversation runs it before the model starts)."""
+    link = conversation_documents
+    where = [
+        conversations.c.org_id == bindparam("org_id"),
+        conversations.c.id == bindparam("conversation_id"),
+    ]
+    if by_user:
+        where.append(conversations.c.user_id == bindparam("user_id"))
+    return (
+        select(
+            documents,
+            link.c.created_at.label("linked_at"),
+            link.c.created_by.label("linked_by"),
+        )
+        .select_from(conversations)
+        .outerjoin(
+            link,
+            (link.c.conversation_id == conversations.c.id)
+            & (link.c.org_id == conversations.c.org_id),
+        )
+        .outerjoin(
+            documents,
+            (documents.c.id == link.c.document_id) & (documents.c.org_id == conversations.c.org_id),
+        )
+        .where(*where)
+        .order_by(link.c.created_at, link.c.document_id)
+    )
 
 
 def document_from_row(row: RowMapping) -> Document:
@@ -297,25 +331,14 @@ class SqlDocumentStore:
         return int(result.rowcount)
 
     async def conversation_documents(
-        self, org_id: UUID, conversation_id: UUID
-    ) -> list[ConversationDocument]:
-        link = conversation_documents
-        query = (
-            select(
-                documents,
-                link.c.created_at.label("linked_at"),
-                link.c.created_by.label("linked_by"),
-            )
-            .join(link, link.c.document_id == documents.c.id)
-            .where(
-                link.c.org_id == org_id,
-                link.c.conversation_id == conversation_id,
-                documents.c.org_id == org_id,
-            )
-            .order_by(link.c.created_at, link.c.document_id)
-        )
+        self, org_id: UUID, conversation_id: UUID, *, user_id: UUID | None = None
+    ) -> list[ConversationDocument] | None:
+        params = {"org_id": org_id, "conversation_id": conversation_id, "user_id": user_id}
         async with self._db.read() as conn:
-            rows = (await conn.execute(query)).mappings().all()
+            query = _linked_documents_query(by_user=user_id is not None)
+            rows = (await conn.execute(query, params)).mappings().all()
+        if not rows:
+            return None
         return [
             ConversationDocument(
                 conversation_id=conversation_id,
@@ -324,4 +347,5 @@ class SqlDocumentStore:
                 created_by=r["linked_by"],
             )
             for r in rows
+            if r["id"] is not None
         ]
