@@ -116,15 +116,15 @@ class YouTubeTranscripts:
                 asyncio.to_thread(self._transcript, video_id), self.timeout_seconds
             )
         except TimeoutError:
-            raise TranscriptUnavailable(
-                f"YouTube did not answer within {self.timeout_seconds:g} s"
-            ) from None
+            raise TranscriptUnavailable(self._too_slow()) from None
 
     def _transcript(self, video_id: str) -> Transcript:
         with self._session() as session:
             try:
                 fetched = self._choose(YouTubeTranscriptApi(http_client=session), video_id)
                 snippets = fetched.fetch()
+            except requests.Timeout:  # one request's timeout: the same limit as the whole
+                raise TranscriptUnavailable(self._too_slow()) from None
             except (*_UNREADABLE, *_MALFORMED) as error:
                 raise TranscriptUnavailable(_reason(error)) from None
             text = " ".join(" ".join(s.text.split()) for s in snippets if s.text.strip())
@@ -141,6 +141,9 @@ class YouTubeTranscripts:
             for transcript in listing:
                 return transcript
         raise TranscriptsDisabled(video_id)
+
+    def _too_slow(self) -> str:
+        return f"YouTube did not answer within {self.timeout_seconds:g} s"
 
     def _session(self) -> requests.Session:
         session = requests.Session()
@@ -170,8 +173,6 @@ def _reason(error: Exception) -> str:
         return "YouTube's answer pointed outside YouTube; it was not followed"
     if isinstance(error, ParseError | ValueError):  # XML or JSON (requests' JSON error too)
         return "YouTube's answer could not be parsed"
-    if isinstance(error, requests.Timeout):
-        return "YouTube did not answer in time"
     log.info("youtube_transcript_failed", error=type(error).__name__)
     if isinstance(error, requests.RequestException):
         return "YouTube could not be reached"
