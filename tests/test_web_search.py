@@ -196,6 +196,44 @@ async def test_feature_api_web_search_example(client, admin, fakes, container, e
     assert entry["wordCount"] <= 500
 
 
+@sqlite_only
+async def test_migration_guide_examples_search_alike(client, admin, fakes, engine):
+    """001_*'s migration guide: the legacy request and its Chat with AI equivalent."""
+    before = {
+        "type": "CHAT_WITH_AI",
+        "model": "gpt-4o-mini",
+        "promptObject": {
+            "prompt": "Hello!",
+            "isMixed": False,
+            "webSearch": True,
+            "numOfSite": 3,
+            "maxWord": 500,
+        },
+    }
+    after = {
+        "type": "UNIFY_CHAT_WITH_AI",
+        "model": "gpt-4o-mini",
+        "promptObject": {
+            "prompt": "Hello!",
+            "settings": {
+                "historySettings": {"isMixed": False},
+                "webSearchSettings": {"webSearch": True, "numOfSite": 3, "maxWord": 500},
+            },
+        },
+    }
+    lists, systems = [], []
+    for path, body in (("/api/features", before), (CHAT, after)):
+        fakes["gpt-4o-mini"].enqueue(["Hi!"])
+        r = await client.post(path, headers=admin, json=body)
+        assert r.status_code == 200, r.text
+        lists.append(r.json()["aiRecord"]["aiRecordDetail"]["promptObject"]["searchContentList"])
+        systems.append(fakes["gpt-4o-mini"].requests[-1].messages[0].content)
+    assert [seen.query["q"] for seen in engine.requests] == ["Hello!", "Hello!"]
+    assert lists[0] == lists[1] and len(lists[0]) == 3
+    assert sum(e.get("wordCount", 0) for e in lists[0]) <= 500
+    assert systems[0] == systems[1]
+
+
 def test_spec_python_example_against_a_live_server(tmp_path, site, engine, search_config):
     """001_*'s Python `requests` example, verbatim but for host and key, against a real
     uvicorn whose model is a real OpenAI-compatible upstream on 127.0.0.1."""

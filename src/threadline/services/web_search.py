@@ -9,9 +9,10 @@
                  failure is the request's failure (SearchFailed 502 / SearchTimeout 504): the
                  user asked for an answer grounded in the web, and one silently without it
                  would look like one
-    read         the first `num_of_site` distinct http(s) results, each through the shared
-                 `PageReader`: the SSRF-safe fetcher (a result pointing at a private address
-                 is refused and noted, never fetched), then the sandboxed parser
+    read         the results (the searcher answers at most `num_of_site`) with distinct
+                 http(s) URLs, each through the shared `PageReader`: the SSRF-safe fetcher
+                 (a result at a private address is refused and noted, never fetched), then
+                 the sandboxed parser
     share words  `max_word` is the budget of all pages together: pages shorter than their
                  share give the rest to the longer ones
 
@@ -86,12 +87,11 @@ class WebSearchReader:
         """Search for the prompt and read the results' pages (see the module docstring)."""
         query = search_query(prompt)
         results = _distinct_web_results(await self._searcher.search(query, num_of_site))
-        wanted = results[:num_of_site]
-        pages = await asyncio.gather(*(self._pages.read(r.url, max_word) for r in wanted))
+        pages = await asyncio.gather(*(self._pages.read(r.url, max_word) for r in results))
         shares = share_words([p.word_count if p.status == "ok" else 0 for p in pages], max_word)
         found = tuple(
             FoundPage(result, _recapped(page, share))
-            for result, page, share in zip(wanted, pages, shares, strict=True)
+            for result, page, share in zip(results, pages, shares, strict=True)
         )
         return SearchReading(query, found)
 
