@@ -258,6 +258,13 @@ async def test_the_library_adapter_refuses_hosts_other_than_youtube(youtube):
     assert "GET /api/timedtext" not in youtube.paths
 
 
+def test_youtube_settings_are_checked():
+    with pytest.raises(ValueError, match="base_url must be an http"):
+        YouTubeSettings(base_url="www.youtube.com")
+    with pytest.raises(ValueError, match="less than or equal to 10"):
+        YouTubeSettings(max_videos=11)
+
+
 @pytest.mark.parametrize(
     ("url", "video_id"),
     [

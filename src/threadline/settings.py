@@ -167,6 +167,12 @@ class YouTubeSettings(BaseModel):
     # 127.0.0.1. Leave it alone in any real deployment.
     base_url: str = "https://www.youtube.com"
 
+    @model_validator(mode="after")
+    def _check_base_url(self) -> YouTubeSettings:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError("[youtube] base_url must be an http:// or https:// URL")
+        return self
+
 
 def _default_models() -> dict[str, ModelConfig]:
     return {DEFAULT_MODEL_NAME: ModelConfig(provider="local")}
