@@ -136,7 +136,7 @@ async def test_history_message_limit_counts_messages(client, admin, fakes):
                     "webSearchSettings": {"webSearch": True, "numOfSite": 3, "maxWord": 1000}
                 }
             },
-            "web search",
+            "Web search (webSearch) is not configured",
         ),
         ({"settings": {"withMemories": True}}, "memories"),
         (
@@ -146,7 +146,9 @@ async def test_history_message_limit_counts_messages(client, admin, fakes):
         ({"attachments": {"files": ["20ad0277-74df-4629-8c50-56a2549acbd7"]}}, "file"),
     ],
 )
-async def test_settings_not_supported_yet_are_refused_by_name(client, admin, prompt_object, named):
+async def test_settings_not_supported_or_configured_are_refused_by_name(
+    client, admin, prompt_object, named
+):
     r = await client.post(
         CHAT + "?isStreaming=true", headers=admin, json=body("Hi", **prompt_object)
     )
@@ -156,14 +158,8 @@ async def test_settings_not_supported_yet_are_refused_by_name(client, admin, pro
     assert named in error["message"]
 
 
-async def test_youtube_link_is_refused_by_name(client, admin):
-    r = await client.post(
-        CHAT,
-        headers=admin,
-        json=body("Summarize this video https://www.youtube.com/watch?v=dQw4w9WgXcQ"),
-    )
-    assert r.status_code == 422 and "YouTube" in r.json()["error"]["message"]
-    # brandVoiceId is supported: tests/test_brand_voices.py
+# brandVoiceId is supported: tests/test_brand_voices.py; YouTube links: tests/test_youtube.py;
+# web search with a provider configured: tests/test_web_search.py
 
 
 async def test_web_search_off_is_fine(client, admin):

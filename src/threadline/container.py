@@ -25,10 +25,12 @@ from threadline.services.documents import INGEST_JOB, DocumentLimits, DocumentSe
 from threadline.services.grounding import DocumentGrounder
 from threadline.services.ingestion import IngestionService
 from threadline.services.links import LinkReader
+from threadline.services.pages import PageReader
 from threadline.services.ratelimit import KeyRateLimiter
 from threadline.services.retrieval import Retriever
 from threadline.services.runs import RunRegistry
 from threadline.services.sessions import SessionService
+from threadline.services.web_search import WebSearchReader
 from threadline.settings import Settings
 from threadline.storage.accounts import SqlAccountStore
 from threadline.storage.blobs import FileBlobStore
@@ -41,6 +43,8 @@ from threadline.storage.jobs import SqlJobQueue
 from threadline.storage.records import SqlRecordStore
 from threadline.storage.sessions import SqlSessionStore
 from threadline.tools.fetcher import SafeFetcher
+from threadline.tools.search import build_searcher
+from threadline.tools.youtube import YouTubeTranscripts
 
 SHUTDOWN_GRACE_SECONDS = 30.0
 
@@ -78,12 +82,7 @@ class Container:
             user_agent=fetch.user_agent,
             allow_private_hosts=fetch.allow_private_hosts,
         )
-        self.links = LinkReader(
-            self.fetcher,
-            self.parser,
-            max_links=fetch.max_links,
-            max_words=fetch.max_words_per_link,
-        )
+        self._web(settings)
         self.chat = ChatService(
             catalog=self.catalog,
             records=self.record_store,
@@ -95,10 +94,33 @@ class Container:
             documents=self.grounder,
             brand_voices=self.brand_voices,
             links=self.links,
+            web_search=self.web_search,
         )
         self.sessions = SessionService(
             self.session_store, self.conversations, self.chat, self.catalog
         )
+
+    def _web(self, settings: Settings) -> None:
+        """Links in the prompt (pages and YouTube transcripts) and the web search provider."""
+        fetch, youtube = settings.fetch, settings.youtube
+        pages = PageReader(self.fetcher, self.parser)
+        transcripts = None
+        if youtube.enabled:
+            transcripts = YouTubeTranscripts(
+                languages=youtube.languages,
+                timeout_seconds=youtube.timeout_seconds,
+                base_url=youtube.base_url,
+            )
+        self.links = LinkReader(
+            pages,
+            transcripts=transcripts,
+            max_links=fetch.max_links,
+            max_words=fetch.max_words_per_link,
+            max_videos=youtube.max_videos,
+            max_video_words=youtube.max_words,
+        )
+        self.searcher = build_searcher(settings.search)
+        self.web_search = WebSearchReader(self.searcher, pages) if self.searcher else None
 
     def _documents(self, settings: Settings) -> None:
         """The document pipeline: store, blobs, parser, embedder, index, jobs, grounding."""
@@ -181,6 +203,8 @@ class Container:
         if self.embedder is not None:
             await self.embedder.aclose()
         await self.catalog.aclose()
+        if self.searcher is not None:
+            await self.searcher.aclose()
         await self.db.dispose()
 
     async def ping_database(self) -> None:

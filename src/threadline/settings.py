@@ -128,6 +128,52 @@ class FetchSettings(BaseModel):
         return self
 
 
+class SearchSettings(BaseModel):
+    """`[search]`: the web search provider behind 1min.ai's `webSearch` (none by default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["searxng", "brave", "tavily", "ddgs"] | None = None
+    # searxng: the instance (required); brave / tavily: overrides the vendor's URL
+    base_url: str | None = None
+    api_key_env: str | None = None  # brave / tavily: the variable holding the API key
+    timeout_seconds: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_provider_fields(self) -> SearchSettings:
+        if self.provider == "searxng" and not self.base_url:
+            raise ValueError('[search] provider "searxng" needs base_url (your instance)')
+        if self.provider in ("brave", "tavily") and not self.api_key_env:
+            raise ValueError(
+                f"[search] provider {self.provider!r} needs api_key_env: the environment "
+                "variable that holds its API key"
+            )
+        if self.base_url and not self.base_url.startswith(("http://", "https://")):
+            raise ValueError("[search] base_url must be an http:// or https:// URL")
+        return self
+
+
+class YouTubeSettings(BaseModel):
+    """`[youtube]`: transcripts of the YouTube videos a prompt links to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    max_videos: int = Field(3, ge=1, le=10)  # videos of one prompt that are read
+    max_words: int = Field(3000, ge=50)  # words of one transcript given to the model
+    languages: list[str] = Field(default_factory=lambda: ["en"])  # preferred, in order
+    timeout_seconds: float = Field(15.0, gt=0)  # the whole transcript, all requests
+    # Where "https://www.youtube.com" is reached. FOR TESTS ONLY: a fake YouTube on
+    # 127.0.0.1. Leave it alone in any real deployment.
+    base_url: str = "https://www.youtube.com"
+
+    @model_validator(mode="after")
+    def _check_base_url(self) -> YouTubeSettings:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError("[youtube] base_url must be an http:// or https:// URL")
+        return self
+
+
 def _default_models() -> dict[str, ModelConfig]:
     return {DEFAULT_MODEL_NAME: ModelConfig(provider="local")}
 
@@ -164,6 +210,8 @@ class Settings(BaseSettings):
     documents: DocumentSettings = DocumentSettings()
     embeddings: EmbeddingConfig = EmbeddingConfig()
     fetch: FetchSettings = FetchSettings()
+    search: SearchSettings = SearchSettings()
+    youtube: YouTubeSettings = YouTubeSettings()
 
     @model_validator(mode="after")
     def _check_default_model(self) -> Settings:

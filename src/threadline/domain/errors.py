@@ -10,6 +10,9 @@
      ├── PayloadTooLarge     413  body over the configured cap
      ├── RateLimited         429  too many requests for this key (carries retry_after seconds)
      ├── FetchFailed         502  a URL could not be read (unreachable, too large, too slow)
+     │    └── TranscriptUnavailable  a YouTube video's transcript could not be had
+     ├── SearchFailed        502  the web search provider failed (error, bad answer)
+     │    └── SearchTimeout  504  the web search provider did not answer in time
      └── ModelError          502  the model failed (upstream error, bad answer)
           └── ModelTimeout   504  the model did not answer in time
 
@@ -90,6 +93,26 @@ class FetchFailed(ThreadlineError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class TranscriptUnavailable(FetchFailed):
+    """A video's transcript could not be had (none published, video unavailable, YouTube
+    unreachable). `reason` is ours, safe to show."""
+
+    code = "TRANSCRIPT_UNAVAILABLE"
+
+
+class SearchFailed(ThreadlineError):
+    """The configured web search provider failed. The message names the provider and what
+    went wrong (an HTTP status, an unreadable answer), never its body or the API key."""
+
+    status = 502
+    code = "SEARCH_FAILED"
+
+
+class SearchTimeout(SearchFailed):
+    status = 504
+    code = "SEARCH_TIMEOUT"
 
 
 class ModelError(ThreadlineError):

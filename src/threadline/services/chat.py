@@ -31,13 +31,23 @@ from threadline.services.catalog import CatalogModel, ModelCatalog
 from threadline.services.clock import utcnow
 from threadline.services.conversations import ConversationService
 from threadline.services.grounding import DocumentGrounder, DocumentRequest
-from threadline.services.links import YOUTUBE_LINK, LinkReader, LinkReading, links_in
+from threadline.services.links import LinkReader, LinkReading, links_in, videos_in
 from threadline.services.runs import Run, RunRegistry
+from threadline.services.web_search import SearchReading, WebSearchReader
 
 log = structlog.get_logger(__name__)
 
 CHARS_PER_TOKEN = 4
 MAX_CONTEXT_CHARS = 24_000
+SEARCH_NOT_CONFIGURED = (
+    "Web search (webSearch) is not configured on this server. An admin turns it on in the "
+    "config file (threadline.toml), e.g.\n"
+    "[search]\n"
+    'provider = "searxng"   # or "brave", "tavily", "ddgs"\n'
+    'base_url = "http://127.0.0.1:8888"   # searxng: your instance\n'
+    'api_key_env = "BRAVE_API_KEY"   # brave / tavily: the variable holding the key\n'
+    "timeout_seconds = 10"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +73,7 @@ class Grounding:
     document_ids: tuple[int, ...] = ()  # narrow the conversation's documents to these
     advanced: bool = False  # retrieve more and rerank (AI Hub's advanced mode)
     brand_voice_id: str | None = None  # as the client sent it; resolved in the caller's org
-    read_links: bool = False  # fetch YouTube transcripts / pages linked in the prompt
+    read_links: bool = False  # read the pages and YouTube videos linked in the prompt
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +116,7 @@ class ChatService:
         documents: DocumentGrounder | None = None,
         brand_voices: BrandVoiceService | None = None,
         links: LinkReader | None = None,
+        web_search: WebSearchReader | None = None,
     ) -> None:
         self._catalog = catalog
         self._records = records
@@ -117,6 +128,7 @@ class ChatService:
         self._documents = documents
         self._brand_voices = brand_voices
         self._links = links
+        self._web_search = web_search
         self._writes: set[asyncio.Task[None]] = set()
 
     async def reply(self, command: ChatCommand) -> Run:
@@ -127,14 +139,14 @@ class ChatService:
             documents=self._documents is not None,
             brand_voices=self._brand_voices is not None,
             links=self._links is not None,
+            videos=self._links is not None and self._links.reads_videos,
+            web_search=self._web_search is not None,
         )
         voice = await self._brand_voice(command)
         self._check_credit(command.principal)
-        links = await self._read_links(command)
-        request, citations = await self._model_request(command, entry, voice, links)
-        if links is not None:
-            recorded = {**command.prompt_object, "linkContentList": links.records()}
-            command = replace(command, prompt_object=recorded)
+        links, search = await self._read_web(command)
+        request, citations = await self._model_request(command, entry, voice, links, search)
+        command = _with_web_records(command, links, search)
         record, user_message = self._new_record(command)
         run = Run(record, user_message.id if user_message else None)
         # The model starts at once and its tokens flow while the PENDING record is written:
@@ -168,11 +180,31 @@ class ChatService:
             return None
         return await self._brand_voices.for_chat(command.principal, raw)
 
+    async def _read_web(
+        self, command: ChatCommand
+    ) -> tuple[LinkReading | None, SearchReading | None]:
+        """The prompt's links and the web search, read side by side; a failed search (the
+        request's error) stops the links' reading too."""
+        links = asyncio.ensure_future(self._read_links(command))
+        try:
+            search = await self._search(command)
+        except BaseException:
+            links.cancel()
+            raise
+        return await links, search
+
     async def _read_links(self, command: ChatCommand) -> LinkReading | None:
         """The pages the prompt links to (1min.ai reads them), fetched and parsed."""
         if self._links is None or not command.grounding.read_links:
             return None
         return await self._links.read(command.prompt)
+
+    async def _search(self, command: ChatCommand) -> SearchReading | None:
+        """The web search the request asked for, its result pages read (see web_search)."""
+        web = command.grounding.web_search
+        if web is None or self._web_search is None:
+            return None
+        return await self._web_search.read(command.prompt, web.num_of_site, web.max_word)
 
     async def _model_request(
         self,
@@ -180,6 +212,7 @@ class ChatService:
         entry: CatalogModel,
         voice: BrandVoice | None = None,
         links: LinkReading | None = None,
+        search: SearchReading | None = None,
     ) -> tuple[ModelRequest, tuple[Citation, ...]]:
         max_tokens = command.max_tokens or entry.config.max_output_tokens
         if max_tokens >= entry.config.context_window:
@@ -189,11 +222,11 @@ class ChatService:
             )
         budget = entry.config.context_window - max_tokens
         base = _voiced_system(command, entry, voice, budget)
-        grounded = self._grounded_system(command, budget, base, links)
+        grounded = self._grounded_system(command, budget, base, links, search)
         history: list[ChatMessage] = []
         if command.messages or command.conversation_id is None:
             system, citations = await grounded
-        else:  # both read the database (and check the conversation): at once
+        else:  # both read the database (on PostgreSQL the two round trips overlap)
             (system, citations), history = await asyncio.gather(grounded, self._history(command))
         messages: list[ChatMessage] = []
         if system:
@@ -218,10 +251,12 @@ class ChatService:
         budget_tokens: int,
         base: str | None,
         links: LinkReading | None,
+        search: SearchReading | None = None,
     ) -> tuple[str | None, tuple[Citation, ...]]:
         """The system prompt (`base`: the command's own system text and brand voice), then
-        the linked pages' text and the excerpts of the reply's documents when it has any,
-        together trimmed to the room the context window leaves."""
+        the linked pages' text, the web search's results and the excerpts of the reply's
+        documents when it has any, together trimmed to the room the context window leaves
+        (each of them an equal share)."""
         g = command.grounding
         documents: list[Document] = []
         if self._documents is not None and (command.conversation_id is not None or g.files):
@@ -229,14 +264,16 @@ class ChatService:
             documents = await self._documents.documents_for(
                 command.principal, command.conversation_id, request
             )
-        if not documents and links is None:
+        blocks = [block for block in (links, search) if block is not None]
+        if not documents and not blocks:
             return base, ()
         question = command.prompt or (command.messages[-1].content if command.messages else "")
         used = estimate_tokens(question) + estimate_tokens(base or "") + 64
         room = min(max(0, budget_tokens - used) * CHARS_PER_TOKEN * 9 // 10, MAX_CONTEXT_CHARS)
         parts = [base] if base else []
-        if links is not None:
-            parts.append(links.system(room // 2 if documents else room))
+        share = room // (len(blocks) + (1 if documents else 0))
+        for block in blocks:
+            parts.append(block.system(share))
             room = max(0, room - len(parts[-1]))
         citations: tuple[Citation, ...] = ()
         if documents and self._documents is not None:
@@ -415,13 +452,18 @@ def _settle(future: asyncio.Future[None], task: asyncio.Task[None]) -> None:
 
 
 def _check_supported(
-    command: ChatCommand, *, documents: bool, brand_voices: bool, links: bool = True
+    command: ChatCommand,
+    *,
+    documents: bool,
+    brand_voices: bool,
+    links: bool = True,
+    videos: bool = True,
+    web_search: bool = True,
 ) -> None:
-    """Settings this server cannot honour yet are refused by name, never ignored."""
+    """Settings this server cannot honour (yet, or as configured) are refused by name, never
+    ignored."""
     g = command.grounding
     refused = []
-    if g.web_search is not None:
-        refused.append("web search (webSearch)")
     if g.with_memories:
         refused.append("memories (withMemories)")
     if g.images:
@@ -430,12 +472,27 @@ def _check_supported(
         refused.append("file attachments")
     if g.brand_voice_id is not None and not brand_voices:
         refused.append("brand voice (brandVoiceId)")
-    if g.read_links and YOUTUBE_LINK.search(command.prompt):
-        refused.append("YouTube links in the prompt")
+    if g.read_links and not videos and videos_in(command.prompt):
+        refused.append("YouTube links in the prompt (YouTube transcripts are turned off)")
     if g.read_links and not links and links_in(command.prompt):
         refused.append("links in the prompt")
     if refused:
         raise Unprocessable(f"Not supported by this server yet: {', '.join(refused)}")
+    if g.web_search is not None and not web_search:
+        raise Unprocessable(SEARCH_NOT_CONFIGURED)
+
+
+def _with_web_records(
+    command: ChatCommand, links: LinkReading | None, search: SearchReading | None
+) -> ChatCommand:
+    """The command whose recorded promptObject lists the links and search results read
+    (1min.ai's `linkContentList` and `searchContentList`)."""
+    recorded = dict(command.prompt_object)
+    if links is not None:
+        recorded["linkContentList"] = links.records()
+    if search is not None:
+        recorded["searchContentList"] = search.records()
+    return replace(command, prompt_object=recorded)
 
 
 def _voiced_system(
