@@ -92,7 +92,7 @@ def serve(
         port=settings.port,
         log_level="warning",
         timeout_graceful_shutdown=35,
-        loop="auto",  # uvloop and httptools when installed (the `fast` extra), else asyncio/h11
+        loop="auto",  # uvloop when installed (the `fast` extra), else asyncio
         http="auto",
     )
 
