@@ -111,10 +111,10 @@ class ConversationStore(Protocol):
         model: str | None,
         limit: int,
         user_id: UUID | None = None,
-    ) -> builtins.list[Message] | None:
-        """The last `limit` messages of finished exchanges, oldest first; only `model`'s
-        exchanges when `model` is given. None when the org has no such conversation, or
-        (with `user_id`) when it is not that user's."""
+    ) -> builtins.list[ChatMessage] | None:
+        """The role and text of the last `limit` messages of finished exchanges, oldest
+        first; only `model`'s exchanges when `model` is given. None when the org has no such
+        conversation, or (with `user_id`) when it is not that user's."""
         ...
 
 

@@ -163,6 +163,9 @@ class ChatService:
         write.add_done_callback(partial(_settle, stored))
         self._writes.add(write)  # a task needs a strong reference until it is done
         write.add_done_callback(self._writes.discard)
+        # One turn of the loop: the run sends its upstream request now, before the caller
+        # sets up its response (that work would otherwise come first, on the reply's clock).
+        await asyncio.sleep(0)
         return run
 
     @staticmethod
@@ -287,13 +290,12 @@ class ChatService:
     async def _history(self, command: ChatCommand) -> list[ChatMessage]:
         if command.conversation_id is None:
             return []
-        rows = await self._conversations.history(
+        return await self._conversations.history(
             command.principal,
             command.conversation_id,
             model=None if command.history.is_mixed else command.model,
             limit=min(command.history.limit, self._history_limit_max),
         )
-        return [ChatMessage(m.role, m.content) for m in rows]
 
     @staticmethod
     def _new_record(command: ChatCommand) -> tuple[AiRecord, Message | None]:

@@ -11,6 +11,7 @@ from sqlalchemy import Integer, Select, and_, bindparam, delete, func, insert, s
 from sqlalchemy.engine import RowMapping
 
 from threadline.domain.entities import Conversation, Message, Page, RecordStatus
+from threadline.domain.ports import ChatMessage
 from threadline.storage.database import Database, as_utc, utcnow
 from threadline.storage.tables import conversations, messages
 
@@ -177,7 +178,7 @@ class SqlConversationStore:
         model: str | None,
         limit: int,
         user_id: UUID | None = None,
-    ) -> builtins.list[Message] | None:
+    ) -> builtins.list[ChatMessage] | None:
         query = _history_query(by_model=model is not None, by_user=user_id is not None)
         params = {
             "org_id": org_id,
@@ -187,18 +188,19 @@ class SqlConversationStore:
             "limit": max(limit, 1),
         }
         async with self._db.read() as conn:
-            rows = (await conn.execute(query, params)).mappings().all()
+            rows = (await conn.execute(query, params)).all()
         if not rows:
             return None
-        if limit <= 0 or rows[0]["id"] is None:
+        if limit <= 0 or rows[0].role is None:
             return []
-        return [message_from_row(r) for r in reversed(rows)]
+        return [ChatMessage(r.role, r.content) for r in reversed(rows)]
 
 
 @functools.cache
 def _history_query(*, by_model: bool, by_user: bool) -> Select[Any]:
-    """The conversation (no row when it is not there, or not the user's), left-joined to its
-    last messages of finished exchanges: one query, built once per variant."""
+    """The conversation (no row when it is not there, or not the user's), left-joined to the
+    role and text of its last messages of finished exchanges (all a model is given): one
+    query, built once per variant."""
     joined = [
         messages.c.conversation_id == conversations.c.id,
         messages.c.org_id == conversations.c.org_id,
@@ -213,7 +215,7 @@ def _history_query(*, by_model: bool, by_user: bool) -> Select[Any]:
     if by_user:
         where.append(conversations.c.user_id == bindparam("user_id"))
     return (
-        select(conversations.c.id.label("conversation_found"), *messages.c)
+        select(conversations.c.id.label("conversation_found"), messages.c.role, messages.c.content)
         .select_from(conversations.outerjoin(messages, and_(*joined)))
         .where(*where)
         .order_by(messages.c.seq.desc())
