@@ -25,6 +25,9 @@ from threadline.services.documents import INGEST_JOB, DocumentLimits, DocumentSe
 from threadline.services.grounding import DocumentGrounder
 from threadline.services.ingestion import IngestionService
 from threadline.services.links import LinkReader
+from threadline.services.memories import REMEMBER_JOB, MemoryService
+from threadline.services.memory_model import ModelExtractor
+from threadline.services.memory_rules import RuleExtractor
 from threadline.services.ratelimit import KeyRateLimiter
 from threadline.services.retrieval import Retriever
 from threadline.services.runs import RunRegistry
@@ -38,6 +41,7 @@ from threadline.storage.conversations import SqlConversationStore
 from threadline.storage.database import Database
 from threadline.storage.documents import SqlDocumentStore
 from threadline.storage.jobs import SqlJobQueue
+from threadline.storage.memories import SqlMemoryStore
 from threadline.storage.records import SqlRecordStore
 from threadline.storage.sessions import SqlSessionStore
 from threadline.tools.fetcher import SafeFetcher
@@ -84,6 +88,7 @@ class Container:
             max_links=fetch.max_links,
             max_words=fetch.max_words_per_link,
         )
+        self._memories(settings)
         self.chat = ChatService(
             catalog=self.catalog,
             records=self.record_store,
@@ -95,6 +100,7 @@ class Container:
             documents=self.grounder,
             brand_voices=self.brand_voices,
             links=self.links,
+            memories=self.memories,
         )
         self.sessions = SessionService(
             self.session_store, self.conversations, self.chat, self.catalog
@@ -153,6 +159,27 @@ class Container:
             lease_seconds=config.job_lease_seconds,
             on_dead=self.ingestion.fail_exhausted,
         )
+
+    def _memories(self, settings: Settings) -> None:
+        """Memories across conversations: their store, the fact extractor, the job."""
+        config = settings.memories
+        extractor = (
+            ModelExtractor(self.catalog, config.model)
+            if config.extractor == "model" and config.model
+            else RuleExtractor()
+        )
+        self.memories = MemoryService(
+            SqlMemoryStore(self.db),
+            extractor,
+            self.embedder,
+            self.job_queue,
+            self.record_store,
+            top_k=config.top_k,
+            max_per_user=config.max_per_user,
+            page_max=settings.page_size_max,
+            on_enqueued=lambda: self.worker.poke(),
+        )
+        self.worker.handle(REMEMBER_JOB, self.memories.run_job)
 
     async def start(self, *, worker: bool | None = None) -> None:
         """Migrate, fail the replies a previous process left unfinished, and start the

@@ -48,6 +48,10 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
 
+    def handle(self, kind: str, handler: Handler) -> None:
+        """Run `handler` for jobs of `kind` (for features wired after the worker was made)."""
+        self._handlers[kind] = handler
+
     def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._loop(i), name=f"worker-{i}") for i in range(self._concurrency)

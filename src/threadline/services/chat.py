@@ -10,7 +10,7 @@ usage and its charge in one transaction, whether or not anyone is still listenin
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -23,6 +23,7 @@ from threadline.domain.documents import Document
 from threadline.domain.entities import AiRecord, Message, Principal, RecordStatus
 from threadline.domain.errors import Forbidden, InvalidRequest, ThreadlineError, Unprocessable
 from threadline.domain.events import Citation, Done, Failed, TextDelta, Usage
+from threadline.domain.memories import Memory
 from threadline.domain.ports import ChatMessage, ModelRequest, RecordStore
 from threadline.services.accounts import AccountService
 from threadline.services.brand_voices import BrandVoiceService, guidance
@@ -31,12 +32,19 @@ from threadline.services.clock import utcnow
 from threadline.services.conversations import ConversationService
 from threadline.services.grounding import DocumentGrounder, DocumentRequest
 from threadline.services.links import YOUTUBE_LINK, LinkReader, LinkReading, links_in
+from threadline.services.memories import MemoryService
+from threadline.services.memories import records as memory_records
+from threadline.services.memories import system_block as memory_block
 from threadline.services.runs import Run, RunRegistry
 
 log = structlog.get_logger(__name__)
 
 CHARS_PER_TOKEN = 4
 MAX_CONTEXT_CHARS = 24_000
+
+FollowUp = Callable[[UUID], Awaitable[None]]
+"""Work to do once a reply is stored, given its record's id (queue remembering what the user
+said): it runs after the reply is finished and stored, and its failure is not the reply's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +113,7 @@ class ChatService:
         documents: DocumentGrounder | None = None,
         brand_voices: BrandVoiceService | None = None,
         links: LinkReader | None = None,
+        memories: MemoryService | None = None,
     ) -> None:
         self._catalog = catalog
         self._records = records
@@ -116,6 +125,7 @@ class ChatService:
         self._documents = documents
         self._brand_voices = brand_voices
         self._links = links
+        self._memories = memories
         self._writes: set[asyncio.Task[None]] = set()
 
     async def reply(self, command: ChatCommand) -> Run:
@@ -126,13 +136,18 @@ class ChatService:
             documents=self._documents is not None,
             brand_voices=self._brand_voices is not None,
             links=self._links is not None,
+            memories=self._memories is not None,
         )
         voice = await self._brand_voice(command)
         self._check_credit(command.principal)
         links = await self._read_links(command)
-        request, citations = await self._model_request(command, entry, voice, links)
+        memories = await self._recall(command, entry, voice)
+        request, citations = await self._model_request(command, entry, voice, links, memories)
         if links is not None:
             recorded = {**command.prompt_object, "linkContentList": links.records()}
+            command = replace(command, prompt_object=recorded)
+        if command.grounding.with_memories:
+            recorded = {**command.prompt_object, "memoryList": memory_records(memories)}
             command = replace(command, prompt_object=recorded)
         record, user_message = self._new_record(command)
         run = Run(record)
@@ -141,7 +156,9 @@ class ChatService:
         # task is made second so that it runs second: the upstream request goes out first.
         started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(
-            self._drive(run, entry, request, user_message, started, citations),
+            self._drive(
+                run, entry, request, user_message, started, citations, self._follow_up(command)
+            ),
             name=f"run-{run.id}",
         )
         self._runs.add(run, task)
@@ -179,12 +196,34 @@ class ChatService:
             return None
         return await self._links.read(command.prompt)
 
+    async def _recall(
+        self, command: ChatCommand, entry: CatalogModel, voice: BrandVoice | None
+    ) -> list[Memory]:
+        """The user's memories related to the prompt (`withMemories`), as many as fit a
+        quarter of the room the context window leaves beside the reply, the system text and
+        the prompt (the rest is for history, linked pages and documents)."""
+        if self._memories is None or not command.grounding.with_memories:
+            return []
+        own = _join(command.system, guidance(voice) if voice else None) or ""
+        reply = command.max_tokens or entry.config.max_output_tokens
+        left = entry.config.context_window - reply - estimate_tokens(own + command.prompt) - 64
+        room = max(0, left) * CHARS_PER_TOKEN // 4
+        return await self._memories.recall(command.principal, command.prompt, room)
+
+    def _follow_up(self, command: ChatCommand) -> FollowUp | None:
+        """Once the reply is stored: queue remembering what the user said (`withMemories`)."""
+        if self._memories is None or not command.grounding.with_memories:
+            return None
+        memories, caller, prompt = self._memories, command.principal, command.prompt
+        return lambda record_id: memories.remember_later(caller, record_id, prompt)
+
     async def _model_request(
         self,
         command: ChatCommand,
         entry: CatalogModel,
         voice: BrandVoice | None = None,
         links: LinkReading | None = None,
+        memories: Sequence[Memory] = (),
     ) -> tuple[ModelRequest, tuple[Citation, ...]]:
         max_tokens = command.max_tokens or entry.config.max_output_tokens
         if max_tokens >= entry.config.context_window:
@@ -193,7 +232,7 @@ class ChatService:
                 f"{entry.name!r} ({entry.config.context_window} tokens)"
             )
         budget = entry.config.context_window - max_tokens
-        base = _voiced_system(command, entry, voice, budget)
+        base = _join(_voiced_system(command, entry, voice, budget), memory_block(memories))
         system, citations = await self._grounded_system(command, budget, base, links)
         messages: list[ChatMessage] = []
         if system:
@@ -299,6 +338,7 @@ class ChatService:
         user_message: Message | None,
         started: asyncio.Future[None],
         sources: tuple[Citation, ...] = (),
+        follow_up: FollowUp | None = None,
     ) -> None:
         parts: list[str] = []
         citations: list[Citation] = list(sources)
@@ -331,6 +371,8 @@ class ChatService:
         usage = usage or _estimate(request, text)
         run.emit(usage)
         await self._finish(run, entry, usage, text, citations, failure, user_message, started)
+        if follow_up is not None and isinstance(run.outcome, Done):
+            await _follow(follow_up, run.id)
 
     async def _finish(
         self,
@@ -380,6 +422,14 @@ class ChatService:
             self._observer(record)
 
 
+async def _follow(follow_up: FollowUp, record_id: UUID) -> None:
+    """Run a stored reply's follow-up; its failure is logged, never the reply's."""
+    try:
+        await follow_up(record_id)
+    except Exception:
+        log.exception("the follow-up of a stored reply failed", run=str(record_id))
+
+
 def _settle(future: asyncio.Future[None], task: asyncio.Task[None]) -> None:
     """Give `future` the outcome of `task`."""
     if future.done():
@@ -393,14 +443,19 @@ def _settle(future: asyncio.Future[None], task: asyncio.Task[None]) -> None:
 
 
 def _check_supported(
-    command: ChatCommand, *, documents: bool, brand_voices: bool, links: bool = True
+    command: ChatCommand,
+    *,
+    documents: bool,
+    brand_voices: bool,
+    links: bool = True,
+    memories: bool = True,
 ) -> None:
     """Settings this server cannot honour yet are refused by name, never ignored."""
     g = command.grounding
     refused = []
     if g.web_search is not None:
         refused.append("web search (webSearch)")
-    if g.with_memories:
+    if g.with_memories and not memories:
         refused.append("memories (withMemories)")
     if g.images:
         refused.append("image attachments")
