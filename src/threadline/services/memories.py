@@ -124,6 +124,8 @@ class MemoryService:
     async def recall(self, caller: Principal, prompt: str, max_chars: int) -> builtins.list[Memory]:
         """The user's `top_k` memories most related to `prompt`, best first, as many of them
         as fit `max_chars` in the system block."""
+        if max_chars <= len(INSTRUCTIONS):
+            return []
         memories = await self._store.all(caller.org_id, caller.user.id)
         if not memories:
             return []
