@@ -12,6 +12,7 @@ import asyncio
 from typing import Any
 from uuid import UUID
 
+import httpx
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -20,9 +21,10 @@ from alembic.migration import MigrationContext
 from sqlalchemy import delete, func, inspect, select
 
 from tests.conftest import make_settings
+from threadline.container import create_app
 from threadline.domain.errors import ModelError
 from threadline.services.memories import INSTRUCTIONS, REMEMBER_JOB
-from threadline.settings import EmbeddingConfig, MemorySettings, Settings
+from threadline.settings import DocumentSettings, EmbeddingConfig, MemorySettings, Settings
 from threadline.storage.database import MIGRATIONS_DIR
 from threadline.storage.tables import jobs, memories, metadata, users
 
@@ -81,6 +83,10 @@ async def ask(client, headers, fakes, body: dict) -> tuple[str | None, dict]:
     sent = fakes["gpt-4o-mini"].requests[-1].messages
     assert sent[-1].content == body["promptObject"]["prompt"]
     return (sent[0].content if sent[0].role == "system" else None), r.json()["aiRecord"]
+
+
+def in_process(app) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://threadline")
 
 
 async def settle(container) -> None:
@@ -311,6 +317,32 @@ async def test_deleting_a_user_deletes_their_memories(client, admin, container):
         await conn.execute(delete(users).where(users.c.id == UUID(me["userId"])))
     assert await count(container, memories) == 1
     assert await contents(client, admin) == ["User plays the oboe"]
+
+
+async def test_a_remember_job_survives_a_crash(tmp_path, db_url, fakes):
+    """The reply is stored and its job queued; the worker that claims it dies. After a
+    restart the job runs and the fact is remembered."""
+    overrides: dict[str, Any] = {"embeddings": EmbeddingConfig(provider="none")}
+    no_worker = make_settings(
+        tmp_path, db_url, documents=DocumentSettings(embedded_worker=False), **overrides
+    )
+    first = create_app(no_worker, model_factory=fakes.factory)
+    async with first.router.lifespan_context(first):
+        container = first.state.container
+        issued = await container.bootstrap()
+        headers = {"API-KEY": issued.secret, "Content-Type": "application/json"}
+        async with in_process(first) as client:
+            await ask(client, headers, fakes, chat("My name is Ana."))
+        await container.runs.drain(10)
+        job = await container.job_queue.claim("doomed-worker", lease_seconds=0.2)
+        assert job is not None and job.kind == REMEMBER_JOB
+    await asyncio.sleep(0.3)
+
+    second = create_app(make_settings(tmp_path, db_url, **overrides), model_factory=fakes.factory)
+    async with second.router.lifespan_context(second):
+        await settle(second.state.container)
+        async with in_process(second) as client:
+            assert await contents(client, headers) == ["User's name is Ana"]
 
 
 # ---- one memory per fact ------------------------------------------------------------
