@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 
 from tests.conftest import Fakes, make_settings
 from tests.fake_upstream import Disconnect, FakeUpstream, Reply, Status
+from tests.live_server import LiveServer
 from tests.test_memories import CHAT, MEMORIES, chat, contents, listed, settle
 from threadline.container import create_app
 from threadline.domain.documents import Job
@@ -30,6 +33,8 @@ from threadline.settings import EmbeddingConfig, MemorySettings, ModelConfig, Se
 from threadline.storage.database import Database
 from threadline.storage.jobs import SqlJobQueue
 from threadline.storage.tables import jobs
+
+CONVERSATION = {"type": "UNIFY_CHAT_WITH_AI", "model": "gpt-4o-mini"}
 
 # ---- the rules ----------------------------------------------------------------------
 
@@ -303,3 +308,58 @@ async def test_the_worker_stops_even_when_a_handler_swallows_its_cancellation(tm
     await asyncio.wait_for(started.wait(), 5)
     await asyncio.wait_for(worker.stop(), 5)
     await db.dispose()
+
+
+def test_live_server_remembers_in_one_conversation_and_recalls_in_another(
+    tmp_path: Path, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+):
+    """Real uvicorn, a real HTTP client, and both the chat model and the extractor behind
+    the fake upstream: what the upstream receives shows the memory in the system prompt."""
+    monkeypatch.setenv("EXTRACTOR_KEY", "sk-extract")
+    upstream_model = ModelConfig(
+        provider="openai-compatible",
+        base_url=upstream.url,
+        api_key_env="EXTRACTOR_KEY",
+        upstream_model="fake-upstream-model",
+        timeout_seconds=5,
+    )
+    settings = make_settings(
+        tmp_path,
+        f"sqlite+aiosqlite:///{tmp_path / 'threadline.db'}",
+        models={"gpt-4o-mini": upstream_model},
+        memories=MemorySettings(extractor="model", model="gpt-4o-mini"),
+        embeddings=EmbeddingConfig(provider="none"),
+    )
+    server = LiveServer(create_app(settings))
+    base = server.start()
+    try:
+        headers = {"API-KEY": server.call(server.app.state.container.bootstrap()).secret}
+        with httpx.Client(base_url=base, headers=headers, timeout=30) as http:
+            first, second = (
+                http.post("/api/conversations", json={**CONVERSATION, "title": title}).json()[
+                    "conversation"
+                ]["uuid"]
+                for title in ("Intro", "Travel")
+            )
+            upstream.enqueue(
+                Reply("Nice to meet you, Ana!"),
+                Reply('[{"fact": "User lives in Lisbon", "kind": "home"}]'),
+            )
+            told = http.post(CHAT, json=chat("I live in Lisbon.", first))
+            assert told.status_code == 200, told.text
+            for _ in range(100):
+                if http.get(MEMORIES).json()["total"]:
+                    break
+                time.sleep(0.05)
+            [memory] = http.get(MEMORIES).json()["memories"]
+            assert memory["content"] == "User lives in Lisbon"
+
+            upstream.enqueue(Reply("In Lisbon."))
+            body = chat("Where do I live?", second)
+            asked = http.post(CHAT + "?isStreaming=true", json=body)
+            assert asked.status_code == 200 and "event: done" in asked.text
+            system = upstream.requests[-1]["messages"][0]
+            assert system["role"] == "system" and "- User lives in Lisbon" in system["content"]
+            assert memory["uuid"] in asked.text  # the result event's memoryList
+    finally:
+        server.stop()
