@@ -23,7 +23,7 @@ from tests.test_memories import CHAT, MEMORIES, chat, contents, listed, settle
 from threadline.container import create_app
 from threadline.domain.documents import Job
 from threadline.domain.errors import ModelError
-from threadline.domain.memories import Fact
+from threadline.domain.memories import KIND_MAX, Fact
 from threadline.jobs.worker import Worker
 from threadline.providers import build_model
 from threadline.services.memories import REMEMBER_JOB
@@ -93,6 +93,12 @@ CONVERSATION = {"type": "UNIFY_CHAT_WITH_AI", "model": "gpt-4o-mini"}
 )
 def test_rule_extractor(message: str, facts: list[tuple[str, str | None]]) -> None:
     assert extract_facts(message) == [Fact(text, kind) for text, kind in facts]
+
+
+def test_rule_extractor_kinds_fit_their_column() -> None:
+    [fact] = extract_facts("I love " + " ".join(["extraordinarily"] * 8))
+    assert fact.kind is not None and fact.kind.startswith("opinion:extraordinarily")
+    assert len(fact.kind) == KIND_MAX
 
 
 def test_rule_extractor_keeps_at_most_max_facts() -> None:

@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from threadline.domain.memories import CONTENT_MAX, Fact
+from threadline.domain.memories import CONTENT_MAX, KIND_MAX, Fact
 
 MAX_FACTS = 10  # per message
 LONG_VALUE_WORDS = 12
@@ -114,7 +114,7 @@ def _pet(match: re.Match[str], value: str) -> Fact | None:
 
 def _opinion(match: re.Match[str], value: str) -> Fact:
     verb = _OPINIONS[" ".join(match.group("verb").lower().split())]
-    return Fact(f"User {verb} {value}", f"opinion:{normal_text(value)}")
+    return Fact(f"User {verb} {value}", f"opinion:{normal_text(value)}"[:KIND_MAX])
 
 
 def _keyed(match: re.Match[str], value: str) -> Fact | None:
