@@ -138,7 +138,6 @@ async def test_history_message_limit_counts_messages(client, admin, fakes):
             },
             "Web search (webSearch) is not configured",
         ),
-        ({"settings": {"withMemories": True}}, "memories"),
         (
             {"attachments": {"images": ["development/images/2024_09_30_13_41_50_758_photo.png"]}},
             "image",

@@ -200,7 +200,7 @@ def ingest(
 
 @app.command()
 def worker(data_dir: DataDir = None, config: ConfigFile = None) -> None:
-    """Run the background job worker (document ingestion) until stopped."""
+    """Run the background job worker (document ingestion, memories) until stopped."""
     from threadline.cli_ingest import run_worker
     from threadline.logs import configure_logging
 

@@ -25,6 +25,9 @@ from threadline.services.documents import INGEST_JOB, DocumentLimits, DocumentSe
 from threadline.services.grounding import DocumentGrounder
 from threadline.services.ingestion import IngestionService
 from threadline.services.links import LinkReader
+from threadline.services.memories import REMEMBER_JOB, MemoryService
+from threadline.services.memory_model import ModelExtractor
+from threadline.services.memory_rules import RuleExtractor
 from threadline.services.pages import PageReader
 from threadline.services.ratelimit import KeyRateLimiter
 from threadline.services.retrieval import Retriever
@@ -40,6 +43,7 @@ from threadline.storage.conversations import SqlConversationStore
 from threadline.storage.database import Database
 from threadline.storage.documents import SqlDocumentStore
 from threadline.storage.jobs import SqlJobQueue
+from threadline.storage.memories import SqlMemoryStore
 from threadline.storage.records import SqlRecordStore
 from threadline.storage.sessions import SqlSessionStore
 from threadline.tools.fetcher import SafeFetcher
@@ -83,6 +87,7 @@ class Container:
             allow_private_hosts=fetch.allow_private_hosts,
         )
         self._web(settings)
+        self._memories(settings)
         self.chat = ChatService(
             catalog=self.catalog,
             records=self.record_store,
@@ -95,6 +100,7 @@ class Container:
             brand_voices=self.brand_voices,
             links=self.links,
             web_search=self.web_search,
+            memories=self.memories,
         )
         self.sessions = SessionService(
             self.session_store, self.conversations, self.chat, self.catalog
@@ -175,6 +181,27 @@ class Container:
             lease_seconds=config.job_lease_seconds,
             on_dead=self.ingestion.fail_exhausted,
         )
+
+    def _memories(self, settings: Settings) -> None:
+        """Memories across conversations: their store, the fact extractor, the job."""
+        config = settings.memories
+        extractor = (
+            ModelExtractor(self.catalog, config.model)
+            if config.extractor == "model" and config.model
+            else RuleExtractor()
+        )
+        self.memories = MemoryService(
+            SqlMemoryStore(self.db),
+            extractor,
+            self.embedder,
+            self.job_queue,
+            self.record_store,
+            top_k=config.top_k,
+            max_per_user=config.max_per_user,
+            page_max=settings.page_size_max,
+            on_enqueued=lambda: self.worker.poke(),
+        )
+        self.worker.handle(REMEMBER_JOB, self.memories.run_job)
 
     async def start(self, *, worker: bool | None = None) -> None:
         """Migrate, fail the replies a previous process left unfinished, and start the

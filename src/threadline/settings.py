@@ -174,6 +174,23 @@ class YouTubeSettings(BaseModel):
         return self
 
 
+class MemorySettings(BaseModel):
+    """`[memories]`: facts remembered about a user across conversations (`withMemories`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    extractor: Literal["rules", "model"] = "rules"  # how facts are found in a message
+    model: str | None = None  # extractor = "model": which configured model reads messages
+    max_per_user: int = Field(200, ge=1, le=10_000)  # past it, the oldest memories go
+    top_k: int = Field(5, ge=1, le=50)  # memories given to the model per reply
+
+    @model_validator(mode="after")
+    def _check_model(self) -> MemorySettings:
+        if self.extractor == "model" and not self.model:
+            raise ValueError('[memories] extractor = "model" needs model = "<a configured model>"')
+        return self
+
+
 def _default_models() -> dict[str, ModelConfig]:
     return {DEFAULT_MODEL_NAME: ModelConfig(provider="local")}
 
@@ -212,12 +229,23 @@ class Settings(BaseSettings):
     fetch: FetchSettings = FetchSettings()
     search: SearchSettings = SearchSettings()
     youtube: YouTubeSettings = YouTubeSettings()
+    memories: MemorySettings = MemorySettings()
 
     @model_validator(mode="after")
     def _check_default_model(self) -> Settings:
         if self.default_model not in self.models:
             raise ValueError(
                 f"default_model {self.default_model!r} is not among the configured models "
+                f"({', '.join(sorted(self.models)) or 'none'})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_memory_model(self) -> Settings:
+        model = self.memories.model
+        if model is not None and model not in self.models:
+            raise ValueError(
+                f"[memories] model {model!r} is not among the configured models "
                 f"({', '.join(sorted(self.models)) or 'none'})"
             )
         return self

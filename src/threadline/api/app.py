@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 DESCRIPTION = """Threadline speaks several vendors' conversation APIs from one store:
 1min.ai (`/api/conversations`, `/api/chat-with-ai`, `/api/features`, `/api/assets`,
-`/api/brand-voices`), the Conversation Service
+`/api/brand-voices`, `/api/memories`), the Conversation Service
 (`/api/conversation/*`: conversations, chat sessions per model, `stream_chat`; `org_id` query
 parameter), AI Hub Converse (`/api/v2/conversations`: conversations over uploaded documents,
 for the `aihub` SDK with `api_root=<server>/api`), the OpenAI API (`/v1/models`,

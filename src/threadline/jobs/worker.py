@@ -48,6 +48,10 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
 
+    def handle(self, kind: str, handler: Handler) -> None:
+        """Run `handler` for jobs of `kind` (for features wired after the worker was made)."""
+        self._handlers[kind] = handler
+
     def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._loop(i), name=f"worker-{i}") for i in range(self._concurrency)
@@ -82,6 +86,7 @@ class Worker:
 
     async def _loop(self, slot: int) -> None:
         while True:
+            _stop_if_cancelled()
             try:
                 if await self.run_one():
                     continue
@@ -132,6 +137,15 @@ class Worker:
             log.warning("job declared dead", job=job.id, kind=job.kind)
             if self._on_dead is not None:
                 await self._on_dead(job)
+
+
+def _stop_if_cancelled() -> None:
+    """Honour a cancellation (`stop()`) that a handler's library swallowed: httpcore closes
+    a response in a shielded scope, which can turn the task's cancellation into the job's
+    error, and the loop would then run on with `stop()` waiting for it forever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _describe(exc: BaseException) -> str:

@@ -11,7 +11,7 @@ model is stopped and the run ends with STORAGE_ERROR.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -24,6 +24,7 @@ from threadline.domain.documents import Document
 from threadline.domain.entities import AiRecord, Message, Principal, RecordStatus
 from threadline.domain.errors import Forbidden, InvalidRequest, ThreadlineError, Unprocessable
 from threadline.domain.events import Citation, Done, Failed, TextDelta, Usage
+from threadline.domain.memories import Memory
 from threadline.domain.ports import ChatMessage, ModelRequest, RecordStore
 from threadline.services.accounts import AccountService
 from threadline.services.brand_voices import BrandVoiceService, guidance
@@ -32,6 +33,9 @@ from threadline.services.clock import utcnow
 from threadline.services.conversations import ConversationService
 from threadline.services.grounding import DocumentGrounder, DocumentRequest
 from threadline.services.links import LinkReader, LinkReading, links_in, videos_in
+from threadline.services.memories import MemoryService
+from threadline.services.memories import records as memory_records
+from threadline.services.memories import system_block as memory_block
 from threadline.services.runs import Run, RunRegistry
 from threadline.services.web_search import SearchReading, WebSearchReader
 
@@ -48,6 +52,10 @@ SEARCH_NOT_CONFIGURED = (
     'api_key_env = "BRAVE_API_KEY"   # brave / tavily: the variable holding the key\n'
     "timeout_seconds = 10"
 )
+
+FollowUp = Callable[[UUID], Awaitable[None]]
+"""Work to do once a reply is stored, given its record's id (queue remembering what the user
+said): it runs after the reply is finished and stored, and its failure is not the reply's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +125,7 @@ class ChatService:
         brand_voices: BrandVoiceService | None = None,
         links: LinkReader | None = None,
         web_search: WebSearchReader | None = None,
+        memories: MemoryService | None = None,
     ) -> None:
         self._catalog = catalog
         self._records = records
@@ -129,6 +138,7 @@ class ChatService:
         self._brand_voices = brand_voices
         self._links = links
         self._web_search = web_search
+        self._memories = memories
         self._writes: set[asyncio.Task[None]] = set()
 
     async def reply(self, command: ChatCommand) -> Run:
@@ -141,12 +151,19 @@ class ChatService:
             links=self._links is not None,
             videos=self._links is not None and self._links.reads_videos,
             web_search=self._web_search is not None,
+            memories=self._memories is not None,
         )
         voice = await self._brand_voice(command)
         self._check_credit(command.principal)
         links, search = await self._read_web(command)
-        request, citations = await self._model_request(command, entry, voice, links, search)
+        memories = await self._recall(command, entry, voice)
+        request, citations = await self._model_request(
+            command, entry, voice, links, search, memories
+        )
         command = _with_web_records(command, links, search)
+        if command.grounding.with_memories:
+            recorded = {**command.prompt_object, "memoryList": memory_records(memories)}
+            command = replace(command, prompt_object=recorded)
         record, user_message = self._new_record(command)
         run = Run(record, user_message.id if user_message else None)
         # The model starts at once and its tokens flow while the PENDING record is written:
@@ -155,7 +172,9 @@ class ChatService:
         # made second so that it runs second: the upstream request goes out first.
         stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(
-            self._drive(run, entry, request, user_message, stored, citations),
+            self._drive(
+                run, entry, request, user_message, stored, citations, self._follow_up(command)
+            ),
             name=f"run-{run.id}",
         )
         self._runs.add(run, task)
@@ -209,6 +228,27 @@ class ChatService:
             return None
         return await self._web_search.read(command.prompt, web.num_of_site, web.max_word)
 
+    async def _recall(
+        self, command: ChatCommand, entry: CatalogModel, voice: BrandVoice | None
+    ) -> list[Memory]:
+        """The user's memories related to the prompt (`withMemories`), as many as fit a
+        quarter of the room the context window leaves beside the reply, the system text and
+        the prompt (the rest is for history, linked pages and documents)."""
+        if self._memories is None or not command.grounding.with_memories:
+            return []
+        own = _join(command.system, guidance(voice) if voice else None) or ""
+        reply = command.max_tokens or entry.config.max_output_tokens
+        left = entry.config.context_window - reply - estimate_tokens(own + command.prompt) - 64
+        room = max(0, left) * CHARS_PER_TOKEN // 4
+        return await self._memories.recall(command.principal, command.prompt, room)
+
+    def _follow_up(self, command: ChatCommand) -> FollowUp | None:
+        """Once the reply is stored: queue remembering what the user said (`withMemories`)."""
+        if self._memories is None or not command.grounding.with_memories:
+            return None
+        memories, caller, prompt = self._memories, command.principal, command.prompt
+        return lambda record_id: memories.remember_later(caller, record_id, prompt)
+
     async def _model_request(
         self,
         command: ChatCommand,
@@ -216,6 +256,7 @@ class ChatService:
         voice: BrandVoice | None = None,
         links: LinkReading | None = None,
         search: SearchReading | None = None,
+        memories: Sequence[Memory] = (),
     ) -> tuple[ModelRequest, tuple[Citation, ...]]:
         max_tokens = command.max_tokens or entry.config.max_output_tokens
         if max_tokens >= entry.config.context_window:
@@ -224,7 +265,7 @@ class ChatService:
                 f"{entry.name!r} ({entry.config.context_window} tokens)"
             )
         budget = entry.config.context_window - max_tokens
-        base = _voiced_system(command, entry, voice, budget)
+        base = _join(_voiced_system(command, entry, voice, budget), memory_block(memories))
         grounded = self._grounded_system(command, budget, base, links, search)
         history: list[ChatMessage] = []
         if command.messages or command.conversation_id is None:
@@ -338,6 +379,7 @@ class ChatService:
         user_message: Message | None,
         stored: asyncio.Future[None],
         sources: tuple[Citation, ...] = (),
+        follow_up: FollowUp | None = None,
     ) -> None:
         parts: list[str] = []
         citations: list[Citation] = list(sources)
@@ -372,6 +414,8 @@ class ChatService:
         usage = usage or _estimate(request, text)
         run.emit(usage)
         await self._finish(run, entry, usage, text, citations, failure, user_message, stored)
+        if follow_up is not None and isinstance(run.outcome, Done):
+            await _follow(follow_up, run.id)
 
     async def _finish(
         self,
@@ -441,6 +485,14 @@ def _failed(future: asyncio.Future[None]) -> bool:
     return future.done() and (future.cancelled() or future.exception() is not None)
 
 
+async def _follow(follow_up: FollowUp, record_id: UUID) -> None:
+    """Run a stored reply's follow-up; its failure is logged, never the reply's."""
+    try:
+        await follow_up(record_id)
+    except Exception:
+        log.exception("the follow-up of a stored reply failed", run=str(record_id))
+
+
 def _settle(future: asyncio.Future[None], task: asyncio.Task[None]) -> None:
     """Give `future` the outcome of `task`."""
     if future.done():
@@ -461,12 +513,13 @@ def _check_supported(
     links: bool = True,
     videos: bool = True,
     web_search: bool = True,
+    memories: bool = True,
 ) -> None:
     """Settings this server cannot honour (yet, or as configured) are refused by name, never
     ignored."""
     g = command.grounding
     refused = []
-    if g.with_memories:
+    if g.with_memories and not memories:
         refused.append("memories (withMemories)")
     if g.images:
         refused.append("image attachments")

@@ -309,3 +309,24 @@ brand_voices = Table(
     _ts("updated_at"),
     Index("ix_brand_voices_org_created", "org_id", "created_at"),
 )
+
+# ---- memories (0005) ----------------------------------------------------------------
+
+memories = Table(
+    "memories",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("org_id", Uuid, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("kind", String(100), nullable=True),
+    Column("source", String(16), nullable=False),
+    Column("record_id", Uuid, nullable=True),
+    # float32 little-endian bytes on both backends: a user's vectors are few and compared
+    # in numpy (see services/memories.py), never searched by the database.
+    Column("embedder", String(200), nullable=True),
+    Column("embedding", LargeBinary, nullable=True),
+    _ts("created_at"),
+    _ts("updated_at"),
+    Index("ix_memories_owner_updated", "org_id", "user_id", "updated_at"),
+)

@@ -13,6 +13,7 @@ from threadline.domain.brand_voices import BrandVoice
 from threadline.domain.documents import Asset, ConversationDocument, Document
 from threadline.domain.entities import AiRecord, Conversation, Message, User
 from threadline.domain.events import Failed
+from threadline.domain.memories import Memory
 
 SSE_PING = b": ping\n\n"
 
@@ -62,6 +63,20 @@ def brand_voice(voice: BrandVoice) -> dict[str, Any]:
         "createdBy": str(voice.created_by),
         "updatedAt": iso(voice.updated_at),
         "updatedBy": str(voice.updated_by),
+    }
+
+
+def memory(m: Memory) -> dict[str, Any]:
+    return {
+        "uuid": str(m.id),
+        "userId": str(m.user_id),
+        "teamId": str(m.org_id),
+        "content": m.content,
+        "kind": m.kind,
+        "source": m.source.value,
+        "aiRecordId": str(m.record_id) if m.record_id else None,
+        "createdAt": iso(m.created_at),
+        "updatedAt": iso(m.updated_at),
     }
 
 
