@@ -17,12 +17,13 @@ from threadline.jobs.worker import Worker
 from threadline.providers.embeddings import build_embedder
 from threadline.services.accounts import AccountService, IssuedKey
 from threadline.services.brand_voices import BrandVoiceService
-from threadline.services.catalog import ModelCatalog, ModelFactory
+from threadline.services.catalog import ImageModelFactory, ModelCatalog, ModelFactory
 from threadline.services.chat import ChatService
 from threadline.services.clock import utcnow
 from threadline.services.conversations import ConversationService
 from threadline.services.documents import INGEST_JOB, DocumentLimits, DocumentService
 from threadline.services.grounding import DocumentGrounder
+from threadline.services.images import ImageService
 from threadline.services.ingestion import IngestionService
 from threadline.services.links import LinkReader
 from threadline.services.memories import REMEMBER_JOB, MemoryService
@@ -46,7 +47,7 @@ from threadline.storage.jobs import SqlJobQueue
 from threadline.storage.memories import SqlMemoryStore
 from threadline.storage.records import SqlRecordStore
 from threadline.storage.sessions import SqlSessionStore
-from threadline.tools.fetcher import SafeFetcher
+from threadline.tools.fetcher import IMAGE_ACCEPT, IMAGE_TYPES, SafeFetcher
 from threadline.tools.search import build_searcher
 from threadline.tools.youtube import YouTubeTranscripts
 
@@ -54,18 +55,28 @@ SHUTDOWN_GRACE_SECONDS = 30.0
 
 
 class Container:
-    def __init__(self, settings: Settings, *, model_factory: ModelFactory | None = None) -> None:
-        if model_factory is None:
-            from threadline.providers import build_model
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        model_factory: ModelFactory | None = None,
+        image_factory: ImageModelFactory | None = None,
+    ) -> None:
+        from threadline.providers import build_image_model, build_model
 
-            model_factory = build_model
+        model_factory = model_factory or build_model
         self.settings = settings
         self.db = Database(settings.resolved_database_url)
         self.account_store = SqlAccountStore(self.db)
         self.conversation_store = SqlConversationStore(self.db)
         self.record_store = SqlRecordStore(self.db)
         self.session_store = SqlSessionStore(self.db)
-        self.catalog = ModelCatalog(settings.models, settings.default_model, model_factory)
+        self.catalog = ModelCatalog(
+            settings.models,
+            settings.default_model,
+            model_factory,
+            image_factory or build_image_model,
+        )
         self.runs = RunRegistry()
         self.metrics = Metrics(active_runs=lambda: self.runs.active)
         self.accounts = AccountService(
@@ -104,6 +115,32 @@ class Container:
         )
         self.sessions = SessionService(
             self.session_store, self.conversations, self.chat, self.catalog
+        )
+        self._images(settings)
+
+    def _images(self, settings: Settings) -> None:
+        """Images out: image models, and the fetcher that reads a variator's source URL (the
+        same SSRF rules and caps as the link reader's, for pictures only)."""
+        fetch = settings.fetch
+        image_fetcher = SafeFetcher(
+            timeout_seconds=fetch.timeout_seconds,
+            connect_timeout_seconds=fetch.connect_timeout_seconds,
+            max_bytes=fetch.max_bytes,
+            max_redirects=fetch.max_redirects,
+            user_agent=fetch.user_agent,
+            allow_private_hosts=fetch.allow_private_hosts,
+            content_types=IMAGE_TYPES,
+            accept=IMAGE_ACCEPT,
+            described_as="a PNG, JPEG or WebP image",
+        )
+        self.images = ImageService(
+            catalog=self.catalog,
+            records=self.record_store,
+            accounts=self.accounts,
+            documents=self.documents,
+            fetcher=image_fetcher,
+            max_source_bytes=fetch.max_bytes,
+            observer=self.metrics.observe_record,
         )
 
     def _web(self, settings: Settings) -> None:
@@ -240,6 +277,12 @@ class Container:
 
 
 def create_app(
-    settings: Settings | None = None, *, model_factory: ModelFactory | None = None
+    settings: Settings | None = None,
+    *,
+    model_factory: ModelFactory | None = None,
+    image_factory: ImageModelFactory | None = None,
 ) -> FastAPI:
-    return build_app(Container(settings or Settings(), model_factory=model_factory))
+    container = Container(
+        settings or Settings(), model_factory=model_factory, image_factory=image_factory
+    )
+    return build_app(container)

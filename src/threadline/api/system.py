@@ -35,11 +35,13 @@ async def list_models(_: PrincipalDep, container: ContainerDep) -> dict[str, Any
                 "name": m.name,
                 "provider": m.provider,
                 "capabilities": list(m.capabilities),
+                "kind": m.config.kind,
                 "vision": m.config.vision,
                 "default": m.name == catalog.default,
                 "credits": {
                     "inputPer1k": m.config.credits.input_per_1k,
                     "outputPer1k": m.config.credits.output_per_1k,
+                    "perImage": m.config.credits.per_image,
                 },
             }
             for m in catalog.list()

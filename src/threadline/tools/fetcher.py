@@ -47,6 +47,10 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 READABLE_TYPES = frozenset(
     {"text/html", "application/xhtml+xml", "text/plain", "text/markdown", "application/pdf"}
 )
+READABLE_ACCEPT = "text/html,application/xhtml+xml,text/plain;q=0.9,application/pdf;q=0.8"
+# A second fetcher (the image variator's input) reads pictures, and nothing else.
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
+IMAGE_ACCEPT = "image/png,image/jpeg,image/webp"
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MiB = 1024 * 1024
@@ -72,6 +76,8 @@ class SafeFetcher:
         user_agent: str = "Threadline link reader",
         allow_private_hosts: Collection[str] = (),
         content_types: Collection[str] = READABLE_TYPES,
+        accept: str = READABLE_ACCEPT,
+        described_as: str = "a web page, text or PDF",
         resolver: Resolver = resolve,
     ) -> None:
         self.timeout_seconds = timeout_seconds
@@ -81,6 +87,8 @@ class SafeFetcher:
         self.user_agent = user_agent
         self.allow_private_hosts = frozenset(h.lower() for h in allow_private_hosts)
         self.content_types = frozenset(content_types)
+        self.accept = accept
+        self.described_as = described_as  # what it reads, for the wrong-type reason
         self.resolver = resolver
         self._tls = ssl.create_default_context()
 
@@ -144,7 +152,7 @@ class SafeFetcher:
             content_type, charset = _content_type(response)
             if content_type not in self.content_types:
                 shown = content_type or "no content type"
-                raise FetchFailed(f"the page is {shown}, not a web page, text or PDF")
+                raise FetchFailed(f"the page is {shown}, not {self.described_as}")
             body = await self._body(response)
             return FetchedPage(str(url), content_type, body, charset)
         finally:
@@ -158,7 +166,7 @@ class SafeFetcher:
         headers = {
             "Host": url.netloc.decode("ascii"),
             "User-Agent": self.user_agent,
-            "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,application/pdf;q=0.8",
+            "Accept": self.accept,
             "Accept-Encoding": "gzip, deflate",
         }
         for address in addresses:

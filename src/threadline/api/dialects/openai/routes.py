@@ -92,7 +92,7 @@ router = APIRouter(prefix="/v1", route_class=route_class(render), tags=["OpenAI"
 
 def _entry(container: Any, name: str) -> CatalogModel:
     try:
-        return container.catalog.get(name)
+        return container.catalog.entry(name)
     except Unprocessable:
         available = ", ".join(m.name for m in container.catalog.list())
         raise ModelNotFound(
