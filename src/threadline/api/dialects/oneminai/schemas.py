@@ -113,8 +113,8 @@ class ImageVariatorPrompt(Strict):
     def _fast_only(cls, value: str) -> str:
         if value != "fast":
             raise _unsupported(
-                "only 'fast' is supported: every request runs at once ('relax' and "
-                "'turbo' are Midjourney queues this server does not have)"
+                f"{value[:20]!r} is not supported: only 'fast', every request runs at once "
+                "('relax' and 'turbo' are Midjourney queues this server does not have)"
             )
         return value
 
