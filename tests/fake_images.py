@@ -13,7 +13,8 @@ A stdlib `ThreadingHTTPServer` in a background thread, speaking OpenAI's images 
         up.url                     # "http://127.0.0.1:PORT/v1" (a model's base_url)
         up.host_port               # "127.0.0.1:PORT" (for fetch.allow_private_hosts)
         up.enqueue(Status(500))    # the next images request fails so; also Hang(s),
-                                   # BadJson(), Urls() (urls instead of b64_json)
+                                   # BadJson(), Urls() (urls instead of b64_json),
+                                   # Garbage() (base64 of bytes that are no picture)
         up.requests[0]             # {"path", "headers", "json" | "fields" + "image"}
         up.made[0]                 # the picture bytes that request answered
 """
@@ -69,7 +70,12 @@ class Urls:
     pass
 
 
-Fault = Status | Hang | BadJson | Urls
+@dataclass(frozen=True)
+class Garbage:
+    """Valid base64 of bytes that are no picture."""
+
+
+Fault = Status | Hang | BadJson | Urls | Garbage
 
 
 @dataclass
@@ -211,6 +217,9 @@ def _handler(up: FakeImages) -> type[BaseHTTPRequestHandler]:
                     self.connection.close()
             elif isinstance(fault, BadJson):
                 self._send(200, b'{"created": 1, "data": [', "application/json")
+            elif isinstance(fault, Garbage):
+                junk = base64.b64encode(b"\x89PNG but not really" * 10).decode()
+                self._json(200, {"created": 1, "data": [{"b64_json": junk}]})
             else:
                 self._json(200, {"created": 1, "data": [{"url": "http://10.0.0.7/x.png"}]})
             return True

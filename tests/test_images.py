@@ -17,7 +17,16 @@ from PIL import Image
 from sqlalchemy import select
 
 from tests.conftest import PRICED, Fakes, make_settings
-from tests.fake_images import UPSTREAM_ERROR, BadJson, FakeImages, Hang, Status, Urls, picture
+from tests.fake_images import (
+    UPSTREAM_ERROR,
+    BadJson,
+    FakeImages,
+    Garbage,
+    Hang,
+    Status,
+    Urls,
+    picture,
+)
 from tests.live_server import LiveServer
 from threadline.container import Container, create_app
 from threadline.settings import Credits, FetchSettings, ModelConfig, Settings
@@ -437,6 +446,7 @@ def test_exhausted_credits_are_403_before_anything_runs(live):
         (Hang(10), 504, "did not answer within 2s"),
         (BadJson(), 502, "not JSON"),
         (Urls(), 502, "image URLs, not base64"),
+        (Garbage(), 502, "an image that cannot be used"),
     ],
 )
 def test_upstream_failures_are_clear_errors_and_failed_records(live, fault, status, words):

@@ -90,7 +90,9 @@ class ModelConfig(BaseModel):
         wrong = IMAGE_ONLY_KEYS if self.kind == "chat" else CHAT_ONLY_KEYS
         given = [key for key in wrong if key in self.model_fields_set]
         if given:
-            raise ValueError(f"{', '.join(given)} do(es) not apply to a {self.kind} model")
+            verb = "does" if len(given) == 1 else "do"
+            kind = "a chat model" if self.kind == "chat" else 'an image model (kind = "images")'
+            raise ValueError(f"{', '.join(given)} {verb} not apply to {kind}")
         if self.kind == "images":
             if self.provider == "local":
                 raise ValueError('the local provider serves chat models only, not kind = "images"')
