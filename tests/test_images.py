@@ -463,3 +463,44 @@ def test_upstream_failures_are_clear_errors_and_failed_records(live, fault, stat
     assert live.used_credit() == 0
     # the upstream recovers: the next request works
     assert live.features(GENERATOR_EXAMPLE).status_code == 200
+
+
+# ---- the official openai SDK: POST /v1/images/generations --------------------------------
+
+
+def test_the_openai_sdk_generates_images_onto_the_same_store(live):
+    import base64
+
+    import openai
+
+    key = live.http.headers["API-KEY"]
+    client = openai.OpenAI(base_url=f"{live.server.base_url}/v1", api_key=key, max_retries=0)
+    result = client.images.generate(
+        model=FLUX, prompt="a cat", n=2, size="1536x1024", output_format="webp"
+    )
+    assert [base64.b64decode(d.b64_json or "") for d in result.data] == live.up.made[-1]
+    assert result.output_format == "webp"
+    assert live.up.requests[-1]["json"]["size"] == "1536x1024"
+    (record,) = live.rows(ai_records)
+    assert (record["type"], record["status"], record["credits"]) == (
+        "IMAGE_GENERATOR",
+        "SUCCESS",
+        2 * FLUX_PRICE,
+    )
+    stored = [
+        live.http.get(f"/api/assets/{k}/content").content for k in record["result_text"].split("\n")
+    ]
+    assert stored == live.up.made[-1]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.images.generate(model=FLUX, prompt="a cat", response_format="url")
+    assert "b64_json" in caught.value.message
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.images.generate(model=FLUX, prompt="a cat", size="1792x1024")
+    assert "size 1792x1024 is not supported" in caught.value.message
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.images.generate(model="gpt-4o-mini", prompt="a cat")
+    assert "image-capable models configured" in caught.value.message
+    live.up.enqueue(Status(500))
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.images.generate(model=FLUX, prompt="a cat")
+    assert UPSTREAM_ERROR in caught.value.message

@@ -69,6 +69,7 @@ class ImageCommand:
     metadata: dict[str, Any] | None = None
     count_field: str = "n"  # how the request names n and the aspect ratio, for errors
     ratio_field: str = "aspect_ratio"
+    size: str | None = None  # an upstream size asked for directly (OpenAI's `size`): wins
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +106,7 @@ class ImageService:
         entry = self._catalog.image_entry(command.model, command.feature)
         variation = command.feature == IMAGE_VARIATOR
         sizes = entry.config.variation_sizes if variation else entry.config.image_sizes
-        size = _size(sizes, command.aspect_ratio, command.ratio_field)
+        size = _size(sizes, command.aspect_ratio, command.ratio_field, command.size)
         if command.n > entry.config.max_images:
             raise Unprocessable(
                 f"{command.count_field} is {command.n}; {entry.name!r} makes at most "
@@ -223,8 +224,14 @@ class ImageService:
         return await asyncio.to_thread(path.read_bytes)
 
 
-def _size(sizes: dict[str, str], ratio: str, field: str) -> str:
-    """The upstream size for an aspect ratio ("16:9", also as "32:18"), or a 422."""
+def _size(sizes: dict[str, str], ratio: str, field: str, asked: str | None = None) -> str:
+    """The upstream size for an aspect ratio ("16:9", also as "32:18"), or a 422. A size
+    asked for directly must be one of the model's."""
+    if asked is not None:
+        if asked not in sizes.values():
+            known = ", ".join(dict.fromkeys(sizes.values())) or "(none)"
+            raise Unprocessable(f"size {asked} is not supported by this model; supported: {known}")
+        return asked
     size = sizes.get(ratio) or sizes.get(_reduced(ratio))
     if size is None:
         known = ", ".join(sizes) or "(none)"

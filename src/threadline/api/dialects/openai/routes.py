@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from threadline.api.deps import ContainerDep, PrincipalDep
-from threadline.api.dialects.openai import encode
+from threadline.api.dialects.openai import encode, images
 from threadline.api.dialects.openai.schemas import (
     ChatCompletionRequest,
     chat_messages,
@@ -88,6 +88,7 @@ class ModelNotFound(NotFound):
 
 
 router = APIRouter(prefix="/v1", route_class=route_class(render), tags=["OpenAI"])
+images.add_routes(router)
 
 
 def _entry(container: Any, name: str) -> CatalogModel:
