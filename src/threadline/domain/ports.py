@@ -36,6 +36,16 @@ class ChatMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryWindow:
+    """What a reply replays of its conversation: the last messages, oldest first, and
+    whether the conversation has documents (read in the same trip, so a plain chat makes one
+    database round trip before its model is asked)."""
+
+    messages: Sequence[ChatMessage]
+    has_documents: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ModelRequest:
     messages: Sequence[ChatMessage]
     max_tokens: int | None = None
@@ -111,10 +121,11 @@ class ConversationStore(Protocol):
         model: str | None,
         limit: int,
         user_id: UUID | None = None,
-    ) -> builtins.list[ChatMessage] | None:
+    ) -> HistoryWindow | None:
         """The role and text of the last `limit` messages of finished exchanges, oldest
-        first; only `model`'s exchanges when `model` is given. None when the org has no such
-        conversation, or (with `user_id`) when it is not that user's."""
+        first; only `model`'s exchanges when `model` is given; and whether the conversation
+        has documents. None when the org has no such conversation, or (with `user_id`) when
+        it is not that user's."""
         ...
 
 
@@ -165,6 +176,7 @@ __all__ = [
     "ChatMessage",
     "ChatModel",
     "ConversationStore",
+    "HistoryWindow",
     "ModelRequest",
     "RecordStatus",
     "RecordStore",

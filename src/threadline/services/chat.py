@@ -25,7 +25,7 @@ from threadline.domain.entities import AiRecord, Message, Principal, RecordStatu
 from threadline.domain.errors import Forbidden, InvalidRequest, ThreadlineError, Unprocessable
 from threadline.domain.events import Citation, Done, Failed, TextDelta, Usage
 from threadline.domain.memories import Memory
-from threadline.domain.ports import ChatMessage, ModelRequest, RecordStore
+from threadline.domain.ports import ChatMessage, HistoryWindow, ModelRequest, RecordStore
 from threadline.services.accounts import AccountService
 from threadline.services.brand_voices import BrandVoiceService, guidance
 from threadline.services.catalog import CatalogModel, ModelCatalog
@@ -266,12 +266,21 @@ class ChatService:
             )
         budget = entry.config.context_window - max_tokens
         base = _join(_voiced_system(command, entry, voice, budget), memory_block(memories))
-        grounded = self._grounded_system(command, budget, base, links, search)
-        history: list[ChatMessage] = []
+        history: Sequence[ChatMessage] = ()
         if command.messages or command.conversation_id is None:
-            system, citations = await grounded
-        else:  # both read the database (on PostgreSQL the two round trips overlap)
-            (system, citations), history = await asyncio.gather(grounded, self._history(command))
+            system, citations = await self._grounded_system(command, budget, base, links, search)
+        elif command.grounding.files:  # documents either way: both reads at once
+            (system, citations), window = await asyncio.gather(
+                self._grounded_system(command, budget, base, links, search),
+                self._history(command),
+            )
+            history = window.messages
+        else:  # one round trip says whether the conversation has documents to read too
+            window = await self._history(command)
+            history = window.messages
+            system, citations = await self._grounded_system(
+                command, budget, base, links, search, window.has_documents
+            )
         messages: list[ChatMessage] = []
         if system:
             messages.append(ChatMessage("system", system))
@@ -296,17 +305,20 @@ class ChatService:
         base: str | None,
         links: LinkReading | None,
         search: SearchReading | None = None,
+        conversation_documents: bool = True,
     ) -> tuple[str | None, tuple[Citation, ...]]:
         """The system prompt (`base`: the command's own system text and brand voice), then
         the linked pages' text, the web search's results and the excerpts of the reply's
         documents when it has any, together trimmed to the room the context window leaves
-        (each of them an equal share)."""
+        (each of them an equal share). `conversation_documents` False: the conversation is
+        known to have none, so they are not looked up."""
         g = command.grounding
         documents: list[Document] = []
-        if self._documents is not None and (command.conversation_id is not None or g.files):
+        conversation = command.conversation_id if conversation_documents else None
+        if self._documents is not None and (conversation is not None or g.files or g.document_ids):
             request = DocumentRequest(g.files, g.document_ids, g.advanced)
             documents = await self._documents.documents_for(
-                command.principal, command.conversation_id, request
+                command.principal, conversation, request
             )
         blocks = [block for block in (links, search) if block is not None]
         if not documents and not blocks:
@@ -328,9 +340,9 @@ class ChatService:
             citations = context.citations
         return "\n\n".join(parts), citations
 
-    async def _history(self, command: ChatCommand) -> list[ChatMessage]:
+    async def _history(self, command: ChatCommand) -> HistoryWindow:
         if command.conversation_id is None:
-            return []
+            return HistoryWindow(())
         return await self._conversations.history(
             command.principal,
             command.conversation_id,
