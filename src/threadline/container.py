@@ -156,6 +156,7 @@ class Container:
                 max_images=images.max_per_request,
                 max_bytes=images.max_bytes,
                 wait_seconds=settings.documents.ready_wait_seconds,
+                chunk_overlap=settings.documents.chunk_overlap_chars,
             ),
         )
 

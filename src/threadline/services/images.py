@@ -61,7 +61,6 @@ VISION_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 """What is sent to a vision model as is: the types OpenAI-compatible vision APIs take."""
 KINDS = "PNG, JPEG, GIF, WebP, TIFF or BMP"
 RECORD_WORDS = 200  # of an image's OCR text, kept in its record entry
-_OVERLAP_SCAN = 2000  # characters compared to find where two chunks of a page overlap
 _SUFFIXES = {"image/jpeg": ".jpg", "image/tiff": ".tif", "image/webp": ".webp"}
 INSTRUCTIONS = (
     "The user's message comes with the images below. You cannot see them, so the server "
@@ -79,6 +78,7 @@ class ImageLimits:
     max_images: int = 10
     max_bytes: int = 5 * 1024 * 1024
     wait_seconds: float = 60.0  # how long an uploaded image's OCR is waited for
+    chunk_overlap: int = 150  # the chunker's overlap (documents.chunk_overlap_chars)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +235,8 @@ class ImageReader:
             return "", "its text is not read yet (the upload is still being processed)"
         if document.state is DocumentState.FAILED:
             return "", document.reason or "its text could not be read"
-        text = joined(await self._chunks.document_chunks(caller.org_id, document.id))
+        chunks = await self._chunks.document_chunks(caller.org_id, document.id)
+        text = joined(chunks, self.limits.chunk_overlap)
         if not text.strip():
             return "", document.reason or "OCR read no text in the image"
         return text, document.reason
@@ -255,9 +256,10 @@ class ImageReader:
         return text, "; ".join(parsed.notes) or None
 
 
-def joined(chunks: Sequence[Chunk]) -> str:
+def joined(chunks: Sequence[Chunk], max_overlap: int) -> str:
     """A document's text from its chunks in order: pages apart by a blank line, and the
-    overlap the chunker repeats at the start of a page's next chunk dropped."""
+    overlap the chunker repeats at the start of a page's next chunk (at most `max_overlap`
+    characters, whole words) dropped."""
     text = ""
     previous: Chunk | None = None
     for chunk in chunks:
@@ -266,15 +268,17 @@ def joined(chunks: Sequence[Chunk]) -> str:
         elif previous.page_end != chunk.page_start:
             text += "\n\n" + chunk.text
         else:
-            rest = chunk.text[_overlap(previous.text, chunk.text) :].lstrip()
+            rest = chunk.text[_overlap(previous.text, chunk.text, max_overlap) :].lstrip()
             text += " " + rest if rest else ""
         previous = chunk
     return text
 
 
-def _overlap(before: str, after: str) -> int:
-    """How many leading characters of `after` repeat the end of `before` (whole words)."""
-    for length in range(min(len(before), len(after), _OVERLAP_SCAN), 0, -1):
+def _overlap(before: str, after: str, limit: int) -> int:
+    """How many leading characters of `after` repeat the end of `before` (whole words, at
+    most `limit`: the longest such repeat, which a text repeating itself within `limit`
+    characters may overstate)."""
+    for length in range(min(len(before), len(after), limit), 0, -1):
         if (length == len(after) or after[length] == " ") and before.endswith(after[:length]):
             return length
     return 0
