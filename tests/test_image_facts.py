@@ -20,7 +20,7 @@ from threadline.ingestion.chunking import chunk_pages
 from threadline.ingestion.image_facts import inspect_image
 from threadline.providers.local import _request_body
 from threadline.providers.openai_compat import OpenAICompatibleModel
-from threadline.services.images import joined
+from threadline.services.images import ImageReading, ReadImage, joined
 from threadline.settings import ModelConfig
 from threadline.tools.fetcher import IMAGE_CONTENT_TYPES, IMAGES, IMAGES_ACCEPT, SafeFetcher
 
@@ -144,3 +144,25 @@ def test_the_local_model_refuses_images_and_cannot_be_marked_vision():
         _request_body(request_with_image(), 64)
     with pytest.raises(ValidationError, match="vision = true needs a model that takes images"):
         ModelConfig(provider="local", vision=True)
+
+
+# ---- what a text-only model reads ------------------------------------------------------------
+
+
+def test_the_images_block_fits_its_room_and_keeps_every_image():
+    facts = ImageFacts("image/png", "PNG", 800, 600)
+    read = [
+        ReadImage(f"ref{n}", f"scan{n}.png", facts, 2048, "text", text='"""lorem ipsum ' * 3000)
+        for n in range(3)
+    ]
+    silent = ReadImage("ref3", "blank.png", facts, 100, "text", note="OCR read no text")
+    seen = ReadImage("ref4", "photo.png", facts, 100, "vision", data=b"...")
+    block = ImageReading((*read, silent, seen)).system(6000)
+    assert len(block) <= 6000
+    assert block.count("lorem") > 300  # the room is used, shared by the three texts
+    assert block.count('"""') == 1 + 6  # the instructions name the marks
+    assert "[Image 1] scan0.png: PNG, 800x600 pixels, 2 KB. Its text:" in block
+    assert "[Image 4] blank.png: PNG, 800x600 pixels, 100 bytes. No text was found in it: " in (
+        block
+    )
+    assert "photo.png" not in block  # a vision model sees that one

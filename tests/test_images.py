@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from PIL import Image
 from sqlalchemy import func, select
@@ -472,3 +473,85 @@ def test_an_image_url_on_a_private_address_is_refused_with_default_settings(
         server.stop()
     assert site.hits["/photo.jpg"] == hits
     assert len(upstream.requests) == asked
+
+
+# ---- the OpenAI dialect: image_url content parts ---------------------------------------------
+
+
+def openai_client(served: Served) -> openai.OpenAI:
+    key = served.http.headers["API-KEY"]
+    return openai.OpenAI(base_url=f"{served.server.base_url}/v1", api_key=key, max_retries=0)
+
+
+def test_the_openai_sdk_sends_a_data_url_image_to_a_vision_model(served):
+    data = picture("GIF", (16, 12))
+    url = "data:image/gif;base64," + base64.b64encode(data).decode()
+    served.upstream.enqueue(Reply("A tiny GIF."))
+    completion = openai_client(served).chat.completions.create(
+        model=VISION,
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": url, "detail": "low"}},
+                ],
+            },
+        ],
+    )
+    assert completion.choices[0].message.content == "A tiny GIF."
+    system, user = served.sent()
+    assert system == {"role": "system", "content": "Be brief."}
+    assert user["content"][0] == {"type": "text", "text": "What is this?"}
+    assert image_parts(user) == [data]
+
+
+def test_the_openai_sdk_gives_a_text_model_an_image_url_as_text(served):
+    served.upstream.enqueue(Reply("Red."))
+    completion = openai_client(served).chat.completions.create(
+        model=TEXT,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Colour?"},
+                    {"type": "image_url", "image_url": {"url": served.site.url("/photo.jpg")}},
+                ],
+            }
+        ],
+    )
+    assert completion.choices[0].message.content == "Red."
+    system, user = served.sent()
+    assert user == {"role": "user", "content": "Colour?"}
+    assert "[Image 1] photo.jpg: JPEG, 120x80 pixels" in system["content"]
+
+
+def test_the_openai_dialect_refuses_images_outside_the_last_user_message(served):
+    before, asked = served.counts(), len(served.upstream.requests)
+    image = {"type": "image_url", "image_url": {"url": served.site.url("/photo.jpg")}}
+    with pytest.raises(openai.BadRequestError) as refused:
+        openai_client(served).chat.completions.create(
+            model=VISION,
+            messages=[
+                {"role": "user", "content": [{"type": "text", "text": "Look"}, image]},
+                {"role": "assistant", "content": "A photo."},
+                {"role": "user", "content": "And?"},
+            ],
+        )
+    assert "messages[0].content[1]: images are read in the last message only" in str(refused.value)
+    unknown = {"type": "image_url", "image_url": {"url": "nope"}}
+    with pytest.raises(openai.BadRequestError, match="image nope: no such asset in your team"):
+        openai_client(served).chat.completions.create(
+            model=VISION, messages=[{"role": "user", "content": [unknown]}]
+        )
+    assert served.counts() == before and len(served.upstream.requests) == asked
+
+
+def test_data_urls_must_be_base64_images(served):
+    bad = "data:image/png;base64,@@@"
+    error = refused(served, chat("Look", [bad]))
+    assert error["message"] == f"image {bad}: the data URL is not valid base64"
+    text = "data:text/plain;base64," + base64.b64encode(b"hello").decode()
+    error = refused(served, chat("Look", [text]))
+    assert error["message"] == f"image {text} is not an image (PNG, JPEG, GIF, WebP, TIFF or BMP)"

@@ -242,11 +242,13 @@ class ChatService:
         messages: list[ChatMessage] = []
         if system:
             messages.append(ChatMessage("system", system))
+        parts = images.parts if images is not None else ()
         if command.messages:
             messages.extend(command.messages)
+            if parts:  # the dialect takes images in the last message, the user's, only
+                messages[-1] = replace(messages[-1], images=parts)
         else:
             messages.extend(history)
-            parts = images.parts if images is not None else ()
             messages.append(ChatMessage("user", command.prompt, images=parts))
         request = ModelRequest(
             messages=_fit(messages, budget),

@@ -29,6 +29,7 @@ Then, per image:
 from __future__ import annotations
 
 import asyncio
+import base64
 import tempfile
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -120,20 +121,24 @@ class ImageReading:
         return any(i.mode == "text" for i in self.images)
 
     def system(self, max_chars: int) -> str:
-        """The text-mode images for the model, their texts sharing `max_chars` equally."""
-        described = [(n, i) for n, i in enumerate(self.images, 1) if i.mode == "text"]
-        headings = [f"[Image {n}] {i.name}: {i.facts_line()}" for n, i in described]
-        fixed = len(INSTRUCTIONS) + sum(len(h) + 200 for h in headings)
-        with_text = sum(1 for _, i in described if i.text.strip())
-        share = max(0, max_chars - fixed) // max(1, with_text)
-        blocks = [INSTRUCTIONS]
-        for heading, (_, image) in zip(headings, described, strict=True):
-            note = f" ({image.note})" if image.note else ""
+        """The text-mode images for the model, their texts sharing what room `max_chars`
+        leaves beside the instructions and headings equally, each cut at a word."""
+        laid_out: list[tuple[str, str, str]] = []  # (before the text, text, after it)
+        for number, image in enumerate(self.images, 1):
+            if image.mode != "text":
+                continue
+            heading = f"[Image {number}] {image.name}: {image.facts_line()}"
             if image.text.strip():
-                blocks.append(f'{heading}{note}. Its text:\n"""\n{trim(image.text, share)}\n"""')
+                note = f" ({image.note})" if image.note else ""
+                text = image.text.replace('"""', '"')  # the marks stay the server's
+                laid_out.append((f'{heading}{note}. Its text:\n"""\n', text, '\n"""'))
             else:
-                blocks.append(f"{heading}. No text was found in it: {image.note or 'none'}.")
-        return "\n\n".join(blocks)
+                laid_out.append((f"{heading}. No text was found in it: {image.note}.", "", ""))
+        fixed = len(INSTRUCTIONS) + sum(len(a) + len(b) + 2 for a, _, b in laid_out)
+        with_text = sum(1 for _, text, _ in laid_out if text)
+        share = max(0, max_chars - fixed) // max(1, with_text)
+        blocks = [f"{a}{trim(text, share)}{b}" for a, text, b in laid_out]
+        return "\n\n".join([INSTRUCTIONS, *blocks])
 
     def records(self) -> list[dict[str, Any]]:
         """One `imageContentList` entry per image, in the request's order."""
@@ -174,17 +179,36 @@ class ImageReader:
     # ---- loading and checking ----
 
     async def _load(self, caller: Principal, reference: str) -> ReadImage:
-        if "://" in reference or reference.lower().startswith("data:"):
+        if reference[:5].lower() == "data:":
+            return self._data_url(reference)
+        if "://" in reference:
             return await self._fetch(reference)
         return await self._asset(caller, reference)
+
+    def _data_url(self, url: str) -> ReadImage:
+        """`data:image/png;base64,...`: the image is in the request itself."""
+        head, comma, payload = url.partition(",")
+        if not comma or not head.lower().endswith(";base64"):
+            raise Unprocessable(f"image {shown(url)}: only base64 data URLs are read")
+        if len(payload) * 3 // 4 > self.limits.max_bytes:
+            raise PayloadTooLarge(
+                f"image {shown(url)} is larger than {_size(self.limits.max_bytes)}"
+            )
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except ValueError:
+            raise Unprocessable(f"image {shown(url)}: the data URL is not valid base64") from None
+        return self._checked(shown(url), "image", data)
 
     async def _fetch(self, url: str) -> ReadImage:
         try:
             page = await self._fetcher.fetch(url)
         except FetchRefused as error:
-            raise FetchRefused(f"image {url} was not fetched: {error.reason}") from None
+            raise FetchRefused(f"image {shown(url)} was not fetched: {error.reason}") from None
         except FetchFailed as error:
-            raise Unprocessable(f"image {url} could not be fetched: {error.reason}") from None
+            raise Unprocessable(
+                f"image {shown(url)} could not be fetched: {error.reason}"
+            ) from None
         return self._checked(url, _url_name(page.url), page.body)
 
     async def _asset(self, caller: Principal, reference: str) -> ReadImage:
@@ -192,7 +216,7 @@ class ImageReader:
             asset, document = await self._documents.get_asset(caller, reference)
         except NotFound:
             raise Unprocessable(
-                f"image {reference}: no such asset in your team (upload images with "
+                f"image {shown(reference)}: no such asset in your team (upload images with "
                 "POST /api/assets, or give an http(s) URL)"
             ) from None
         if not asset.mime_type.startswith("image/"):
@@ -211,7 +235,7 @@ class ImageReader:
     def _checked(self, reference: str, name: str, data: bytes) -> ReadImage:
         facts = self._inspect(data)
         if facts is None:
-            raise Unprocessable(f"image {reference} is not an image ({KINDS})")
+            raise Unprocessable(f"image {shown(reference)} is not an image ({KINDS})")
         return ReadImage(reference, name, facts, len(data), "text", data=data)
 
     # ---- reading for the model ----
@@ -223,6 +247,8 @@ class ImageReader:
             text, note = await self._document_text(caller, image.document)
         else:
             text, note = await self._ocr(image)
+        if not text.strip():
+            text, note = "", note or "OCR read no text in the image"
         if vision:
             why = f"{image.facts.format} images are not sent to vision models; its text is"
             note = f"{why} given instead" + (f"; {note}" if note else "")
@@ -310,6 +336,11 @@ def _record(image: ReadImage) -> dict[str, Any]:
     if image.note:
         entry["note"] = image.note
     return entry
+
+
+def shown(reference: str, limit: int = 80) -> str:
+    """A reference as an error message names it: a data URL or a long URL cut short."""
+    return reference if len(reference) <= limit else reference[: limit - 1] + "…"
 
 
 def _url_name(url: str) -> str:
