@@ -264,6 +264,17 @@ def test_features_chat_with_image_takes_image_list(served):
         "vision",
     )
     assert image_parts(served.sent()[-1]) == [data]
+    served.upstream.enqueue(Reply("A streamed sticker."))
+    r = served.http.post(
+        f"{FEATURES}?isStreaming=true",
+        json={
+            "type": "CHAT_WITH_IMAGE",
+            "model": "gpt-4o-mini",
+            "promptObject": {"prompt": "Describe this image", "imageList": [asset["key"]]},
+        },
+    )
+    assert r.status_code == 200 and r.text == "A streamed sticker."  # raw text, as in 002_*
+    assert image_parts(served.sent()[-1]) == [data]
 
 
 def test_an_image_url_is_fetched_through_the_allow_listed_fetcher(served):
