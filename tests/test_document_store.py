@@ -342,6 +342,17 @@ async def test_replacing_chunks_is_idempotent_and_replaces_the_text(db, a, b):
     assert await index.chunk_count() == 0
 
 
+async def test_a_documents_chunks_are_read_back_in_order_in_its_org_only(db, a, b):
+    """(An uploaded image's OCR text, for a text-only model, is rebuilt from them.)"""
+    index = SqlChunkIndex(db)
+    document_id = await a.document()
+    chunks = texts_as_chunks(document_id, ["first words", "second words", "third"])
+    await index.replace_chunks(a.org, document_id, list(reversed(chunks)), None, None)
+    assert await index.document_chunks(a.org, document_id) == chunks
+    assert await index.document_chunks(b.org, document_id) == []
+    assert await index.document_chunks(a.org, document_id + 1) == []
+
+
 # ---- full-text search ---------------------------------------------------------------
 
 PASSAGES = [

@@ -138,10 +138,6 @@ async def test_history_message_limit_counts_messages(client, admin, fakes):
             },
             "Web search (webSearch) is not configured",
         ),
-        (
-            {"attachments": {"images": ["development/images/2024_09_30_13_41_50_758_photo.png"]}},
-            "image",
-        ),
         ({"attachments": {"files": ["20ad0277-74df-4629-8c50-56a2549acbd7"]}}, "file"),
     ],
 )
@@ -158,6 +154,7 @@ async def test_settings_not_supported_or_configured_are_refused_by_name(
 
 
 # brandVoiceId is supported: tests/test_brand_voices.py; YouTube links: tests/test_youtube.py;
+# attachments.images: tests/test_images.py;
 # web search with a provider configured: tests/test_web_search.py
 
 

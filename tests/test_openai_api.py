@@ -231,13 +231,14 @@ def test_unsupported_or_invalid_arguments_are_400(live, fakes, extra, param, fra
     [
         ({"role": "tool", "content": "42", "tool_call_id": "x"}, "messages[0].role"),
         (
-            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},
+            {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "x"}}]},
             "messages[0].content[0]",
         ),
         ({"role": "user", "content": "hi", "name": "bob"}, "messages[0].name"),
     ],
 )
 def test_unsupported_messages_are_400(live, message, param):
+    """(image_url parts are taken: tests/test_images.py)"""
     with pytest.raises(openai.BadRequestError) as caught:
         live.client().chat.completions.create(model=MODEL, messages=[message])
     assert caught.value.body["param"] == param

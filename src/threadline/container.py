@@ -12,6 +12,7 @@ from threadline.api.app import build_app
 from threadline.api.metrics import Metrics
 from threadline.ingestion.chunking import chunk_pages
 from threadline.ingestion.detect import SUPPORTED_TYPES, detect_file
+from threadline.ingestion.image_facts import inspect_image
 from threadline.ingestion.sandbox import SandboxedParser
 from threadline.jobs.worker import Worker
 from threadline.providers.embeddings import build_embedder
@@ -23,6 +24,7 @@ from threadline.services.clock import utcnow
 from threadline.services.conversations import ConversationService
 from threadline.services.documents import INGEST_JOB, DocumentLimits, DocumentService
 from threadline.services.grounding import DocumentGrounder
+from threadline.services.images import ImageLimits, ImageReader
 from threadline.services.ingestion import IngestionService
 from threadline.services.links import LinkReader
 from threadline.services.memories import REMEMBER_JOB, MemoryService
@@ -46,7 +48,7 @@ from threadline.storage.jobs import SqlJobQueue
 from threadline.storage.memories import SqlMemoryStore
 from threadline.storage.records import SqlRecordStore
 from threadline.storage.sessions import SqlSessionStore
-from threadline.tools.fetcher import SafeFetcher
+from threadline.tools.fetcher import IMAGE_CONTENT_TYPES, IMAGES, IMAGES_ACCEPT, SafeFetcher
 from threadline.tools.search import build_searcher
 from threadline.tools.youtube import YouTubeTranscripts
 
@@ -87,6 +89,7 @@ class Container:
             allow_private_hosts=fetch.allow_private_hosts,
         )
         self._web(settings)
+        self._images(settings)
         self._memories(settings)
         self.chat = ChatService(
             catalog=self.catalog,
@@ -101,6 +104,7 @@ class Container:
             links=self.links,
             web_search=self.web_search,
             memories=self.memories,
+            images=self.images,
         )
         self.sessions = SessionService(
             self.session_store, self.conversations, self.chat, self.catalog
@@ -127,6 +131,34 @@ class Container:
         )
         self.searcher = build_searcher(settings.search)
         self.web_search = WebSearchReader(self.searcher, pages) if self.searcher else None
+
+    def _images(self, settings: Settings) -> None:
+        """Images in chat requests: assets, or URLs through a fetcher of image types only."""
+        fetch, images = settings.fetch, settings.images
+        self.image_fetcher = SafeFetcher(
+            timeout_seconds=fetch.timeout_seconds,
+            connect_timeout_seconds=fetch.connect_timeout_seconds,
+            max_bytes=images.max_bytes,
+            max_redirects=fetch.max_redirects,
+            user_agent=fetch.user_agent,
+            allow_private_hosts=fetch.allow_private_hosts,
+            content_types=IMAGE_CONTENT_TYPES,
+            accept=IMAGES_ACCEPT,
+            accepted=IMAGES,
+        )
+        self.images = ImageReader(
+            self.documents,
+            self.chunk_index,
+            self.image_fetcher,
+            self.parser,
+            inspect_image,
+            ImageLimits(
+                max_images=images.max_per_request,
+                max_bytes=images.max_bytes,
+                wait_seconds=settings.documents.ready_wait_seconds,
+                chunk_overlap=settings.documents.chunk_overlap_chars,
+            ),
+        )
 
     def _documents(self, settings: Settings) -> None:
         """The document pipeline: store, blobs, parser, embedder, index, jobs, grounding."""

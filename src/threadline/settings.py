@@ -54,6 +54,11 @@ class ModelConfig(BaseModel):
     def _check_provider_fields(self) -> ModelConfig:
         if self.provider == "openai-compatible" and not self.base_url:
             raise ValueError("an openai-compatible model needs base_url")
+        if self.vision and self.provider == "local":
+            raise ValueError(
+                "vision = true needs a model that takes images (openai-compatible); "
+                "the local provider reads text only"
+            )
         return self
 
 
@@ -126,6 +131,15 @@ class FetchSettings(BaseModel):
                     "(e.g. 127.0.0.1:8765 or [::1]:8765)"
                 )
         return self
+
+
+class ImageSettings(BaseModel):
+    """`[images]`: images in a chat request (1min.ai's `attachments.images`, `imageList`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_per_request: int = Field(10, ge=1, le=50)  # images one request may name
+    max_bytes: int = Field(5 * 1024 * 1024, ge=1024)  # per image, asset or fetched URL
 
 
 class SearchSettings(BaseModel):
@@ -227,6 +241,7 @@ class Settings(BaseSettings):
     documents: DocumentSettings = DocumentSettings()
     embeddings: EmbeddingConfig = EmbeddingConfig()
     fetch: FetchSettings = FetchSettings()
+    images: ImageSettings = ImageSettings()
     search: SearchSettings = SearchSettings()
     youtube: YouTubeSettings = YouTubeSettings()
     memories: MemorySettings = MemorySettings()

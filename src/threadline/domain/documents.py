@@ -257,6 +257,9 @@ class ChunkIndex(Protocol):
         ...
 
     async def chunk_count(self, org_id: UUID | None = None) -> int: ...
+    async def document_chunks(self, org_id: UUID, document_id: int) -> list[Chunk]:
+        """The document's chunks in order (none when it is not the org's)."""
+        ...
 
 
 # ---- jobs ---------------------------------------------------------------------------

@@ -27,12 +27,16 @@ from threadline.domain.entities import (
     User,
 )
 from threadline.domain.events import ReplyEvent
+from threadline.domain.images import ImagePart
 
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: str  # "system" | "user" | "assistant"
     content: str
+    # Images sent with a user message to a vision model (the provider serialises them);
+    # only the current message has any: history is replayed as text.
+    images: tuple[ImagePart, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +181,7 @@ __all__ = [
     "ChatModel",
     "ConversationStore",
     "HistoryWindow",
+    "ImagePart",
     "ModelRequest",
     "RecordStatus",
     "RecordStore",

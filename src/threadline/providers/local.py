@@ -119,6 +119,8 @@ def _request_body(request: ModelRequest, default_max_tokens: int) -> dict[str, A
     for message in request.messages:
         if message.role not in ROLES:
             raise Unprocessable(f"message role {message.role!r} is not one of {sorted(ROLES)}")
+        if message.images:
+            raise Unprocessable("the local model reads text only; it cannot be sent images")
     unknown = set(request.extra) - EXTRA_OPTIONS
     if unknown:
         raise Unprocessable(

@@ -13,6 +13,7 @@ included.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import math
@@ -24,7 +25,7 @@ import httpx
 from threadline import __version__
 from threadline.domain.errors import ModelError, ModelTimeout
 from threadline.domain.events import ReplyEvent, TextDelta, Usage
-from threadline.domain.ports import ModelRequest
+from threadline.domain.ports import ChatMessage, ModelRequest
 from threadline.providers.http1 import Http1Transport
 from threadline.settings import ModelConfig
 
@@ -111,7 +112,7 @@ class OpenAICompatibleModel:
         max_tokens = request.max_tokens
         body: dict[str, Any] = {
             "model": self.upstream_model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [_message(m) for m in request.messages],
             "stream": True,
             "stream_options": {"include_usage": True},
             "max_tokens": self.config.max_output_tokens if max_tokens is None else max_tokens,
@@ -271,6 +272,19 @@ class _StreamState:
             return Usage(prompt, completion)
         prompt_chars = sum(len(m.content) for m in request.messages)
         return Usage(_tokens(prompt_chars), _tokens(self.output_chars), estimated=True)
+
+
+def _message(message: ChatMessage) -> dict[str, Any]:
+    """One message in OpenAI's shape; with images, content parts (the text, then each image
+    as a base64 data URL), which vision models on OpenAI-compatible servers take."""
+    if not message.images:
+        return {"role": message.role, "content": message.content}
+    parts: list[dict[str, Any]] = [{"type": "text", "text": message.content}]
+    for image in message.images:
+        encoded = base64.b64encode(image.data).decode("ascii")
+        url = f"data:{image.mime_type};base64,{encoded}"
+        parts.append({"type": "image_url", "image_url": {"url": url}})
+    return {"role": message.role, "content": parts}
 
 
 def _tokens(chars: int) -> int:

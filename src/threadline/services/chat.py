@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from typing import Any
 from uuid import UUID, uuid4
@@ -29,15 +29,19 @@ from threadline.domain.ports import ChatMessage, HistoryWindow, ModelRequest, Re
 from threadline.services.accounts import AccountService
 from threadline.services.brand_voices import BrandVoiceService, guidance
 from threadline.services.catalog import CatalogModel, ModelCatalog
+from threadline.services.chat_command import ChatCommand, Grounding, HistorySettings, WebSearch
 from threadline.services.clock import utcnow
 from threadline.services.conversations import ConversationService
 from threadline.services.grounding import DocumentGrounder, DocumentRequest
+from threadline.services.images import ImageReader, ImageReading
 from threadline.services.links import LinkReader, LinkReading, links_in, videos_in
 from threadline.services.memories import MemoryService
 from threadline.services.memories import records as memory_records
 from threadline.services.memories import system_block as memory_block
 from threadline.services.runs import Run, RunRegistry
 from threadline.services.web_search import SearchReading, WebSearchReader
+
+__all__ = ["ChatCommand", "ChatService", "Grounding", "HistorySettings", "WebSearch"]
 
 log = structlog.get_logger(__name__)
 
@@ -58,58 +62,6 @@ FollowUp = Callable[[UUID], Awaitable[None]]
 said): it runs after the reply is finished and stored, and its failure is not the reply's."""
 
 
-@dataclass(frozen=True, slots=True)
-class HistorySettings:
-    is_mixed: bool = False
-    limit: int = 10
-
-
-@dataclass(frozen=True, slots=True)
-class WebSearch:
-    num_of_site: int = 3
-    max_word: int = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class Grounding:
-    """What the reply should be grounded in besides the conversation."""
-
-    web_search: WebSearch | None = None
-    with_memories: bool = False
-    images: tuple[str, ...] = ()
-    files: tuple[str, ...] = ()  # asset ids or keys (attachments.files)
-    document_ids: tuple[int, ...] = ()  # narrow the conversation's documents to these
-    advanced: bool = False  # retrieve more and rerank (AI Hub's advanced mode)
-    brand_voice_id: str | None = None  # as the client sent it; resolved in the caller's org
-    read_links: bool = False  # read the pages and YouTube videos linked in the prompt
-
-
-@dataclass(frozen=True, slots=True)
-class ChatCommand:
-    """A dialect-free chat request.
-
-    Either `prompt` (with an optional conversation whose history is replayed) or `messages`
-    (the client sends the whole exchange, as OpenAI's API does).
-    """
-
-    principal: Principal
-    model: str
-    record_type: str
-    prompt: str = ""
-    messages: Sequence[ChatMessage] = ()
-    conversation_id: UUID | None = None
-    session_id: UUID | None = None
-    history: HistorySettings = HistorySettings()
-    grounding: Grounding = Grounding()
-    prompt_object: dict[str, Any] = field(default_factory=dict)
-    metadata: dict[str, Any] | None = None
-    system: str | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    stop: Sequence[str] = ()
-
-
 class ChatService:
     def __init__(
         self,
@@ -126,6 +78,7 @@ class ChatService:
         links: LinkReader | None = None,
         web_search: WebSearchReader | None = None,
         memories: MemoryService | None = None,
+        images: ImageReader | None = None,
     ) -> None:
         self._catalog = catalog
         self._records = records
@@ -139,6 +92,7 @@ class ChatService:
         self._links = links
         self._web_search = web_search
         self._memories = memories
+        self._images = images
         self._writes: set[asyncio.Task[None]] = set()
 
     async def reply(self, command: ChatCommand) -> Run:
@@ -152,15 +106,17 @@ class ChatService:
             videos=self._links is not None and self._links.reads_videos,
             web_search=self._web_search is not None,
             memories=self._memories is not None,
+            images=self._images is not None,
         )
         voice = await self._brand_voice(command)
         self._check_credit(command.principal)
+        images = await self._read_images(command, entry)
         links, search = await self._read_web(command)
         memories = await self._recall(command, entry, voice)
         request, citations = await self._model_request(
-            command, entry, voice, links, search, memories
+            command, entry, voice, links, search, memories, images
         )
-        command = _with_web_records(command, links, search)
+        command = _with_web_records(command, links, search, images)
         if command.grounding.with_memories:
             recorded = {**command.prompt_object, "memoryList": memory_records(memories)}
             command = replace(command, prompt_object=recorded)
@@ -201,6 +157,15 @@ class ChatService:
         if raw is None or self._brand_voices is None:
             return None
         return await self._brand_voices.for_chat(command.principal, raw)
+
+    async def _read_images(self, command: ChatCommand, entry: CatalogModel) -> ImageReading | None:
+        """The request's images, checked (a bad one refuses the request) and read: as
+        themselves for a vision model, else as their facts and OCR text."""
+        if self._images is None or not command.grounding.images:
+            return None
+        return await self._images.read(
+            command.principal, command.grounding.images, vision=entry.config.vision
+        )
 
     async def _read_web(
         self, command: ChatCommand
@@ -257,6 +222,7 @@ class ChatService:
         links: LinkReading | None = None,
         search: SearchReading | None = None,
         memories: Sequence[Memory] = (),
+        images: ImageReading | None = None,
     ) -> tuple[ModelRequest, tuple[Citation, ...]]:
         max_tokens = command.max_tokens or entry.config.max_output_tokens
         if max_tokens >= entry.config.context_window:
@@ -266,29 +232,29 @@ class ChatService:
             )
         budget = entry.config.context_window - max_tokens
         base = _join(_voiced_system(command, entry, voice, budget), memory_block(memories))
+        described = images if images is not None and images.described else None
+        grounded = partial(self._grounded_system, command, budget, base, links, search, described)
         history: Sequence[ChatMessage] = ()
         if command.messages or command.conversation_id is None:
-            system, citations = await self._grounded_system(command, budget, base, links, search)
+            system, citations = await grounded()
         elif command.grounding.files:  # documents either way: both reads at once
-            (system, citations), window = await asyncio.gather(
-                self._grounded_system(command, budget, base, links, search),
-                self._history(command),
-            )
+            (system, citations), window = await asyncio.gather(grounded(), self._history(command))
             history = window.messages
         else:  # one round trip says whether the conversation has documents to read too
             window = await self._history(command)
             history = window.messages
-            system, citations = await self._grounded_system(
-                command, budget, base, links, search, window.has_documents
-            )
+            system, citations = await grounded(conversation_documents=window.has_documents)
         messages: list[ChatMessage] = []
         if system:
             messages.append(ChatMessage("system", system))
+        parts = images.parts if images is not None else ()
         if command.messages:
             messages.extend(command.messages)
+            if parts:  # the dialect takes images in the last message, the user's, only
+                messages[-1] = replace(messages[-1], images=parts)
         else:
             messages.extend(history)
-            messages.append(ChatMessage("user", command.prompt))
+            messages.append(ChatMessage("user", command.prompt, images=parts))
         request = ModelRequest(
             messages=_fit(messages, budget),
             max_tokens=max_tokens,
@@ -305,13 +271,14 @@ class ChatService:
         base: str | None,
         links: LinkReading | None,
         search: SearchReading | None = None,
+        images: ImageReading | None = None,
         conversation_documents: bool = True,
     ) -> tuple[str | None, tuple[Citation, ...]]:
         """The system prompt (`base`: the command's own system text and brand voice), then
-        the linked pages' text, the web search's results and the excerpts of the reply's
-        documents when it has any, together trimmed to the room the context window leaves
-        (each of them an equal share). `conversation_documents` False: the conversation is
-        known to have none, so they are not looked up."""
+        the linked pages' text, the web search's results, the images read as text and the
+        excerpts of the reply's documents when it has any, together trimmed to the room the
+        context window leaves (each of them an equal share). `conversation_documents` False:
+        the conversation is known to have none, so they are not looked up."""
         g = command.grounding
         documents: list[Document] = []
         conversation = command.conversation_id if conversation_documents else None
@@ -320,7 +287,7 @@ class ChatService:
             documents = await self._documents.documents_for(
                 command.principal, conversation, request
             )
-        blocks = [block for block in (links, search) if block is not None]
+        blocks = [block for block in (links, search, images) if block is not None]
         if not documents and not blocks:
             return base, ()
         question = command.prompt or (command.messages[-1].content if command.messages else "")
@@ -526,6 +493,7 @@ def _check_supported(
     videos: bool = True,
     web_search: bool = True,
     memories: bool = True,
+    images: bool = True,
 ) -> None:
     """Settings this server cannot honour (yet, or as configured) are refused by name, never
     ignored."""
@@ -533,7 +501,7 @@ def _check_supported(
     refused = []
     if g.with_memories and not memories:
         refused.append("memories (withMemories)")
-    if g.images:
+    if g.images and not images:
         refused.append("image attachments")
     if g.files and not documents:
         refused.append("file attachments")
@@ -550,15 +518,21 @@ def _check_supported(
 
 
 def _with_web_records(
-    command: ChatCommand, links: LinkReading | None, search: SearchReading | None
+    command: ChatCommand,
+    links: LinkReading | None,
+    search: SearchReading | None,
+    images: ImageReading | None = None,
 ) -> ChatCommand:
     """The command whose recorded promptObject lists the links and search results read
-    (1min.ai's `linkContentList` and `searchContentList`)."""
+    (1min.ai's `linkContentList` and `searchContentList`) and the images (`imageContentList`,
+    how each was given to the model)."""
     recorded = dict(command.prompt_object)
     if links is not None:
         recorded["linkContentList"] = links.records()
     if search is not None:
         recorded["searchContentList"] = search.records()
+    if images is not None:
+        recorded["imageContentList"] = images.records()
     return replace(command, prompt_object=recorded)
 
 

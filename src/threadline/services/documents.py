@@ -176,7 +176,7 @@ class DocumentService:
             id=uuid4(),
             org_id=caller.org_id,
             user_id=caller.user.id,
-            key=_asset_key(now, name),
+            key=_asset_key(now, name, mime),
             name=name,
             mime_type=mime,
             size=size,
@@ -219,6 +219,10 @@ class DocumentService:
         if document is None:  # created together; absent only mid-deletion
             raise NotFound(f"asset {id_or_key} not found")
         return asset, document
+
+    async def asset_bytes(self, asset: Asset) -> bytes:
+        """The stored bytes of an asset the caller may see (one `get_asset` answered)."""
+        return await asyncio.to_thread(self._blobs.path(asset.blob_path).read_bytes)
 
     async def delete_asset(self, caller: Principal, id_or_key: str) -> Asset:
         asset, _ = await self.get_asset(caller, id_or_key)
@@ -359,11 +363,13 @@ def _display_name(name: str) -> str:
     return cleaned[:200] or "file"
 
 
-def _asset_key(now: datetime, name: str) -> str:
-    """A public key in 1min.ai's style: `files/2026_11_22_10_30_00_123_<name>`."""
+def _asset_key(now: datetime, name: str, mime_type: str) -> str:
+    """A public key in 1min.ai's style: `files/2026_11_22_10_30_00_123_<name>`, and for an
+    image `images/2026_11_22_10_30_00_123_<name>` (the spec's keys of images)."""
     safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)[:120]
     stamp = now.strftime("%Y_%m_%d_%H_%M_%S_") + f"{now.microsecond // 1000:03d}"
-    return f"files/{stamp}_{uuid4().hex[:8]}_{safe}"
+    folder = "images" if mime_type.startswith("image/") else "files"
+    return f"{folder}/{stamp}_{uuid4().hex[:8]}_{safe}"
 
 
 def _visible(caller: Principal, owner: UUID) -> bool:

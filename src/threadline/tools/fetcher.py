@@ -47,6 +47,25 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 READABLE_TYPES = frozenset(
     {"text/html", "application/xhtml+xml", "text/plain", "text/markdown", "application/pdf"}
 )
+READABLE = "a web page, text or PDF"
+READABLE_ACCEPT = "text/html,application/xhtml+xml,text/plain;q=0.9,application/pdf;q=0.8"
+IMAGE_CONTENT_TYPES = frozenset(
+    {
+        "image/png",
+        "image/jpeg",
+        "image/jpg",
+        "image/pjpeg",
+        "image/gif",
+        "image/webp",
+        "image/tiff",
+        "image/bmp",
+        "image/x-ms-bmp",
+    }
+)
+"""What an image fetcher accepts (the images the parser can OCR). The type the caller
+uses is read from the bytes; the header only decides whether the body is read at all."""
+IMAGES = "an image (PNG, JPEG, GIF, WebP, TIFF or BMP)"
+IMAGES_ACCEPT = "image/png,image/jpeg,image/gif,image/webp,image/tiff;q=0.8,image/bmp;q=0.8"
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MiB = 1024 * 1024
@@ -72,8 +91,13 @@ class SafeFetcher:
         user_agent: str = "Threadline link reader",
         allow_private_hosts: Collection[str] = (),
         content_types: Collection[str] = READABLE_TYPES,
+        accept: str = READABLE_ACCEPT,
+        accepted: str = READABLE,
         resolver: Resolver = resolve,
     ) -> None:
+        """`content_types` are the only ones whose body is read; `accept` is the Accept
+        header sent; `accepted` names them in the refusal ("not a web page, text or PDF").
+        Link reading uses the defaults; image fetching passes `IMAGE_CONTENT_TYPES`."""
         self.timeout_seconds = timeout_seconds
         self.connect_timeout_seconds = connect_timeout_seconds
         self.max_bytes = max_bytes
@@ -81,6 +105,8 @@ class SafeFetcher:
         self.user_agent = user_agent
         self.allow_private_hosts = frozenset(h.lower() for h in allow_private_hosts)
         self.content_types = frozenset(content_types)
+        self.accept = accept
+        self.accepted = accepted
         self.resolver = resolver
         self._tls = ssl.create_default_context()
 
@@ -144,7 +170,7 @@ class SafeFetcher:
             content_type, charset = _content_type(response)
             if content_type not in self.content_types:
                 shown = content_type or "no content type"
-                raise FetchFailed(f"the page is {shown}, not a web page, text or PDF")
+                raise FetchFailed(f"the page is {shown}, not {self.accepted}")
             body = await self._body(response)
             return FetchedPage(str(url), content_type, body, charset)
         finally:
@@ -158,7 +184,7 @@ class SafeFetcher:
         headers = {
             "Host": url.netloc.decode("ascii"),
             "User-Agent": self.user_agent,
-            "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,application/pdf;q=0.8",
+            "Accept": self.accept,
             "Accept-Encoding": "gzip, deflate",
         }
         for address in addresses:

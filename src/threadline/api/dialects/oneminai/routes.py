@@ -180,6 +180,11 @@ async def features(
         raise InvalidRequest(f"unknown feature type {body.type!r}; supported: {known}")
     prompt = _legacy_prompt(body.promptObject)
     conversation_id = body.conversationId or prompt.conversationId
+    if body.type == "CHAT_WITH_IMAGE" and not prompt.imageList:
+        raise InvalidRequest(
+            "CHAT_WITH_IMAGE needs imageList: asset keys or ids (POST /api/assets) or "
+            "http(s) URLs of the images to chat about"
+        )
     if body.type == "CHAT_WITH_PDF" and conversation_id is None:
         raise InvalidRequest(
             "CHAT_WITH_PDF needs conversationId: a conversation created with its fileList "
