@@ -172,6 +172,8 @@ class ChatService:
     ) -> tuple[LinkReading | None, SearchReading | None]:
         """The prompt's links and the web search, read side by side; a failed search (the
         request's error) stops the links' reading too."""
+        if command.grounding.web_search is None:  # no search: no task to read beside it
+            return await self._read_links(command), None
         links = asyncio.ensure_future(self._read_links(command))
         try:
             search = await self._search(command)

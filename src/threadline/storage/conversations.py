@@ -15,6 +15,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal_column,
     select,
     update,
 )
@@ -229,7 +230,7 @@ def _history_query(*, by_model: bool, by_user: bool) -> Select[Any]:
         where.append(conversations.c.user_id == bindparam("user_id"))
     return (
         select(
-            conversations.c.id.label("conversation_found"),
+            literal_column("1").label("conversation_found"),  # a row: it is there
             exists()
             .where(conversation_documents.c.conversation_id == conversations.c.id)
             .label("has_documents"),
