@@ -284,8 +284,9 @@ class ChatService:
         """The system prompt (`base`: the command's own system text and brand voice), then
         the linked pages' text, the web search's results, the images read as text and the
         excerpts of the reply's documents when it has any, together trimmed to the room the
-        context window leaves (each of them an equal share). `conversation_documents` False:
-        the conversation is known to have none, so they are not looked up."""
+        context window leaves (each of them an equal share); and the sources given, as
+        citations. `conversation_documents` False: the conversation is known to have none,
+        so they are not looked up."""
         g = command.grounding
         documents: list[Document] = []
         conversation = command.conversation_id if conversation_documents else None
@@ -305,14 +306,16 @@ class ChatService:
         for block in blocks:
             parts.append(block.system(share))
             room = max(0, room - len(parts[-1]))
-        citations: tuple[Citation, ...] = ()
+        # The sources in the order the model sees them: linked pages [W1]..., web results
+        # [S1]..., document excerpts [1]...
+        citations = [*(links.citations() if links else ()), *(search.citations() if search else ())]
         if documents and self._documents is not None:
             context = await self._documents.context(
                 command.principal, documents, question, room, advanced=g.advanced
             )
             parts.append(context.system)
-            citations = context.citations
-        return "\n\n".join(parts), citations
+            citations.extend(context.citations)
+        return "\n\n".join(parts), tuple(citations)
 
     async def _history(self, command: ChatCommand) -> HistoryWindow:
         if command.conversation_id is None:
