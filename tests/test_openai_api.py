@@ -302,6 +302,21 @@ def test_rate_limit_is_429_with_retry_after(tmp_path: Path, db_url: str, fakes: 
         assert fakes[MODEL].requests == []
 
 
+def test_a_scripted_length_reaches_the_sdk_and_the_stored_record(live, fakes):
+    fakes[MODEL].enqueue(["cut sh", Usage(2, 2, finish_reason="length")])
+    fakes[MODEL].enqueue(["filtered", Usage(2, 1, finish_reason="content_filter")])
+    client = live.client()
+    cut = client.chat.completions.create(model=MODEL, messages=HI)
+    streamed = list(client.chat.completions.create(model=MODEL, messages=HI, stream=True))
+
+    assert cut.choices[0].finish_reason == "length"
+    assert [c.choices[0].finish_reason for c in streamed if c.choices][-1] == "content_filter"
+    principal = live.server.call(live.container.accounts.authenticate(live.key))
+    record_id = UUID(cut.id.removeprefix("chatcmpl-"))
+    record: Any = live.server.call(live.container.record_store.get(principal.org_id, record_id))
+    assert record.finish_reason == "length"
+
+
 def test_completion_is_recorded_as_an_openai_record(live, fakes):
     fakes[MODEL].enqueue(["recorded", Usage(2, 1)])
     completion = live.client().chat.completions.create(model=MODEL, messages=HI)

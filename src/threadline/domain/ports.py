@@ -62,7 +62,9 @@ class ModelRequest:
 class ChatModel(Protocol):
     """A model that streams a reply.
 
-    Yields `TextDelta`s, then exactly one `Usage`, then nothing more. Errors are raised as
+    Yields `TextDelta`s, then exactly one `Usage` (the token counts, and in `finish_reason`
+    whether the reply ended by itself or was cut at `max_tokens`), then nothing more. Errors
+    are raised as
     `ModelError`/`ModelTimeout` (domain errors); nothing above a provider sees httpx or SDK
     exceptions.
     """

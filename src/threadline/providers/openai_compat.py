@@ -24,7 +24,7 @@ import httpx
 
 from threadline import __version__
 from threadline.domain.errors import ModelError, ModelTimeout
-from threadline.domain.events import ReplyEvent, TextDelta, Usage
+from threadline.domain.events import ReplyEvent, TextDelta, Usage, finish_reason
 from threadline.domain.ports import ChatMessage, ModelRequest
 from threadline.providers.http1 import Http1Transport
 from threadline.settings import ModelConfig
@@ -265,13 +265,16 @@ class _StreamState:
         return str(text)
 
     def usage(self, request: ModelRequest) -> Usage:
-        """The upstream's counts, else an estimate of about 4 characters per token."""
+        """The upstream's counts, else an estimate of about 4 characters per token; and its
+        finish reason."""
         reported = self.reported if isinstance(self.reported, dict) else {}
         prompt, completion = reported.get("prompt_tokens"), reported.get("completion_tokens")
+        finish = finish_reason(self.finish_reason)
         if isinstance(prompt, int) and isinstance(completion, int):
-            return Usage(prompt, completion)
+            return Usage(prompt, completion, finish_reason=finish)
         prompt_chars = sum(len(m.content) for m in request.messages)
-        return Usage(_tokens(prompt_chars), _tokens(self.output_chars), estimated=True)
+        output = _tokens(self.output_chars)
+        return Usage(_tokens(prompt_chars), output, estimated=True, finish_reason=finish)
 
 
 def _message(message: ChatMessage) -> dict[str, Any]:

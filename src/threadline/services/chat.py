@@ -30,6 +30,15 @@ from threadline.services.accounts import AccountService
 from threadline.services.brand_voices import BrandVoiceService, guidance
 from threadline.services.catalog import CatalogModel, ModelCatalog
 from threadline.services.chat_command import ChatCommand, Grounding, HistorySettings, WebSearch
+from threadline.services.chat_prompt import (
+    CHARS_PER_TOKEN,
+    MAX_CONTEXT_CHARS,
+    estimate_tokens,
+    estimate_usage,
+    fit,
+    join,
+    voiced_system,
+)
 from threadline.services.clock import utcnow
 from threadline.services.conversations import ConversationService
 from threadline.services.grounding import DocumentGrounder, DocumentRequest
@@ -45,8 +54,6 @@ __all__ = ["ChatCommand", "ChatService", "Grounding", "HistorySettings", "WebSea
 
 log = structlog.get_logger(__name__)
 
-CHARS_PER_TOKEN = 4
-MAX_CONTEXT_CHARS = 24_000
 SEARCH_NOT_CONFIGURED = (
     "Web search (webSearch) is not configured on this server. An admin turns it on in the "
     "config file (threadline.toml), e.g.\n"
@@ -203,7 +210,7 @@ class ChatService:
         the prompt (the rest is for history, linked pages and documents)."""
         if self._memories is None or not command.grounding.with_memories:
             return []
-        own = _join(command.system, guidance(voice) if voice else None) or ""
+        own = join(command.system, guidance(voice) if voice else None) or ""
         reply = command.max_tokens or entry.config.max_output_tokens
         left = entry.config.context_window - reply - estimate_tokens(own + command.prompt) - 64
         room = max(0, left) * CHARS_PER_TOKEN // 4
@@ -233,7 +240,7 @@ class ChatService:
                 f"{entry.name!r} ({entry.config.context_window} tokens)"
             )
         budget = entry.config.context_window - max_tokens
-        base = _join(_voiced_system(command, entry, voice, budget), memory_block(memories))
+        base = join(voiced_system(command, entry, voice, budget), memory_block(memories))
         described = images if images is not None and images.described else None
         grounded = partial(self._grounded_system, command, budget, base, links, search, described)
         history: Sequence[ChatMessage] = ()
@@ -258,7 +265,7 @@ class ChatService:
             messages.extend(history)
             messages.append(ChatMessage("user", command.prompt, images=parts))
         request = ModelRequest(
-            messages=_fit(messages, budget),
+            messages=fit(messages, budget),
             max_tokens=max_tokens,
             temperature=command.temperature,
             top_p=command.top_p,
@@ -279,8 +286,9 @@ class ChatService:
         """The system prompt (`base`: the command's own system text and brand voice), then
         the linked pages' text, the web search's results, the images read as text and the
         excerpts of the reply's documents when it has any, together trimmed to the room the
-        context window leaves (each of them an equal share). `conversation_documents` False:
-        the conversation is known to have none, so they are not looked up."""
+        context window leaves (each of them an equal share); and the sources given, as
+        citations. `conversation_documents` False: the conversation is known to have none,
+        so they are not looked up."""
         g = command.grounding
         documents: list[Document] = []
         conversation = command.conversation_id if conversation_documents else None
@@ -300,14 +308,16 @@ class ChatService:
         for block in blocks:
             parts.append(block.system(share))
             room = max(0, room - len(parts[-1]))
-        citations: tuple[Citation, ...] = ()
+        # The sources in the order the model sees them: linked pages [W1]..., web results
+        # [S1]..., document excerpts [1]...
+        citations = [*(links.citations() if links else ()), *(search.citations() if search else ())]
         if documents and self._documents is not None:
             context = await self._documents.context(
                 command.principal, documents, question, room, advanced=g.advanced
             )
             parts.append(context.system)
-            citations = context.citations
-        return "\n\n".join(parts), citations
+            citations.extend(context.citations)
+        return "\n\n".join(parts), tuple(citations)
 
     async def _history(self, command: ChatCommand) -> HistoryWindow:
         if command.conversation_id is None:
@@ -392,7 +402,7 @@ class ChatService:
                 code="MODEL_ERROR", message=f"model {entry.name!r} failed unexpectedly"
             )
         text = "".join(parts)
-        usage = usage or _estimate(request, text)
+        usage = usage or estimate_usage(request, text)
         run.emit(usage)
         await self._finish(run, entry, usage, text, citations, failure, user_message, stored)
         if follow_up is not None and isinstance(run.outcome, Done):
@@ -431,7 +441,9 @@ class ChatService:
                 log.exception("could not store the reply", run=str(run.id))
                 failure = failure or _STORAGE_FAILED
         last: Done | Failed = (
-            Done(record=record) if failure is None else replace(failure, record=record)
+            Done(usage.finish_reason, record=record)
+            if failure is None
+            else replace(failure, record=record)
         )
         run.finish(record, last, user)
         if self._observer is not None:
@@ -455,6 +467,7 @@ class ChatService:
             credits=charge,
             error=failure.message if failure else None,
             citations=[_citation_dict(c) for c in citations],
+            finish_reason=None if failure else usage.finish_reason,
             updated_at=utcnow(),
         )
 
@@ -538,29 +551,6 @@ def _with_web_records(
     return replace(command, prompt_object=recorded)
 
 
-def _voiced_system(
-    command: ChatCommand, entry: CatalogModel, voice: BrandVoice | None, budget_tokens: int
-) -> str | None:
-    """The command's own system text and the brand voice's guidance. A voice that leaves no
-    room for the prompt in the model's context is refused, not cut."""
-    if voice is None:
-        return command.system
-    system = _join(command.system, guidance(voice)) or ""
-    needed = estimate_tokens(system) + estimate_tokens(command.prompt) + 4
-    if needed > budget_tokens:
-        raise Unprocessable(
-            f"brand voice {voice.name!r} is too long for model {entry.name!r}: with the prompt "
-            f"it needs about {needed} tokens, and the model's context window leaves "
-            f"{budget_tokens} (shorten its instructions or examples, or pick another model)"
-        )
-    return system
-
-
-def _join(*parts: str | None) -> str | None:
-    """System texts, one paragraph each; None when there are none."""
-    return "\n\n".join(p for p in parts if p) or None
-
-
 def _assistant_message(record: AiRecord, user_message: Message | None, text: str) -> Message | None:
     if user_message is None:
         return None
@@ -586,23 +576,3 @@ def _citation_dict(citation: Citation) -> dict[str, Any]:
         "page": citation.page,
         "url": citation.url,
     }
-
-
-def estimate_tokens(text: str) -> int:
-    return max(1, len(text) // CHARS_PER_TOKEN) if text else 0
-
-
-def _estimate(request: ModelRequest, text: str) -> Usage:
-    prompt = sum(estimate_tokens(m.content) + 4 for m in request.messages)
-    return Usage(input_tokens=prompt, output_tokens=estimate_tokens(text), estimated=True)
-
-
-def _fit(messages: list[ChatMessage], budget_tokens: int) -> list[ChatMessage]:
-    """Drop the oldest history (never the system prompt or the last message) to fit."""
-    kept = list(messages)
-    head = 1 if kept and kept[0].role == "system" else 0
-    while (
-        len(kept) - head > 1 and sum(estimate_tokens(m.content) + 4 for m in kept) > budget_tokens
-    ):
-        del kept[head]
-    return kept

@@ -317,6 +317,17 @@ class DocumentService:
             raise NotFound(f"conversation {conversation_id} not found")
         return links
 
+    async def documents_of_conversations(
+        self, caller: Principal, conversation_ids: Sequence[UUID]
+    ) -> dict[UUID, list[ConversationDocument]]:
+        """The documents of each of a page of conversations, in one query (a listing costs
+        the same whatever its length), with the visibility rule of `conversation_documents`:
+        a conversation the caller may not see is not in the answer."""
+        owner = None if caller.is_admin else caller.user.id
+        return await self._store.documents_of_conversations(
+            caller.org_id, conversation_ids, user_id=owner
+        )
+
     async def wait_ready(
         self, caller: Principal, documents: Sequence[Document], wait_seconds: float
     ) -> list[Document]:

@@ -25,6 +25,8 @@ def ai_record(record: AiRecord, user: User, provider: str) -> dict[str, Any]:
     }
     if record.citations:
         detail["citations"] = record.citations
+    if record.finish_reason:
+        detail["finishReason"] = record.finish_reason
     body: dict[str, Any] = {
         "uuid": str(record.id),
         "userId": str(record.user_id),

@@ -84,10 +84,10 @@ async def list_conversations(
     offset: Annotated[int, Query()] = 0,
 ) -> dict[str, Any]:
     page = await container.conversations.list(principal, limit=limit, offset=offset)
-    conversations = [
-        encode.conversation(c, await container.documents.conversation_documents(principal, c.id))
-        for c in page.items
-    ]
+    files = await container.documents.documents_of_conversations(
+        principal, [c.id for c in page.items]
+    )
+    conversations = [encode.conversation(c, files.get(c.id, ())) for c in page.items]
     return {
         "conversations": conversations,
         "total": page.total,
