@@ -246,6 +246,31 @@ async def test_documents_link_to_conversations_of_the_same_org_only(a, b):
     assert await a.store.get_document(a.org, first) is not None  # unlinking keeps it
 
 
+async def test_many_conversations_documents_in_one_read_as_one_by_one(a, b):
+    first, second, third = await a.conversation(), await a.conversation(), await a.conversation()
+    one, two = await a.document("one.pdf"), await a.document("two.pdf")
+    await a.store.link(a.org, first, [two], "alice")
+    await a.store.link(a.org, first, [one], "bob")
+    await a.store.link(a.org, second, [one], "alice")
+    theirs = await b.conversation()
+    await b.store.link(b.org, theirs, [await b.document("secret.pdf")], "mallory")
+    asked = [third, first, theirs, second, uuid4(), first]
+
+    many = await a.store.documents_of_conversations(a.org, asked)
+
+    assert set(many) == {first, second, third}  # not b's, nor an unknown id
+    for conversation, linked in many.items():
+        assert linked == await a.store.conversation_documents(a.org, conversation)
+    assert [d.document.name for d in many[first]] == ["two.pdf", "one.pdf"]  # oldest link first
+    assert many[third] == []
+    assert await a.store.documents_of_conversations(a.org, asked, user_id=uuid4()) == {}
+    mine = await a.store.documents_of_conversations(a.org, asked, user_id=a.user)
+    assert mine == many
+    assert await a.store.documents_of_conversations(a.org, []) == {}
+    [(only, [secret])] = (await b.store.documents_of_conversations(b.org, asked)).items()
+    assert only == theirs and secret.document.name == "secret.pdf"
+
+
 async def test_deleting_an_asset_deletes_its_document_chunks_and_links(db, a):
     conversation = await a.conversation()
     asset = await a.asset()
@@ -340,6 +365,17 @@ async def test_replacing_chunks_is_idempotent_and_replaces_the_text(db, a, b):
     with pytest.raises(ValueError):
         await index.replace_chunks(a.org, document_id + 1, new, None, None)
     assert await index.chunk_count() == 0
+
+
+async def test_a_documents_chunks_are_read_back_in_order_in_its_org_only(db, a, b):
+    """(An uploaded image's OCR text, for a text-only model, is rebuilt from them.)"""
+    index = SqlChunkIndex(db)
+    document_id = await a.document()
+    chunks = texts_as_chunks(document_id, ["first words", "second words", "third"])
+    await index.replace_chunks(a.org, document_id, list(reversed(chunks)), None, None)
+    assert await index.document_chunks(a.org, document_id) == chunks
+    assert await index.document_chunks(b.org, document_id) == []
+    assert await index.document_chunks(a.org, document_id + 1) == []
 
 
 # ---- full-text search ---------------------------------------------------------------

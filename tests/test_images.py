@@ -1,506 +1,568 @@
-"""Images out (002_*: IMAGE_GENERATOR, IMAGE_VARIATOR) through a real uvicorn server, with the
-image models behind a fake OpenAI-compatible images upstream on 127.0.0.1 (real HTTP, real
-pictures). The spec's examples are sent as written, host, key and (where it must be) the
-asset key changed; on SQLite and PostgreSQL."""
+"""Images in (1min.ai's `attachments.images` and CHAT_WITH_IMAGE's `imageList`), through a
+real uvicorn server: images uploaded with the Asset API or served by a fake image host on
+127.0.0.1, models behind the fake OpenAI-compatible upstream (real HTTP), which records what
+it received. A vision model gets the image as a data-URL content part; a text-only model its
+facts and OCR text (tesseract, when installed); a bad image refuses the request and leaves
+the database as it was. SQLite only: nothing here depends on the database."""
 
 from __future__ import annotations
 
+import base64
 import io
+import json
+import random
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
+import openai
 import pytest
 from PIL import Image
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from tests.conftest import PRICED, Fakes, make_settings
-from tests.fake_images import (
-    UPSTREAM_ERROR,
-    BadJson,
-    FakeImages,
-    Garbage,
-    Hang,
-    Status,
-    Urls,
-    picture,
-)
+from tests import files
+from tests.conftest import make_settings
+from tests.fake_upstream import FakeUpstream, Reply
+from tests.image_server import ImageServer
 from tests.live_server import LiveServer
-from threadline.container import Container, create_app
-from threadline.settings import Credits, FetchSettings, ModelConfig, Settings
-from threadline.storage.tables import ai_records, assets
+from threadline.container import create_app
+from threadline.settings import ChatImageSettings, EmbeddingConfig, FetchSettings, ModelConfig
+from threadline.storage.tables import ai_records, conversations, messages
 
-FLUX = "black-forest-labs/flux-schnell"  # the spec's model names, configured here
-MIDJOURNEY = "midjourney"
-FLUX_PRICE, MJ_PRICE = 25, 10
-
-GENERATOR_EXAMPLE = {
-    "type": "IMAGE_GENERATOR",
-    "model": FLUX,
-    "promptObject": {
-        "prompt": "a cat",
-        "num_outputs": 1,
-        "aspect_ratio": "1:1",
-        "output_format": "webp",
-    },
-}
-VARIATOR_EXAMPLE = {
-    "type": "IMAGE_VARIATOR",
-    "model": MIDJOURNEY,
-    "promptObject": {
-        "imageUrl": "development/images/2024_09_30_13_41_50_758_2023_11_10_16_27_12_416_208054.png",
-        "mode": "fast",
-        "n": 4,
-        "isNiji6": False,
-        "aspect_width": 1,
-        "aspect_height": 1,
-        "maintainModeration": True,
-    },
-}
+CHAT = "/api/chat-with-ai"
+FEATURES = "/api/features"
+VISION = "gpt-4o-mini"  # the spec's examples name it; here a vision model behind the upstream
+TEXT = "text-model"  # a text-only model behind the same upstream
+needs_tesseract = pytest.mark.skipif(shutil.which("tesseract") is None, reason="no tesseract")
 
 
-def image_models(up: FakeImages, **flux: Any) -> dict[str, ModelConfig]:
-    common: dict[str, Any] = {
-        "provider": "openai-compatible",
-        "kind": "images",
-        "base_url": up.url,
-        "api_key_env": "TEST_IMAGES_KEY",
-        "timeout_seconds": 2.0,
-    }
-    return {
-        "gpt-4o-mini": ModelConfig(provider="fake", credits=PRICED),
-        FLUX: ModelConfig(
-            **common,
-            upstream_model="flux-1-schnell",
-            image_request="output_format",  # a GPT-image-style server: it makes the format
-            credits=Credits(per_image=FLUX_PRICE),
-            **flux,
-        ),
-        MIDJOURNEY: ModelConfig(
-            **common, upstream_model="dall-e-2", credits=Credits(per_image=MJ_PRICE)
-        ),
-    }
+def encoded(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def picture(fmt: str = "PNG", size: tuple[int, int] = (64, 48)) -> bytes:
+    return encoded(Image.new("RGB", size, (200, 40, 30)), fmt)
+
+
+def text_picture() -> bytes:
+    return encoded(files.text_image())
+
+
+RED_JPEG = picture("JPEG", (120, 80))
+NOISE = encoded(Image.frombytes("RGB", (400, 300), random.Random(7).randbytes(360_000)))
+PAGE = b"<!doctype html><html><body><p>Not an image.</p></body></html>"
 
 
 @dataclass
-class Live:
+class Served:
     server: LiveServer
-    container: Container
     http: httpx.Client
-    up: FakeImages
+    site: ImageServer
+    upstream: FakeUpstream
 
-    def features(self, body: dict[str, Any], headers: dict[str, str] | None = None, **kw: Any):
-        return self.http.post("/api/features", json=body, headers=headers, **kw)
+    def counts(self) -> dict[str, int]:
+        """Rows of the tables a chat request writes."""
+        container = self.server.app.state.container
 
-    def used_credit(self, headers: dict[str, str] | None = None) -> int:
-        return int(self.http.get("/api/me", headers=headers).json()["user"]["usedCredit"])
+        async def count() -> dict[str, int]:
+            async with container.db.read() as conn:
+                return {
+                    table.name: (
+                        await conn.execute(select(func.count()).select_from(table))
+                    ).scalar_one()
+                    for table in (ai_records, messages, conversations)
+                }
 
-    def rows(self, table: Any) -> list[dict[str, Any]]:
-        async def read() -> list[dict[str, Any]]:
-            async with self.container.db.read() as conn:
-                return [dict(r) for r in (await conn.execute(select(table))).mappings()]
+        return self.server.call(count())
 
-        return self.server.call(read())
-
-    def blobs(self) -> list[str]:
-        root = self.container.settings.data_dir / "blobs"
-        return [str(p) for p in root.rglob("*") if p.is_file()] if root.exists() else []
-
-    def upload_png(self, data: bytes, headers: dict[str, str] | None = None) -> dict[str, Any]:
-        files = {"asset": ("cat.png", data, "image/png")}
-        r = self.http.post("/api/assets", files=files, headers=headers)
+    def upload(self, name: str, data: bytes, kind: str = "image/png") -> dict[str, Any]:
+        r = self.http.post("/api/assets", files={"asset": (name, data, kind)})
         assert r.status_code == 200, r.text
         return r.json()["asset"]  # type: ignore[no-any-return]
 
-
-@pytest.fixture
-def upstream() -> Iterator[FakeImages]:
-    with FakeImages(api_key="sk-img") as up:
-        yield up
+    def sent(self) -> list[dict[str, Any]]:
+        """The messages of the upstream's last request."""
+        return self.upstream.requests[-1]["messages"]  # type: ignore[no-any-return]
 
 
-@pytest.fixture
-def settings(tmp_path, db_url, upstream, monkeypatch) -> Settings:
-    monkeypatch.setenv("TEST_IMAGES_KEY", "sk-img")
-    return make_settings(
-        tmp_path,
-        db_url,
-        models=image_models(upstream),
-        fetch=FetchSettings(allow_private_hosts=[upstream.host_port]),
+def models(upstream: FakeUpstream) -> dict[str, ModelConfig]:
+    def model(upstream_model: str, vision: bool) -> ModelConfig:
+        return ModelConfig(
+            provider="openai-compatible",
+            base_url=upstream.url,
+            upstream_model=upstream_model,
+            vision=vision,
+            timeout_seconds=10,
+        )
+
+    return {VISION: model("vision-upstream", True), TEXT: model("text-upstream", False)}
+
+
+def serve(tmp: Path, upstream: FakeUpstream, **overrides: Any) -> tuple[LiveServer, str]:
+    settings = make_settings(
+        tmp,
+        f"sqlite+aiosqlite:///{tmp / 'threadline.db'}",
+        models=models(upstream),
+        embeddings=EmbeddingConfig(provider="none"),
+        **overrides,
     )
-
-
-def serve(settings: Settings, up: FakeImages) -> Iterator[Live]:
-    app = create_app(settings, model_factory=Fakes().factory)
-    server = LiveServer(app)
+    server = LiveServer(create_app(settings))
     server.start()
+    return server, server.call(server.app.state.container.bootstrap()).secret
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[ImageServer]:
+    served = {
+        "/photo.jpg": ("image/jpeg", RED_JPEG),
+        "/receipt.png": ("image/png", text_picture()),
+        "/blank.png": ("image/png", picture()),
+        "/noise.png": ("image/png", NOISE),
+        "/page.html": ("text/html; charset=utf-8", PAGE),
+        "/lying.png": ("image/png", PAGE),  # says PNG, is HTML: the bytes decide
+        "/gone.png": (404, "text/plain", b"upstream-secret-stacktrace"),
+    }
+    with ImageServer(served) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def served(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream, site: ImageServer
+) -> Iterator[Served]:
+    fetch = FetchSettings(allow_private_hosts=[site.host_port], timeout_seconds=5)
+    server, key = serve(
+        tmp_path_factory.mktemp("images"),
+        upstream,
+        fetch=fetch,
+        chat_images=ChatImageSettings(max_bytes=256 * 1024),
+    )
     try:
-        container = app.state.container
-        key = server.call(container.bootstrap()).secret
-        with httpx.Client(base_url=server.base_url, headers={"API-KEY": key}, timeout=30) as c:
-            yield Live(server, container, c, up)
+        with httpx.Client(base_url=server.base_url, headers={"API-KEY": key}, timeout=90) as http:
+            yield Served(server, http, site, upstream)
     finally:
         server.stop()
 
 
-@pytest.fixture
-def live(settings: Settings, upstream: FakeImages) -> Iterator[Live]:
-    yield from serve(settings, upstream)
+def events(text: str) -> list[tuple[str, Any]]:
+    found = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in lines:
+            found.append((lines["event"], json.loads(lines["data"])))
+    return found
 
 
-def other_org(live: Live, credit_limit: int | None = None) -> dict[str, str]:
-    body: dict[str, Any] = {"name": "globex"}
-    if credit_limit is not None:
-        body["creditLimit"] = credit_limit
-    created = live.http.post("/api/admin/orgs", json=body)
-    assert created.status_code == 201, created.text
-    return {"API-KEY": created.json()["apiKey"]["key"]}
+def image_parts(message: dict[str, Any]) -> list[bytes]:
+    """The images of an upstream message's content parts, decoded from their data URLs."""
+    images = []
+    for part in message["content"]:
+        if part["type"] == "image_url":
+            head, _, data = part["image_url"]["url"].partition(",")
+            assert head.startswith("data:image/") and head.endswith(";base64")
+            images.append(base64.b64decode(data))
+    return images
 
 
-def opened(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
+def chat(prompt: str, images: list[str], model: str = VISION) -> dict[str, Any]:
+    return {
+        "type": "UNIFY_CHAT_WITH_AI",
+        "model": model,
+        "promptObject": {"prompt": prompt, "attachments": {"images": images}},
+    }
 
 
-# ---- IMAGE_GENERATOR ------------------------------------------------------------------
+# ---- vision models ----------------------------------------------------------------------
 
 
-def test_the_generator_example_makes_stored_downloadable_charged_images(live):
-    before = live.used_credit()
-    r = live.features(GENERATOR_EXAMPLE)
-    assert r.status_code == 200, r.text
-    record = r.json()["aiRecord"]
-    assert (record["type"], record["model"], record["status"]) == (
-        "IMAGE_GENERATOR",
-        FLUX,
-        "SUCCESS",
+def test_spec_example_chat_with_image_attachments_sends_the_uploaded_image(served):
+    """001_* "Chat with Image Attachments", verbatim but for host, key and the image key
+    (one a real upload answered). The vision model gets the prompt and the image's bytes."""
+    data = picture()
+    asset = served.upload("photo.png", data)
+    assert asset["key"].startswith("images/") and asset["key"].endswith("_photo.png")
+    served.upstream.enqueue(Reply("A red rectangle."))
+    r = served.http.post(
+        f"{served.server.base_url}/api/chat-with-ai?isStreaming=true",
+        headers={"Content-Type": "application/json"},
+        content=json.dumps(
+            {
+                "type": "UNIFY_CHAT_WITH_AI",
+                "model": "gpt-4o-mini",
+                "promptObject": {
+                    "prompt": "What do you see in this image?",
+                    "attachments": {"images": [asset["key"]]},
+                },
+            }
+        ),
     )
-    assert record["aiRecordDetail"]["promptObject"] == GENERATOR_EXAMPLE["promptObject"]
-    assert record["conversationId"] is None and record["additionalData"] is None
-    keys = record["aiRecordDetail"]["resultObject"]
-    assert len(keys) == 1 and keys[0].startswith("images/") and keys[0].endswith(".webp")
-    assert record["usage"]["credits"] == FLUX_PRICE
-    assert record["teamUser"]["usedCredit"] == before + FLUX_PRICE
-    assert live.used_credit() == before + FLUX_PRICE
-
-    sent = live.up.requests[-1]
-    assert sent["path"] == "/v1/images/generations"
-    assert sent["headers"]["Authorization"] == "Bearer sk-img"
-    assert sent["json"] == {
-        "model": "flux-1-schnell",
-        "prompt": "a cat",
-        "n": 1,
-        "size": "1024x1024",
-        "output_format": "webp",
-    }
-    download = live.http.get(f"/api/assets/{keys[0]}/content")
-    assert download.status_code == 200
-    assert download.headers["content-type"] == "image/webp"
-    assert download.headers["x-content-type-options"] == "nosniff"
-    assert download.headers["content-disposition"].startswith("inline;")
-    assert download.content == live.up.made[-1][0]  # the upstream's bytes, as they were
-    assert opened(download.content).format == "WEBP"
-
-    described = live.http.get(f"/api/assets/{keys[0]}").json()["asset"]
-    assert described["key"] == keys[0] and described["mimeType"] == "image/webp"
-    assert described["status"] == "COMPLETE" and described["pageCount"] == 1
-    assert described["size"] == len(download.content)
-
-
-def test_a_png_only_upstream_is_converted_to_the_format_asked(live):
-    body = {
-        "type": "IMAGE_GENERATOR",
-        "model": MIDJOURNEY,  # image_request = "response_format": the upstream answers PNG
-        "promptObject": {"prompt": "two dogs", "num_outputs": 2, "output_format": "jpeg"},
-    }
-    r = live.features(body)
     assert r.status_code == 200, r.text
-    keys = r.json()["aiRecord"]["aiRecordDetail"]["resultObject"]
-    assert len(keys) == 2 and all(k.endswith(".jpeg") for k in keys)
-    assert live.up.requests[-1]["json"]["response_format"] == "b64_json"
-    assert "output_format" not in live.up.requests[-1]["json"]
-    for key, original in zip(keys, live.up.made[-1], strict=True):
-        data = live.http.get(f"/api/assets/{key}/content").content
-        image = opened(data)
-        assert image.format == "JPEG"
-        want = opened(original).convert("RGB").getpixel((5, 5))
-        got = image.convert("RGB").getpixel((5, 5))
-        assert all(abs(a - b) <= 8 for a, b in zip(want, got, strict=True))
-    assert live.used_credit() == 2 * MJ_PRICE
-
-
-def test_generator_options_the_model_cannot_serve_are_refused(live):
-    cases = [
-        ({"prompt": "x", "aspect_ratio": "16:9"}, 422, "aspect_ratio 16:9 is not supported"),
-        ({"prompt": "x", "num_outputs": 5}, 422, "at most 4 images"),
-        ({"prompt": "x", "output_format": "gif"}, 422, "output_format"),
-        ({"prompt": "x", "negative_prompt": "dogs"}, 422, "negative_prompt"),
-        ({"num_outputs": 1}, 422, "prompt"),
+    frames = events(r.text)
+    assert [name for name, _ in frames] == ["content", "content", "content", "result", "done"]
+    [*_, user] = served.sent()
+    assert served.upstream.requests[-1]["model"] == "vision-upstream"
+    assert user["role"] == "user"
+    assert user["content"][0] == {"type": "text", "text": "What do you see in this image?"}
+    assert user["content"][1]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert image_parts(user) == [data]
+    prompt_object = frames[3][1]["aiRecord"]["aiRecordDetail"]["promptObject"]
+    assert prompt_object["attachments"] == {"images": [asset["key"]], "files": []}
+    assert prompt_object["imageContentList"] == [
+        {
+            "image": asset["key"],
+            "name": "photo.png",
+            "format": "PNG",
+            "mimeType": "image/png",
+            "width": 64,
+            "height": 48,
+            "size": len(data),
+            "mode": "vision",
+        }
     ]
-    for prompt, status, words in cases:
-        r = live.features({"type": "IMAGE_GENERATOR", "model": FLUX, "promptObject": prompt})
-        assert r.status_code == status, (prompt, r.text)
-        assert words in r.text, (prompt, r.text)
-    r = live.features({**GENERATOR_EXAMPLE, "promptObject": {"prompt": "x", "style": "vivid"}})
-    assert r.json()["error"]["code"] == "PROMPT_OBJECT_VALIDATION_FAILED"
-    assert r.json()["error"]["details"] == [
-        {"field": "style", "message": "style is not a known field"}
-    ]
-    r = live.features(GENERATOR_EXAMPLE, params={"isStreaming": "true"})
-    assert r.status_code == 400 and "does not stream" in r.text
-    assert live.up.requests == [] and live.used_credit() == 0 and live.rows(ai_records) == []
 
 
-def test_an_equal_ratio_in_other_numbers_is_the_same_ratio(live):
-    body = {
-        "type": "IMAGE_GENERATOR",
-        "model": FLUX,
-        "promptObject": {"prompt": "x", "aspect_ratio": "6:4"},
-    }
-    assert live.features(body).status_code == 200
-    assert live.up.requests[-1]["json"]["size"] == "1536x1024"
-
-
-# ---- IMAGE_VARIATOR -------------------------------------------------------------------
-
-
-def test_the_variator_example_names_the_asset_it_cannot_find(live):
-    r = live.features(VARIATOR_EXAMPLE)
-    assert r.status_code == 404
-    assert "development/images/2024_09_30" in r.json()["error"]["message"]
-    assert live.up.requests == []
-
-
-def test_the_variator_example_varies_an_uploaded_asset(live):
-    asset = live.upload_png(live.up.source_png)
-    body = {
-        **VARIATOR_EXAMPLE,
-        "promptObject": {**VARIATOR_EXAMPLE["promptObject"], "imageUrl": asset["key"]},
-    }
-    r = live.features(body)
+def test_features_chat_with_image_takes_image_list(served):
+    """002_*: CHAT_WITH_IMAGE with promptObject.imageList (an asset id), not streamed."""
+    data = picture("WEBP", (30, 20))
+    asset = served.upload("sticker.webp", data, "image/webp")
+    served.upstream.enqueue(Reply("A sticker."))
+    r = served.http.post(
+        FEATURES,
+        json={
+            "type": "CHAT_WITH_IMAGE",
+            "model": "gpt-4o-mini",
+            "promptObject": {
+                "prompt": "Describe this image",
+                "isMixed": False,
+                "imageList": [asset["uuid"]],
+                "webSearch": False,
+            },
+        },
+    )
     assert r.status_code == 200, r.text
     record = r.json()["aiRecord"]
-    assert (record["type"], record["status"]) == ("IMAGE_VARIATOR", "SUCCESS")
-    assert record["aiRecordDetail"]["promptObject"] == body["promptObject"]
-    keys = record["aiRecordDetail"]["resultObject"]
-    assert len(keys) == 4 and all(k.startswith("images/") and k.endswith(".png") for k in keys)
-    assert len(set(keys)) == 4
-    sent = live.up.requests[-1]
-    assert sent["path"] == "/v1/images/variations"
-    assert sent["fields"] == {
-        "model": "dall-e-2",
-        "n": "4",
-        "size": "1024x1024",
-        "response_format": "b64_json",
-    }
-    assert sent["image"]["data"] == live.up.source_png
-    assert sent["image"]["content_type"] == "image/png"
-    downloaded = [live.http.get(f"/api/assets/{k}/content").content for k in keys]
-    assert downloaded == live.up.made[-1]
-    assert live.used_credit() == 4 * MJ_PRICE
-    # by the asset's uuid as well
-    by_id = {**body["promptObject"], "imageUrl": asset["uuid"], "n": 1}
-    assert live.features({**body, "promptObject": by_id}).status_code == 200
+    assert record["type"] == "CHAT_WITH_IMAGE"
+    assert record["aiRecordDetail"]["resultObject"] == ["A sticker."]
+    prompt_object = record["aiRecordDetail"]["promptObject"]
+    assert prompt_object["imageList"] == [asset["uuid"]]
+    [entry] = prompt_object["imageContentList"]
+    assert (entry["format"], entry["width"], entry["height"], entry["mode"]) == (
+        "WebP",
+        30,
+        20,
+        "vision",
+    )
+    assert image_parts(served.sent()[-1]) == [data]
+    served.upstream.enqueue(Reply("A streamed sticker."))
+    r = served.http.post(
+        f"{FEATURES}?isStreaming=true",
+        json={
+            "type": "CHAT_WITH_IMAGE",
+            "model": "gpt-4o-mini",
+            "promptObject": {"prompt": "Describe this image", "imageList": [asset["key"]]},
+        },
+    )
+    assert r.status_code == 200 and r.text == "A streamed sticker."  # raw text, as in 002_*
+    assert image_parts(served.sent()[-1]) == [data]
 
 
-def test_the_variator_reads_an_allow_listed_url_as_an_image(live):
-    body = {
-        "type": "IMAGE_VARIATOR",
-        "model": MIDJOURNEY,
-        "promptObject": {"imageUrl": live.up.file_url("cat.png")},
-    }
-    r = live.features(body)
+def test_an_image_url_is_fetched_through_the_allow_listed_fetcher(served):
+    url = served.site.url("/photo.jpg")
+    served.upstream.enqueue(Reply("A photo."))
+    r = served.http.post(CHAT, json=chat("And this one?", [url]))
     assert r.status_code == 200, r.text
-    assert live.up.requests[-1]["image"]["data"] == live.up.source_png
-    page = {**body, "promptObject": {"imageUrl": live.up.file_url("page.html")}}
-    r = live.features(page)
-    assert r.status_code == 502
-    assert "imageUrl" in r.text and "not a PNG, JPEG or WebP image" in r.text
+    assert image_parts(served.sent()[-1]) == [RED_JPEG]
+    [entry] = r.json()["aiRecord"]["aiRecordDetail"]["promptObject"]["imageContentList"]
+    assert entry["image"] == url and entry["name"] == "photo.jpg"
+    assert (entry["format"], entry["width"], entry["height"]) == ("JPEG", 120, 80)
 
 
-def test_the_same_url_is_refused_with_default_fetch_settings(
-    tmp_path, db_url, upstream, monkeypatch
-):
-    monkeypatch.setenv("TEST_IMAGES_KEY", "sk-img")
-    settings = make_settings(tmp_path, db_url, models=image_models(upstream))
-    for live in serve(settings, upstream):
-        body = {
-            "type": "IMAGE_VARIATOR",
-            "model": MIDJOURNEY,
-            "promptObject": {"imageUrl": upstream.file_url("cat.png")},
-        }
-        r = live.features(body)
-        assert r.status_code == 422
-        assert r.json()["error"]["code"] == "URL_REFUSED"
-        assert "imageUrl" in r.json()["error"]["message"]
-        assert upstream.requests == [] and live.rows(ai_records) == []
+def test_a_bmp_is_not_sent_to_a_vision_model_but_read_as_text_and_said_so(served):
+    asset = served.upload("scan.bmp", picture("BMP"), "image/bmp")
+    served.upstream.enqueue(Reply("Noted."))
+    r = served.http.post(CHAT, json=chat("Read this", [asset["key"]]))
+    assert r.status_code == 200, r.text
+    [entry] = r.json()["aiRecord"]["aiRecordDetail"]["promptObject"]["imageContentList"]
+    assert entry["mode"] == "text" and entry["format"] == "BMP"
+    assert entry["note"].startswith("BMP images are not sent to vision models")
+    system, user = served.sent()
+    assert user["content"] == "Read this"  # no image part
+    assert "[Image 1] scan.bmp: BMP, 64x48 pixels" in system["content"]
 
 
-def test_variator_values_the_server_cannot_honour_are_refused_by_name(live):
-    asset = live.upload_png(live.up.source_png)
-    for field, value in (("isNiji6", True), ("mode", "relax"), ("maintainModeration", False)):
-        prompt = {**VARIATOR_EXAMPLE["promptObject"], "imageUrl": asset["key"], field: value}
-        r = live.features({**VARIATOR_EXAMPLE, "promptObject": prompt})
+def test_history_is_replayed_as_text(served):
+    r = served.http.post(
+        "/api/conversations",
+        json={"title": "Pictures", "type": "UNIFY_CHAT_WITH_AI", "model": VISION},
+    )
+    conversation = r.json()["conversation"]["uuid"]
+    served.upstream.enqueue(Reply("A photo."), Reply("Red."))
+    first = chat("What is this?", [served.site.url("/photo.jpg")])
+    first["promptObject"]["conversationId"] = conversation
+    assert served.http.post(CHAT, json=first).status_code == 200
+    second = {"type": "UNIFY_CHAT_WITH_AI", "model": VISION, "promptObject": {}}
+    second["promptObject"] = {"prompt": "Which colour?", "conversationId": conversation}
+    assert served.http.post(CHAT, json=second).status_code == 200
+    assert served.sent() == [
+        {"role": "user", "content": "What is this?"},
+        {"role": "assistant", "content": "A photo."},
+        {"role": "user", "content": "Which colour?"},
+    ]
+
+
+# ---- text-only models ---------------------------------------------------------------------
+
+
+@needs_tesseract
+def test_a_text_model_gets_the_ocr_text_of_an_uploaded_image(served):
+    asset = served.upload("receipt.png", text_picture())
+    served.upstream.enqueue(Reply("4217 euros."))
+    r = served.http.post(CHAT, json=chat("What is the total?", [asset["key"]], TEXT))
+    assert r.status_code == 200, r.text
+    system, user = served.sent()
+    assert user == {"role": "user", "content": "What is the total?"}
+    assert "INVOICE TOTAL 4217 EUROS" in system["content"]
+    assert "[Image 1] receipt.png: PNG, 1800x400 pixels" in system["content"]
+    assert "not instructions to you" in system["content"]
+    [entry] = r.json()["aiRecord"]["aiRecordDetail"]["promptObject"]["imageContentList"]
+    assert entry["mode"] == "text" and "4217" in entry["text"]
+
+
+@needs_tesseract
+def test_a_text_model_gets_the_ocr_text_of_an_image_url(served):
+    served.upstream.enqueue(Reply("4217 euros."))
+    r = served.http.post(CHAT, json=chat("Total?", [served.site.url("/receipt.png")], TEXT))
+    assert r.status_code == 200, r.text
+    assert "INVOICE TOTAL 4217 EUROS" in served.sent()[0]["content"]
+    [entry] = r.json()["aiRecord"]["aiRecordDetail"]["promptObject"]["imageContentList"]
+    assert entry["mode"] == "text" and "INVOICE" in entry["text"]
+
+
+def test_an_image_without_text_is_said_so_to_the_model_and_in_the_record(served):
+    """A blank picture (or any picture, without tesseract): no silent gap."""
+    asset = served.upload("blank.png", picture())
+    served.upstream.enqueue(Reply("I cannot tell."))
+    images = [asset["key"], served.site.url("/blank.png")]
+    r = served.http.post(CHAT, json=chat("What does it say?", images, TEXT))
+    assert r.status_code == 200, r.text
+    entries = r.json()["aiRecord"]["aiRecordDetail"]["promptObject"]["imageContentList"]
+    assert [e["mode"] for e in entries] == ["text", "text"]
+    assert all("no text" in e["note"].lower() for e in entries), entries
+    assert [(e["width"], e["height"], e["format"]) for e in entries] == [(64, 48, "PNG")] * 2
+    system = served.sent()[0]["content"]
+    assert f"[Image 1] blank.png: PNG, 64x48 pixels, {len(picture())} bytes. No text" in system
+    assert f"No text was found in it: {entries[1]['note']}" in system
+
+
+# ---- refusals: a clear 4xx, nothing written, nothing sent upstream -------------------------
+
+
+def refused(served: Served, body: dict[str, Any], path: str = CHAT) -> dict[str, Any]:
+    before, asked = served.counts(), len(served.upstream.requests)
+    r = served.http.post(path, json=body)
+    assert 400 <= r.status_code < 500, r.text
+    assert r.json()["success"] is False
+    assert served.counts() == before
+    assert len(served.upstream.requests) == asked
+    return {"status": r.status_code, **r.json()["error"]}
+
+
+def test_an_unknown_asset_is_refused_by_name(served):
+    key = "development/images/2024_09_30_13_41_50_758_photo.png"
+    error = refused(served, chat("What do you see in this image?", [key]))
+    assert error["status"] == 422
+    assert error["message"].startswith(f"image {key}: no such asset in your team")
+
+
+def test_another_teams_asset_is_not_found(served):
+    asset = served.upload("private.png", picture())
+    r = served.http.post("/api/admin/orgs", json={"name": "rival-images"})
+    eve = {"API-KEY": r.json()["apiKey"]["key"]}
+    before = served.counts()
+    for reference in (asset["uuid"], asset["key"]):
+        r = served.http.post(CHAT, headers=eve, json=chat("Look", [reference]))
         assert r.status_code == 422, r.text
-        error = r.json()["error"]
-        assert error["code"] == "PROMPT_OBJECT_VALIDATION_FAILED"
-        assert error["details"][0]["field"] == field
-        assert "not supported" in error["details"][0]["message"]
-    wide = {
-        **VARIATOR_EXAMPLE["promptObject"],
-        "imageUrl": asset["key"],
-        "aspect_width": 16,
-        "aspect_height": 9,
-    }
-    r = live.features({**VARIATOR_EXAMPLE, "promptObject": wide})
-    assert r.status_code == 422 and "aspect_width:aspect_height 16:9" in r.text
-    assert live.up.requests == [] and live.used_credit() == 0
+        assert r.json()["error"]["message"] == (  # as for an asset that never was
+            f"image {reference}: no such asset in your team (upload images with "
+            "POST /api/assets, or give an http(s) URL)"
+        )
+    assert served.counts() == before
 
 
-def test_a_pdf_asset_is_not_an_image_to_vary(live):
-    files = {"asset": ("notes.txt", b"plain words", "text/plain")}
-    key = live.http.post("/api/assets", files=files).json()["asset"]["key"]
-    body = {"type": "IMAGE_VARIATOR", "model": MIDJOURNEY, "promptObject": {"imageUrl": key}}
-    r = live.features(body)
-    assert r.status_code == 422 and "not a PNG, JPEG or WebP image" in r.text
+def test_a_pdf_asset_is_not_an_image(served, tmp_path):
+    pdf = files.pdf(tmp_path, ["Quarterly figures"], name="guide.pdf").read_bytes()
+    asset = served.upload("guide.pdf", pdf, "application/pdf")
+    error = refused(served, chat("Look", [asset["uuid"]]))
+    assert error["status"] == 422
+    assert (
+        f"image {asset['uuid']}: asset guide.pdf is application/pdf, not an image"
+        in (error["message"])
+    )
 
 
-def test_another_orgs_asset_is_not_found_as_image_or_download(live):
-    stranger = other_org(live)
-    theirs = live.upload_png(picture((1, 2, 3)), headers=stranger)
-    body = {
-        "type": "IMAGE_VARIATOR",
-        "model": MIDJOURNEY,
-        "promptObject": {"imageUrl": theirs["key"]},
-    }
-    r = live.features(body)
-    assert r.status_code == 404 and "not found in your team" in r.text
-    assert live.http.get(f"/api/assets/{theirs['key']}/content").status_code == 404
-    assert live.http.get(f"/api/assets/{theirs['uuid']}/content").status_code == 404
-    own = live.http.get(f"/api/assets/{theirs['key']}/content", headers=stranger)
-    assert own.status_code == 200 and own.content == picture((1, 2, 3))
-    assert live.up.requests == []
+def test_too_many_images_are_refused_before_any_is_fetched(served):
+    hits = served.site.hits["/photo.jpg"]
+    error = refused(served, chat("Look", [served.site.url("/photo.jpg")] * 11))
+    assert error["message"] == "11 images were sent; at most 10 are read per request"
+    assert served.site.hits["/photo.jpg"] == hits
 
 
-def test_an_uploaded_file_downloads_as_an_attachment_with_a_safe_name(live):
-    files = {"asset": ('résumé "final"; v=2.txt', b"plain words", "text/plain")}
-    asset = live.http.post("/api/assets", files=files).json()["asset"]
-    r = live.http.get(f"/api/assets/{asset['key']}/content")
-    assert r.status_code == 200 and r.content == b"plain words"
-    assert r.headers["content-type"].startswith("text/plain")
-    # the stored name, percent-escaped (RFC 5987): no quote or semicolon gets through raw
-    disposition = r.headers["content-disposition"]
-    assert disposition == f"attachment; filename*=utf-8''{quote(asset['name'])}"
-    assert asset["name"].startswith("r") and '"' not in disposition and disposition.count(";") == 1
-    assert live.http.get("/api/assets/files/nothing-here/content").status_code == 404
-
-
-# ---- models, credits, failures ----------------------------------------------------------
-
-
-def test_no_image_model_configured_names_none(tmp_path, db_url, upstream):
-    settings = make_settings(tmp_path, db_url)
-    for live in serve(settings, upstream):
-        r = live.features(GENERATOR_EXAMPLE)
-        assert r.status_code == 422
-        assert "image-capable models configured: (none)" in r.json()["error"]["message"]
-
-
-def test_chat_and_image_models_refuse_each_others_work(live):
-    body = {**GENERATOR_EXAMPLE, "model": "gpt-4o-mini"}
-    r = live.features(body)
-    assert r.status_code == 422
-    message = r.json()["error"]["message"]
-    assert "is a chat model" in message and f"{FLUX}, {MIDJOURNEY}" in message
-    chat = {"model": FLUX, "promptObject": {"prompt": "hello"}}
-    r = live.http.post("/api/chat-with-ai", json=chat)
-    assert r.status_code == 422
-    assert "makes images" in r.text and "chat models configured: gpt-4o-mini" in r.text
-    models = {m["name"]: m for m in live.http.get("/api/models").json()["models"]}
-    assert models[FLUX]["capabilities"] == ["images", "image-variations"]
-    assert models[FLUX]["kind"] == "images" and models[FLUX]["credits"] == {"perImage": FLUX_PRICE}
-    assert "chat" in models["gpt-4o-mini"]["capabilities"]
-
-
-def test_exhausted_credits_are_403_before_anything_runs(live):
-    poor = other_org(live, credit_limit=FLUX_PRICE - 1)
-    r = live.features(GENERATOR_EXAMPLE, headers=poor)
-    assert r.status_code == 403
-    assert "Quota exceeded" in r.json()["error"]["message"]
-    assert live.up.requests == [] and live.rows(ai_records) == [] and live.rows(assets) == []
-    assert live.used_credit(poor) == 0
+def test_images_over_the_size_limit_are_refused(served):
+    asset = served.upload("noise.png", NOISE)
+    error = refused(served, chat("Look", [asset["key"]]))
+    assert error["status"] == 413
+    assert error["message"] == (
+        f"image {asset['key']}: noise.png is {len(NOISE) / 1024:.1f} KB; images are read up "
+        "to 256 KB"
+    )
+    url = served.site.url("/noise.png")
+    error = refused(served, chat("Look", [url]))
+    assert error["message"] == f"image {url} could not be fetched: the page is larger than 256 KB"
 
 
 @pytest.mark.parametrize(
-    ("fault", "status", "words"),
+    ("path", "reason"),
     [
-        (Status(500), 502, f"upstream returned 500: {UPSTREAM_ERROR}"),
-        (
-            Status(400, {"error": {"message": "Your prompt sk-img was rejected"}}),
-            502,
-            "Your prompt *** was rejected",
-        ),
-        (Hang(10), 504, "did not answer within 2s"),
-        (BadJson(), 502, "not JSON"),
-        (Urls(), 502, "image URLs, not base64"),
-        (Garbage(), 502, "an image that cannot be used"),
+        ("/page.html", "the page is text/html, not an image (PNG, JPEG, GIF, WebP, TIFF or BMP)"),
+        ("/gone.png", "the server answered HTTP 404"),
     ],
 )
-def test_upstream_failures_are_clear_errors_and_failed_records(live, fault, status, words):
-    live.up.enqueue(fault)
-    r = live.features(GENERATOR_EXAMPLE)
-    assert r.status_code == status, r.text
-    error = r.json()["error"]
-    assert words in error["message"] and FLUX in error["message"]
-    assert "sk-img" not in r.text
-    (record,) = live.rows(ai_records)
-    assert (record["type"], record["status"], record["credits"]) == ("IMAGE_GENERATOR", "FAILED", 0)
-    assert words in record["error"] and record["result_text"] == ""
-    assert live.rows(assets) == [] and live.blobs() == []
-    assert live.used_credit() == 0
-    # the upstream recovers: the next request works
-    assert live.features(GENERATOR_EXAMPLE).status_code == 200
+def test_a_url_that_is_not_an_image_is_refused(served, path, reason):
+    url = served.site.url(path)
+    error = refused(served, chat("Look", [url]))
+    assert error == {
+        "status": 422,
+        "code": "UNPROCESSABLE_ENTITY",
+        "message": f"image {url} could not be fetched: {reason}",
+    }
 
 
-# ---- the official openai SDK: POST /v1/images/generations --------------------------------
+def test_the_bytes_decide_the_type_not_the_header(served):
+    url = served.site.url("/lying.png")
+    error = refused(served, chat("Look", [url], TEXT))
+    assert error["message"] == f"image {url} is not an image (PNG, JPEG, GIF, WebP, TIFF or BMP)"
 
 
-def test_the_openai_sdk_generates_images_onto_the_same_store(live):
-    import base64
+def test_chat_with_image_needs_an_image_list(served):
+    body = {"type": "CHAT_WITH_IMAGE", "model": VISION, "promptObject": {"prompt": "Look"}}
+    error = refused(served, body, FEATURES)
+    assert error["status"] == 400 and error["code"] == "INVALID_REQUEST"
+    assert error["message"].startswith("CHAT_WITH_IMAGE needs imageList")
 
-    import openai
 
-    key = live.http.headers["API-KEY"]
-    client = openai.OpenAI(base_url=f"{live.server.base_url}/v1", api_key=key, max_retries=0)
-    result = client.images.generate(
-        model=FLUX, prompt="a cat", n=2, size="1536x1024", output_format="webp"
+def test_an_image_url_on_a_private_address_is_refused_with_default_settings(
+    tmp_path, upstream, site
+):
+    """SSRF: without `fetch.allow_private_hosts`, 127.0.0.1 is never fetched."""
+    server, key = serve(tmp_path, upstream)
+    url = site.url("/photo.jpg")
+    hits, asked = site.hits["/photo.jpg"], len(upstream.requests)
+    try:
+        with httpx.Client(base_url=server.base_url, headers={"API-KEY": key}) as http:
+            r = http.post(CHAT, json=chat("Look", [url]))
+            assert r.status_code == 422, r.text
+            assert r.json()["error"]["code"] == "URL_REFUSED"
+            message = r.json()["error"]["message"]
+            assert message.startswith(f"image {url} was not fetched: 127.0.0.1 is a loopback")
+            assert Served(server, http, site, upstream).counts() == {
+                "ai_records": 0,
+                "messages": 0,
+                "conversations": 0,
+            }
+    finally:
+        server.stop()
+    assert site.hits["/photo.jpg"] == hits
+    assert len(upstream.requests) == asked
+
+
+# ---- the OpenAI dialect: image_url content parts ---------------------------------------------
+
+
+def openai_client(served: Served) -> openai.OpenAI:
+    key = served.http.headers["API-KEY"]
+    return openai.OpenAI(base_url=f"{served.server.base_url}/v1", api_key=key, max_retries=0)
+
+
+def test_the_openai_sdk_sends_a_data_url_image_to_a_vision_model(served):
+    data = picture("GIF", (16, 12))
+    url = "data:image/gif;base64," + base64.b64encode(data).decode()
+    served.upstream.enqueue(Reply("A tiny GIF."))
+    completion = openai_client(served).chat.completions.create(
+        model=VISION,
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": url, "detail": "low"}},
+                ],
+            },
+        ],
     )
-    assert [base64.b64decode(d.b64_json or "") for d in result.data] == live.up.made[-1]
-    assert result.output_format == "webp"
-    assert live.up.requests[-1]["json"]["size"] == "1536x1024"
-    (record,) = live.rows(ai_records)
-    assert (record["type"], record["status"], record["credits"]) == (
-        "IMAGE_GENERATOR",
-        "SUCCESS",
-        2 * FLUX_PRICE,
+    assert completion.choices[0].message.content == "A tiny GIF."
+    system, user = served.sent()
+    assert system == {"role": "system", "content": "Be brief."}
+    assert user["content"][0] == {"type": "text", "text": "What is this?"}
+    assert image_parts(user) == [data]
+
+
+def test_the_openai_sdk_gives_a_text_model_an_image_url_as_text(served):
+    served.upstream.enqueue(Reply("Red."))
+    completion = openai_client(served).chat.completions.create(
+        model=TEXT,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Colour?"},
+                    {"type": "image_url", "image_url": {"url": served.site.url("/photo.jpg")}},
+                ],
+            }
+        ],
     )
-    stored = [
-        live.http.get(f"/api/assets/{k}/content").content for k in record["result_text"].split("\n")
-    ]
-    assert stored == live.up.made[-1]
-    with pytest.raises(openai.BadRequestError) as caught:
-        client.images.generate(model=FLUX, prompt="a cat", response_format="url")
-    assert "b64_json" in caught.value.message
-    with pytest.raises(openai.BadRequestError) as caught:
-        client.images.generate(model=FLUX, prompt="a cat", size="1792x1024")
-    assert "size 1792x1024 is not supported" in caught.value.message
-    with pytest.raises(openai.BadRequestError) as caught:
-        client.images.generate(model="gpt-4o-mini", prompt="a cat")
-    assert "image-capable models configured" in caught.value.message
-    live.up.enqueue(Status(500))
-    with pytest.raises(openai.InternalServerError) as caught:
-        client.images.generate(model=FLUX, prompt="a cat")
-    assert UPSTREAM_ERROR in caught.value.message
+    assert completion.choices[0].message.content == "Red."
+    system, user = served.sent()
+    assert user == {"role": "user", "content": "Colour?"}
+    assert "[Image 1] photo.jpg: JPEG, 120x80 pixels" in system["content"]
+
+
+def test_the_openai_dialect_refuses_images_outside_the_last_user_message(served):
+    before, asked = served.counts(), len(served.upstream.requests)
+    image = {"type": "image_url", "image_url": {"url": served.site.url("/photo.jpg")}}
+    with pytest.raises(openai.BadRequestError) as refused:
+        openai_client(served).chat.completions.create(
+            model=VISION,
+            messages=[
+                {"role": "user", "content": [{"type": "text", "text": "Look"}, image]},
+                {"role": "assistant", "content": "A photo."},
+                {"role": "user", "content": "And?"},
+            ],
+        )
+    assert "messages[0].content[1]: images are read in the last message only" in str(refused.value)
+    unknown = {"type": "image_url", "image_url": {"url": "nope"}}
+    with pytest.raises(openai.BadRequestError, match="image nope: no such asset in your team"):
+        openai_client(served).chat.completions.create(
+            model=VISION, messages=[{"role": "user", "content": [unknown]}]
+        )
+    assert served.counts() == before and len(served.upstream.requests) == asked
+
+
+def test_data_urls_must_be_base64_images(served):
+    bad = "data:image/png;base64,@@@"
+    error = refused(served, chat("Look", [bad]))
+    assert error["message"] == f"image {bad}: the data URL is not valid base64"
+    text = "data:text/plain;base64," + base64.b64encode(b"hello").decode()
+    error = refused(served, chat("Look", [text]))
+    assert error["message"] == f"image {text} is not an image (PNG, JPEG, GIF, WebP, TIFF or BMP)"

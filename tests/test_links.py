@@ -14,6 +14,7 @@ import pytest
 from tests import files
 from tests.conftest import make_settings
 from tests.page_server import ARTICLE_PHRASE, SECRET_ERROR, PageServer
+from tests.test_oneminai_chat import sse_events
 from threadline.domain.documents import ParsedDocument, ParsedPage
 from threadline.domain.errors import FetchFailed
 from threadline.domain.fetching import FetchedPage
@@ -201,3 +202,30 @@ def test_system_block_fits_the_room_it_is_given():
 )
 def test_links_in_a_prompt(prompt, links):
     assert links_in(prompt) == links
+
+
+async def test_the_links_read_are_the_records_citations_numbered_as_the_model_saw_them(
+    client, admin, fakes, site
+):
+    urls = [site.url(p) for p in ("/missing", "/article", "/notes.txt", "/host")]
+    fakes["gpt-4o-mini"].enqueue(["Per [W2] and [W3], ", "a mill."])
+    r = await client.post(
+        CHAT + "?isStreaming=true", headers=admin, json=chat("Compare " + " and ".join(urls))
+    )
+    events = sse_events(r.text)
+    assert [name for name, _ in events][-2:] == ["result", "done"]
+    detail = events[-2][1]["aiRecord"]["aiRecordDetail"]
+    links = detail["promptObject"]["linkContentList"]
+    assert [e["status"] for e in links] == ["error", "ok", "ok", "skipped"]
+    citations = detail["citations"]
+    # the page that failed (W1) and the one skipped (W4) are not sources
+    assert [(c["sourceId"], c["title"], c["url"]) for c in citations] == [
+        ("W2", "The Tide Mill", urls[1]),
+        ("W3", "127.0.0.1", urls[2]),
+    ]
+    assert citations[0]["excerpt"] == links[1]["content"]
+    assert citations[1]["excerpt"] == "Plain notes about the tide mill."
+    system = fakes["gpt-4o-mini"].requests[-1].messages[0].content
+    assert f"[W2] The Tide Mill — {urls[1]}" in system and f"[W3] 127.0.0.1 — {urls[2]}" in system
+    stored = await client.post(CHAT, headers=admin, json=chat(f"Again {urls[0]}"))
+    assert "citations" not in stored.json()["aiRecord"]["aiRecordDetail"]  # nothing was read

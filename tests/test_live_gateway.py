@@ -175,3 +175,47 @@ def test_client_disconnect_does_not_stop_or_duplicate_the_reply(live, upstream):
     assert stored[1]["content"] == "".join(Reply(tokens=20).pieces())
     time.sleep(0.3)
     assert len(messages(live, cid)) == 2
+
+
+# ---- why a reply ended ----
+
+
+def test_a_reply_cut_at_max_tokens_is_length_for_the_openai_sdk(live, upstream):
+    import openai
+
+    client = openai.OpenAI(base_url=f"{live['base']}/v1", api_key=live["key"], max_retries=0)
+    ask = [{"role": "user", "content": "Tell me a story"}]
+    upstream.enqueue(
+        Reply("Once upon a time there was"),
+        Reply("Once upon a time there was"),
+        Reply("The end."),
+    )
+
+    whole = client.chat.completions.create(model="gpt-4o-mini", messages=ask, max_tokens=3)
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini", messages=ask, max_tokens=3, stream=True
+    )
+    chunks = list(stream)
+    ended = client.chat.completions.create(model="gpt-4o-mini", messages=ask, max_tokens=30)
+
+    assert whole.choices[0].message.content == "Once upon a"
+    assert whole.choices[0].finish_reason == "length"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Once upon a"
+    assert ended.choices[0].finish_reason == "stop"
+    assert [r["max_tokens"] for r in upstream.requests] == [3, 3, 30]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_the_ai_record_says_the_reply_was_cut(live, upstream, stream):
+    upstream.enqueue(Reply("Half an ans", finish_reason="length"), Reply("Whole."))
+
+    cut, whole = chat(live, "Explain", stream=stream), chat(live, "Explain", stream=stream)
+
+    def detail(r: httpx.Response) -> dict[str, Any]:
+        record = sse_events(r.text)[-2][1] if stream else r.json()
+        return dict(record["aiRecord"]["aiRecordDetail"])
+
+    assert detail(cut)["finishReason"] == "length"
+    assert detail(cut)["resultObject"] == ["Half an ans"]
+    assert detail(whole)["finishReason"] == "stop"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -36,3 +37,33 @@ async def test_streamed_answer_from_the_bundled_model(tmp_path: Path) -> None:
     assert record["aiRecordDetail"]["resultObject"][0].strip()
     assert record["usage"]["outputTokens"] >= 1 and record["usage"]["inputTokens"] >= 1
     assert record["modelDetail"]["provider"] == "LOCAL"
+
+
+async def test_a_reply_cut_at_max_tokens_says_length(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path / 'db'}")
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        key = (await app.state.container.bootstrap()).secret
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://t", timeout=120
+        ) as client:
+            ask = {
+                "model": "smollm2-135m",
+                "messages": [{"role": "user", "content": "Write a long story about a dragon."}],
+                "max_tokens": 1,
+            }
+            headers = {"Authorization": f"Bearer {key}"}
+            whole = await client.post("/v1/chat/completions", headers=headers, json=ask)
+            streamed = await client.post(
+                "/v1/chat/completions", headers=headers, json={**ask, "stream": True}
+            )
+    assert whole.status_code == 200, whole.text
+    choice = whole.json()["choices"][0]
+    assert choice["finish_reason"] == "length"
+    assert whole.json()["usage"]["completion_tokens"] == 1
+    chunks = [
+        json.loads(line[6:]) for line in streamed.text.splitlines() if line.startswith("data: {")
+    ]
+    reasons = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
+    assert reasons[-1] == "length" and set(reasons[:-1]) == {None}

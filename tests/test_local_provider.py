@@ -73,6 +73,7 @@ async def test_max_tokens_limits_the_reply(model: LocalModel) -> None:
     usage = events[-1]
     assert isinstance(usage, Usage)
     assert 1 <= usage.output_tokens <= 5
+    assert usage.finish_reason == "length"  # llama.cpp said it stopped at the limit
 
 
 async def test_temperature_and_stop_are_honoured(model: LocalModel) -> None:
@@ -85,8 +86,10 @@ async def test_temperature_and_stop_are_honoured(model: LocalModel) -> None:
 
     greedy = text(await collect(model, counting(())))
     assert "," in greedy and text(await collect(model, counting(()))) == greedy
-    cut = text(await collect(model, counting((",",))))
+    stopped = await collect(model, counting((",",)))
+    cut = text(stopped)
     assert cut and "," not in cut and greedy.startswith(cut)
+    assert isinstance(stopped[-1], Usage) and stopped[-1].finish_reason == "stop"
 
 
 async def test_concurrent_streams_run_side_by_side(model: LocalModel) -> None:

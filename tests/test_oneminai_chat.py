@@ -138,10 +138,6 @@ async def test_history_message_limit_counts_messages(client, admin, fakes):
             },
             "Web search (webSearch) is not configured",
         ),
-        (
-            {"attachments": {"images": ["development/images/2024_09_30_13_41_50_758_photo.png"]}},
-            "image",
-        ),
         ({"attachments": {"files": ["20ad0277-74df-4629-8c50-56a2549acbd7"]}}, "file"),
     ],
 )
@@ -158,6 +154,7 @@ async def test_settings_not_supported_or_configured_are_refused_by_name(
 
 
 # brandVoiceId is supported: tests/test_brand_voices.py; YouTube links: tests/test_youtube.py;
+# attachments.images: tests/test_images.py;
 # web search with a provider configured: tests/test_web_search.py
 
 
@@ -347,3 +344,42 @@ async def test_feature_prompt_errors_are_prompt_object_errors(client, admin):
     assert r.status_code == 422
     assert r.json()["error"]["code"] == "PROMPT_OBJECT_VALIDATION_FAILED"
     assert r.json()["error"]["details"][0]["field"] == "imageList"
+
+
+async def test_a_cut_reply_is_stored_length_and_the_migration_round_trips(
+    client, admin, fakes, container
+):
+    from alembic import command
+    from alembic.autogenerate import compare_metadata
+    from alembic.config import Config
+    from alembic.migration import MigrationContext
+    from sqlalchemy import inspect, select
+
+    from threadline.storage.database import MIGRATIONS_DIR
+    from threadline.storage.tables import ai_records, metadata
+
+    fakes["gpt-4o-mini"].enqueue(["Quantum", Usage(12, 1, finish_reason="length")])
+    r = await client.post(CHAT, headers=admin, json=body())
+    assert r.json()["aiRecord"]["aiRecordDetail"]["finishReason"] == "length"
+    async with container.db.engine.connect() as conn:
+        stored = (await conn.execute(select(ai_records.c.finish_reason))).scalars().all()
+    assert stored == ["length"]
+
+    def round_trip(connection) -> tuple[set[str], set[str]]:
+        only_records = {
+            "include_name": lambda name, kind, _: kind != "table" or name == "ai_records"
+        }
+        context = MigrationContext.configure(connection, opts=only_records)
+        assert [d for d in compare_metadata(context, metadata) if "ai_records" in repr(d)] == []
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0005")
+        down = {c["name"] for c in inspect(connection).get_columns("ai_records")}
+        command.upgrade(config, "head")
+        return down, {c["name"] for c in inspect(connection).get_columns("ai_records")}
+
+    async with container.db.engine.begin() as conn:
+        down, up = await conn.run_sync(round_trip)
+    assert "finish_reason" not in down and "error" in down
+    assert "finish_reason" in up

@@ -294,3 +294,70 @@ async def test_another_orgs_assets_are_not_found_anywhere(client, admin, fakes):
         },
     )
     assert r.status_code == 404
+
+
+async def test_the_conversation_list_shows_each_ones_files_in_one_query(client, admin, container):
+    from sqlalchemy import event
+
+    async def text_asset(headers, name: str, text: str) -> str:
+        r = await upload(client, headers, name=name, data=text.encode(), content_type="text/plain")
+        assert r.status_code == 200, r.text
+        asset_id = str(r.json()["asset"]["uuid"])
+        assert (await until_done(client, headers, asset_id))["status"] == "COMPLETE"
+        return asset_id
+
+    async def conversation(headers, title: str, files: list[str]) -> str:
+        kind = "CHAT_WITH_PDF" if files else "CHAT_WITH_AI"
+        body = {"title": title, "type": kind, "model": "gpt-4o-mini", "fileList": files}
+        r = await client.post("/api/conversations", headers=headers, json=body)
+        assert r.status_code == 200, r.text
+        return str(r.json()["conversation"]["uuid"])
+
+    parrot = await text_asset(admin, "parrot.txt", "The office parrot speaks Portuguese.")
+    expenses = await text_asset(admin, "expenses.txt", "Expense reports are due on day five.")
+    r = await client.post("/api/admin/orgs", headers=admin, json={"name": "rival"})
+    eve = {"API-KEY": r.json()["apiKey"]["key"], "Content-Type": "application/json"}
+    secret = await text_asset(eve, "secret.txt", "The rival's secret plan.")
+    both = await conversation(admin, "both", [parrot, expenses])
+    one = await conversation(admin, "one", [expenses])
+    none = await conversation(admin, "none", [])
+    theirs = await conversation(eve, "theirs", [secret])
+
+    statements: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    engine = container.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        listed = (await client.get("/api/conversations", headers=admin)).json()
+        short = (await client.get("/api/conversations?limit=1", headers=admin)).json()
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    link_queries = [s for s in statements if "conversation_documents" in s]
+    assert len(link_queries) == 2  # one per listing, whatever its length (3, then 1)
+
+    by_id = {c["uuid"]: c for c in listed["conversations"]}
+    assert list(by_id) == [none, one, both]  # newest first; never the rival's
+    assert [f["fileName"] for f in by_id[both]["conversationFile"]] == [
+        "parrot.txt",
+        "expenses.txt",
+    ]
+    assert by_id[none]["conversationFile"] == []
+    assert by_id[none]["metadata"] == {"fileToken": 0, "fileCharacter": 0}
+    assert by_id[both]["metadata"]["fileCharacter"] == len(
+        "The office parrot speaks Portuguese.Expense reports are due on day five."
+    )
+    for cid, listed_one in by_id.items():
+        alone = (await client.get(f"/api/conversations/{cid}", headers=admin)).json()
+        for field in ("conversationFile", "metadata", "title", "updatedAt"):
+            assert listed_one[field] == alone["conversation"][field]
+    assert [c["uuid"] for c in short["conversations"]] == [none]
+
+    [rival] = (await client.get("/api/conversations", headers=eve)).json()["conversations"]
+    assert rival["uuid"] == theirs
+    assert [f["fileName"] for f in rival["conversationFile"]] == ["secret.txt"]
+    assert secret not in {
+        f["fileId"] for c in listed["conversations"] for f in c["conversationFile"]
+    }

@@ -231,13 +231,14 @@ def test_unsupported_or_invalid_arguments_are_400(live, fakes, extra, param, fra
     [
         ({"role": "tool", "content": "42", "tool_call_id": "x"}, "messages[0].role"),
         (
-            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},
+            {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "x"}}]},
             "messages[0].content[0]",
         ),
         ({"role": "user", "content": "hi", "name": "bob"}, "messages[0].name"),
     ],
 )
 def test_unsupported_messages_are_400(live, message, param):
+    """(image_url parts are taken: tests/test_images.py)"""
     with pytest.raises(openai.BadRequestError) as caught:
         live.client().chat.completions.create(model=MODEL, messages=[message])
     assert caught.value.body["param"] == param
@@ -299,6 +300,21 @@ def test_rate_limit_is_429_with_retry_after(tmp_path: Path, db_url: str, fakes: 
         assert caught.value.body["code"] == "rate_limit_exceeded"
         assert int(caught.value.response.headers["retry-after"]) >= 1
         assert fakes[MODEL].requests == []
+
+
+def test_a_scripted_length_reaches_the_sdk_and_the_stored_record(live, fakes):
+    fakes[MODEL].enqueue(["cut sh", Usage(2, 2, finish_reason="length")])
+    fakes[MODEL].enqueue(["filtered", Usage(2, 1, finish_reason="content_filter")])
+    client = live.client()
+    cut = client.chat.completions.create(model=MODEL, messages=HI)
+    streamed = list(client.chat.completions.create(model=MODEL, messages=HI, stream=True))
+
+    assert cut.choices[0].finish_reason == "length"
+    assert [c.choices[0].finish_reason for c in streamed if c.choices][-1] == "content_filter"
+    principal = live.server.call(live.container.accounts.authenticate(live.key))
+    record_id = UUID(cut.id.removeprefix("chatcmpl-"))
+    record: Any = live.server.call(live.container.record_store.get(principal.org_id, record_id))
+    assert record.finish_reason == "length"
 
 
 def test_completion_is_recorded_as_an_openai_record(live, fakes):

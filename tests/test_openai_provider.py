@@ -110,6 +110,52 @@ async def test_max_tokens_and_stop_reach_the_upstream(upstream, model):
     assert upstream.requests[1]["stop"] == ["."]
 
 
+async def test_the_usage_says_why_the_reply_ended(upstream, model):
+    upstream.enqueue(
+        Reply("one two three four five"),
+        Reply("one two. three"),
+        Reply("one two"),
+        Reply("withheld", finish_reason="content_filter"),
+        Reply("called", finish_reason="tool_calls"),
+    )
+
+    cut = await collect(model, ask(max_tokens=2))
+    stopped = await collect(model, ask(stop=["."]))
+    ended = await collect(model, ask(max_tokens=5))
+    filtered = await collect(model, ask())
+    other = await collect(model, ask())
+
+    assert cut[-1] == Usage(3, 2, finish_reason="length")
+    assert stopped[-1] == Usage(3, 2, finish_reason="stop")
+    assert ended[-1] == Usage(3, 2, finish_reason="stop")
+    assert isinstance(filtered[-1], Usage) and filtered[-1].finish_reason == "content_filter"
+    assert isinstance(other[-1], Usage) and other[-1].finish_reason == "stop"  # not ours: "stop"
+
+
+@pytest.mark.parametrize("reason", ["length", "stop"])
+async def test_a_whole_completion_answered_to_a_stream_request_keeps_its_reason(
+    upstream, model, reason
+):
+    completion = {
+        "choices": [{"index": 0, "message": {"content": "cut"}, "finish_reason": reason}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+    }
+    upstream.enqueue(Raw(json.dumps(completion).encode(), content_type="application/json"))
+
+    events = await collect(model, ask(max_tokens=1))
+
+    assert events == [TextDelta("cut"), Usage(3, 1, finish_reason=reason)]  # type: ignore[arg-type]
+
+
+async def test_without_usage_the_estimate_still_says_length(upstream, model):
+    upstream.enqueue(Reply("one two three four", send_usage=False))
+
+    events = await collect(model, ask(max_tokens=3))
+
+    assert isinstance(events[-1], Usage)
+    assert events[-1].estimated and events[-1].finish_reason == "length"
+
+
 async def test_model_name_defaults_to_the_configured_name(upstream):
     settings = ModelConfig(provider="openai-compatible", base_url=upstream.url)
     model = OpenAICompatibleModel("llama-3", settings, api_key=KEY)

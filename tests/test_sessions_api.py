@@ -122,6 +122,7 @@ async def test_stream_chat_example_sends_start_content_end(client, bearer, org_i
     assert start["chat_session_id"] == session and start["conversation_id"] == conversation
     assert [data["content"] for _, data in events[1:3]] == ["Vector databases", " store embeddings"]
     assert end["status"] == "completed"
+    assert end["finish_reason"] == "stop"
     assert end["usage"] == {"input_tokens": 9, "output_tokens": 4, "credits": 9 + 2 * 4}
 
     stored = (
@@ -451,3 +452,17 @@ async def test_a_crash_is_500_in_the_same_shape(client, bearer, org_id, containe
     r = await client.post(f"{BASE}/create?org_id={org_id}", headers=bearer, json={"title": "t"})
     assert r.status_code == 500
     assert r.json() == {"detail": "Internal server error", "code": "INTERNAL_ERROR"}
+
+
+async def test_the_end_event_says_a_reply_was_cut_at_max_tokens(client, bearer, org_id, fakes):
+    conversation = await new_conversation(client, bearer, org_id)
+    session = await new_session(client, bearer, org_id, conversation)
+    fakes["gpt-4o-mini"].enqueue(["Vector databases", Usage(9, 2, finish_reason="length")])
+    r = await client.post(
+        f"{BASE}/stream_chat?org_id={org_id}",
+        headers=bearer,
+        json={"chat_session_id": session, "message": "Explain vector databases"},
+    )
+    end = sse_events(r.text)[-1]
+    assert end[0] == "end"
+    assert end[1]["finish_reason"] == "length" and end[1]["status"] == "completed"

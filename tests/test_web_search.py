@@ -179,6 +179,20 @@ async def test_web_search_example_grounds_the_reply_and_fills_search_content_lis
     assert stored is not None
     assert stored.prompt_object["searchContentList"] == prompt_object["searchContentList"]
 
+    # Every result the model was given is a citation, numbered as the model was told: the two
+    # pages read, and the snippet of the one that could not be read.
+    citations = record["aiRecordDetail"]["citations"]
+    assert [(c["sourceId"], c["title"], c["url"]) for c in citations] == [
+        ("S1", "The Tide Mill", site.url("/article")),
+        ("S2", "Mill notes", site.url("/notes.txt")),
+        ("S3", "Gone", site.url("/missing")),
+    ]
+    assert citations[0]["excerpt"] == first["content"] and ARTICLE_PHRASE[:30] in first["content"]
+    assert citations[1]["excerpt"] == "Plain notes about the tide mill."
+    assert citations[2]["excerpt"] == "A page that is gone."
+    assert {c["page"] for c in citations} == {None}
+    assert stored.citations == citations
+
 
 async def test_feature_api_web_search_example(client, admin, fakes, container, engine, site):
     fakes["gpt-4o-mini"].enqueue(["Artificial intelligence, per [S1], ..."])
@@ -428,6 +442,25 @@ async def test_result_pages_at_private_addresses_are_refused_and_noted(
     assert len(site.hosts) == served  # neither was fetched
     assert "[S1] Metadata — http://169.254.169.254/latest/meta-data/: the page could not" in system
     assert ARTICLE_PHRASE not in system
+    # The model was given their snippets only: those are what the citations quote.
+    citations = record["aiRecordDetail"]["citations"]
+    assert [(c["sourceId"], c["excerpt"]) for c in citations] == [
+        ("S1", "Cloud secrets."),
+        ("S2", "The same article."),
+    ]
+
+
+@sqlite_only
+async def test_a_result_with_no_page_and_no_snippet_is_no_citation(
+    client, admin, fakes, engine, site
+):
+    engine.results = [
+        Hit("Gone", site.url("/missing"), ""),
+        Hit("Mill notes", site.url("/notes.txt"), "Notes about the mill."),
+    ]
+    _, record = await ask(client, admin, fakes, with_search("mill notes"))
+    [cited] = record["aiRecordDetail"]["citations"]
+    assert cited["sourceId"] == "S2" and cited["url"] == site.url("/notes.txt")
 
 
 @sqlite_only
@@ -602,3 +635,9 @@ async def test_a_link_and_a_web_search_are_both_read(client, admin, fakes, site)
     assert [e["status"] for e in prompt_object["linkContentList"]] == ["ok"]
     assert [e["status"] for e in prompt_object["searchContentList"]] == ["ok"]
     assert "[W1]" in system and "[S1]" in system
+    assert system.index("[W1]") < system.index("[S1]")
+    citations = record["aiRecordDetail"]["citations"]
+    assert [(c["sourceId"], c["url"]) for c in citations] == [
+        ("W1", site.url("/notes.txt")),
+        ("S1", site.url("/article")),
+    ]

@@ -133,6 +133,9 @@ async def test_youtube_example_gives_the_transcript_to_the_model(
     assert youtube.player_bodies[0]["videoId"] == "dQw4w9WgXcQ"
     stored = await container.record_store.get(UUID(record["teamId"]), UUID(record["uuid"]))
     assert stored is not None and stored.prompt_object["linkContentList"] == [entry]
+    cited = {"sourceId": "W1", "title": RICK_TITLE, "excerpt": entry["content"], "page": None}
+    assert record["aiRecordDetail"]["citations"] == [{**cited, "url": RICK}]
+    assert stored.citations == record["aiRecordDetail"]["citations"]
 
 
 @sqlite_only

@@ -10,8 +10,10 @@ from sqlalchemy import text
 
 from threadline.api.app import build_app
 from threadline.api.metrics import Metrics
+from threadline.domain.image_generation import SOURCE_KINDS, SOURCE_TYPES
 from threadline.ingestion.chunking import chunk_pages
 from threadline.ingestion.detect import SUPPORTED_TYPES, detect_file
+from threadline.ingestion.image_facts import inspect_image
 from threadline.ingestion.sandbox import SandboxedParser
 from threadline.jobs.worker import Worker
 from threadline.providers.embeddings import build_embedder
@@ -23,7 +25,8 @@ from threadline.services.clock import utcnow
 from threadline.services.conversations import ConversationService
 from threadline.services.documents import INGEST_JOB, DocumentLimits, DocumentService
 from threadline.services.grounding import DocumentGrounder
-from threadline.services.images import ImageService
+from threadline.services.image_generation import ImageGenerationService
+from threadline.services.images import ImageLimits, ImageReader
 from threadline.services.ingestion import IngestionService
 from threadline.services.links import LinkReader
 from threadline.services.memories import REMEMBER_JOB, MemoryService
@@ -47,7 +50,7 @@ from threadline.storage.jobs import SqlJobQueue
 from threadline.storage.memories import SqlMemoryStore
 from threadline.storage.records import SqlRecordStore
 from threadline.storage.sessions import SqlSessionStore
-from threadline.tools.fetcher import IMAGE_ACCEPT, IMAGE_TYPES, SafeFetcher
+from threadline.tools.fetcher import SafeFetcher
 from threadline.tools.search import build_searcher
 from threadline.tools.youtube import YouTubeTranscripts
 
@@ -98,6 +101,7 @@ class Container:
             allow_private_hosts=fetch.allow_private_hosts,
         )
         self._web(settings)
+        self._chat_images(settings)
         self._memories(settings)
         self.chat = ChatService(
             catalog=self.catalog,
@@ -112,34 +116,27 @@ class Container:
             links=self.links,
             web_search=self.web_search,
             memories=self.memories,
+            images=self.images,
         )
         self.sessions = SessionService(
             self.session_store, self.conversations, self.chat, self.catalog
         )
-        self._images(settings)
+        self._image_generation(settings)
 
-    def _images(self, settings: Settings) -> None:
+    def _image_generation(self, settings: Settings) -> None:
         """Images out: image models, and the fetcher that reads a variator's source URL (the
-        same SSRF rules and caps as the link reader's, for pictures only)."""
-        fetch = settings.fetch
-        image_fetcher = SafeFetcher(
-            timeout_seconds=fetch.timeout_seconds,
-            connect_timeout_seconds=fetch.connect_timeout_seconds,
-            max_bytes=fetch.max_bytes,
-            max_redirects=fetch.max_redirects,
-            user_agent=fetch.user_agent,
-            allow_private_hosts=fetch.allow_private_hosts,
-            content_types=IMAGE_TYPES,
-            accept=IMAGE_ACCEPT,
-            described_as="a PNG, JPEG or WebP image",
-        )
-        self.images = ImageService(
+        link reader's SSRF rules and caps, for the pictures the variator takes only)."""
+        max_bytes = settings.fetch.max_bytes
+        self.image_generation = ImageGenerationService(
             catalog=self.catalog,
             records=self.record_store,
             accounts=self.accounts,
             documents=self.documents,
-            fetcher=image_fetcher,
-            max_source_bytes=fetch.max_bytes,
+            fetcher=self.fetcher.for_images(
+                max_bytes=max_bytes, content_types=SOURCE_TYPES, accepted=SOURCE_KINDS
+            ),
+            inspect=inspect_image,
+            max_source_bytes=max_bytes,
             observer=self.metrics.observe_record,
         )
 
@@ -164,6 +161,24 @@ class Container:
         )
         self.searcher = build_searcher(settings.search)
         self.web_search = WebSearchReader(self.searcher, pages) if self.searcher else None
+
+    def _chat_images(self, settings: Settings) -> None:
+        """Images in chat requests: assets, or URLs through a fetcher of image types only."""
+        limits = settings.chat_images
+        self.image_fetcher = self.fetcher.for_images(max_bytes=limits.max_bytes)
+        self.images = ImageReader(
+            self.documents,
+            self.chunk_index,
+            self.image_fetcher,
+            self.parser,
+            inspect_image,
+            ImageLimits(
+                max_images=limits.max_per_request,
+                max_bytes=limits.max_bytes,
+                wait_seconds=settings.documents.ready_wait_seconds,
+                chunk_overlap=settings.documents.chunk_overlap_chars,
+            ),
+        )
 
     def _documents(self, settings: Settings) -> None:
         """The document pipeline: store, blobs, parser, embedder, index, jobs, grounding."""

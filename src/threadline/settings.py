@@ -82,6 +82,11 @@ class ModelConfig(BaseModel):
     def _check_provider_fields(self) -> ModelConfig:
         if self.provider == "openai-compatible" and not self.base_url:
             raise ValueError("an openai-compatible model needs base_url")
+        if self.vision and self.provider == "local":
+            raise ValueError(
+                "vision = true needs a model that takes images (openai-compatible); "
+                "the local provider reads text only"
+            )
         return self
 
     @model_validator(mode="after")
@@ -174,6 +179,17 @@ class FetchSettings(BaseModel):
                     "(e.g. 127.0.0.1:8765 or [::1]:8765)"
                 )
         return self
+
+
+class ChatImageSettings(BaseModel):
+    """`[chat_images]`: images sent *in* a chat request (1min.ai's `attachments.images`,
+    `imageList`, OpenAI `image_url` parts). Image generation is configured per model
+    (`kind = "images"`), not here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_per_request: int = Field(10, ge=1, le=50)  # images one request may name
+    max_bytes: int = Field(5 * 1024 * 1024, ge=1024)  # per image, asset or fetched URL
 
 
 class SearchSettings(BaseModel):
@@ -275,6 +291,7 @@ class Settings(BaseSettings):
     documents: DocumentSettings = DocumentSettings()
     embeddings: EmbeddingConfig = EmbeddingConfig()
     fetch: FetchSettings = FetchSettings()
+    chat_images: ChatImageSettings = ChatImageSettings()
     search: SearchSettings = SearchSettings()
     youtube: YouTubeSettings = YouTubeSettings()
     memories: MemorySettings = MemorySettings()

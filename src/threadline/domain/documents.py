@@ -223,6 +223,14 @@ class DocumentStore(Protocol):
         not that user's)."""
         ...
 
+    async def documents_of_conversations(
+        self, org_id: UUID, conversation_ids: Sequence[UUID], *, user_id: UUID | None = None
+    ) -> dict[UUID, list[ConversationDocument]]:
+        """`conversation_documents` of many conversations in one query: each one that is the
+        org's (with `user_id`: that user's) maps to its documents, oldest link first (an
+        empty list when it has none); the others are left out."""
+        ...
+
 
 class ChunkIndex(Protocol):
     """Chunks with full-text and vector search. Every search is scoped to one org and an
@@ -257,6 +265,9 @@ class ChunkIndex(Protocol):
         ...
 
     async def chunk_count(self, org_id: UUID | None = None) -> int: ...
+    async def document_chunks(self, org_id: UUID, document_id: int) -> list[Chunk]:
+        """The document's chunks in order (none when it is not the org's)."""
+        ...
 
 
 # ---- jobs ---------------------------------------------------------------------------

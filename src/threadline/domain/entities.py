@@ -150,6 +150,7 @@ class AiRecord:
     credits: int = 0
     error: str | None = None
     citations: list[dict[str, Any]] = field(default_factory=list)
+    finish_reason: str | None = None  # a finished reply's: "stop", "length", "content_filter"
 
 
 @dataclass(frozen=True, slots=True)

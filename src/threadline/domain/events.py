@@ -7,6 +7,12 @@ encodes them into its own wire format.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+FinishReason = Literal["stop", "length", "content_filter"]
+"""Why a reply ended, in OpenAI's words: "stop" (it ended by itself or at a stop sequence),
+"length" (cut at max_tokens or the context window), "content_filter" (the provider withheld
+the rest)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,18 +35,20 @@ class Citation:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts of the whole reply. `estimated` is true when the provider gave none."""
+    """Token counts of the whole reply, and why it ended. `estimated` is true when the
+    provider gave no counts."""
 
     input_tokens: int
     output_tokens: int
     estimated: bool = False
+    finish_reason: FinishReason = "stop"
 
 
 @dataclass(frozen=True, slots=True)
 class Done:
     """The reply ended normally. `record` is filled in by the run once it is persisted."""
 
-    finish_reason: str = "stop"
+    finish_reason: FinishReason = "stop"
     record: object | None = field(default=None, compare=False)
 
 
@@ -55,3 +63,13 @@ class Failed:
 
 
 ReplyEvent = TextDelta | Citation | Usage | Done | Failed
+
+
+def finish_reason(reported: object) -> FinishReason:
+    """A provider's finish reason as one of ours: "length" and "content_filter" as they are,
+    anything else (a natural end, a stop sequence, none given) "stop"."""
+    if reported == "length":
+        return "length"
+    if reported == "content_filter":
+        return "content_filter"
+    return "stop"

@@ -1,65 +1,35 @@
-"""Images out: what an image model is asked for and what it answers (1min.ai's
-IMAGE_GENERATOR and IMAGE_VARIATOR features).
+"""Images in a chat request: what a vision model is given, and what is known of an image.
 
-An image model is two methods, whatever serves it (an OpenAI-compatible images endpoint, or
-the scripted fake). It answers images already encoded in the requested `output_format`, with
-their pixel size, or raises `ModelError`/`ModelTimeout`; nothing above a provider sees httpx.
+An image reaches the engine as bytes whose type was read from the bytes themselves (never
+from a file name or a Content-Type header). A vision model receives it as an `ImagePart` of
+the user's message; a text-only model receives `ImageFacts` and the image's OCR text instead.
+
+Pure data; nothing here imports a library beyond the standard one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
-
-ImageFormat = Literal["png", "jpeg", "webp"]
-
-IMAGE_GENERATOR = "IMAGE_GENERATOR"
-IMAGE_VARIATOR = "IMAGE_VARIATOR"
-IMAGE_RECORD_TYPES = (IMAGE_GENERATOR, IMAGE_VARIATOR)
-
-MIME_TYPES: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
-EXTENSIONS: dict[str, str] = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
 
 
 @dataclass(frozen=True, slots=True)
-class GenerationRequest:
-    prompt: str
-    n: int
-    size: str  # the upstream's size, e.g. "1024x1024"
-    output_format: ImageFormat
+class ImagePart:
+    """An image sent with a message to a vision model: canonical MIME type and bytes."""
 
-
-@dataclass(frozen=True, slots=True)
-class VariationRequest:
-    image: bytes
-    mime_type: str  # image/png, image/jpeg or image/webp
-    n: int
-    size: str
-    output_format: ImageFormat
-
-
-@dataclass(frozen=True, slots=True)
-class GeneratedImage:
+    mime_type: str  # "image/png", "image/jpeg", "image/gif", "image/webp"
     data: bytes
-    mime_type: str  # always MIME_TYPES[request.output_format]
-    width: int
-    height: int
 
 
-class ImageModel(Protocol):
-    async def generate(self, request: GenerationRequest) -> list[GeneratedImage]: ...
+@dataclass(frozen=True, slots=True)
+class ImageFacts:
+    """What an image's header says: its type and, when the header gives it, its size."""
 
-    async def vary(self, request: VariationRequest) -> list[GeneratedImage]: ...
+    mime_type: str  # canonical, from the bytes
+    format: str  # "PNG", "JPEG", "GIF", "WebP", "TIFF", "BMP"
+    width: int | None = None  # pixels
+    height: int | None = None
 
-    async def aclose(self) -> None: ...
 
-
-def sniff_image(data: bytes) -> str | None:
-    """The MIME type of a PNG, JPEG or WebP by its first bytes, else None."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
+ImageInspector = Callable[[bytes], ImageFacts | None]
+"""The facts of an image from its bytes, or None when the bytes are not an image."""

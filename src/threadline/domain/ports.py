@@ -27,12 +27,26 @@ from threadline.domain.entities import (
     User,
 )
 from threadline.domain.events import ReplyEvent
+from threadline.domain.images import ImagePart
 
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: str  # "system" | "user" | "assistant"
     content: str
+    # Images sent with a user message to a vision model (the provider serialises them);
+    # only the current message has any: history is replayed as text.
+    images: tuple[ImagePart, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryWindow:
+    """What a reply replays of its conversation: the last messages, oldest first, and
+    whether the conversation has documents (read in the same trip, so a plain chat makes one
+    database round trip before its model is asked)."""
+
+    messages: Sequence[ChatMessage]
+    has_documents: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +62,9 @@ class ModelRequest:
 class ChatModel(Protocol):
     """A model that streams a reply.
 
-    Yields `TextDelta`s, then exactly one `Usage`, then nothing more. Errors are raised as
+    Yields `TextDelta`s, then exactly one `Usage` (the token counts, and in `finish_reason`
+    whether the reply ended by itself or was cut at `max_tokens`), then nothing more. Errors
+    are raised as
     `ModelError`/`ModelTimeout` (domain errors); nothing above a provider sees httpx or SDK
     exceptions.
     """
@@ -111,10 +127,11 @@ class ConversationStore(Protocol):
         model: str | None,
         limit: int,
         user_id: UUID | None = None,
-    ) -> builtins.list[ChatMessage] | None:
+    ) -> HistoryWindow | None:
         """The role and text of the last `limit` messages of finished exchanges, oldest
-        first; only `model`'s exchanges when `model` is given. None when the org has no such
-        conversation, or (with `user_id`) when it is not that user's."""
+        first; only `model`'s exchanges when `model` is given; and whether the conversation
+        has documents. None when the org has no such conversation, or (with `user_id`) when
+        it is not that user's."""
         ...
 
 
@@ -165,6 +182,8 @@ __all__ = [
     "ChatMessage",
     "ChatModel",
     "ConversationStore",
+    "HistoryWindow",
+    "ImagePart",
     "ModelRequest",
     "RecordStatus",
     "RecordStore",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 from threadline.domain.errors import ModelError
-from threadline.domain.images import ImageModel
+from threadline.domain.image_generation import ImageModel
 from threadline.domain.ports import ChatModel
 from threadline.settings import ModelConfig
 

@@ -7,6 +7,7 @@ model (canned `replies`, or an echo) starts in a blink for demos and smoke tests
     model = FakeModel()
     model.enqueue(["Hello", " world", Usage(3, 2)])       # the next call streams this
     model.enqueue(["partial", ModelTimeout("too slow")])  # the call after: a delta, then a raise
+    model.enqueue(["Once upon", Usage(3, 2, finish_reason="length")])  # a reply cut at max_tokens
     model.requests                                         # the ModelRequests received
 """
 

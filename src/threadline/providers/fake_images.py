@@ -13,7 +13,7 @@ from collections import deque
 
 from PIL import Image
 
-from threadline.domain.images import (
+from threadline.domain.image_generation import (
     MIME_TYPES,
     GeneratedImage,
     GenerationRequest,

@@ -13,7 +13,7 @@ import io
 
 from PIL import Image, UnidentifiedImageError
 
-from threadline.domain.images import MIME_TYPES, GeneratedImage, ImageFormat
+from threadline.domain.image_generation import MIME_TYPES, GeneratedImage, ImageFormat
 
 MAX_PIXELS = 64 * 1024 * 1024  # 8192 x 8192
 _PILLOW_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}

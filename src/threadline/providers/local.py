@@ -34,12 +34,12 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from threadline.domain.errors import ModelError, Unprocessable
-from threadline.domain.events import ReplyEvent, TextDelta, Usage
+from threadline.domain.events import ReplyEvent, TextDelta, Usage, finish_reason
 from threadline.domain.ports import ModelRequest
 from threadline.settings import ModelConfig
 
@@ -119,6 +119,8 @@ def _request_body(request: ModelRequest, default_max_tokens: int) -> dict[str, A
     for message in request.messages:
         if message.role not in ROLES:
             raise Unprocessable(f"message role {message.role!r} is not one of {sorted(ROLES)}")
+        if message.images:
+            raise Unprocessable("the local model reads text only; it cannot be sent images")
     unknown = set(request.extra) - EXTRA_OPTIONS
     if unknown:
         raise Unprocessable(
@@ -156,6 +158,14 @@ _END = object()
 """Put on a stream's queue after the engine call returns."""
 
 
+def _finish_of(chunk: dict[str, Any]) -> object:
+    """The `finish_reason` of a streamed chunk's choice, if it has one."""
+    for choice in chunk.get("choices", ()):
+        if isinstance(choice, dict) and choice.get("finish_reason"):
+            return choice["finish_reason"]
+    return None
+
+
 class LocalModel:
     """A GGUF model served in-process by llama.cpp; satisfies `ChatModel`.
 
@@ -187,6 +197,7 @@ class LocalModel:
 
         job = self._start(body, post)
         usage: Usage | None = None
+        finish: object = None  # llama.cpp's "stop" or "length" (max_tokens, context full)
         try:
             while (chunk := await queue.get()) is not _END:
                 if isinstance(chunk, ModelError):
@@ -195,11 +206,12 @@ class LocalModel:
                     raise ModelError(f"the local model {self.name!r} failed: {chunk}") from chunk
                 text, chunk_usage = self._read_chunk(chunk)
                 usage = chunk_usage or usage
+                finish = _finish_of(chunk) or finish
                 if text:
                     yield TextDelta(text)
             if usage is None:
                 raise ModelError(f"the local model {self.name!r} reported no token usage")
-            yield usage
+            yield replace(usage, finish_reason=finish_reason(finish))
         finally:
             job.stop.set()  # no-op when it has ended; else cancels at the next token
 

@@ -13,6 +13,7 @@ included.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import math
@@ -23,8 +24,8 @@ import httpx
 
 from threadline import __version__
 from threadline.domain.errors import ModelError, ModelTimeout
-from threadline.domain.events import ReplyEvent, TextDelta, Usage
-from threadline.domain.ports import ModelRequest
+from threadline.domain.events import ReplyEvent, TextDelta, Usage, finish_reason
+from threadline.domain.ports import ChatMessage, ModelRequest
 from threadline.providers.http1 import Http1Transport
 from threadline.settings import ModelConfig
 
@@ -111,7 +112,7 @@ class OpenAICompatibleModel:
         max_tokens = request.max_tokens
         body: dict[str, Any] = {
             "model": self.upstream_model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [_message(m) for m in request.messages],
             "stream": True,
             "stream_options": {"include_usage": True},
             "max_tokens": self.config.max_output_tokens if max_tokens is None else max_tokens,
@@ -264,13 +265,29 @@ class _StreamState:
         return str(text)
 
     def usage(self, request: ModelRequest) -> Usage:
-        """The upstream's counts, else an estimate of about 4 characters per token."""
+        """The upstream's counts, else an estimate of about 4 characters per token; and its
+        finish reason."""
         reported = self.reported if isinstance(self.reported, dict) else {}
         prompt, completion = reported.get("prompt_tokens"), reported.get("completion_tokens")
+        finish = finish_reason(self.finish_reason)
         if isinstance(prompt, int) and isinstance(completion, int):
-            return Usage(prompt, completion)
+            return Usage(prompt, completion, finish_reason=finish)
         prompt_chars = sum(len(m.content) for m in request.messages)
-        return Usage(_tokens(prompt_chars), _tokens(self.output_chars), estimated=True)
+        output = _tokens(self.output_chars)
+        return Usage(_tokens(prompt_chars), output, estimated=True, finish_reason=finish)
+
+
+def _message(message: ChatMessage) -> dict[str, Any]:
+    """One message in OpenAI's shape; with images, content parts (the text, then each image
+    as a base64 data URL), which vision models on OpenAI-compatible servers take."""
+    if not message.images:
+        return {"role": message.role, "content": message.content}
+    parts: list[dict[str, Any]] = [{"type": "text", "text": message.content}]
+    for image in message.images:
+        encoded = base64.b64encode(image.data).decode("ascii")
+        url = f"data:{image.mime_type};base64,{encoded}"
+        parts.append({"type": "image_url", "image_url": {"url": url}})
+    return {"role": message.role, "content": parts}
 
 
 def _tokens(chars: int) -> int:

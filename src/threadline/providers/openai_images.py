@@ -30,7 +30,7 @@ import httpx
 
 from threadline import __version__
 from threadline.domain.errors import ModelError, ModelTimeout
-from threadline.domain.images import (
+from threadline.domain.image_generation import (
     EXTENSIONS,
     GeneratedImage,
     GenerationRequest,

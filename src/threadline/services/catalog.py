@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from threadline.domain.errors import Unprocessable
 from threadline.domain.events import Usage
-from threadline.domain.images import ImageModel
+from threadline.domain.image_generation import ImageModel
 from threadline.domain.ports import ChatModel
 from threadline.settings import ModelConfig
 

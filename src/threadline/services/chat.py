@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from typing import Any
 from uuid import UUID, uuid4
@@ -25,13 +25,24 @@ from threadline.domain.entities import AiRecord, Message, Principal, RecordStatu
 from threadline.domain.errors import Forbidden, InvalidRequest, ThreadlineError, Unprocessable
 from threadline.domain.events import Citation, Done, Failed, TextDelta, Usage
 from threadline.domain.memories import Memory
-from threadline.domain.ports import ChatMessage, ModelRequest, RecordStore
+from threadline.domain.ports import ChatMessage, HistoryWindow, ModelRequest, RecordStore
 from threadline.services.accounts import AccountService
 from threadline.services.brand_voices import BrandVoiceService, guidance
 from threadline.services.catalog import CatalogModel, ModelCatalog
+from threadline.services.chat_command import ChatCommand, Grounding, HistorySettings, WebSearch
+from threadline.services.chat_prompt import (
+    CHARS_PER_TOKEN,
+    MAX_CONTEXT_CHARS,
+    estimate_tokens,
+    estimate_usage,
+    fit,
+    join,
+    voiced_system,
+)
 from threadline.services.clock import utcnow
 from threadline.services.conversations import ConversationService
 from threadline.services.grounding import DocumentGrounder, DocumentRequest
+from threadline.services.images import ImageReader, ImageReading
 from threadline.services.links import LinkReader, LinkReading, links_in, videos_in
 from threadline.services.memories import MemoryService
 from threadline.services.memories import records as memory_records
@@ -39,10 +50,10 @@ from threadline.services.memories import system_block as memory_block
 from threadline.services.runs import Run, RunRegistry
 from threadline.services.web_search import SearchReading, WebSearchReader
 
+__all__ = ["ChatCommand", "ChatService", "Grounding", "HistorySettings", "WebSearch"]
+
 log = structlog.get_logger(__name__)
 
-CHARS_PER_TOKEN = 4
-MAX_CONTEXT_CHARS = 24_000
 SEARCH_NOT_CONFIGURED = (
     "Web search (webSearch) is not configured on this server. An admin turns it on in the "
     "config file (threadline.toml), e.g.\n"
@@ -56,58 +67,6 @@ SEARCH_NOT_CONFIGURED = (
 FollowUp = Callable[[UUID], Awaitable[None]]
 """Work to do once a reply is stored, given its record's id (queue remembering what the user
 said): it runs after the reply is finished and stored, and its failure is not the reply's."""
-
-
-@dataclass(frozen=True, slots=True)
-class HistorySettings:
-    is_mixed: bool = False
-    limit: int = 10
-
-
-@dataclass(frozen=True, slots=True)
-class WebSearch:
-    num_of_site: int = 3
-    max_word: int = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class Grounding:
-    """What the reply should be grounded in besides the conversation."""
-
-    web_search: WebSearch | None = None
-    with_memories: bool = False
-    images: tuple[str, ...] = ()
-    files: tuple[str, ...] = ()  # asset ids or keys (attachments.files)
-    document_ids: tuple[int, ...] = ()  # narrow the conversation's documents to these
-    advanced: bool = False  # retrieve more and rerank (AI Hub's advanced mode)
-    brand_voice_id: str | None = None  # as the client sent it; resolved in the caller's org
-    read_links: bool = False  # read the pages and YouTube videos linked in the prompt
-
-
-@dataclass(frozen=True, slots=True)
-class ChatCommand:
-    """A dialect-free chat request.
-
-    Either `prompt` (with an optional conversation whose history is replayed) or `messages`
-    (the client sends the whole exchange, as OpenAI's API does).
-    """
-
-    principal: Principal
-    model: str
-    record_type: str
-    prompt: str = ""
-    messages: Sequence[ChatMessage] = ()
-    conversation_id: UUID | None = None
-    session_id: UUID | None = None
-    history: HistorySettings = HistorySettings()
-    grounding: Grounding = Grounding()
-    prompt_object: dict[str, Any] = field(default_factory=dict)
-    metadata: dict[str, Any] | None = None
-    system: str | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    stop: Sequence[str] = ()
 
 
 class ChatService:
@@ -126,6 +85,7 @@ class ChatService:
         links: LinkReader | None = None,
         web_search: WebSearchReader | None = None,
         memories: MemoryService | None = None,
+        images: ImageReader | None = None,
     ) -> None:
         self._catalog = catalog
         self._records = records
@@ -139,6 +99,7 @@ class ChatService:
         self._links = links
         self._web_search = web_search
         self._memories = memories
+        self._images = images
         self._writes: set[asyncio.Task[None]] = set()
 
     async def reply(self, command: ChatCommand) -> Run:
@@ -152,15 +113,17 @@ class ChatService:
             videos=self._links is not None and self._links.reads_videos,
             web_search=self._web_search is not None,
             memories=self._memories is not None,
+            images=self._images is not None,
         )
         voice = await self._brand_voice(command)
         self._check_credit(command.principal)
+        images = await self._read_images(command, entry)
         links, search = await self._read_web(command)
         memories = await self._recall(command, entry, voice)
         request, citations = await self._model_request(
-            command, entry, voice, links, search, memories
+            command, entry, voice, links, search, memories, images
         )
-        command = _with_web_records(command, links, search)
+        command = _with_web_records(command, links, search, images)
         if command.grounding.with_memories:
             recorded = {**command.prompt_object, "memoryList": memory_records(memories)}
             command = replace(command, prompt_object=recorded)
@@ -202,11 +165,22 @@ class ChatService:
             return None
         return await self._brand_voices.for_chat(command.principal, raw)
 
+    async def _read_images(self, command: ChatCommand, entry: CatalogModel) -> ImageReading | None:
+        """The request's images, checked (a bad one refuses the request) and read: as
+        themselves for a vision model, else as their facts and OCR text."""
+        if self._images is None or not command.grounding.images:
+            return None
+        return await self._images.read(
+            command.principal, command.grounding.images, vision=entry.config.vision
+        )
+
     async def _read_web(
         self, command: ChatCommand
     ) -> tuple[LinkReading | None, SearchReading | None]:
         """The prompt's links and the web search, read side by side; a failed search (the
         request's error) stops the links' reading too."""
+        if command.grounding.web_search is None:  # no search: no task to read beside it
+            return await self._read_links(command), None
         links = asyncio.ensure_future(self._read_links(command))
         try:
             search = await self._search(command)
@@ -236,7 +210,7 @@ class ChatService:
         the prompt (the rest is for history, linked pages and documents)."""
         if self._memories is None or not command.grounding.with_memories:
             return []
-        own = _join(command.system, guidance(voice) if voice else None) or ""
+        own = join(command.system, guidance(voice) if voice else None) or ""
         reply = command.max_tokens or entry.config.max_output_tokens
         left = entry.config.context_window - reply - estimate_tokens(own + command.prompt) - 64
         room = max(0, left) * CHARS_PER_TOKEN // 4
@@ -257,6 +231,7 @@ class ChatService:
         links: LinkReading | None = None,
         search: SearchReading | None = None,
         memories: Sequence[Memory] = (),
+        images: ImageReading | None = None,
     ) -> tuple[ModelRequest, tuple[Citation, ...]]:
         max_tokens = command.max_tokens or entry.config.max_output_tokens
         if max_tokens >= entry.config.context_window:
@@ -265,23 +240,32 @@ class ChatService:
                 f"{entry.name!r} ({entry.config.context_window} tokens)"
             )
         budget = entry.config.context_window - max_tokens
-        base = _join(_voiced_system(command, entry, voice, budget), memory_block(memories))
-        grounded = self._grounded_system(command, budget, base, links, search)
-        history: list[ChatMessage] = []
+        base = join(voiced_system(command, entry, voice, budget), memory_block(memories))
+        described = images if images is not None and images.described else None
+        grounded = partial(self._grounded_system, command, budget, base, links, search, described)
+        history: Sequence[ChatMessage] = ()
         if command.messages or command.conversation_id is None:
-            system, citations = await grounded
-        else:  # both read the database (on PostgreSQL the two round trips overlap)
-            (system, citations), history = await asyncio.gather(grounded, self._history(command))
+            system, citations = await grounded()
+        elif command.grounding.files:  # documents either way: both reads at once
+            (system, citations), window = await asyncio.gather(grounded(), self._history(command))
+            history = window.messages
+        else:  # one round trip says whether the conversation has documents to read too
+            window = await self._history(command)
+            history = window.messages
+            system, citations = await grounded(conversation_documents=window.has_documents)
         messages: list[ChatMessage] = []
         if system:
             messages.append(ChatMessage("system", system))
+        parts = images.parts if images is not None else ()
         if command.messages:
             messages.extend(command.messages)
+            if parts:  # the dialect takes images in the last message, the user's, only
+                messages[-1] = replace(messages[-1], images=parts)
         else:
             messages.extend(history)
-            messages.append(ChatMessage("user", command.prompt))
+            messages.append(ChatMessage("user", command.prompt, images=parts))
         request = ModelRequest(
-            messages=_fit(messages, budget),
+            messages=fit(messages, budget),
             max_tokens=max_tokens,
             temperature=command.temperature,
             top_p=command.top_p,
@@ -296,19 +280,24 @@ class ChatService:
         base: str | None,
         links: LinkReading | None,
         search: SearchReading | None = None,
+        images: ImageReading | None = None,
+        conversation_documents: bool = True,
     ) -> tuple[str | None, tuple[Citation, ...]]:
         """The system prompt (`base`: the command's own system text and brand voice), then
-        the linked pages' text, the web search's results and the excerpts of the reply's
-        documents when it has any, together trimmed to the room the context window leaves
-        (each of them an equal share)."""
+        the linked pages' text, the web search's results, the images read as text and the
+        excerpts of the reply's documents when it has any, together trimmed to the room the
+        context window leaves (each of them an equal share); and the sources given, as
+        citations. `conversation_documents` False: the conversation is known to have none,
+        so they are not looked up."""
         g = command.grounding
         documents: list[Document] = []
-        if self._documents is not None and (command.conversation_id is not None or g.files):
+        conversation = command.conversation_id if conversation_documents else None
+        if self._documents is not None and (conversation is not None or g.files or g.document_ids):
             request = DocumentRequest(g.files, g.document_ids, g.advanced)
             documents = await self._documents.documents_for(
-                command.principal, command.conversation_id, request
+                command.principal, conversation, request
             )
-        blocks = [block for block in (links, search) if block is not None]
+        blocks = [block for block in (links, search, images) if block is not None]
         if not documents and not blocks:
             return base, ()
         question = command.prompt or (command.messages[-1].content if command.messages else "")
@@ -319,18 +308,20 @@ class ChatService:
         for block in blocks:
             parts.append(block.system(share))
             room = max(0, room - len(parts[-1]))
-        citations: tuple[Citation, ...] = ()
+        # The sources in the order the model sees them: linked pages [W1]..., web results
+        # [S1]..., document excerpts [1]...
+        citations = [*(links.citations() if links else ()), *(search.citations() if search else ())]
         if documents and self._documents is not None:
             context = await self._documents.context(
                 command.principal, documents, question, room, advanced=g.advanced
             )
             parts.append(context.system)
-            citations = context.citations
-        return "\n\n".join(parts), citations
+            citations.extend(context.citations)
+        return "\n\n".join(parts), tuple(citations)
 
-    async def _history(self, command: ChatCommand) -> list[ChatMessage]:
+    async def _history(self, command: ChatCommand) -> HistoryWindow:
         if command.conversation_id is None:
-            return []
+            return HistoryWindow(())
         return await self._conversations.history(
             command.principal,
             command.conversation_id,
@@ -411,7 +402,7 @@ class ChatService:
                 code="MODEL_ERROR", message=f"model {entry.name!r} failed unexpectedly"
             )
         text = "".join(parts)
-        usage = usage or _estimate(request, text)
+        usage = usage or estimate_usage(request, text)
         run.emit(usage)
         await self._finish(run, entry, usage, text, citations, failure, user_message, stored)
         if follow_up is not None and isinstance(run.outcome, Done):
@@ -450,7 +441,9 @@ class ChatService:
                 log.exception("could not store the reply", run=str(run.id))
                 failure = failure or _STORAGE_FAILED
         last: Done | Failed = (
-            Done(record=record) if failure is None else replace(failure, record=record)
+            Done(usage.finish_reason, record=record)
+            if failure is None
+            else replace(failure, record=record)
         )
         run.finish(record, last, user)
         if self._observer is not None:
@@ -474,6 +467,7 @@ class ChatService:
             credits=charge,
             error=failure.message if failure else None,
             citations=[_citation_dict(c) for c in citations],
+            finish_reason=None if failure else usage.finish_reason,
             updated_at=utcnow(),
         )
 
@@ -514,6 +508,7 @@ def _check_supported(
     videos: bool = True,
     web_search: bool = True,
     memories: bool = True,
+    images: bool = True,
 ) -> None:
     """Settings this server cannot honour (yet, or as configured) are refused by name, never
     ignored."""
@@ -521,7 +516,7 @@ def _check_supported(
     refused = []
     if g.with_memories and not memories:
         refused.append("memories (withMemories)")
-    if g.images:
+    if g.images and not images:
         refused.append("image attachments")
     if g.files and not documents:
         refused.append("file attachments")
@@ -538,39 +533,22 @@ def _check_supported(
 
 
 def _with_web_records(
-    command: ChatCommand, links: LinkReading | None, search: SearchReading | None
+    command: ChatCommand,
+    links: LinkReading | None,
+    search: SearchReading | None,
+    images: ImageReading | None = None,
 ) -> ChatCommand:
     """The command whose recorded promptObject lists the links and search results read
-    (1min.ai's `linkContentList` and `searchContentList`)."""
+    (1min.ai's `linkContentList` and `searchContentList`) and the images (`imageContentList`,
+    how each was given to the model)."""
     recorded = dict(command.prompt_object)
     if links is not None:
         recorded["linkContentList"] = links.records()
     if search is not None:
         recorded["searchContentList"] = search.records()
+    if images is not None:
+        recorded["imageContentList"] = images.records()
     return replace(command, prompt_object=recorded)
-
-
-def _voiced_system(
-    command: ChatCommand, entry: CatalogModel, voice: BrandVoice | None, budget_tokens: int
-) -> str | None:
-    """The command's own system text and the brand voice's guidance. A voice that leaves no
-    room for the prompt in the model's context is refused, not cut."""
-    if voice is None:
-        return command.system
-    system = _join(command.system, guidance(voice)) or ""
-    needed = estimate_tokens(system) + estimate_tokens(command.prompt) + 4
-    if needed > budget_tokens:
-        raise Unprocessable(
-            f"brand voice {voice.name!r} is too long for model {entry.name!r}: with the prompt "
-            f"it needs about {needed} tokens, and the model's context window leaves "
-            f"{budget_tokens} (shorten its instructions or examples, or pick another model)"
-        )
-    return system
-
-
-def _join(*parts: str | None) -> str | None:
-    """System texts, one paragraph each; None when there are none."""
-    return "\n\n".join(p for p in parts if p) or None
 
 
 def _assistant_message(record: AiRecord, user_message: Message | None, text: str) -> Message | None:
@@ -598,23 +576,3 @@ def _citation_dict(citation: Citation) -> dict[str, Any]:
         "page": citation.page,
         "url": citation.url,
     }
-
-
-def estimate_tokens(text: str) -> int:
-    return max(1, len(text) // CHARS_PER_TOKEN) if text else 0
-
-
-def _estimate(request: ModelRequest, text: str) -> Usage:
-    prompt = sum(estimate_tokens(m.content) + 4 for m in request.messages)
-    return Usage(input_tokens=prompt, output_tokens=estimate_tokens(text), estimated=True)
-
-
-def _fit(messages: list[ChatMessage], budget_tokens: int) -> list[ChatMessage]:
-    """Drop the oldest history (never the system prompt or the last message) to fit."""
-    kept = list(messages)
-    head = 1 if kept and kept[0].role == "system" else 0
-    while (
-        len(kept) - head > 1 and sum(estimate_tokens(m.content) + 4 for m in kept) > budget_tokens
-    ):
-        del kept[head]
-    return kept

@@ -6,13 +6,12 @@ their org; members see their own. Anything else is "not found", never "forbidden
 
 from __future__ import annotations
 
-import builtins
 from typing import Any
 from uuid import UUID, uuid4
 
 from threadline.domain.entities import Conversation, Page, Principal
 from threadline.domain.errors import InvalidRequest, NotFound
-from threadline.domain.ports import ChatMessage, ConversationStore
+from threadline.domain.ports import ConversationStore, HistoryWindow
 from threadline.services.catalog import ModelCatalog
 from threadline.services.clock import utcnow
 
@@ -105,7 +104,7 @@ class ConversationService:
 
     async def history(
         self, caller: Principal, conversation_id: UUID, *, model: str | None, limit: int
-    ) -> builtins.list[ChatMessage]:
+    ) -> HistoryWindow:
         owner = None if caller.is_admin else caller.user.id  # the visibility rule of get()
         rows = await self._store.history(
             caller.org_id, conversation_id, model=model, limit=limit, user_id=owner

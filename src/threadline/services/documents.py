@@ -5,9 +5,11 @@ stored; a refused file leaves no asset, document, blob or job behind. An accepte
 becomes an asset, a RUNNING document and an `ingest` job in that order; the job (see
 `services/ingestion.py`) moves the document to COMPLETE or FAILED.
 
-A generated image (IMAGE_GENERATOR, IMAGE_VARIATOR) is stored as an asset too, with a key in
-1min.ai's style (`images/2026_12_01_09_30_00_123_123456789.webp`) and a document that is
-COMPLETE at once (one image page, no text): it is not ingested, there is nothing to read.
+An uploaded image is an asset like any file, under `images/` (its OCR text is its document's,
+which chat images read). A generated image (IMAGE_GENERATOR, IMAGE_VARIATOR) is stored as an
+asset too (`store_image`), under `images/` with random digits for a name, and a document that
+is COMPLETE at once (one image page, no text): it is not ingested, there is nothing to read.
+`_asset_key` makes both kinds of key.
 
 Visibility follows conversations: admins see every asset of their org, members their own;
 anything else is "not found".
@@ -37,7 +39,7 @@ from threadline.domain.documents import (
 )
 from threadline.domain.entities import Principal
 from threadline.domain.errors import NotFound, PayloadTooLarge, ThreadlineError, Unprocessable
-from threadline.domain.images import EXTENSIONS, GeneratedImage
+from threadline.domain.image_generation import EXTENSIONS, GeneratedImage
 from threadline.services.clock import utcnow
 from threadline.services.conversations import ConversationService
 
@@ -183,7 +185,7 @@ class DocumentService:
             id=uuid4(),
             org_id=caller.org_id,
             user_id=caller.user.id,
-            key=_asset_key(now, name),
+            key=_asset_key(now, mime, name),
             name=name,
             mime_type=mime,
             size=size,
@@ -209,8 +211,7 @@ class DocumentService:
                 max_attempts=self.limits.job_max_attempts,
             )
         except BaseException:
-            await self._store.delete_asset(caller.org_id, asset.id)
-            await self._blobs.delete(asset.blob_path)
+            await self.discard(caller, asset)
             raise
         if self._on_enqueued is not None:
             self._on_enqueued()
@@ -226,6 +227,10 @@ class DocumentService:
         if document is None:  # created together; absent only mid-deletion
             raise NotFound(f"asset {id_or_key} not found")
         return asset, document
+
+    async def asset_bytes(self, asset: Asset) -> bytes:
+        """The stored bytes of an asset the caller may see (one `get_asset` answered)."""
+        return await asyncio.to_thread(self._blobs.path(asset.blob_path).read_bytes)
 
     async def asset_file(self, caller: Principal, id_or_key: str) -> tuple[Asset, Path]:
         """An asset and the path of its bytes (to download it)."""
@@ -244,7 +249,7 @@ class DocumentService:
             blob_path = await self._blobs.keep(caller.org_id, staged)
         finally:
             staged.unlink(missing_ok=True)
-        key = _image_key(now, EXTENSIONS[image.mime_type])
+        key = _asset_key(now, image.mime_type)
         asset = Asset(
             id=uuid4(),
             org_id=caller.org_id,
@@ -270,14 +275,13 @@ class DocumentService:
         return asset
 
     async def discard(self, caller: Principal, asset: Asset) -> None:
-        """Remove an asset this request stored (its document goes with it)."""
+        """Remove an asset and its blob (its document goes with it)."""
         await self._store.delete_asset(caller.org_id, asset.id)
         await self._blobs.delete(asset.blob_path)
 
     async def delete_asset(self, caller: Principal, id_or_key: str) -> Asset:
         asset, _ = await self.get_asset(caller, id_or_key)
-        await self._store.delete_asset(caller.org_id, asset.id)
-        await self._blobs.delete(asset.blob_path)
+        await self.discard(caller, asset)
         return asset
 
     async def documents_for_files(
@@ -367,6 +371,17 @@ class DocumentService:
             raise NotFound(f"conversation {conversation_id} not found")
         return links
 
+    async def documents_of_conversations(
+        self, caller: Principal, conversation_ids: Sequence[UUID]
+    ) -> dict[UUID, list[ConversationDocument]]:
+        """The documents of each of a page of conversations, in one query (a listing costs
+        the same whatever its length), with the visibility rule of `conversation_documents`:
+        a conversation the caller may not see is not in the answer."""
+        owner = None if caller.is_admin else caller.user.id
+        return await self._store.documents_of_conversations(
+            caller.org_id, conversation_ids, user_id=owner
+        )
+
     async def wait_ready(
         self, caller: Principal, documents: Sequence[Document], wait_seconds: float
     ) -> list[Document]:
@@ -413,18 +428,19 @@ def _display_name(name: str) -> str:
     return cleaned[:200] or "file"
 
 
-def _asset_key(now: datetime, name: str) -> str:
-    """A public key in 1min.ai's style: `files/2026_11_22_10_30_00_123_<name>`."""
+def _asset_key(now: datetime, mime_type: str, name: str | None = None) -> str:
+    """A new asset's public key in 1min.ai's style: the folder (`images/` for an image,
+    uploaded or generated; `files/` otherwise), the time to the millisecond, then an upload's
+    name after 8 random hex digits (`files/2026_11_22_10_30_00_123_1a2b3c4d_notes.pdf`), or,
+    for a generated image (no name), 9 random digits and its extension
+    (`images/2026_12_01_09_30_00_123_123456789.webp`; the spec's example has 6 digits, 9 make
+    a clash within a millisecond unlikely)."""
+    stamp = now.strftime("%Y_%m_%d_%H_%M_%S_") + f"{now.microsecond // 1000:03d}"
+    folder = "images" if mime_type.startswith("image/") else "files"
+    if name is None:
+        return f"{folder}/{stamp}_{secrets.randbelow(10**9):09d}.{EXTENSIONS[mime_type]}"
     safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)[:120]
-    stamp = now.strftime("%Y_%m_%d_%H_%M_%S_") + f"{now.microsecond // 1000:03d}"
-    return f"files/{stamp}_{uuid4().hex[:8]}_{safe}"
-
-
-def _image_key(now: datetime, extension: str) -> str:
-    """1min.ai's key of a generated image: `images/2026_12_01_09_30_00_123_<9 digits>.webp`
-    (the spec's example has 6 random digits; 9 make a clash within a millisecond unlikely)."""
-    stamp = now.strftime("%Y_%m_%d_%H_%M_%S_") + f"{now.microsecond // 1000:03d}"
-    return f"images/{stamp}_{secrets.randbelow(10**9):09d}.{extension}"
+    return f"{folder}/{stamp}_{uuid4().hex[:8]}_{safe}"
 
 
 def _visible(caller: Principal, owner: UUID) -> bool:

@@ -34,7 +34,7 @@ from threadline.domain.documents import (
     ParsedPage,
     ParseFailed,
 )
-from threadline.services.chat import estimate_tokens
+from threadline.services.chat_prompt import estimate_tokens
 from threadline.services.clock import utcnow
 from threadline.services.documents import INGEST_JOB
 

@@ -14,6 +14,8 @@ its transcript through the `TranscriptSource` port, capped at `max_video_words`.
 `LinkReading.records()` is what the reply's record keeps (1min.ai's `linkContentList`):
 one entry per link with its type (page / youtube), url, status (ok / error / skipped),
 title, word count and an excerpt, or the reason it was not read; videos add their id.
+`LinkReading.citations()` are the links read, as the reply's citations `W1`, `W2` ...
+numbered as the model was told (a link not read is no citation).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from threadline.domain.errors import FetchFailed
+from threadline.domain.events import Citation
 from threadline.domain.web import TranscriptSource
 from threadline.services.pages import PageReader, ReadPage, capped, excerpt, fit_blocks
 
@@ -58,6 +61,15 @@ class LinkReading:
     def records(self) -> list[dict[str, Any]]:
         """One `linkContentList` entry per link, in the prompt's order."""
         return [_record(page) for page in self.pages]
+
+    def citations(self) -> tuple[Citation, ...]:
+        """The links read, in the prompt's order, with the number the model knows them by
+        (`W2` stays `W2` when `W1` could not be read)."""
+        return tuple(
+            Citation(f"W{n}", page.title or page.url, excerpt(page.text), url=page.url)
+            for n, page in enumerate(self.pages, 1)
+            if page.status == "ok"
+        )
 
 
 class LinkReader:

@@ -18,7 +18,9 @@
 
 `SearchReading.system()` is the block the model gets, results numbered [S1], [S2] ... to
 cite; a result whose page could not be read is given as its search snippet, marked so.
-`SearchReading.records()` is the record's `searchContentList`.
+`SearchReading.records()` is the record's `searchContentList`; `SearchReading.citations()`
+the results the model was given (a page read, else the snippet of one that was not), as the
+reply's citations `S1`, `S2` ... numbered as the model was told.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from threadline.domain.events import Citation
 from threadline.domain.web import SearchResult, WebSearcher
 from threadline.services.pages import PageReader, ReadPage, excerpt, first_words, fit_blocks
 
@@ -72,6 +75,20 @@ class SearchReading:
     def records(self) -> list[dict[str, Any]]:
         """One `searchContentList` entry per result, best first."""
         return [_record(found) for found in self.found]
+
+    def citations(self) -> tuple[Citation, ...]:
+        """One citation per result the model was given something of, best first: its page's
+        opening words, or the search snippet of a page that could not be read (a result with
+        neither is none)."""
+        cited: list[Citation] = []
+        for number, found in enumerate(self.found, 1):
+            if found.page.status == "ok":
+                quoted = excerpt(found.page.text)
+            else:
+                quoted = excerpt(found.result.snippet, SNIPPET_WORDS)
+            if quoted:
+                cited.append(Citation(f"S{number}", _title(found), quoted, url=found.result.url))
+        return tuple(cited)
 
 
 class WebSearchReader:

@@ -176,6 +176,17 @@ class SqlChunkIndex:
         async with self._db.read() as conn:
             return int((await conn.execute(query)).scalar_one())
 
+    async def document_chunks(self, org_id: UUID, document_id: int) -> list[Chunk]:
+        c = chunk_table.c
+        query = (
+            select(c.document_id, c.ordinal, c.page_start, c.page_end, c.text)
+            .where(c.org_id == org_id, c.document_id == document_id)
+            .order_by(c.ordinal)
+        )
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [Chunk(r.document_id, r.ordinal, r.page_start, r.page_end, r.text) for r in rows]
+
     # ---- searching ----
 
     async def search_text(

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
-import builtins
 import functools
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Integer, Select, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.engine import RowMapping
 
 from threadline.domain.entities import Conversation, Message, Page, RecordStatus
-from threadline.domain.ports import ChatMessage
+from threadline.domain.ports import ChatMessage, HistoryWindow
 from threadline.storage.database import Database, as_utc, utcnow
-from threadline.storage.tables import conversations, messages
+from threadline.storage.tables import conversation_documents, conversations, messages
 
 _CHANGES = {"title", "description", "is_archived", "status", "model"}
 _SORT_KEYS = {"created_at": conversations.c.created_at, "updated_at": conversations.c.updated_at}
@@ -178,7 +189,7 @@ class SqlConversationStore:
         model: str | None,
         limit: int,
         user_id: UUID | None = None,
-    ) -> builtins.list[ChatMessage] | None:
+    ) -> HistoryWindow | None:
         query = _history_query(by_model=model is not None, by_user=user_id is not None)
         params = {
             "org_id": org_id,
@@ -191,16 +202,19 @@ class SqlConversationStore:
             rows = (await conn.execute(query, params)).all()
         if not rows:
             return None
+        has_documents = bool(rows[0].has_documents)
         if limit <= 0 or rows[0].role is None:
-            return []
-        return [ChatMessage(r.role, r.content) for r in reversed(rows)]
+            return HistoryWindow([], has_documents)
+        return HistoryWindow(
+            [ChatMessage(r.role, r.content) for r in reversed(rows)], has_documents
+        )
 
 
 @functools.cache
 def _history_query(*, by_model: bool, by_user: bool) -> Select[Any]:
-    """The conversation (no row when it is not there, or not the user's), left-joined to the
-    role and text of its last messages of finished exchanges (all a model is given): one
-    query, built once per variant."""
+    """The conversation (no row when it is not there, or not the user's), whether it has
+    documents, left-joined to the role and text of its last messages of finished exchanges
+    (all a model is given): one query, built once per variant."""
     joined = [
         messages.c.conversation_id == conversations.c.id,
         messages.c.org_id == conversations.c.org_id,
@@ -215,7 +229,14 @@ def _history_query(*, by_model: bool, by_user: bool) -> Select[Any]:
     if by_user:
         where.append(conversations.c.user_id == bindparam("user_id"))
     return (
-        select(conversations.c.id.label("conversation_found"), messages.c.role, messages.c.content)
+        select(
+            literal_column("1").label("conversation_found"),  # a row: it is there
+            exists()
+            .where(conversation_documents.c.conversation_id == conversations.c.id)
+            .label("has_documents"),
+            messages.c.role,
+            messages.c.content,
+        )
         .select_from(conversations.outerjoin(messages, and_(*joined)))
         .where(*where)
         .order_by(messages.c.seq.desc())

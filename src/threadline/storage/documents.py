@@ -96,6 +96,40 @@ def _linked_documents_query(*, by_user: bool) -> Select[Any]:
     )
 
 
+@functools.cache
+def _documents_of_conversations_query(*, by_user: bool) -> Select[Any]:
+    """`_linked_documents_query` for many conversations at once (`conversation_ids`, an
+    expanding parameter): a row per linked document, one with no document for a conversation
+    that has none, by conversation, oldest link first."""
+    link = conversation_documents
+    where = [
+        conversations.c.org_id == bindparam("org_id"),
+        conversations.c.id.in_(bindparam("conversation_ids", expanding=True)),
+    ]
+    if by_user:
+        where.append(conversations.c.user_id == bindparam("user_id"))
+    return (
+        select(
+            documents,
+            conversations.c.id.label("linked_to"),
+            link.c.created_at.label("linked_at"),
+            link.c.created_by.label("linked_by"),
+        )
+        .select_from(conversations)
+        .outerjoin(
+            link,
+            (link.c.conversation_id == conversations.c.id)
+            & (link.c.org_id == conversations.c.org_id),
+        )
+        .outerjoin(
+            documents,
+            (documents.c.id == link.c.document_id) & (documents.c.org_id == conversations.c.org_id),
+        )
+        .where(*where)
+        .order_by(conversations.c.id, link.c.created_at, link.c.document_id)
+    )
+
+
 def document_from_row(row: RowMapping) -> Document:
     return Document(
         id=row["id"],
@@ -339,13 +373,33 @@ class SqlDocumentStore:
             rows = (await conn.execute(query, params)).mappings().all()
         if not rows:
             return None
-        return [
-            ConversationDocument(
-                conversation_id=conversation_id,
-                document=document_from_row(r),
-                created_at=as_utc(r["linked_at"]),
-                created_by=r["linked_by"],
-            )
-            for r in rows
-            if r["id"] is not None
-        ]
+        return [_linked(conversation_id, r) for r in rows if r["id"] is not None]
+
+    async def documents_of_conversations(
+        self, org_id: UUID, conversation_ids: Sequence[UUID], *, user_id: UUID | None = None
+    ) -> dict[UUID, list[ConversationDocument]]:
+        if not conversation_ids:
+            return {}
+        params = {
+            "org_id": org_id,
+            "conversation_ids": list(dict.fromkeys(conversation_ids)),
+            "user_id": user_id,
+        }
+        async with self._db.read() as conn:
+            query = _documents_of_conversations_query(by_user=user_id is not None)
+            rows = (await conn.execute(query, params)).mappings().all()
+        found: dict[UUID, list[ConversationDocument]] = {}
+        for row in rows:
+            linked = found.setdefault(row["linked_to"], [])
+            if row["id"] is not None:
+                linked.append(_linked(row["linked_to"], row))
+        return found
+
+
+def _linked(conversation_id: UUID, row: RowMapping) -> ConversationDocument:
+    return ConversationDocument(
+        conversation_id=conversation_id,
+        document=document_from_row(row),
+        created_at=as_utc(row["linked_at"]),
+        created_by=row["linked_by"],
+    )

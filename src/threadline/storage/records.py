@@ -38,6 +38,7 @@ def _record(row: RowMapping) -> AiRecord:
         output_tokens=row["output_tokens"],
         credits=row["credits"],
         error=row["error"],
+        finish_reason=row["finish_reason"],
         created_at=as_utc(row["created_at"]),
         updated_at=as_utc(row["updated_at"]),
     )
@@ -60,6 +61,7 @@ def _values(record: AiRecord) -> dict[str, Any]:
         "output_tokens": record.output_tokens,
         "credits": record.credits,
         "error": record.error,
+        "finish_reason": record.finish_reason,
         "created_at": record.created_at,
         "updated_at": record.updated_at,
     }

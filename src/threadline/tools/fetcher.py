@@ -1,4 +1,4 @@
-"""The one way the server fetches an untrusted URL (a link in a prompt, a web result).
+"""The one way the server fetches an untrusted URL (a link in a prompt, a web result, an image).
 
 A URL a user names may point at the server's own network: `http://169.254.169.254/` (cloud
 metadata), `http://localhost:5432/`, a name that resolves to `10.0.0.7`, or a public page that
@@ -47,10 +47,25 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 READABLE_TYPES = frozenset(
     {"text/html", "application/xhtml+xml", "text/plain", "text/markdown", "application/pdf"}
 )
+READABLE = "a web page, text or PDF"
 READABLE_ACCEPT = "text/html,application/xhtml+xml,text/plain;q=0.9,application/pdf;q=0.8"
-# A second fetcher (the image variator's input) reads pictures, and nothing else.
-IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
-IMAGE_ACCEPT = "image/png,image/jpeg,image/webp"
+IMAGE_CONTENT_TYPES = frozenset(
+    {
+        "image/png",
+        "image/jpeg",
+        "image/jpg",
+        "image/pjpeg",
+        "image/gif",
+        "image/webp",
+        "image/tiff",
+        "image/bmp",
+        "image/x-ms-bmp",
+    }
+)
+"""What an image fetcher accepts (the images the parser can OCR). The type the caller
+uses is read from the bytes; the header only decides whether the body is read at all."""
+IMAGES = "an image (PNG, JPEG, GIF, WebP, TIFF or BMP)"
+IMAGES_ACCEPT = "image/png,image/jpeg,image/gif,image/webp,image/tiff;q=0.8,image/bmp;q=0.8"
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MiB = 1024 * 1024
@@ -77,9 +92,12 @@ class SafeFetcher:
         allow_private_hosts: Collection[str] = (),
         content_types: Collection[str] = READABLE_TYPES,
         accept: str = READABLE_ACCEPT,
-        described_as: str = "a web page, text or PDF",
+        accepted: str = READABLE,
         resolver: Resolver = resolve,
     ) -> None:
+        """`content_types` are the only ones whose body is read; `accept` is the Accept
+        header sent; `accepted` names them in the refusal ("not a web page, text or PDF").
+        Link reading uses the defaults; an image fetcher is made with `for_images`."""
         self.timeout_seconds = timeout_seconds
         self.connect_timeout_seconds = connect_timeout_seconds
         self.max_bytes = max_bytes
@@ -88,9 +106,37 @@ class SafeFetcher:
         self.allow_private_hosts = frozenset(h.lower() for h in allow_private_hosts)
         self.content_types = frozenset(content_types)
         self.accept = accept
-        self.described_as = described_as  # what it reads, for the wrong-type reason
+        self.accepted = accepted
         self.resolver = resolver
         self._tls = ssl.create_default_context()
+
+    def for_images(
+        self,
+        *,
+        max_bytes: int,
+        content_types: Collection[str] = IMAGE_CONTENT_TYPES,
+        accepted: str = IMAGES,
+    ) -> SafeFetcher:
+        """A fetcher with this one's rules (time caps, redirects, allow-list, resolver) that
+        reads images only, up to `max_bytes` each. Both image features make theirs here: chat
+        images take every type in `IMAGE_CONTENT_TYPES` (the default); the image variator's
+        source a subset of it, named in `accepted`. The Accept header follows the types."""
+        types = frozenset(content_types)
+        if not types <= IMAGE_CONTENT_TYPES:
+            raise ValueError(f"not image content types: {sorted(types - IMAGE_CONTENT_TYPES)}")
+        wanted = [part for part in IMAGES_ACCEPT.split(",") if part.partition(";")[0] in types]
+        return SafeFetcher(
+            timeout_seconds=self.timeout_seconds,
+            connect_timeout_seconds=self.connect_timeout_seconds,
+            max_bytes=max_bytes,
+            max_redirects=self.max_redirects,
+            user_agent=self.user_agent,
+            allow_private_hosts=self.allow_private_hosts,
+            content_types=types,
+            accept=",".join(wanted) or ",".join(sorted(types)),
+            accepted=accepted,
+            resolver=self.resolver,
+        )
 
     async def fetch(self, url: str) -> FetchedPage:
         """GET `url`. Raises `FetchRefused` or `FetchFailed` with a reason a person reads."""
@@ -152,7 +198,7 @@ class SafeFetcher:
             content_type, charset = _content_type(response)
             if content_type not in self.content_types:
                 shown = content_type or "no content type"
-                raise FetchFailed(f"the page is {shown}, not {self.described_as}")
+                raise FetchFailed(f"the page is {shown}, not {self.accepted}")
             body = await self._body(response)
             return FetchedPage(str(url), content_type, body, charset)
         finally:

@@ -13,7 +13,7 @@ from threadline.domain.brand_voices import BrandVoice
 from threadline.domain.documents import Asset, ConversationDocument, Document
 from threadline.domain.entities import AiRecord, Conversation, Message, User
 from threadline.domain.events import Failed
-from threadline.domain.images import IMAGE_RECORD_TYPES
+from threadline.domain.image_generation import IMAGE_RECORD_TYPES
 from threadline.domain.memories import Memory
 
 SSE_PING = b": ping\n\n"
@@ -26,6 +26,8 @@ def ai_record(record: AiRecord, user: User, provider: str) -> dict[str, Any]:
     }
     if record.citations:
         detail["citations"] = record.citations
+    if record.finish_reason:
+        detail["finishReason"] = record.finish_reason
     body: dict[str, Any] = {
         "uuid": str(record.id),
         "userId": str(record.user_id),

@@ -30,9 +30,9 @@ from threadline.api.routing import route_class
 from threadline.domain.entities import Principal
 from threadline.domain.errors import InvalidRequest, NotFound, ThreadlineError, Unprocessable
 from threadline.domain.events import Done, Failed, TextDelta
-from threadline.domain.images import IMAGE_GENERATOR
+from threadline.domain.image_generation import IMAGE_GENERATOR
 from threadline.services.chat import ChatCommand, Grounding, HistorySettings, WebSearch
-from threadline.services.images import ImageCommand
+from threadline.services.image_generation import ImageGenerationCommand
 from threadline.services.runs import Run
 
 
@@ -90,10 +90,10 @@ async def list_conversations(
     offset: Annotated[int, Query()] = 0,
 ) -> dict[str, Any]:
     page = await container.conversations.list(principal, limit=limit, offset=offset)
-    conversations = [
-        encode.conversation(c, await container.documents.conversation_documents(principal, c.id))
-        for c in page.items
-    ]
+    files = await container.documents.documents_of_conversations(
+        principal, [c.id for c in page.items]
+    )
+    conversations = [encode.conversation(c, files.get(c.id, ())) for c in page.items]
     return {
         "conversations": conversations,
         "total": page.total,
@@ -187,6 +187,11 @@ async def features(
         raise InvalidRequest(f"unknown feature type {body.type!r}; supported: {known}")
     prompt = _prompt_object(LegacyChatPrompt, body.promptObject)
     conversation_id = body.conversationId or prompt.conversationId
+    if body.type == "CHAT_WITH_IMAGE" and not prompt.imageList:
+        raise InvalidRequest(
+            "CHAT_WITH_IMAGE needs imageList: asset keys or ids (POST /api/assets) or "
+            "http(s) URLs of the images to chat about"
+        )
     if body.type == "CHAT_WITH_PDF" and conversation_id is None:
         raise InvalidRequest(
             "CHAT_WITH_PDF needs conversationId: a conversation created with its fileList "
@@ -233,7 +238,7 @@ async def _image_feature(body: FeatureRequest, principal: Principal, container: 
     }
     if body.type == IMAGE_GENERATOR:
         made = _prompt_object(ImageGeneratorPrompt, body.promptObject)
-        command = ImageCommand(
+        command = ImageGenerationCommand(
             **common,
             n=made.num_outputs,
             aspect_ratio=made.aspect_ratio,
@@ -244,7 +249,7 @@ async def _image_feature(body: FeatureRequest, principal: Principal, container: 
         )
     else:
         varied = _prompt_object(ImageVariatorPrompt, body.promptObject)
-        command = ImageCommand(
+        command = ImageGenerationCommand(
             **common,
             n=varied.n,
             aspect_ratio=f"{varied.aspect_width}:{varied.aspect_height}",
@@ -253,7 +258,7 @@ async def _image_feature(body: FeatureRequest, principal: Principal, container: 
             prompt_object=varied.model_dump(mode="json", exclude_unset=True),
             ratio_field="aspect_width:aspect_height",
         )
-    outcome = await container.images.make(command)
+    outcome = await container.image_generation.make(command)
     return JSONResponse(
         {"aiRecord": encode.ai_record(outcome.record, outcome.user, outcome.provider)}
     )

@@ -16,11 +16,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from threadline.api.deps import ContainerDep, PrincipalDep
-from threadline.api.dialects.openai import encode, images
+from threadline.api.dialects.openai import encode, image_generation
 from threadline.api.dialects.openai.schemas import (
     ChatCompletionRequest,
     chat_messages,
     check_supported,
+    image_urls,
     stop_sequences,
 )
 from threadline.api.routing import route_class
@@ -28,7 +29,7 @@ from threadline.domain.entities import AiRecord
 from threadline.domain.errors import NotFound, RateLimited, ThreadlineError, Unprocessable
 from threadline.domain.events import Done, Failed, TextDelta
 from threadline.services.catalog import CatalogModel
-from threadline.services.chat import ChatCommand
+from threadline.services.chat import ChatCommand, Grounding
 from threadline.services.runs import Run
 
 RECORD_TYPE = "OPENAI_CHAT_COMPLETION"
@@ -88,7 +89,7 @@ class ModelNotFound(NotFound):
 
 
 router = APIRouter(prefix="/v1", route_class=route_class(render), tags=["OpenAI"])
-images.add_routes(router)
+image_generation.add_routes(router)
 
 
 def _entry(container: Any, name: str) -> CatalogModel:
@@ -122,6 +123,7 @@ async def chat_completions(
         model=body.model,
         record_type=RECORD_TYPE,
         messages=chat_messages(body),
+        grounding=Grounding(images=image_urls(body)),
         max_tokens=body.max_completion_tokens or body.max_tokens,
         temperature=body.temperature,
         top_p=body.top_p,

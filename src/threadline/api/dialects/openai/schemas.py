@@ -124,6 +124,35 @@ def chat_messages(request: ChatCompletionRequest) -> tuple[ChatMessage, ...]:
     return tuple(_message(i, raw) for i, raw in enumerate(request.messages))
 
 
+def image_urls(request: ChatCompletionRequest) -> tuple[str, ...]:
+    """The `image_url` parts' URLs (http(s) or base64 data URLs) of the last message, which
+    must be the user's; images in earlier messages are refused (history is text)."""
+    last = len(request.messages) - 1
+    urls: list[str] = []
+    for index, raw in enumerate(request.messages):
+        content = raw.get("content")
+        for j, part in enumerate(content if isinstance(content, list) else []):
+            if not (isinstance(part, dict) and part.get("type") == "image_url"):
+                continue
+            where = f"messages[{index}].content[{j}]"
+            if index != last or raw.get("role") != "user":
+                raise OpenAIRequestError(
+                    f"{where}: images are read in the last message only, when it is the "
+                    "user's (earlier turns are replayed as text)",
+                    param=where,
+                )
+            urls.append(_image_url(where, part))
+    return tuple(urls)
+
+
+def _image_url(where: str, part: dict[str, Any]) -> str:
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, dict) else image
+    if not isinstance(url, str) or not url:
+        raise OpenAIRequestError(f"{where}.image_url.url must be a URL", param=where)
+    return url
+
+
 def _message(index: int, raw: dict[str, Any]) -> ChatMessage:
     where = f"messages[{index}]"
     role = raw.get("role")
@@ -161,9 +190,11 @@ def _text(where: str, content: Any) -> str:
     texts = []
     for j, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "image_url":
+            continue  # see image_urls
         if kind != "text" or not isinstance(part.get("text"), str):
             raise OpenAIRequestError(
-                f"{where}.content[{j}]: only text parts are supported (got {kind!r})",
+                f"{where}.content[{j}]: only text and image_url parts are supported (got {kind!r})",
                 param=f"{where}.content[{j}]",
             )
         texts.append(part["text"])

@@ -113,6 +113,7 @@ def end_frame(exchange: Exchange, reply_id: UUID | None, record: AiRecord | None
         "status": "completed",
     }
     if record is not None:
+        data["finish_reason"] = record.finish_reason or "stop"
         data["usage"] = {
             "input_tokens": record.input_tokens,
             "output_tokens": record.output_tokens,

@@ -1,4 +1,4 @@
-"""`POST /v1/images/generations` (OpenAI's images API) onto the same image service as
+"""`POST /v1/images/generations` (OpenAI's images API) onto the same image generation service as
 1min.ai's IMAGE_GENERATOR: the images are stored as assets of the caller (downloadable with
 `GET /api/assets/{key}/content`) and answered as `b64_json`.
 
@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from threadline.api.deps import ContainerDep, PrincipalDep
 from threadline.api.dialects.openai.schemas import OpenAIRequestError
-from threadline.domain.images import IMAGE_GENERATOR
-from threadline.services.images import ImageCommand
+from threadline.domain.image_generation import IMAGE_GENERATOR
+from threadline.services.image_generation import ImageGenerationCommand
 
 
 class ImageGenerationRequest(BaseModel):
@@ -55,8 +55,8 @@ async def generate_images(
             param="response_format",
         )
     output_format = body.output_format or "png"
-    outcome = await container.images.make(
-        ImageCommand(
+    outcome = await container.image_generation.make(
+        ImageGenerationCommand(
             principal=principal,
             feature=IMAGE_GENERATOR,
             model=body.model,

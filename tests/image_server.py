@@ -1,0 +1,85 @@
+"""A fake image host on 127.0.0.1 for the image tests: real HTTP over real TCP.
+
+A stdlib `ThreadingHTTPServer` in a background thread that serves whatever `files` maps a
+path to: `(content type, body)`, or `(status, content type, body)`. Any other path is a 404.
+It counts the requests of each path, so a test can tell a refused URL was never fetched.
+
+    with ImageServer({"/cat.png": ("image/png", png_bytes)}) as site:
+        site.url("/cat.png")   # "http://127.0.0.1:PORT/cat.png"
+        site.host_port         # "127.0.0.1:PORT" (for fetch.allow_private_hosts)
+        site.hits["/cat.png"]  # requests served for that path
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+File = tuple[str, bytes] | tuple[int, str, bytes]
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up early (a fetcher refusing a body too large) is no error."""
+
+
+class ImageServer:
+    def __init__(self, files: Mapping[str, File]) -> None:
+        self.files = dict(files)
+        self.hits: Counter[str] = Counter()
+        self._server = _Server(("127.0.0.1", 0), _handler(self))
+        self._server.daemon_threads = True
+        self._server.block_on_close = False
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def host_port(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}{path}"
+
+    def __enter__(self) -> ImageServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _handler(site: ImageServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            path = urlsplit(self.path).path
+            site.hits[path] += 1
+            entry = site.files.get(path)
+            status, kind, body = (
+                (404, "text/plain", b"no such image")
+                if entry is None
+                else entry
+                if len(entry) == 3
+                else (200, *entry)
+            )
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+    return Handler
