@@ -87,12 +87,7 @@ def site() -> Iterator[ImageServer]:
 
 
 def image_fetcher(site: ImageServer) -> SafeFetcher:
-    return SafeFetcher(
-        allow_private_hosts=[site.host_port],
-        content_types=IMAGE_CONTENT_TYPES,
-        accept=IMAGES_ACCEPT,
-        accepted=IMAGES,
-    )
+    return SafeFetcher(allow_private_hosts=[site.host_port]).for_images(max_bytes=1024 * 1024)
 
 
 async def test_the_image_fetcher_takes_images_and_the_link_fetcher_still_does_not(site):
@@ -107,11 +102,35 @@ async def test_the_image_fetcher_takes_images_and_the_link_fetcher_still_does_no
 
 
 async def test_the_image_fetcher_refuses_private_addresses_by_default(site):
-    fetcher = SafeFetcher(content_types=IMAGE_CONTENT_TYPES, accepted=IMAGES)
+    fetcher = SafeFetcher().for_images(max_bytes=1024 * 1024)
     hits = site.hits["/a.png"]
     with pytest.raises(Unprocessable, match="loopback address"):
         await fetcher.fetch(site.url("/a.png"))
     assert site.hits["/a.png"] == hits
+
+
+async def test_for_images_keeps_the_link_fetchers_rules_for_the_types_it_is_given(site):
+    links = SafeFetcher(allow_private_hosts=[site.host_port], max_redirects=2, user_agent="UA")
+    chat = links.for_images(max_bytes=2048)
+    assert (chat.allow_private_hosts, chat.max_redirects, chat.user_agent) == (
+        links.allow_private_hosts,
+        2,
+        "UA",
+    )
+    assert chat.max_bytes == 2048 and links.max_bytes == 5 * 1024 * 1024
+    assert chat.content_types == IMAGE_CONTENT_TYPES and chat.accept == IMAGES_ACCEPT
+    assert chat.accepted == IMAGES and links.content_types.isdisjoint(IMAGE_CONTENT_TYPES)
+    variator = links.for_images(
+        max_bytes=2048,
+        content_types={"image/png", "image/jpeg", "image/webp"},
+        accepted="a PNG, JPEG or WebP image",
+    )
+    assert variator.accept == "image/png,image/jpeg,image/webp"
+    assert (await variator.fetch(site.url("/a.png"))).body.startswith(b"\x89PNG")
+    with pytest.raises(FetchFailed, match="text/html, not a PNG, JPEG or WebP image"):
+        await variator.fetch(site.url("/a.html"))
+    with pytest.raises(ValueError, match="text/html"):
+        links.for_images(max_bytes=2048, content_types={"image/png", "text/html"})
 
 
 # ---- providers and settings ----------------------------------------------------------------

@@ -29,7 +29,7 @@ from tests.fake_upstream import FakeUpstream, Reply
 from tests.image_server import ImageServer
 from tests.live_server import LiveServer
 from threadline.container import create_app
-from threadline.settings import EmbeddingConfig, FetchSettings, ImageSettings, ModelConfig
+from threadline.settings import ChatImageSettings, EmbeddingConfig, FetchSettings, ModelConfig
 from threadline.storage.tables import ai_records, conversations, messages
 
 CHAT = "/api/chat-with-ai"
@@ -146,7 +146,7 @@ def served(
         tmp_path_factory.mktemp("images"),
         upstream,
         fetch=fetch,
-        images=ImageSettings(max_bytes=256 * 1024),
+        chat_images=ChatImageSettings(max_bytes=256 * 1024),
     )
     try:
         with httpx.Client(base_url=server.base_url, headers={"API-KEY": key}, timeout=90) as http:

@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from threadline.api.app import build_app
 from threadline.api.metrics import Metrics
+from threadline.domain.image_generation import SOURCE_KINDS, SOURCE_TYPES
 from threadline.ingestion.chunking import chunk_pages
 from threadline.ingestion.detect import SUPPORTED_TYPES, detect_file
 from threadline.ingestion.image_facts import inspect_image
@@ -18,12 +19,13 @@ from threadline.jobs.worker import Worker
 from threadline.providers.embeddings import build_embedder
 from threadline.services.accounts import AccountService, IssuedKey
 from threadline.services.brand_voices import BrandVoiceService
-from threadline.services.catalog import ModelCatalog, ModelFactory
+from threadline.services.catalog import ImageModelFactory, ModelCatalog, ModelFactory
 from threadline.services.chat import ChatService
 from threadline.services.clock import utcnow
 from threadline.services.conversations import ConversationService
 from threadline.services.documents import INGEST_JOB, DocumentLimits, DocumentService
 from threadline.services.grounding import DocumentGrounder
+from threadline.services.image_generation import ImageGenerationService
 from threadline.services.images import ImageLimits, ImageReader
 from threadline.services.ingestion import IngestionService
 from threadline.services.links import LinkReader
@@ -48,7 +50,7 @@ from threadline.storage.jobs import SqlJobQueue
 from threadline.storage.memories import SqlMemoryStore
 from threadline.storage.records import SqlRecordStore
 from threadline.storage.sessions import SqlSessionStore
-from threadline.tools.fetcher import IMAGE_CONTENT_TYPES, IMAGES, IMAGES_ACCEPT, SafeFetcher
+from threadline.tools.fetcher import SafeFetcher
 from threadline.tools.search import build_searcher
 from threadline.tools.youtube import YouTubeTranscripts
 
@@ -56,18 +58,28 @@ SHUTDOWN_GRACE_SECONDS = 30.0
 
 
 class Container:
-    def __init__(self, settings: Settings, *, model_factory: ModelFactory | None = None) -> None:
-        if model_factory is None:
-            from threadline.providers import build_model
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        model_factory: ModelFactory | None = None,
+        image_factory: ImageModelFactory | None = None,
+    ) -> None:
+        from threadline.providers import build_image_model, build_model
 
-            model_factory = build_model
+        model_factory = model_factory or build_model
         self.settings = settings
         self.db = Database(settings.resolved_database_url)
         self.account_store = SqlAccountStore(self.db)
         self.conversation_store = SqlConversationStore(self.db)
         self.record_store = SqlRecordStore(self.db)
         self.session_store = SqlSessionStore(self.db)
-        self.catalog = ModelCatalog(settings.models, settings.default_model, model_factory)
+        self.catalog = ModelCatalog(
+            settings.models,
+            settings.default_model,
+            model_factory,
+            image_factory or build_image_model,
+        )
         self.runs = RunRegistry()
         self.metrics = Metrics(active_runs=lambda: self.runs.active)
         self.accounts = AccountService(
@@ -89,7 +101,7 @@ class Container:
             allow_private_hosts=fetch.allow_private_hosts,
         )
         self._web(settings)
-        self._images(settings)
+        self._chat_images(settings)
         self._memories(settings)
         self.chat = ChatService(
             catalog=self.catalog,
@@ -108,6 +120,24 @@ class Container:
         )
         self.sessions = SessionService(
             self.session_store, self.conversations, self.chat, self.catalog
+        )
+        self._image_generation(settings)
+
+    def _image_generation(self, settings: Settings) -> None:
+        """Images out: image models, and the fetcher that reads a variator's source URL (the
+        link reader's SSRF rules and caps, for the pictures the variator takes only)."""
+        max_bytes = settings.fetch.max_bytes
+        self.image_generation = ImageGenerationService(
+            catalog=self.catalog,
+            records=self.record_store,
+            accounts=self.accounts,
+            documents=self.documents,
+            fetcher=self.fetcher.for_images(
+                max_bytes=max_bytes, content_types=SOURCE_TYPES, accepted=SOURCE_KINDS
+            ),
+            inspect=inspect_image,
+            max_source_bytes=max_bytes,
+            observer=self.metrics.observe_record,
         )
 
     def _web(self, settings: Settings) -> None:
@@ -132,20 +162,10 @@ class Container:
         self.searcher = build_searcher(settings.search)
         self.web_search = WebSearchReader(self.searcher, pages) if self.searcher else None
 
-    def _images(self, settings: Settings) -> None:
+    def _chat_images(self, settings: Settings) -> None:
         """Images in chat requests: assets, or URLs through a fetcher of image types only."""
-        fetch, images = settings.fetch, settings.images
-        self.image_fetcher = SafeFetcher(
-            timeout_seconds=fetch.timeout_seconds,
-            connect_timeout_seconds=fetch.connect_timeout_seconds,
-            max_bytes=images.max_bytes,
-            max_redirects=fetch.max_redirects,
-            user_agent=fetch.user_agent,
-            allow_private_hosts=fetch.allow_private_hosts,
-            content_types=IMAGE_CONTENT_TYPES,
-            accept=IMAGES_ACCEPT,
-            accepted=IMAGES,
-        )
+        limits = settings.chat_images
+        self.image_fetcher = self.fetcher.for_images(max_bytes=limits.max_bytes)
         self.images = ImageReader(
             self.documents,
             self.chunk_index,
@@ -153,8 +173,8 @@ class Container:
             self.parser,
             inspect_image,
             ImageLimits(
-                max_images=images.max_per_request,
-                max_bytes=images.max_bytes,
+                max_images=limits.max_per_request,
+                max_bytes=limits.max_bytes,
                 wait_seconds=settings.documents.ready_wait_seconds,
                 chunk_overlap=settings.documents.chunk_overlap_chars,
             ),
@@ -272,6 +292,12 @@ class Container:
 
 
 def create_app(
-    settings: Settings | None = None, *, model_factory: ModelFactory | None = None
+    settings: Settings | None = None,
+    *,
+    model_factory: ModelFactory | None = None,
+    image_factory: ImageModelFactory | None = None,
 ) -> FastAPI:
-    return build_app(Container(settings or Settings(), model_factory=model_factory))
+    container = Container(
+        settings or Settings(), model_factory=model_factory, image_factory=image_factory
+    )
+    return build_app(container)

@@ -8,6 +8,7 @@ Sources, strongest first: arguments to `Settings(...)`, environment variables pr
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +26,22 @@ class Credits(BaseModel):
 
     input_per_1k: float = Field(0, ge=0)
     output_per_1k: float = Field(0, ge=0)
+    per_image: float = Field(0, ge=0)  # image models: credits per image made (total rounded up)
+
+
+# Image models: 1min.ai's aspect ratios -> the upstream's `size`. The defaults are the sizes of
+# OpenAI's GPT image models (generations) and of its variations endpoint.
+DEFAULT_IMAGE_SIZES = {"1:1": "1024x1024", "3:2": "1536x1024", "2:3": "1024x1536"}
+DEFAULT_VARIATION_SIZES = {"1:1": "1024x1024"}
+IMAGE_ONLY_KEYS = (
+    "image_sizes",
+    "variation_sizes",
+    "max_images",
+    "image_request",
+)
+CHAT_ONLY_KEYS = ("vision", "context_window", "max_output_tokens", "replies")
+_RATIO = re.compile(r"^[1-9][0-9]{0,3}:[1-9][0-9]{0,3}$")
+_SIZE = re.compile(r"^([1-9][0-9]{1,4}x[1-9][0-9]{1,4}|auto)$")
 
 
 class ModelConfig(BaseModel):
@@ -33,6 +50,9 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     provider: Literal["local", "openai-compatible", "fake"]
+    # "chat": /api/chat-with-ai and friends; "images": IMAGE_GENERATOR / IMAGE_VARIATOR,
+    # served by an OpenAI-compatible `/images/generations` and `/images/variations`.
+    kind: Literal["chat", "images"] = "chat"
     credits: Credits = Credits()
     vision: bool = False
     context_window: int = Field(2048, ge=256)
@@ -49,6 +69,14 @@ class ModelConfig(BaseModel):
     parallel: int = Field(4, ge=1)
     # fake: canned replies, used in turn ("echo" repeats the prompt)
     replies: list[str] = Field(default_factory=list)
+    # kind = "images"
+    image_sizes: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_IMAGE_SIZES))
+    variation_sizes: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_VARIATION_SIZES))
+    max_images: int = Field(4, ge=1, le=10)  # images of one request (num_outputs, n)
+    # Which parameter asks the upstream for base64 images: "response_format" sends
+    # response_format="b64_json" (DALL-E-style servers); "output_format" sends the wanted
+    # format instead (GPT image models, which always answer base64 and refuse the former).
+    image_request: Literal["response_format", "output_format"] = "response_format"
 
     @model_validator(mode="after")
     def _check_provider_fields(self) -> ModelConfig:
@@ -59,6 +87,26 @@ class ModelConfig(BaseModel):
                 "vision = true needs a model that takes images (openai-compatible); "
                 "the local provider reads text only"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_kind_fields(self) -> ModelConfig:
+        """Keys of the other kind would be silently ignored: they are errors."""
+        wrong = IMAGE_ONLY_KEYS if self.kind == "chat" else CHAT_ONLY_KEYS
+        given = [key for key in wrong if key in self.model_fields_set]
+        if given:
+            verb = "does" if len(given) == 1 else "do"
+            kind = "a chat model" if self.kind == "chat" else 'an image model (kind = "images")'
+            raise ValueError(f"{', '.join(given)} {verb} not apply to {kind}")
+        if self.kind == "images":
+            if self.provider == "local":
+                raise ValueError('the local provider serves chat models only, not kind = "images"')
+            for ratio, size in {**self.image_sizes, **self.variation_sizes}.items():
+                if not _RATIO.match(ratio) or not _SIZE.match(size):
+                    raise ValueError(
+                        f"image size {ratio!r} = {size!r}: keys are aspect ratios like "
+                        '"16:9", values upstream sizes like "1792x1024" (or "auto")'
+                    )
         return self
 
 
@@ -133,8 +181,10 @@ class FetchSettings(BaseModel):
         return self
 
 
-class ImageSettings(BaseModel):
-    """`[images]`: images in a chat request (1min.ai's `attachments.images`, `imageList`)."""
+class ChatImageSettings(BaseModel):
+    """`[chat_images]`: images sent *in* a chat request (1min.ai's `attachments.images`,
+    `imageList`, OpenAI `image_url` parts). Image generation is configured per model
+    (`kind = "images"`), not here."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -241,7 +291,7 @@ class Settings(BaseSettings):
     documents: DocumentSettings = DocumentSettings()
     embeddings: EmbeddingConfig = EmbeddingConfig()
     fetch: FetchSettings = FetchSettings()
-    images: ImageSettings = ImageSettings()
+    chat_images: ChatImageSettings = ChatImageSettings()
     search: SearchSettings = SearchSettings()
     youtube: YouTubeSettings = YouTubeSettings()
     memories: MemorySettings = MemorySettings()
@@ -263,6 +313,19 @@ class Settings(BaseSettings):
                 f"[memories] model {model!r} is not among the configured models "
                 f"({', '.join(sorted(self.models)) or 'none'})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_chat_roles(self) -> Settings:
+        """The default model and the memory extractor chat: they cannot be image models."""
+        chat = sorted(name for name, cfg in self.models.items() if cfg.kind == "chat")
+        roles = (("default_model", self.default_model), ("[memories] model", self.memories.model))
+        for role, name in roles:
+            config = self.models.get(name) if name is not None else None
+            if config is not None and config.kind != "chat":
+                raise ValueError(
+                    f"{role} {name!r} is an image model; chat models: {', '.join(chat) or 'none'}"
+                )
         return self
 
     @property

@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from threadline.api.deps import ContainerDep, PrincipalDep
 from threadline.api.native import render_native, team_user
 from threadline.api.routing import route_class
+from threadline.services.catalog import CatalogModel
 
 router = APIRouter(route_class=route_class(render_native), tags=["system"])
 
@@ -28,22 +29,25 @@ async def metrics(container: ContainerDep) -> Response:
 @router.get("/api/models")
 async def list_models(_: PrincipalDep, container: ContainerDep) -> dict[str, Any]:
     catalog = container.catalog
+    return {"models": [_model(m, m.name == catalog.default) for m in catalog.list()]}
+
+
+def _model(m: CatalogModel, default: bool) -> dict[str, Any]:
+    credits: dict[str, float] = {
+        "inputPer1k": m.config.credits.input_per_1k,
+        "outputPer1k": m.config.credits.output_per_1k,
+    }
+    if m.is_images:
+        credits = {"perImage": m.config.credits.per_image}
     return {
-        "models": [
-            {
-                "id": str(m.id),
-                "name": m.name,
-                "provider": m.provider,
-                "capabilities": list(m.capabilities),
-                "vision": m.config.vision,
-                "default": m.name == catalog.default,
-                "credits": {
-                    "inputPer1k": m.config.credits.input_per_1k,
-                    "outputPer1k": m.config.credits.output_per_1k,
-                },
-            }
-            for m in catalog.list()
-        ]
+        "id": str(m.id),
+        "name": m.name,
+        "provider": m.provider,
+        "capabilities": list(m.capabilities),
+        "kind": m.config.kind,
+        "vision": m.config.vision,
+        "default": default,
+        "credits": credits,
     }
 
 

@@ -1,9 +1,14 @@
 """The model catalog: the configured models, their stable ids, prices and capabilities, and
-the one live `ChatModel` per entry (built on first use by the factory the container gives)."""
+the one live `ChatModel` (or `ImageModel`) per entry, built on first use by the factories the
+container gives.
+
+A model is of one kind: `get()` finds chat models (everything that chats asks it),
+`image_entry()` image models; each refuses the other kind with a 422 naming the right ones."""
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import math
 import uuid
 from collections.abc import Callable
@@ -11,6 +16,7 @@ from dataclasses import dataclass, field
 
 from threadline.domain.errors import Unprocessable
 from threadline.domain.events import Usage
+from threadline.domain.image_generation import ImageModel
 from threadline.domain.ports import ChatModel
 from threadline.settings import ModelConfig
 
@@ -20,6 +26,7 @@ MODEL_ID_NAMESPACE = uuid.UUID("6f1d3c2e-5b8a-4c1e-9a57-2d0f4e8b7c61")
 PROVIDER_LABELS = {"local": "LOCAL", "openai-compatible": "OPENAI_COMPATIBLE", "fake": "FAKE"}
 
 ModelFactory = Callable[[str, ModelConfig], ChatModel]
+ImageModelFactory = Callable[[str, ModelConfig], ImageModel]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +52,24 @@ class CatalogModel:
         )
         return math.ceil(raw / 1000 - 1e-9) if raw > 0 else 0
 
+    def image_price(self, images: int) -> int:
+        """Credits for `images` images made: `per_image` each, the total rounded up."""
+        raw = images * self.config.credits.per_image
+        return math.ceil(raw - 1e-9) if raw > 0 else 0
+
+    @property
+    def is_images(self) -> bool:
+        return self.config.kind == "images"
+
 
 class ModelCatalog:
-    def __init__(self, models: dict[str, ModelConfig], default: str, factory: ModelFactory) -> None:
+    def __init__(
+        self,
+        models: dict[str, ModelConfig],
+        default: str,
+        factory: ModelFactory,
+        image_factory: ImageModelFactory | None = None,
+    ) -> None:
         self.default = default
         self._entries = {
             name: CatalogModel(
@@ -60,18 +82,55 @@ class ModelCatalog:
         }
         self._by_id = {entry.id: entry for entry in self._entries.values()}
         self._factory = factory
+        self._image_factory = image_factory
         self._live: dict[str, ChatModel] = {}
+        self._live_images: dict[str, ImageModel] = {}
 
     def list(self) -> list[CatalogModel]:
         return list(self._entries.values())
 
-    def get(self, name: str) -> CatalogModel:
+    def entry(self, name: str) -> CatalogModel:
+        """A configured model of either kind."""
         entry = self._entries.get(name)
         if entry is None:
             raise Unprocessable(
                 f"unsupported model {name!r}; available models: {', '.join(self._entries)}"
             )
         return entry
+
+    def get(self, name: str) -> CatalogModel:
+        """A chat model; an image model is refused with the chat models named."""
+        entry = self.entry(name)
+        if entry.is_images:
+            chat = ", ".join(m.name for m in self._entries.values() if not m.is_images)
+            raise Unprocessable(
+                f"model {name!r} makes images (IMAGE_GENERATOR, IMAGE_VARIATOR), it does not "
+                f"chat; chat models configured: {chat or '(none)'}"
+            )
+        return entry
+
+    def image_names(self) -> builtins.list[str]:
+        return [m.name for m in self._entries.values() if m.is_images]
+
+    def image_entry(self, name: str, feature: str) -> CatalogModel:
+        """An image model for `feature`; anything else is refused with the image models named."""
+        entry = self._entries.get(name)
+        if entry is None or not entry.is_images:
+            what = "is not configured" if entry is None else "is a chat model"
+            raise Unprocessable(
+                f"{feature} needs an image model; {name!r} {what}; image-capable models "
+                f"configured: {', '.join(self.image_names()) or '(none)'}"
+            )
+        return entry
+
+    def image_model(self, name: str, feature: str) -> ImageModel:
+        live = self._live_images.get(name)
+        if live is None:
+            entry = self.image_entry(name, feature)
+            if self._image_factory is None:
+                raise Unprocessable(f"image models are not available here ({name!r})")
+            live = self._live_images[name] = self._image_factory(name, entry.config)
+        return live
 
     def by_id(self, model_id: uuid.UUID) -> CatalogModel | None:
         return self._by_id.get(model_id)
@@ -85,10 +144,14 @@ class ModelCatalog:
 
     async def aclose(self) -> None:
         live, self._live = list(self._live.values()), {}
-        await asyncio.gather(*(model.aclose() for model in live), return_exceptions=True)
+        images, self._live_images = list(self._live_images.values()), {}
+        closing = [model.aclose() for model in live] + [model.aclose() for model in images]
+        await asyncio.gather(*closing, return_exceptions=True)
 
 
 def _capabilities(cfg: ModelConfig) -> tuple[str, ...]:
+    if cfg.kind == "images":
+        return ("images", "image-variations")
     caps = ["chat", "streaming"]
     if cfg.vision:
         caps.append("vision")

@@ -5,6 +5,12 @@ stored; a refused file leaves no asset, document, blob or job behind. An accepte
 becomes an asset, a RUNNING document and an `ingest` job in that order; the job (see
 `services/ingestion.py`) moves the document to COMPLETE or FAILED.
 
+An uploaded image is an asset like any file, under `images/` (its OCR text is its document's,
+which chat images read). A generated image (IMAGE_GENERATOR, IMAGE_VARIATOR) is stored as an
+asset too (`store_image`), under `images/` with random digits for a name, and a document that
+is COMPLETE at once (one image page, no text): it is not ingested, there is nothing to read.
+`_asset_key` makes both kinds of key.
+
 Visibility follows conversations: admins see every asset of their org, members their own;
 anything else is "not found".
 """
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,9 +35,11 @@ from threadline.domain.documents import (
     DocumentState,
     DocumentStore,
     JobQueue,
+    PageLayout,
 )
 from threadline.domain.entities import Principal
 from threadline.domain.errors import NotFound, PayloadTooLarge, ThreadlineError, Unprocessable
+from threadline.domain.image_generation import EXTENSIONS, GeneratedImage
 from threadline.services.clock import utcnow
 from threadline.services.conversations import ConversationService
 
@@ -176,7 +185,7 @@ class DocumentService:
             id=uuid4(),
             org_id=caller.org_id,
             user_id=caller.user.id,
-            key=_asset_key(now, name, mime),
+            key=_asset_key(now, mime, name),
             name=name,
             mime_type=mime,
             size=size,
@@ -202,8 +211,7 @@ class DocumentService:
                 max_attempts=self.limits.job_max_attempts,
             )
         except BaseException:
-            await self._store.delete_asset(caller.org_id, asset.id)
-            await self._blobs.delete(asset.blob_path)
+            await self.discard(caller, asset)
             raise
         if self._on_enqueued is not None:
             self._on_enqueued()
@@ -224,10 +232,56 @@ class DocumentService:
         """The stored bytes of an asset the caller may see (one `get_asset` answered)."""
         return await asyncio.to_thread(self._blobs.path(asset.blob_path).read_bytes)
 
-    async def delete_asset(self, caller: Principal, id_or_key: str) -> Asset:
+    async def asset_file(self, caller: Principal, id_or_key: str) -> tuple[Asset, Path]:
+        """An asset and the path of its bytes (to download it)."""
         asset, _ = await self.get_asset(caller, id_or_key)
+        path = self._blobs.path(asset.blob_path)
+        if not path.is_file():  # deleted meanwhile
+            raise NotFound(f"asset {id_or_key} not found")
+        return asset, path
+
+    async def store_image(self, caller: Principal, image: GeneratedImage) -> Asset:
+        """A generated image as a new asset of the caller, with a COMPLETE document."""
+        now = utcnow()
+        staged = self._blobs.staging_path()
+        try:
+            await asyncio.to_thread(staged.write_bytes, image.data)
+            blob_path = await self._blobs.keep(caller.org_id, staged)
+        finally:
+            staged.unlink(missing_ok=True)
+        key = _asset_key(now, image.mime_type)
+        asset = Asset(
+            id=uuid4(),
+            org_id=caller.org_id,
+            user_id=caller.user.id,
+            key=key,
+            name=key.rsplit("/", 1)[-1],
+            mime_type=image.mime_type,
+            size=len(image.data),
+            sha256=hashlib.sha256(image.data).hexdigest(),
+            blob_path=blob_path,
+            created_at=now,
+        )
+        try:
+            await self._store.add_asset(asset)
+            document = await self._store.create_document(asset)
+            page = PageLayout(0, image.width, image.height, is_image_page=True)
+            await self._store.finish_document(
+                caller.org_id, document.id, state=DocumentState.COMPLETE, reason=None, pages=[page]
+            )
+        except BaseException:
+            await self.discard(caller, asset)
+            raise
+        return asset
+
+    async def discard(self, caller: Principal, asset: Asset) -> None:
+        """Remove an asset and its blob (its document goes with it)."""
         await self._store.delete_asset(caller.org_id, asset.id)
         await self._blobs.delete(asset.blob_path)
+
+    async def delete_asset(self, caller: Principal, id_or_key: str) -> Asset:
+        asset, _ = await self.get_asset(caller, id_or_key)
+        await self.discard(caller, asset)
         return asset
 
     async def documents_for_files(
@@ -374,12 +428,18 @@ def _display_name(name: str) -> str:
     return cleaned[:200] or "file"
 
 
-def _asset_key(now: datetime, name: str, mime_type: str) -> str:
-    """A public key in 1min.ai's style: `files/2026_11_22_10_30_00_123_<name>`, and for an
-    image `images/2026_11_22_10_30_00_123_<name>` (the spec's keys of images)."""
-    safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)[:120]
+def _asset_key(now: datetime, mime_type: str, name: str | None = None) -> str:
+    """A new asset's public key in 1min.ai's style: the folder (`images/` for an image,
+    uploaded or generated; `files/` otherwise), the time to the millisecond, then an upload's
+    name after 8 random hex digits (`files/2026_11_22_10_30_00_123_1a2b3c4d_notes.pdf`), or,
+    for a generated image (no name), 9 random digits and its extension
+    (`images/2026_12_01_09_30_00_123_123456789.webp`; the spec's example has 6 digits, 9 make
+    a clash within a millisecond unlikely)."""
     stamp = now.strftime("%Y_%m_%d_%H_%M_%S_") + f"{now.microsecond // 1000:03d}"
     folder = "images" if mime_type.startswith("image/") else "files"
+    if name is None:
+        return f"{folder}/{stamp}_{secrets.randbelow(10**9):09d}.{EXTENSIONS[mime_type]}"
+    safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)[:120]
     return f"{folder}/{stamp}_{uuid4().hex[:8]}_{safe}"
 
 

@@ -1,4 +1,4 @@
-"""The one way the server fetches an untrusted URL (a link in a prompt, a web result).
+"""The one way the server fetches an untrusted URL (a link in a prompt, a web result, an image).
 
 A URL a user names may point at the server's own network: `http://169.254.169.254/` (cloud
 metadata), `http://localhost:5432/`, a name that resolves to `10.0.0.7`, or a public page that
@@ -97,7 +97,7 @@ class SafeFetcher:
     ) -> None:
         """`content_types` are the only ones whose body is read; `accept` is the Accept
         header sent; `accepted` names them in the refusal ("not a web page, text or PDF").
-        Link reading uses the defaults; image fetching passes `IMAGE_CONTENT_TYPES`."""
+        Link reading uses the defaults; an image fetcher is made with `for_images`."""
         self.timeout_seconds = timeout_seconds
         self.connect_timeout_seconds = connect_timeout_seconds
         self.max_bytes = max_bytes
@@ -109,6 +109,34 @@ class SafeFetcher:
         self.accepted = accepted
         self.resolver = resolver
         self._tls = ssl.create_default_context()
+
+    def for_images(
+        self,
+        *,
+        max_bytes: int,
+        content_types: Collection[str] = IMAGE_CONTENT_TYPES,
+        accepted: str = IMAGES,
+    ) -> SafeFetcher:
+        """A fetcher with this one's rules (time caps, redirects, allow-list, resolver) that
+        reads images only, up to `max_bytes` each. Both image features make theirs here: chat
+        images take every type in `IMAGE_CONTENT_TYPES` (the default); the image variator's
+        source a subset of it, named in `accepted`. The Accept header follows the types."""
+        types = frozenset(content_types)
+        if not types <= IMAGE_CONTENT_TYPES:
+            raise ValueError(f"not image content types: {sorted(types - IMAGE_CONTENT_TYPES)}")
+        wanted = [part for part in IMAGES_ACCEPT.split(",") if part.partition(";")[0] in types]
+        return SafeFetcher(
+            timeout_seconds=self.timeout_seconds,
+            connect_timeout_seconds=self.connect_timeout_seconds,
+            max_bytes=max_bytes,
+            max_redirects=self.max_redirects,
+            user_agent=self.user_agent,
+            allow_private_hosts=self.allow_private_hosts,
+            content_types=types,
+            accept=",".join(wanted) or ",".join(sorted(types)),
+            accepted=accepted,
+            resolver=self.resolver,
+        )
 
     async def fetch(self, url: str) -> FetchedPage:
         """GET `url`. Raises `FetchRefused` or `FetchFailed` with a reason a person reads."""

@@ -1,10 +1,16 @@
-"""The Asset API (1min.ai): upload a file, look it up, delete it.
+"""The Asset API (1min.ai): upload a file, look it up, download it, delete it.
 
 1min.ai's pages use the ids this API returns (`fileList`, `attachments.files`, asset keys in
 `attachments.images`) without documenting the API itself; Threadline's design is in the
 README ("Asset API"). An upload is a multipart form with the file in the `asset` field.
 Documents are ingested in the background: `status` goes RUNNING → COMPLETE or FAILED
 (with `reason`), and a chat that uses a RUNNING document waits for it.
+
+`GET /api/assets/{id or key}/content` sends the file's bytes (an image a feature made, an
+upload). It is declared before the `{asset_id:path}` routes, which would otherwise take
+`.../content` as part of a key; no generated key ends in `/content`. Pictures are sent
+`inline`, anything else as an `attachment`, always with `X-Content-Type-Options: nosniff`,
+so an uploaded HTML page is never rendered on the API's origin.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, UploadFile
+from fastapi.responses import FileResponse
 
 from threadline.api.deps import ContainerDep, PrincipalDep
 from threadline.api.dialects.oneminai import encode
@@ -22,6 +29,7 @@ from threadline.services.documents import Upload
 
 router = APIRouter(route_class=route_class(render), tags=["1min.ai assets"])
 UPLOAD_FIELDS = ("asset", "file")
+INLINE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
 
 
 @router.post("/api/assets")
@@ -44,6 +52,20 @@ async def upload_asset(
     finally:
         await form.close()
     return {"asset": encode.asset(asset, document), "fileContent": encode.file_content(asset)}
+
+
+@router.get("/api/assets/{asset_id:path}/content", response_class=FileResponse)
+async def download_asset(
+    asset_id: str, principal: PrincipalDep, container: ContainerDep
+) -> FileResponse:
+    asset, path = await container.documents.asset_file(principal, asset_id)
+    return FileResponse(
+        path,
+        media_type=asset.mime_type,
+        filename=asset.name,
+        content_disposition_type="inline" if asset.mime_type in INLINE_TYPES else "attachment",
+        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=0"},
+    )
 
 
 @router.get("/api/assets/{asset_id:path}")

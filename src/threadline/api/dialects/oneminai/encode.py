@@ -13,6 +13,7 @@ from threadline.domain.brand_voices import BrandVoice
 from threadline.domain.documents import Asset, ConversationDocument, Document
 from threadline.domain.entities import AiRecord, Conversation, Message, User
 from threadline.domain.events import Failed
+from threadline.domain.image_generation import IMAGE_RECORD_TYPES
 from threadline.domain.memories import Memory
 
 SSE_PING = b": ping\n\n"
@@ -21,7 +22,7 @@ SSE_PING = b": ping\n\n"
 def ai_record(record: AiRecord, user: User, provider: str) -> dict[str, Any]:
     detail: dict[str, Any] = {
         "promptObject": record.prompt_object,
-        "resultObject": [record.result_text],
+        "resultObject": result_object(record),
     }
     if record.citations:
         detail["citations"] = record.citations
@@ -52,6 +53,13 @@ def ai_record(record: AiRecord, user: User, provider: str) -> dict[str, Any]:
     if record.error:
         body["error"] = record.error
     return body
+
+
+def result_object(record: AiRecord) -> list[str]:
+    """A reply's text; an image feature's asset keys (stored one per line)."""
+    if record.type in IMAGE_RECORD_TYPES:
+        return record.result_text.split("\n") if record.result_text else []
+    return [record.result_text]
 
 
 def brand_voice(voice: BrandVoice) -> dict[str, Any]:

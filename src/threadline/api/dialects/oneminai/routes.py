@@ -4,7 +4,7 @@ service and encodes the answer; errors render as `{success: false, error: {...}}
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
@@ -20,14 +20,19 @@ from threadline.api.dialects.oneminai.schemas import (
     ChatWithAiRequest,
     CreateConversation,
     FeatureRequest,
+    ImageGeneratorPrompt,
+    ImageVariatorPrompt,
     LegacyChatPrompt,
+    Strict,
 )
 from threadline.api.native import error_response, render_native, validation_details
 from threadline.api.routing import route_class
 from threadline.domain.entities import Principal
 from threadline.domain.errors import InvalidRequest, NotFound, ThreadlineError, Unprocessable
 from threadline.domain.events import Done, Failed, TextDelta
+from threadline.domain.image_generation import IMAGE_GENERATOR
 from threadline.services.chat import ChatCommand, Grounding, HistorySettings, WebSearch
+from threadline.services.image_generation import ImageGenerationCommand
 from threadline.services.runs import Run
 
 
@@ -52,6 +57,7 @@ def _inside_prompt_object(loc: tuple[object, ...]) -> bool:
 
 
 router = APIRouter(route_class=route_class(render), tags=["1min.ai"])
+P = TypeVar("P", bound=Strict)
 Streaming = Annotated[bool, Query(description="Stream the reply (SSE for chat-with-ai)")]
 
 
@@ -171,14 +177,15 @@ async def features(
     isStreaming: Streaming = False,
 ) -> Response:
     if body.type in IMAGE_FEATURE_TYPES:
-        container.catalog.get(body.model)
-        raise Unprocessable(
-            f"{body.type} needs an image model; image-capable models configured: (none)"
-        )
+        if isStreaming:
+            raise InvalidRequest(
+                f"{body.type} does not stream: call POST /api/features without isStreaming"
+            )
+        return await _image_feature(body, principal, container)
     if body.type not in LEGACY_CHAT_TYPES:
         known = ", ".join((*LEGACY_CHAT_TYPES, *IMAGE_FEATURE_TYPES))
         raise InvalidRequest(f"unknown feature type {body.type!r}; supported: {known}")
-    prompt = _legacy_prompt(body.promptObject)
+    prompt = _prompt_object(LegacyChatPrompt, body.promptObject)
     conversation_id = body.conversationId or prompt.conversationId
     if body.type == "CHAT_WITH_IMAGE" and not prompt.imageList:
         raise InvalidRequest(
@@ -218,9 +225,48 @@ def _conversation_id(raw: str) -> UUID:
         raise NotFound(f"conversation {raw} not found") from None
 
 
-def _legacy_prompt(raw: dict[str, Any]) -> LegacyChatPrompt:
+async def _image_feature(body: FeatureRequest, principal: Principal, container: Any) -> Response:
+    """IMAGE_GENERATOR / IMAGE_VARIATOR: the images are made, stored as assets, and their keys
+    are the aiRecord's resultObject (002_*)."""
+    if body.conversationId is not None:
+        raise InvalidRequest(f"conversationId does not apply to {body.type}")
+    common: dict[str, Any] = {
+        "principal": principal,
+        "feature": body.type,
+        "model": body.model,
+        "metadata": body.metadata,
+    }
+    if body.type == IMAGE_GENERATOR:
+        made = _prompt_object(ImageGeneratorPrompt, body.promptObject)
+        command = ImageGenerationCommand(
+            **common,
+            n=made.num_outputs,
+            aspect_ratio=made.aspect_ratio,
+            output_format=made.output_format,
+            prompt=made.prompt,
+            prompt_object=made.model_dump(mode="json", exclude_unset=True),
+            count_field="num_outputs",
+        )
+    else:
+        varied = _prompt_object(ImageVariatorPrompt, body.promptObject)
+        command = ImageGenerationCommand(
+            **common,
+            n=varied.n,
+            aspect_ratio=f"{varied.aspect_width}:{varied.aspect_height}",
+            output_format=varied.output_format,
+            source=varied.imageUrl,
+            prompt_object=varied.model_dump(mode="json", exclude_unset=True),
+            ratio_field="aspect_width:aspect_height",
+        )
+    outcome = await container.image_generation.make(command)
+    return JSONResponse(
+        {"aiRecord": encode.ai_record(outcome.record, outcome.user, outcome.provider)}
+    )
+
+
+def _prompt_object(schema: type[P], raw: dict[str, Any]) -> P:
     try:
-        return LegacyChatPrompt.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as exc:
         errors = [{**e, "loc": ("body", "promptObject", *e["loc"])} for e in exc.errors()]
         raise RequestValidationError(errors) from None
@@ -238,7 +284,7 @@ def _recorded_prompt(prompt: dict[str, Any], brand_voice_id: str | None = None) 
 async def _record_json(run: Run, principal: Principal, container: Any) -> dict[str, Any]:
     record = await run.result()
     user = run.user or await container.accounts.user(principal)  # fresh after the charge
-    provider = container.catalog.get(record.model).provider_label
+    provider = container.catalog.entry(record.model).provider_label
     return encode.ai_record(record, user, provider)
 
 

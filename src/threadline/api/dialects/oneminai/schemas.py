@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 TITLE_MAX = 91
 
@@ -82,6 +83,62 @@ class LegacyChatPrompt(Strict):
     numOfSite: int = Field(3, ge=1, le=10)
     maxWord: int = Field(500, ge=1, le=20000)
     conversationId: UUID | None = None
+
+
+class ImageGeneratorPrompt(Strict):
+    """IMAGE_GENERATOR's promptObject (002_*). `num_outputs` is capped by the model's
+    `max_images`, `aspect_ratio` must be one of its `image_sizes`."""
+
+    prompt: str = Field(min_length=1, max_length=32000)
+    num_outputs: int = Field(1, ge=1, le=10)
+    aspect_ratio: str = Field("1:1", pattern=r"^[1-9][0-9]{0,3}:[1-9][0-9]{0,3}$")
+    output_format: Literal["png", "jpeg", "webp"] = "png"
+
+
+class ImageVariatorPrompt(Strict):
+    """IMAGE_VARIATOR's promptObject (002_*). Values this server cannot honour are refused
+    (see `_unsupported`), never ignored."""
+
+    imageUrl: str = Field(min_length=1, max_length=2048)
+    mode: str = "fast"
+    n: int = Field(1, ge=1, le=10)
+    isNiji6: bool = False
+    aspect_width: int = Field(1, ge=1, le=10000)
+    aspect_height: int = Field(1, ge=1, le=10000)
+    maintainModeration: bool = True
+    output_format: Literal["png", "jpeg", "webp"] = "png"
+
+    @field_validator("mode")
+    @classmethod
+    def _fast_only(cls, value: str) -> str:
+        if value != "fast":
+            raise _unsupported(
+                f"{value[:20]!r} is not supported: only 'fast', every request runs at once "
+                "('relax' and 'turbo' are Midjourney queues this server does not have)"
+            )
+        return value
+
+    @field_validator("isNiji6")
+    @classmethod
+    def _no_niji(cls, value: bool) -> bool:
+        if value:
+            raise _unsupported(
+                "true is not supported: Niji 6 is a Midjourney model, not served here"
+            )
+        return value
+
+    @field_validator("maintainModeration")
+    @classmethod
+    def _moderated(cls, value: bool) -> bool:
+        if not value:
+            raise _unsupported(
+                "false is not supported: the image model's own moderation always applies"
+            )
+        return value
+
+
+def _unsupported(message: str) -> PydanticCustomError:
+    return PydanticCustomError("unsupported", message)
 
 
 class FeatureRequest(Strict):

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from threadline.api.deps import ContainerDep, PrincipalDep
-from threadline.api.dialects.openai import encode
+from threadline.api.dialects.openai import encode, image_generation
 from threadline.api.dialects.openai.schemas import (
     ChatCompletionRequest,
     chat_messages,
@@ -89,11 +89,12 @@ class ModelNotFound(NotFound):
 
 
 router = APIRouter(prefix="/v1", route_class=route_class(render), tags=["OpenAI"])
+image_generation.add_routes(router)
 
 
 def _entry(container: Any, name: str) -> CatalogModel:
     try:
-        return container.catalog.get(name)
+        return container.catalog.entry(name)
     except Unprocessable:
         available = ", ".join(m.name for m in container.catalog.list())
         raise ModelNotFound(

@@ -1,0 +1,217 @@
+"""The `openai-compatible` image model: any server speaking OpenAI's images API.
+
+    POST {base_url}/images/generations   JSON: model, prompt, n, size, and
+                                         response_format="b64_json"  (image_request =
+                                         "response_format", DALL-E-style servers) or
+                                         output_format=png|jpeg|webp (image_request =
+                                         "output_format", GPT image models)
+    POST {base_url}/images/variations    multipart: image (file), model, n, size,
+                                         response_format="b64_json"
+
+The answer's `data[].b64_json` are decoded, checked and encoded in the wanted format
+(`image_format.encode_as`). An answer with `url`s instead is refused: Threadline does not
+fetch what an upstream points at. Every failure (HTTP status, refused connection, timeout,
+garbled body) becomes a domain error whose message says what to fix and never carries the
+API key or the upstream's raw body:
+
+    ModelError       the upstream refused, failed, or answered something unusable
+     └── ModelTimeout  it did not connect or answer within the configured time
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+from typing import Any
+
+import httpx
+
+from threadline import __version__
+from threadline.domain.errors import ModelError, ModelTimeout
+from threadline.domain.image_generation import (
+    EXTENSIONS,
+    GeneratedImage,
+    GenerationRequest,
+    ImageFormat,
+    VariationRequest,
+)
+from threadline.providers.http1 import Http1Transport
+from threadline.providers.image_format import NotAnImage, encode_as
+from threadline.providers.openai_compat import _error_message
+from threadline.settings import ModelConfig
+
+MAX_RESPONSE_BYTES = 128 * 1024 * 1024  # ten large base64 images fit
+_MESSAGE_CAP = 300
+
+
+class OpenAICompatibleImageModel:
+    """An ImageModel served by an OpenAI-compatible HTTP server."""
+
+    def __init__(
+        self,
+        name: str,
+        config: ModelConfig,
+        *,
+        api_key: str | None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        url = httpx.URL(config.base_url or "")
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"model {name!r}: base_url must be an http:// or https:// URL")
+        self.name = name
+        self.config = config
+        self.upstream_model = config.upstream_model or name
+        self._api_key = api_key
+        self._host = url.host if url.port is None else f"{url.host}:{url.port}"
+        headers = {"User-Agent": f"threadline/{__version__}", "Accept": "application/json"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._client = httpx.AsyncClient(
+            base_url=url.copy_with(raw_path=url.raw_path.rstrip(b"/") + b"/"),
+            headers=headers,
+            timeout=httpx.Timeout(config.timeout_seconds, connect=config.connect_timeout_seconds),
+            transport=transport
+            or Http1Transport(
+                ssl_context=httpx.create_ssl_context(), max_connections=64, max_keepalive=8
+            ),
+            trust_env=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def generate(self, request: GenerationRequest) -> list[GeneratedImage]:
+        body: dict[str, Any] = {
+            "model": self.upstream_model,
+            "prompt": request.prompt,
+            "n": request.n,
+            "size": request.size,
+        }
+        if self.config.image_request == "output_format":
+            body["output_format"] = request.output_format
+        else:
+            body["response_format"] = "b64_json"
+        built = self._client.build_request("POST", "images/generations", json=body)
+        return await self._images(built, request.n, request.output_format)
+
+    async def vary(self, request: VariationRequest) -> list[GeneratedImage]:
+        extension = EXTENSIONS.get(request.mime_type, "png")
+        fields = {
+            "model": self.upstream_model,
+            "n": str(request.n),
+            "size": request.size,
+            "response_format": "b64_json",
+        }
+        files = {"image": (f"image.{extension}", request.image, request.mime_type)}
+        built = self._client.build_request("POST", "images/variations", data=fields, files=files)
+        return await self._images(built, request.n, request.output_format)
+
+    # -- the exchange
+
+    async def _images(
+        self, request: httpx.Request, n: int, output_format: ImageFormat
+    ) -> list[GeneratedImage]:
+        answered = False
+        try:
+            response = await self._client.send(request, stream=True)
+            try:
+                answered = True
+                raw = await _read_capped(response, MAX_RESPONSE_BYTES)
+            finally:
+                await response.aclose()
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
+            raise self._transport_error(exc, answered) from None
+        if raw is None:
+            raise self._error(f"upstream answered more than {MAX_RESPONSE_BYTES // 2**20} MB")
+        if response.status_code != 200:
+            raise self._status_error(response.status_code, raw)
+        encoded = self._b64_images(raw, n)
+        try:
+            return await asyncio.to_thread(
+                lambda: [encode_as(data, output_format) for data in encoded]
+            )
+        except NotAnImage as exc:
+            reason = f"upstream answered an image that cannot be used: {exc.reason}"
+            raise self._error(reason) from None
+
+    def _b64_images(self, raw: bytes, n: int) -> list[bytes]:
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            raise self._error("upstream answered with a body that is not JSON") from None
+        data = payload.get("data") if isinstance(payload, dict) else None
+        if not isinstance(data, list) or not data:
+            raise self._error("upstream answered JSON without images (no data list)")
+        if len(data) > n:
+            raise self._error(f"upstream answered {len(data)} images for {n} asked")
+        images = []
+        for item in data:
+            b64 = item.get("b64_json") if isinstance(item, dict) else None
+            if not isinstance(b64, str):
+                if isinstance(item, dict) and "url" in item:
+                    raise self._error(
+                        "upstream answered image URLs, not base64 data; Threadline does not "
+                        "fetch what an upstream links to: make it answer b64_json (see "
+                        "image_request in the model's config)"
+                    )
+                raise self._error("upstream answered an image entry without b64_json")
+            try:
+                images.append(base64.b64decode(b64, validate=True))
+            except (binascii.Error, ValueError):
+                raise self._error("upstream answered b64_json that is not base64") from None
+        return images
+
+    # -- errors
+
+    def _error(self, what: str) -> ModelError:
+        return ModelError(f"model {self.name!r}: {what}")
+
+    def _status_error(self, status: int, raw: bytes) -> ModelError:
+        detail = self._clean(_error_message(raw))
+        prefix = f"upstream returned {status}"
+        if status in (401, 403):
+            if self._api_key is None:
+                hint = "no API key is configured for this model (set api_key_env)"
+            else:
+                hint = f"check the key in ${self.config.api_key_env}"
+            return self._error(f"{prefix}: it rejected the configured API key ({hint})")
+        if 300 <= status < 400:
+            return self._error(f"{prefix}: a redirect, which is not followed (check base_url)")
+        if not detail:
+            detail = "no error message"
+            if status == 404:
+                detail += " (check base_url and upstream_model)"
+        return self._error(f"{prefix}: {detail}")
+
+    def _transport_error(self, exc: Exception, answered: bool) -> ModelError:
+        name, host = repr(self.name), self._host
+        if isinstance(exc, httpx.ConnectTimeout):
+            seconds = self.config.connect_timeout_seconds
+            return ModelTimeout(f"model {name}: could not connect to {host} within {seconds:g}s")
+        if isinstance(exc, httpx.TimeoutException):
+            waited = "stopped sending its answer" if answered else "did not answer"
+            seconds = self.config.timeout_seconds
+            return ModelTimeout(f"model {name}: upstream {host} {waited} within {seconds:g}s")
+        if isinstance(exc, httpx.ConnectError):
+            return ModelError(f"model {name}: cannot connect to upstream {host}")
+        if answered:
+            return ModelError(f"model {name}: upstream {host} broke off its answer")
+        return ModelError(f"model {name}: upstream {host} closed the connection unanswered")
+
+    def _clean(self, text: str | None) -> str:
+        text = " ".join((text or "").split())
+        if self._api_key:
+            text = text.replace(self._api_key, "***")
+        return text if len(text) <= _MESSAGE_CAP else text[: _MESSAGE_CAP - 1] + "…"
+
+
+async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
+    """The body, or None past `cap` bytes."""
+    data = bytearray()
+    async for part in response.aiter_bytes():
+        data += part
+        if len(data) > cap:
+            return None
+    return bytes(data)
