@@ -352,3 +352,93 @@ def test_a_resumed_stream_is_a_rate_limited_request(tmp_path, db_url, upstream, 
         assert r.status_code == 429 and r.json()["error"]["code"] == "RATE_LIMITED"
     finally:
         live.server.stop()
+
+
+# ---- the Conversation Service's stream_chat (003_*) ----
+
+SESSIONS = "/api/conversation"
+
+
+def new_chat_session(live: Live) -> tuple[str, str]:
+    """(org id, chat session id) of a new conversation's session for gpt-4o-mini."""
+    headers = live.headers()
+    org = httpx.get(f"{live.base}/api/me", headers=headers).json()["user"]["teamId"]
+    models = httpx.get(f"{live.base}/api/models", headers=headers).json()["models"]
+    model = next(m["id"] for m in models if m["name"] == "gpt-4o-mini")
+    url = f"{live.base}{SESSIONS}"
+    conversation = httpx.post(
+        f"{url}/create?org_id={org}", headers=headers, json={"title": "durable"}
+    ).json()["id"]
+    body = {"conversation_id": conversation, "model_id": model}
+    session = httpx.post(f"{url}/create_session?org_id={org}", headers=headers, json=body)
+    return org, session.json()["id"]
+
+
+def test_stream_chat_resumes_with_exactly_the_rest_then_end(live, upstream):
+    org, session = new_chat_session(live)
+    upstream.enqueue(Reply(tokens=TOKENS, delay=0.05))
+    url = f"{live.base}{SESSIONS}/stream_chat?org_id={org}"
+    body = {"chat_session_id": session, "message": "Go"}
+    first: list[Frame] = []
+    with httpx.stream("POST", url, headers=live.headers(), json=body, timeout=30) as r:
+        record_id = r.headers["x-ai-record-id"]
+        for frame in frames_of(r.iter_lines()):
+            first.append(frame)
+            if names(first).count("content") == 4:
+                break
+    assert names(first) == ["start"] + ["content"] * 4
+    assert first[0]["id"] == f"{record_id}:0"
+    assert first[-1]["id"] == f"{record_id}:{len(content(first))}"
+
+    resume_url = f"{live.base}{SESSIONS}/stream_chat/resume"
+    params = {"org_id": org, "ai_record_id": record_id}
+    headers = {**live.headers(), "Last-Event-ID": first[-1]["id"]}
+    rest = frames_in(httpx.get(resume_url, params=params, headers=headers, timeout=30))
+    assert names(rest) == ["content"] * (TOKENS - 4) + ["end"]  # live, no second start
+    assert content(first) + content(rest) == FULL_TEXT
+    end = json.loads(rest[-1]["data"])
+    assert end["status"] == "completed" and end["reply_message_id"]
+    assert end["message_id"] == json.loads(first[0]["data"])["message_id"]
+    # no position: the whole stream again, start included
+    again = frames_in(httpx.get(resume_url, params=params, headers=live.headers(), timeout=30))
+    assert names(again) == ["start"] + ["content"] * TOKENS + ["end"]
+    # after a restart: from the stored record, the rest as one frame
+    live.restart()
+    resume_url = f"{live.base}{SESSIONS}/stream_chat/resume"  # a new server, a new port
+    rest = frames_in(httpx.get(resume_url, params=params, headers=headers, timeout=30))
+    assert names(rest) == ["content", "end"]
+    assert content(first) + content(rest) == FULL_TEXT
+    assert json.loads(rest[-1]["data"])["reply_message_id"] == end["reply_message_id"]
+
+
+def test_stream_chat_resume_is_scoped_and_its_errors_are_the_dialects(live, upstream):
+    org, session = new_chat_session(live)
+    upstream.enqueue(Reply("scoped"))
+    url = f"{live.base}{SESSIONS}/stream_chat?org_id={org}"
+    body = {"chat_session_id": session, "message": "Go"}
+    r = httpx.post(url, headers=live.headers(), json=body, timeout=30)
+    record_id = r.headers["x-ai-record-id"]
+    resume_url = f"{live.base}{SESSIONS}/stream_chat/resume"
+
+    def get(key: str | None = None, org_id: str = org, **extra: str) -> httpx.Response:
+        params = {"org_id": org_id, "ai_record_id": record_id, **extra}
+        return httpx.get(resume_url, params=params, headers=live.headers(key), timeout=30)
+
+    assert names(frames_in(get())) == ["start", "content", "end"]
+    outsider = live.key_for(other_org=True, role=Role.ADMIN)
+    outsider_org = httpx.get(f"{live.base}/api/me", headers=live.headers(outsider)).json()
+    for r in (get(live.key_for()), get(outsider, outsider_org["user"]["teamId"])):
+        assert r.status_code == 404 and r.json()["code"] == "NOT_FOUND"
+    r = get(after="x")
+    assert r.status_code == 400 and r.json()["code"] == "INVALID_REQUEST"
+    r = httpx.get(
+        resume_url,
+        params={"org_id": org, "ai_record_id": record_id},
+        headers={**live.headers(), "Last-Event-ID": "garbage"},
+    )
+    assert r.status_code == 400 and r.json()["code"] == "INVALID_REQUEST"
+    # a 1min.ai reply is not a stream_chat stream
+    upstream.enqueue(Reply("other dialect"))
+    other, _ = start_chat(live)
+    r = httpx.get(resume_url, params={"org_id": org, "ai_record_id": other}, headers=live.headers())
+    assert r.status_code == 404

@@ -42,7 +42,24 @@ class Replay:
     record: AiRecord
     run: Run | None
     after: int  # characters of the text the reader has
-    _skip: tuple[int, int] = (0, 0)  # (log position, characters of the delta there) to go on
+    place: tuple[int, int] = (0, 0)  # where in the run's log to go on (see Run.locate)
+
+
+def position_of(record_id: UUID, last_event_id: str) -> int:
+    """The characters a client has, from the SSE id of the last frame it received
+    (`<aiRecordId>:<n>`, as the dialects write them)."""
+    raw_id, _, chars = last_event_id.strip().rpartition(":")
+    try:
+        named = UUID(raw_id)
+    except ValueError:
+        named = None
+    if named is None or not (chars.isascii() and chars.isdigit()) or len(chars) > 12:
+        raise InvalidRequest(
+            "Last-Event-ID must be the id of a frame of this stream (<aiRecordId>:<n>)"
+        )
+    if named != record_id:
+        raise InvalidRequest(f"Last-Event-ID names another aiRecord than {record_id}")
+    return int(chars)
 
 
 class ReplayService:
@@ -95,7 +112,7 @@ class ReplayService:
         """The reply's events after the reader's position, ending with Done or Failed (whose
         `record` is the stored record). With `idle`, heartbeats as `Run.events()` gives."""
         if replay.run is not None:
-            return _live(replay.run, *replay._skip, idle)
+            return _live(replay.run, *replay.place, idle)
         return self._stored(replay.record, replay.after, idle)
 
     async def _stored(self, record: AiRecord, after: int, idle: float | None) -> ReplayEvents:

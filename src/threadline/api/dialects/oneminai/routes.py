@@ -28,7 +28,7 @@ from threadline.domain.entities import AiRecord, Principal
 from threadline.domain.errors import InvalidRequest, NotFound, ThreadlineError, Unprocessable
 from threadline.domain.events import Done, Failed, TextDelta
 from threadline.services.chat import ChatCommand, Grounding, HistorySettings, WebSearch
-from threadline.services.replays import Replay, ReplayEvents
+from threadline.services.replays import Replay, ReplayEvents, position_of
 from threadline.services.runs import Run
 
 
@@ -186,7 +186,7 @@ async def resume_chat_stream(
     """A streamed reply again, from the client's position: the frames it has not received
     (live while the reply is still being produced), then `result` + `done` (or `error`)."""
     record_id = _record_id(aiRecordId)
-    position = _position(record_id, last_event_id) if last_event_id is not None else after
+    position = position_of(record_id, last_event_id) if last_event_id is not None else after
     replays = container.replays
     replay = await replays.open(principal, record_id, position or 0)
 
@@ -270,22 +270,6 @@ def _record_id(raw: str) -> UUID:
         return UUID(raw)
     except ValueError:
         raise InvalidRequest(f"aiRecordId must be an aiRecord's uuid, not {raw[:64]!r}") from None
-
-
-def _position(record_id: UUID, last_event_id: str) -> int:
-    """The characters a client has, from the id of the last frame it received."""
-    raw_id, _, chars = last_event_id.strip().rpartition(":")
-    try:
-        named = UUID(raw_id)
-    except ValueError:
-        named = None
-    if named is None or not (chars.isascii() and chars.isdigit()) or len(chars) > 12:
-        raise InvalidRequest(
-            "Last-Event-ID must be the id of a frame of this stream (<aiRecordId>:<n>)"
-        )
-    if named != record_id:
-        raise InvalidRequest(f"Last-Event-ID names another aiRecord than {record_id}")
-    return int(chars)
 
 
 def _legacy_prompt(raw: dict[str, Any]) -> LegacyChatPrompt:
