@@ -34,7 +34,7 @@ async def test_a_failed_pending_write_fails_the_reply_and_nothing_is_charged(
     if streaming:  # the tokens do not wait for the write; the stream ends with its error
         r = await client.post(CHAT + "?isStreaming=true", headers=admin, json=HELLO)
         assert r.status_code == 200
-        assert 'event: content\ndata: {"content":"x"}' in r.text
+        assert ':1\nevent: content\ndata: {"content":"x"}' in r.text
         assert "STORAGE_ERROR" in r.text.split("event: error")[1]
         assert "event: result" not in r.text and "event: done" not in r.text
         assert '"content":"y"' not in r.text  # the model was stopped
@@ -123,7 +123,11 @@ def test_content_frames_are_the_json_a_general_encoder_makes():
     from threadline.api.dialects.oneminai import encode
 
     for text in ("hello", ' wörld "q" \\ \n\t\x00\x1f', "😀", "", "</script>\u2028"):
-        assert encode.content_frame(text) == encode.sse("content", {"content": text})
+        frame_id = encode.event_id("rid", 7)
+        assert encode.content_frame(text, "rid", 7) == encode.sse(
+            "content", {"content": text}, frame_id
+        )
+        assert encode.content_frame(text, "rid", 7).startswith(b"id: rid:7\nevent: content\n")
 
 
 async def test_the_model_is_asked_before_the_pending_record_is_written(

@@ -84,6 +84,19 @@ async def test_streaming_emits_content_result_done(client, admin, fakes):
         "Artificial intelligence is a branch of computer science..."
     ]
     assert events[3][1] == {"message": "Stream completed"}
+    # each frame is the spec's `event:` + `data:` lines after an SSE id: the aiRecord and the
+    # characters of text so far (what a client resumes from, see test_durable_streams)
+    rid = r.headers["x-ai-record-id"]
+    assert rid == result["uuid"]
+    frames = r.text.split("\n\n")
+    assert (
+        frames[0]
+        == f'id: {rid}:26\nevent: content\ndata: {{"content":"Artificial intelligence is"}}'
+    )
+    assert frames[1].startswith(f"id: {rid}:58\nevent: content\ndata: ")
+    assert frames[2].startswith(f"id: {rid}:58\nevent: result\ndata: ")
+    assert frames[3] == f'id: {rid}:58\nevent: done\ndata: {{"message":"Stream completed"}}'
+    assert frames[4:] == [""]
 
 
 async def test_history_example_uses_this_models_earlier_replies(client, admin, fakes):

@@ -73,3 +73,16 @@ async def test_a_reader_that_leaves_does_not_disturb_the_others():
     run.finish(run.record, Done(record=run.record))
     assert await staying == [TextDelta("x"), Done(record=run.record)]
     assert leaving.cancelled()
+
+
+def test_locate_finds_where_a_reader_with_n_characters_goes_on():
+    run = new_run()
+    assert run.locate(0) == (0, 0)
+    for word in ("ab", "", "cde"):
+        run.emit(TextDelta(word))
+    assert run.locate(0) == (0, 0)
+    assert run.locate(1) == (0, 1)  # inside the first delta: one character of it is had
+    assert run.locate(2) == (1, 0)
+    assert run.locate(4) == (2, 2)
+    assert run.locate(5) == (3, 0)  # all of it: what comes next
+    assert run.locate(6) is None  # more than the log holds

@@ -34,6 +34,7 @@ from threadline.services.memory_model import ModelExtractor
 from threadline.services.memory_rules import RuleExtractor
 from threadline.services.pages import PageReader
 from threadline.services.ratelimit import KeyRateLimiter
+from threadline.services.replays import ReplayService
 from threadline.services.retrieval import Retriever
 from threadline.services.runs import RunRegistry
 from threadline.services.sessions import SessionService
@@ -80,7 +81,8 @@ class Container:
             model_factory,
             image_factory or build_image_model,
         )
-        self.runs = RunRegistry()
+        self.runs = RunRegistry(settings.stream_retention_seconds)
+        self.replays = ReplayService(self.runs, self.record_store, self.account_store)
         self.metrics = Metrics(active_runs=lambda: self.runs.active)
         self.accounts = AccountService(
             self.account_store, settings.default_credit_limit, settings.auth_cache_seconds

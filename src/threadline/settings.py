@@ -280,6 +280,12 @@ class Settings(BaseSettings):
     history_limit_max: int = Field(100, ge=1)
     page_size_max: int = Field(100, ge=1)
     sse_ping_seconds: float = Field(15.0, gt=0)
+    stream_retention_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="how long a finished reply's events stay in memory for resumed streams "
+        "(after that a resume is answered from the stored aiRecord)",
+    )
     auth_cache_seconds: float = Field(
         5.0,
         ge=0,

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from uuid import UUID
 
 from threadline.domain.entities import AiRecord, User
-from threadline.domain.events import Done, Failed, ReplyEvent
+from threadline.domain.events import Done, Failed, ReplyEvent, TextDelta
 
 
 class Run:
@@ -51,6 +51,20 @@ class Run:
         """The closing event once the run has finished."""
         last = self._log[-1] if self._finished.is_set() else None
         return last if isinstance(last, Done | Failed) else None
+
+    def locate(self, chars: int) -> tuple[int, int] | None:
+        """Where a reader that has the text's first `chars` characters goes on: the log
+        position to read from and how many characters of the delta there it already has.
+        None when the log holds less text than that (so far)."""
+        seen = 0
+        for position, event in enumerate(self._log):
+            if seen >= chars:
+                return position, 0
+            if isinstance(event, TextDelta):
+                if seen + len(event.text) > chars:
+                    return position, chars - seen
+                seen += len(event.text)
+        return (len(self._log), 0) if seen == chars else None
 
     async def events(
         self, after: int = 0, idle: float | None = None

@@ -25,6 +25,7 @@ from threadline.services.catalog import MODEL_ID_NAMESPACE, ModelCatalog
 from threadline.services.chat import ChatCommand, ChatService, HistorySettings
 from threadline.services.clock import utcnow
 from threadline.services.conversations import ConversationService
+from threadline.services.replays import Replay
 from threadline.services.runs import Run
 
 RECORD_TYPE = "CONVERSATION_SESSION_CHAT"
@@ -39,12 +40,13 @@ def model_id_of(model_name: str) -> UUID:
 
 @dataclass(frozen=True, slots=True)
 class Exchange:
-    """One message sent through a session: the run producing the reply, and the id of the
-    user's message it stored."""
+    """One message sent through a session: the run producing the reply (None when a stream
+    is resumed from the stored record), its aiRecord and the id of the user's message."""
 
     session: ChatSession
-    run: Run
+    run: Run | None
     message_id: UUID | None
+    record_id: UUID
 
 
 class SessionService:
@@ -142,12 +144,28 @@ class SessionService:
         )
         run = await self._chat.reply(command)
         await self._store.touch(caller.org_id, session.id)
-        return Exchange(session=session, run=run, message_id=run.user_message_id)
+        return Exchange(session, run, run.user_message_id, run.id)
+
+    async def resumed(self, caller: Principal, replay: Replay) -> Exchange:
+        """The exchange of a reply sent through a session, for a resumed stream; a record
+        of another dialect's request is not found here."""
+        record, run = replay.record, replay.run
+        raw = record.prompt_object.get("chatSessionId")
+        if record.type != RECORD_TYPE or record.conversation_id is None or not raw:
+            raise NotFound(f"stream {record.id} not found")
+        session = await self.get(caller, UUID(str(raw)))
+        if run is not None:
+            return Exchange(session, run, run.user_message_id, record.id)
+        stored = await self._store.messages_of_record(
+            caller.org_id, record.conversation_id, record.id
+        )
+        message_id = next((m.id for m in stored if m.role == "user"), None)
+        return Exchange(session, None, message_id, record.id)
 
     async def reply_message_id(self, caller: Principal, exchange: Exchange) -> UUID | None:
         """The id of the stored reply, once the run has finished (None before)."""
         stored = await self._store.messages_of_record(
-            caller.org_id, exchange.session.conversation_id, exchange.run.id
+            caller.org_id, exchange.session.conversation_id, exchange.record_id
         )
         return next((m.id for m in stored if m.role == "assistant"), None)
 

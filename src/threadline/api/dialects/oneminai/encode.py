@@ -1,5 +1,6 @@
 """Core objects → 1min.ai JSON, and reply events → the Chat with AI SSE frames
-(`content`, `result`, `done`, `error`)."""
+(`content`, `result`, `done`, `error`), each with an SSE `id: <aiRecordId>:<characters so
+far>` line (durable streams, see services/replays.py); keep-alive pings are comments."""
 
 from __future__ import annotations
 
@@ -158,25 +159,39 @@ def message(m: Message) -> dict[str, Any]:
     }
 
 
-def sse(event: str, data: dict[str, Any]) -> bytes:
+def sse(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
     payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return f"event: {event}\ndata: {payload}\n\n".encode()
+    frame = f"event: {event}\ndata: {payload}\n\n"
+    return (frame if event_id is None else f"id: {event_id}\n{frame}").encode()
 
 
-def content_frame(text: str) -> bytes:
-    """`sse("content", {"content": text})`, built without a json.dumps per token."""
-    return f'event: content\ndata: {{"content":{_json_string(text)}}}\n\n'.encode()
+def event_id(record_id: str, chars: int) -> str:
+    """A frame's SSE id: the aiRecord and how many characters of its text came so far (what
+    `GET /api/chat-with-ai/{aiRecordId}/stream` resumes from, as `Last-Event-ID`)."""
+    return f"{record_id}:{chars}"
 
 
-def result_frame(record: dict[str, Any]) -> bytes:
-    return sse("result", {"aiRecord": record})
+def content_frame(text: str, record_id: str, chars: int) -> bytes:
+    """`sse("content", {"content": text}, event_id(record_id, chars))`, built without a
+    json.dumps per token."""
+    return (
+        f'id: {record_id}:{chars}\nevent: content\ndata: {{"content":{_json_string(text)}}}\n\n'
+    ).encode()
+
+
+def result_frame(record: dict[str, Any], frame_id: str) -> bytes:
+    return sse("result", {"aiRecord": record}, frame_id)
 
 
 DONE_FRAME = sse("done", {"message": "Stream completed"})
 
 
-def error_frame(failed: Failed, record_id: str | None) -> bytes:
+def done_frame(frame_id: str) -> bytes:
+    return f"id: {frame_id}\n".encode() + DONE_FRAME
+
+
+def error_frame(failed: Failed, record_id: str | None, frame_id: str | None = None) -> bytes:
     error: dict[str, Any] = {"code": failed.code, "message": failed.message}
     if record_id:
         error["aiRecordId"] = record_id
-    return sse("error", {"success": False, "error": error})
+    return sse("error", {"success": False, "error": error}, frame_id)

@@ -3,11 +3,11 @@ service and encodes the answer; errors render as `{success: false, error: {...}}
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
@@ -27,12 +27,13 @@ from threadline.api.dialects.oneminai.schemas import (
 )
 from threadline.api.native import error_response, render_native, validation_details
 from threadline.api.routing import route_class
-from threadline.domain.entities import Principal
+from threadline.domain.entities import AiRecord, Principal
 from threadline.domain.errors import InvalidRequest, NotFound, ThreadlineError, Unprocessable
 from threadline.domain.events import Done, Failed, TextDelta
 from threadline.domain.image_generation import IMAGE_GENERATOR
 from threadline.services.chat import ChatCommand, Grounding, HistorySettings, WebSearch
 from threadline.services.image_generation import ImageGenerationCommand
+from threadline.services.replays import Replay, ReplayEvents, position_of
 from threadline.services.runs import Run
 
 
@@ -165,8 +166,54 @@ async def chat_with_ai(
     )
     run = await container.chat.reply(command)
     if isStreaming:
-        return _sse_response(_chat_frames(run, principal, container))
+        idle = container.settings.sse_ping_seconds
+
+        async def record_json(_: Done) -> dict[str, Any]:
+            return await _record_json(run, principal, container)
+
+        frames = _chat_frames(run.events(idle=idle), run.id, 0, record_json)
+        return _sse_response(frames, run.id)
     return await _finished(run, principal, container)
+
+
+@router.get("/api/chat-with-ai/{aiRecordId}/stream", response_model=None)
+async def resume_chat_stream(
+    aiRecordId: str,
+    principal: PrincipalDep,
+    container: ContainerDep,
+    last_event_id: Annotated[
+        str | None,
+        Header(alias="Last-Event-ID", description="the id of the last frame received"),
+    ] = None,
+    after: Annotated[
+        int | None, Query(ge=0, description="characters of the text received (no header)")
+    ] = None,
+) -> Response:
+    """A streamed reply again, from the client's position: the frames it has not received
+    (live while the reply is still being produced), then `result` + `done` (or `error`)."""
+    record_id = _record_id(aiRecordId)
+    position = position_of(record_id, last_event_id) if last_event_id is not None else after
+    replays = container.replays
+    replay = await replays.open(principal, record_id, position or 0)
+
+    async def record_json(event: Done) -> dict[str, Any]:
+        return await _replayed_json(replay, event, principal, container)
+
+    events = replays.events(replay, idle=container.settings.sse_ping_seconds)
+    return _sse_response(_chat_frames(events, record_id, replay.after, record_json), record_id)
+
+
+@router.get("/api/chat-with-ai/{aiRecordId}")
+async def get_ai_record(
+    aiRecordId: str, principal: PrincipalDep, container: ContainerDep
+) -> dict[str, Any]:
+    """The aiRecord as it is now (PENDING while its reply runs; it does not wait)."""
+    record_id = _record_id(aiRecordId)
+    replay = await container.replays.open(principal, record_id)
+    record = await container.replays.current(replay)
+    user = await container.replays.owner(replay) or await container.accounts.user(principal)
+    provider = _provider(container, record.model)
+    return {"aiRecord": encode.ai_record(record, user, provider)}
 
 
 @router.post("/api/features", response_model=None)
@@ -264,6 +311,13 @@ async def _image_feature(body: FeatureRequest, principal: Principal, container: 
     )
 
 
+def _record_id(raw: str) -> UUID:
+    try:
+        return UUID(raw)
+    except ValueError:
+        raise InvalidRequest(f"aiRecordId must be an aiRecord's uuid, not {raw[:64]!r}") from None
+
+
 def _prompt_object(schema: type[P], raw: dict[str, Any]) -> P:
     try:
         return schema.model_validate(raw)
@@ -284,8 +338,23 @@ def _recorded_prompt(prompt: dict[str, Any], brand_voice_id: str | None = None) 
 async def _record_json(run: Run, principal: Principal, container: Any) -> dict[str, Any]:
     record = await run.result()
     user = run.user or await container.accounts.user(principal)  # fresh after the charge
-    provider = container.catalog.entry(record.model).provider_label
-    return encode.ai_record(record, user, provider)
+    return encode.ai_record(record, user, _provider(container, record.model))
+
+
+async def _replayed_json(
+    replay: Replay, done: Done, principal: Principal, container: Any
+) -> dict[str, Any]:
+    record = done.record if isinstance(done.record, AiRecord) else replay.record
+    user = await container.replays.owner(replay) or await container.accounts.user(principal)
+    return encode.ai_record(record, user, _provider(container, record.model))
+
+
+def _provider(container: Any, model: str) -> str:
+    """The model's provider label; a model no longer configured is named as stored."""
+    try:
+        return str(container.catalog.entry(model).provider_label)
+    except ThreadlineError:
+        return "unknown"
 
 
 async def _finished(run: Run, principal: Principal, container: Any) -> Response:
@@ -296,22 +365,36 @@ async def _finished(run: Run, principal: Principal, container: Any) -> Response:
     return JSONResponse({"aiRecord": record})
 
 
-def _sse_response(frames: AsyncIterator[bytes]) -> StreamingResponse:
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+def _sse_response(frames: AsyncIterator[bytes], record_id: UUID) -> StreamingResponse:
+    headers = {
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",
+        "X-AI-Record-Id": str(record_id),
+    }
     return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
 
 
-async def _chat_frames(run: Run, principal: Principal, container: Any) -> AsyncIterator[bytes]:
-    async for _, event in run.events(idle=container.settings.sse_ping_seconds):
+async def _chat_frames(
+    events: ReplayEvents,
+    record_id: UUID,
+    chars: int,
+    record_json: Callable[[Done], Awaitable[dict[str, Any]]],
+) -> AsyncIterator[bytes]:
+    """The SSE frames of a reply's events; `chars`: the characters of text the client had
+    before them (each frame's id tells the count after it)."""
+    rid = str(record_id)
+    async for _, event in events:
         if event is None:
             yield encode.SSE_PING
         elif isinstance(event, TextDelta):
-            yield encode.content_frame(event.text)
+            chars += len(event.text)
+            yield encode.content_frame(event.text, rid, chars)
         elif isinstance(event, Done):
-            yield encode.result_frame(await _record_json(run, principal, container))
-            yield encode.DONE_FRAME
+            frame_id = encode.event_id(rid, chars)
+            yield encode.result_frame(await record_json(event), frame_id)
+            yield encode.done_frame(frame_id)
         elif isinstance(event, Failed):
-            yield encode.error_frame(event, str(run.id))
+            yield encode.error_frame(event, rid, encode.event_id(rid, chars))
 
 
 class StreamAborted(Exception):

@@ -1,5 +1,6 @@
 """Core objects → Conversation Service JSON (snake_case), and a reply's events → the
-`stream_chat` SSE frames `start`, `content`, `end` and `error`.
+`stream_chat` SSE frames `start`, `content`, `end` and `error`, each with an SSE id
+`<aiRecordId>:<characters of text so far>` (durable streams, see services/replays.py).
 
 Statuses are lower case as in 003_*: a session is "active"; a message is "pending" while its
 reply runs, then "completed" or "failed".
@@ -84,9 +85,16 @@ def messages_page(page: Page) -> dict[str, Any]:
     }
 
 
-def sse(event: str, data: dict[str, Any]) -> bytes:
+def sse(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
     payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return f"event: {event}\ndata: {payload}\n\n".encode()
+    frame = f"event: {event}\ndata: {payload}\n\n"
+    return (frame if event_id is None else f"id: {event_id}\n{frame}").encode()
+
+
+def event_id(exchange: Exchange, chars: int) -> str:
+    """A frame's SSE id: the reply's aiRecord and how many characters of its text came so
+    far (what `GET stream_chat/resume` goes on from, as `Last-Event-ID`)."""
+    return f"{exchange.record_id}:{chars}"
 
 
 def start_frame(exchange: Exchange) -> bytes:
@@ -99,14 +107,17 @@ def start_frame(exchange: Exchange) -> bytes:
             "conversation_id": str(s.conversation_id),
             "model_id": str(model_id_of(s.model_name)),
         },
+        event_id(exchange, 0),
     )
 
 
-def content_frame(text: str) -> bytes:
-    return sse("content", {"content": text})
+def content_frame(text: str, frame_id: str) -> bytes:
+    return sse("content", {"content": text}, frame_id)
 
 
-def end_frame(exchange: Exchange, reply_id: UUID | None, record: AiRecord | None) -> bytes:
+def end_frame(
+    exchange: Exchange, reply_id: UUID | None, record: AiRecord | None, frame_id: str
+) -> bytes:
     data: dict[str, Any] = {
         "message_id": _id(exchange.message_id),
         "reply_message_id": _id(reply_id),
@@ -119,10 +130,10 @@ def end_frame(exchange: Exchange, reply_id: UUID | None, record: AiRecord | None
             "output_tokens": record.output_tokens,
             "credits": record.credits,
         }
-    return sse("end", data)
+    return sse("end", data, frame_id)
 
 
-def error_frame(exchange: Exchange, reply_id: UUID | None, failed: Failed) -> bytes:
+def error_frame(exchange: Exchange, reply_id: UUID | None, failed: Failed, frame_id: str) -> bytes:
     return sse(
         "error",
         {
@@ -131,6 +142,7 @@ def error_frame(exchange: Exchange, reply_id: UUID | None, failed: Failed) -> by
             "message_id": _id(exchange.message_id),
             "reply_message_id": _id(reply_id),
         },
+        frame_id,
     )
 
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
@@ -24,6 +24,7 @@ from threadline.api.routing import route_class
 from threadline.domain.entities import AiRecord, Principal
 from threadline.domain.errors import NotFound, RateLimited, ThreadlineError
 from threadline.domain.events import Done, Failed, TextDelta
+from threadline.services.replays import ReplayEvents, position_of
 from threadline.services.sessions import Exchange
 
 MESSAGES_DEFAULT_LIMIT = 20
@@ -84,10 +85,37 @@ async def create_session(
 @router.post("/stream_chat", response_model=None)
 async def stream_chat(body: StreamChat, caller: Caller, container: ContainerDep) -> Response:
     exchange = await container.sessions.send(caller, body.chat_session_id, body.message)
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(
-        _frames(exchange, caller, container), media_type="text/event-stream", headers=headers
-    )
+    assert exchange.run is not None
+    events = exchange.run.events(idle=container.settings.sse_ping_seconds)
+    return _sse_response(_frames(exchange, events, 0, caller, container, start=True), exchange)
+
+
+@router.get("/stream_chat/resume", response_model=None)
+async def resume_stream_chat(
+    caller: Caller,
+    container: ContainerDep,
+    ai_record_id: Annotated[
+        UUID, Query(description="the stream's id: X-AI-Record-Id, or its frames' id prefix")
+    ],
+    last_event_id: Annotated[
+        str | None,
+        Header(alias="Last-Event-ID", description="the id of the last frame received"),
+    ] = None,
+    after: Annotated[
+        int | None, Query(ge=0, description="characters of the text received (no header)")
+    ] = None,
+) -> Response:
+    """A `stream_chat` stream again, from the client's position: the frames it has not
+    received (live while the reply runs), then `end` (or `error`). With no position at all
+    (neither Last-Event-ID nor `after`) it starts over, with `start`."""
+    if last_event_id is not None:
+        after = position_of(ai_record_id, last_event_id)
+    replays = container.replays
+    replay = await replays.open(caller, ai_record_id, after or 0)
+    exchange = await container.sessions.resumed(caller, replay)
+    events = replays.events(replay, idle=container.settings.sse_ping_seconds)
+    frames = _frames(exchange, events, replay.after, caller, container, start=after is None)
+    return _sse_response(frames, exchange)
 
 
 @router.get("/list", response_model=None)
@@ -129,18 +157,39 @@ async def messages(
     return encode.messages_page(page)
 
 
-async def _frames(exchange: Exchange, caller: Principal, container: Any) -> AsyncIterator[bytes]:
-    """`start`, `content`…, then `end` (or `error`). The run goes on without the client."""
-    yield encode.start_frame(exchange)
-    async for _, event in exchange.run.events(idle=container.settings.sse_ping_seconds):
+def _sse_response(frames: AsyncIterator[bytes], exchange: Exchange) -> StreamingResponse:
+    headers = {
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",
+        "X-AI-Record-Id": str(exchange.record_id),
+    }
+    return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
+
+
+async def _frames(
+    exchange: Exchange,
+    events: ReplayEvents,
+    chars: int,
+    caller: Principal,
+    container: Any,
+    *,
+    start: bool,
+) -> AsyncIterator[bytes]:
+    """`start`, `content`…, then `end` (or `error`). The run goes on without the client.
+    `chars`: the characters of text the client had before these events."""
+    if start:
+        yield encode.start_frame(exchange)
+    async for _, event in events:
         if event is None:
             yield encode.PING
         elif isinstance(event, TextDelta):
-            yield encode.content_frame(event.text)
+            chars += len(event.text)
+            yield encode.content_frame(event.text, encode.event_id(exchange, chars))
         elif isinstance(event, Done | Failed):
             reply_id = await container.sessions.reply_message_id(caller, exchange)
+            frame_id = encode.event_id(exchange, chars)
             if isinstance(event, Failed):
-                yield encode.error_frame(exchange, reply_id, event)
+                yield encode.error_frame(exchange, reply_id, event, frame_id)
             else:
                 record = event.record if isinstance(event.record, AiRecord) else None
-                yield encode.end_frame(exchange, reply_id, record)
+                yield encode.end_frame(exchange, reply_id, record, frame_id)

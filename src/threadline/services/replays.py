@@ -1,0 +1,167 @@
+"""Durable streams: a streamed reply read again from where a client's copy ends.
+
+A client's position in a reply is the number of characters of the reply's text it has
+received (the dialects put it in every frame's SSE id, beside the aiRecord's id). Counting
+characters rather than events makes the position mean the same thing to the run that is
+streaming the reply and to the record stored after it, so a reply can be resumed
+
+- from the run itself while this process holds it (live, or finished less than the
+  registry's retention ago): the events after the position, then live ones until the end;
+- from the stored record otherwise (another process, a restart, retention passed): the
+  stored text after the position as one delta, then the closing event. A record still
+  PENDING (its run lives in another process) is polled until it ends, up to `pending_wait`.
+
+Visibility is a conversation's: the record's org only, and its own user unless the caller is
+an admin. Anything else is "not found".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from uuid import UUID
+
+from threadline.domain.entities import AiRecord, Principal, RecordStatus, User
+from threadline.domain.errors import InvalidRequest, NotFound
+from threadline.domain.events import Done, Failed, ReplyEvent, TextDelta
+from threadline.domain.ports import AccountStore, RecordStore
+from threadline.services.runs import Run, RunRegistry
+
+ReplayEvents = AsyncIterator[tuple[int, ReplyEvent | None]]
+"""As `Run.events()`: (a sequence number dialects ignore, the event or an idle heartbeat)."""
+
+STORED_FAILURE = "REPLY_FAILED"  # a stored record keeps its error's message, not its code
+
+
+@dataclass
+class Replay:
+    """A reply opened for reading again: its record as known now, its run when held here."""
+
+    record: AiRecord
+    run: Run | None
+    after: int  # characters of the text the reader has
+    place: tuple[int, int] = (0, 0)  # where in the run's log to go on (see Run.locate)
+
+
+def position_of(record_id: UUID, last_event_id: str) -> int:
+    """The characters a client has, from the SSE id of the last frame it received
+    (`<aiRecordId>:<n>`, as the dialects write them)."""
+    raw_id, _, chars = last_event_id.strip().rpartition(":")
+    try:
+        named = UUID(raw_id)
+    except ValueError:
+        named = None
+    if named is None or not (chars.isascii() and chars.isdigit()) or len(chars) > 12:
+        raise InvalidRequest(
+            "Last-Event-ID must be the id of a frame of this stream (<aiRecordId>:<n>)"
+        )
+    if named != record_id:
+        raise InvalidRequest(f"Last-Event-ID names another aiRecord than {record_id}")
+    return int(chars)
+
+
+class ReplayService:
+    def __init__(
+        self,
+        runs: RunRegistry,
+        records: RecordStore,
+        accounts: AccountStore,
+        *,
+        poll_seconds: float = 1.0,
+        pending_wait: float = 300.0,
+    ) -> None:
+        self._runs = runs
+        self._records = records
+        self._accounts = accounts
+        self.poll_seconds = poll_seconds
+        self.pending_wait = pending_wait
+
+    async def open(self, caller: Principal, record_id: UUID, after: int = 0) -> Replay:
+        """The reply `record_id` for a reader that has its first `after` characters; a
+        position past the text produced so far is refused (400) before anything is sent."""
+        run = self._runs.get(caller.org_id, record_id)
+        record = (
+            run.record if run is not None else await self._records.get(caller.org_id, record_id)
+        )
+        if record is None or not (caller.is_admin or record.user_id == caller.user.id):
+            raise NotFound(f"aiRecord {record_id} not found")
+        if run is not None:
+            place = run.locate(after)
+            if place is None:
+                raise _past_the_end(after)
+            return Replay(record, run, after, place)
+        if record.status is not RecordStatus.PENDING and after > len(record.result_text):
+            raise _past_the_end(after, len(record.result_text))
+        return Replay(record, None, after)
+
+    @staticmethod
+    async def current(replay: Replay) -> AiRecord:
+        """The record as it is now: a live run's is PENDING (it does not wait for the end)."""
+        run = replay.run
+        return await run.result() if run is not None and run.finished else replay.record
+
+    async def owner(self, replay: Replay) -> User | None:
+        """The record's user as stored now (its fresh credit figures)."""
+        if replay.run is not None and replay.run.user is not None:
+            return replay.run.user
+        return await self._accounts.get_user(replay.record.org_id, replay.record.user_id)
+
+    def events(self, replay: Replay, idle: float | None = None) -> ReplayEvents:
+        """The reply's events after the reader's position, ending with Done or Failed (whose
+        `record` is the stored record). With `idle`, heartbeats as `Run.events()` gives."""
+        if replay.run is not None:
+            return _live(replay.run, *replay.place, idle)
+        return self._stored(replay.record, replay.after, idle)
+
+    async def _stored(self, record: AiRecord, after: int, idle: float | None) -> ReplayEvents:
+        started = last = time.monotonic()
+        while record.status is RecordStatus.PENDING:
+            if time.monotonic() - started >= self.pending_wait:
+                yield 0, _STILL_PENDING
+                return
+            await asyncio.sleep(self.poll_seconds)
+            if idle is not None and time.monotonic() - last >= idle:
+                last = time.monotonic()
+                yield 0, None
+            record = await self._records.get(record.org_id, record.id) or record
+        text = record.result_text
+        if after > len(text):  # it was PENDING when the reader's position was checked
+            yield 0, replace(_past_end_failure(after, len(text)), record=record)
+            return
+        if after < len(text):
+            yield 0, TextDelta(text[after:])
+        if record.status is RecordStatus.SUCCESS:
+            yield 0, Done(record=record)
+        else:
+            message = record.error or "the reply failed"
+            yield 0, Failed(code=STORED_FAILURE, message=message, record=record)
+
+
+async def _live(run: Run, position: int, skip: int, idle: float | None) -> ReplayEvents:
+    async for sequence, event in run.events(after=position, idle=idle):
+        if skip and isinstance(event, TextDelta):
+            event, skip = TextDelta(event.text[skip:]), 0
+        yield sequence, event
+
+
+def _past_the_end(after: int, length: int | None = None) -> InvalidRequest:
+    has = "so far" if length is None else f"of {length}"
+    return InvalidRequest(
+        f"the stream position {after} is past the reply's text {has}: resume with the "
+        "Last-Event-ID of a frame this stream sent"
+    )
+
+
+def _past_end_failure(after: int, length: int) -> Failed:
+    error = _past_the_end(after, length)
+    return Failed(code=error.code, message=error.message, status=error.status)
+
+
+_STILL_PENDING = Failed(
+    code="REPLY_PENDING",
+    message="the reply is still being produced by another server process; resume the stream "
+    "again later",
+    status=503,
+)
