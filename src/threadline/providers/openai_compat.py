@@ -27,13 +27,13 @@ from threadline.domain.errors import ModelError, ModelTimeout
 from threadline.domain.events import ReplyEvent, TextDelta, Usage, finish_reason
 from threadline.domain.ports import ChatMessage, ModelRequest
 from threadline.providers.http1 import Http1Transport
+from threadline.providers.upstream import Upstream, error_message
 from threadline.settings import ModelConfig
 
 MAX_CONNECTIONS = 1024  # per model, open at once
 MAX_KEEPALIVE = 512  # per model, kept alive between requests
 
 _ERROR_BODY_CAP = 64 * 1024  # bytes of an error response read to find its message
-_MESSAGE_CAP = 300  # characters of the upstream's error message passed on
 
 
 class _StreamBroken(Exception):
@@ -51,14 +51,12 @@ class OpenAICompatibleModel:
         api_key: str | None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        url = httpx.URL(config.base_url or "")
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(f"model {name!r}: base_url must be an http:// or https:// URL")
+        self._upstream = Upstream.at(config.base_url, api_key, f"model {name!r}")
         self.name = name
         self.config = config
         self.upstream_model = config.upstream_model or name
         self._api_key = api_key
-        self._host = url.host if url.port is None else f"{url.host}:{url.port}"
+        self._host = self._upstream.host
         self._transport = transport or Http1Transport(
             ssl_context=httpx.create_ssl_context(),
             max_connections=MAX_CONNECTIONS,
@@ -66,7 +64,7 @@ class OpenAICompatibleModel:
         )
         # Requests go to the transport itself: an httpx client would add cookie, auth and
         # redirect handling (none of which applies here) and a wrapper around every read.
-        self._endpoint = url.copy_with(raw_path=url.raw_path.rstrip(b"/") + b"/chat/completions")
+        self._endpoint = self._upstream.endpoint("chat/completions")
         self._headers = httpx.Headers(
             {
                 "Accept": "*/*",
@@ -156,7 +154,7 @@ class OpenAICompatibleModel:
 
     async def _status_error(self, response: httpx.Response) -> ModelError:
         status = response.status_code
-        detail = self._clean(_error_message(await _read_capped(response)))
+        detail = self._clean(error_message(await _read_capped(response)))
         prefix = f"model {self.name!r}: upstream returned {status}"
         if status in (401, 403):
             if self._api_key is None:
@@ -199,11 +197,7 @@ class OpenAICompatibleModel:
         return ModelError(f"model {name}: request to {host} failed ({type(exc).__name__})")
 
     def _clean(self, text: str | None) -> str:
-        """One trimmed line, with the API key masked should the upstream echo it."""
-        text = " ".join((text or "").split())
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        return text if len(text) <= _MESSAGE_CAP else text[: _MESSAGE_CAP - 1] + "…"
+        return self._upstream.clean(text)
 
 
 class _StreamState:
@@ -231,7 +225,7 @@ class _StreamState:
             raise _StreamBroken("an event that is not a JSON object")
         try:
             if chunk.get("error"):
-                self.error = _error_message(chunk) or "no error message"
+                self.error = error_message(chunk) or "no error message"
                 self.done = True
                 return None
             if chunk.get("usage"):
@@ -292,24 +286,6 @@ def _message(message: ChatMessage) -> dict[str, Any]:
 
 def _tokens(chars: int) -> int:
     return max(1, math.ceil(chars / 4))
-
-
-def _error_message(payload: bytes | dict[str, Any] | None) -> str | None:
-    """The message of an error body in OpenAI's shape (or a close cousin); never the body."""
-    if isinstance(payload, bytes):
-        try:
-            payload = json.loads(payload)
-        except ValueError:
-            return None
-    if not isinstance(payload, dict):
-        return None
-    error = payload.get("error")
-    if isinstance(error, dict):
-        error = error.get("message")
-    for candidate in (error, payload.get("message"), payload.get("detail")):
-        if isinstance(candidate, str) and candidate.strip():
-            return candidate
-    return None
 
 
 def _body(response: httpx.Response) -> AsyncIterable[bytes]:

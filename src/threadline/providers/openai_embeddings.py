@@ -22,11 +22,10 @@ import httpx
 
 from threadline.domain.documents import EmbedKind
 from threadline.domain.errors import ModelError, ModelTimeout
-from threadline.providers.openai_compat import _error_message
+from threadline.providers.upstream import Upstream, error_message
 from threadline.settings import EmbeddingConfig
 
 CONNECT_TIMEOUT = 5.0  # seconds; capped by the configured timeout
-_MESSAGE_CAP = 300  # characters of the upstream's error message passed on
 
 
 class OpenAICompatibleEmbedder:
@@ -43,9 +42,8 @@ class OpenAICompatibleEmbedder:
         api_key: str | None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        url = httpx.URL(config.base_url or "")
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError("[embeddings] base_url must be an http:// or https:// URL")
+        upstream = Upstream.at(config.base_url, api_key, "[embeddings]")
+        url = upstream.url
         if not config.model:
             raise ValueError("[embeddings] model is required for openai-compatible embeddings")
         self.config = config
@@ -53,7 +51,8 @@ class OpenAICompatibleEmbedder:
         self.name = f"openai-compatible:{config.model}"
         self.dim = config.dim or 0
         self._api_key = api_key
-        self._host = url.host if url.port is None else f"{url.host}:{url.port}"
+        self._upstream = upstream
+        self._host = upstream.host
         self._client = httpx.AsyncClient(
             base_url=url,
             headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
@@ -139,7 +138,7 @@ class OpenAICompatibleEmbedder:
 
     def _status_error(self, response: httpx.Response) -> ModelError:
         status = response.status_code
-        detail = self._clean(_error_message(response.content))
+        detail = self._clean(error_message(response.content))
         prefix = f"upstream returned {status}"
         if status in (401, 403):
             if self._api_key is None:
@@ -177,8 +176,4 @@ class OpenAICompatibleEmbedder:
         return ModelError(f"embeddings {name}: request to {host} failed ({type(exc).__name__})")
 
     def _clean(self, text: str | None) -> str:
-        """One trimmed line, with the API key masked should the upstream echo it."""
-        text = " ".join((text or "").split())
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        return text if len(text) <= _MESSAGE_CAP else text[: _MESSAGE_CAP - 1] + "…"
+        return self._upstream.clean(text)

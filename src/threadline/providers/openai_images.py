@@ -39,11 +39,10 @@ from threadline.domain.image_generation import (
 )
 from threadline.providers.http1 import Http1Transport
 from threadline.providers.image_format import NotAnImage, encode_as
-from threadline.providers.openai_compat import _error_message
+from threadline.providers.upstream import Upstream, error_message
 from threadline.settings import ModelConfig
 
 MAX_RESPONSE_BYTES = 128 * 1024 * 1024  # ten large base64 images fit
-_MESSAGE_CAP = 300
 
 
 class OpenAICompatibleImageModel:
@@ -57,14 +56,14 @@ class OpenAICompatibleImageModel:
         api_key: str | None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        url = httpx.URL(config.base_url or "")
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(f"model {name!r}: base_url must be an http:// or https:// URL")
+        upstream = Upstream.at(config.base_url, api_key, f"model {name!r}")
+        url = upstream.url
         self.name = name
         self.config = config
         self.upstream_model = config.upstream_model or name
         self._api_key = api_key
-        self._host = url.host if url.port is None else f"{url.host}:{url.port}"
+        self._upstream = upstream
+        self._host = upstream.host
         headers = {"User-Agent": f"threadline/{__version__}", "Accept": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -169,7 +168,7 @@ class OpenAICompatibleImageModel:
         return ModelError(f"model {self.name!r}: {what}")
 
     def _status_error(self, status: int, raw: bytes) -> ModelError:
-        detail = self._clean(_error_message(raw))
+        detail = self._clean(error_message(raw))
         prefix = f"upstream returned {status}"
         if status in (401, 403):
             if self._api_key is None:
@@ -201,10 +200,7 @@ class OpenAICompatibleImageModel:
         return ModelError(f"model {name}: upstream {host} closed the connection unanswered")
 
     def _clean(self, text: str | None) -> str:
-        text = " ".join((text or "").split())
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        return text if len(text) <= _MESSAGE_CAP else text[: _MESSAGE_CAP - 1] + "…"
+        return self._upstream.clean(text)
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
