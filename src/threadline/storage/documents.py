@@ -64,20 +64,25 @@ def _page_json(page: PageLayout) -> dict[str, Any]:
 
 
 @functools.cache
-def _linked_documents_query(*, by_user: bool) -> Select[Any]:
+def _linked_documents_query(*, by_user: bool, many: bool = False) -> Select[Any]:
     """The conversation (no row when it is not the org's, or with `by_user` not the user's),
     left-joined to its documents, oldest link first: one query, built once per variant (a
-    chat in a conversation runs it before the model starts)."""
+    chat in a conversation runs it before the model starts). `many`: the same for the
+    conversations of `conversation_ids` (an expanding parameter), each row labelled with its
+    conversation (`linked_to`), by conversation."""
     link = conversation_documents
-    where = [
-        conversations.c.org_id == bindparam("org_id"),
-        conversations.c.id == bindparam("conversation_id"),
-    ]
+    where = [conversations.c.org_id == bindparam("org_id")]
+    if many:
+        where.append(conversations.c.id.in_(bindparam("conversation_ids", expanding=True)))
+    else:
+        where.append(conversations.c.id == bindparam("conversation_id"))
     if by_user:
         where.append(conversations.c.user_id == bindparam("user_id"))
+    order = (link.c.created_at, link.c.document_id)
     return (
         select(
             documents,
+            *([conversations.c.id.label("linked_to")] if many else []),
             link.c.created_at.label("linked_at"),
             link.c.created_by.label("linked_by"),
         )
@@ -92,41 +97,7 @@ def _linked_documents_query(*, by_user: bool) -> Select[Any]:
             (documents.c.id == link.c.document_id) & (documents.c.org_id == conversations.c.org_id),
         )
         .where(*where)
-        .order_by(link.c.created_at, link.c.document_id)
-    )
-
-
-@functools.cache
-def _documents_of_conversations_query(*, by_user: bool) -> Select[Any]:
-    """`_linked_documents_query` for many conversations at once (`conversation_ids`, an
-    expanding parameter): a row per linked document, one with no document for a conversation
-    that has none, by conversation, oldest link first."""
-    link = conversation_documents
-    where = [
-        conversations.c.org_id == bindparam("org_id"),
-        conversations.c.id.in_(bindparam("conversation_ids", expanding=True)),
-    ]
-    if by_user:
-        where.append(conversations.c.user_id == bindparam("user_id"))
-    return (
-        select(
-            documents,
-            conversations.c.id.label("linked_to"),
-            link.c.created_at.label("linked_at"),
-            link.c.created_by.label("linked_by"),
-        )
-        .select_from(conversations)
-        .outerjoin(
-            link,
-            (link.c.conversation_id == conversations.c.id)
-            & (link.c.org_id == conversations.c.org_id),
-        )
-        .outerjoin(
-            documents,
-            (documents.c.id == link.c.document_id) & (documents.c.org_id == conversations.c.org_id),
-        )
-        .where(*where)
-        .order_by(conversations.c.id, link.c.created_at, link.c.document_id)
+        .order_by(*((conversations.c.id, *order) if many else order))
     )
 
 
@@ -386,7 +357,7 @@ class SqlDocumentStore:
             "user_id": user_id,
         }
         async with self._db.read() as conn:
-            query = _documents_of_conversations_query(by_user=user_id is not None)
+            query = _linked_documents_query(by_user=user_id is not None, many=True)
             rows = (await conn.execute(query, params)).mappings().all()
         found: dict[UUID, list[ConversationDocument]] = {}
         for row in rows:
