@@ -29,6 +29,7 @@ from tests.fake_images import (
 )
 from tests.live_server import LiveServer
 from threadline.container import Container, create_app
+from threadline.services.documents import GENERATED_NOT_READ
 from threadline.settings import Credits, FetchSettings, ModelConfig, Settings
 from threadline.storage.tables import ai_records, assets
 
@@ -485,7 +486,7 @@ def test_a_generated_image_is_a_chat_image_and_an_image_model_cannot_read_one(li
         "text",
     )
     assert (entry["width"], entry["height"]) == opened(live.up.made[-1][0]).size
-    assert "no text" in entry["note"].lower()  # a generated image has no document text
+    assert entry["note"] == GENERATED_NOT_READ  # no OCR ran: the note says so, not "no text"
     r = live.features({**body, "model": FLUX})
     assert r.status_code == 422
     assert "makes images" in r.text and "chat models configured: gpt-4o-mini" in r.text

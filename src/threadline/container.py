@@ -105,6 +105,11 @@ class Container:
         self._web(settings)
         self._chat_images(settings)
         self._memories(settings)
+        self._chat(settings)
+        self._image_generation(settings)
+
+    def _chat(self, settings: Settings) -> None:
+        """The chat engine with every kind of grounding built above, and the sessions on it."""
         self.chat = ChatService(
             catalog=self.catalog,
             records=self.record_store,
@@ -123,7 +128,6 @@ class Container:
         self.sessions = SessionService(
             self.session_store, self.conversations, self.chat, self.catalog
         )
-        self._image_generation(settings)
 
     def _image_generation(self, settings: Settings) -> None:
         """Images out: image models, and the fetcher that reads a variator's source URL (the

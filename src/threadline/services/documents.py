@@ -50,6 +50,9 @@ COPY_BLOCK = 1024 * 1024
 TypeDetector = Callable[[Path, str, str | None], str | None]
 
 
+GENERATED_NOT_READ = "a generated image: its text is not read (OCR reads uploaded files)"
+
+
 @dataclass(frozen=True, slots=True)
 class DocumentLimits:
     max_file_bytes: int
@@ -267,7 +270,11 @@ class DocumentService:
             document = await self._store.create_document(asset)
             page = PageLayout(0, image.width, image.height, is_image_page=True)
             await self._store.finish_document(
-                caller.org_id, document.id, state=DocumentState.COMPLETE, reason=None, pages=[page]
+                caller.org_id,
+                document.id,
+                state=DocumentState.COMPLETE,
+                reason=GENERATED_NOT_READ,
+                pages=[page],
             )
         except BaseException:
             await self.discard(caller, asset)
