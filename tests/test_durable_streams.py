@@ -20,7 +20,7 @@ from tests.conftest import make_settings
 from tests.fake_upstream import Disconnect, FakeUpstream, Reply
 from tests.live_server import LiveServer
 from threadline.container import create_app
-from threadline.domain.entities import AiRecord, RecordStatus, Role
+from threadline.domain.entities import AiRecord, Message, RecordStatus, Role
 from threadline.services.clock import utcnow
 from threadline.settings import ModelConfig
 
@@ -396,19 +396,24 @@ def test_stream_chat_resumes_with_exactly_the_rest_then_end(live, upstream):
     rest = frames_in(httpx.get(resume_url, params=params, headers=headers, timeout=30))
     assert names(rest) == ["content"] * (TOKENS - 4) + ["end"]  # live, no second start
     assert content(first) + content(rest) == FULL_TEXT
-    end = json.loads(rest[-1]["data"])
-    assert end["status"] == "completed" and end["reply_message_id"]
-    assert end["message_id"] == json.loads(first[0]["data"])["message_id"]
-    # no position: the whole stream again, start included
+    end, start = json.loads(rest[-1]["data"]), json.loads(first[0]["data"])
+    assert end["status"] == "completed" and end["reply_message_id"] == start["message_id"]
+    assert end["message_id"] == start["message_id"] and start["user_message_id"]
+    assert end["user_message_id"] == start["user_message_id"]
+    # no position: the whole stream again, start included (naming the same messages)
     again = frames_in(httpx.get(resume_url, params=params, headers=live.headers(), timeout=30))
     assert names(again) == ["start"] + ["content"] * TOKENS + ["end"]
+    assert json.loads(again[0]["data"]) == start
     # after a restart: from the stored record, the rest as one frame
     live.restart()
     resume_url = f"{live.base}{SESSIONS}/stream_chat/resume"  # a new server, a new port
     rest = frames_in(httpx.get(resume_url, params=params, headers=headers, timeout=30))
     assert names(rest) == ["content", "end"]
     assert content(first) + content(rest) == FULL_TEXT
-    assert json.loads(rest[-1]["data"])["reply_message_id"] == end["reply_message_id"]
+    assert json.loads(rest[-1]["data"]) == end
+    again = frames_in(httpx.get(resume_url, params=params, headers=live.headers(), timeout=30))
+    assert names(again) == ["start", "content", "end"]
+    assert json.loads(again[0]["data"]) == start and json.loads(again[-1]["data"]) == end
 
 
 def test_stream_chat_resume_is_scoped_and_its_errors_are_the_dialects(live, upstream):
@@ -442,3 +447,107 @@ def test_stream_chat_resume_is_scoped_and_its_errors_are_the_dialects(live, upst
     other, _ = start_chat(live)
     r = httpx.get(resume_url, params={"org_id": org, "ai_record_id": other}, headers=live.headers())
     assert r.status_code == 404
+
+
+def stream_chat(
+    live: Live, org: str, session: str, until: Callable[[list[Frame]], bool] | None = None
+) -> list[Frame]:
+    """Send a message through the session; hang up once `until(frames)` holds."""
+    url = f"{live.base}{SESSIONS}/stream_chat?org_id={org}"
+    body = {"chat_session_id": session, "message": "Go"}
+    frames: list[Frame] = []
+    with httpx.stream("POST", url, headers=live.headers(), json=body, timeout=30) as r:
+        assert r.status_code == 200
+        for frame in frames_of(r.iter_lines()):
+            frames.append(frame)
+            if until is not None and until(frames):
+                break
+    return frames
+
+
+def listed_messages(live: Live, org: str, conversation: str) -> list[dict[str, Any]]:
+    params = {"org_id": org, "conversation_id": conversation}
+    r = httpx.get(f"{live.base}{SESSIONS}/messages", params=params, headers=live.headers())
+    assert r.status_code == 200, r.text
+    return list(r.json()["messages"])
+
+
+@pytest.mark.parametrize(
+    ("script", "hang_up", "last", "status"),
+    [
+        (Reply(tokens=6), False, "end", "completed"),
+        (Disconnect(after_chunks=3), False, "error", "failed"),  # the upstream drops mid-way
+        (Reply(tokens=TOKENS, delay=0.03), True, None, "completed"),  # the client leaves
+    ],
+    ids=["completed", "failed", "client-gone"],
+)
+def test_stream_chat_start_names_the_reply_message_stored_at_the_end(
+    live, upstream, script, hang_up, last, status
+):
+    org, session = new_chat_session(live)
+    upstream.enqueue(script)
+    until = (lambda frames: names(frames) == ["start"]) if hang_up else None
+    frames = stream_chat(live, org, session, until)
+    start = json.loads(frames[0]["data"])
+    record_id = frames[0]["id"].partition(":")[0]
+    wait_finished(live, record_id)
+    user, reply = listed_messages(live, org, start["conversation_id"])
+    assert (user["role"], reply["role"], reply["status"]) == ("user", "assistant", status)
+    assert reply["content"] == content(frames) or hang_up
+    assert start["message_id"] == reply["id"] and start["user_message_id"] == user["id"]
+    if last is not None:
+        assert names(frames)[-1] == last
+        closing = json.loads(frames[-1]["data"])
+        assert closing["message_id"] == closing["reply_message_id"] == reply["id"]
+        assert closing["user_message_id"] == user["id"]
+
+
+def test_stream_chat_resume_of_a_reply_pending_elsewhere_names_its_stored_reply(live):
+    container = live.container
+    container.replays.poll_seconds = 0.05
+    org, session_id = new_chat_session(live)
+    admin = live.server.call(container.accounts.authenticate(live.key))
+    session = live.server.call(container.sessions.get(admin, UUID(session_id)))
+    now = utcnow()
+    record = AiRecord(
+        id=uuid4(),
+        org_id=admin.org_id,
+        user_id=admin.user.id,
+        conversation_id=session.conversation_id,
+        model="gpt-4o-mini",
+        type="CONVERSATION_SESSION_CHAT",
+        status=RecordStatus.PENDING,
+        prompt_object={"prompt": "Go", "chatSessionId": session_id},
+        result_text="",
+        created_at=now,
+        updated_at=now,
+    )
+    asked = Message(
+        id=uuid4(),
+        org_id=admin.org_id,
+        conversation_id=session.conversation_id,
+        session_id=session.id,
+        record_id=record.id,
+        role="user",
+        content="Go",
+        model="gpt-4o-mini",
+        status=RecordStatus.PENDING,
+        created_at=now,
+    )
+    live.server.call(container.record_store.start(record, asked))
+    done = replace(record, status=RecordStatus.SUCCESS, result_text="made elsewhere")
+    answer = replace(asked, id=uuid4(), role="assistant", content=done.result_text)
+    finisher = threading.Timer(
+        0.3, lambda: live.server.call(container.record_store.finish(done, answer, asked.id, 0))
+    )
+    finisher.start()
+    params = {"org_id": org, "ai_record_id": str(record.id)}
+    url = f"{live.base}{SESSIONS}/stream_chat/resume"
+    r = httpx.get(url, params=params, headers=live.headers(), timeout=30)
+    finisher.join()
+    frames = frames_in(r)
+    assert names(frames) == ["start", "content", "end"]  # start waited for the reply
+    assert content(frames) == "made elsewhere"
+    start, end = json.loads(frames[0]["data"]), json.loads(frames[-1]["data"])
+    assert start["message_id"] == end["message_id"] == end["reply_message_id"] == str(answer.id)
+    assert start["user_message_id"] == end["user_message_id"] == str(asked.id)

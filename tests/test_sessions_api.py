@@ -134,8 +134,9 @@ async def test_stream_chat_example_sends_start_content_end(client, bearer, org_i
         ("user", "Can you explain how vector databases work?", "completed"),
         ("assistant", "Vector databases store embeddings", "completed"),
     ]
-    assert stored[0]["id"] == start["message_id"] == end["message_id"]
-    assert stored[1]["id"] == end["reply_message_id"]
+    # start names the reply (stored at the end under the id it had from the start)
+    assert stored[1]["id"] == start["message_id"] == end["message_id"] == end["reply_message_id"]
+    assert stored[0]["id"] == start["user_message_id"] == end["user_message_id"]
     assert {m["chat_session_id"] for m in stored} == {session}
 
 
@@ -262,7 +263,10 @@ async def test_model_failure_is_an_error_event_and_a_failed_message(client, bear
         ("user", "Will this work?", "failed"),
         ("assistant", "Half an ans", "failed"),
     ]
+    start = events[0][1]
+    assert stored[1]["id"] == start["message_id"] == error["message_id"]
     assert stored[1]["id"] == error["reply_message_id"]
+    assert stored[0]["id"] == start["user_message_id"] == error["user_message_id"]
 
 
 async def test_unknown_or_malformed_chat_session_id(client, bearer, org_id, fakes):

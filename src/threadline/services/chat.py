@@ -127,8 +127,8 @@ class ChatService:
         if command.grounding.with_memories:
             recorded = {**command.prompt_object, "memoryList": memory_records(memories)}
             command = replace(command, prompt_object=recorded)
-        record, user_message = self._new_record(command)
-        run = Run(record, user_message.id if user_message else None)
+        record, user_message, reply_id = self._new_record(command)
+        run = Run(record, user_message.id if user_message else None, reply_id)
         # The model starts at once and its tokens flow while the PENDING record is written:
         # the first token never waits on the database. The run stores its outcome only after
         # that write, and a failed write ends the run with STORAGE_ERROR. The write's task is
@@ -330,7 +330,9 @@ class ChatService:
         )
 
     @staticmethod
-    def _new_record(command: ChatCommand) -> tuple[AiRecord, Message | None]:
+    def _new_record(command: ChatCommand) -> tuple[AiRecord, Message | None, UUID | None]:
+        """The PENDING record, and in a conversation the user's message and the id its
+        reply will be stored under (known from the start, so a stream can name it)."""
         now = utcnow()
         record = AiRecord(
             id=uuid4(),
@@ -347,7 +349,7 @@ class ChatService:
             updated_at=now,
         )
         if command.conversation_id is None:
-            return record, None
+            return record, None, None
         user_message = Message(
             id=uuid4(),
             org_id=record.org_id,
@@ -360,7 +362,7 @@ class ChatService:
             status=RecordStatus.PENDING,
             created_at=now,
         )
-        return record, user_message
+        return record, user_message, uuid4()
 
     async def _drive(
         self,
@@ -428,7 +430,7 @@ class ChatService:
             failure, charge = _STORAGE_FAILED, 0
         record = self._outcome(run, usage, text, citations, failure, charge)
         if failure is not _STORAGE_FAILED:
-            assistant = _assistant_message(record, user_message, text)
+            assistant = _assistant_message(record, user_message, run.reply_message_id, text)
             try:
                 user = await asyncio.shield(
                     self._records.finish(
@@ -551,11 +553,15 @@ def _with_web_records(
     return replace(command, prompt_object=recorded)
 
 
-def _assistant_message(record: AiRecord, user_message: Message | None, text: str) -> Message | None:
-    if user_message is None:
+def _assistant_message(
+    record: AiRecord, user_message: Message | None, reply_id: UUID | None, text: str
+) -> Message | None:
+    """The reply as a message of the conversation (None outside one), under the id the run
+    allocated at its start."""
+    if user_message is None or reply_id is None:
         return None
     return Message(
-        id=uuid4(),
+        id=reply_id,
         org_id=record.org_id,
         conversation_id=user_message.conversation_id,
         session_id=user_message.session_id,

@@ -17,11 +17,19 @@ from threadline.domain.events import Done, Failed, ReplyEvent, TextDelta
 
 
 class Run:
-    def __init__(self, record: AiRecord, user_message_id: UUID | None = None) -> None:
+    def __init__(
+        self,
+        record: AiRecord,
+        user_message_id: UUID | None = None,
+        reply_message_id: UUID | None = None,
+    ) -> None:
         self.id: UUID = record.id
         self.org_id: UUID = record.org_id
         self.record = record
-        self.user_message_id = user_message_id  # the prompt's message, in a conversation
+        # In a conversation: the prompt's stored message, and the id the reply is stored
+        # under at the end (allocated now, so a stream can name the reply from its start).
+        self.user_message_id = user_message_id
+        self.reply_message_id = reply_message_id
         self._log: list[ReplyEvent] = []
         self._waiters: list[asyncio.Future[None]] = []  # readers waiting for the next event
         self._final: AiRecord | None = None

@@ -41,11 +41,14 @@ def model_id_of(model_name: str) -> UUID:
 @dataclass(frozen=True, slots=True)
 class Exchange:
     """One message sent through a session: the run producing the reply (None when a stream
-    is resumed from the stored record), its aiRecord and the id of the user's message."""
+    is resumed from the stored record), its aiRecord, the id of the user's stored message and
+    the id the reply is stored under (allocated when the run starts; from a stored record,
+    None while the record is pending in another process, and when no reply was stored)."""
 
     session: ChatSession
     run: Run | None
-    message_id: UUID | None
+    user_message_id: UUID | None
+    reply_message_id: UUID | None
     record_id: UUID
 
 
@@ -144,7 +147,7 @@ class SessionService:
         )
         run = await self._chat.reply(command)
         await self._store.touch(caller.org_id, session.id)
-        return Exchange(session, run, run.user_message_id, run.id)
+        return Exchange(session, run, run.user_message_id, run.reply_message_id, run.id)
 
     async def resumed(self, caller: Principal, replay: Replay) -> Exchange:
         """The exchange of a reply sent through a session, for a resumed stream; a record
@@ -155,19 +158,22 @@ class SessionService:
             raise NotFound(f"stream {record.id} not found")
         session = await self.get(caller, UUID(str(raw)))
         if run is not None:
-            return Exchange(session, run, run.user_message_id, record.id)
-        stored = await self._store.messages_of_record(
-            caller.org_id, record.conversation_id, record.id
-        )
-        message_id = next((m.id for m in stored if m.role == "user"), None)
-        return Exchange(session, None, message_id, record.id)
+            return Exchange(session, run, run.user_message_id, run.reply_message_id, record.id)
+        return await self._stored_exchange(caller, session, record.id)
 
-    async def reply_message_id(self, caller: Principal, exchange: Exchange) -> UUID | None:
-        """The id of the stored reply, once the run has finished (None before)."""
+    async def settled(self, caller: Principal, exchange: Exchange) -> Exchange:
+        """The exchange read again from the store, once its record has ended: a record
+        pending in another process when the stream was opened stores its reply later."""
+        return await self._stored_exchange(caller, exchange.session, exchange.record_id)
+
+    async def _stored_exchange(
+        self, caller: Principal, session: ChatSession, record_id: UUID
+    ) -> Exchange:
         stored = await self._store.messages_of_record(
-            caller.org_id, exchange.session.conversation_id, exchange.record_id
+            caller.org_id, session.conversation_id, record_id
         )
-        return next((m.id for m in stored if m.role == "assistant"), None)
+        ids = {m.role: m.id for m in stored}
+        return Exchange(session, None, ids.get("user"), ids.get("assistant"), record_id)
 
 
 def _prompt_object(session: ChatSession, message: str) -> dict[str, Any]:

@@ -1,6 +1,9 @@
 """Core objects → Conversation Service JSON (snake_case), and a reply's events → the
 `stream_chat` SSE frames `start`, `content`, `end` and `error`, each with an SSE id
 `<aiRecordId>:<characters of text so far>` (durable streams, see services/replays.py).
+Their `message_id` is the reply's (the assistant message stored at the end, whose id is known
+from the start); `user_message_id` is the prompt's stored message; `end` and `error` also
+name the reply as `reply_message_id`, the name earlier clients read it under.
 
 Statuses are lower case as in 003_*: a session is "active"; a message is "pending" while its
 reply runs, then "completed" or "failed".
@@ -102,7 +105,8 @@ def start_frame(exchange: Exchange) -> bytes:
     return sse(
         "start",
         {
-            "message_id": _id(exchange.message_id),
+            "message_id": _id(exchange.reply_message_id),
+            "user_message_id": _id(exchange.user_message_id),
             "chat_session_id": str(s.id),
             "conversation_id": str(s.conversation_id),
             "model_id": str(model_id_of(s.model_name)),
@@ -115,14 +119,8 @@ def content_frame(text: str, frame_id: str) -> bytes:
     return sse("content", {"content": text}, frame_id)
 
 
-def end_frame(
-    exchange: Exchange, reply_id: UUID | None, record: AiRecord | None, frame_id: str
-) -> bytes:
-    data: dict[str, Any] = {
-        "message_id": _id(exchange.message_id),
-        "reply_message_id": _id(reply_id),
-        "status": "completed",
-    }
+def end_frame(exchange: Exchange, record: AiRecord | None, frame_id: str) -> bytes:
+    data: dict[str, Any] = {**_message_ids(exchange), "status": "completed"}
     if record is not None:
         data["finish_reason"] = record.finish_reason or "stop"
         data["usage"] = {
@@ -133,17 +131,18 @@ def end_frame(
     return sse("end", data, frame_id)
 
 
-def error_frame(exchange: Exchange, reply_id: UUID | None, failed: Failed, frame_id: str) -> bytes:
-    return sse(
-        "error",
-        {
-            "detail": failed.message,
-            "code": failed.code,
-            "message_id": _id(exchange.message_id),
-            "reply_message_id": _id(reply_id),
-        },
-        frame_id,
-    )
+def error_frame(exchange: Exchange, failed: Failed, frame_id: str) -> bytes:
+    data = {"detail": failed.message, "code": failed.code, **_message_ids(exchange)}
+    return sse("error", data, frame_id)
+
+
+def _message_ids(exchange: Exchange) -> dict[str, str | None]:
+    reply = _id(exchange.reply_message_id)
+    return {
+        "message_id": reply,
+        "user_message_id": _id(exchange.user_message_id),
+        "reply_message_id": reply,  # the same id: what `end`/`error` named it before
+    }
 
 
 def _id(value: UUID | None) -> str | None:

@@ -176,20 +176,31 @@ async def _frames(
     start: bool,
 ) -> AsyncIterator[bytes]:
     """`start`, `content`…, then `end` (or `error`). The run goes on without the client.
-    `chars`: the characters of text the client had before these events."""
-    if start:
+    `chars`: the characters of text the client had before these events.
+
+    A stored record that names no reply yet was pending in another process: its events come
+    only once it has ended, so `start` waits for the first of them and the reply's id is
+    read again then (pings keep the connection open meanwhile)."""
+    settled = exchange.run is not None or exchange.reply_message_id is not None
+    if start and settled:
         yield encode.start_frame(exchange)
+        start = False
     async for _, event in events:
         if event is None:
             yield encode.PING
-        elif isinstance(event, TextDelta):
+            continue
+        if not settled:
+            exchange, settled = await container.sessions.settled(caller, exchange), True
+        if start:
+            yield encode.start_frame(exchange)
+            start = False
+        if isinstance(event, TextDelta):
             chars += len(event.text)
             yield encode.content_frame(event.text, encode.event_id(exchange, chars))
         elif isinstance(event, Done | Failed):
-            reply_id = await container.sessions.reply_message_id(caller, exchange)
             frame_id = encode.event_id(exchange, chars)
             if isinstance(event, Failed):
-                yield encode.error_frame(exchange, reply_id, event, frame_id)
+                yield encode.error_frame(exchange, event, frame_id)
             else:
                 record = event.record if isinstance(event.record, AiRecord) else None
-                yield encode.end_frame(exchange, reply_id, record, frame_id)
+                yield encode.end_frame(exchange, record, frame_id)
