@@ -182,3 +182,28 @@ async def test_oversized_body_is_413(client, admin):
     r = await client.post(CHAT, headers=admin, json=huge)
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+
+
+async def test_oversized_body_is_413_in_the_dialects_shape(client, admin):
+    """A body over `max_body_bytes` with a Content-Length is refused before any route runs,
+    in the error shape of the dialect that owns the path (not 1min.ai's everywhere)."""
+    huge = "x" * 2_000_000
+    r = await client.post(
+        "/v1/chat/completions",
+        headers=admin,
+        json={"model": "fake", "messages": [{"role": "user", "content": huge}]},
+    )
+    assert r.status_code == 413
+    assert r.json()["error"]["type"] == "invalid_request_error"
+    assert "larger than 1 MB" in r.json()["error"]["message"]
+    r = await client.post(
+        "/api/conversation/stream_chat?org_id=x", headers=admin, json={"message": huge}
+    )
+    assert r.status_code == 413
+    assert r.json() == {
+        "detail": "The request body is larger than 1 MB",
+        "code": "PAYLOAD_TOO_LARGE",
+    }
+    r = await client.post("/api/conversations", headers=admin, json={"title": huge})
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from threadline import __version__
 from threadline.api import admin, system
 from threadline.api.dialects import converse, oneminai, openai, sessions
+from threadline.api.dialects.openai.encode import error_body as openai_error
 from threadline.api.middleware import BodyLimit, RequestContext, native_error
 
 if TYPE_CHECKING:
@@ -27,6 +28,8 @@ with `API-KEY: <key>` or `Authorization: Bearer <key>`."""
 
 ASSET_UPLOAD_PATH = "/api/assets"  # 1min.ai's Asset API
 MULTIPART_OVERHEAD = 1024 * 1024
+OPENAI_PREFIX = "/v1"  # the OpenAI dialect's routes
+SESSIONS_PREFIX = "/api/conversation"  # the Conversation Service's (not 1min.ai's /conversations)
 
 
 def body_cap(container: Container, path: str) -> int:
@@ -40,9 +43,13 @@ def body_cap(container: Container, path: str) -> int:
 
 
 def _too_large_body(path: str, message: str) -> dict[str, Any]:
-    """A 413 in the shape of the dialect that owns the path."""
+    """A 413 in the shape of the dialect that owns the path (as its routes render one)."""
     if converse.owns(path):
         return {"message": message}
+    if path == OPENAI_PREFIX or path.startswith(OPENAI_PREFIX + "/"):
+        return openai_error(message, "invalid_request_error")
+    if path == SESSIONS_PREFIX or path.startswith(SESSIONS_PREFIX + "/"):
+        return {"detail": message, "code": "PAYLOAD_TOO_LARGE"}
     return native_error(path, message)
 
 
