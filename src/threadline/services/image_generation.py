@@ -222,13 +222,14 @@ class ImageGenerationService:
         return page.body
 
     async def _asset_bytes(self, principal: Principal, id_or_key: str) -> bytes:
+        not_found = NotFound(
+            f"imageUrl: asset {id_or_key} not found in your team (upload the image with "
+            "POST /api/assets, or give an http(s) URL)"
+        )
         try:
             asset, _ = await self._documents.get_asset(principal, id_or_key)
         except NotFound:
-            raise NotFound(
-                f"imageUrl: asset {id_or_key} not found in your team (upload the image with "
-                "POST /api/assets, or give an http(s) URL)"
-            ) from None
+            raise not_found from None
         if asset.mime_type not in SOURCE_TYPES:
             raise Unprocessable(
                 f"imageUrl: asset {id_or_key} is {asset.mime_type}, not {SOURCE_KINDS}"
@@ -237,7 +238,10 @@ class ImageGenerationService:
             raise Unprocessable(
                 f"imageUrl: asset {id_or_key} is larger than {self._max_source_bytes} bytes"
             )
-        return await self._documents.asset_bytes(asset)
+        try:
+            return await self._documents.asset_bytes(asset)
+        except NotFound:  # deleted since it was looked up
+            raise not_found from None
 
 
 def _size(sizes: dict[str, str], ratio: str, field: str, asked: str | None = None) -> str:

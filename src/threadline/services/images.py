@@ -215,10 +215,7 @@ class ImageReader:
         try:
             asset, document = await self._documents.get_asset(caller, reference)
         except NotFound:
-            raise Unprocessable(
-                f"image {shown(reference)}: no such asset in your team (upload images with "
-                "POST /api/assets, or give an http(s) URL)"
-            ) from None
+            raise _no_such_asset(reference) from None
         if not asset.mime_type.startswith("image/"):
             raise Unprocessable(
                 f"image {reference}: asset {asset.name} is {asset.mime_type}, not an image "
@@ -229,7 +226,10 @@ class ImageReader:
                 f"image {reference}: {asset.name} is {_size(asset.size)}; images are read up "
                 f"to {_size(self.limits.max_bytes)}"
             )
-        data = await self._documents.asset_bytes(asset)
+        try:
+            data = await self._documents.asset_bytes(asset)
+        except NotFound:  # deleted since it was looked up
+            raise _no_such_asset(reference) from None
         return replace(self._checked(reference, asset.name, data), document=document)
 
     def _checked(self, reference: str, name: str, data: bytes) -> ReadImage:
@@ -336,6 +336,13 @@ def _record(image: ReadImage) -> dict[str, Any]:
     if image.note:
         entry["note"] = image.note
     return entry
+
+
+def _no_such_asset(reference: str) -> Unprocessable:
+    return Unprocessable(
+        f"image {shown(reference)}: no such asset in your team (upload images with "
+        "POST /api/assets, or give an http(s) URL)"
+    )
 
 
 def shown(reference: str, limit: int = 80) -> str:
