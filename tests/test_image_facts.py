@@ -4,23 +4,26 @@ take (or refuse) images. See test_images.py for the feature through the API."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from PIL import Image
 from pydantic import ValidationError
 
 from tests.image_server import ImageServer
-from threadline.domain.documents import ParsedPage
+from threadline.domain.documents import ParsedDocument, ParsedPage
 from threadline.domain.errors import FetchFailed, Unprocessable
+from threadline.domain.fetching import FetchedPage
 from threadline.domain.images import ImageFacts, ImagePart
 from threadline.domain.ports import ChatMessage, ModelRequest
 from threadline.ingestion.chunking import chunk_pages
 from threadline.ingestion.image_facts import inspect_image
 from threadline.providers.local import _request_body
 from threadline.providers.openai_compat import OpenAICompatibleModel
-from threadline.services.images import ImageReading, ReadImage, joined
+from threadline.services.images import ImageLimits, ImageReader, ImageReading, ReadImage, joined
 from threadline.settings import ModelConfig
 from threadline.tools.fetcher import IMAGE_CONTENT_TYPES, IMAGES, IMAGES_ACCEPT, SafeFetcher
 
@@ -185,3 +188,44 @@ def test_the_images_block_fits_its_room_and_keeps_every_image():
         block
     )
     assert "photo.png" not in block  # a vision model sees that one
+
+
+# ---- OCR of fetched images: bounded across requests -----------------------------------
+
+
+class _Pages:
+    """A fetcher answering a PNG for any URL."""
+
+    async def fetch(self, url: str) -> FetchedPage:
+        return FetchedPage(url, "image/png", encoded(Image.new("L", (8, 8), 255), "PNG"))
+
+
+class _SlowParser:
+    """A parser that records how many parses run at once."""
+
+    def __init__(self) -> None:
+        self.running = self.most = 0
+
+    async def parse(self, path: object, mime_type: str, name: str) -> ParsedDocument:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        await asyncio.sleep(0.02)
+        self.running -= 1
+        return ParsedDocument(pages=(ParsedPage(0, "text", 8, 8, is_image_page=True),))
+
+
+async def test_fetched_images_are_ocred_a_few_at_a_time_whatever_the_requests() -> None:
+    parser = _SlowParser()
+    reader = ImageReader(
+        None,  # type: ignore[arg-type]  # assets are not read here
+        None,  # type: ignore[arg-type]
+        _Pages(),
+        parser,
+        inspect_image,
+        ImageLimits(max_images=10),  # OCR two at a time by default
+    )
+    caller: Any = object()
+    urls = [f"https://images.example/{n}.png" for n in range(10)]
+    readings = await asyncio.gather(*(reader.read(caller, urls, vision=False) for _ in range(3)))
+    assert all(image.text == "text" for reading in readings for image in reading.images)
+    assert parser.most == 2  # 30 images: never more sandboxed parses at once

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -305,6 +306,20 @@ def test_the_variator_example_varies_an_uploaded_asset(live):
     # by the asset's uuid as well
     by_id = {**body["promptObject"], "imageUrl": asset["uuid"], "n": 1}
     assert live.features({**body, "promptObject": by_id}).status_code == 200
+
+
+def test_a_source_asset_whose_file_is_gone_is_not_found_not_a_500(live):
+    asset = live.upload_png(live.up.source_png)
+    [blob] = live.blobs()
+    Path(blob).unlink()  # deleted between its lookup and its read
+    body = {
+        **VARIATOR_EXAMPLE,
+        "promptObject": {**VARIATOR_EXAMPLE["promptObject"], "imageUrl": asset["key"]},
+    }
+    r = live.features(body)
+    assert r.status_code == 404, r.text
+    assert r.json()["error"]["message"].startswith(f"imageUrl: asset {asset['key']} not found")
+    assert live.rows(ai_records) == [] and live.up.requests == []
 
 
 def test_the_variator_reads_an_allow_listed_url_as_an_image(live):

@@ -14,9 +14,10 @@ from sqlalchemy import select
 
 from tests.conftest import PRICED, make_settings
 from tests.test_cli import threadline
+from threadline.domain.entities import RecordStatus
 from threadline.domain.errors import ModelTimeout
 from threadline.settings import Credits, ModelConfig, Settings
-from threadline.storage.tables import ai_records
+from threadline.storage.tables import ai_records, assets
 
 IMAGES = {"provider": "fake", "kind": "images"}
 
@@ -134,6 +135,34 @@ async def test_a_model_failure_is_a_failed_record_and_no_charge(client, admin, c
     assert [(row["status"], row["error"], row["credits"]) for row in rows] == [
         ("FAILED", "model 'sketcher': too slow", 0)
     ]
+    assert (await client.get("/api/me", headers=admin)).json()["user"]["usedCredit"] == 0
+
+
+async def test_a_failed_final_write_leaves_no_images_and_charges_nothing(
+    client, admin, container, monkeypatch
+):
+    real_finish = container.record_store.finish
+
+    async def finish(record: Any, *args: Any) -> Any:
+        if record.status is RecordStatus.SUCCESS:
+            raise RuntimeError("the database went away")
+        return await real_finish(record, *args)
+
+    monkeypatch.setattr(container.record_store, "finish", finish)
+    r = await client.post(
+        "/api/features", headers=admin, json=generate({"prompt": "x", "num_outputs": 2})
+    )
+    assert r.status_code == 500
+    assert r.json()["error"]["message"] == (
+        "the images could not be stored; nothing was charged, try again"
+    )
+    async with container.db.read() as conn:
+        records = (await conn.execute(select(ai_records))).mappings().all()
+        stored = (await conn.execute(select(assets))).all()
+    assert [(row["status"], row["credits"]) for row in records] == [("FAILED", 0)]
+    assert stored == []
+    blobs = container.settings.data_dir / "blobs"
+    assert not blobs.exists() or not [p for p in blobs.rglob("*") if p.is_file()]
     assert (await client.get("/api/me", headers=admin)).json()["user"]["usedCredit"] == 0
 
 

@@ -566,3 +566,14 @@ def test_data_urls_must_be_base64_images(served):
     text = "data:text/plain;base64," + base64.b64encode(b"hello").decode()
     error = refused(served, chat("Look", [text]))
     assert error["message"] == f"image {text} is not an image (PNG, JPEG, GIF, WebP, TIFF or BMP)"
+
+
+def test_an_asset_whose_file_is_gone_is_not_found_not_a_500(served):
+    data = picture("PNG", (37, 19))  # bytes no other test uploads
+    asset = served.upload("vanishing.png", data)
+    root = served.server.app.state.container.settings.data_dir / "blobs"
+    [blob] = [p for p in root.rglob("*") if p.is_file() and p.read_bytes() == data]
+    blob.unlink()  # deleted between its lookup and its read
+    error = refused(served, chat("Look", [asset["key"]]))
+    assert error["status"] == 422
+    assert error["message"].startswith(f"image {asset['key']}: no such asset in your team")

@@ -3,8 +3,9 @@
 Why it exists: an OpenAI-compatible server answers PNG unless it understands `output_format`
 (GPT image models do, DALL-E-style servers do not), and nothing should be stored as
 `image/webp` that is not a WebP picture. So every image is opened with Pillow: one already in
-the wanted format is kept byte for byte, any other is re-encoded. A picture larger than
-`MAX_PIXELS` is refused before it is decoded.
+the wanted format is kept byte for byte, any other is re-encoded. Only `UPSTREAM_FORMATS` are
+opened (what an images API answers), never Pillow's other plugins (EPS would run Ghostscript
+in the server's process); a picture larger than `MAX_PIXELS` is refused before it is decoded.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from threadline.domain.image_generation import MIME_TYPES, GeneratedImage, Image
 
 MAX_PIXELS = 64 * 1024 * 1024  # 8192 x 8192
 _PILLOW_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+UPSTREAM_FORMATS = tuple(_PILLOW_FORMATS.values())
 
 
 class NotAnImage(Exception):
@@ -32,7 +34,7 @@ def encode_as(data: bytes, output_format: ImageFormat) -> GeneratedImage:
     call it off the event loop."""
     wanted = _PILLOW_FORMATS[output_format]
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=UPSTREAM_FORMATS) as image:
             width, height = image.size
             if width * height > MAX_PIXELS:
                 raise NotAnImage(f"an image of {width}x{height} pixels is too large")

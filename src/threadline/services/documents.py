@@ -232,8 +232,12 @@ class DocumentService:
         return asset, document
 
     async def asset_bytes(self, asset: Asset) -> bytes:
-        """The stored bytes of an asset the caller may see (one `get_asset` answered)."""
-        return await asyncio.to_thread(self._blobs.path(asset.blob_path).read_bytes)
+        """The stored bytes of an asset the caller may see (one `get_asset` answered); an
+        asset deleted meanwhile is not found."""
+        try:
+            return await asyncio.to_thread(self._blobs.path(asset.blob_path).read_bytes)
+        except FileNotFoundError:
+            raise NotFound(f"asset {asset.key} not found") from None
 
     async def asset_file(self, caller: Principal, id_or_key: str) -> tuple[Asset, Path]:
         """An asset and the path of its bytes (to download it)."""

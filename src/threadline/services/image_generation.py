@@ -25,6 +25,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 from uuid import uuid4
 
+import structlog
+
 from threadline.domain.documents import Asset
 from threadline.domain.entities import AiRecord, Principal, RecordStatus, User
 from threadline.domain.errors import (
@@ -52,6 +54,8 @@ from threadline.services.accounts import AccountService
 from threadline.services.catalog import CatalogModel, ModelCatalog
 from threadline.services.clock import utcnow
 from threadline.services.documents import DocumentService
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +159,15 @@ class ImageGenerationService:
             credits=charge,
             updated_at=utcnow(),
         )
-        user = await self._records.finish(done, None, None, charge)
+        try:
+            # Shielded: a request cancelled now still ends SUCCESS and charged, not half done.
+            user = await asyncio.shield(self._records.finish(done, None, None, charge))
+        except Exception:
+            # The transaction rolled back: nothing is charged, so no image may stay either.
+            log.exception("could not store the images' record", record=str(record.id))
+            reason = "the images could not be stored"
+            await asyncio.shield(self._fail(command.principal, record, stored, reason))
+            raise ThreadlineError(f"{reason}; nothing was charged, try again") from None
         self._observe(done)
         if user is None:
             user = await self._accounts.user(command.principal)
@@ -210,13 +222,14 @@ class ImageGenerationService:
         return page.body
 
     async def _asset_bytes(self, principal: Principal, id_or_key: str) -> bytes:
+        not_found = NotFound(
+            f"imageUrl: asset {id_or_key} not found in your team (upload the image with "
+            "POST /api/assets, or give an http(s) URL)"
+        )
         try:
             asset, _ = await self._documents.get_asset(principal, id_or_key)
         except NotFound:
-            raise NotFound(
-                f"imageUrl: asset {id_or_key} not found in your team (upload the image with "
-                "POST /api/assets, or give an http(s) URL)"
-            ) from None
+            raise not_found from None
         if asset.mime_type not in SOURCE_TYPES:
             raise Unprocessable(
                 f"imageUrl: asset {id_or_key} is {asset.mime_type}, not {SOURCE_KINDS}"
@@ -225,7 +238,10 @@ class ImageGenerationService:
             raise Unprocessable(
                 f"imageUrl: asset {id_or_key} is larger than {self._max_source_bytes} bytes"
             )
-        return await self._documents.asset_bytes(asset)
+        try:
+            return await self._documents.asset_bytes(asset)
+        except NotFound:  # deleted since it was looked up
+            raise not_found from None
 
 
 def _size(sizes: dict[str, str], ratio: str, field: str, asked: str | None = None) -> str:

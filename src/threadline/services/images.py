@@ -8,7 +8,8 @@ model can use, or refuses the whole request (before the engine writes anything):
                      (one that accepts image content types only)
     type             read from the bytes (PNG, JPEG, GIF, WebP, TIFF, BMP), never the name
                      or the Content-Type header
-    limits           `max_images` per request, `max_bytes` per image
+    limits           `max_images` per request, `max_bytes` per image; `ocr_at_once`
+                     fetched images OCRed at the same time, whatever the requests
     refused (4xx)    an unknown asset, an asset that is not an image, a URL refused (a
                      private address), unreachable or not an image, too many or too large
 
@@ -80,6 +81,9 @@ class ImageLimits:
     max_bytes: int = 5 * 1024 * 1024
     wait_seconds: float = 60.0  # how long an uploaded image's OCR is waited for
     chunk_overlap: int = 150  # the chunker's overlap (documents.chunk_overlap_chars)
+    # Fetched images OCRed at once, all requests together: each is a sandboxed child (with
+    # its own memory cap), so requests naming many image URLs must not start one apiece.
+    ocr_at_once: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +165,7 @@ class ImageReader:
         self._parser = parser
         self._inspect = inspect
         self.limits = limits
+        self._ocr_slots = asyncio.Semaphore(limits.ocr_at_once)
 
     async def read(
         self, caller: Principal, references: Sequence[str], *, vision: bool
@@ -215,10 +220,7 @@ class ImageReader:
         try:
             asset, document = await self._documents.get_asset(caller, reference)
         except NotFound:
-            raise Unprocessable(
-                f"image {shown(reference)}: no such asset in your team (upload images with "
-                "POST /api/assets, or give an http(s) URL)"
-            ) from None
+            raise _no_such_asset(reference) from None
         if not asset.mime_type.startswith("image/"):
             raise Unprocessable(
                 f"image {reference}: asset {asset.name} is {asset.mime_type}, not an image "
@@ -229,7 +231,10 @@ class ImageReader:
                 f"image {reference}: {asset.name} is {_size(asset.size)}; images are read up "
                 f"to {_size(self.limits.max_bytes)}"
             )
-        data = await self._documents.asset_bytes(asset)
+        try:
+            data = await self._documents.asset_bytes(asset)
+        except NotFound:  # deleted since it was looked up
+            raise _no_such_asset(reference) from None
         return replace(self._checked(reference, asset.name, data), document=document)
 
     def _checked(self, reference: str, name: str, data: bytes) -> ReadImage:
@@ -275,7 +280,8 @@ class ImageReader:
             path = Path(directory) / name
             await asyncio.to_thread(path.write_bytes, image.data)
             try:
-                parsed = await self._parser.parse(path, mime, name)
+                async with self._ocr_slots:
+                    parsed = await self._parser.parse(path, mime, name)
             except ParseFailed as error:
                 return "", error.reason
         text = "\n\n".join(page.text for page in parsed.pages if page.text.strip())
@@ -336,6 +342,13 @@ def _record(image: ReadImage) -> dict[str, Any]:
     if image.note:
         entry["note"] = image.note
     return entry
+
+
+def _no_such_asset(reference: str) -> Unprocessable:
+    return Unprocessable(
+        f"image {shown(reference)}: no such asset in your team (upload images with "
+        "POST /api/assets, or give an http(s) URL)"
+    )
 
 
 def shown(reference: str, limit: int = 80) -> str:

@@ -97,8 +97,12 @@ class Database:
 
     @staticmethod
     def _make_engine(url: str, pool_size: int) -> AsyncEngine:
+        # hide_parameters: a database error (logged, or in a traceback) names the statement,
+        # never the values written (prompts, replies, document text, key hashes).
         if not url.startswith("sqlite"):
-            return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
+            return create_async_engine(
+                url, pool_size=pool_size, max_overflow=pool_size, hide_parameters=True
+            )
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +110,9 @@ class Database:
         # made busy servers open and close a connection (a thread each) per request.
         in_memory = not path or path == ":memory:" or "mode=memory" in url
         sizes = {} if in_memory else {"pool_size": pool_size, "max_overflow": pool_size}
-        engine = create_async_engine(url, connect_args={"timeout": 30}, **sizes)
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30}, hide_parameters=True, **sizes
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         if engine.dialect.driver == "aiosqlite":
             sqlite_driver.install(engine)
