@@ -506,7 +506,7 @@ def test_the_openai_sdk_sends_a_data_url_image_to_a_vision_model(served):
                 "role": "user",
                 "content": [
                     {"type": "text", "text": "What is this?"},
-                    {"type": "image_url", "image_url": {"url": url, "detail": "low"}},
+                    {"type": "image_url", "image_url": {"url": url, "detail": "auto"}},
                 ],
             },
         ],
@@ -555,6 +555,14 @@ def test_the_openai_dialect_refuses_images_outside_the_last_user_message(served)
     with pytest.raises(openai.BadRequestError, match="image nope: no such asset in your team"):
         openai_client(served).chat.completions.create(
             model=VISION, messages=[{"role": "user", "content": [unknown]}]
+        )
+    low = {
+        "type": "image_url",
+        "image_url": {"url": served.site.url("/photo.jpg"), "detail": "low"},
+    }
+    with pytest.raises(openai.BadRequestError, match="detail 'low' is not supported"):
+        openai_client(served).chat.completions.create(
+            model=VISION, messages=[{"role": "user", "content": [low]}]
         )
     assert served.counts() == before and len(served.upstream.requests) == asked
 

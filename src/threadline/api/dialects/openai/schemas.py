@@ -146,10 +146,25 @@ def image_urls(request: ChatCompletionRequest) -> tuple[str, ...]:
 
 
 def _image_url(where: str, part: dict[str, Any]) -> str:
+    """The part's URL. `detail` is honoured only as "auto" (the default): the image goes to
+    the model as sent, so "low" or "high" would be a promise not kept, and is refused."""
     image = part.get("image_url")
     url = image.get("url") if isinstance(image, dict) else image
     if not isinstance(url, str) or not url:
         raise OpenAIRequestError(f"{where}.image_url.url must be a URL", param=where)
+    if isinstance(image, dict):
+        unknown = sorted(set(image) - {"url", "detail"})
+        if unknown:
+            raise OpenAIRequestError(
+                f"{where}.image_url: unknown field(s) {', '.join(unknown)}", param=where
+            )
+        detail = image.get("detail", "auto")
+        if detail != "auto":
+            raise OpenAIRequestError(
+                f"{where}.image_url.detail {detail!r} is not supported: images go to the "
+                'model as sent (detail "auto"); leave detail out or send "auto"',
+                param=where,
+            )
     return url
 
 
