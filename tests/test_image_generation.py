@@ -384,6 +384,16 @@ def test_a_pdf_asset_is_not_an_image_to_vary(live):
     assert r.status_code == 422 and "not a PNG, JPEG or WebP image" in r.text
 
 
+def test_an_image_url_that_is_neither_an_asset_nor_http_is_refused_as_such(live):
+    for source in ("data:image/png;base64," + "A" * 300, "ftp://127.0.0.1/x.png"):
+        body = {"type": "IMAGE_VARIATOR", "model": MIDJOURNEY, "promptObject": {"imageUrl": source}}
+        r = live.features(body)
+        assert r.status_code == 422, r.text
+        message = r.json()["error"]["message"]
+        assert "imageUrl must be an asset id or key" in message and len(message) < 200
+    assert live.up.requests == [] and live.used_credit() == 0
+
+
 def test_another_orgs_asset_is_not_found_as_image_or_download(live):
     stranger = other_org(live)
     theirs = live.upload_png(picture((1, 2, 3)), headers=stranger)

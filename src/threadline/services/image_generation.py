@@ -201,7 +201,13 @@ class ImageGenerationService:
     async def _source(self, command: ImageGenerationCommand) -> tuple[bytes, str]:
         """The image to vary: (bytes, MIME type), from the caller's assets or a URL."""
         raw = command.source.strip()
-        if raw.lower().startswith(("http://", "https://")):
+        web = raw.lower().startswith(("http://", "https://"))
+        if not web and ("://" in raw or raw[:5].lower() == "data:"):  # nor an asset key
+            raise Unprocessable(
+                "imageUrl must be an asset id or key from POST /api/assets, or an http(s) "
+                f"URL (got {raw[:40]!r}...)"
+            )
+        if web:
             data = await self._fetch(raw)
             what = "the image at imageUrl"
         else:
