@@ -13,12 +13,13 @@ It counts the requests of each path, so a test can tell a refused URL was never 
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections import Counter
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
+
+from tests.local_site import LocalSite
 
 File = tuple[str, bytes] | tuple[int, str, bytes]
 
@@ -28,33 +29,11 @@ class _Server(ThreadingHTTPServer):
         """A client that hung up early (a fetcher refusing a body too large) is no error."""
 
 
-class ImageServer:
+class ImageServer(LocalSite):
     def __init__(self, files: Mapping[str, File]) -> None:
         self.files = dict(files)
         self.hits: Counter[str] = Counter()
-        self._server = _Server(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    @property
-    def host_port(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def url(self, path: str, host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
-
-    def __enter__(self) -> ImageServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(_handler(self), _Server)
 
 
 def _handler(site: ImageServer) -> type[BaseHTTPRequestHandler]:

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.local_site import LocalSite
 
 ARTICLE_PHRASE = "The tide mill at Woodbridge ground grain with the ebb of the river Deben"
 ARTICLE = f"""<!doctype html>
@@ -48,33 +49,11 @@ SECRET_ERROR = "upstream-secret-stacktrace at /srv/internal/app.py line 42"
 HUGE = 8 * 1024 * 1024
 
 
-class PageServer:
+class PageServer(LocalSite):
     def __init__(self, *, pdf: bytes = b"") -> None:
         self.pdf = pdf
         self.hosts: list[str] = []  # the Host header of every request, in order
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    @property
-    def host_port(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def url(self, path: str, host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
-
-    def __enter__(self) -> PageServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(_handler(self))
 
 
 def _handler(site: PageServer) -> type[BaseHTTPRequestHandler]:
