@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Query, Request
 
 from threadline.domain.entities import Principal
 
@@ -43,3 +43,11 @@ async def get_principal(request: Request) -> Principal:
 
 ContainerDep = Annotated["Container", Depends(get_container)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+# A resumed stream's position (durable streams), as both dialects that resume take it.
+LastEventId = Annotated[
+    str | None, Header(alias="Last-Event-ID", description="the id of the last frame received")
+]
+ResumeAfter = Annotated[
+    int | None, Query(ge=0, description="characters of the text received (no header)")
+]

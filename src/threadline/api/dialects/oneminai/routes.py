@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
-from threadline.api.deps import ContainerDep, PrincipalDep
+from threadline.api.deps import ContainerDep, LastEventId, PrincipalDep, ResumeAfter
 from threadline.api.dialects.oneminai import encode
 from threadline.api.dialects.oneminai.schemas import (
     IMAGE_FEATURE_TYPES,
@@ -181,13 +181,8 @@ async def resume_chat_stream(
     aiRecordId: str,
     principal: PrincipalDep,
     container: ContainerDep,
-    last_event_id: Annotated[
-        str | None,
-        Header(alias="Last-Event-ID", description="the id of the last frame received"),
-    ] = None,
-    after: Annotated[
-        int | None, Query(ge=0, description="characters of the text received (no header)")
-    ] = None,
+    last_event_id: LastEventId = None,
+    after: ResumeAfter = None,
 ) -> Response:
     """A streamed reply again, from the client's position: the frames it has not received
     (live while the reply is still being produced), then `result` + `done` (or `error`)."""

@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from threadline.api.deps import ContainerDep, PrincipalDep
+from threadline.api.deps import ContainerDep, LastEventId, PrincipalDep, ResumeAfter
 from threadline.api.dialects.sessions import encode
 from threadline.api.dialects.sessions.schemas import CreateConversation, CreateSession, StreamChat
 from threadline.api.native import validation_details
@@ -97,13 +97,8 @@ async def resume_stream_chat(
     ai_record_id: Annotated[
         UUID, Query(description="the stream's id: X-AI-Record-Id, or its frames' id prefix")
     ],
-    last_event_id: Annotated[
-        str | None,
-        Header(alias="Last-Event-ID", description="the id of the last frame received"),
-    ] = None,
-    after: Annotated[
-        int | None, Query(ge=0, description="characters of the text received (no header)")
-    ] = None,
+    last_event_id: LastEventId = None,
+    after: ResumeAfter = None,
 ) -> Response:
     """A `stream_chat` stream again, from the client's position: the frames it has not
     received (live while the reply runs), then `end` (or `error`). With no position at all
