@@ -12,7 +12,6 @@ import pytest
 from tests.conftest import make_settings
 from threadline.container import Container
 from threadline.domain.documents import DocumentState, JobState
-from threadline.jobs import worker as worker_module
 from threadline.services.documents import Upload
 
 TEXT = b"The lighthouse keeper feeds the seagulls at dawn.\n\nThe lamp is lit at dusk."
@@ -79,11 +78,11 @@ class Crashing:
         pass
 
 
-async def test_a_job_that_keeps_failing_fails_its_document_with_the_reason(
-    tmp_path, db_url, monkeypatch
-):
-    monkeypatch.setattr(worker_module, "RETRY_BASE_SECONDS", 0.01)
-    container = await started(tmp_path, db_url, worker=False, documents={"job_max_attempts": 2})
+async def test_a_job_that_keeps_failing_fails_its_document_with_the_reason(tmp_path, db_url):
+    retry = {"job_retry_base_seconds": 0.01}
+    container = await started(
+        tmp_path, db_url, worker=False, documents={"job_max_attempts": 2, **retry}
+    )
     try:
         crashing = Crashing()
         container.ingestion._parser = crashing

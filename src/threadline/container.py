@@ -15,7 +15,7 @@ from threadline.ingestion.chunking import chunk_pages
 from threadline.ingestion.detect import SUPPORTED_TYPES, detect_file
 from threadline.ingestion.image_facts import inspect_image
 from threadline.ingestion.sandbox import SandboxedParser
-from threadline.jobs.worker import Worker
+from threadline.jobs.worker import Backoff, Worker
 from threadline.providers.embeddings import build_embedder
 from threadline.services.accounts import AccountService, IssuedKey
 from threadline.services.brand_voices import BrandVoiceService
@@ -237,6 +237,8 @@ class Container:
             {INGEST_JOB: self.ingestion.run_job},
             concurrency=config.worker_concurrency,
             lease_seconds=config.job_lease_seconds,
+            timeout_seconds=config.job_timeout_seconds,
+            backoff=Backoff(config.job_retry_base_seconds, config.job_retry_max_seconds),
             on_dead=self.ingestion.fail_exhausted,
         )
 

@@ -150,7 +150,29 @@ class DocumentSettings(BaseModel):
     embedded_worker: bool = True  # run ingestion jobs inside the API process
     worker_concurrency: int = Field(1, ge=1)
     job_lease_seconds: float = Field(60.0, gt=0)
-    job_max_attempts: int = Field(3, ge=1)
+    job_max_attempts: int = Field(3, ge=1, le=100)
+    # One attempt of a job may run this long; then it is cancelled (the parser child is
+    # killed) and counts as a failed attempt. Above parse_timeout_seconds, so that a slow
+    # parse fails its document with the parser's reason rather than being retried.
+    job_timeout_seconds: float = Field(900.0, gt=0)
+    # A failed attempt (an error, a timeout, a process that died) is retried after
+    # base * 2^(attempt - 1) seconds, at most max.
+    job_retry_base_seconds: float = Field(5.0, ge=0)
+    job_retry_max_seconds: float = Field(300.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check_job_limits(self) -> DocumentSettings:
+        if self.job_timeout_seconds <= self.parse_timeout_seconds:
+            raise ValueError(
+                f"documents.job_timeout_seconds ({self.job_timeout_seconds:g}) must be more "
+                f"than documents.parse_timeout_seconds ({self.parse_timeout_seconds:g}): "
+                "an attempt includes parsing"
+            )
+        if self.job_retry_max_seconds < self.job_retry_base_seconds:
+            raise ValueError(
+                "documents.job_retry_max_seconds must be at least job_retry_base_seconds"
+            )
+        return self
 
 
 class FetchSettings(BaseModel):

@@ -16,7 +16,7 @@ Pure data and Protocols; nothing here imports a library beyond the standard one.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -313,13 +313,18 @@ class JobQueue(Protocol):
         """QUEUED again after `retry_in` seconds, or DEAD when attempts are used up."""
         ...
 
-    async def reap(self) -> list[Job]:
-        """Jobs whose lease lapsed: requeued, or DEAD when out of attempts (those returned,
-        so their documents can be failed)."""
+    async def reap(self, retry_in: Callable[[int], float] = ...) -> list[Job]:
+        """Jobs whose lease lapsed (their worker died or froze mid-attempt, which counts as
+        a failed attempt): QUEUED again after `retry_in(attempts)` seconds, or DEAD when
+        out of attempts (those returned, so their documents can be failed)."""
         ...
 
     async def active(self, kind: str) -> list[Job]:
         """The QUEUED and RUNNING jobs of a kind."""
+        ...
+
+    async def dead(self, kind: str) -> list[Job]:
+        """The DEAD jobs of a kind (a restart must not bring their work back)."""
         ...
 
     async def counts(self) -> dict[str, int]:

@@ -1,10 +1,28 @@
-"""The job worker: claims jobs, runs their handlers, keeps their leases alive.
+"""The job worker: claims jobs, runs their handlers under a time limit, keeps their leases alive.
 
 In the embedded mode the API process runs one (`documents.embedded_worker`); `threadline
 worker` runs one on its own. Several workers may share a database: the queue's leases
-make each job one worker's at a time, and a worker that dies lets its lease lapse, after
-which `reap` (run by every worker now and then) hands the job out again, or declares it
-dead after its last attempt and lets the `on_dead` callback fail what it was working on.
+make each job one worker's at a time.
+
+What ends an attempt, and what follows (every attempt was counted when it was claimed):
+
+    the handler returns                 DONE
+    the handler raises                  QUEUED again after the back-off, or DEAD
+    it runs past `timeout_seconds`      cancelled (a parser child is killed), then as above
+    its process dies or freezes         the lease lapses; any worker's reaper requeues it
+                                        after the back-off, or declares it DEAD
+    the lease was taken from it         cancelled; the job is someone else's now
+
+A DEAD job is handed to `on_dead`, which fails what it was working on with the last error.
+The lease keeper renews the lease only while the attempt is within its time limit (plus a
+grace to cancel it): a handler hung on the event loop stops the keeper as well, and a hung
+attempt cannot keep its lease beyond its limit, so another worker or a restarted process
+can take the job over, which is one more attempt.
+
+What a cancellation cannot stop: work in a thread (`asyncio.to_thread`) runs on to its end
+after its attempt was cancelled, and synchronous work on the event loop holds the loop (and
+with it this worker's timer) until it returns. Neither is cut short here; the time limit
+catches them as soon as the loop runs again.
 """
 
 from __future__ import annotations
@@ -14,6 +32,7 @@ import contextlib
 import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
 from uuid import uuid4
 
 import structlog
@@ -26,7 +45,19 @@ Handler = Callable[[Job], Awaitable[None]]
 
 IDLE_POLL_SECONDS = 0.5
 REAP_EVERY_SECONDS = 15.0
-RETRY_BASE_SECONDS = 2.0
+CANCEL_GRACE_SECONDS = 5.0  # how long a cancelled attempt may take to wind down
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Seconds before retrying a job whose attempt number `attempts` failed:
+    `base * 2^(attempts - 1)`, at most `max_seconds`."""
+
+    base_seconds: float = 5.0
+    max_seconds: float = 300.0
+
+    def delay(self, attempts: int) -> float:
+        return min(self.max_seconds, self.base_seconds * 2.0 ** min(max(attempts - 1, 0), 60))
 
 
 class Worker:
@@ -37,15 +68,20 @@ class Worker:
         *,
         concurrency: int = 1,
         lease_seconds: float = 60.0,
+        timeout_seconds: float = 900.0,
+        backoff: Backoff | None = None,
         on_dead: Handler | None = None,
     ) -> None:
         self._queue = queue
         self._handlers = dict(handlers)
         self._concurrency = concurrency
         self._lease = lease_seconds
+        self._timeout = timeout_seconds
+        self._backoff = backoff or Backoff()
         self._on_dead = on_dead
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:6]}"
         self._tasks: list[asyncio.Task[None]] = []
+        self._abandoned: set[asyncio.Future[None]] = set()  # kept referenced until they end
         self._wake = asyncio.Event()
 
     def handle(self, kind: str, handler: Handler) -> None:
@@ -98,30 +134,65 @@ class Worker:
 
     async def _run(self, job: Job) -> None:
         handler = self._handlers.get(job.kind)
-        keeper = asyncio.create_task(self._keep_lease(job))
-        try:
-            if handler is None:
-                raise LookupError(f"no handler for job kind {job.kind!r}")
-            await handler(job)
-        except asyncio.CancelledError:
-            keeper.cancel()
-            raise  # the lease lapses; another worker (or this one after restart) retries
-        except Exception as exc:
-            keeper.cancel()
-            log.warning("job failed", job=job.id, kind=job.kind, attempt=job.attempts)
-            delay = RETRY_BASE_SECONDS * 2 ** (job.attempts - 1)
-            state = await self._queue.fail(job.id, self.name, _describe(exc), delay)
-            if state is JobState.DEAD and self._on_dead is not None:
-                await self._on_dead(_with_error(job, _describe(exc)))
+        if handler is None:
+            await self._failed(job, f"no handler for job kind {job.kind!r}")
             return
-        keeper.cancel()
-        await self._queue.complete(job.id, self.name)
+        attempt = asyncio.ensure_future(handler(job))
+        attempt.add_done_callback(_retrieve)
+        limit = asyncio.get_running_loop().time() + self._timeout
+        keeper = asyncio.create_task(self._keep_lease(job, attempt, limit + CANCEL_GRACE_SECONDS))
+        try:
+            done, _ = await asyncio.wait({attempt}, timeout=self._timeout)
+        except asyncio.CancelledError:  # stop(): the lease lapses, the job is retried later
+            await self._abandon(job, attempt)
+            raise
+        finally:
+            keeper.cancel()
+        if not done:
+            log.warning("job timed out", job=job.id, kind=job.kind, attempt=job.attempts)
+            await self._abandon(job, attempt)
+            await self._failed(job, timed_out(self._timeout))
+        elif attempt.cancelled():
+            log.warning("job attempt cancelled: its lease was lost", job=job.id)
+        elif (error := attempt.exception()) is not None:
+            log.warning("job failed", job=job.id, kind=job.kind, attempt=job.attempts)
+            await self._failed(job, _describe(error))
+        else:
+            await self._queue.complete(job.id, self.name)
 
-    async def _keep_lease(self, job: Job) -> None:
+    async def _failed(self, job: Job, error: str) -> None:
+        retry_in = self._backoff.delay(job.attempts)
+        state = await self._queue.fail(job.id, self.name, error, retry_in)
+        if state is JobState.DEAD and self._on_dead is not None:
+            await self._on_dead(replace(job, last_error=error, state=JobState.DEAD))
+
+    async def _abandon(self, job: Job, attempt: asyncio.Future[None]) -> None:
+        """Cancel the attempt and give it a moment to wind down (kill its parser child)."""
+        attempt.cancel()
+        done, _ = await asyncio.wait({attempt}, timeout=CANCEL_GRACE_SECONDS)
+        if not done:
+            log.error("job attempt ignores its cancellation; left running", job=job.id)
+            self._abandoned.add(attempt)
+            attempt.add_done_callback(self._abandoned.discard)
+
+    async def _keep_lease(self, job: Job, attempt: asyncio.Future[None], until: float) -> None:
+        """Renew the lease every third of it, but never past `until` (the attempt's time
+        limit and grace): a hung attempt cannot hold its job forever. A lost lease (the job
+        was reaped while this process was frozen) cancels the attempt."""
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self._lease / 3)
-            if not await self._queue.extend(job.id, self.name, self._lease):
+            left = until - loop.time()
+            if left <= 0:
+                return
+            try:
+                held = await self._queue.extend(job.id, self.name, min(self._lease, left))
+            except Exception:
+                log.exception("job lease renewal failed", job=job.id)
+                continue
+            if not held:
                 log.warning("job lease lost", job=job.id)
+                attempt.cancel()
                 return
 
     async def _reaper(self) -> None:
@@ -130,13 +201,21 @@ class Worker:
                 await self.reap()
             except Exception:
                 log.exception("job reaper error")
-            await asyncio.sleep(REAP_EVERY_SECONDS)
+            await asyncio.sleep(min(REAP_EVERY_SECONDS, self._lease / 2))
 
     async def reap(self) -> None:
-        for job in await self._queue.reap():
-            log.warning("job declared dead", job=job.id, kind=job.kind)
+        """Requeue (after the back-off) or declare DEAD the jobs whose lease lapsed."""
+        for job in await self._queue.reap(self._backoff.delay):
+            log.warning("job declared dead", job=job.id, kind=job.kind, attempts=job.attempts)
             if self._on_dead is not None:
                 await self._on_dead(job)
+
+
+def timed_out(seconds: float) -> str:
+    return (
+        f"the attempt timed out: it ran longer than {seconds:g} s "
+        "(documents.job_timeout_seconds) and was stopped"
+    )
 
 
 def _stop_if_cancelled() -> None:
@@ -148,12 +227,13 @@ def _stop_if_cancelled() -> None:
         raise asyncio.CancelledError
 
 
+def _retrieve(attempt: asyncio.Future[None]) -> None:
+    """An attempt's outcome is read by `_run`, unless it was abandoned: read it anyway, so
+    asyncio does not report an exception that was never retrieved."""
+    if not attempt.cancelled():
+        attempt.exception()
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}"[:500] if text else type(exc).__name__
-
-
-def _with_error(job: Job, error: str) -> Job:
-    from dataclasses import replace
-
-    return replace(job, last_error=error, state=JobState.DEAD)

@@ -3,8 +3,9 @@
 parse (sandboxed child process) → chunk → embed (batched) → index, then the document is
 COMPLETE with its page layout and counts. A file that cannot be parsed FAILS its document
 with the parser's reason and the job ends normally (retrying would not help). Anything
-else (the database, the embedder) raises, so the job queue retries it with back-off; when
-the attempts are used up, `fail_exhausted` fails the document with the last error.
+else (the database, the embedder) raises, so the job queue retries it with back-off, as it
+does an attempt that timed out or whose process died; when the attempts are used up,
+`fail_exhausted` fails the document with the last error.
 Every step is idempotent, so a job that runs twice (a worker died after indexing) does no
 harm.
 """
@@ -145,12 +146,22 @@ class IngestionService:
     async def resume_orphans(self, jobs: JobQueue, max_attempts: int) -> int:
         """Queue a job for every RUNNING document that has none (its process died between
         storing the document and queueing the job). Documents younger than a minute are
-        left alone: their job may be on its way. Returns how many were queued."""
+        left alone: their job may be on its way. A document whose job is DEAD (its process
+        died between giving the job up and failing the document) is failed now, never
+        queued afresh: a job that crashed its server every time must not come back with new
+        attempts. Returns how many were queued."""
         active = {job.payload.get("document_id") for job in await jobs.active(INGEST_JOB)}
+        dead = {job.payload.get("document_id"): job for job in await jobs.dead(INGEST_JOB)}
         cutoff = utcnow() - timedelta(seconds=ORPHAN_AGE_SECONDS)
         queued = 0
         for document in await self._store.running_documents():
-            if document.id in active or document.updated_at > cutoff:
+            if document.id in active:
+                continue
+            gone = dead.get(document.id)
+            if gone and gone.org_id == document.org_id and gone.created_at >= document.created_at:
+                await self.fail_exhausted(gone)
+                continue
+            if document.updated_at > cutoff:
                 continue
             await jobs.enqueue(
                 INGEST_JOB,
@@ -164,7 +175,8 @@ class IngestionService:
         return queued
 
     async def fail_exhausted(self, job: Job) -> None:
-        """A job that will not run again: fail its document with the last error."""
+        """A job that will not run again: fail its document with the last error (a crash,
+        a timeout or an exception), which the user reads as the document's reason."""
         if job.org_id is None or "document_id" not in job.payload:
             return
         document = await self._store.get_document(job.org_id, int(job.payload["document_id"]))

@@ -4,7 +4,11 @@
                  ▲                  │  │
                  └──fail (retry_in)─┘  └──fail, attempts used up──▶ DEAD
                  ▲                  │
-                 └── reap: lease lapsed (or DEAD when attempts are used up)
+                 └── reap: lease lapsed, after retry_in (or DEAD when attempts are used up)
+
+An attempt is counted when it is claimed, not when it ends: an attempt that kills or freezes
+its process never reports back, yet it was one. So a job that crashes every process that
+runs it is reaped after each crash and is DEAD once its attempts are used up.
 
 A claim is one `UPDATE ... WHERE id = (oldest due QUEUED job) RETURNING`: on PostgreSQL the
 inner select takes the row `FOR UPDATE SKIP LOCKED`, so concurrent workers each get a
@@ -19,6 +23,7 @@ work a job is (an org's deletion deletes its jobs).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -31,7 +36,10 @@ from threadline.storage.database import Database, as_utc, utcnow
 from threadline.storage.tables import jobs
 
 MAX_ERROR_CHARS = 4000
-LEASE_LAPSED = "the worker's lease lapsed (it stopped or stalled)"
+LEASE_LAPSED = (
+    "the attempt crashed or stalled: the process running it stopped renewing its lease "
+    "(it was killed, crashed or froze), so the lease lapsed"
+)
 
 
 def _job(row: RowMapping) -> Job:
@@ -154,9 +162,11 @@ class SqlJobQueue:
             raise LookupError(f"no job {job_id}")
         return JobState(state)
 
-    async def reap(self) -> list[Job]:
-        """Requeue the RUNNING jobs whose lease lapsed, due at once; those that have used
-        up their attempts become DEAD instead, and only those are returned."""
+    async def reap(self, retry_in: Callable[[int], float] = lambda attempts: 0.0) -> list[Job]:
+        """Requeue the RUNNING jobs whose lease lapsed, due `retry_in(attempts)` seconds from
+        now; those that have used up their attempts become DEAD instead, and only those are
+        returned. Every statement repeats the lapsed condition, so two reapers at once
+        handle each job once."""
         now = utcnow()
         lapsed = (jobs.c.state == JobState.RUNNING.value, jobs.c.lease_until < now)
         released = {
@@ -178,11 +188,22 @@ class SqlJobQueue:
                 .mappings()
                 .all()
             )
-            await conn.execute(
-                update(jobs)
+            retried = (
+                select(jobs.c.attempts)
                 .where(*lapsed, jobs.c.attempts < jobs.c.max_attempts)
-                .values(state=JobState.QUEUED.value, run_after=now, **released)
+                .distinct()
             )
+            for (attempts,) in (await conn.execute(retried)).all():
+                # one statement per attempt count (at most job_max_attempts of them)
+                await conn.execute(
+                    update(jobs)
+                    .where(*lapsed, jobs.c.attempts == attempts)
+                    .values(
+                        state=JobState.QUEUED.value,
+                        run_after=now + timedelta(seconds=max(retry_in(attempts), 0.0)),
+                        **released,
+                    )
+                )
         return sorted((_job(r) for r in dead), key=lambda j: j.id)
 
     async def active(self, kind: str) -> list[Job]:
@@ -190,6 +211,11 @@ class SqlJobQueue:
             jobs.c.kind == kind,
             jobs.c.state.in_((JobState.QUEUED.value, JobState.RUNNING.value)),
         )
+        async with self._db.read() as conn:
+            return [_job(r) for r in (await conn.execute(query)).mappings()]
+
+    async def dead(self, kind: str) -> list[Job]:
+        query = select(jobs).where(jobs.c.kind == kind, jobs.c.state == JobState.DEAD.value)
         async with self._db.read() as conn:
             return [_job(r) for r in (await conn.execute(query)).mappings()]
 

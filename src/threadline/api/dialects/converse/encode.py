@@ -3,7 +3,9 @@
 A conversation's `state` sums up its documents: RUNNING while any is being processed,
 FAILED when every one failed (and there is at least one), else COMPLETE. Each document also
 carries its own `state` (PROCESSING, PROCESSED, FAILED) and `uploadTimestamp`, the optional
-fields of the AI Hub SDK's `DocumentDetails`, so a client can tell which file failed.
+fields of the AI Hub SDK's `DocumentDetails`, so a client can tell which file failed, and
+a `reason` (Threadline's addition, which the SDK ignores) that says why it failed; the
+document metadata carries the same `state` and `reason`.
 
 Threadline renders no page images, so the image paths of a page's layout are empty, and
 `ibdoc_path` is a Threadline reference, never a path on the server's disk.
@@ -73,6 +75,7 @@ def info(conversation: Conversation, documents: Sequence[Document]) -> dict[str,
                 "name": d.name,
                 "state": DOCUMENT_STATE[d.state],
                 "uploadTimestamp": iso(d.created_at),
+                "reason": d.reason,
             }
             for d in documents
         ],
@@ -93,6 +96,8 @@ def metadata(document: Document) -> dict[str, Any]:
         "ibdoc_path": ibdoc_path(document),
         "name": document.name,
         "metadata": [_page(p) for p in document.pages],
+        "state": DOCUMENT_STATE[document.state],
+        "reason": document.reason,
     }
 
 

@@ -116,6 +116,7 @@ def conversation_file(link: ConversationDocument) -> dict[str, Any]:
         "fileId": str(document.asset_id),
         "fileName": document.name,
         "status": document.state.value,
+        "reason": document.reason,
         "createdAt": iso(link.created_at),
         "createdBy": link.created_by,
         "updatedAt": iso(document.updated_at),
