@@ -14,10 +14,10 @@ What ends an attempt, and what follows (every attempt was counted when it was cl
     the lease was taken from it         cancelled; the job is someone else's now
 
 A DEAD job is handed to `on_dead`, which fails what it was working on with the last error.
-The lease keeper renews the lease only while the attempt is within its time limit (plus a
-grace to cancel it): a handler hung on the event loop stops the keeper as well, and a hung
-attempt cannot keep its lease beyond its limit, so another worker or a restarted process
-can take the job over, which is one more attempt.
+The lease keeper is a task on the same event loop that lives only while `_run` waits for the
+attempt, so no longer than the time limit: a hung attempt cannot hold its lease beyond that,
+and a handler that blocks the event loop blocks the keeper too, so the lease lapses and
+another worker (or this process once restarted) takes the job over: one more attempt.
 
 What a cancellation cannot stop: work in a thread (`asyncio.to_thread`) runs on to its end
 after its attempt was cancelled, and synchronous work on the event loop holds the loop (and
@@ -139,8 +139,7 @@ class Worker:
             return
         attempt = asyncio.ensure_future(handler(job))
         attempt.add_done_callback(_retrieve)
-        limit = asyncio.get_running_loop().time() + self._timeout
-        keeper = asyncio.create_task(self._keep_lease(job, attempt, limit + CANCEL_GRACE_SECONDS))
+        keeper = asyncio.create_task(self._keep_lease(job, attempt))
         try:
             done, _ = await asyncio.wait({attempt}, timeout=self._timeout)
         except asyncio.CancelledError:  # stop(): the lease lapses, the job is retried later
@@ -175,18 +174,14 @@ class Worker:
             self._abandoned.add(attempt)
             attempt.add_done_callback(self._abandoned.discard)
 
-    async def _keep_lease(self, job: Job, attempt: asyncio.Future[None], until: float) -> None:
-        """Renew the lease every third of it, but never past `until` (the attempt's time
-        limit and grace): a hung attempt cannot hold its job forever. A lost lease (the job
-        was reaped while this process was frozen) cancels the attempt."""
-        loop = asyncio.get_running_loop()
+    async def _keep_lease(self, job: Job, attempt: asyncio.Future[None]) -> None:
+        """Renew the lease every third of it while `_run` waits for the attempt, that is at
+        most until the attempt's time limit. A lost lease (the job was reaped while this
+        process was frozen) cancels the attempt: the job is someone else's now."""
         while True:
             await asyncio.sleep(self._lease / 3)
-            left = until - loop.time()
-            if left <= 0:
-                return
             try:
-                held = await self._queue.extend(job.id, self.name, min(self._lease, left))
+                held = await self._queue.extend(job.id, self.name, self._lease)
             except Exception:
                 log.exception("job lease renewal failed", job=job.id)
                 continue
