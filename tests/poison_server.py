@@ -1,8 +1,8 @@
 """The `threadline` command with a poisoned ingestion handler, for the poison-job kill tests.
 
 Run as `python tests/poison_server.py serve --data-dir D --config F` (any `threadline`
-arguments). Every ingestion attempt waits half a second, appends "<pid> <job id> <attempt>" to the file named by
-`POISON_MARKS`, then, as `POISON_MODE` says:
+arguments). Every ingestion attempt waits half a second, appends "<pid> <job id> <attempt>"
+to the file named by `POISON_MARKS`, then, as `POISON_MODE` says:
 
     freeze (default)   sleeps on the event loop, as the quadratic chunker did: the whole
                        server stops answering until it is killed
