@@ -36,6 +36,7 @@ from threadline.jobs.worker import Backoff, Worker
 from threadline.services.documents import INGEST_JOB, Upload
 from threadline.storage.database import Database, as_utc, utcnow
 from threadline.storage.jobs import LEASE_LAPSED, SqlJobQueue
+from threadline.storage.tables import documents as documents_table
 from threadline.storage.tables import jobs
 
 LAUNCHER = Path(__file__).with_name("poison_server.py")
@@ -229,6 +230,10 @@ async def test_a_document_whose_job_died_is_failed_at_start_not_queued_again(tmp
     assert await first.job_queue.claim("doomed", lease_seconds=0.05)
     await asyncio.sleep(0.1)
     assert len(await first.job_queue.reap()) == 1  # DEAD, and then the process died
+    async with first.db.write() as conn:  # long enough ago to count as left without a job
+        await conn.execute(
+            update(documents_table).values(updated_at=utcnow() - timedelta(minutes=5))
+        )
     await first.stop()
 
     second = Container(make_settings(tmp_path, db_url, documents={"job_max_attempts": 1}))
