@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -146,6 +147,33 @@ async def test_a_hanging_attempt_times_out_is_retried_with_backoff_then_dies(db)
     # each gap: the 0.3 s limit, then the back-off (0.4 s, then 0.6 s)
     assert gaps[0] >= 0.65 and gaps[1] >= 0.85, gaps
     assert await queue.counts() == {"QUEUED": 0, "RUNNING": 0, "DONE": 0, "DEAD": 1}
+
+
+async def test_an_attempt_stuck_in_a_thread_fails_on_time_though_the_thread_runs_on(db):
+    """A thread cannot be killed: the attempt is given up at its limit all the same, and the
+    thread finishes on its own later (the documented limit of what can be interrupted)."""
+    queue = SqlJobQueue(db)
+    release, finished = threading.Event(), threading.Event()
+
+    def stuck() -> None:
+        release.wait(30)
+        finished.set()
+
+    async def handler(job: Job) -> None:
+        await asyncio.to_thread(stuck)
+
+    dead = asyncio.Queue[Job]()
+    worker = Worker(queue, {"stuck": handler}, timeout_seconds=0.3, on_dead=dead.put)
+    await queue.enqueue("stuck", {}, org_id=None, max_attempts=1)
+    started = time.monotonic()
+    assert await worker.run_one() is True
+    given_up = await asyncio.wait_for(dead.get(), 1)
+    assert time.monotonic() - started < 3
+    assert given_up.last_error is not None and "timed out" in given_up.last_error
+    assert not finished.is_set()  # the thread is still at it
+    release.set()
+    await asyncio.to_thread(finished.wait, 5)
+    assert finished.is_set()
 
 
 async def test_an_attempt_whose_lease_was_taken_over_is_cancelled(db):
