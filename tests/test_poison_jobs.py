@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import select, update
 
 from tests.conftest import make_settings
@@ -35,6 +36,7 @@ from threadline.domain.documents import DocumentState, Job, JobState
 from threadline.ingestion.sandbox import SandboxedParser
 from threadline.jobs.worker import Backoff, Worker
 from threadline.services.documents import INGEST_JOB, Upload
+from threadline.settings import DocumentSettings
 from threadline.storage.database import Database, as_utc, utcnow
 from threadline.storage.jobs import LEASE_LAPSED, SqlJobQueue
 from threadline.storage.tables import documents as documents_table
@@ -69,6 +71,14 @@ async def make_due(db: Database) -> None:
 def test_backoff_doubles_up_to_its_cap() -> None:
     backoff = Backoff(base_seconds=5, max_seconds=300)
     assert [backoff.delay(n) for n in (1, 2, 3, 4, 7, 8, 100)] == [5, 10, 20, 40, 300, 300, 300]
+
+
+def test_a_time_limit_shorter_than_parsing_is_refused() -> None:
+    with pytest.raises(ValidationError, match="must be more than documents.parse_timeout"):
+        DocumentSettings(parse_timeout_seconds=120, job_timeout_seconds=60)
+    with pytest.raises(ValidationError, match="job_retry_max_seconds"):
+        DocumentSettings(job_retry_base_seconds=10, job_retry_max_seconds=5)
+    assert DocumentSettings().job_timeout_seconds == 900
 
 
 async def test_every_claim_is_an_attempt_and_lapsed_ones_are_retried_with_backoff(db):
