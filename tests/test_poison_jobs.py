@@ -74,7 +74,7 @@ def test_backoff_doubles_up_to_its_cap() -> None:
 
 
 def test_a_time_limit_shorter_than_parsing_is_refused() -> None:
-    with pytest.raises(ValidationError, match="must be more than documents.parse_timeout"):
+    with pytest.raises(ValidationError, match=r"must be more than documents\.parse_timeout"):
         DocumentSettings(parse_timeout_seconds=120, job_timeout_seconds=60)
     with pytest.raises(ValidationError, match="job_retry_max_seconds"):
         DocumentSettings(job_retry_base_seconds=10, job_retry_max_seconds=5)
