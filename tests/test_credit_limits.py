@@ -1,0 +1,362 @@
+"""Credit limits hold under concurrency (services/credits.py), through a real uvicorn server,
+in every dialect that charges, on SQLite and PostgreSQL.
+
+The storm: a user whose limit fits exactly two requests' reservations sends many at once.
+The two admitted runs are held on a gate (their model waits) until every other request has
+been answered, so the test sees what a burst sees: exactly two models run, the rest are the
+dialect's 403 saying how many credits are left, and `usedCredit` ends at the real cost of
+two runs, within the limit, with nothing left reserved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from tests.conftest import PRICED, Fakes, make_settings
+from tests.live_server import LiveServer
+from threadline.container import Container, create_app
+from threadline.domain.events import Usage
+from threadline.domain.image_generation import GeneratedImage, GenerationRequest
+from threadline.providers.fake_images import COLOURS, picture
+from threadline.settings import Credits, ModelConfig
+from threadline.storage.tables import credit_reservations, users
+
+MODEL = "gpt-4o-mini"  # 1 credit per input token, 2 per output token
+IMAGES = "sketcher"
+PER_IMAGE = 10
+PROMPT = "Tell me about the mill"
+REPLY_USAGE = Usage(10, 15)  # what an admitted reply really costs: 10 + 2*15 = 40
+
+
+class GatedImages:
+    """An image model whose every call waits for `gate` (set from the test)."""
+
+    def __init__(self) -> None:
+        self.requests: list[GenerationRequest] = []
+        self.gate = asyncio.Event()
+
+    async def generate(self, request: GenerationRequest) -> list[GeneratedImage]:
+        self.requests.append(request)
+        await self.gate.wait()
+        return [picture(COLOURS[i % len(COLOURS)], request.output_format) for i in range(request.n)]
+
+    async def vary(self, request: Any) -> list[GeneratedImage]:
+        raise AssertionError("not used here")
+
+    async def aclose(self) -> None:
+        return None
+
+
+@dataclass
+class Live:
+    server: LiveServer
+    container: Container
+    fakes: Fakes
+    images: GatedImages
+    admin: dict[str, str]
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def url(self, path: str) -> str:
+        return f"{self.server.base_url}{path}"
+
+    def member(self) -> tuple[str, str]:
+        """A new MEMBER of the admin's org: (user id, API key)."""
+        user = httpx.post(self.url("/api/admin/users"), headers=self.admin, json={"name": "m"})
+        user_id = user.json()["user"]["userId"]
+        key = httpx.post(self.url("/api/admin/keys"), headers=self.admin, json={"userId": user_id})
+        return user_id, key.json()["apiKey"]["key"]
+
+    def set_limit(self, user_id: str, limit: int) -> None:
+        r = httpx.patch(
+            self.url(f"/api/admin/users/{user_id}"), headers=self.admin, json={"creditLimit": limit}
+        )
+        assert r.status_code == 200, r.text
+
+    def figures(self, user_id: str) -> tuple[int, int, int, int]:
+        """(used, reserved, limit, reservation rows) as stored."""
+
+        async def read() -> tuple[int, int, int, int]:
+            async with self.container.db.read() as conn:
+                row = (
+                    await conn.execute(
+                        select(
+                            users.c.used_credit, users.c.reserved_credit, users.c.credit_limit
+                        ).where(users.c.id == UUID(user_id))
+                    )
+                ).one()
+                held = (await conn.execute(select(credit_reservations))).all()
+            return row[0], row[1], row[2], len(held)
+
+        return self.server.call(read())
+
+    def open_gates(self) -> None:
+        async def open_all() -> None:
+            self.gate.set()
+            self.images.gate.set()
+
+        self.server.call(open_all())
+
+
+@pytest.fixture
+def live(tmp_path: Path, db_url: str, fakes: Fakes) -> Iterator[Live]:
+    models = {
+        MODEL: ModelConfig(provider="fake", credits=PRICED),
+        IMAGES: ModelConfig(
+            provider="fake", kind="images", credits=Credits(per_image=PER_IMAGE), max_images=3
+        ),
+    }
+    settings = make_settings(tmp_path, db_url, models=models)
+    images = GatedImages()
+    app = create_app(settings, model_factory=fakes.factory, image_factory=lambda n, c: images)
+    server = LiveServer(app)
+    server.start()
+    try:
+        container = app.state.container
+        issued = server.call(container.bootstrap())
+        yield Live(server, container, fakes, images, {"API-KEY": issued.secret})
+    finally:
+        server.stop()
+
+
+Send = Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]
+
+
+async def storm(live: Live, n: int, send: Send, ran: Callable[[], int]) -> list[httpx.Response]:
+    """`n` requests at once; the two admitted are held until all the others are answered."""
+    limits = httpx.Limits(max_connections=n + 10, max_keepalive_connections=n + 10)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        tasks = [asyncio.create_task(send(client)) for _ in range(n)]
+        deadline = time.monotonic() + 120
+        while sum(t.done() for t in tasks) < n - 2:
+            failed = [t for t in tasks if t.done() and t.exception() is not None]
+            if failed:
+                raise failed[0].exception()  # type: ignore[misc]
+            assert time.monotonic() < deadline, f"{sum(t.done() for t in tasks)} answered of {n}"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # a third admitted run, had one slipped through, shows now
+        assert ran() == 2
+        live.open_gates()
+        return list(await asyncio.gather(*tasks))
+
+
+def cost_of(r: httpx.Response) -> int:
+    """The most a refused request may cost, as its 403 says."""
+    assert r.status_code == 403, r.text
+    found = re.search(r"may cost up to (\d+) credits", r.text)
+    assert found, r.text
+    return int(found.group(1))
+
+
+def check_outcome(
+    live: Live,
+    user_id: str,
+    answers: list[httpx.Response],
+    left: int,
+    refused: Callable[[httpx.Response], str],
+    real_cost: int,
+) -> None:
+    ok = [r for r in answers if r.status_code == 200]
+    denied = [r for r in answers if r.status_code != 200]
+    assert len(ok) == 2, [r.status_code for r in answers if r.status_code != 403]
+    assert {r.status_code for r in denied} == {403}
+    for r in denied:
+        message = refused(r)  # the dialect's error shape, its message
+        assert f"{left} left" in message, message
+    used, reserved, limit, rows = live.figures(user_id)
+    assert (used, reserved, rows) == (2 * real_cost, 0, 0)
+    assert used <= limit
+
+
+# ---- error shapes ---------------------------------------------------------------------
+
+
+def oneminai_error(r: httpx.Response) -> str:
+    body = r.json()
+    assert body["success"] is False and body["error"]["code"] == "FORBIDDEN"
+    return str(body["error"]["message"])
+
+
+def openai_error(r: httpx.Response) -> str:
+    error = r.json()["error"]
+    assert error["type"] == "permission_error"
+    return str(error["message"])
+
+
+def sessions_error(r: httpx.Response) -> str:
+    body = r.json()
+    assert body["code"] == "FORBIDDEN"
+    return str(body["detail"])
+
+
+# ---- chat dialects ----------------------------------------------------------------------
+
+
+def gated_replies(live: Live) -> None:
+    for _ in range(2):
+        live.fakes[MODEL].enqueue(["Once", live.gate, " upon a time", REPLY_USAGE])
+
+
+async def chat_storm(
+    live: Live,
+    n: int,
+    send: Callable[[httpx.AsyncClient, str], Awaitable[httpx.Response]],
+    refused: Callable[[httpx.Response], str],
+) -> None:
+    user_id, key = live.member()
+    live.set_limit(user_id, 1)
+    async with httpx.AsyncClient(timeout=30) as client:
+        most = cost_of(await send(client, key))
+    assert live.fakes[MODEL].requests == []
+    live.set_limit(user_id, 3 * most - 1)  # two reservations fit, a third does not
+    gated_replies(live)
+    answers = await storm(
+        live, n, lambda client: send(client, key), lambda: len(live.fakes[MODEL].requests)
+    )
+    check_outcome(live, user_id, answers, most - 1, refused, REPLY_USAGE.input_tokens + 30)
+    for r in answers:
+        if r.status_code == 200:
+            assert "upon a time" in r.text
+
+
+def oneminai_chat(live: Live, streaming: bool) -> Callable[..., Awaitable[httpx.Response]]:
+    query = "?isStreaming=true" if streaming else ""
+
+    async def send(client: httpx.AsyncClient, key: str) -> httpx.Response:
+        body = {"model": MODEL, "promptObject": {"prompt": PROMPT}}
+        return await client.post(
+            live.url(f"/api/chat-with-ai{query}"), headers={"API-KEY": key}, json=body
+        )
+
+    return send
+
+
+def openai_chat(live: Live, streaming: bool) -> Callable[..., Awaitable[httpx.Response]]:
+    async def send(client: httpx.AsyncClient, key: str) -> httpx.Response:
+        body = {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": PROMPT}],
+            "max_tokens": 20,
+            "stream": streaming,
+        }
+        headers = {"Authorization": f"Bearer {key}"}
+        return await client.post(live.url("/v1/chat/completions"), headers=headers, json=body)
+
+    return send
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+async def test_200_concurrent_v1_chats_run_exactly_the_two_that_fit(live, streaming):
+    await chat_storm(live, 200, openai_chat(live, streaming), openai_error)
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+async def test_200_concurrent_1min_chats_run_exactly_the_two_that_fit(live, streaming):
+    await chat_storm(live, 200, oneminai_chat(live, streaming), oneminai_error)
+
+
+async def test_concurrent_features_chats_run_exactly_the_two_that_fit(live):
+    async def send(client: httpx.AsyncClient, key: str) -> httpx.Response:
+        body = {"type": "CHAT_WITH_AI", "model": MODEL, "promptObject": {"prompt": PROMPT}}
+        return await client.post(live.url("/api/features"), headers={"API-KEY": key}, json=body)
+
+    await chat_storm(live, 30, send, oneminai_error)
+
+
+async def test_concurrent_conversation_service_chats_run_exactly_the_two_that_fit(live):
+    base = "/api/conversation"
+    user_id, key = live.member()
+    headers = {"Authorization": f"Bearer {key}"}
+    me = httpx.get(live.url("/api/me"), headers=headers).json()["user"]
+    org = me["teamId"]
+    models = httpx.get(live.url("/api/models"), headers=headers).json()["models"]
+    model_id = next(m["id"] for m in models if m["name"] == MODEL)
+    made = httpx.post(
+        live.url(f"{base}/create?org_id={org}"), headers=headers, json={"title": "t"}
+    ).json()["id"]
+    session = httpx.post(
+        live.url(f"{base}/create_session?org_id={org}"),
+        headers=headers,
+        json={"conversation_id": made, "model_id": model_id},
+    ).json()["id"]
+    sessions: list[str] = [session]
+    for _ in range(29):  # one conversation each: no request's history holds another's prompt
+        other = httpx.post(
+            live.url(f"{base}/create?org_id={org}"), headers=headers, json={"title": "t"}
+        ).json()["id"]
+        sessions.append(
+            httpx.post(
+                live.url(f"{base}/create_session?org_id={org}"),
+                headers=headers,
+                json={"conversation_id": other, "model_id": model_id},
+            ).json()["id"]
+        )
+    turn = iter(sessions * 2)
+
+    async def send(client: httpx.AsyncClient, _key: str) -> httpx.Response:
+        body = {"chat_session_id": next(turn), "message": PROMPT}
+        return await client.post(
+            live.url(f"{base}/stream_chat?org_id={org}"), headers=headers, json=body
+        )
+
+    live.set_limit(user_id, 1)
+    async with httpx.AsyncClient(timeout=30) as client:
+        most = cost_of(await send(client, key))
+    live.set_limit(user_id, 3 * most - 1)
+    gated_replies(live)
+    turn = iter(sessions)
+    answers = await storm(
+        live, 30, lambda client: send(client, key), lambda: len(live.fakes[MODEL].requests)
+    )
+    check_outcome(live, user_id, answers, most - 1, sessions_error, 40)
+
+
+# ---- images -----------------------------------------------------------------------------
+
+
+async def image_storm(
+    live: Live,
+    n: int,
+    send: Callable[[httpx.AsyncClient, str], Awaitable[httpx.Response]],
+    refused: Callable[[httpx.Response], str],
+) -> None:
+    user_id, key = live.member()
+    live.set_limit(user_id, 3 * PER_IMAGE - 1)  # two one-image requests fit, a third does not
+    answers = await storm(
+        live, n, lambda client: send(client, key), lambda: len(live.images.requests)
+    )
+    check_outcome(live, user_id, answers, PER_IMAGE - 1, refused, PER_IMAGE)
+    for r in answers:
+        if r.status_code == 403:
+            assert f"may cost up to {PER_IMAGE} credits" in r.text
+
+
+async def test_200_concurrent_image_generator_requests_run_exactly_the_two_that_fit(live):
+    async def send(client: httpx.AsyncClient, key: str) -> httpx.Response:
+        body = {
+            "type": "IMAGE_GENERATOR",
+            "model": IMAGES,
+            "promptObject": {"prompt": "a mill", "num_outputs": 1, "aspect_ratio": "1:1"},
+        }
+        return await client.post(live.url("/api/features"), headers={"API-KEY": key}, json=body)
+
+    await image_storm(live, 200, send, oneminai_error)
+
+
+async def test_concurrent_v1_image_generations_run_exactly_the_two_that_fit(live):
+    async def send(client: httpx.AsyncClient, key: str) -> httpx.Response:
+        body = {"model": IMAGES, "prompt": "a mill", "n": 1}
+        headers = {"Authorization": f"Bearer {key}"}
+        return await client.post(live.url("/v1/images/generations"), headers=headers, json=body)
+
+    await image_storm(live, 30, send, openai_error)
