@@ -30,7 +30,7 @@ from threadline.domain.events import Usage
 from threadline.domain.image_generation import GeneratedImage, GenerationRequest
 from threadline.providers.fake_images import COLOURS, picture
 from threadline.settings import Credits, ModelConfig
-from threadline.storage.tables import credit_reservations, users
+from threadline.storage.tables import ai_records, credit_reservations, users
 
 MODEL = "gpt-4o-mini"  # 1 credit per input token, 2 per output token
 IMAGES = "sketcher"
@@ -277,30 +277,18 @@ async def test_concurrent_conversation_service_chats_run_exactly_the_two_that_fi
     base = "/api/conversation"
     user_id, key = live.member()
     headers = {"Authorization": f"Bearer {key}"}
-    me = httpx.get(live.url("/api/me"), headers=headers).json()["user"]
-    org = me["teamId"]
-    models = httpx.get(live.url("/api/models"), headers=headers).json()["models"]
-    model_id = next(m["id"] for m in models if m["name"] == MODEL)
-    made = httpx.post(
-        live.url(f"{base}/create?org_id={org}"), headers=headers, json={"title": "t"}
-    ).json()["id"]
-    session = httpx.post(
-        live.url(f"{base}/create_session?org_id={org}"),
-        headers=headers,
-        json={"conversation_id": made, "model_id": model_id},
-    ).json()["id"]
-    sessions: list[str] = [session]
-    for _ in range(29):  # one conversation each: no request's history holds another's prompt
-        other = httpx.post(
-            live.url(f"{base}/create?org_id={org}"), headers=headers, json={"title": "t"}
-        ).json()["id"]
-        sessions.append(
-            httpx.post(
-                live.url(f"{base}/create_session?org_id={org}"),
-                headers=headers,
-                json={"conversation_id": other, "model_id": model_id},
-            ).json()["id"]
-        )
+    async with httpx.AsyncClient(base_url=live.server.base_url, headers=headers) as client:
+        org = (await client.get("/api/me")).json()["user"]["teamId"]
+        models = (await client.get("/api/models")).json()["models"]
+        model_id = next(m["id"] for m in models if m["name"] == MODEL)
+        sessions: list[str] = []
+        for _ in range(30):  # one conversation each: no request's history holds another's
+            made = await client.post(f"{base}/create?org_id={org}", json={"title": "t"})
+            session = await client.post(
+                f"{base}/create_session?org_id={org}",
+                json={"conversation_id": made.json()["id"], "model_id": model_id},
+            )
+            sessions.append(session.json()["id"])
     turn = iter(sessions * 2)
 
     async def send(client: httpx.AsyncClient, _key: str) -> httpx.Response:
@@ -360,3 +348,45 @@ async def test_concurrent_v1_image_generations_run_exactly_the_two_that_fit(live
         return await client.post(live.url("/v1/images/generations"), headers=headers, json=body)
 
     await image_storm(live, 30, send, openai_error)
+
+
+# ---- failures and crashes give the reservation back ----------------------------------------
+
+
+async def test_a_failed_reply_releases_its_reservation(live):
+    from threadline.domain.errors import ModelError
+
+    user_id, key = live.member()
+    live.fakes[MODEL].enqueue(["partial", ModelError("upstream broke")])
+    async with httpx.AsyncClient(timeout=30) as client:
+        r = await oneminai_chat(live, False)(client, key)
+    assert r.status_code == 502, r.text
+    used, reserved, _, rows = live.figures(user_id)
+    assert (reserved, rows) == (0, 0)
+
+    async def charged() -> list[int]:
+        async with live.container.db.read() as conn:
+            return list((await conn.execute(select(ai_records.c.credits))).scalars())
+
+    assert [used] == live.server.call(charged())  # the failed record's charge, no more
+
+
+async def test_a_failed_image_request_releases_its_reservation(live):
+    from threadline.domain.errors import ModelError
+
+    user_id, key = live.member()
+
+    async def broken(request: GenerationRequest) -> list[GeneratedImage]:
+        raise ModelError("upstream broke")
+
+    live.images.generate = broken  # type: ignore[method-assign]
+    body = {"model": IMAGES, "prompt": "a mill", "n": 1}
+    async with httpx.AsyncClient(timeout=30) as client:
+        r = await client.post(
+            live.url("/v1/images/generations"),
+            headers={"Authorization": f"Bearer {key}"},
+            json=body,
+        )
+    assert r.status_code == 502, r.text
+    assert live.figures(user_id)[:2] == (0, 0)
+    assert live.figures(user_id)[3] == 0
