@@ -1,11 +1,13 @@
 """The chat engine: one request in, one run out.
 
 `ChatService.reply()` validates and authorises everything *before* writing anything (so a
-bad request leaves the database unchanged), then starts the run as its own task and, beside
-it, persists the user's message and a PENDING record; the model's tokens flow to the client
-without waiting for that write. The run then stores the reply, its usage and its charge in
-one transaction, whether or not anyone is still listening. If the PENDING write fails, the
-model is stopped and the run ends with STORAGE_ERROR.
+bad request leaves the database unchanged), reserves the most the reply can cost (one
+conditional update, services/credits.py: a request that does not fit is refused here), then
+starts the run as its own task and, beside it, persists the user's message and a PENDING
+record; the model's tokens flow to the client without waiting for that write. The run then
+stores the reply, its usage and its charge (settling the reservation) in one transaction,
+whether or not anyone is still listening. If the PENDING write fails, the model is stopped,
+the reservation released, and the run ends with STORAGE_ERROR.
 """
 
 from __future__ import annotations
@@ -134,9 +136,10 @@ class ChatService:
         record = await self._reserve(command, entry, request, record)
         run = Run(record, user_message.id if user_message else None, reply_id)
         # The model starts at once and its tokens flow while the PENDING record is written:
-        # the first token never waits on the database. The run stores its outcome only after
-        # that write, and a failed write ends the run with STORAGE_ERROR. The write's task is
-        # made second so that it runs second: the upstream request goes out first.
+        # the first token waits on no write but the reservation. The run stores its outcome
+        # only after that write, and a failed write ends the run with STORAGE_ERROR. The
+        # write's task is made second so that it runs second: the upstream request goes out
+        # first.
         stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(
             self._drive(
