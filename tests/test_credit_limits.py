@@ -431,3 +431,35 @@ async def test_a_failed_image_request_releases_its_reservation(live):
     assert r.status_code == 502, r.text
     assert live.figures(user_id)[:2] == (0, 0)
     assert live.figures(user_id)[3] == 0
+
+
+async def test_a_cli_command_beside_a_live_server_leaves_its_reservations(live, tmp_path):
+    """`threadline keys create` starts a container on the same database: it must not give
+    back what the server's replies in progress hold (only an API server starting does)."""
+    import os
+    import subprocess
+    import sys
+
+    user_id, key = live.member()
+    gated_replies(live)
+    async with httpx.AsyncClient(timeout=60) as client:
+        reply = asyncio.create_task(oneminai_chat(live, False)(client, key))
+        deadline = time.monotonic() + 30
+        while live.figures(user_id)[3] == 0:
+            assert time.monotonic() < deadline and not reply.done()
+            await asyncio.sleep(0.05)
+        held = live.figures(user_id)
+        env = {**os.environ, "THREADLINE_DATABASE_URL": live.container.settings.database_url}
+        made = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "threadline", "keys", "create", "--data-dir", str(tmp_path)],
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
+        assert made.returncode == 0, made.stderr.decode()[-2000:]
+        assert live.figures(user_id) == held  # still held: the reply is still running
+        live.open_gates()
+        assert (await reply).status_code == 200
+    used, reserved, _, rows = live.figures(user_id)
+    assert (used, reserved, rows) == (40, 0, 0)

@@ -266,16 +266,18 @@ class Container:
         )
         self.worker.handle(REMEMBER_JOB, self.memories.run_job)
 
-    async def start(self, *, worker: bool | None = None) -> None:
-        """Migrate, fail the replies a previous process left unfinished and release the
-        credits they held, and start the embedded job worker (`worker`: default
-        `documents.embedded_worker`)."""
+    async def start(self, *, worker: bool | None = None, release_credits: bool = True) -> None:
+        """Migrate, fail the replies a previous process left unfinished, release the credits
+        they held (`release_credits`: an API server starting; a CLI command, which may run
+        beside a live server, leaves them), and start the embedded job worker (`worker`:
+        default `documents.embedded_worker`)."""
         await self.db.migrate()
         started = utcnow()
         await self.record_store.fail_unfinished(
             "the server stopped before the reply ended", before=started
         )
-        await self.credits.release_stale(before=started)
+        if release_credits:
+            await self.credits.release_stale(before=started)
         if self.settings.documents.embedded_worker if worker is None else worker:
             await self.parser.warm_up()
             await self.ingestion.resume_orphans(
