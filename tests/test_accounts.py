@@ -95,24 +95,31 @@ async def test_org_admins_only_see_their_org(client, admin):
 
 async def test_exhausted_credits_are_403_before_any_model_runs(client, admin, fakes, container):
     user = (
-        await client.post("/api/admin/users", headers=admin, json={"name": "c", "creditLimit": 30})
+        await client.post(
+            "/api/admin/users", headers=admin, json={"name": "c", "creditLimit": 1050}
+        )
     ).json()["user"]
     key = (
         await client.post("/api/admin/keys", headers=admin, json={"userId": user["userId"]})
     ).json()["apiKey"]["key"]
     member = {"API-KEY": key}
-    fakes["gpt-4o-mini"].enqueue(["x", Usage(10, 15)])  # 10 + 2*15 = 40 credits > 30
+    # "Hello" may cost up to (1 + 4) input tokens + 512 output tokens (the model's maximum)
+    # at 1 and 2 credits a token: 1029 fit the limit of 1050; after a reply that cost
+    # 10 + 2*15 = 40, the 1010 left do not.
+    fakes["gpt-4o-mini"].enqueue(["x", Usage(10, 15)])
     first = await client.post(CHAT, headers=member, json=HELLO)
     assert first.json()["aiRecord"]["teamUser"]["usedCredit"] == 40
     calls, records = len(fakes["gpt-4o-mini"].requests), await count(container, ai_records)
     r = await client.post(CHAT, headers=member, json=HELLO)
     assert r.status_code == 403
     assert r.json()["error"]["code"] == "FORBIDDEN"
+    assert "40 of 1050 credits used, 1010 left" in r.json()["error"]["message"]
+    assert "may cost up to 1029 credits" in r.json()["error"]["message"]
     assert len(fakes["gpt-4o-mini"].requests) == calls
     assert await count(container, ai_records) == records
     # an admin raises the limit: the user can chat again
     await client.patch(
-        f"/api/admin/users/{user['userId']}", headers=admin, json={"creditLimit": 1000}
+        f"/api/admin/users/{user['userId']}", headers=admin, json={"creditLimit": 2000}
     )
     assert (await client.post(CHAT, headers=member, json=HELLO)).status_code == 200
 

@@ -47,6 +47,8 @@ async def test_a_failed_pending_write_fails_the_reply_and_nothing_is_charged(
     async with container.db.read() as conn:
         assert (await conn.execute(select(ai_records))).first() is None
         assert (await conn.execute(select(users.c.used_credit))).scalars().all() == [0]
+        # the reservation the run took before its model started is given back
+        assert (await conn.execute(select(users.c.reserved_credit))).scalars().all() == [0]
 
 
 async def test_the_outcome_is_stored_after_a_slow_pending_write(

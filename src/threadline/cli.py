@@ -51,7 +51,8 @@ def _with_container(
 
     async def main() -> T:
         container = Container(settings)
-        await container.start(worker=worker)
+        # A command may run beside a live server: its replies' reservations are not ours.
+        await container.start(worker=worker, release_credits=False)
         try:
             return await work(container)
         finally:

@@ -23,6 +23,7 @@ from threadline.services.catalog import ImageModelFactory, ModelCatalog, ModelFa
 from threadline.services.chat import ChatService
 from threadline.services.clock import utcnow
 from threadline.services.conversations import ConversationService
+from threadline.services.credits import CreditService
 from threadline.services.documents import INGEST_JOB, DocumentLimits, DocumentService
 from threadline.services.grounding import DocumentGrounder
 from threadline.services.image_generation import ImageGenerationService
@@ -45,6 +46,7 @@ from threadline.storage.blobs import FileBlobStore
 from threadline.storage.brand_voices import SqlBrandVoiceStore
 from threadline.storage.chunks import SqlChunkIndex
 from threadline.storage.conversations import SqlConversationStore
+from threadline.storage.credits import SqlCreditStore
 from threadline.storage.database import Database
 from threadline.storage.documents import SqlDocumentStore
 from threadline.storage.jobs import SqlJobQueue
@@ -87,6 +89,7 @@ class Container:
         self.accounts = AccountService(
             self.account_store, settings.default_credit_limit, settings.auth_cache_seconds
         )
+        self.credits = CreditService(SqlCreditStore(self.db), self.account_store)
         self.rate_limiter = KeyRateLimiter(settings.rate_limit_per_minute)
         self.conversations = ConversationService(
             self.conversation_store, self.catalog, settings.page_size_max
@@ -115,6 +118,7 @@ class Container:
             records=self.record_store,
             conversations=self.conversations,
             accounts=self.accounts,
+            credits=self.credits,
             runs=self.runs,
             history_limit_max=settings.history_limit_max,
             observer=self.metrics.observe_record,
@@ -137,6 +141,7 @@ class Container:
             catalog=self.catalog,
             records=self.record_store,
             accounts=self.accounts,
+            credits=self.credits,
             documents=self.documents,
             fetcher=self.fetcher.for_images(
                 max_bytes=max_bytes, content_types=SOURCE_TYPES, accepted=SOURCE_KINDS
@@ -263,13 +268,18 @@ class Container:
         )
         self.worker.handle(REMEMBER_JOB, self.memories.run_job)
 
-    async def start(self, *, worker: bool | None = None) -> None:
-        """Migrate, fail the replies a previous process left unfinished, and start the
-        embedded job worker (`worker`: default `documents.embedded_worker`)."""
+    async def start(self, *, worker: bool | None = None, release_credits: bool = True) -> None:
+        """Migrate, fail the replies a previous process left unfinished, release the credits
+        they held (`release_credits`: an API server starting; a CLI command, which may run
+        beside a live server, leaves them), and start the embedded job worker (`worker`:
+        default `documents.embedded_worker`)."""
         await self.db.migrate()
+        started = utcnow()
         await self.record_store.fail_unfinished(
-            "the server stopped before the reply ended", before=utcnow()
+            "the server stopped before the reply ended", before=started
         )
+        if release_credits:
+            await self.credits.release_stale(before=started)
         if self.settings.documents.embedded_worker if worker is None else worker:
             await self.parser.warm_up()
             await self.ingestion.resume_orphans(

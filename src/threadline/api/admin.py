@@ -2,6 +2,8 @@
 
 An admin manages their own org; admins of the system org may also act on another org by
 passing `orgId`, and create orgs. A new key's secret is in the response once, never again.
+Who sets whose credit limit: an admin, for the users of their org (system admins: of any
+org); nobody raises their own (403), see `AccountService.update_user`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ router = APIRouter(prefix="/api/admin", route_class=route_class(render_native), 
 OrgQuery = Annotated[UUID | None, Query(alias="orgId")]
 
 
+# A credit limit is stored as a signed 64-bit integer: larger values are a 422, not a 500.
+MAX_CREDIT_LIMIT = 2**63 - 1
+CreditLimit = Annotated[int | None, Field(ge=0, le=MAX_CREDIT_LIMIT)]
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -29,20 +36,20 @@ class _Body(BaseModel):
 class CreateOrg(_Body):
     name: str = Field(min_length=1, max_length=200)
     adminName: str = Field("admin", min_length=1, max_length=200)
-    creditLimit: int | None = Field(None, ge=0)
+    creditLimit: CreditLimit = None
 
 
 class CreateUser(_Body):
     name: str = Field(min_length=1, max_length=200)
     role: Literal["ADMIN", "MEMBER"] = "MEMBER"
-    creditLimit: int | None = Field(None, ge=0)
+    creditLimit: CreditLimit = None
 
 
 class UpdateUser(_Body):
     name: str | None = Field(None, min_length=1, max_length=200)
     role: Literal["ADMIN", "MEMBER"] | None = None
     status: Literal["ACTIVE", "INACTIVE"] | None = None
-    creditLimit: int | None = Field(None, ge=0)
+    creditLimit: CreditLimit = None
 
 
 class CreateKey(_Body):

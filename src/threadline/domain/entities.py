@@ -47,10 +47,12 @@ class User:
     updated_at: datetime
     created_by: str = "SYSTEM"
     updated_by: str = "SYSTEM"
+    reserved_credit: int = 0  # held by this user's runs in progress (see services/credits.py)
 
     @property
     def credit_left(self) -> int:
-        return self.credit_limit - self.used_credit
+        """What a new request may still reserve (negative when a limit was lowered)."""
+        return self.credit_limit - self.used_credit - self.reserved_credit
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +153,9 @@ class AiRecord:
     error: str | None = None
     citations: list[dict[str, Any]] = field(default_factory=list)
     finish_reason: str | None = None  # a finished reply's: "stop", "length", "content_filter"
+    # The credits the run reserved before it started (the most it may be charged). Not a
+    # column of the record: the reservation is a row of its own until the run settles.
+    reserved_credits: int = 0
 
 
 @dataclass(frozen=True, slots=True)

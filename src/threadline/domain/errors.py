@@ -3,7 +3,8 @@
     ThreadlineError
      ├── InvalidRequest      400  malformed or missing input
      ├── Unauthorized        401  no key, unknown key, revoked key
-     ├── Forbidden           403  role too low, no credit left
+     ├── Forbidden           403  role too low
+     │    └── QuotaExceeded  403  the request may cost more credits than the user has left
      ├── NotFound            404  no such object *in the caller's org*
      ├── Unprocessable       422  well-formed but not servable (unknown model, unsupported setting)
      │    └── FetchRefused   422  a URL the server will not fetch (not http(s), private address)
@@ -47,6 +48,21 @@ class Unauthorized(ThreadlineError):
 class Forbidden(ThreadlineError):
     status = 403
     code = "FORBIDDEN"
+
+
+class QuotaExceeded(Forbidden):
+    """The most a request may cost does not fit what its user has left. The message says
+    how many credits are left (`left`) and what the request needed (`cost`)."""
+
+    def __init__(self, *, limit: int, used: int, reserved: int, cost: int, what: str) -> None:
+        self.left = max(0, limit - used - reserved)
+        self.cost = cost
+        held = f", {reserved} held by replies in progress" if reserved else ""
+        needs = f"; {what} may cost up to {cost} credits" if what else ""
+        super().__init__(
+            f"Quota exceeded: {used} of {limit} credits used{held}, {self.left} left{needs}; "
+            "ask an admin to raise your credit limit"
+        )
 
 
 class NotFound(ThreadlineError):

@@ -100,6 +100,17 @@ class AccountStore(Protocol):
     async def charge(self, org_id: UUID, user_id: UUID, credits: int) -> None: ...
 
 
+class CreditStore(Protocol):
+    """Credit reservations (see services/credits.py): atomic, released exactly once."""
+
+    async def reserve(self, org_id: UUID, user_id: UUID, run_id: UUID, credits: int) -> bool:
+        """Hold `credits` for the run if they fit what the user has left; False otherwise."""
+        ...
+
+    async def release(self, org_id: UUID, user_id: UUID, run_id: UUID) -> None: ...
+    async def release_stale(self, before: datetime) -> int: ...
+
+
 class ConversationStore(Protocol):
     async def create(self, conversation: Conversation) -> Conversation: ...
     async def get(self, org_id: UUID, conversation_id: UUID) -> Conversation | None: ...
@@ -169,7 +180,8 @@ class RecordStore(Protocol):
         user_message_id: UUID | None,
         charge: int,
     ) -> User | None:
-        """Persist the outcome, the assistant message and the charge in one transaction.
+        """Persist the outcome, the assistant message and the charge in one transaction,
+        settling the run's reservation (`record.reserved_credits`) there too.
         Returns the user's row as stored just after (fresh credit figures)."""
         ...
 
@@ -182,6 +194,7 @@ __all__ = [
     "ChatMessage",
     "ChatModel",
     "ConversationStore",
+    "CreditStore",
     "HistoryWindow",
     "ImagePart",
     "ModelRequest",

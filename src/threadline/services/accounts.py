@@ -153,6 +153,8 @@ class AccountService:
     async def update_user(
         self, caller: Principal, org: Org, user_id: UUID, **changes: object
     ) -> User:
+        if user_id == caller.user.id and "credit_limit" in changes:
+            await self._check_own_limit(caller, changes["credit_limit"])
         user = await self._store.update_user(org.id, user_id, caller.user.name, **changes)
         self._cache.drop_user(user_id)
         if user is None:
@@ -183,6 +185,16 @@ class AccountService:
         if user is None:
             raise Unauthorized("This API key's user no longer exists")
         return user
+
+    async def _check_own_limit(self, caller: Principal, limit: object) -> None:
+        """Nobody raises their own credit limit: another admin of their org, or an admin of
+        the system org, does. Lowering one's own is allowed."""
+        own = await self.user(caller)
+        if isinstance(limit, int) and limit > own.credit_limit:
+            raise Forbidden(
+                f"You cannot raise your own credit limit ({own.credit_limit}); another admin "
+                "of your org, or an admin of the system org, can"
+            )
 
     @staticmethod
     def _require_system_admin(caller: Principal) -> None:

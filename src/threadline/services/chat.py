@@ -1,11 +1,13 @@
 """The chat engine: one request in, one run out.
 
 `ChatService.reply()` validates and authorises everything *before* writing anything (so a
-bad request leaves the database unchanged), then starts the run as its own task and, beside
-it, persists the user's message and a PENDING record; the model's tokens flow to the client
-without waiting for that write. The run then stores the reply, its usage and its charge in
-one transaction, whether or not anyone is still listening. If the PENDING write fails, the
-model is stopped and the run ends with STORAGE_ERROR.
+bad request leaves the database unchanged), reserves the most the reply can cost (one
+conditional update, services/credits.py: a request that does not fit is refused here), then
+starts the run as its own task and, beside it, persists the user's message and a PENDING
+record; the model's tokens flow to the client without waiting for that write. The run then
+stores the reply, its usage and its charge (settling the reservation) in one transaction,
+whether or not anyone is still listening. If the PENDING write fails, the model is stopped,
+the reservation released, and the run ends with STORAGE_ERROR.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import structlog
 
 from threadline.domain.brand_voices import BrandVoice
 from threadline.domain.documents import Document
-from threadline.domain.entities import AiRecord, Message, Principal, RecordStatus
-from threadline.domain.errors import Forbidden, InvalidRequest, ThreadlineError, Unprocessable
+from threadline.domain.entities import AiRecord, Message, RecordStatus
+from threadline.domain.errors import InvalidRequest, ThreadlineError, Unprocessable
 from threadline.domain.events import Citation, Done, Failed, TextDelta, Usage
 from threadline.domain.memories import Memory
 from threadline.domain.ports import ChatMessage, HistoryWindow, ModelRequest, RecordStore
@@ -41,6 +43,7 @@ from threadline.services.chat_prompt import (
 )
 from threadline.services.clock import utcnow
 from threadline.services.conversations import ConversationService
+from threadline.services.credits import CreditService, most_for_reply
 from threadline.services.grounding import DocumentGrounder, DocumentRequest
 from threadline.services.images import ImageReader, ImageReading
 from threadline.services.links import LinkReader, LinkReading, links_in, videos_in
@@ -77,6 +80,7 @@ class ChatService:
         records: RecordStore,
         conversations: ConversationService,
         accounts: AccountService,
+        credits: CreditService,
         runs: RunRegistry,
         history_limit_max: int,
         observer: Callable[[AiRecord], None] | None = None,
@@ -91,6 +95,7 @@ class ChatService:
         self._records = records
         self._conversations = conversations
         self._accounts = accounts
+        self._credits = credits
         self._runs = runs
         self._history_limit_max = history_limit_max
         self._observer = observer
@@ -116,7 +121,7 @@ class ChatService:
             images=self._images is not None,
         )
         voice = await self._brand_voice(command)
-        self._check_credit(command.principal)
+        self._credits.check(command.principal)
         images = await self._read_images(command, entry)
         links, search = await self._read_web(command)
         memories = await self._recall(command, entry, voice)
@@ -128,11 +133,13 @@ class ChatService:
             recorded = {**command.prompt_object, "memoryList": memory_records(memories)}
             command = replace(command, prompt_object=recorded)
         record, user_message, reply_id = self._new_record(command)
+        record = await self._reserve(command, entry, request, record)
         run = Run(record, user_message.id if user_message else None, reply_id)
         # The model starts at once and its tokens flow while the PENDING record is written:
-        # the first token never waits on the database. The run stores its outcome only after
-        # that write, and a failed write ends the run with STORAGE_ERROR. The write's task is
-        # made second so that it runs second: the upstream request goes out first.
+        # the first token waits on no write but the reservation. The run stores its outcome
+        # only after that write, and a failed write ends the run with STORAGE_ERROR. The
+        # write's task is made second so that it runs second: the upstream request goes out
+        # first.
         stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(
             self._drive(
@@ -150,14 +157,14 @@ class ChatService:
         await asyncio.sleep(0)
         return run
 
-    @staticmethod
-    def _check_credit(principal: Principal) -> None:
-        user = principal.user
-        if user.used_credit >= user.credit_limit:
-            raise Forbidden(
-                f"Quota exceeded: {user.used_credit} of {user.credit_limit} credits used; "
-                "ask an admin to raise your credit limit"
-            )
+    async def _reserve(
+        self, command: ChatCommand, entry: CatalogModel, request: ModelRequest, record: AiRecord
+    ) -> AiRecord:
+        """Hold the most the reply can cost (services/credits.py), or refuse it (403) before
+        anything is written or any model runs. The one statement a run's start waits on."""
+        most = most_for_reply(entry, request)
+        await self._credits.reserve(command.principal, record.id, most, "this reply")
+        return replace(record, reserved_credits=most)
 
     async def _brand_voice(self, command: ChatCommand) -> BrandVoice | None:
         raw = command.grounding.brand_voice_id
@@ -421,13 +428,15 @@ class ChatService:
         user_message: Message | None,
         stored: asyncio.Future[None],
     ) -> None:
-        charge = entry.price(usage)
+        # The real cost, never more than the run reserved (services/credits.py).
+        charge = min(entry.price(usage), run.record.reserved_credits)
         user = None
         try:
             await asyncio.shield(stored)  # the PENDING record
         except Exception:
             log.exception("could not store the reply", run=str(run.id))
             failure, charge = _STORAGE_FAILED, 0
+            await asyncio.shield(self._credits.release(run.record))
         record = self._outcome(run, usage, text, citations, failure, charge)
         if failure is not _STORAGE_FAILED:
             assistant = _assistant_message(record, user_message, run.reply_message_id, text)
@@ -442,6 +451,7 @@ class ChatService:
             except Exception:
                 log.exception("could not store the reply", run=str(run.id))
                 failure = failure or _STORAGE_FAILED
+                await asyncio.shield(self._credits.release(run.record))
         last: Done | Failed = (
             Done(usage.finish_reason, record=record)
             if failure is None

@@ -8,12 +8,13 @@ One request, in order; a refusal at any step leaves nothing behind:
     3. the source image (variator)          an asset of the caller's org (404 otherwise) or
                                             an http(s) URL read by the SSRF-safe image fetcher;
                                             its type read from the bytes (PNG, JPEG or WebP)
-    4. credits cover `per_image` x n        403 before any model runs
+    4. `per_image` x n credits are reserved  403 before any model runs (services/credits.py)
     5. the aiRecord is written PENDING, the model runs, each image becomes an asset of the
        caller (`DocumentService.store_image`), and the record is finished SUCCESS with the
-       asset keys as its result and the charge, in one transaction (`RecordStore.finish`).
-       A failure finishes it FAILED with the error, removes the images stored so far, charges
-       nothing, and is raised (ModelError 502, ModelTimeout 504).
+       asset keys as its result and the charge (the images made, at most the n reserved),
+       its reservation settled, in one transaction (`RecordStore.finish`). A failure finishes
+       it FAILED with the error, removes the images stored so far, charges nothing, releases
+       the reservation, and is raised (ModelError 502, ModelTimeout 504).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from threadline.domain.entities import AiRecord, Principal, RecordStatus, User
 from threadline.domain.errors import (
     FetchFailed,
     FetchRefused,
-    Forbidden,
     NotFound,
     ThreadlineError,
     Unprocessable,
@@ -53,6 +53,7 @@ from threadline.domain.ports import RecordStore
 from threadline.services.accounts import AccountService
 from threadline.services.catalog import CatalogModel, ModelCatalog
 from threadline.services.clock import utcnow
+from threadline.services.credits import CreditService
 from threadline.services.documents import DocumentService
 
 log = structlog.get_logger(__name__)
@@ -94,6 +95,7 @@ class ImageGenerationService:
         catalog: ModelCatalog,
         records: RecordStore,
         accounts: AccountService,
+        credits: CreditService,
         documents: DocumentService,
         fetcher: PageFetcher,
         inspect: ImageInspector,
@@ -103,6 +105,7 @@ class ImageGenerationService:
         self._catalog = catalog
         self._records = records
         self._accounts = accounts
+        self._credits = credits
         self._documents = documents
         self._fetcher = fetcher
         self._inspect = inspect
@@ -121,7 +124,6 @@ class ImageGenerationService:
                 f"{entry.config.max_images} images per request"
             )
         source = await self._source(command) if variation else None
-        await self._check_credit(command.principal, entry, command.n)
         model = self._catalog.image_model(entry.name, command.feature)
 
         def call() -> Awaitable[list[GeneratedImage]]:
@@ -140,10 +142,10 @@ class ImageGenerationService:
         entry: CatalogModel,
         call: Callable[[], Awaitable[list[GeneratedImage]]],
     ) -> ImageGenerationOutcome:
-        record = _new_record(command)
-        await self._records.start(record, None)
+        record = await self._reserve(command, entry, _new_record(command))
         stored: list[Asset] = []
         try:
+            await self._records.start(record, None)
             images = await call()
             for image in images:
                 stored.append(await self._documents.store_image(command.principal, image))
@@ -151,7 +153,7 @@ class ImageGenerationService:
             reason = exc.message if isinstance(exc, ThreadlineError) else "the request was cut off"
             await asyncio.shield(self._fail(command.principal, record, stored, reason))
             raise
-        charge = entry.image_price(len(stored))
+        charge = min(entry.image_price(len(stored)), record.reserved_credits)
         done = replace(
             record,
             status=RecordStatus.SUCCESS,
@@ -186,15 +188,14 @@ class ImageGenerationService:
         if self._observer is not None:
             self._observer(record)
 
-    async def _check_credit(self, principal: Principal, entry: CatalogModel, n: int) -> None:
-        user = await self._accounts.user(principal)
-        price = entry.image_price(n)
-        if user.used_credit >= user.credit_limit or price > user.credit_left:
-            raise Forbidden(
-                f"Quota exceeded: {n} image(s) of {entry.name!r} cost {price} credits; "
-                f"{max(user.credit_left, 0)} of {user.credit_limit} left; ask an admin to "
-                "raise your credit limit"
-            )
+    async def _reserve(
+        self, command: ImageGenerationCommand, entry: CatalogModel, record: AiRecord
+    ) -> AiRecord:
+        """Hold what the images asked for cost, or refuse (403) before any model runs."""
+        price = entry.image_price(command.n)
+        what = f"{command.n} image(s) of {entry.name!r}"
+        await self._credits.reserve(command.principal, record.id, price, what)
+        return replace(record, reserved_credits=price)
 
     # ---- the variator's source image ------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 A record is written twice: PENDING with the user's message when the run starts, and once
 more when it ends, together with the assistant's message, the conversation's `updated_at`
-and the credit charge, all in one transaction, so a reply is stored and charged exactly once.
+and the credit charge (its reservation settled: see `storage/credits.py`), all in one
+transaction, so a reply is stored and charged exactly once.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import BigInteger, bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import RowMapping
 
 from threadline.domain.entities import AiRecord, Message, RecordStatus, User
 from threadline.storage.accounts import user_from_row
 from threadline.storage.conversations import message_values
+from threadline.storage.credits import settle
 from threadline.storage.database import Database, as_utc, utcnow
 from threadline.storage.tables import ai_records, conversations, messages, users
 
@@ -85,11 +87,6 @@ _TOUCH_CONVERSATION = (
     .values(updated_at=bindparam("w_updated_at"))
 )
 _OWNER = (users.c.org_id == bindparam("w_org_id"), users.c.id == bindparam("w_id"))
-_CHARGE_USER = (
-    update(users)
-    .where(*_OWNER)
-    .values(used_credit=users.c.used_credit + bindparam("w_charge", type_=BigInteger))
-)
 _SELECT_USER = select(users).where(*_OWNER)
 
 
@@ -133,9 +130,9 @@ class SqlRecordStore:
                         "w_updated_at": record.updated_at,
                     },
                 )
-            owner = {"w_org_id": org_id, "w_id": record.user_id}
-            if charge:
-                await conn.execute(_CHARGE_USER, {**owner, "w_charge": charge})
+            if charge or record.reserved_credits:  # the run's reservation settles here
+                await settle(conn, self._db.is_sqlite, org_id, record.user_id, record.id, charge)
+        owner = {"w_org_id": org_id, "w_id": record.user_id}
         # Read after the commit, not with RETURNING inside the transaction: on SQLite a batched
         # transaction with no statement returning rows makes one trip, and holds the write
         # lock that every reply's writes queue for half as long.

@@ -70,11 +70,26 @@ users = Table(
     Column("status", String(16), nullable=False),
     Column("credit_limit", BigInteger, nullable=False),
     Column("used_credit", BigInteger, nullable=False),
+    # What runs in progress hold (the sum of the user's credit_reservations; 0007).
+    Column("reserved_credit", BigInteger, nullable=False, default=0, server_default="0"),
     Column("created_by", String(200), nullable=False),
     Column("updated_by", String(200), nullable=False),
     _ts("created_at"),
     _ts("updated_at"),
     Index("ix_users_org", "org_id"),
+)
+
+# One row per run holding credits: the run's (its aiRecord's) id, the credits it holds and
+# when it took them (0007, see storage/credits.py).
+credit_reservations = Table(
+    "credit_reservations",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("org_id", Uuid, nullable=False),
+    Column("user_id", Uuid, nullable=False),
+    Column("credits", BigInteger, nullable=False),
+    _ts("created_at"),
+    Index("ix_credit_reservations_created", "created_at"),
 )
 
 api_keys = Table(
