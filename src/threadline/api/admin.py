@@ -12,13 +12,16 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from threadline.api.bounds import NonNegative
 from threadline.api.deps import ContainerDep, PrincipalDep
-from threadline.api.native import iso, render_native, team_user
+from threadline.api.native import NATIVE_ERRORS, iso, render_native, team_user
 from threadline.api.routing import route_class
 from threadline.domain.entities import ApiKey, Org, Role
 from threadline.services.accounts import IssuedKey
 
-router = APIRouter(prefix="/api/admin", route_class=route_class(render_native), tags=["admin"])
+router = APIRouter(
+    prefix="/api/admin", route_class=route_class(render_native, NATIVE_ERRORS), tags=["admin"]
+)
 OrgQuery = Annotated[UUID | None, Query(alias="orgId")]
 
 
@@ -29,20 +32,20 @@ class _Body(BaseModel):
 class CreateOrg(_Body):
     name: str = Field(min_length=1, max_length=200)
     adminName: str = Field("admin", min_length=1, max_length=200)
-    creditLimit: int | None = Field(None, ge=0)
+    creditLimit: NonNegative | None = None
 
 
 class CreateUser(_Body):
     name: str = Field(min_length=1, max_length=200)
     role: Literal["ADMIN", "MEMBER"] = "MEMBER"
-    creditLimit: int | None = Field(None, ge=0)
+    creditLimit: NonNegative | None = None
 
 
 class UpdateUser(_Body):
     name: str | None = Field(None, min_length=1, max_length=200)
     role: Literal["ADMIN", "MEMBER"] | None = None
     status: Literal["ACTIVE", "INACTIVE"] | None = None
-    creditLimit: int | None = Field(None, ge=0)
+    creditLimit: NonNegative | None = None
 
 
 class CreateKey(_Body):

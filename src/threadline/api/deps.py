@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Header, Query, Request
 
+from threadline.api.bounds import INT_MAX
 from threadline.domain.entities import Principal
 
 if TYPE_CHECKING:
@@ -49,5 +50,6 @@ LastEventId = Annotated[
     str | None, Header(alias="Last-Event-ID", description="the id of the last frame received")
 ]
 ResumeAfter = Annotated[
-    int | None, Query(ge=0, description="characters of the text received (no header)")
+    int | None,
+    Query(ge=0, le=INT_MAX, description="characters of the text received (no header)"),
 ]

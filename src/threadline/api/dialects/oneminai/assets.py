@@ -23,11 +23,12 @@ from fastapi.responses import FileResponse
 from threadline.api.deps import ContainerDep, PrincipalDep
 from threadline.api.dialects.oneminai import encode
 from threadline.api.dialects.oneminai.routes import render
+from threadline.api.native import NATIVE_ERRORS
 from threadline.api.routing import route_class
 from threadline.domain.errors import InvalidRequest
 from threadline.services.documents import Upload
 
-router = APIRouter(route_class=route_class(render), tags=["1min.ai assets"])
+router = APIRouter(route_class=route_class(render, NATIVE_ERRORS), tags=["1min.ai assets"])
 UPLOAD_FIELDS = ("asset", "file")
 INLINE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
 

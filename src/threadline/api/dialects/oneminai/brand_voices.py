@@ -11,18 +11,20 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic_core import PydanticCustomError
 
+from threadline.api.bounds import Offset, page_limit
 from threadline.api.deps import ContainerDep, PrincipalDep
 from threadline.api.dialects.oneminai import encode
 from threadline.api.dialects.oneminai.routes import render
+from threadline.api.native import NATIVE_ERRORS
 from threadline.api.routing import route_class
 from threadline.domain.brand_voices import EXAMPLE_MAX, EXAMPLES_MAX, INSTRUCTIONS_MAX, NAME_MAX
 from threadline.domain.errors import NotFound
 
-router = APIRouter(route_class=route_class(render), tags=["1min.ai brand voices"])
+router = APIRouter(route_class=route_class(render, NATIVE_ERRORS), tags=["1min.ai brand voices"])
 PATH = "/api/brand-voices"
 
 # Surrounding whitespace is trimmed before the lengths are checked.
@@ -80,8 +82,8 @@ async def create_brand_voice(
 async def list_brand_voices(
     principal: PrincipalDep,
     container: ContainerDep,
-    limit: Annotated[int, Query()] = 20,
-    offset: Annotated[int, Query()] = 0,
+    limit: Annotated[int, page_limit()] = 20,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     page = await container.brand_voices.list(principal, limit=limit, offset=offset)
     return {

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
+from threadline.api.bounds import Offset, page_limit
 from threadline.api.deps import ContainerDep, LastEventId, PrincipalDep, ResumeAfter
 from threadline.api.dialects.oneminai import encode
 from threadline.api.dialects.oneminai.schemas import (
@@ -25,8 +26,13 @@ from threadline.api.dialects.oneminai.schemas import (
     LegacyChatPrompt,
     Strict,
 )
-from threadline.api.native import error_response, render_native, validation_details
-from threadline.api.routing import route_class
+from threadline.api.native import (
+    NATIVE_ERRORS,
+    error_response,
+    render_native,
+    validation_details,
+)
+from threadline.api.routing import route_class, stream_failed
 from threadline.domain.entities import AiRecord, Principal
 from threadline.domain.errors import InvalidRequest, NotFound, ThreadlineError, Unprocessable
 from threadline.domain.events import Done, Failed, TextDelta
@@ -57,7 +63,7 @@ def _inside_prompt_object(loc: tuple[object, ...]) -> bool:
     return len(loc) > 2 and loc[0] == "body" and loc[1] == "promptObject"
 
 
-router = APIRouter(route_class=route_class(render), tags=["1min.ai"])
+router = APIRouter(route_class=route_class(render, NATIVE_ERRORS), tags=["1min.ai"])
 P = TypeVar("P", bound=Strict)
 Streaming = Annotated[bool, Query(description="Stream the reply (SSE for chat-with-ai)")]
 
@@ -87,8 +93,8 @@ async def create_conversation(
 async def list_conversations(
     principal: PrincipalDep,
     container: ContainerDep,
-    limit: Annotated[int, Query()] = 20,
-    offset: Annotated[int, Query()] = 0,
+    limit: Annotated[int, page_limit()] = 20,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     page = await container.conversations.list(principal, limit=limit, offset=offset)
     files = await container.documents.documents_of_conversations(
@@ -108,8 +114,8 @@ async def get_conversation(
     conversation_id: str,
     principal: PrincipalDep,
     container: ContainerDep,
-    limit: Annotated[int, Query(description="messages per page")] = 100,
-    offset: Annotated[int, Query()] = 0,
+    limit: Annotated[int, page_limit("messages per page")] = 100,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     cid = _conversation_id(conversation_id)
     conversation = await container.conversations.get(principal, cid)
@@ -378,18 +384,23 @@ async def _chat_frames(
     """The SSE frames of a reply's events; `chars`: the characters of text the client had
     before them (each frame's id tells the count after it)."""
     rid = str(record_id)
-    async for _, event in events:
-        if event is None:
-            yield encode.SSE_PING
-        elif isinstance(event, TextDelta):
-            chars += len(event.text)
-            yield encode.content_frame(event.text, rid, chars)
-        elif isinstance(event, Done):
-            frame_id = encode.event_id(rid, chars)
-            yield encode.result_frame(await record_json(event), frame_id)
-            yield encode.done_frame(frame_id)
-        elif isinstance(event, Failed):
-            yield encode.error_frame(event, rid, encode.event_id(rid, chars))
+    try:
+        async for _, event in events:
+            if event is None:
+                yield encode.SSE_PING
+            elif isinstance(event, TextDelta):
+                frame = encode.content_frame(event.text, rid, chars + len(event.text))
+                chars += len(event.text)
+                yield frame
+            elif isinstance(event, Done):
+                frame_id = encode.event_id(rid, chars)
+                result = encode.result_frame(await record_json(event), frame_id)
+                yield result + encode.done_frame(frame_id)
+            elif isinstance(event, Failed):
+                yield encode.error_frame(event, rid, encode.event_id(rid, chars))
+    except Exception:
+        failed = stream_failed("chat-with-ai")
+        yield encode.error_frame(failed, rid, encode.event_id(rid, chars))
 
 
 class StreamAborted(Exception):

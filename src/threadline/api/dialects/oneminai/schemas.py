@@ -12,6 +12,8 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from threadline.api.bounds import INT_MAX
+
 TITLE_MAX = 91
 
 CONVERSATION_TYPES = (
@@ -44,7 +46,7 @@ class WebSearchSettings(Strict):
 
 class HistorySettings(Strict):
     isMixed: bool = False
-    historyMessageLimit: int = Field(10, ge=0)
+    historyMessageLimit: int = Field(10, ge=0, le=INT_MAX)
 
 
 class ChatSettings(Strict):

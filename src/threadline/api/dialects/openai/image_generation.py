@@ -25,7 +25,7 @@ class ImageGenerationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt: str = Field(min_length=1, max_length=32000)
-    model: str | None = None
+    model: str
     n: int | None = Field(None, ge=1, le=10)
     size: str | None = None
     response_format: Literal["url", "b64_json"] | None = None
@@ -43,11 +43,6 @@ def add_routes(router: APIRouter) -> None:
 async def generate_images(
     body: ImageGenerationRequest, principal: PrincipalDep, container: ContainerDep
 ) -> dict[str, Any]:
-    if body.model is None:
-        models = ", ".join(container.catalog.image_names()) or "(none)"
-        raise OpenAIRequestError(
-            f"Missing required parameter: 'model' (image models: {models})", param="model"
-        )
     if body.response_format == "url":
         raise OpenAIRequestError(
             "response_format 'url' is not supported: images are answered as b64_json and "

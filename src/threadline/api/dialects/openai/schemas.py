@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from threadline.api.bounds import Positive, StoreInt
 from threadline.domain.errors import InvalidRequest
 from threadline.domain.ports import ChatMessage
 
@@ -42,20 +43,20 @@ class ChatCompletionRequest(BaseModel):
     messages: list[dict[str, Any]] = Field(min_length=1)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: Positive | None = None
+    max_completion_tokens: Positive | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
     stop: str | list[str] | None = None
     user: str | None = Field(None, max_length=256)
     # Known to OpenAI; honoured only with their neutral value (see NEUTRAL).
-    n: int | None = None
+    n: StoreInt | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logit_bias: dict[str, Any] | None = None
     logprobs: bool | None = None
-    top_logprobs: int | None = None
-    seed: int | None = None
+    top_logprobs: StoreInt | None = None
+    seed: StoreInt | None = None
     response_format: dict[str, Any] | None = None
     tools: list[Any] | None = None
     tool_choice: Any = None

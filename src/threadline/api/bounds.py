@@ -1,0 +1,161 @@
+"""What the store can hold, checked at the edge so that no request reaches SQL with a value
+the database cannot represent (which would be a 500 instead of the caller's mistake).
+
+Two halves:
+
+- Bounded integer types (`Offset`, `page_limit`, `StoreInt`, ...) for every integer of every
+  dialect's query and body schemas: they appear in `/openapi.json` as `minimum`/`maximum`,
+  and a value outside them is the dialect's 400 like any other invalid field.
+- `CheckedRequest`, the request every dialect route parses: its JSON body, form fields, file
+  names, query and path parameters are refused when they hold an integer outside 64 bits, a
+  number that is not finite (`1e999`, `NaN`), a NUL character (PostgreSQL text cannot store
+  one) or a lone UTF-16 surrogate (`"\\ud800"`, not encodable as UTF-8). The refusal is an
+  `Unrepresentable` error that `routing` renders as the owning dialect's validation error,
+  naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Annotated, Any
+
+from fastapi import Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import Field
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
+
+INT_MIN = -(2**63)
+INT_MAX = 2**63 - 1  # SQLite INTEGER and PostgreSQL BIGINT
+_MAX_DIGITS = 19
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+StoreInt = Annotated[int, Field(ge=INT_MIN, le=INT_MAX)]
+NonNegative = Annotated[int, Field(ge=0, le=INT_MAX)]
+Positive = Annotated[int, Field(ge=1, le=INT_MAX)]
+Offset = Annotated[int, Query(ge=0, le=INT_MAX, description="skip this many")]
+
+
+def page_limit(description: str = "at most this many (capped)") -> Any:
+    """A `limit` query parameter: 1 or more (a larger one is capped by the service)."""
+    return Query(ge=1, le=INT_MAX, description=description)
+
+
+def store_int(text: str) -> int | None:
+    """`text` as a non-negative integer the store can hold, or None (ASCII digits only:
+    `str.isdigit` also takes "²", which `int()` refuses)."""
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > _MAX_DIGITS:
+        return None
+    value = int(text)
+    return value if value <= INT_MAX else None
+
+
+class Unrepresentable(HTTPException):
+    """A value the store cannot hold; `loc` names where (FastAPI re-raises an
+    HTTPException from body parsing, so the route can render it in its dialect's shape)."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(400, message)
+        self.loc = loc
+        self.message = message
+
+    def as_validation_error(self) -> RequestValidationError:
+        error = {"type": "unrepresentable", "loc": self.loc, "msg": self.message}
+        return RequestValidationError([error])
+
+
+def problem(value: str) -> str | None:
+    """Why a string cannot be stored, or None."""
+    if "\x00" in value:
+        return "contains a NUL character (\\u0000), which cannot be stored"
+    if not value.isascii() and _SURROGATE.search(value):
+        return "contains a lone UTF-16 surrogate, which is not valid Unicode text"
+    return None
+
+
+class _Huge(int):
+    """An integer literal too long to convert (Python refuses over 4300 digits)."""
+
+
+def _parse_int(text: str) -> int:
+    digits = len(text) - (text[0] == "-")
+    return int(text) if digits <= _MAX_DIGITS else _Huge(0)
+
+
+def _parse_constant(_name: str) -> float:
+    return math.nan  # NaN, Infinity, -Infinity: not JSON, refused by the walk
+
+
+def _value_problem(value: object) -> str | None:
+    if isinstance(value, str):
+        return problem(value)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        if isinstance(value, _Huge) or not INT_MIN <= value <= INT_MAX:
+            return f"integers must be between {INT_MIN} and {INT_MAX}"
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return "numbers must be finite"
+    return None
+
+
+def check_json(document: Any) -> None:
+    """Raise `Unrepresentable` for the first value of the parsed body the store cannot
+    hold (iterative: the depth of a body is the client's choice)."""
+    stack: list[tuple[tuple[str | int, ...], Any]] = [(("body",), document)]
+    while stack:
+        loc, value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if (why := problem(key)) is not None:
+                    raise Unrepresentable(loc, f"a field name {why}")
+                stack.append(((*loc, key), item))
+        elif isinstance(value, list):
+            stack.extend(((*loc, index), item) for index, item in enumerate(value))
+        elif (why := _value_problem(value)) is not None:
+            raise Unrepresentable(loc, why)
+
+
+def check_form(form: FormData) -> None:
+    for name, value in form.multi_items():
+        text = value.filename or "" if isinstance(value, UploadFile) else value
+        for what, loc in ((name, ("body",)), (text, ("body", name))):
+            if (why := problem(what)) is not None:
+                field = "file name" if isinstance(value, UploadFile) and what is text else None
+                raise Unrepresentable(loc, f"the {field} {why}" if field else why)
+
+
+def check_params(request: Request) -> None:
+    """Query and path parameters (percent-decoding can make a NUL: `?q=%00`)."""
+    for name, value in request.query_params.multi_items():
+        if (why := problem(name) or problem(value)) is not None:
+            raise Unrepresentable(("query", name), why)
+    for name, value in request.path_params.items():
+        if isinstance(value, str) and (why := problem(value)) is not None:
+            raise Unrepresentable(("path", name), why)
+
+
+class CheckedRequest(Request):
+    """A request whose JSON and form bodies are checked as they are parsed (once: the
+    parsed body is what FastAPI validates)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            parsed = json.loads(body, parse_int=_parse_int, parse_constant=_parse_constant)
+            check_json(parsed)
+            self._json = parsed
+        return self._json
+
+    async def _get_form(self, **limits: Any) -> FormData:
+        form = await super()._get_form(**limits)
+        try:
+            check_form(form)
+        except Unrepresentable:
+            await form.close()
+            raise
+        return form
