@@ -92,6 +92,10 @@ def describe(field: str, error: dict[str, Any]) -> str:
     }
     if kind in simple:
         return f"{name} must be {simple[kind]}"
+    bounds = {"less_than_equal": "at most", "greater_than_equal": "at least"}
+    if kind in bounds and "ctx" in error:
+        limit = next(iter(error["ctx"].values()))
+        return f"{name} must be {bounds[kind]} {limit}"
     return f"{name}: {error.get('msg', 'invalid value')}"
 
 

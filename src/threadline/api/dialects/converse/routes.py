@@ -365,9 +365,7 @@ def _query_ids(values: list[str]) -> list[int]:
     ids = [store_int(part) for part in parts]
     bad = [part[:40] for part, value in zip(parts, ids, strict=True) if value is None]
     if bad:
-        raise InvalidRequest(
-            f"ids must be document ids, non-negative integers (got {', '.join(bad)})"
-        )
+        raise InvalidRequest(f"ids must be integers (got {', '.join(bad)})")
     if not parts:
         raise InvalidRequest("ids must list at least one document id")
     return [value for value in ids if value is not None]
