@@ -114,17 +114,19 @@ def test_the_legacy_raw_text_stream_is_cut_off(tmp_path, db_url, fakes):
         fakes[MODEL].enqueue(BAD_SCRIPT)
         body = {"type": "CHAT_WITH_AI", "model": MODEL, "promptObject": {"prompt": "hi"}}
         received = b""
-        with pytest.raises(httpx.RemoteProtocolError):  # noqa: PT012
-            with httpx.stream(
+        with (
+            pytest.raises(httpx.RemoteProtocolError),
+            httpx.stream(
                 "POST",
                 f"{server.base_url}/api/features?isStreaming=true",
                 headers={"API-KEY": key},
                 json=body,
                 timeout=30,
-            ) as r:
-                assert r.status_code == 200
-                for chunk in r.iter_bytes():
-                    received += chunk
+            ) as r,
+        ):
+            assert r.status_code == 200
+            for chunk in r.iter_bytes():
+                received += chunk
         assert received == b"Hello"
     finally:
         server.stop()

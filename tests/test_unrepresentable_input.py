@@ -13,9 +13,10 @@ from uuid import uuid4
 import httpx
 import pytest
 
-from threadline.api.bounds import INT_MAX
+from threadline.api.bounds import JSON_INT_MAX
 
 TOO_BIG = 2**63  # one past SQLite INTEGER / PostgreSQL BIGINT
+PAST_BOUND = (JSON_INT_MAX + 1, TOO_BIG, 10**30)  # every declared integer's bound is 2^53 - 1
 SURROGATE = "\ud800"
 JSON = {"Content-Type": "application/json"}
 BOUNDARY = "b0undary"
@@ -72,12 +73,13 @@ async def test_offsets_and_limits_past_64_bits_are_400_on_every_list(
     native += ["/api/brand-voices", "/api/memories"]
     for path in native:
         for param in ("offset", "limit"):
-            r = await client.get(f"{path}?{param}={TOO_BIG}", headers=admin)
-            error = native_error(r)
-            assert error["code"] == "INVALID_REQUEST"
-            assert error["details"][0]["field"] == f"query.{param}", error
-            assert "must be at most 9223372036854775807" in error["details"][0]["message"]
-        ok = await client.get(f"{path}?offset={INT_MAX}&limit={INT_MAX}", headers=admin)
+            for value in PAST_BOUND:
+                r = await client.get(f"{path}?{param}={value}", headers=admin)
+                error = native_error(r)
+                assert error["code"] == "INVALID_REQUEST"
+                assert error["details"][0]["field"] == f"query.{param}", error
+                assert "must be at most 9007199254740991" in error["details"][0]["message"]
+        ok = await client.get(f"{path}?offset={JSON_INT_MAX}&limit={JSON_INT_MAX}", headers=admin)
         assert ok.status_code == 200, (path, ok.text)
     sessions = [f"/api/conversation/list?org_id={org_id}"]
     sessions += [f"/api/conversation/messages?org_id={org_id}&conversation_id={uuid4()}"]
@@ -90,8 +92,9 @@ async def test_offsets_and_limits_past_64_bits_are_400_on_every_list(
     assert list(r.json()) == ["message"]
 
 
-async def test_credit_limit_past_64_bits_is_400_and_the_largest_is_stored(client, admin):
-    for body in ({"name": "a", "creditLimit": TOO_BIG}, {"name": "a", "creditLimit": -1}):
+async def test_credit_limit_past_the_bound_is_400_and_the_largest_is_stored(client, admin):
+    bad = [*PAST_BOUND, -1, True, "5", 1.5]
+    for body in [{"name": "a", "creditLimit": value} for value in bad]:
         r = await client.post("/api/admin/users", headers=admin, json=body)
         assert native_error(r)["details"][0]["field"] == "creditLimit"
     r = await client.post("/api/admin/users", headers=admin, json={"name": "b", "creditLimit": 7})
@@ -102,23 +105,26 @@ async def test_credit_limit_past_64_bits_is_400_and_the_largest_is_stored(client
     )
     assert native_error(r)["details"][0]["field"] == "creditLimit"
     r = await client.patch(
-        f"/api/admin/users/{user_id}", headers=admin, json={"creditLimit": INT_MAX}
+        f"/api/admin/users/{user_id}", headers=admin, json={"creditLimit": JSON_INT_MAX}
     )
-    assert r.status_code == 200 and r.json()["user"]["creditLimit"] == INT_MAX, r.text
+    assert r.status_code == 200 and r.json()["user"]["creditLimit"] == JSON_INT_MAX, r.text
 
 
-async def test_any_integer_past_64_bits_in_a_json_body_is_400_naming_it(client, admin):
-    """Even where the schema takes any JSON (metadata), and however long the literal."""
-    for number in (str(TOO_BIG), str(-(2**63) - 1), "9" * 5000):
-        body = (
-            '{"model": "gpt-4o-mini", "promptObject": {"prompt": "hi"}, "metadata": {"n": '
-            + number
-            + "}}"
-        )
-        r = await client.post("/api/chat-with-ai", headers=admin, content=body)
-        error = native_error(r)
-        assert error["details"][0]["field"] == "metadata.n", error
-        assert "between" in error["details"][0]["message"]
+async def test_declared_integers_past_the_bound_are_refused_free_form_ones_kept(client, admin):
+    """A declared integer field is bounded (here inside promptObject: 1min.ai's 422); an
+    integer inside free-form JSON (metadata) is stored as JSON, which holds any integer."""
+    settings = {"historySettings": {"historyMessageLimit": TOO_BIG}}
+    body = {"model": "gpt-4o-mini", "promptObject": {"prompt": "hi", "settings": settings}}
+    r = await client.post("/api/chat-with-ai", headers=admin, json=body)
+    error = native_error(r, 422)
+    assert error["details"][0]["field"] == "settings.historySettings.historyMessageLimit"
+    metadata = {"n": 2**70, "m": -(2**64), "x": 1.5e300}
+    body = {"model": "gpt-4o-mini", "promptObject": {"prompt": "hi"}, "metadata": metadata}
+    r = await client.post("/api/chat-with-ai", headers=admin, json=body)
+    assert r.status_code == 200, r.text
+    record_id = r.json()["aiRecord"]["uuid"]
+    again = await client.get(f"/api/chat-with-ai/{record_id}", headers=admin)
+    assert again.json()["aiRecord"]["metadata"] == metadata
 
 
 async def test_converse_ids_past_64_bits_are_400_and_odd_digits_404(client, admin):
@@ -126,7 +132,7 @@ async def test_converse_ids_past_64_bits_are_400_and_odd_digits_404(client, admi
     r = await client.post("/api/v2/conversations", headers=key, data={"name": "c"})
     assert r.status_code == 201, r.text
     cid = r.json()["id"]
-    r = await client.delete(f"/api/v2/conversations/{cid}/documents?ids={TOO_BIG}", headers=admin)
+    r = await client.delete(f"/api/v2/conversations/{cid}/documents?ids={TOO_BIG}", headers=key)
     assert r.status_code == 400 and "ids must be integers" in r.json()["message"], r.text
     r = await client.request(
         "DELETE",
@@ -166,7 +172,9 @@ async def test_nul_and_lone_surrogates_are_400_in_each_dialects_shape(
     )
     assert native_error(r)["details"][0]["field"] == "title"
     r = await client.post(
-        f"/api/conversation/create?org_id={org_id}", headers=bearer, content=raw_json({"title": bad})
+        f"/api/conversation/create?org_id={org_id}",
+        headers=bearer,
+        content=raw_json({"title": bad}),
     )
     assert r.status_code == 400 and r.json()["errors"][0]["field"] == "title", r.text
     r = await client.post(
@@ -186,9 +194,7 @@ async def test_a_nul_in_the_query_or_path_is_400(client, admin, org_id):
     assert r.status_code == 400 and "search_string" in r.json()["message"], r.text
     r = await client.get("/api/assets/a%00b", headers=admin)
     assert native_error(r)["details"][0]["field"] == "path.asset_id"
-    r = await client.get(
-        f"/api/conversation/list?org_id={org_id}&x=%00", headers=admin
-    )
+    r = await client.get(f"/api/conversation/list?org_id={org_id}&x=%00", headers=admin)
     assert r.status_code == 400 and r.json()["code"] == "INVALID_REQUEST", r.text
 
 

@@ -5,13 +5,19 @@ Two halves:
 
 - Bounded integer types (`Offset`, `page_limit`, `StoreInt`, ...) for every integer of every
   dialect's query and body schemas: they appear in `/openapi.json` as `minimum`/`maximum`,
-  and a value outside them is the dialect's 400 like any other invalid field.
+  and a value outside them is the dialect's 400 like any other invalid field. The bound is
+  +-(2^53 - 1), `JSON_INT_MAX`: within the store's 64 bits, and the largest integer every
+  JSON client (and schema tool) represents exactly, where 2^63 - 1 is not. Body integers are
+  strict: `true` or `"5"` is not a number.
 - `CheckedRequest`, the request every dialect route parses: its JSON body, form fields, file
-  names, query and path parameters are refused when they hold an integer outside 64 bits, a
-  number that is not finite (`1e999`, `NaN`), a NUL character (PostgreSQL text cannot store
+  names, query and path parameters are refused when they hold a number that is not finite
+  (`1e999`, `NaN`: JSON cannot store it back), a NUL character (PostgreSQL text cannot store
   one) or a lone UTF-16 surrogate (`"\\ud800"`, not encodable as UTF-8). The refusal is an
   `Unrepresentable` error that `routing` renders as the owning dialect's validation error,
   naming the field.
+
+Integers inside free-form JSON (`metadata`) are kept as sent: they are stored as JSON, which
+holds any integer; only declared fields reach integer columns, and those are bounded.
 """
 
 from __future__ import annotations
@@ -27,20 +33,19 @@ from pydantic import Field
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
-INT_MIN = -(2**63)
-INT_MAX = 2**63 - 1  # SQLite INTEGER and PostgreSQL BIGINT
-_MAX_DIGITS = 19
+JSON_INT_MAX = 2**53 - 1  # every declared integer field's bound (see above)
+_MAX_DIGITS = 16  # JSON_INT_MAX's
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
-StoreInt = Annotated[int, Field(ge=INT_MIN, le=INT_MAX)]
-NonNegative = Annotated[int, Field(ge=0, le=INT_MAX)]
-Positive = Annotated[int, Field(ge=1, le=INT_MAX)]
-Offset = Annotated[int, Query(ge=0, le=INT_MAX, description="skip this many")]
+StoreInt = Annotated[int, Field(ge=-JSON_INT_MAX, le=JSON_INT_MAX, strict=True)]
+NonNegative = Annotated[int, Field(ge=0, le=JSON_INT_MAX, strict=True)]
+Positive = Annotated[int, Field(ge=1, le=JSON_INT_MAX, strict=True)]
+Offset = Annotated[int, Query(ge=0, le=JSON_INT_MAX, description="skip this many")]
 
 
 def page_limit(description: str = "at most this many (capped)") -> Any:
     """A `limit` query parameter: 1 or more (a larger one is capped by the service)."""
-    return Query(ge=1, le=INT_MAX, description=description)
+    return Query(ge=1, le=JSON_INT_MAX, description=description)
 
 
 def store_int(text: str) -> int | None:
@@ -50,7 +55,7 @@ def store_int(text: str) -> int | None:
     if not (text.isascii() and text.isdigit()) or len(text) > _MAX_DIGITS:
         return None
     value = int(text)
-    return value if value <= INT_MAX else None
+    return value if value <= JSON_INT_MAX else None
 
 
 class Unrepresentable(HTTPException):
@@ -76,15 +81,6 @@ def problem(value: str) -> str | None:
     return None
 
 
-class _Huge(int):
-    """An integer literal too long to convert (Python refuses over 4300 digits)."""
-
-
-def _parse_int(text: str) -> int:
-    digits = len(text) - (text[0] == "-")
-    return int(text) if digits <= _MAX_DIGITS else _Huge(0)
-
-
 def _parse_constant(_name: str) -> float:
     return math.nan  # NaN, Infinity, -Infinity: not JSON, refused by the walk
 
@@ -92,12 +88,6 @@ def _parse_constant(_name: str) -> float:
 def _value_problem(value: object) -> str | None:
     if isinstance(value, str):
         return problem(value)
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        if isinstance(value, _Huge) or not INT_MIN <= value <= INT_MAX:
-            return f"integers must be between {INT_MIN} and {INT_MAX}"
-        return None
     if isinstance(value, float) and not math.isfinite(value):
         return "numbers must be finite"
     return None
@@ -146,7 +136,7 @@ class CheckedRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             body = await self.body()
-            parsed = json.loads(body, parse_int=_parse_int, parse_constant=_parse_constant)
+            parsed = json.loads(body, parse_constant=_parse_constant)
             check_json(parsed)
             self._json = parsed
         return self._json

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Header, Query, Request
 
-from threadline.api.bounds import INT_MAX
+from threadline.api.bounds import JSON_INT_MAX
 from threadline.domain.entities import Principal
 
 if TYPE_CHECKING:
@@ -47,9 +47,15 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 # A resumed stream's position (durable streams), as both dialects that resume take it.
 LastEventId = Annotated[
-    str | None, Header(alias="Last-Event-ID", description="the id of the last frame received")
+    str | None,
+    Header(
+        alias="Last-Event-ID",
+        description="the id of the last frame received (`<aiRecordId>:<characters>`)",
+        pattern=r"^\s*[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
+        r"[0-9a-fA-F]{12}:[0-9]{1,12}\s*$",
+    ),
 ]
 ResumeAfter = Annotated[
     int | None,
-    Query(ge=0, le=INT_MAX, description="characters of the text received (no header)"),
+    Query(ge=0, le=JSON_INT_MAX, description="characters of the text received (no header)"),
 ]

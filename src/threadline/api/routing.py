@@ -91,6 +91,7 @@ _BY_STATUS: dict[int, type[ThreadlineError]] = {
     401: errors.Unauthorized,
     403: errors.Forbidden,
     404: errors.NotFound,
+    409: errors.Conflict,
     413: errors.PayloadTooLarge,
     422: errors.Unprocessable,
 }

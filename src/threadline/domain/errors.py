@@ -5,6 +5,7 @@
      ├── Unauthorized        401  no key, unknown key, revoked key
      ├── Forbidden           403  role too low, no credit left
      ├── NotFound            404  no such object *in the caller's org*
+     ├── Conflict            409  clashes with an existing object (an org's name)
      ├── Unprocessable       422  well-formed but not servable (unknown model, unsupported setting)
      │    └── FetchRefused   422  a URL the server will not fetch (not http(s), private address)
      ├── PayloadTooLarge     413  body over the configured cap
@@ -52,6 +53,11 @@ class Forbidden(ThreadlineError):
 class NotFound(ThreadlineError):
     status = 404
     code = "NOT_FOUND"
+
+
+class Conflict(ThreadlineError):
+    status = 409
+    code = "CONFLICT"
 
 
 class PayloadTooLarge(ThreadlineError):

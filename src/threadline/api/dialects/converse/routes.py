@@ -118,14 +118,14 @@ def caller_context(
     own_org = {str(principal.org_id), principal.org.name}
     own_user = {str(principal.user.id), principal.user.name}
     context, org, workspace = _norm(ib_context), _norm(org), _norm(workspace)
-    same_org = context in own_org and org in own_org
-    if context is not None and org is not None and context != org and not same_org:
-        raise InvalidRequest(f"org ({org}) and IB-Context ({context}) must match")
     if context is not None and context not in own_org | own_user:
         raise NotFound(
             f"IB-Context {context} is not your organization or account; use your "
             f"organization id ({principal.org_id}) or leave the header out"
         )
+    same_org = context in own_org and org in own_org
+    if context is not None and org is not None and context != org and not same_org:
+        raise InvalidRequest(f"org ({org}) and IB-Context ({context}) must match")
     if org is not None and org not in own_org:
         raise NotFound(f"organization {org} not found; yours is {principal.org_id}")
     if workspace is not None and workspace not in own_user:

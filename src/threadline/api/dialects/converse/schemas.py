@@ -39,7 +39,7 @@ class CreateConversationForm(Strict):
 class AddDocumentsForm(Strict):
     """`POST /v2/conversations/{id}/documents`."""
 
-    files: list[UploadFile]
+    files: list[UploadFile] = Field(json_schema_extra={"minItems": 1})
     process_files: bool = True
 
 
@@ -47,7 +47,7 @@ class PromptRequest(Strict):
     """`POST /v2/conversations/{id}/prompts`: one question about one document."""
 
     question: str = Field(min_length=1)
-    document_ids: list[NonNegative]
+    document_ids: list[NonNegative] = Field(json_schema_extra={"minItems": 1, "maxItems": 1})
     mode: Mode = "default"
 
     @field_validator("document_ids")
@@ -67,7 +67,7 @@ class DeleteDocumentsRequest(Strict):
     """`DELETE /v2/conversations/{id}/documents` with a JSON body (the curl example); the
     SDK sends `?ids=1,2` instead, and both are accepted."""
 
-    ids: list[NonNegative]
+    ids: list[NonNegative] = Field(json_schema_extra={"minItems": 1})
 
     @field_validator("ids")
     @classmethod

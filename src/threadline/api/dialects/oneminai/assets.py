@@ -33,7 +33,22 @@ UPLOAD_FIELDS = ("asset", "file")
 INLINE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
 
 
-@router.post("/api/assets")
+UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["asset"],
+                "properties": {"asset": {"type": "string", "format": "binary"}},
+                "description": "the file, in the field 'asset' (or 'file')",
+            }
+        }
+    },
+}
+
+
+@router.post("/api/assets", openapi_extra={"requestBody": UPLOAD_BODY})
 async def upload_asset(
     request: Request, principal: PrincipalDep, container: ContainerDep
 ) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from uuid import UUID
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from threadline.api.bounds import Offset, page_limit
@@ -28,16 +29,28 @@ router = APIRouter(route_class=route_class(render, NATIVE_ERRORS), tags=["1min.a
 PATH = "/api/brand-voices"
 
 # Surrounding whitespace is trimmed before the lengths are checked.
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX)]
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX, pattern=r"\S")
+]
 Instructions = Annotated[str, StringConstraints(strip_whitespace=True, max_length=INSTRUCTIONS_MAX)]
 Example = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=EXAMPLE_MAX)
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=EXAMPLE_MAX, pattern=r"\S"),
 ]
 Examples = Annotated[list[Example], Field(max_length=EXAMPLES_MAX)]
 
 
 class CreateBrandVoice(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # The service refuses a voice with neither instructions nor examples; said here too.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["instructions"], "properties": {"instructions": {"pattern": r"\S"}}},
+                {"required": ["examples"], "properties": {"examples": {"minItems": 1}}},
+            ]
+        },
+    )
 
     name: Name
     instructions: Instructions = ""
@@ -49,9 +62,9 @@ class UpdateBrandVoice(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Name | None = None
-    instructions: Instructions | None = None
-    examples: Examples | None = None
+    name: Name | SkipJsonSchema[None] = None
+    instructions: Instructions | SkipJsonSchema[None] = None
+    examples: Examples | SkipJsonSchema[None] = None
 
     @field_validator("name", "instructions", "examples", mode="before")
     @classmethod

@@ -29,7 +29,8 @@ router = APIRouter(route_class=route_class(render, NATIVE_ERRORS), tags=["1min.a
 PATH = "/api/memories"
 
 Content = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=CONTENT_MAX)
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=CONTENT_MAX, pattern=r"\S"),
 ]
 
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
@@ -66,6 +66,10 @@ def _inside_prompt_object(loc: tuple[object, ...]) -> bool:
 router = APIRouter(route_class=route_class(render, NATIVE_ERRORS), tags=["1min.ai"])
 P = TypeVar("P", bound=Strict)
 Streaming = Annotated[bool, Query(description="Stream the reply (SSE for chat-with-ai)")]
+# A str (not UUID) so a malformed one gets `_record_id`'s message; the schema says uuid.
+RecordIdPath = Annotated[
+    str, Path(description="the aiRecord's uuid", json_schema_extra={"format": "uuid"})
+]
 
 
 @router.post("/api/conversations")
@@ -184,7 +188,7 @@ async def chat_with_ai(
 
 @router.get("/api/chat-with-ai/{aiRecordId}/stream", response_model=None)
 async def resume_chat_stream(
-    aiRecordId: str,
+    aiRecordId: RecordIdPath,
     principal: PrincipalDep,
     container: ContainerDep,
     last_event_id: LastEventId = None,
@@ -193,8 +197,10 @@ async def resume_chat_stream(
     """A streamed reply again, from the client's position: the frames it has not received
     (live while the reply is still being produced), then `result` + `done` (or `error`)."""
     record_id = _record_id(aiRecordId)
-    position = position_of(record_id, last_event_id) if last_event_id is not None else after
     replays = container.replays
+    if last_event_id is not None:  # an unknown aiRecord is 404 whatever the header says
+        await replays.open(principal, record_id)
+    position = position_of(record_id, last_event_id) if last_event_id is not None else after
     replay = await replays.open(principal, record_id, position or 0)
 
     async def record_json(event: Done) -> dict[str, Any]:
@@ -206,7 +212,7 @@ async def resume_chat_stream(
 
 @router.get("/api/chat-with-ai/{aiRecordId}")
 async def get_ai_record(
-    aiRecordId: str, principal: PrincipalDep, container: ContainerDep
+    aiRecordId: RecordIdPath, principal: PrincipalDep, container: ContainerDep
 ) -> dict[str, Any]:
     """The aiRecord as it is now (PENDING while its reply runs; it does not wait)."""
     record_id = _record_id(aiRecordId)
@@ -225,8 +231,8 @@ async def features(
     isStreaming: Streaming = False,
 ) -> Response:
     if body.type in IMAGE_FEATURE_TYPES:
-        if isStreaming:
-            raise InvalidRequest(
+        if isStreaming:  # well-formed, but an image cannot be served as a stream
+            raise Unprocessable(
                 f"{body.type} does not stream: call POST /api/features without isStreaming"
             )
         return await _image_feature(body, principal, container)

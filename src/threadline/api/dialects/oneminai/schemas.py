@@ -12,7 +12,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from threadline.api.bounds import INT_MAX
+from threadline.api.bounds import JSON_INT_MAX
 
 TITLE_MAX = 91
 
@@ -32,6 +32,18 @@ class Strict(BaseModel):
 
 
 class CreateConversation(Strict):
+    # fileList is required for CHAT_WITH_PDF (checked by the route; said here too)
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "if": {"properties": {"type": {"const": "CHAT_WITH_PDF"}}},
+            "then": {
+                "required": ["fileList"],
+                "properties": {"fileList": {"type": "array", "minItems": 1}},
+            },
+        },
+    )
+
     type: Literal[CONVERSATION_TYPES]  # type: ignore[valid-type]
     title: str = Field(min_length=1, max_length=TITLE_MAX)
     model: str
@@ -46,7 +58,7 @@ class WebSearchSettings(Strict):
 
 class HistorySettings(Strict):
     isMixed: bool = False
-    historyMessageLimit: int = Field(10, ge=0, le=INT_MAX)
+    historyMessageLimit: int = Field(10, ge=0, le=JSON_INT_MAX)
 
 
 class ChatSettings(Strict):
@@ -143,8 +155,49 @@ def _unsupported(message: str) -> PydanticCustomError:
     return PydanticCustomError("unsupported", message)
 
 
+def _feature_rules(schema: dict[str, Any]) -> None:
+    """What the route checks per feature type, said in the schema."""
+    images = {"properties": {"type": {"enum": list(IMAGE_FEATURE_TYPES)}}, "required": ["type"]}
+    pdf = {"properties": {"type": {"const": "CHAT_WITH_PDF"}}, "required": ["type"]}
+    image_chat = {"properties": {"type": {"const": "CHAT_WITH_IMAGE"}}, "required": ["type"]}
+    with_id: dict[str, Any] = {"type": "string", "format": "uuid"}
+    schema["allOf"] = [
+        {"if": images, "then": {"properties": {"conversationId": {"type": "null"}}}},
+        {
+            "if": pdf,
+            "then": {
+                "anyOf": [
+                    {"required": ["conversationId"], "properties": {"conversationId": with_id}},
+                    {
+                        "properties": {
+                            "promptObject": {
+                                "required": ["conversationId"],
+                                "properties": {"conversationId": with_id},
+                            }
+                        }
+                    },
+                ]
+            },
+        },
+        {
+            "if": image_chat,
+            "then": {
+                "properties": {
+                    "promptObject": {
+                        "required": ["imageList"],
+                        "properties": {"imageList": {"type": "array", "minItems": 1}},
+                    }
+                }
+            },
+        },
+    ]
+
+
 class FeatureRequest(Strict):
-    type: str
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_feature_rules)
+
+    # Any string parses; an unknown type is a 400 naming the known ones (the route's check).
+    type: str = Field(json_schema_extra={"enum": [*LEGACY_CHAT_TYPES, *IMAGE_FEATURE_TYPES]})
     model: str
     promptObject: dict[str, Any]
     conversationId: UUID | None = None

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from threadline.api.deps import ContainerDep, PrincipalDep
 from threadline.api.dialects.openai.schemas import OpenAIRequestError
+from threadline.domain.errors import NotFound
 from threadline.domain.image_generation import IMAGE_GENERATOR
 from threadline.services.image_generation import ImageGenerationCommand
 
@@ -36,6 +37,11 @@ class ImageGenerationRequest(BaseModel):
     user: str | None = Field(None, max_length=256)
 
 
+class ImageModelNotFound(NotFound):
+    param = "model"
+    error_code = "model_not_found"
+
+
 def add_routes(router: APIRouter) -> None:
     router.add_api_route("/images/generations", generate_images, methods=["POST"])
 
@@ -43,6 +49,11 @@ def add_routes(router: APIRouter) -> None:
 async def generate_images(
     body: ImageGenerationRequest, principal: PrincipalDep, container: ContainerDep
 ) -> dict[str, Any]:
+    if body.model not in {m.name for m in container.catalog.list()}:
+        raise ImageModelNotFound(
+            f"The model '{body.model[:100]}' does not exist; image models: "
+            + (", ".join(container.catalog.image_names()) or "(none)")
+        )
     if body.response_format == "url":
         raise OpenAIRequestError(
             "response_format 'url' is not supported: images are answered as b64_json and "

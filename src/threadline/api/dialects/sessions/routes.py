@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 
-from threadline.api.bounds import INT_MAX, Offset, page_limit
+from threadline.api.bounds import JSON_INT_MAX, Offset, page_limit
 from threadline.api.deps import ContainerDep, LastEventId, PrincipalDep, ResumeAfter
 from threadline.api.dialects.sessions import encode
 from threadline.api.dialects.sessions.schemas import CreateConversation, CreateSession, StreamChat
@@ -121,9 +121,10 @@ async def resume_stream_chat(
     """A `stream_chat` stream again, from the client's position: the frames it has not
     received (live while the reply runs), then `end` (or `error`). With no position at all
     (neither Last-Event-ID nor `after`) it starts over, with `start`."""
-    if last_event_id is not None:
-        after = position_of(ai_record_id, last_event_id)
     replays = container.replays
+    if last_event_id is not None:  # an unknown stream is 404 whatever the header says
+        await replays.open(caller, ai_record_id)
+        after = position_of(ai_record_id, last_event_id)
     replay = await replays.open(caller, ai_record_id, after or 0)
     exchange = await container.sessions.resumed(caller, replay)
     events = replays.events(replay, idle=container.settings.sse_ping_seconds)
@@ -164,7 +165,9 @@ async def messages(
     caller: Caller,
     container: ContainerDep,
     limit: Annotated[int, page_limit()] = MESSAGES_DEFAULT_LIMIT,
-    offset: Annotated[int, Query(ge=0, le=INT_MAX, description="skip this many, oldest first")] = 0,
+    offset: Annotated[
+        int, Query(ge=0, le=JSON_INT_MAX, description="skip this many, oldest first")
+    ] = 0,
 ) -> dict[str, Any]:
     page = await container.sessions.messages(caller, conversation_id, limit=limit, offset=offset)
     return encode.messages_page(page)
