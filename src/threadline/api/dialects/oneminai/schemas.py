@@ -52,13 +52,13 @@ class CreateConversation(Strict):
 
 class WebSearchSettings(Strict):
     webSearch: bool = False
-    numOfSite: int = Field(3, ge=1, le=10)
-    maxWord: int = Field(1000, ge=1, le=20000)
+    numOfSite: int = Field(3, ge=1, le=10, strict=True)
+    maxWord: int = Field(1000, ge=1, le=20000, strict=True)
 
 
 class HistorySettings(Strict):
     isMixed: bool = False
-    historyMessageLimit: int = Field(10, ge=0, le=JSON_INT_MAX)
+    historyMessageLimit: int = Field(10, ge=0, le=JSON_INT_MAX, strict=True)
 
 
 class ChatSettings(Strict):
@@ -94,8 +94,8 @@ class LegacyChatPrompt(Strict):
     isMixed: bool = False
     imageList: list[str] = Field(default_factory=list)
     webSearch: bool = False
-    numOfSite: int = Field(3, ge=1, le=10)
-    maxWord: int = Field(500, ge=1, le=20000)
+    numOfSite: int = Field(3, ge=1, le=10, strict=True)
+    maxWord: int = Field(500, ge=1, le=20000, strict=True)
     conversationId: UUID | None = None
 
 
@@ -104,7 +104,7 @@ class ImageGeneratorPrompt(Strict):
     `max_images`, `aspect_ratio` must be one of its `image_sizes`."""
 
     prompt: str = Field(min_length=1, max_length=32000)
-    num_outputs: int = Field(1, ge=1, le=10)
+    num_outputs: int = Field(1, ge=1, le=10, strict=True)
     aspect_ratio: str = Field("1:1", pattern=r"^[1-9][0-9]{0,3}:[1-9][0-9]{0,3}$")
     output_format: Literal["png", "jpeg", "webp"] = "png"
 
@@ -115,10 +115,10 @@ class ImageVariatorPrompt(Strict):
 
     imageUrl: str = Field(min_length=1, max_length=2048)
     mode: str = "fast"
-    n: int = Field(1, ge=1, le=10)
+    n: int = Field(1, ge=1, le=10, strict=True)
     isNiji6: bool = False
-    aspect_width: int = Field(1, ge=1, le=10000)
-    aspect_height: int = Field(1, ge=1, le=10000)
+    aspect_width: int = Field(1, ge=1, le=10000, strict=True)
+    aspect_height: int = Field(1, ge=1, le=10000, strict=True)
     maintainModeration: bool = True
     output_format: Literal["png", "jpeg", "webp"] = "png"
 

@@ -27,7 +27,7 @@ class ImageGenerationRequest(BaseModel):
 
     prompt: str = Field(min_length=1, max_length=32000)
     model: str
-    n: int | None = Field(None, ge=1, le=10)
+    n: int | None = Field(None, ge=1, le=10, strict=True)
     size: str | None = None
     response_format: Literal["url", "b64_json"] | None = None
     output_format: Literal["png", "jpeg", "webp"] | None = None
