@@ -219,3 +219,17 @@ async def test_form_fields_and_file_names_with_a_nul_are_400(client, admin):
     assert "file name" in native_error(r)["details"][0]["message"]
     listed = await client.get("/api/v2/conversations", headers=key)
     assert listed.json()["conversations"] == [], "nothing was created"
+
+
+async def test_escaped_emoji_and_a_literal_backslash_u0000_are_text_like_any_other(
+    client, admin, fakes
+):
+    """No false alarm: surrogate *pairs* (Python's json escapes emoji so) and the six
+    characters `\\u0000` typed as text are stored and answered as sent."""
+    prompt = "smile \U0001f600 and the text \\u0000"
+    fakes["gpt-4o-mini"].enqueue(["ok"])
+    body = {"model": "gpt-4o-mini", "promptObject": {"prompt": prompt}}
+    r = await client.post("/api/chat-with-ai", headers=admin, content=raw_json(body))
+    assert r.status_code == 200, r.text
+    assert b"\\ud83d\\ude00" in raw_json(body)  # it was sent escaped
+    assert r.json()["aiRecord"]["aiRecordDetail"]["promptObject"]["prompt"] == prompt

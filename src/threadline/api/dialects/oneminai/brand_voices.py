@@ -13,7 +13,6 @@ from uuid import UUID
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
-from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from threadline.api.bounds import Offset, page_limit
@@ -57,14 +56,23 @@ class CreateBrandVoice(BaseModel):
     examples: Examples = Field(default_factory=list)
 
 
+def _not_nullable(schema: dict[str, Any]) -> None:
+    """The schema says what `_not_null` enforces: a field is left out, never null."""
+    for field in schema["properties"].values():
+        field.pop("default", None)
+        kinds = [k for k in field.pop("anyOf", []) if k != {"type": "null"}]
+        if kinds:
+            field.update(kinds[0])
+
+
 class UpdateBrandVoice(BaseModel):
     """PATCH: the fields given are changed, the others kept; `examples` replaces the list."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_not_nullable)
 
-    name: Name | SkipJsonSchema[None] = None
-    instructions: Instructions | SkipJsonSchema[None] = None
-    examples: Examples | SkipJsonSchema[None] = None
+    name: Name | None = None
+    instructions: Instructions | None = None
+    examples: Examples | None = None
 
     @field_validator("name", "instructions", "examples", mode="before")
     @classmethod
