@@ -57,7 +57,8 @@ def _too_large_body(path: str, message: str) -> dict[str, Any]:
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's schema without the 422 `HTTPValidationError` it adds to every route with
     parameters: no route answers that body (each dialect renders validation errors in its
-    own shape, with the statuses its `responses` declare)."""
+    own shape, with the statuses its `responses` declare); and without the JSON 200 it adds
+    beside a route's declared stream."""
     if app.openapi_schema is None:
         schema = get_openapi(
             title=app.title,
@@ -70,6 +71,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 responses = operation.get("responses", {})
                 if "HTTPValidationError" in str(responses.get("422", "")):
                     del responses["422"]
+                content = responses.get("200", {}).get("content", {})
+                if len(content) > 1 and content.get("application/json") == {"schema": {}}:
+                    del content["application/json"]  # a stream only (FastAPI's default entry)
         for name in ("HTTPValidationError", "ValidationError"):
             schema.get("components", {}).get("schemas", {}).pop(name, None)
         app.openapi_schema = schema

@@ -48,6 +48,14 @@ def error_responses(model: type[BaseModel], statuses: tuple[int, ...]) -> Respon
     return {status: {"model": model, "description": ERROR_STATUSES[status]} for status in statuses}
 
 
+def streamed(media_type: str, description: str, *, or_json: bool = False) -> Responses:
+    """A 200 that is a stream (`media_type`), or JSON when the request did not ask for one."""
+    content: dict[str, Any] = {media_type: {"schema": {"type": "string"}}}
+    if or_json:
+        content["application/json"] = {"schema": {"type": "object"}}
+    return {200: {"description": description, "content": content}}
+
+
 class InternalError(ThreadlineError):
     status = 500
     code = "INTERNAL_ERROR"

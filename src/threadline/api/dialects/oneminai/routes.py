@@ -32,7 +32,7 @@ from threadline.api.native import (
     render_native,
     validation_details,
 )
-from threadline.api.routing import route_class, stream_failed
+from threadline.api.routing import route_class, stream_failed, streamed
 from threadline.domain.entities import AiRecord, Principal
 from threadline.domain.errors import InvalidRequest, NotFound, ThreadlineError, Unprocessable
 from threadline.domain.events import Done, Failed, TextDelta
@@ -140,7 +140,11 @@ async def delete_conversation(
     return {"success": True, "uuid": str(cid)}
 
 
-@router.post("/api/chat-with-ai", response_model=None)
+@router.post(
+    "/api/chat-with-ai",
+    response_model=None,
+    responses=streamed("text/event-stream", "{aiRecord}; with isStreaming: SSE", or_json=True),
+)
 async def chat_with_ai(
     body: ChatWithAiRequest,
     principal: PrincipalDep,
@@ -186,7 +190,11 @@ async def chat_with_ai(
     return await _finished(run, principal, container)
 
 
-@router.get("/api/chat-with-ai/{aiRecordId}/stream", response_model=None)
+@router.get(
+    "/api/chat-with-ai/{aiRecordId}/stream",
+    response_model=None,
+    responses=streamed("text/event-stream", "SSE: the frames not received, then result and done"),
+)
 async def resume_chat_stream(
     aiRecordId: RecordIdPath,
     principal: PrincipalDep,
@@ -223,7 +231,11 @@ async def get_ai_record(
     return {"aiRecord": encode.ai_record(record, user, provider)}
 
 
-@router.post("/api/features", response_model=None)
+@router.post(
+    "/api/features",
+    response_model=None,
+    responses=streamed("text/plain", "{aiRecord}; with isStreaming: the raw text", or_json=True),
+)
 async def features(
     body: FeatureRequest,
     principal: PrincipalDep,

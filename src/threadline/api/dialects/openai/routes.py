@@ -25,7 +25,7 @@ from threadline.api.dialects.openai.schemas import (
     image_urls,
     stop_sequences,
 )
-from threadline.api.routing import error_responses, route_class, stream_failed
+from threadline.api.routing import error_responses, route_class, stream_failed, streamed
 from threadline.domain.entities import AiRecord
 from threadline.domain.errors import NotFound, RateLimited, ThreadlineError, Unprocessable
 from threadline.domain.events import Done, Failed, TextDelta
@@ -127,7 +127,13 @@ async def get_model(model: str, _: PrincipalDep, container: ContainerDep) -> dic
     return encode.model(_entry(container, model))
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post(
+    "/chat/completions",
+    response_model=None,
+    responses=streamed(
+        "text/event-stream", "A completion; with stream: chunks (SSE)", or_json=True
+    ),
+)
 async def chat_completions(
     body: ChatCompletionRequest, principal: PrincipalDep, container: ContainerDep
 ) -> Response:

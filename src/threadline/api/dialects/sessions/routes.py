@@ -22,7 +22,7 @@ from threadline.api.deps import ContainerDep, LastEventId, PrincipalDep, ResumeA
 from threadline.api.dialects.sessions import encode
 from threadline.api.dialects.sessions.schemas import CreateConversation, CreateSession, StreamChat
 from threadline.api.native import validation_details
-from threadline.api.routing import error_responses, route_class, stream_failed
+from threadline.api.routing import error_responses, route_class, stream_failed, streamed
 from threadline.domain.entities import AiRecord, Principal
 from threadline.domain.errors import NotFound, RateLimited, ThreadlineError
 from threadline.domain.events import Done, Failed, TextDelta
@@ -100,7 +100,11 @@ async def create_session(
     return encode.session(session)
 
 
-@router.post("/stream_chat", response_model=None)
+@router.post(
+    "/stream_chat",
+    response_model=None,
+    responses=streamed("text/event-stream", "SSE: start, content..., end (or error)"),
+)
 async def stream_chat(body: StreamChat, caller: Caller, container: ContainerDep) -> Response:
     exchange = await container.sessions.send(caller, body.chat_session_id, body.message)
     assert exchange.run is not None
@@ -108,7 +112,11 @@ async def stream_chat(body: StreamChat, caller: Caller, container: ContainerDep)
     return _sse_response(_frames(exchange, events, 0, caller, container, start=True), exchange)
 
 
-@router.get("/stream_chat/resume", response_model=None)
+@router.get(
+    "/stream_chat/resume",
+    response_model=None,
+    responses=streamed("text/event-stream", "SSE: the frames not received, then end (or error)"),
+)
 async def resume_stream_chat(
     caller: Caller,
     container: ContainerDep,
