@@ -16,6 +16,7 @@ operation, derandomized, so each run sends the same requests.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,10 +46,12 @@ CHECKS = (
 # - 422 is a valid request's answer where the dialect uses it for "well-formed, but this
 #   server cannot serve it": a model name not in the catalog, a chat model asked to draw.
 #   The catalog is configuration, not schema.
-# - the checks left out: stateful ones (use_after_free, ensure_resource_availability), auth
-#   probes (ignored_auth, object_level_authorization: org scope has its own tests), and
-#   unsupported_method / allow_header_conformance / missing_required_header, which are
-#   about HTTP methods and headers the schema does not describe.
+# - the checks left out: stateful ones (use_after_free, ensure_resource_availability: the
+#   stateful phase is off), auth probes (ignored_auth, object_level_authorization: org scope
+#   and keys have their own tests), and the method/header probes (unsupported_method,
+#   allow_header_conformance, missing_required_header): a 405 is answered by the router
+#   before any dialect, and its `Allow` header names the first route of a path only (a
+#   known gap, outside this test's subject: the operations themselves).
 EXPECTED_FOR_VALID = ["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]
 CONFIG: dict[str, Any] = {
     "generation": {"allow-x00": False, "deterministic": True, "max-examples": 6},
@@ -69,7 +72,9 @@ def live_api(
     if request.param == "sqlite":
         db_url = f"sqlite+aiosqlite:///{tmp_path / 'threadline.db'}"
     else:
-        db_url = str(request.getfixturevalue("postgres").create_database("t_schemathesis"))
+        db_url = str(
+            request.getfixturevalue("postgres").create_database(f"t_st_{os.urandom(4).hex()}")
+        )
     settings = make_settings(tmp_path, db_url, rate_limit_per_minute=1_000_000)
     app = create_app(settings, model_factory=fakes.factory)
     server = LiveServer(app)
