@@ -252,7 +252,7 @@ def test_generator_options_the_model_cannot_serve_are_refused(live):
         {"field": "style", "message": "style is not a known field"}
     ]
     r = live.features(GENERATOR_EXAMPLE, params={"isStreaming": "true"})
-    assert r.status_code == 400 and "does not stream" in r.text
+    assert r.status_code == 422 and "does not stream" in r.text
     assert live.up.requests == [] and live.used_credit() == 0 and live.rows(ai_records) == []
 
 

@@ -14,19 +14,17 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from threadline.api.bounds import NonNegative
 from threadline.api.deps import ContainerDep, PrincipalDep
-from threadline.api.native import iso, render_native, team_user
+from threadline.api.native import NATIVE_ERRORS, iso, render_native, team_user
 from threadline.api.routing import route_class
 from threadline.domain.entities import ApiKey, Org, Role
 from threadline.services.accounts import IssuedKey
 
-router = APIRouter(prefix="/api/admin", route_class=route_class(render_native), tags=["admin"])
+router = APIRouter(
+    prefix="/api/admin", route_class=route_class(render_native, NATIVE_ERRORS), tags=["admin"]
+)
 OrgQuery = Annotated[UUID | None, Query(alias="orgId")]
-
-
-# A credit limit is stored as a signed 64-bit integer: larger values are a 422, not a 500.
-MAX_CREDIT_LIMIT = 2**63 - 1
-CreditLimit = Annotated[int | None, Field(ge=0, le=MAX_CREDIT_LIMIT)]
 
 
 class _Body(BaseModel):
@@ -36,20 +34,20 @@ class _Body(BaseModel):
 class CreateOrg(_Body):
     name: str = Field(min_length=1, max_length=200)
     adminName: str = Field("admin", min_length=1, max_length=200)
-    creditLimit: CreditLimit = None
+    creditLimit: NonNegative | None = None
 
 
 class CreateUser(_Body):
     name: str = Field(min_length=1, max_length=200)
     role: Literal["ADMIN", "MEMBER"] = "MEMBER"
-    creditLimit: CreditLimit = None
+    creditLimit: NonNegative | None = None
 
 
 class UpdateUser(_Body):
     name: str | None = Field(None, min_length=1, max_length=200)
     role: Literal["ADMIN", "MEMBER"] | None = None
     status: Literal["ACTIVE", "INACTIVE"] | None = None
-    creditLimit: CreditLimit = None
+    creditLimit: NonNegative | None = None
 
 
 class CreateKey(_Body):

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from threadline import __version__
 from threadline.api import admin, system
@@ -53,6 +54,32 @@ def _too_large_body(path: str, message: str) -> dict[str, Any]:
     return native_error(path, message)
 
 
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema without the 422 `HTTPValidationError` it adds to every route with
+    parameters: no route answers that body (each dialect renders validation errors in its
+    own shape, with the statuses its `responses` declare); and without the JSON 200 it adds
+    beside a route's declared stream."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.get("responses", {})
+                if "HTTPValidationError" in str(responses.get("422", "")):
+                    del responses["422"]
+                content = responses.get("200", {}).get("content", {})
+                if len(content) > 1 and content.get("application/json") == {"schema": {}}:
+                    del content["application/json"]  # a stream only (FastAPI's default entry)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
 def build_app(container: Container) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -69,6 +96,7 @@ def build_app(container: Container) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.container = container
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     for router in (
         system.router,
         admin.router,

@@ -8,7 +8,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Header, Query, Request
+from pydantic.json_schema import SkipJsonSchema
 
+from threadline.api.bounds import JSON_INT_MAX
 from threadline.domain.entities import Principal
 
 if TYPE_CHECKING:
@@ -44,10 +46,20 @@ async def get_principal(request: Request) -> Principal:
 ContainerDep = Annotated["Container", Depends(get_container)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
+LAST_EVENT_ID = (
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:[0-9]{1,12}$"
+)
 # A resumed stream's position (durable streams), as both dialects that resume take it.
 LastEventId = Annotated[
-    str | None, Header(alias="Last-Event-ID", description="the id of the last frame received")
+    str | SkipJsonSchema[None],
+    Header(
+        alias="Last-Event-ID",
+        description="the id of the last frame received (`<aiRecordId>:<characters>`)",
+        # documented, not enforced here: a malformed id gets `position_of`'s message
+        json_schema_extra={"pattern": LAST_EVENT_ID},
+    ),
 ]
 ResumeAfter = Annotated[
-    int | None, Query(ge=0, description="characters of the text received (no header)")
+    int | None,
+    Query(ge=0, le=JSON_INT_MAX, description="characters of the text received (no header)"),
 ]

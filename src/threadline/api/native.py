@@ -5,14 +5,34 @@ the system endpoints, and dialects that share the shape."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
+from threadline.api.routing import error_responses
 from threadline.domain.entities import User
 from threadline.domain.errors import RateLimited, ThreadlineError
+
+
+class NativeErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class NativeError(BaseModel):
+    """`{"success": false, "error": {"code", "message"[, "details"]}}`"""
+
+    success: Literal[False]
+    error: NativeErrorDetail
+
+
+NATIVE_ERRORS = error_responses(
+    NativeError, (400, 401, 403, 404, 409, 413, 422, 429, 500, 502, 503, 504)
+)
 
 
 def error_body(
@@ -72,6 +92,10 @@ def describe(field: str, error: dict[str, Any]) -> str:
     }
     if kind in simple:
         return f"{name} must be {simple[kind]}"
+    bounds = {"less_than_equal": "at most", "greater_than_equal": "at least"}
+    if kind in bounds and "ctx" in error:
+        limit = next(iter(error["ctx"].values()))
+        return f"{name} must be {bounds[kind]} {limit}"
     return f"{name}: {error.get('msg', 'invalid value')}"
 
 

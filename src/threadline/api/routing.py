@@ -1,6 +1,8 @@
 """A route class per dialect: every error raised while handling one of its requests
-(validation, auth, rate limit, domain errors, crashes) is rendered in that dialect's own
-error shape by the `render` function the dialect supplies."""
+(validation, auth, rate limit, domain errors, values the store cannot hold, crashes) is
+rendered in that dialect's own error shape by the `render` function the dialect supplies,
+and every route declares those error responses in `/openapi.json` from the dialect's one
+table (`error_responses`)."""
 
 from __future__ import annotations
 
@@ -11,14 +13,47 @@ import structlog
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
+from threadline.api.bounds import CheckedRequest, Unrepresentable, check_params
 from threadline.domain import errors
 from threadline.domain.errors import ThreadlineError
+from threadline.domain.events import Failed
 
 log = structlog.get_logger(__name__)
 
 ErrorRenderer = Callable[[Request, ThreadlineError | RequestValidationError], Response]
+Responses = dict[int | str, dict[str, Any]]
+
+# What each error status means, as every dialect's routes may answer it.
+ERROR_STATUSES: dict[int, str] = {
+    400: "Invalid request: a malformed or unrepresentable value, or a missing field",
+    401: "Missing, unknown or revoked API key",
+    403: "Not allowed: role, inactive user, or not enough credits",
+    404: "Not found (an object of another org is not found too)",
+    409: "Conflicts with an existing object",
+    413: "The request body is too large",
+    422: "Well-formed, but this server cannot serve it (e.g. a model not configured)",
+    429: "Rate limited (see Retry-After)",
+    500: "Internal error",
+    502: "An upstream (model, fetch, search) failed",
+    503: "Temporarily unavailable",
+    504: "An upstream timed out",
+}
+
+
+def error_responses(model: type[BaseModel], statuses: tuple[int, ...]) -> Responses:
+    """The `responses=` of a dialect's routes: each status with the dialect's error body."""
+    return {status: {"model": model, "description": ERROR_STATUSES[status]} for status in statuses}
+
+
+def streamed(media_type: str, description: str, *, or_json: bool = False) -> Responses:
+    """A 200 that is a stream (`media_type`), or JSON when the request did not ask for one."""
+    content: dict[str, Any] = {media_type: {"schema": {"type": "string"}}}
+    if or_json:
+        content["application/json"] = {"schema": {"type": "object"}}
+    return {200: {"description": description, "content": content}}
 
 
 class InternalError(ThreadlineError):
@@ -26,14 +61,26 @@ class InternalError(ThreadlineError):
     code = "INTERNAL_ERROR"
 
 
-def route_class(render: ErrorRenderer) -> type[APIRoute]:
+def route_class(render: ErrorRenderer, responses: Responses | None = None) -> type[APIRoute]:
+    """`responses`: the error responses every route of the dialect declares (a route's own
+    `responses=` entries take precedence)."""
+    shared = responses or {}
+
     class DialectRoute(APIRoute):
+        def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+            kwargs["responses"] = {**shared, **(kwargs.get("responses") or {})}
+            super().__init__(path, endpoint, **kwargs)
+
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handler = super().get_route_handler()
 
             async def handle(request: Request) -> Response:
+                request = CheckedRequest(request.scope, request.receive)
                 try:
+                    check_params(request)
                     return await handler(request)
+                except Unrepresentable as exc:
+                    return render(request, exc.as_validation_error())
                 except (ThreadlineError, RequestValidationError) as exc:
                     return render(request, exc)
                 except HTTPException as exc:
@@ -52,9 +99,27 @@ _BY_STATUS: dict[int, type[ThreadlineError]] = {
     401: errors.Unauthorized,
     403: errors.Forbidden,
     404: errors.NotFound,
+    409: errors.Conflict,
     413: errors.PayloadTooLarge,
     422: errors.Unprocessable,
 }
+
+
+# What a stream that has started ends with when the server fails while producing it (an
+# event that cannot be encoded, a store that fails mid-reply): the dialect's error event,
+# never a dropped connection. The run itself goes on; its record keeps what it stored.
+STREAM_FAILED = Failed(
+    code="INTERNAL_ERROR",
+    message="Internal server error while streaming the reply; the stream ended here",
+    status=500,
+)
+
+
+def stream_failed(where: str) -> Failed:
+    """Log the exception being handled (not its text to the client) and return the event
+    the dialect encodes as its error frame."""
+    log.exception("stream failed", stream=where)
+    return STREAM_FAILED
 
 
 def from_http_exception(exc: HTTPException) -> ThreadlineError:

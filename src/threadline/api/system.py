@@ -8,11 +8,11 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from threadline.api.deps import ContainerDep, PrincipalDep
-from threadline.api.native import render_native, team_user
+from threadline.api.native import NATIVE_ERRORS, render_native, team_user
 from threadline.api.routing import route_class
 from threadline.services.catalog import CatalogModel
 
-router = APIRouter(route_class=route_class(render_native), tags=["system"])
+router = APIRouter(route_class=route_class(render_native, NATIVE_ERRORS), tags=["system"])
 
 
 @router.get("/healthz")

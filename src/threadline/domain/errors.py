@@ -6,6 +6,7 @@
      ├── Forbidden           403  role too low
      │    └── QuotaExceeded  403  the request may cost more credits than the user has left
      ├── NotFound            404  no such object *in the caller's org*
+     ├── Conflict            409  clashes with an existing object (an org's name)
      ├── Unprocessable       422  well-formed but not servable (unknown model, unsupported setting)
      │    └── FetchRefused   422  a URL the server will not fetch (not http(s), private address)
      ├── PayloadTooLarge     413  body over the configured cap
@@ -68,6 +69,11 @@ class QuotaExceeded(Forbidden):
 class NotFound(ThreadlineError):
     status = 404
     code = "NOT_FOUND"
+
+
+class Conflict(ThreadlineError):
+    status = 409
+    code = "CONFLICT"
 
 
 class PayloadTooLarge(ThreadlineError):

@@ -18,7 +18,12 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from threadline.domain.entities import ApiKey, Org, Principal, Role, User
-from threadline.domain.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
+from threadline.domain.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    Unauthorized,
+)
 from threadline.domain.ports import AccountStore
 from threadline.services.principal_cache import PrincipalCache
 
@@ -116,7 +121,7 @@ class AccountService:
     ) -> tuple[Org, IssuedKey]:
         self._require_system_admin(caller)
         if await self._store.find_org_by_name(name) is not None:
-            raise InvalidRequest(f"an org named {name!r} already exists")
+            raise Conflict(f"an org named {name!r} already exists")
         org = await self._store.create_org(name)
         issued = await self.issue_key(
             org,

@@ -19,7 +19,9 @@ from uuid import UUID
 from fastapi import APIRouter, Body, Depends, Form, Header, Path, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
+from threadline.api.bounds import Offset, page_limit, store_int
 from threadline.api.deps import ContainerDep, PrincipalDep
 from threadline.api.dialects.converse import encode
 from threadline.api.dialects.converse.paths import is_upload_path
@@ -31,7 +33,7 @@ from threadline.api.dialects.converse.schemas import (
     SortKey,
 )
 from threadline.api.native import validation_details
-from threadline.api.routing import route_class
+from threadline.api.routing import error_responses, route_class
 from threadline.domain.documents import Document
 from threadline.domain.entities import Principal
 from threadline.domain.errors import (
@@ -57,6 +59,15 @@ FORM_HINT = (
     "send the request as multipart/form-data, each file as a part named 'files' "
     "(curl -F files=@report.pdf)"
 )
+
+
+class ConverseError(BaseModel):
+    """`{"message": "<what is wrong>"}`"""
+
+    message: str
+
+
+ERRORS = error_responses(ConverseError, (400, 401, 403, 404, 413, 422, 429, 500, 502, 503, 504))
 
 
 def render(request: Request, exc: ThreadlineError | RequestValidationError) -> Response:
@@ -107,14 +118,14 @@ def caller_context(
     own_org = {str(principal.org_id), principal.org.name}
     own_user = {str(principal.user.id), principal.user.name}
     context, org, workspace = _norm(ib_context), _norm(org), _norm(workspace)
-    same_org = context in own_org and org in own_org
-    if context is not None and org is not None and context != org and not same_org:
-        raise InvalidRequest(f"org ({org}) and IB-Context ({context}) must match")
     if context is not None and context not in own_org | own_user:
         raise NotFound(
             f"IB-Context {context} is not your organization or account; use your "
             f"organization id ({principal.org_id}) or leave the header out"
         )
+    same_org = context in own_org and org in own_org
+    if context is not None and org is not None and context != org and not same_org:
+        raise InvalidRequest(f"org ({org}) and IB-Context ({context}) must match")
     if org is not None and org not in own_org:
         raise NotFound(f"organization {org} not found; yours is {principal.org_id}")
     if workspace is not None and workspace not in own_user:
@@ -209,9 +220,9 @@ async def list_conversations(
         str | None, Query(description="only conversations whose name or description has it")
     ] = None,
     limit: Annotated[
-        int | None, Query(description="at most this many (default and cap: page_size_max)")
+        int | None, page_limit("at most this many (default and cap: page_size_max)")
     ] = None,
-    offset: Annotated[int, Query(description="skip this many")] = 0,
+    offset: Offset = 0,
 ) -> JSONResponse:
     """Your conversations (an admin's: the org's), newest first unless asked otherwise.
     `X-Total-Count` tells how many match in all; page with `limit` and `offset`."""
@@ -351,12 +362,13 @@ async def delete_documents(
 
 def _query_ids(values: list[str]) -> list[int]:
     parts = [part.strip() for value in values for part in value.split(",") if part.strip()]
-    bad = [part[:40] for part in parts if not part.isdigit()]
+    ids = [store_int(part) for part in parts]
+    bad = [part[:40] for part, value in zip(parts, ids, strict=True) if value is None]
     if bad:
         raise InvalidRequest(f"ids must be integers (got {', '.join(bad)})")
     if not parts:
         raise InvalidRequest("ids must list at least one document id")
-    return [int(part) for part in parts]
+    return [value for value in ids if value is not None]
 
 
 async def document_metadata(
@@ -367,9 +379,10 @@ async def document_metadata(
 ) -> dict[str, Any]:
     """The document's pages (size, rotation, image-only or not); empty while processing."""
     cid = _conversation_id(conversation_id)
-    if not document_id.isdigit():
+    number = store_int(document_id)
+    if number is None:
         raise NotFound(f"document {document_id[:100]} not found in conversation {cid}")
-    return encode.metadata(await _document(container, caller, cid, int(document_id)))
+    return encode.metadata(await _document(container, caller, cid, number))
 
 
 # ---- the router ---------------------------------------------------------------------------
@@ -378,7 +391,7 @@ async def document_metadata(
 def _routes(prefix: str, *, in_schema: bool) -> APIRouter:
     r = APIRouter(
         prefix=prefix,
-        route_class=route_class(render),
+        route_class=route_class(render, ERRORS),
         tags=["AI Hub Converse"],
         include_in_schema=in_schema,
     )

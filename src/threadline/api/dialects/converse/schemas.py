@@ -13,6 +13,8 @@ from fastapi import UploadFile
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from threadline.api.bounds import NonNegative
+
 NAME_MAX = 255  # the conversation title column
 SortKey = Literal["created_at", "updated_at"]
 Mode = Literal["default", "advanced"]
@@ -37,7 +39,7 @@ class CreateConversationForm(Strict):
 class AddDocumentsForm(Strict):
     """`POST /v2/conversations/{id}/documents`."""
 
-    files: list[UploadFile]
+    files: list[UploadFile] = Field(json_schema_extra={"minItems": 1})
     process_files: bool = True
 
 
@@ -45,12 +47,12 @@ class PromptRequest(Strict):
     """`POST /v2/conversations/{id}/prompts`: one question about one document."""
 
     question: str = Field(min_length=1)
-    document_ids: list[int]
+    document_ids: list[NonNegative] = Field(json_schema_extra={"minItems": 1, "maxItems": 1})
     mode: Mode = "default"
 
     @field_validator("document_ids")
     @classmethod
-    def _one_document(cls, value: list[int]) -> list[int]:
+    def _one_document(cls, value: list[NonNegative]) -> list[NonNegative]:
         if len(value) != 1:
             raise PydanticCustomError(
                 "one_document",
@@ -65,11 +67,11 @@ class DeleteDocumentsRequest(Strict):
     """`DELETE /v2/conversations/{id}/documents` with a JSON body (the curl example); the
     SDK sends `?ids=1,2` instead, and both are accepted."""
 
-    ids: list[int]
+    ids: list[NonNegative] = Field(json_schema_extra={"minItems": 1})
 
     @field_validator("ids")
     @classmethod
-    def _some(cls, value: list[int]) -> list[int]:
+    def _some(cls, value: list[NonNegative]) -> list[NonNegative]:
         if not value:
             raise PydanticCustomError("no_ids", "must list at least one document id")
         return value

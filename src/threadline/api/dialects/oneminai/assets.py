@@ -23,16 +23,32 @@ from fastapi.responses import FileResponse
 from threadline.api.deps import ContainerDep, PrincipalDep
 from threadline.api.dialects.oneminai import encode
 from threadline.api.dialects.oneminai.routes import render
+from threadline.api.native import NATIVE_ERRORS
 from threadline.api.routing import route_class
 from threadline.domain.errors import InvalidRequest
 from threadline.services.documents import Upload
 
-router = APIRouter(route_class=route_class(render), tags=["1min.ai assets"])
+router = APIRouter(route_class=route_class(render, NATIVE_ERRORS), tags=["1min.ai assets"])
 UPLOAD_FIELDS = ("asset", "file")
 INLINE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
 
 
-@router.post("/api/assets")
+UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["asset"],
+                "properties": {"asset": {"type": "string", "format": "binary"}},
+                "description": "the file, in the field 'asset' (or 'file')",
+            }
+        }
+    },
+}
+
+
+@router.post("/api/assets", openapi_extra={"requestBody": UPLOAD_BODY})
 async def upload_asset(
     request: Request, principal: PrincipalDep, container: ContainerDep
 ) -> dict[str, Any]:

@@ -11,41 +11,64 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic_core import PydanticCustomError
 
+from threadline.api.bounds import Offset, page_limit
 from threadline.api.deps import ContainerDep, PrincipalDep
 from threadline.api.dialects.oneminai import encode
 from threadline.api.dialects.oneminai.routes import render
+from threadline.api.native import NATIVE_ERRORS
 from threadline.api.routing import route_class
 from threadline.domain.brand_voices import EXAMPLE_MAX, EXAMPLES_MAX, INSTRUCTIONS_MAX, NAME_MAX
 from threadline.domain.errors import NotFound
 
-router = APIRouter(route_class=route_class(render), tags=["1min.ai brand voices"])
+router = APIRouter(route_class=route_class(render, NATIVE_ERRORS), tags=["1min.ai brand voices"])
 PATH = "/api/brand-voices"
 
 # Surrounding whitespace is trimmed before the lengths are checked.
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX)]
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX, pattern=r"\S")
+]
 Instructions = Annotated[str, StringConstraints(strip_whitespace=True, max_length=INSTRUCTIONS_MAX)]
 Example = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=EXAMPLE_MAX)
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=EXAMPLE_MAX, pattern=r"\S"),
 ]
 Examples = Annotated[list[Example], Field(max_length=EXAMPLES_MAX)]
 
 
 class CreateBrandVoice(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # The service refuses a voice with neither instructions nor examples; said here too.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["instructions"], "properties": {"instructions": {"pattern": r"\S"}}},
+                {"required": ["examples"], "properties": {"examples": {"minItems": 1}}},
+            ]
+        },
+    )
 
     name: Name
     instructions: Instructions = ""
     examples: Examples = Field(default_factory=list)
 
 
+def _not_nullable(schema: dict[str, Any]) -> None:
+    """The schema says what `_not_null` enforces: a field is left out, never null."""
+    for field in schema["properties"].values():
+        field.pop("default", None)
+        kinds = [k for k in field.pop("anyOf", []) if k != {"type": "null"}]
+        if kinds:
+            field.update(kinds[0])
+
+
 class UpdateBrandVoice(BaseModel):
     """PATCH: the fields given are changed, the others kept; `examples` replaces the list."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_not_nullable)
 
     name: Name | None = None
     instructions: Instructions | None = None
@@ -80,8 +103,8 @@ async def create_brand_voice(
 async def list_brand_voices(
     principal: PrincipalDep,
     container: ContainerDep,
-    limit: Annotated[int, Query()] = 20,
-    offset: Annotated[int, Query()] = 0,
+    limit: Annotated[int, page_limit()] = 20,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     page = await container.brand_voices.list(principal, limit=limit, offset=offset)
     return {

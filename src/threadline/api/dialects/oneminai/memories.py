@@ -12,22 +12,25 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from pydantic import StringConstraints
 
+from threadline.api.bounds import Offset, page_limit
 from threadline.api.deps import ContainerDep, PrincipalDep
 from threadline.api.dialects.oneminai import encode
 from threadline.api.dialects.oneminai.routes import render
 from threadline.api.dialects.oneminai.schemas import Strict
+from threadline.api.native import NATIVE_ERRORS
 from threadline.api.routing import route_class
 from threadline.domain.errors import NotFound
 from threadline.domain.memories import CONTENT_MAX
 
-router = APIRouter(route_class=route_class(render), tags=["1min.ai memories"])
+router = APIRouter(route_class=route_class(render, NATIVE_ERRORS), tags=["1min.ai memories"])
 PATH = "/api/memories"
 
 Content = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=CONTENT_MAX)
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=CONTENT_MAX, pattern=r"\S"),
 ]
 
 
@@ -46,8 +49,8 @@ def _memory_id(raw: str) -> UUID:
 async def list_memories(
     principal: PrincipalDep,
     container: ContainerDep,
-    limit: Annotated[int, Query()] = 20,
-    offset: Annotated[int, Query()] = 0,
+    limit: Annotated[int, page_limit()] = 20,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     page = await container.memories.list(principal, limit=limit, offset=offset)
     return {

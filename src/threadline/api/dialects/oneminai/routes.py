@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
+from threadline.api.bounds import Offset, page_limit
 from threadline.api.deps import ContainerDep, LastEventId, PrincipalDep, ResumeAfter
 from threadline.api.dialects.oneminai import encode
 from threadline.api.dialects.oneminai.schemas import (
@@ -25,8 +26,13 @@ from threadline.api.dialects.oneminai.schemas import (
     LegacyChatPrompt,
     Strict,
 )
-from threadline.api.native import error_response, render_native, validation_details
-from threadline.api.routing import route_class
+from threadline.api.native import (
+    NATIVE_ERRORS,
+    error_response,
+    render_native,
+    validation_details,
+)
+from threadline.api.routing import route_class, stream_failed, streamed
 from threadline.domain.entities import AiRecord, Principal
 from threadline.domain.errors import InvalidRequest, NotFound, ThreadlineError, Unprocessable
 from threadline.domain.events import Done, Failed, TextDelta
@@ -57,9 +63,13 @@ def _inside_prompt_object(loc: tuple[object, ...]) -> bool:
     return len(loc) > 2 and loc[0] == "body" and loc[1] == "promptObject"
 
 
-router = APIRouter(route_class=route_class(render), tags=["1min.ai"])
+router = APIRouter(route_class=route_class(render, NATIVE_ERRORS), tags=["1min.ai"])
 P = TypeVar("P", bound=Strict)
 Streaming = Annotated[bool, Query(description="Stream the reply (SSE for chat-with-ai)")]
+# A str (not UUID) so a malformed one gets `_record_id`'s message; the schema says uuid.
+RecordIdPath = Annotated[
+    str, Path(description="the aiRecord's uuid", json_schema_extra={"format": "uuid"})
+]
 
 
 @router.post("/api/conversations")
@@ -87,8 +97,8 @@ async def create_conversation(
 async def list_conversations(
     principal: PrincipalDep,
     container: ContainerDep,
-    limit: Annotated[int, Query()] = 20,
-    offset: Annotated[int, Query()] = 0,
+    limit: Annotated[int, page_limit()] = 20,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     page = await container.conversations.list(principal, limit=limit, offset=offset)
     files = await container.documents.documents_of_conversations(
@@ -108,8 +118,8 @@ async def get_conversation(
     conversation_id: str,
     principal: PrincipalDep,
     container: ContainerDep,
-    limit: Annotated[int, Query(description="messages per page")] = 100,
-    offset: Annotated[int, Query()] = 0,
+    limit: Annotated[int, page_limit("messages per page")] = 100,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     cid = _conversation_id(conversation_id)
     conversation = await container.conversations.get(principal, cid)
@@ -130,7 +140,11 @@ async def delete_conversation(
     return {"success": True, "uuid": str(cid)}
 
 
-@router.post("/api/chat-with-ai", response_model=None)
+@router.post(
+    "/api/chat-with-ai",
+    response_model=None,
+    responses=streamed("text/event-stream", "{aiRecord}; with isStreaming: SSE", or_json=True),
+)
 async def chat_with_ai(
     body: ChatWithAiRequest,
     principal: PrincipalDep,
@@ -176,9 +190,13 @@ async def chat_with_ai(
     return await _finished(run, principal, container)
 
 
-@router.get("/api/chat-with-ai/{aiRecordId}/stream", response_model=None)
+@router.get(
+    "/api/chat-with-ai/{aiRecordId}/stream",
+    response_model=None,
+    responses=streamed("text/event-stream", "SSE: the frames not received, then result and done"),
+)
 async def resume_chat_stream(
-    aiRecordId: str,
+    aiRecordId: RecordIdPath,
     principal: PrincipalDep,
     container: ContainerDep,
     last_event_id: LastEventId = None,
@@ -187,8 +205,10 @@ async def resume_chat_stream(
     """A streamed reply again, from the client's position: the frames it has not received
     (live while the reply is still being produced), then `result` + `done` (or `error`)."""
     record_id = _record_id(aiRecordId)
-    position = position_of(record_id, last_event_id) if last_event_id is not None else after
     replays = container.replays
+    if last_event_id is not None:  # an unknown aiRecord is 404 whatever the header says
+        await replays.open(principal, record_id)
+    position = position_of(record_id, last_event_id) if last_event_id is not None else after
     replay = await replays.open(principal, record_id, position or 0)
 
     async def record_json(event: Done) -> dict[str, Any]:
@@ -200,7 +220,7 @@ async def resume_chat_stream(
 
 @router.get("/api/chat-with-ai/{aiRecordId}")
 async def get_ai_record(
-    aiRecordId: str, principal: PrincipalDep, container: ContainerDep
+    aiRecordId: RecordIdPath, principal: PrincipalDep, container: ContainerDep
 ) -> dict[str, Any]:
     """The aiRecord as it is now (PENDING while its reply runs; it does not wait)."""
     record_id = _record_id(aiRecordId)
@@ -211,7 +231,11 @@ async def get_ai_record(
     return {"aiRecord": encode.ai_record(record, user, provider)}
 
 
-@router.post("/api/features", response_model=None)
+@router.post(
+    "/api/features",
+    response_model=None,
+    responses=streamed("text/plain", "{aiRecord}; with isStreaming: the raw text", or_json=True),
+)
 async def features(
     body: FeatureRequest,
     principal: PrincipalDep,
@@ -219,8 +243,8 @@ async def features(
     isStreaming: Streaming = False,
 ) -> Response:
     if body.type in IMAGE_FEATURE_TYPES:
-        if isStreaming:
-            raise InvalidRequest(
+        if isStreaming:  # well-formed, but an image cannot be served as a stream
+            raise Unprocessable(
                 f"{body.type} does not stream: call POST /api/features without isStreaming"
             )
         return await _image_feature(body, principal, container)
@@ -378,18 +402,23 @@ async def _chat_frames(
     """The SSE frames of a reply's events; `chars`: the characters of text the client had
     before them (each frame's id tells the count after it)."""
     rid = str(record_id)
-    async for _, event in events:
-        if event is None:
-            yield encode.SSE_PING
-        elif isinstance(event, TextDelta):
-            chars += len(event.text)
-            yield encode.content_frame(event.text, rid, chars)
-        elif isinstance(event, Done):
-            frame_id = encode.event_id(rid, chars)
-            yield encode.result_frame(await record_json(event), frame_id)
-            yield encode.done_frame(frame_id)
-        elif isinstance(event, Failed):
-            yield encode.error_frame(event, rid, encode.event_id(rid, chars))
+    try:
+        async for _, event in events:
+            if event is None:
+                yield encode.SSE_PING
+            elif isinstance(event, TextDelta):
+                frame = encode.content_frame(event.text, rid, chars + len(event.text))
+                chars += len(event.text)
+                yield frame
+            elif isinstance(event, Done):
+                frame_id = encode.event_id(rid, chars)
+                result = encode.result_frame(await record_json(event), frame_id)
+                yield result + encode.done_frame(frame_id)
+            elif isinstance(event, Failed):
+                yield encode.error_frame(event, rid, encode.event_id(rid, chars))
+    except Exception:
+        failed = stream_failed("chat-with-ai")
+        yield encode.error_frame(failed, rid, encode.event_id(rid, chars))
 
 
 class StreamAborted(Exception):

@@ -12,6 +12,8 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from threadline.api.bounds import JSON_INT_MAX
+
 TITLE_MAX = 91
 
 CONVERSATION_TYPES = (
@@ -30,6 +32,18 @@ class Strict(BaseModel):
 
 
 class CreateConversation(Strict):
+    # fileList is required for CHAT_WITH_PDF (checked by the route; said here too)
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "if": {"properties": {"type": {"const": "CHAT_WITH_PDF"}}},
+            "then": {
+                "required": ["fileList"],
+                "properties": {"fileList": {"type": "array", "minItems": 1}},
+            },
+        },
+    )
+
     type: Literal[CONVERSATION_TYPES]  # type: ignore[valid-type]
     title: str = Field(min_length=1, max_length=TITLE_MAX)
     model: str
@@ -38,13 +52,13 @@ class CreateConversation(Strict):
 
 class WebSearchSettings(Strict):
     webSearch: bool = False
-    numOfSite: int = Field(3, ge=1, le=10)
-    maxWord: int = Field(1000, ge=1, le=20000)
+    numOfSite: int = Field(3, ge=1, le=10, strict=True)
+    maxWord: int = Field(1000, ge=1, le=20000, strict=True)
 
 
 class HistorySettings(Strict):
     isMixed: bool = False
-    historyMessageLimit: int = Field(10, ge=0)
+    historyMessageLimit: int = Field(10, ge=0, le=JSON_INT_MAX, strict=True)
 
 
 class ChatSettings(Strict):
@@ -80,8 +94,8 @@ class LegacyChatPrompt(Strict):
     isMixed: bool = False
     imageList: list[str] = Field(default_factory=list)
     webSearch: bool = False
-    numOfSite: int = Field(3, ge=1, le=10)
-    maxWord: int = Field(500, ge=1, le=20000)
+    numOfSite: int = Field(3, ge=1, le=10, strict=True)
+    maxWord: int = Field(500, ge=1, le=20000, strict=True)
     conversationId: UUID | None = None
 
 
@@ -90,7 +104,7 @@ class ImageGeneratorPrompt(Strict):
     `max_images`, `aspect_ratio` must be one of its `image_sizes`."""
 
     prompt: str = Field(min_length=1, max_length=32000)
-    num_outputs: int = Field(1, ge=1, le=10)
+    num_outputs: int = Field(1, ge=1, le=10, strict=True)
     aspect_ratio: str = Field("1:1", pattern=r"^[1-9][0-9]{0,3}:[1-9][0-9]{0,3}$")
     output_format: Literal["png", "jpeg", "webp"] = "png"
 
@@ -101,10 +115,10 @@ class ImageVariatorPrompt(Strict):
 
     imageUrl: str = Field(min_length=1, max_length=2048)
     mode: str = "fast"
-    n: int = Field(1, ge=1, le=10)
+    n: int = Field(1, ge=1, le=10, strict=True)
     isNiji6: bool = False
-    aspect_width: int = Field(1, ge=1, le=10000)
-    aspect_height: int = Field(1, ge=1, le=10000)
+    aspect_width: int = Field(1, ge=1, le=10000, strict=True)
+    aspect_height: int = Field(1, ge=1, le=10000, strict=True)
     maintainModeration: bool = True
     output_format: Literal["png", "jpeg", "webp"] = "png"
 
@@ -141,8 +155,49 @@ def _unsupported(message: str) -> PydanticCustomError:
     return PydanticCustomError("unsupported", message)
 
 
+def _feature_rules(schema: dict[str, Any]) -> None:
+    """What the route checks per feature type, said in the schema."""
+    images = {"properties": {"type": {"enum": list(IMAGE_FEATURE_TYPES)}}, "required": ["type"]}
+    pdf = {"properties": {"type": {"const": "CHAT_WITH_PDF"}}, "required": ["type"]}
+    image_chat = {"properties": {"type": {"const": "CHAT_WITH_IMAGE"}}, "required": ["type"]}
+    with_id: dict[str, Any] = {"type": "string", "format": "uuid"}
+    schema["allOf"] = [
+        {"if": images, "then": {"properties": {"conversationId": {"type": "null"}}}},
+        {
+            "if": pdf,
+            "then": {
+                "anyOf": [
+                    {"required": ["conversationId"], "properties": {"conversationId": with_id}},
+                    {
+                        "properties": {
+                            "promptObject": {
+                                "required": ["conversationId"],
+                                "properties": {"conversationId": with_id},
+                            }
+                        }
+                    },
+                ]
+            },
+        },
+        {
+            "if": image_chat,
+            "then": {
+                "properties": {
+                    "promptObject": {
+                        "required": ["imageList"],
+                        "properties": {"imageList": {"type": "array", "minItems": 1}},
+                    }
+                }
+            },
+        },
+    ]
+
+
 class FeatureRequest(Strict):
-    type: str
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_feature_rules)
+
+    # Any string parses; an unknown type is a 400 naming the known ones (the route's check).
+    type: str = Field(json_schema_extra={"enum": [*LEGACY_CHAT_TYPES, *IMAGE_FEATURE_TYPES]})
     model: str
     promptObject: dict[str, Any]
     conversationId: UUID | None = None

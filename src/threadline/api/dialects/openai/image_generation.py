@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from threadline.api.deps import ContainerDep, PrincipalDep
 from threadline.api.dialects.openai.schemas import OpenAIRequestError
+from threadline.domain.errors import NotFound
 from threadline.domain.image_generation import IMAGE_GENERATOR
 from threadline.services.image_generation import ImageGenerationCommand
 
@@ -25,8 +26,8 @@ class ImageGenerationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt: str = Field(min_length=1, max_length=32000)
-    model: str | None = None
-    n: int | None = Field(None, ge=1, le=10)
+    model: str
+    n: int | None = Field(None, ge=1, le=10, strict=True)
     size: str | None = None
     response_format: Literal["url", "b64_json"] | None = None
     output_format: Literal["png", "jpeg", "webp"] | None = None
@@ -36,6 +37,11 @@ class ImageGenerationRequest(BaseModel):
     user: str | None = Field(None, max_length=256)
 
 
+class ImageModelNotFound(NotFound):
+    param = "model"
+    error_code = "model_not_found"
+
+
 def add_routes(router: APIRouter) -> None:
     router.add_api_route("/images/generations", generate_images, methods=["POST"])
 
@@ -43,10 +49,10 @@ def add_routes(router: APIRouter) -> None:
 async def generate_images(
     body: ImageGenerationRequest, principal: PrincipalDep, container: ContainerDep
 ) -> dict[str, Any]:
-    if body.model is None:
-        models = ", ".join(container.catalog.image_names()) or "(none)"
-        raise OpenAIRequestError(
-            f"Missing required parameter: 'model' (image models: {models})", param="model"
+    if body.model not in {m.name for m in container.catalog.list()}:
+        raise ImageModelNotFound(
+            f"The model '{body.model[:100]}' does not exist; image models: "
+            + (", ".join(container.catalog.image_names()) or "(none)")
         )
     if body.response_format == "url":
         raise OpenAIRequestError(

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
 
 from threadline.api.deps import ContainerDep, PrincipalDep
 from threadline.api.dialects.openai import encode, image_generation
@@ -24,7 +25,7 @@ from threadline.api.dialects.openai.schemas import (
     image_urls,
     stop_sequences,
 )
-from threadline.api.routing import route_class
+from threadline.api.routing import error_responses, route_class, stream_failed, streamed
 from threadline.domain.entities import AiRecord
 from threadline.domain.errors import NotFound, RateLimited, ThreadlineError, Unprocessable
 from threadline.domain.events import Done, Failed, TextDelta
@@ -88,7 +89,21 @@ class ModelNotFound(NotFound):
     error_code = "model_not_found"
 
 
-router = APIRouter(prefix="/v1", route_class=route_class(render), tags=["OpenAI"])
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIError(BaseModel):
+    """`{"error": {"message", "type", "param", "code"}}`"""
+
+    error: OpenAIErrorDetail
+
+
+ERRORS = error_responses(OpenAIError, (400, 401, 403, 404, 413, 429, 500, 502, 503, 504))
+router = APIRouter(prefix="/v1", route_class=route_class(render, ERRORS), tags=["OpenAI"])
 image_generation.add_routes(router)
 
 
@@ -112,7 +127,13 @@ async def get_model(model: str, _: PrincipalDep, container: ContainerDep) -> dic
     return encode.model(_entry(container, model))
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post(
+    "/chat/completions",
+    response_model=None,
+    responses=streamed(
+        "text/event-stream", "A completion; with stream: chunks (SSE)", or_json=True
+    ),
+)
 async def chat_completions(
     body: ChatCompletionRequest, principal: PrincipalDep, container: ContainerDep
 ) -> Response:
@@ -155,17 +176,20 @@ def _failure_response(failed: Failed) -> JSONResponse:
 
 async def _chunks(run: Run, include_usage: bool, ping: float) -> AsyncIterator[bytes]:
     """A role chunk, content chunks, a finish chunk, [usage,] [DONE]; or an error frame."""
-    writer = encode.ChunkWriter(run.record, include_usage)
-    yield writer.delta({"role": "assistant", "content": ""})
-    async for _, event in run.events(idle=ping):
-        if event is None:
-            yield encode.PING
-        elif isinstance(event, TextDelta):
-            yield writer.delta({"content": event.text})
-        elif isinstance(event, Failed):
-            yield encode.data(_failure_body(event))
-        elif isinstance(event, Done):
-            yield writer.delta({}, event.finish_reason)
-            if include_usage and isinstance(event.record, AiRecord):
-                yield writer.usage(event.record)
-            yield encode.DONE
+    try:
+        writer = encode.ChunkWriter(run.record, include_usage)
+        yield writer.delta({"role": "assistant", "content": ""})
+        async for _, event in run.events(idle=ping):
+            if event is None:
+                yield encode.PING
+            elif isinstance(event, TextDelta):
+                yield writer.delta({"content": event.text})
+            elif isinstance(event, Failed):
+                yield encode.data(_failure_body(event))
+            elif isinstance(event, Done):
+                end = writer.delta({}, event.finish_reason)
+                if include_usage and isinstance(event.record, AiRecord):
+                    end += writer.usage(event.record)
+                yield end + encode.DONE
+    except Exception:
+        yield encode.data(_failure_body(stream_failed("chat.completions")))

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from threadline.api.bounds import Positive, StoreInt
 from threadline.domain.errors import InvalidRequest
 from threadline.domain.ports import ChatMessage
 
@@ -35,27 +36,98 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+TEXT_PART: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "text"],
+    "additionalProperties": False,
+    "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+}
+MESSAGE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["role", "content"],
+    "additionalProperties": False,
+    "properties": {
+        "role": {"enum": list(ROLES)},
+        "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": TEXT_PART}]},
+        "name": {"type": "null"},
+    },
+    "description": "text content; `image_url` parts are read in the last message when it is "
+    "the user's (see the README)",
+}
+_NOTHING = [{"type": "null"}]
+# The schema of each argument honoured only with its neutral value (see NEUTRAL).
+NEUTRAL_SCHEMA: dict[str, dict[str, Any]] = {
+    "n": {"enum": [1, None]},
+    "presence_penalty": {"enum": [0, None]},
+    "frequency_penalty": {"enum": [0, None]},
+    "logit_bias": {"anyOf": [{"type": "object", "maxProperties": 0}, *_NOTHING]},
+    "logprobs": {"enum": [False, None]},
+    "top_logprobs": {"enum": [0, None]},
+    "seed": {"type": "null"},
+    "response_format": {"anyOf": [{"const": {"type": "text"}}, *_NOTHING]},
+    "tools": {"anyOf": [{"type": "array", "maxItems": 0}, *_NOTHING]},
+    "tool_choice": {"enum": ["none", None]},
+    "functions": {"anyOf": [{"type": "array", "maxItems": 0}, *_NOTHING]},
+    "function_call": {"enum": ["none", None]},
+    "store": {"enum": [False, None]},
+    "service_tier": {"enum": ["auto", "default", None]},
+    "modalities": {"anyOf": [{"const": ["text"]}, *_NOTHING]},
+}
+_STOP = {"type": "string", "minLength": 1}
+RULES = [
+    {  # max_tokens or max_completion_tokens, not both
+        "not": {
+            "required": ["max_tokens", "max_completion_tokens"],
+            "properties": {
+                "max_tokens": {"type": "integer"},
+                "max_completion_tokens": {"type": "integer"},
+            },
+        }
+    },
+    {  # stream_options only with stream: true
+        "if": {
+            "required": ["stream_options"],
+            "properties": {"stream_options": {"type": "object"}},
+        },
+        "then": {"required": ["stream"], "properties": {"stream": {"const": True}}},
+    },
+]
+
+
+def _document_rules(schema: dict[str, Any]) -> None:
+    """What `check_supported` and `stop_sequences` enforce, said in the schema."""
+    properties = schema["properties"]
+    for name, allowed in NEUTRAL_SCHEMA.items():
+        properties[name] = {**allowed, "description": "accepted only with its neutral value"}
+    properties["stop"] = {
+        "anyOf": [_STOP, {"type": "array", "items": _STOP, "maxItems": STOP_MAX}, *_NOTHING]
+    }
+    schema["allOf"] = RULES
+
+
 class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_document_rules)
 
     model: str
-    messages: list[dict[str, Any]] = Field(min_length=1)
+    messages: list[dict[str, Any]] = Field(
+        min_length=1, json_schema_extra={"items": MESSAGE_SCHEMA}
+    )
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: Positive | None = None
+    max_completion_tokens: Positive | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
     stop: str | list[str] | None = None
     user: str | None = Field(None, max_length=256)
     # Known to OpenAI; honoured only with their neutral value (see NEUTRAL).
-    n: int | None = None
+    n: StoreInt | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logit_bias: dict[str, Any] | None = None
     logprobs: bool | None = None
-    top_logprobs: int | None = None
-    seed: int | None = None
+    top_logprobs: StoreInt | None = None
+    seed: StoreInt | None = None
     response_format: dict[str, Any] | None = None
     tools: list[Any] | None = None
     tool_choice: Any = None
@@ -210,6 +282,12 @@ def _text(where: str, content: Any) -> str:
         if kind != "text" or not isinstance(part.get("text"), str):
             raise OpenAIRequestError(
                 f"{where}.content[{j}]: only text and image_url parts are supported (got {kind!r})",
+                param=f"{where}.content[{j}]",
+            )
+        unknown = sorted(set(part) - {"type", "text"})
+        if unknown:
+            raise OpenAIRequestError(
+                f"{where}.content[{j}]: unknown field(s) {', '.join(unknown)[:200]}",
                 param=f"{where}.content[{j}]",
             )
         texts.append(part["text"])

@@ -15,12 +15,14 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
 
+from threadline.api.bounds import JSON_INT_MAX, Offset, page_limit
 from threadline.api.deps import ContainerDep, LastEventId, PrincipalDep, ResumeAfter
 from threadline.api.dialects.sessions import encode
 from threadline.api.dialects.sessions.schemas import CreateConversation, CreateSession, StreamChat
 from threadline.api.native import validation_details
-from threadline.api.routing import route_class
+from threadline.api.routing import error_responses, route_class, stream_failed, streamed
 from threadline.domain.entities import AiRecord, Principal
 from threadline.domain.errors import NotFound, RateLimited, ThreadlineError
 from threadline.domain.events import Done, Failed, TextDelta
@@ -43,8 +45,24 @@ def render(_request: Request, exc: ThreadlineError | RequestValidationError) -> 
     return JSONResponse({"detail": exc.message, "code": code}, status_code=status, headers=headers)
 
 
+class FieldProblem(BaseModel):
+    field: str
+    message: str
+
+
+class SessionsError(BaseModel):
+    """`{"detail", "code"[, "errors"]}`"""
+
+    detail: str
+    code: str
+    errors: list[FieldProblem] | None = None
+
+
+ERRORS = error_responses(SessionsError, (400, 401, 403, 404, 413, 429, 500, 502, 503, 504))
 router = APIRouter(
-    prefix="/api/conversation", route_class=route_class(render), tags=["Conversation Service"]
+    prefix="/api/conversation",
+    route_class=route_class(render, ERRORS),
+    tags=["Conversation Service"],
 )
 
 
@@ -82,7 +100,11 @@ async def create_session(
     return encode.session(session)
 
 
-@router.post("/stream_chat", response_model=None)
+@router.post(
+    "/stream_chat",
+    response_model=None,
+    responses=streamed("text/event-stream", "SSE: start, content..., end (or error)"),
+)
 async def stream_chat(body: StreamChat, caller: Caller, container: ContainerDep) -> Response:
     exchange = await container.sessions.send(caller, body.chat_session_id, body.message)
     assert exchange.run is not None
@@ -90,7 +112,11 @@ async def stream_chat(body: StreamChat, caller: Caller, container: ContainerDep)
     return _sse_response(_frames(exchange, events, 0, caller, container, start=True), exchange)
 
 
-@router.get("/stream_chat/resume", response_model=None)
+@router.get(
+    "/stream_chat/resume",
+    response_model=None,
+    responses=streamed("text/event-stream", "SSE: the frames not received, then end (or error)"),
+)
 async def resume_stream_chat(
     caller: Caller,
     container: ContainerDep,
@@ -103,9 +129,10 @@ async def resume_stream_chat(
     """A `stream_chat` stream again, from the client's position: the frames it has not
     received (live while the reply runs), then `end` (or `error`). With no position at all
     (neither Last-Event-ID nor `after`) it starts over, with `start`."""
-    if last_event_id is not None:
-        after = position_of(ai_record_id, last_event_id)
     replays = container.replays
+    if last_event_id is not None:  # an unknown stream is 404 whatever the header says
+        await replays.open(caller, ai_record_id)
+        after = position_of(ai_record_id, last_event_id)
     replay = await replays.open(caller, ai_record_id, after or 0)
     exchange = await container.sessions.resumed(caller, replay)
     events = replays.events(replay, idle=container.settings.sse_ping_seconds)
@@ -117,8 +144,8 @@ async def resume_stream_chat(
 async def list_conversations(
     caller: Caller,
     container: ContainerDep,
-    limit: Annotated[int | None, Query(description="at most this many (default: the cap)")] = None,
-    offset: Annotated[int, Query()] = 0,
+    limit: Annotated[int | None, page_limit("at most this many (default: the cap)")] = None,
+    offset: Offset = 0,
 ) -> Response:
     """The caller's conversations (an admin's: the org's), most recently active first.
     `X-Total-Count` tells how many there are in all."""
@@ -145,8 +172,10 @@ async def messages(
     conversation_id: ConversationQuery,
     caller: Caller,
     container: ContainerDep,
-    limit: Annotated[int, Query(description="at most this many (capped)")] = MESSAGES_DEFAULT_LIMIT,
-    offset: Annotated[int, Query(description="skip this many, oldest first")] = 0,
+    limit: Annotated[int, page_limit()] = MESSAGES_DEFAULT_LIMIT,
+    offset: Annotated[
+        int, Query(ge=0, le=JSON_INT_MAX, description="skip this many, oldest first")
+    ] = 0,
 ) -> dict[str, Any]:
     page = await container.sessions.messages(caller, conversation_id, limit=limit, offset=offset)
     return encode.messages_page(page)
@@ -177,25 +206,33 @@ async def _frames(
     only once it has ended, so `start` waits for the first of them and the reply's id is
     read again then (pings keep the connection open meanwhile)."""
     settled = exchange.run is not None or exchange.reply_message_id is not None
-    if start and settled:
-        yield encode.start_frame(exchange)
-        start = False
-    async for _, event in events:
-        if event is None:
-            yield encode.PING
-            continue
-        if not settled:
-            exchange, settled = await container.sessions.settled(caller, exchange), True
-        if start:
+    try:
+        if start and settled:
             yield encode.start_frame(exchange)
             start = False
-        if isinstance(event, TextDelta):
-            chars += len(event.text)
-            yield encode.content_frame(event.text, encode.event_id(exchange, chars))
-        elif isinstance(event, Done | Failed):
-            frame_id = encode.event_id(exchange, chars)
-            if isinstance(event, Failed):
-                yield encode.error_frame(exchange, event, frame_id)
-            else:
-                record = event.record if isinstance(event.record, AiRecord) else None
-                yield encode.end_frame(exchange, record, frame_id)
+        async for _, event in events:
+            if event is None:
+                yield encode.PING
+                continue
+            if not settled:
+                exchange, settled = await container.sessions.settled(caller, exchange), True
+            if start:
+                yield encode.start_frame(exchange)
+                start = False
+            if isinstance(event, TextDelta):
+                frame_id = encode.event_id(exchange, chars + len(event.text))
+                frame = encode.content_frame(event.text, frame_id)
+                chars += len(event.text)
+                yield frame
+            elif isinstance(event, Done | Failed):
+                yield _end_frame(exchange, event, encode.event_id(exchange, chars))
+    except Exception:
+        failed = stream_failed("stream_chat")
+        yield encode.error_frame(exchange, failed, encode.event_id(exchange, chars))
+
+
+def _end_frame(exchange: Exchange, event: Done | Failed, frame_id: str) -> bytes:
+    if isinstance(event, Failed):
+        return encode.error_frame(exchange, event, frame_id)
+    record = event.record if isinstance(event.record, AiRecord) else None
+    return encode.end_frame(exchange, record, frame_id)
