@@ -5,7 +5,8 @@ bad request leaves the database unchanged), then starts the run as its own task 
 it, persists the user's message and a PENDING record; the model's tokens flow to the client
 without waiting for that write. The run then stores the reply, its usage and its charge in
 one transaction, whether or not anyone is still listening. If the PENDING write fails, the
-model is stopped and the run ends with STORAGE_ERROR.
+model is stopped and the run ends with STORAGE_ERROR. While it streams, checkpoints save the
+text so far in the background (services/checkpoints.py), so a killed process keeps it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from threadline.services.chat_prompt import (
     join,
     voiced_system,
 )
+from threadline.services.checkpoints import CheckpointPolicy, Checkpoints
 from threadline.services.clock import utcnow
 from threadline.services.conversations import ConversationService
 from threadline.services.grounding import DocumentGrounder, DocumentRequest
@@ -86,6 +88,7 @@ class ChatService:
         web_search: WebSearchReader | None = None,
         memories: MemoryService | None = None,
         images: ImageReader | None = None,
+        checkpoints: CheckpointPolicy = CheckpointPolicy(),
     ) -> None:
         self._catalog = catalog
         self._records = records
@@ -100,6 +103,7 @@ class ChatService:
         self._web_search = web_search
         self._memories = memories
         self._images = images
+        self._checkpoint_policy = checkpoints
         self._writes: set[asyncio.Task[None]] = set()
 
     async def reply(self, command: ChatCommand) -> Run:
@@ -375,6 +379,7 @@ class ChatService:
         follow_up: FollowUp | None = None,
     ) -> None:
         parts: list[str] = []
+        checkpoints = self._checkpoints(run, parts, user_message, stored)
         citations: list[Citation] = list(sources)
         for citation in sources:
             run.emit(citation)
@@ -386,6 +391,8 @@ class ChatService:
                     break  # the reply cannot be stored: stop the model (_finish says why)
                 if isinstance(event, TextDelta):
                     parts.append(event.text)
+                    if checkpoints is not None:
+                        checkpoints.grew(len(event.text))
                 elif isinstance(event, Citation):
                     citations.append(event)
                 elif isinstance(event, Usage):
@@ -406,7 +413,10 @@ class ChatService:
         text = "".join(parts)
         usage = usage or estimate_usage(request, text)
         run.emit(usage)
-        await self._finish(run, entry, usage, text, citations, failure, user_message, stored)
+        reply_saved = checkpoints is not None and await checkpoints.close()
+        await self._finish(
+            run, entry, usage, text, citations, failure, user_message, stored, reply_saved
+        )
         if follow_up is not None and isinstance(run.outcome, Done):
             await _follow(follow_up, run.id)
 
@@ -420,6 +430,7 @@ class ChatService:
         failure: Failed | None,
         user_message: Message | None,
         stored: asyncio.Future[None],
+        reply_saved: bool = False,
     ) -> None:
         charge = entry.price(usage)
         user = None
@@ -434,7 +445,11 @@ class ChatService:
             try:
                 user = await asyncio.shield(
                     self._records.finish(
-                        record, assistant, user_message.id if user_message else None, charge
+                        record,
+                        assistant,
+                        user_message.id if user_message else None,
+                        charge,
+                        reply_saved=reply_saved,
                     )
                 )
                 if user is not None:
@@ -450,6 +465,28 @@ class ChatService:
         run.finish(record, last, user)
         if self._observer is not None:
             self._observer(record)
+
+    def _checkpoints(
+        self,
+        run: Run,
+        parts: list[str],
+        user_message: Message | None,
+        stored: asyncio.Future[None],
+    ) -> Checkpoints | None:
+        """The checkpoints of the run's text (None when they are turned off): the record's
+        text and, in a conversation, the assistant message, PENDING, under its final id."""
+        if not self._checkpoint_policy.enabled:
+            return None
+        records, record, reply_id = self._records, run.record, run.reply_message_id
+
+        async def save(text: str, reply_saved: bool) -> None:
+            reply = _assistant_message(record, user_message, reply_id, text)
+            await records.checkpoint(record, text, reply, reply_saved)
+
+        def ready() -> bool:
+            return stored.done() and not _failed(stored)
+
+        return Checkpoints(parts, save, self._checkpoint_policy, ready)
 
     @staticmethod
     def _outcome(

@@ -1,8 +1,11 @@
 """AI records (one per chat request) in SQL (implements `ports.RecordStore`).
 
-A record is written twice: PENDING with the user's message when the run starts, and once
-more when it ends, together with the assistant's message, the conversation's `updated_at`
-and the credit charge, all in one transaction, so a reply is stored and charged exactly once.
+A record is written PENDING with the user's message when the run starts, and once more when
+it ends, together with the assistant's message, the conversation's `updated_at` and the
+credit charge, all in one transaction, so a reply is stored and charged exactly once. In
+between, checkpoints save the text streamed so far (services/checkpoints.py) into the record
+and, in a conversation, into the assistant message (inserted PENDING by the first one); they
+touch only rows still PENDING, so the final write wins over a late checkpoint.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from uuid import UUID
 
 from sqlalchemy import BigInteger, bindparam, insert, select, update
 from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from threadline.domain.entities import AiRecord, Message, RecordStatus, User
 from threadline.storage.accounts import user_from_row
@@ -84,6 +88,33 @@ _TOUCH_CONVERSATION = (
     .where(conversations.c.org_id == bindparam("w_org_id"), conversations.c.id == bindparam("w_id"))
     .values(updated_at=bindparam("w_updated_at"))
 )
+_CHECKPOINT_RECORD = (
+    update(ai_records)
+    .where(
+        ai_records.c.org_id == bindparam("w_org_id"),
+        ai_records.c.id == bindparam("w_id"),
+        ai_records.c.status == RecordStatus.PENDING.value,
+    )
+    .values(result_text=bindparam("w_text"), updated_at=bindparam("w_updated_at"))
+)
+_CHECKPOINT_MESSAGE = (
+    update(messages)
+    .where(
+        messages.c.org_id == bindparam("w_org_id"),
+        messages.c.id == bindparam("w_id"),
+        messages.c.status == RecordStatus.PENDING.value,
+    )
+    .values(content=bindparam("w_text"))
+)
+_UPDATE_REPLY = (
+    update(messages)
+    .where(messages.c.org_id == bindparam("w_org_id"), messages.c.id == bindparam("w_id"))
+    .values(
+        content=bindparam("w_text"),
+        status=bindparam("w_status"),
+        created_at=bindparam("w_created_at"),
+    )
+)
 _OWNER = (users.c.org_id == bindparam("w_org_id"), users.c.id == bindparam("w_id"))
 _CHARGE_USER = (
     update(users)
@@ -110,6 +141,8 @@ class SqlRecordStore:
         assistant_message: Message | None,
         user_message_id: UUID | None,
         charge: int,
+        *,
+        reply_saved: bool = False,
     ) -> User | None:
         values = _values(record)
         for fixed in ("id", "org_id", "user_id", "created_at"):
@@ -118,7 +151,7 @@ class SqlRecordStore:
         async with self._db.write(batched=True) as conn:
             await conn.execute(_UPDATE_RECORD, {**values, "w_org_id": org_id, "w_id": record.id})
             if assistant_message is not None:
-                await conn.execute(_INSERT_MESSAGE, message_values(assistant_message))
+                await _store_reply(conn, assistant_message, reply_saved)
             if user_message_id is not None:
                 await conn.execute(
                     _UPDATE_MESSAGE_STATUS,
@@ -143,6 +176,19 @@ class SqlRecordStore:
             row = (await conn.execute(_SELECT_USER, owner)).mappings().first()
         return user_from_row(row) if row else None
 
+    async def checkpoint(
+        self, record: AiRecord, text: str, reply: Message | None, reply_saved: bool
+    ) -> None:
+        key = {"w_org_id": record.org_id, "w_text": text}
+        async with self._db.write(batched=True) as conn:
+            await conn.execute(
+                _CHECKPOINT_RECORD, {**key, "w_id": record.id, "w_updated_at": utcnow()}
+            )
+            if reply is not None and reply_saved:
+                await conn.execute(_CHECKPOINT_MESSAGE, {**key, "w_id": reply.id})
+            elif reply is not None:
+                await conn.execute(_INSERT_MESSAGE, message_values(reply))
+
     async def get(self, org_id: UUID, record_id: UUID) -> AiRecord | None:
         query = select(ai_records).where(
             ai_records.c.org_id == org_id, ai_records.c.id == record_id
@@ -152,7 +198,8 @@ class SqlRecordStore:
         return _record(row) if row else None
 
     async def fail_unfinished(self, reason: str, before: datetime) -> int:
-        """Mark runs that a stopped server left PENDING as FAILED (called at start-up)."""
+        """Mark runs that a stopped server left PENDING as FAILED (called at start-up), with
+        their messages; the text they hold (the last checkpoint) is kept."""
         pending = (
             ai_records.c.status == RecordStatus.PENDING.value,
             ai_records.c.created_at < before,
@@ -172,3 +219,21 @@ class SqlRecordStore:
                 .values(status=RecordStatus.FAILED.value)
             )
         return len(ids)
+
+
+async def _store_reply(conn: AsyncConnection, reply: Message, saved: bool) -> None:
+    """The assistant message as the reply ended: inserted, or (a checkpoint inserted it)
+    updated in place."""
+    if not saved:
+        await conn.execute(_INSERT_MESSAGE, message_values(reply))
+        return
+    await conn.execute(
+        _UPDATE_REPLY,
+        {
+            "w_org_id": reply.org_id,
+            "w_id": reply.id,
+            "w_text": reply.content,
+            "w_status": reply.status.value,
+            "w_created_at": reply.created_at,
+        },
+    )
