@@ -59,14 +59,15 @@ class Checkpoints:
         self._began = asyncio.get_running_loop().time()  # when the last save began
         self._timer: asyncio.TimerHandle | None = None
         self._saving: asyncio.Task[None] | None = None
+        self._backoff = False  # a save failed: the next waits for the timer
         self._closed = False
         self.saved = False  # a save succeeded: the store holds some of the text
 
     def grew(self, chars: int) -> None:
         """The text grew by `chars` characters (called per delta, after it is appended)."""
         self._length += chars
-        if self._saving is not None:
-            return  # the save's end looks again
+        if self._saving is not None or self._backoff:
+            return  # the save's end, or the timer, looks again
         if self._length - self._stored >= self._chars:
             self._start()
         elif self._timer is None:
@@ -91,6 +92,7 @@ class Checkpoints:
 
     def _due(self) -> None:
         self._timer = None
+        self._backoff = False
         if not self._closed and self._saving is None and self._length > self._stored:
             self._start()
 
@@ -100,7 +102,8 @@ class Checkpoints:
             self._timer = None
         if self._closed:
             return
-        if not self._ready():
+        if not self._ready():  # the PENDING record is not written yet: try again later
+            self._backoff = True
             self._arm(self._seconds)
             return
         self._began = asyncio.get_running_loop().time()
@@ -119,7 +122,8 @@ class Checkpoints:
         if self._closed or self._length <= self._stored:
             return
         if failed:
-            self._arm(self._seconds)  # no tight retry loop against a failing store
+            self._backoff = True  # no tight retry loop against a failing store
+            self._arm(self._seconds)
         elif self._length - self._stored >= self._chars:
             self._start()
         else:
