@@ -23,6 +23,8 @@ PostgreSQL URL from the `postgres` fixture to run on it). The server's output go
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import re
 import signal
@@ -38,6 +40,18 @@ import httpx
 from tests.live_server import free_port
 
 KEY_LINE = re.compile(r"^\s*(tl_\S+)\s*$", re.MULTILINE)
+_PR_SET_PDEATHSIG = 1
+_LIBC = None
+if sys.platform == "linux":
+    _LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGKILL it when the test process dies, so a test run
+    killed outright leaves no server behind (the child is in its own session). Linux ties
+    this to the thread that started the child: call `start()` from the test's own thread."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def upstream_model(base_url: str, **config: Any) -> dict[str, Any]:
@@ -118,6 +132,7 @@ class ServerProcess:
                 stdin=subprocess.DEVNULL,
                 env=env,
                 start_new_session=True,  # a Ctrl-C of the test run does not reach it first
+                preexec_fn=_die_with_parent,
             )
         try:
             self._wait_healthy(timeout)
