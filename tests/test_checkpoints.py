@@ -17,6 +17,7 @@ from tests.conftest import Fakes, make_settings
 from threadline.container import Container, create_app
 from threadline.domain.entities import Principal, RecordStatus
 from threadline.services.checkpoints import CheckpointPolicy, Checkpoints
+from threadline.services.clock import utcnow
 
 
 class Saves:
@@ -25,10 +26,9 @@ class Saves:
     def __init__(self, seconds: float = 0.0, fail: bool = False) -> None:
         self.seconds, self.fail = seconds, fail
         self.texts: list[str] = []
-        self.flags: list[bool] = []
         self.running = self.most_at_once = 0
 
-    async def __call__(self, text: str, saved_before: bool) -> None:
+    async def __call__(self, text: str) -> None:
         self.running += 1
         self.most_at_once = max(self.most_at_once, self.running)
         try:
@@ -36,7 +36,6 @@ class Saves:
             if self.fail:
                 raise OSError("the store is down")
             self.texts.append(text)
-            self.flags.append(saved_before)
         finally:
             self.running -= 1
 
@@ -75,7 +74,6 @@ async def test_a_steady_stream_is_saved_once_per_interval_one_save_at_a_time() -
     text = "".join(parts)
     assert all(text.startswith(saved) for saved in saves.texts)
     assert [len(t) for t in saves.texts] == sorted({len(t) for t in saves.texts})  # growing
-    assert saves.flags == [False] + [True] * (len(saves.texts) - 1)
 
 
 async def test_enough_unsaved_characters_save_sooner() -> None:
@@ -117,10 +115,10 @@ async def test_a_failing_store_is_retried_once_per_interval() -> None:
     attempts = 0
     original = saves.__call__
 
-    async def counting(text: str, saved_before: bool) -> None:
+    async def counting(text: str) -> None:
         nonlocal attempts
         attempts += 1
-        await original(text, saved_before)
+        await original(text)
 
     parts: list[str] = []
     checks = Checkpoints(parts, counting, CheckpointPolicy(0.1, chars=1), lambda: True)
@@ -173,7 +171,7 @@ async def new_session(container: Container, caller: Principal) -> tuple[UUID, UU
     return conversation.id, session.id
 
 
-async def test_the_store_follows_a_streaming_reply_and_its_end_wins(
+async def test_the_record_follows_a_streaming_reply_and_its_end_wins(
     container: Container, admin_key: str, fakes: Fakes
 ) -> None:
     caller = await container.accounts.authenticate(admin_key)
@@ -189,17 +187,13 @@ async def test_the_store_follows_a_streaming_reply_and_its_end_wins(
         return await records.get(caller.org_id, run.id), list(page.items)
 
     async def holds(text: str) -> bool:
-        record, messages = await stored()
-        return record.result_text == text and len(messages) == 2 and messages[1].content == text
+        record = await records.get(caller.org_id, run.id)  # None until the PENDING write
+        return record is not None and record.result_text == text
 
     await until(lambda: holds("one two"))
-    record, (_, reply) = await stored()
+    record, messages = await stored()
     assert record.status is RecordStatus.PENDING
-    assert (reply.id, reply.role, reply.status) == (
-        run.reply_message_id,
-        "assistant",
-        RecordStatus.PENDING,
-    )
+    assert [(m.role, m.status) for m in messages] == [("user", RecordStatus.PENDING)]
     first.set()
     await until(lambda: holds("one two three"))
     second.set()
@@ -212,12 +206,54 @@ async def test_the_store_follows_a_streaming_reply_and_its_end_wins(
         ("assistant", "one two three four", RecordStatus.SUCCESS),
     ]
     assert messages[1].id == run.reply_message_id
-    assert messages[1].created_at == final.updated_at  # the reply's end, as without checkpoints
     # a checkpoint that lands after the end changes nothing
-    await records.checkpoint(run.record, "one", messages[1], True)
+    await records.checkpoint(run.record, "one")
     assert await stored() == (record, messages)
-    await records.checkpoint(run.record, "one", None, False)
-    assert (await records.get(caller.org_id, run.id)) == record
+
+
+async def test_recovery_keeps_the_checkpointed_text_and_a_live_run_still_wins(
+    container: Container, admin_key: str, fakes: Fakes
+) -> None:
+    """What a restart does to a run a killed process left PENDING, here done while the run
+    still lives (as a second process starting on the same database would): the record and
+    both messages FAILED with the checkpointed text, the reply under the id the stream named;
+    then the run's own end replaces them."""
+    caller = await container.accounts.authenticate(admin_key)
+    conversation_id, session_id = await new_session(container, caller)
+    gate = asyncio.Event()
+    fakes["gpt-4o-mini"].enqueue(["one", " two", gate, " three"])
+    exchange = await container.sessions.send(caller, session_id, "Go")
+    run = exchange.run
+    assert run is not None and exchange.reply_message_id == run.reply_message_id
+    records = container.record_store
+
+    async def saved() -> bool:
+        record = await records.get(caller.org_id, run.id)  # None until the PENDING write
+        return record is not None and record.result_text == "one two"
+
+    await until(saved)
+    assert await records.fail_unfinished("the server stopped", before=utcnow()) == 1
+    record = await records.get(caller.org_id, run.id)
+    assert (record.status, record.result_text, record.error) == (
+        RecordStatus.FAILED,
+        "one two",
+        "the server stopped",
+    )
+    page = await container.conversations.messages(caller, conversation_id, limit=9, offset=0)
+    assert [(m.id, m.role, m.content, m.status) for m in page.items] == [
+        (exchange.user_message_id, "user", "Go", RecordStatus.FAILED),
+        (run.reply_message_id, "assistant", "one two", RecordStatus.FAILED),
+    ]
+    assert await records.fail_unfinished("again", before=utcnow()) == 0
+    gate.set()
+    assert (await run.result()).status is RecordStatus.SUCCESS
+    record = await records.get(caller.org_id, run.id)
+    assert (record.status, record.result_text) == (RecordStatus.SUCCESS, "one two three")
+    page = await container.conversations.messages(caller, conversation_id, limit=9, offset=0)
+    assert [(m.id, m.content, m.status) for m in page.items] == [
+        (exchange.user_message_id, "Go", RecordStatus.SUCCESS),
+        (run.reply_message_id, "one two three", RecordStatus.SUCCESS),
+    ]
 
 
 async def test_a_reply_without_checkpoints_stores_its_message_once(

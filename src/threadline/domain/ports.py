@@ -168,24 +168,20 @@ class RecordStore(Protocol):
         assistant_message: Message | None,
         user_message_id: UUID | None,
         charge: int,
-        *,
-        reply_saved: bool = False,
     ) -> User | None:
-        """Persist the outcome, the assistant message and the charge in one transaction
-        (`reply_saved`: a checkpoint stored the assistant message, update it). Returns the
-        user's row as stored just after (fresh credit figures)."""
+        """Persist the outcome, the assistant message and the charge in one transaction.
+        Returns the user's row as stored just after (fresh credit figures)."""
         ...
 
-    async def checkpoint(
-        self, record: AiRecord, text: str, reply: Message | None, reply_saved: bool
-    ) -> None:
-        """Save a streaming reply's text so far into its record, and into the assistant
-        message `reply` in a conversation (inserted PENDING unless `reply_saved`). Rows no
-        longer PENDING are left as they are."""
+    async def checkpoint(self, record: AiRecord, text: str) -> None:
+        """Save a streaming reply's text so far into its record, if it is still PENDING."""
         ...
 
     async def get(self, org_id: UUID, record_id: UUID) -> AiRecord | None: ...
-    async def fail_unfinished(self, reason: str, before: datetime) -> int: ...
+    async def fail_unfinished(self, reason: str, before: datetime) -> int:
+        """Fail the records a stopped process left PENDING, keeping their text, and store
+        it as the reply's message (`entities.reply_message_id`) in a conversation."""
+        ...
 
 
 __all__ = [

@@ -22,7 +22,13 @@ import structlog
 
 from threadline.domain.brand_voices import BrandVoice
 from threadline.domain.documents import Document
-from threadline.domain.entities import AiRecord, Message, Principal, RecordStatus
+from threadline.domain.entities import (
+    AiRecord,
+    Message,
+    Principal,
+    RecordStatus,
+    reply_message_id,
+)
 from threadline.domain.errors import Forbidden, InvalidRequest, ThreadlineError, Unprocessable
 from threadline.domain.events import Citation, Done, Failed, TextDelta, Usage
 from threadline.domain.memories import Memory
@@ -366,7 +372,7 @@ class ChatService:
             status=RecordStatus.PENDING,
             created_at=now,
         )
-        return record, user_message, uuid4()
+        return record, user_message, reply_message_id(record.id)
 
     async def _drive(
         self,
@@ -379,7 +385,7 @@ class ChatService:
         follow_up: FollowUp | None = None,
     ) -> None:
         parts: list[str] = []
-        checkpoints = self._checkpoints(run, parts, user_message, stored)
+        checkpoints = self._checkpoints(run, parts, stored)
         citations: list[Citation] = list(sources)
         for citation in sources:
             run.emit(citation)
@@ -413,10 +419,9 @@ class ChatService:
         text = "".join(parts)
         usage = usage or estimate_usage(request, text)
         run.emit(usage)
-        reply_saved = checkpoints is not None and await checkpoints.close()
-        await self._finish(
-            run, entry, usage, text, citations, failure, user_message, stored, reply_saved
-        )
+        if checkpoints is not None:
+            await checkpoints.close()
+        await self._finish(run, entry, usage, text, citations, failure, user_message, stored)
         if follow_up is not None and isinstance(run.outcome, Done):
             await _follow(follow_up, run.id)
 
@@ -430,7 +435,6 @@ class ChatService:
         failure: Failed | None,
         user_message: Message | None,
         stored: asyncio.Future[None],
-        reply_saved: bool = False,
     ) -> None:
         charge = entry.price(usage)
         user = None
@@ -445,11 +449,7 @@ class ChatService:
             try:
                 user = await asyncio.shield(
                     self._records.finish(
-                        record,
-                        assistant,
-                        user_message.id if user_message else None,
-                        charge,
-                        reply_saved=reply_saved,
+                        record, assistant, user_message.id if user_message else None, charge
                     )
                 )
                 if user is not None:
@@ -467,21 +467,12 @@ class ChatService:
             self._observer(record)
 
     def _checkpoints(
-        self,
-        run: Run,
-        parts: list[str],
-        user_message: Message | None,
-        stored: asyncio.Future[None],
+        self, run: Run, parts: list[str], stored: asyncio.Future[None]
     ) -> Checkpoints | None:
-        """The checkpoints of the run's text (None when they are turned off): the record's
-        text and, in a conversation, the assistant message, PENDING, under its final id."""
+        """The checkpoints of the run's text into its record (None when turned off)."""
         if not self._checkpoint_policy.enabled:
             return None
-        records, record, reply_id = self._records, run.record, run.reply_message_id
-
-        async def save(text: str, reply_saved: bool) -> None:
-            reply = _assistant_message(record, user_message, reply_id, text)
-            await records.checkpoint(record, text, reply, reply_saved)
+        save = partial(self._records.checkpoint, run.record)
 
         def ready() -> bool:
             return stored.done() and not _failed(stored)

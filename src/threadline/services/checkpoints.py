@@ -29,8 +29,8 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-Save = Callable[[str, bool], Awaitable[None]]
-"""Store the text so far; the flag says whether an earlier save of this run succeeded."""
+Save = Callable[[str], Awaitable[None]]
+"""Store the text so far."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class Checkpoints:
     async def _write(self, text: str) -> None:
         failed = False
         try:
-            await self._save(text, self.saved)
+            await self._save(text)
             self._stored, self.saved = len(text), True
         except Exception as exc:  # the reply goes on; its final write says if storage is down
             failed = True
