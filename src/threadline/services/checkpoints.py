@@ -10,12 +10,12 @@ The rate is bounded: a save when `seconds` have passed since the last one began,
 once `chars` characters are unsaved; never two in flight for one run, and none before the
 record's PENDING write is done. A save is a background task: the stream never waits for it,
 and the per-token cost is an addition and a comparison (no write, no task, no timer before
-the first token). The store only updates rows still PENDING, so the run's final write wins
-over a late checkpoint whichever lands first.
+the first token). The store only updates a record still PENDING, so the run's final write
+wins over a late checkpoint whichever lands first.
 
     checkpoints = Checkpoints(parts, save, CheckpointPolicy(seconds=1.0, chars=4096), ready)
     parts.append(delta); checkpoints.grew(len(delta))     # per delta, after the append
-    saved = await checkpoints.close()                     # at the end, before the final write
+    await checkpoints.close()                             # at the end, before the final write
 """
 
 from __future__ import annotations
