@@ -21,6 +21,7 @@ from threadline.services.accounts import AccountService, IssuedKey
 from threadline.services.brand_voices import BrandVoiceService
 from threadline.services.catalog import ImageModelFactory, ModelCatalog, ModelFactory
 from threadline.services.chat import ChatService
+from threadline.services.checkpoints import CheckpointPolicy
 from threadline.services.clock import utcnow
 from threadline.services.conversations import ConversationService
 from threadline.services.credits import CreditService
@@ -128,6 +129,9 @@ class Container:
             web_search=self.web_search,
             memories=self.memories,
             images=self.images,
+            checkpoints=CheckpointPolicy(
+                settings.stream_checkpoint_seconds, settings.stream_checkpoint_chars
+            ),
         )
         self.sessions = SessionService(
             self.session_store, self.conversations, self.chat, self.catalog

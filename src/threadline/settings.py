@@ -308,6 +308,18 @@ class Settings(BaseSettings):
         description="how long a finished reply's events stay in memory for resumed streams "
         "(after that a resume is answered from the stored aiRecord)",
     )
+    stream_checkpoint_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="a reply's text is saved to its aiRecord while it streams, at most this "
+        "often (kill -9 keeps what was saved); 0 turns checkpoints off",
+    )
+    stream_checkpoint_chars: int = Field(
+        4096,
+        ge=1,
+        le=10_000_000,
+        description="save sooner once this many characters of a streaming reply are unsaved",
+    )
     auth_cache_seconds: float = Field(
         5.0,
         ge=0,

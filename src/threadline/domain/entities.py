@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid5
 
 
 class Role(enum.StrEnum):
@@ -99,6 +99,17 @@ class Conversation:
     updated_at: datetime
     description: str = ""
     file_ids: tuple[UUID, ...] = ()
+
+
+REPLY_NAMESPACE = UUID("5b0f7d0e-3c1a-4b8e-9a59-6f7e2d4c8a11")
+
+
+def reply_message_id(record_id: UUID) -> UUID:
+    """The id of the assistant message that holds an aiRecord's reply in its conversation.
+    Known from the record's start (a stream names the reply before it is stored), and found
+    again from the record alone: a restart stores what a killed process had streamed under
+    the id its client was given."""
+    return uuid5(REPLY_NAMESPACE, str(record_id))
 
 
 @dataclass(frozen=True, slots=True)

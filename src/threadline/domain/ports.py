@@ -185,8 +185,15 @@ class RecordStore(Protocol):
         Returns the user's row as stored just after (fresh credit figures)."""
         ...
 
+    async def checkpoint(self, record: AiRecord, text: str) -> None:
+        """Save a streaming reply's text so far into its record, if it is still PENDING."""
+        ...
+
     async def get(self, org_id: UUID, record_id: UUID) -> AiRecord | None: ...
-    async def fail_unfinished(self, reason: str, before: datetime) -> int: ...
+    async def fail_unfinished(self, reason: str, before: datetime) -> int:
+        """Fail the records a stopped process left PENDING, keeping their text, and store
+        it as the reply's message (`entities.reply_message_id`) in a conversation."""
+        ...
 
 
 __all__ = [

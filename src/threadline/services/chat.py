@@ -7,7 +7,8 @@ starts the run as its own task and, beside it, persists the user's message and a
 record; the model's tokens flow to the client without waiting for that write. The run then
 stores the reply, its usage and its charge (settling the reservation) in one transaction,
 whether or not anyone is still listening. If the PENDING write fails, the model is stopped,
-the reservation released, and the run ends with STORAGE_ERROR.
+the reservation released, and the run ends with STORAGE_ERROR. While it streams, checkpoints
+save the text so far in the background (services/checkpoints.py), so a killed process keeps it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ import structlog
 
 from threadline.domain.brand_voices import BrandVoice
 from threadline.domain.documents import Document
-from threadline.domain.entities import AiRecord, Message, RecordStatus
+from threadline.domain.entities import (
+    AiRecord,
+    Message,
+    RecordStatus,
+    reply_message_id,
+)
 from threadline.domain.errors import InvalidRequest, ThreadlineError, Unprocessable
 from threadline.domain.events import Citation, Done, Failed, TextDelta, Usage
 from threadline.domain.memories import Memory
@@ -41,6 +47,7 @@ from threadline.services.chat_prompt import (
     join,
     voiced_system,
 )
+from threadline.services.checkpoints import CheckpointPolicy, Checkpoints
 from threadline.services.clock import utcnow
 from threadline.services.conversations import ConversationService
 from threadline.services.credits import CreditService, most_for_reply
@@ -90,6 +97,7 @@ class ChatService:
         web_search: WebSearchReader | None = None,
         memories: MemoryService | None = None,
         images: ImageReader | None = None,
+        checkpoints: CheckpointPolicy = CheckpointPolicy(),
     ) -> None:
         self._catalog = catalog
         self._records = records
@@ -105,6 +113,7 @@ class ChatService:
         self._web_search = web_search
         self._memories = memories
         self._images = images
+        self._checkpoint_policy = checkpoints
         self._writes: set[asyncio.Task[None]] = set()
 
     async def reply(self, command: ChatCommand) -> Run:
@@ -369,7 +378,7 @@ class ChatService:
             status=RecordStatus.PENDING,
             created_at=now,
         )
-        return record, user_message, uuid4()
+        return record, user_message, reply_message_id(record.id)
 
     async def _drive(
         self,
@@ -382,6 +391,7 @@ class ChatService:
         follow_up: FollowUp | None = None,
     ) -> None:
         parts: list[str] = []
+        checkpoints = self._checkpoints(run, parts, stored)
         citations: list[Citation] = list(sources)
         for citation in sources:
             run.emit(citation)
@@ -393,6 +403,8 @@ class ChatService:
                     break  # the reply cannot be stored: stop the model (_finish says why)
                 if isinstance(event, TextDelta):
                     parts.append(event.text)
+                    if checkpoints is not None:
+                        checkpoints.grew(len(event.text))
                 elif isinstance(event, Citation):
                     citations.append(event)
                 elif isinstance(event, Usage):
@@ -413,6 +425,8 @@ class ChatService:
         text = "".join(parts)
         usage = usage or estimate_usage(request, text)
         run.emit(usage)
+        if checkpoints is not None:
+            await checkpoints.close()
         await self._finish(run, entry, usage, text, citations, failure, user_message, stored)
         if follow_up is not None and isinstance(run.outcome, Done):
             await _follow(follow_up, run.id)
@@ -460,6 +474,19 @@ class ChatService:
         run.finish(record, last, user)
         if self._observer is not None:
             self._observer(record)
+
+    def _checkpoints(
+        self, run: Run, parts: list[str], stored: asyncio.Future[None]
+    ) -> Checkpoints | None:
+        """The checkpoints of the run's text into its record (None when turned off)."""
+        if not self._checkpoint_policy.enabled:
+            return None
+        save = partial(self._records.checkpoint, run.record)
+
+        def ready() -> bool:
+            return stored.done() and not _failed(stored)
+
+        return Checkpoints(parts, save, self._checkpoint_policy, ready)
 
     @staticmethod
     def _outcome(

@@ -11,6 +11,10 @@ streaming the reply and to the record stored after it, so a reply can be resumed
   stored text after the position as one delta, then the closing event. A record still
   PENDING (its run lives in another process) is polled until it ends, up to `pending_wait`.
 
+A FAILED record may hold less text than its client received: a process killed mid-reply
+leaves what its last checkpoint saved (services/checkpoints.py). A position past that text is
+then no error of the client's: the resume ends with the failure at once.
+
 Visibility is a conversation's: the record's org only, and its own user unless the caller is
 an admin. Anything else is "not found".
 """
@@ -92,7 +96,7 @@ class ReplayService:
             if place is None:
                 raise _past_the_end(after)
             return Replay(record, run, after, place)
-        if record.status is not RecordStatus.PENDING and after > len(record.result_text):
+        if record.status is RecordStatus.SUCCESS and after > len(record.result_text):
             raise _past_the_end(after, len(record.result_text))
         return Replay(record, None, after)
 
@@ -127,7 +131,8 @@ class ReplayService:
                 yield 0, None
             record = await self._records.get(record.org_id, record.id) or record
         text = record.result_text
-        if after > len(text):  # it was PENDING when the reader's position was checked
+        if after > len(text) and record.status is RecordStatus.SUCCESS:
+            # it was PENDING when the reader's position was checked
             yield 0, replace(_past_end_failure(after, len(text)), record=record)
             return
         if after < len(text):

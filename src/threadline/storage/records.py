@@ -1,9 +1,13 @@
 """AI records (one per chat request) in SQL (implements `ports.RecordStore`).
 
-A record is written twice: PENDING with the user's message when the run starts, and once
-more when it ends, together with the assistant's message, the conversation's `updated_at`
-and the credit charge (its reservation settled: see `storage/credits.py`), all in one
-transaction, so a reply is stored and charged exactly once.
+A record is written PENDING with the user's message when the run starts, and once more when
+it ends, together with the assistant's message, the conversation's `updated_at` and the
+credit charge (its reservation settled: see `storage/credits.py`), all in one transaction, so
+a reply is stored and charged exactly once. In between, checkpoints save the text streamed so
+far into the record (services/checkpoints.py); they touch only a record still PENDING, so the
+final write wins over a late checkpoint. A record a killed process left PENDING is failed at
+the next start, and its checkpointed text becomes the reply's message in a conversation
+(`fail_unfinished`).
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping
 
-from threadline.domain.entities import AiRecord, Message, RecordStatus, User
+from threadline.domain.entities import AiRecord, Message, RecordStatus, User, reply_message_id
 from threadline.storage.accounts import user_from_row
 from threadline.storage.conversations import message_values
 from threadline.storage.credits import settle
@@ -86,6 +92,27 @@ _TOUCH_CONVERSATION = (
     .where(conversations.c.org_id == bindparam("w_org_id"), conversations.c.id == bindparam("w_id"))
     .values(updated_at=bindparam("w_updated_at"))
 )
+_CHECKPOINT_RECORD = (
+    update(ai_records)
+    .where(
+        ai_records.c.org_id == bindparam("w_org_id"),
+        ai_records.c.id == bindparam("w_id"),
+        ai_records.c.status == RecordStatus.PENDING.value,
+    )
+    .values(result_text=bindparam("w_text"), updated_at=bindparam("w_updated_at"))
+)
+
+
+def _upsert(insert_for: Any) -> Any:
+    """INSERT INTO messages ... ON CONFLICT (id) DO UPDATE the reply's text, status, time."""
+    statement = insert_for(messages)
+    changes = {c: statement.excluded[c] for c in ("content", "status", "created_at")}
+    return statement.on_conflict_do_update(index_elements=[messages.c.id], set_=changes)
+
+
+# The reply's message is inserted at the end, or replaces the one a start-up's recovery stored
+# for a run it took for dead while it was still going (the run's final write wins).
+_UPSERT_REPLY = {"sqlite": _upsert(sqlite_insert), "postgresql": _upsert(postgresql_insert)}
 _OWNER = (users.c.org_id == bindparam("w_org_id"), users.c.id == bindparam("w_id"))
 _SELECT_USER = select(users).where(*_OWNER)
 
@@ -115,7 +142,9 @@ class SqlRecordStore:
         async with self._db.write(batched=True) as conn:
             await conn.execute(_UPDATE_RECORD, {**values, "w_org_id": org_id, "w_id": record.id})
             if assistant_message is not None:
-                await conn.execute(_INSERT_MESSAGE, message_values(assistant_message))
+                await conn.execute(
+                    _UPSERT_REPLY[conn.dialect.name], message_values(assistant_message)
+                )
             if user_message_id is not None:
                 await conn.execute(
                     _UPDATE_MESSAGE_STATUS,
@@ -140,6 +169,11 @@ class SqlRecordStore:
             row = (await conn.execute(_SELECT_USER, owner)).mappings().first()
         return user_from_row(row) if row else None
 
+    async def checkpoint(self, record: AiRecord, text: str) -> None:
+        values = {"w_org_id": record.org_id, "w_id": record.id, "w_text": text}
+        async with self._db.write(batched=True) as conn:
+            await conn.execute(_CHECKPOINT_RECORD, {**values, "w_updated_at": utcnow()})
+
     async def get(self, org_id: UUID, record_id: UUID) -> AiRecord | None:
         query = select(ai_records).where(
             ai_records.c.org_id == org_id, ai_records.c.id == record_id
@@ -149,15 +183,20 @@ class SqlRecordStore:
         return _record(row) if row else None
 
     async def fail_unfinished(self, reason: str, before: datetime) -> int:
-        """Mark runs that a stopped server left PENDING as FAILED (called at start-up)."""
+        """Mark runs that a stopped server left PENDING as FAILED (called at start-up), with
+        their messages. The text they hold (their last checkpoint) is kept, and in a
+        conversation stored as the reply's message, as a failed run's end stores it, under
+        the id the run's stream named (`reply_message_id`)."""
         pending = (
             ai_records.c.status == RecordStatus.PENDING.value,
             ai_records.c.created_at < before,
         )
+        found = select(ai_records.c.id, ai_records.c.result_text, ai_records.c.updated_at)
         async with self._db.write() as conn:
-            ids = (await conn.execute(select(ai_records.c.id).where(*pending))).scalars().all()
-            if not ids:
+            orphans = {row.id: row for row in await conn.execute(found.where(*pending))}
+            if not orphans:
                 return 0
+            ids = list(orphans)
             await conn.execute(
                 update(ai_records)
                 .where(ai_records.c.id.in_(ids))
@@ -168,4 +207,29 @@ class SqlRecordStore:
                 .where(messages.c.record_id.in_(ids))
                 .values(status=RecordStatus.FAILED.value)
             )
+            prompts = select(messages).where(
+                messages.c.record_id.in_(ids), messages.c.role == "user"
+            )
+            replies = [
+                _failed_reply(prompt, orphans[prompt["record_id"]])
+                for prompt in (await conn.execute(prompts)).mappings()
+            ]
+            if replies:
+                await conn.execute(_INSERT_MESSAGE, replies)
         return len(ids)
+
+
+def _failed_reply(prompt: RowMapping, record: Any) -> dict[str, Any]:
+    """The message of a reply its process did not live to store: its checkpointed text."""
+    return {
+        "id": reply_message_id(record.id),
+        "org_id": prompt["org_id"],
+        "conversation_id": prompt["conversation_id"],
+        "session_id": prompt["session_id"],
+        "record_id": record.id,
+        "role": "assistant",
+        "content": record.result_text,
+        "model": prompt["model"],
+        "status": RecordStatus.FAILED.value,
+        "created_at": record.updated_at,
+    }
