@@ -47,7 +47,7 @@ from threadline.services.links import LinkReader, LinkReading, links_in, videos_
 from threadline.services.memories import MemoryService
 from threadline.services.memories import records as memory_records
 from threadline.services.memories import system_block as memory_block
-from threadline.services.runs import Run, RunRegistry
+from threadline.services.runs import YIELD_EVERY, Run, RunRegistry
 from threadline.services.web_search import SearchReading, WebSearchReader
 
 __all__ = ["ChatCommand", "ChatService", "Grounding", "HistorySettings", "WebSearch"]
@@ -380,8 +380,12 @@ class ChatService:
             run.emit(citation)
         usage: Usage | None = None
         failure: Failed | None = None
+        received = 0
         try:
             async for event in self._catalog.model(entry.name).stream(request):
+                received += 1
+                if received % YIELD_EVERY == 0:  # a provider with a long backlog: take turns
+                    await asyncio.sleep(0)
                 if _failed(stored):
                     break  # the reply cannot be stored: stop the model (_finish says why)
                 if isinstance(event, TextDelta):
