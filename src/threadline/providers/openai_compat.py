@@ -57,8 +57,11 @@ class OpenAICompatibleModel:
         self.upstream_model = config.upstream_model or name
         self._api_key = api_key
         self._host = self._upstream.host
+        # Loading the CA bundle takes ~100 ms, on the event loop of the first request to this
+        # model: only for an https upstream.
+        tls = httpx.create_ssl_context() if str(config.base_url).startswith("https:") else None
         self._transport = transport or Http1Transport(
-            ssl_context=httpx.create_ssl_context(),
+            ssl_context=tls,
             max_connections=MAX_CONNECTIONS,
             max_keepalive=MAX_KEEPALIVE,
         )
