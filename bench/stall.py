@@ -45,7 +45,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gateway import RESULTS, Processes, cpu_seconds, loadavg, machine  # noqa: E402
+from gateway import RESULTS, Processes, cpu_seconds, loadavg, machine
 
 P99_TARGET_MS = 50.0
 MAX_TARGET_MS = 250.0
