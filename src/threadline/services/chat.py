@@ -64,6 +64,8 @@ SEARCH_NOT_CONFIGURED = (
     "timeout_seconds = 10"
 )
 
+FIT_IN_THREAD = 500  # messages
+
 FollowUp = Callable[[UUID], Awaitable[None]]
 """Work to do once a reply is stored, given its record's id (queue remembering what the user
 said): it runs after the reply is finished and stored, and its failure is not the reply's."""
@@ -264,8 +266,12 @@ class ChatService:
         else:
             messages.extend(history)
             messages.append(ChatMessage("user", command.prompt, images=parts))
+        if len(messages) > FIT_IN_THREAD:  # a long list (OpenAI's messages): off the loop
+            fitted = await asyncio.to_thread(fit, messages, budget)
+        else:
+            fitted = fit(messages, budget)
         request = ModelRequest(
-            messages=fit(messages, budget),
+            messages=fitted,
             max_tokens=max_tokens,
             temperature=command.temperature,
             top_p=command.top_p,
