@@ -25,6 +25,7 @@ from threadline.domain.documents import ParsedPage
 from threadline.domain.events import Usage
 from threadline.domain.ports import ChatMessage
 from threadline.ingestion.chunking import chunk_pages
+from threadline.ingestion.sandbox import SandboxedParser
 from threadline.services.chat_prompt import fit
 from threadline.services.links import links_in, videos_in
 from threadline.services.memory_rules import extract_facts
@@ -318,3 +319,19 @@ async def test_ingestion_is_linear_and_healthz_answers_meanwhile(
     # can delay a poll by a few hundred ms, so these bounds are loose.
     assert statistics.median(latencies) < 0.1, f"/healthz median {statistics.median(latencies)}"
     assert max(latencies) < 2.5, f"/healthz took up to {max(latencies):.2f} s during ingestion"
+
+
+async def test_a_long_text_comes_back_from_the_parser_child_whole(tmp_path: Path) -> None:
+    """Page texts over a megabyte come back from the sandbox in raw parts, not in one JSON
+    string (one `json.loads` of 45 MB holds the GIL for 150 ms or more)."""
+    text = "é" + words(2_500_000) + " ü" + "x" * 700_000
+    path = tmp_path / "long.txt"
+    path.write_text(text, encoding="utf-8")
+    parser = SandboxedParser(timeout_seconds=60, memory_mb=1024, max_pages=10, ocr=False)
+    try:
+        parsed = await parser.parse(path, "text/plain", "long.txt")
+        again = await parser.parse(path, "text/plain", "long.txt")  # the child still answers
+    finally:
+        await parser.aclose()
+    assert "".join(p.text for p in parsed.pages).strip() == text.strip()
+    assert again.pages == parsed.pages
