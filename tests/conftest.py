@@ -14,10 +14,14 @@ import pytest
 
 from tests import loop_watch
 from threadline.container import Container, create_app
+from threadline.logs import configure_logging
 from threadline.providers.fake import FakeModel
 from threadline.settings import Credits, ModelConfig, Settings
 
 os.environ.pop("THREADLINE_CONFIG", None)
+# Logs as the server configures them: structlog's default renders an exception with rich and
+# pygments, half a second on the event loop per logged error (the loop-lag guard saw it).
+configure_logging()
 
 pytest_plugins = ["tests.loop_watch", "pytester"]  # loop_watch: a blocked event loop fails
 

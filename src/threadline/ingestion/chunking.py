@@ -39,8 +39,6 @@ def chunk_pages(
             chunks.append(_chunk(document_id, len(chunks), window))
             window = [] if new_page else _overlap(window, overlap)
             length = sum(len(p) + 1 for _, p in window)
-            if length + len(piece) + 1 > size:  # no room for the overlap beside this piece
-                window, length = [], 0
         window.append((page, piece))
         length += len(piece) + 1
     if window:
