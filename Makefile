@@ -51,6 +51,7 @@ bench: $(VENV)/.dev-deps
 	-$(BIN)/python bench/ingest.py
 	-$(BIN)/python bench/retrieval.py
 	-$(BIN)/python bench/hitrate.py
+	-$(BIN)/python bench/stall.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -12,11 +12,18 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import loop_watch
 from threadline.container import Container, create_app
+from threadline.logs import configure_logging
 from threadline.providers.fake import FakeModel
 from threadline.settings import Credits, ModelConfig, Settings
 
 os.environ.pop("THREADLINE_CONFIG", None)
+# Logs as the server configures them: structlog's default renders an exception with rich and
+# pygments, half a second on the event loop per logged error (the loop-lag guard saw it).
+configure_logging()
+
+pytest_plugins = ["tests.loop_watch", "pytester"]  # loop_watch: a blocked event loop fails
 
 PRICED = Credits(input_per_1k=1000, output_per_1k=2000)  # 1 credit per input token, 2 per output
 
@@ -79,7 +86,7 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
 @pytest.fixture
 async def app(settings: Settings, fakes: Fakes) -> AsyncIterator[Any]:
     application = create_app(settings, model_factory=fakes.factory)
-    async with application.router.lifespan_context(application):
+    async with application.router.lifespan_context(application), loop_watch.watching("app"):
         yield application
 
 

@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 import uvicorn
 
+from tests.loop_watch import LIMIT_SECONDS, LoopWatch
+
 T = TypeVar("T")
 
 
@@ -43,6 +45,7 @@ class LiveServer:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failure: BaseException | None = None
+        self._watch = LoopWatch(f"live-server:{self.port}")  # the loop-lag guard
 
     @property
     def base_url(self) -> str:
@@ -58,6 +61,8 @@ class LiveServer:
                 self.stop()
                 raise RuntimeError(f"the live server did not start: {self._failure!r}")
             time.sleep(0.01)
+        if LIMIT_SECONDS > 0 and self._loop is not None:
+            self._watch.start_threadsafe(self._loop)  # after startup: serving is watched
         return self.base_url
 
     def _run(self) -> None:
@@ -77,6 +82,7 @@ class LiveServer:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def stop(self, timeout: float = 30.0) -> None:
+        self._watch.stop()
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout)

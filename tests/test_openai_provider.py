@@ -440,3 +440,16 @@ async def test_a_compressed_stream_is_decoded():
     finally:
         await model.aclose()
     assert events[0] == TextDelta("squeezed")
+
+
+async def test_a_long_message_list_reaches_the_upstream_whole(upstream, model):
+    """Over ENCODE_IN_THREAD messages the body is encoded in a thread: the same request."""
+    upstream.enqueue(Reply("ok"))
+    messages = tuple(
+        ChatMessage("user" if i % 2 == 0 else "assistant", f"m{i} é") for i in range(2001)
+    )
+    await collect(model, ModelRequest(messages=messages))
+    (received,) = upstream.requests
+    assert received.headers["content-type"] == "application/json"
+    assert received["messages"] == [{"role": m.role, "content": m.content} for m in messages]
+    assert received["stream"] is True

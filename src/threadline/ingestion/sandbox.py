@@ -284,7 +284,31 @@ class _Child:
         answer = await _maybe_in_thread(size, json.loads, payload)
         if not isinstance(answer, dict):
             raise wire.MalformedAnswer("the answer is not an object")
+        for row, count in wire.text_parts(answer):
+            texts = []
+            for _ in range(count):
+                part = await self._read_frame(MAX_ANSWER_BYTES - size)
+                size += len(part)
+                texts.append(part.decode("utf-8", "replace"))  # 1 MB: a millisecond
+            row[1] = "".join(texts)
         return answer, size
+
+    async def _read_frame(self, limit: int) -> bytes:
+        """One raw frame of at most `limit` bytes."""
+        assert self.process.stdout is not None
+        header = await self.process.stdout.readline()
+        if not header.endswith(b"\n"):
+            raise _ChildGone
+        try:
+            size = int(header)
+        except ValueError:
+            raise wire.MalformedAnswer("bad frame header") from None
+        if size > limit:
+            raise _AnswerTooLarge
+        try:
+            return await self.process.stdout.readexactly(size)
+        except asyncio.IncompleteReadError:
+            raise _ChildGone from None
 
     def kill(self) -> None:
         """Kill the child and whatever it started (Tesseract), if it still runs."""

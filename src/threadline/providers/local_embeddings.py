@@ -14,7 +14,8 @@ takes no query/passage prefixes, so `kind` changes nothing.
 
 The model loads on first use, not at import or construction. Inference runs off the event
 loop on two threads, one for passages and one for queries, so a search's query never waits
-behind a document's chunks; on each, callers take turns of `batch_size` texts. Within a turn
+behind a document's chunks; on each, callers take turns of `batch_size` texts. Both run at a
+lower priority (niceness 10) than the event loop's thread. Within a turn
 the model sees one text at a time: on CPUs without int8 dot-product instructions (the
 AVX2 machines here) padded batches of 8 or 32 cost 20-100 % more CPU per text than single
 texts (bench/embedders.py, docs/embeddings.md), and a text's vector then never depends on
@@ -24,6 +25,7 @@ what it was batched with.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -90,7 +92,9 @@ class LocalEmbedder:
         self._runner: _Runner | None = None
         self._lock = threading.Lock()
         self._executors: dict[EmbedKind, ThreadPoolExecutor] = {
-            kind: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"embed-{kind}")
+            kind: ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix=f"embed-{kind}", initializer=_lower_priority
+            )
             for kind in ("passage", "query")
         }
 
@@ -167,6 +171,18 @@ class _Runner:
             pooled = self.session.run(None, feeds)[0][0].mean(axis=0)
             out[row] = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
         return out
+
+
+EMBED_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    """Embedding threads (and onnxruntime's, which inherit it from the one that loads the
+    model) yield the CPU to the event loop's thread: on a busy machine, tens of thousands of
+    chunks of one upload must not delay every tenant's requests (bench/stall.py). Linux
+    applies a thread id's niceness to that thread only; elsewhere this does nothing."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), EMBED_NICENESS)
 
 
 def _tokenizer_json(spec: BundledModel) -> str:

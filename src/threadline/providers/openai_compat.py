@@ -13,6 +13,7 @@ included.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -31,6 +32,7 @@ from threadline.providers.upstream import Upstream, error_message
 from threadline.settings import ModelConfig
 
 MAX_CONNECTIONS = 1024  # per model, open at once
+ENCODE_IN_THREAD = 500  # messages: a longer request body is encoded in a thread
 MAX_KEEPALIVE = 512  # per model, kept alive between requests
 
 _ERROR_BODY_CAP = 64 * 1024  # bytes of an error response read to find its message
@@ -57,8 +59,11 @@ class OpenAICompatibleModel:
         self.upstream_model = config.upstream_model or name
         self._api_key = api_key
         self._host = self._upstream.host
+        # Loading the CA bundle takes ~100 ms, on the event loop of the first request to this
+        # model: only for an https upstream.
+        tls = httpx.create_ssl_context() if str(config.base_url).startswith("https:") else None
         self._transport = transport or Http1Transport(
-            ssl_context=httpx.create_ssl_context(),
+            ssl_context=tls,
             max_connections=MAX_CONNECTIONS,
             max_keepalive=MAX_KEEPALIVE,
         )
@@ -84,13 +89,23 @@ class OpenAICompatibleModel:
         """TextDeltas as the upstream sends them, then one Usage; failures as domain errors."""
         answered = False
         try:
-            upstream_request = httpx.Request(
-                "POST",
-                self._endpoint,
-                headers=self._headers,
-                json=self.request_body(request),
-                extensions=self._extensions,
-            )
+            if len(request.messages) > ENCODE_IN_THREAD:  # a long list: encoded off the loop
+                content = await asyncio.to_thread(self._encoded, request)
+                upstream_request = httpx.Request(
+                    "POST",
+                    self._endpoint,
+                    headers={**self._headers, "Content-Type": "application/json"},
+                    content=content,
+                    extensions=self._extensions,
+                )
+            else:
+                upstream_request = httpx.Request(
+                    "POST",
+                    self._endpoint,
+                    headers=self._headers,
+                    json=self.request_body(request),
+                    extensions=self._extensions,
+                )
             response = await self._transport.handle_async_request(upstream_request)
             response.request = upstream_request
             async with contextlib.aclosing(response):
@@ -104,6 +119,10 @@ class OpenAICompatibleModel:
             raise ModelError(message) from None
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
             raise self._transport_error(exc, answered) from exc
+
+    def _encoded(self, request: ModelRequest) -> bytes:
+        body = self.request_body(request)
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
     def request_body(self, request: ModelRequest) -> dict[str, Any]:
         """The JSON sent upstream. `request.extra` is not forwarded: it is not OpenAI's."""

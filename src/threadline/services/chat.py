@@ -57,7 +57,7 @@ from threadline.services.links import LinkReader, LinkReading, links_in, videos_
 from threadline.services.memories import MemoryService
 from threadline.services.memories import records as memory_records
 from threadline.services.memories import system_block as memory_block
-from threadline.services.runs import Run, RunRegistry
+from threadline.services.runs import YIELD_EVERY, Run, RunRegistry
 from threadline.services.web_search import SearchReading, WebSearchReader
 
 __all__ = ["ChatCommand", "ChatService", "Grounding", "HistorySettings", "WebSearch"]
@@ -73,6 +73,8 @@ SEARCH_NOT_CONFIGURED = (
     'api_key_env = "BRAVE_API_KEY"   # brave / tavily: the variable holding the key\n'
     "timeout_seconds = 10"
 )
+
+FIT_IN_THREAD = 500  # messages
 
 FollowUp = Callable[[UUID], Awaitable[None]]
 """Work to do once a reply is stored, given its record's id (queue remembering what the user
@@ -280,8 +282,12 @@ class ChatService:
         else:
             messages.extend(history)
             messages.append(ChatMessage("user", command.prompt, images=parts))
+        if len(messages) > FIT_IN_THREAD:  # a long list (OpenAI's messages): off the loop
+            fitted = await asyncio.to_thread(fit, messages, budget)
+        else:
+            fitted = fit(messages, budget)
         request = ModelRequest(
-            messages=fit(messages, budget),
+            messages=fitted,
             max_tokens=max_tokens,
             temperature=command.temperature,
             top_p=command.top_p,
@@ -397,8 +403,12 @@ class ChatService:
             run.emit(citation)
         usage: Usage | None = None
         failure: Failed | None = None
+        received = 0
         try:
             async for event in self._catalog.model(entry.name).stream(request):
+                received += 1
+                if received % YIELD_EVERY == 0:  # a provider with a long backlog: take turns
+                    await asyncio.sleep(0)
                 if _failed(stored):
                     break  # the reply cannot be stored: stop the model (_finish says why)
                 if isinstance(event, TextDelta):

@@ -54,11 +54,12 @@ def voiced_system(
 
 
 def fit(messages: list[ChatMessage], budget_tokens: int) -> list[ChatMessage]:
-    """Drop the oldest history (never the system prompt or the last message) to fit."""
-    kept = list(messages)
-    head = 1 if kept and kept[0].role == "system" else 0
-    while (
-        len(kept) - head > 1 and sum(estimate_tokens(m.content) + 4 for m in kept) > budget_tokens
-    ):
-        del kept[head]
-    return kept
+    """Drop the oldest history (never the system prompt or the last message) to fit.
+    One pass: the total is summed once and lowered as messages go (linear in the list)."""
+    head = 1 if messages and messages[0].role == "system" else 0
+    total = sum(estimate_tokens(m.content) + 4 for m in messages)
+    first = head  # the oldest history message kept
+    while len(messages) - first > 1 and total > budget_tokens:
+        total -= estimate_tokens(messages[first].content) + 4
+        first += 1
+    return [*messages[:head], *messages[first:]]

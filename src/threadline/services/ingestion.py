@@ -12,6 +12,7 @@ harm.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -100,7 +101,9 @@ class IngestionService:
                 raise
             await self._fail(document, failure.reason)
             return IngestStats(document_id, DocumentState.FAILED)
-        chunks = self._chunker(document.id, parsed.pages)
+        # Chunking and counting grow with the text (tens of MB for a big upload): a thread,
+        # so the event loop (every tenant's) never waits on them.
+        chunks, tokens = await asyncio.to_thread(self._chunk_and_count, document.id, parsed.pages)
         await self._index_chunks(document, chunks)
         text_chars = parsed.text_chars
         await self._store.finish_document(
@@ -110,7 +113,7 @@ class IngestionService:
             reason="; ".join(parsed.notes) or None,
             pages=[_layout(p) for p in parsed.pages],
             char_count=text_chars,
-            token_count=sum(estimate_tokens(p.text) for p in parsed.pages),
+            token_count=tokens,
         )
         elapsed = time.perf_counter() - started
         log.info(
@@ -123,6 +126,11 @@ class IngestionService:
         return IngestStats(
             document_id, DocumentState.COMPLETE, len(parsed.pages), len(chunks), elapsed
         )
+
+    def _chunk_and_count(
+        self, document_id: int, pages: Sequence[ParsedPage]
+    ) -> tuple[list[Chunk], int]:
+        return self._chunker(document_id, pages), sum(estimate_tokens(p.text) for p in pages)
 
     async def _index_chunks(self, document: Document, chunks: list[Chunk]) -> None:
         vectors: list[list[float]] | None = None

@@ -40,6 +40,8 @@ _VIDEO_ID = re.compile(r"[A-Za-z0-9_-]{11}")
 _LINK = re.compile(r"https?://[^\s<>\"'`]+", re.IGNORECASE)
 _TRAILING = ".,;:!?'\""
 _CLOSING = {")": "(", "]": "[", "}": "{"}
+MAX_LINKS_LISTED = 100  # a prompt's distinct links past these are neither read nor listed
+MAX_LINK_CHARS = 8192  # a longer "link" is no URL a server takes: not read nor listed
 INSTRUCTIONS = (
     "The user's message links to the web pages or videos below; the server fetched them for "
     "you (a video as its transcript). Use their text to answer, and cite the ones you use as "
@@ -159,26 +161,34 @@ def video_id_of(url: str) -> str | None:
 
 
 def _links(prompt: str) -> list[str]:
-    """The distinct http(s) links of a prompt, in order."""
-    found: list[str] = []
+    """The distinct http(s) links of a prompt, in order, at most `MAX_LINKS_LISTED`."""
+    found: dict[str, None] = {}
     for match in _LINK.finditer(prompt):
+        if match.end() - match.start() > MAX_LINK_CHARS:
+            continue
         url = _strip_trailing(match.group(0))
         if url not in found and urlsplit(url).hostname:
-            found.append(url)
-    return found
+            found[url] = None
+            if len(found) == MAX_LINKS_LISTED:
+                break
+    return list(found)
 
 
 def _strip_trailing(url: str) -> str:
-    """Drop punctuation that ends the sentence, not the URL ("see https://x.org/a.")."""
-    while url and (url[-1] in _TRAILING or _unbalanced(url)):
-        url = url[:-1]
-    return url
-
-
-def _unbalanced(url: str) -> bool:
-    """The URL ends in a closing bracket it did not open: the prose's, not the URL's."""
-    opening = _CLOSING.get(url[-1])
-    return opening is not None and url.count(url[-1]) > url.count(opening)
+    """Drop punctuation that ends the sentence, not the URL ("see https://x.org/a."), and
+    closing brackets the URL did not open (the prose's). One pass: the brackets are counted
+    once and the counts lowered as they go."""
+    counts = {bracket: url.count(bracket) for bracket in "()[]{}"}
+    end = len(url)
+    while end:
+        last = url[end - 1]
+        opening = _CLOSING.get(last)
+        if last not in _TRAILING and (opening is None or counts[last] <= counts[opening]):
+            break
+        if last in counts:
+            counts[last] -= 1
+        end -= 1
+    return url[:end]
 
 
 def _heading(number: int, page: ReadPage) -> str:

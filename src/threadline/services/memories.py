@@ -18,6 +18,7 @@ write names the org *and* the user: memories never cross users.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import re
 from collections.abc import Callable, Sequence
@@ -52,6 +53,7 @@ INSTRUCTIONS = (
     "where it helps, and do not recite it unprompted):"
 )
 _WORD = re.compile(r"\w+")
+IN_THREAD_CHARS = 10_000
 _STOP_WORDS = (
     "a an and are as at be by for from has have how i in is it its of on or that the this "
     "to was were what when where which who why will with do does did you your me my mine "
@@ -214,6 +216,8 @@ class MemoryService:
         query = await self._embed([prompt], "query")
         vectors = [m.vector for m in memories if m.vector is not None]
         if query is None or len(vectors) < len(memories):
+            if len(prompt) > IN_THREAD_CHARS:  # a long prompt's words: off the event loop
+                return await asyncio.to_thread(_by_shared_words, memories, prompt)
             return _by_shared_words(memories, prompt)
         scores = _cosines(query[0], vectors)
         order = sorted(range(len(memories)), key=lambda i: -scores[i])

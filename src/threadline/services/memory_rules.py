@@ -21,6 +21,7 @@ name, one home, one opinion of cilantro.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,10 @@ from threadline.domain.memories import CONTENT_MAX, KIND_MAX, Fact
 
 MAX_FACTS = 10  # per message
 LONG_VALUE_WORDS = 12
+# A clause longer than this is no simple fact about the user: it is skipped before any rule
+# sees it (a rule's regex on a clause of a megabyte, e.g. " now" repeated, is quadratic).
+MAX_CLAUSE_CHARS = 400
+IN_THREAD_CHARS = 10_000  # a longer message is read in a thread, off the event loop
 
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
 _STARTS_CLAUSE = r"(?=(?:i|i'm|i am|my|call me|please call me)\b)"
@@ -154,6 +159,8 @@ class RuleExtractor:
     """Implements `domain.memories.FactExtractor` with the rules above."""
 
     async def extract(self, message: str, reply: str = "") -> list[Fact]:
+        if len(message) > IN_THREAD_CHARS:
+            return await asyncio.to_thread(extract_facts, message)
         return extract_facts(message)
 
 
@@ -164,7 +171,11 @@ def extract_facts(message: str) -> list[Fact]:
     for sentence in _SENTENCE.findall(message.replace("’", "'")):
         if sentence.rstrip().endswith("?"):
             continue
+        if len(sentence) > 50 * MAX_CLAUSE_CHARS:  # too long to hold short clauses only
+            sentence = sentence[: 50 * MAX_CLAUSE_CHARS]
         for clause in _CLAUSE_BREAK.split(sentence.strip().rstrip(".!").strip()):
+            if len(clause) > MAX_CLAUSE_CHARS:
+                continue
             fact = _fact(clause)
             if fact is not None:
                 key = fact.kind or normal_text(fact.text)

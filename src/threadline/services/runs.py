@@ -15,6 +15,8 @@ from uuid import UUID
 from threadline.domain.entities import AiRecord, User
 from threadline.domain.events import Done, Failed, ReplyEvent, TextDelta
 
+YIELD_EVERY = 256  # events handed out between two turns of the event loop
+
 
 class Run:
     def __init__(
@@ -89,6 +91,8 @@ class Run:
                 yield position, event
                 if isinstance(event, Done | Failed):
                     return
+                if position % YIELD_EVERY == 0:  # a long backlog: let other tasks run
+                    await asyncio.sleep(0)
             if not await self._next(idle):
                 yield position, None
 

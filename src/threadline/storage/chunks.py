@@ -15,12 +15,16 @@ vectors        exact cosine in numpy over cached       the same for a small scop
 =============  ======================================  =====================================
 
 Writing is the same on both: `replace_chunks` deletes and inserts a document's chunks in one
-transaction (one executemany) and bumps the document's `chunks_version`, which is what
-keeps the vector cache of every process current.
+transaction and bumps the document's `chunks_version`, which is what keeps the vector cache
+of every process current. A big document has tens of thousands of chunks: their vectors and
+rows are prepared in a thread, in blocks (one numpy call over all of them would hold the GIL,
+and with it the event loop, for a second), and inserted `INSERT_BATCH` rows per executemany
+(SQLAlchemy prepares each batch's parameters on the event loop).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -42,6 +46,8 @@ from threadline.storage.vector_cache import DocumentVectors, Matrix, VectorCache
 __all__ = ["SqlChunkIndex"]
 
 MAX_DIM = 16_000  # pgvector's limit for `vector`
+INSERT_BATCH = 500
+MATRIX_BLOCK = 1024  # rows converted from lists per numpy call
 
 
 def _query_vector(vector: Sequence[float]) -> Matrix | None:
@@ -95,10 +101,11 @@ class SqlChunkIndex:
         embeddings: Sequence[Sequence[float]] | None,
         embedder: str | None,
     ) -> None:
-        matrix = _checked(document_id, chunks, embeddings, embedder)
+        matrix, rows = await asyncio.to_thread(
+            self._prepare, org_id, document_id, chunks, embeddings, embedder
+        )
         if matrix is not None and self._pg is not None:
             await self._pg.ensure_hnsw_index(int(matrix.shape[1]))
-        rows = self._rows(org_id, document_id, chunks, matrix, embedder)
         async with self._db.write() as conn:
             # Bumping the version first also locks the document's row (PostgreSQL), so two
             # replacements of one document run one after the other.
@@ -117,8 +124,8 @@ class SqlChunkIndex:
                     chunk_table.c.document_id == document_id, chunk_table.c.org_id == org_id
                 )
             )
-            if rows:
-                await conn.execute(insert(chunk_table), rows)
+            for start in range(0, len(rows), INSERT_BATCH):
+                await conn.execute(insert(chunk_table), rows[start : start + INSERT_BATCH])
             ids: list[int] = []
             if matrix is not None:
                 ids = list(
@@ -138,6 +145,18 @@ class SqlChunkIndex:
             cache.put(
                 document_id, embedder, DocumentVectors(version, np.asarray(ids), matrix[order])
             )
+
+    def _prepare(
+        self,
+        org_id: UUID,
+        document_id: int,
+        chunks: Sequence[Chunk],
+        embeddings: Sequence[Sequence[float]] | None,
+        embedder: str | None,
+    ) -> tuple[Matrix | None, list[dict[str, Any]]]:
+        """The checked matrix and the rows to insert (run in a thread)."""
+        matrix = _checked(document_id, chunks, embeddings, embedder)
+        return matrix, self._rows(org_id, document_id, chunks, matrix, embedder)
 
     def _rows(
         self,
@@ -248,7 +267,13 @@ def _checked(
     if not chunks:
         return None
     try:
-        matrix = np.asarray(embeddings, dtype=np.float32)
+        blocks = [
+            np.asarray(embeddings[start : start + MATRIX_BLOCK], dtype=np.float32)
+            for start in range(0, len(embeddings), MATRIX_BLOCK)
+        ]
+        if len({block.shape[1:] for block in blocks}) != 1:
+            raise ValueError("inhomogeneous shapes")
+        matrix = np.concatenate(blocks)
     except ValueError as exc:
         raise ValueError("embeddings must all have the same dimension") from exc
     if matrix.ndim != 2 or matrix.shape[1] == 0 or not np.isfinite(matrix).all():

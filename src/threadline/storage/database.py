@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -88,6 +89,21 @@ class WriteTurns:
             return
 
 
+class EncodedJSON:
+    """A JSON column's value already encoded (in a thread, off the event loop: a record of a
+    megabyte takes tens of milliseconds to encode); written as is."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, value: Any) -> None:
+        self.text = json.dumps(value)
+
+
+def json_text(value: Any) -> str:
+    """The engines' JSON serializer: json.dumps, or the text of an `EncodedJSON`."""
+    return value.text if isinstance(value, EncodedJSON) else json.dumps(value)
+
+
 class Database:
     def __init__(self, url: str, *, pool_size: int = 20) -> None:
         self.url = url
@@ -101,7 +117,11 @@ class Database:
         # never the values written (prompts, replies, document text, key hashes).
         if not url.startswith("sqlite"):
             return create_async_engine(
-                url, pool_size=pool_size, max_overflow=pool_size, hide_parameters=True
+                url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                hide_parameters=True,
+                json_serializer=json_text,
             )
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
@@ -111,7 +131,11 @@ class Database:
         in_memory = not path or path == ":memory:" or "mode=memory" in url
         sizes = {} if in_memory else {"pool_size": pool_size, "max_overflow": pool_size}
         engine = create_async_engine(
-            url, connect_args={"timeout": 30}, hide_parameters=True, **sizes
+            url,
+            connect_args={"timeout": 30},
+            hide_parameters=True,
+            json_serializer=json_text,
+            **sizes,
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         if engine.dialect.driver == "aiosqlite":

@@ -12,6 +12,7 @@ the next start, and its checkpointed text becomes the reply's message in a conve
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -25,7 +26,7 @@ from threadline.domain.entities import AiRecord, Message, RecordStatus, User, re
 from threadline.storage.accounts import user_from_row
 from threadline.storage.conversations import message_values
 from threadline.storage.credits import settle
-from threadline.storage.database import Database, as_utc, utcnow
+from threadline.storage.database import Database, EncodedJSON, as_utc, utcnow
 from threadline.storage.tables import ai_records, conversations, messages, users
 
 
@@ -49,6 +50,19 @@ def _record(row: RowMapping) -> AiRecord:
         finish_reason=row["finish_reason"],
         created_at=as_utc(row["created_at"]),
         updated_at=as_utc(row["updated_at"]),
+    )
+
+
+LARGE_PROMPT_ITEMS = 500  # messages of a prompt object encoded in a thread
+LARGE_PROMPT_CHARS = 100_000
+
+
+def _large(prompt_object: dict[str, Any]) -> bool:
+    """A prompt object whose JSON takes milliseconds: many messages, or a long prompt."""
+    messages = prompt_object.get("messages")
+    prompt = prompt_object.get("prompt")
+    return (isinstance(messages, list) and len(messages) > LARGE_PROMPT_ITEMS) or (
+        isinstance(prompt, str) and len(prompt) > LARGE_PROMPT_CHARS
     )
 
 
@@ -123,8 +137,11 @@ class SqlRecordStore:
 
     async def start(self, record: AiRecord, user_message: Message | None) -> None:
         # The reply's first byte waits on this write; neither write reads a rowcount.
+        values = _values(record)
+        if _large(record.prompt_object):  # encoded in a thread, not on the event loop
+            values["prompt_object"] = await asyncio.to_thread(EncodedJSON, record.prompt_object)
         async with self._db.write(urgent=True, batched=True) as conn:
-            await conn.execute(_INSERT_RECORD, _values(record))
+            await conn.execute(_INSERT_RECORD, values)
             if user_message is not None:
                 await conn.execute(_INSERT_MESSAGE, message_values(user_message))
 
@@ -138,6 +155,8 @@ class SqlRecordStore:
         values = _values(record)
         for fixed in ("id", "org_id", "user_id", "created_at"):
             values.pop(fixed)
+        if _large(record.prompt_object):
+            values["prompt_object"] = await asyncio.to_thread(EncodedJSON, record.prompt_object)
         org_id = record.org_id
         async with self._db.write(batched=True) as conn:
             await conn.execute(_UPDATE_RECORD, {**values, "w_org_id": org_id, "w_id": record.id})

@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 MAX_TERMS = 32
+MAX_QUERY_CHARS = 16_384  # words past these are not searched (a bound on work on the loop)
 _WORD = re.compile(r"[^\W_]+")  # letters and digits, any script; `_` and punctuation split
 
 # The Snowball English stop words (the list PostgreSQL's `english` configuration uses),
@@ -45,10 +46,21 @@ STOP_WORDS = frozenset(_STOP_WORDS_TEXT.split())
 
 def search_terms(query: str, *, max_terms: int = MAX_TERMS) -> list[str]:
     """The question's distinct words, lower-cased, stop words dropped (unless that leaves
-    nothing), in order of first appearance, at most `max_terms`."""
-    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))
-    kept = [w for w in words if w not in STOP_WORDS] or words
-    return kept[:max_terms]
+    nothing), in order of first appearance, at most `max_terms`. Reads the question only as
+    far as it needs to: a long one stops at its `max_terms`-th distinct content word, and
+    none is read past `MAX_QUERY_CHARS`."""
+    seen: dict[str, None] = {}
+    kept: list[str] = []
+    for match in _WORD.finditer(query, 0, MAX_QUERY_CHARS):
+        word = match.group().lower()
+        if word in seen:
+            continue
+        seen[word] = None
+        if word not in STOP_WORDS:
+            kept.append(word)
+            if len(kept) == max_terms:
+                break
+    return kept or list(seen)[:max_terms]
 
 
 def fts5_match(terms: list[str]) -> str:

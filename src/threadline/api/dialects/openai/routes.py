@@ -8,6 +8,7 @@ apply as on every other dialect. Every error, including 401/403/404/429, is in O
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,6 +30,7 @@ from threadline.api.routing import error_responses, route_class, stream_failed, 
 from threadline.domain.entities import AiRecord
 from threadline.domain.errors import NotFound, RateLimited, ThreadlineError, Unprocessable
 from threadline.domain.events import Done, Failed, TextDelta
+from threadline.domain.ports import ChatMessage
 from threadline.services.catalog import CatalogModel
 from threadline.services.chat import ChatCommand, Grounding
 from threadline.services.runs import Run
@@ -127,6 +129,17 @@ async def get_model(model: str, _: PrincipalDep, container: ContainerDep) -> dic
     return encode.model(_entry(container, model))
 
 
+IN_THREAD_MESSAGES = 500
+
+
+def _translated(
+    body: ChatCompletionRequest,
+) -> tuple[tuple[ChatMessage, ...], tuple[str, ...], dict[str, Any]]:
+    """The core messages, the image URLs and the request as recorded."""
+    recorded = body.model_dump(mode="json", exclude_none=True)
+    return chat_messages(body), image_urls(body), recorded
+
+
 @router.post(
     "/chat/completions",
     response_model=None,
@@ -139,17 +152,21 @@ async def chat_completions(
 ) -> Response:
     check_supported(body)
     _entry(container, body.model)
+    if len(body.messages) > IN_THREAD_MESSAGES:  # a long list: translated off the event loop
+        messages, images, recorded = await asyncio.to_thread(_translated, body)
+    else:
+        messages, images, recorded = _translated(body)
     command = ChatCommand(
         principal=principal,
         model=body.model,
         record_type=RECORD_TYPE,
-        messages=chat_messages(body),
-        grounding=Grounding(images=image_urls(body)),
+        messages=messages,
+        grounding=Grounding(images=images),
         max_tokens=body.max_completion_tokens or body.max_tokens,
         temperature=body.temperature,
         top_p=body.top_p,
         stop=stop_sequences(body),
-        prompt_object=body.model_dump(mode="json", exclude_none=True),
+        prompt_object=recorded,
         metadata={"user": body.user} if body.user else None,
     )
     run = await container.chat.reply(command)

@@ -1,0 +1,107 @@
+"""The loop-lag guard (tests/loop_watch.py) fires on a handler that blocks the event loop,
+names it, and stays quiet for a handler that waits without blocking."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import make_settings
+from tests.live_server import LiveServer
+from tests.loop_watch import LIMIT_SECONDS
+from threadline.container import create_app
+
+pytestmark = pytest.mark.skipif(LIMIT_SECONDS <= 0, reason="the loop-lag guard is turned off")
+
+# The inner tests run in a pytester session with this repository's plugin and fixtures; the
+# blocking route is served through the app's middleware, so app code is on the stack.
+INNER = textwrap.dedent(
+    """
+    import asyncio, time
+
+    import httpx
+    import pytest
+
+    from tests.conftest import *  # noqa: F403  (settings, app, client fixtures)
+
+
+    def add_routes(app):
+        async def block_the_loop() -> dict:
+            end = time.thread_time() + 0.5
+            while time.thread_time() < end:  # 0.5 s of CPU on the loop
+                pass
+            return {"blocked": True}
+
+        async def wait_politely() -> dict:
+            await asyncio.sleep(0.5)
+            return {"blocked": False}
+
+        app.add_api_route("/test/block", block_the_loop)
+        app.add_api_route("/test/wait", wait_politely)
+
+
+    @pytest.fixture(params=["sqlite"])
+    def db_url(request, tmp_path):
+        return f"sqlite+aiosqlite:///{tmp_path / 'threadline.db'}"
+
+
+    async def test_blocks(app, client):
+        add_routes(app)
+        assert (await client.get("/test/block")).status_code == 200
+
+
+    async def test_waits(app, client):
+        add_routes(app)
+        assert (await client.get("/test/wait")).status_code == 200
+
+
+    @pytest.mark.loop_blocking("blocks on purpose, to show the marker")
+    async def test_blocks_with_marker(app, client):
+        add_routes(app)
+        assert (await client.get("/test/block")).status_code == 200
+    """
+)
+
+
+def test_the_guard_fails_a_test_whose_handler_blocks_the_loop(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_inner=INNER)
+    pytester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function")
+    result = pytester.runpytest_inprocess("-p", "tests.loop_watch", "-q")
+    out = result.stdout.str()
+    summary = out.split("short test summary")[-1]
+    assert "FAILED test_inner.py::test_blocks[sqlite]" in summary, out
+    assert "test_waits" not in summary and "test_blocks_with_marker" not in summary, out
+    failed = "FAILED test_inner.py::test_blocks[sqlite] - Failed: event loop 'app' blocked"
+    assert failed in out, out
+    assert "block_the_loop" in out and "while time.thread_time() < end" in out, out
+    assert "stalls not blamed on the app" in out, out  # the marked test's stall is listed
+
+
+def test_the_guard_watches_the_live_server(tmp_path: Path) -> None:
+    app = create_app(make_settings(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'db'}"))
+
+    async def block_the_live_loop() -> dict[str, bool]:
+        import time
+
+        time.sleep(0.5)  # noqa: ASYNC251 (the point of the test: asleep on the loop)
+        return {"blocked": True}
+
+    app.add_api_route("/test/block", block_the_live_loop)
+    server = LiveServer(app)
+    base = server.start()
+    try:
+        assert httpx.get(base + "/healthz").status_code == 200
+        assert not server._watch.take()  # serving /healthz blocks nothing
+        assert httpx.get(base + "/test/block").status_code == 200
+    finally:
+        server.stop()
+    stalls = server._watch.take()
+    assert len(stalls) == 1
+    assert 0.4 < stalls[0].seconds < 5
+    found = stalls[0].culprit()
+    assert found is not None, stalls[0].report()
+    assert any(frame.name == "block_the_live_loop" for frame in found), stalls[0].report()
+    assert "block_the_live_loop" in stalls[0].report()
