@@ -37,5 +37,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_credit_reservations_created", "credit_reservations")
     op.drop_table("credit_reservations")
-    with op.batch_alter_table("users") as batch:
-        batch.drop_column("reserved_credit")
+    # A plain ALTER TABLE ... DROP COLUMN (SQLite >= 3.35 has it): a batch copy of `users`
+    # would DROP TABLE users, which SQLite refuses while another statement reads it.
+    op.drop_column("users", "reserved_credit")
