@@ -83,23 +83,22 @@ class Stall:
     samples: list[Sample] = field(default_factory=list)
     gc_seconds: float = 0.0
     cpu_seconds: float | None = None  # CPU time the loop's thread used during the stall
-    process_cpu_seconds: float | None = None  # ... and every thread of the process
 
-    def closed(self, cpu_seconds: float | None = None, process_cpu: float | None = None) -> Stall:
+    def closed(self, cpu_seconds: float | None = None) -> Stall:
         """Count the garbage collection the stall's span saw (it ends now)."""
         end = time.monotonic()
         self.gc_seconds = _gc_seconds(end - self.seconds, end)
         self.cpu_seconds = cpu_seconds
-        self.process_cpu_seconds = process_cpu
         return self
 
     def blocking(self) -> bool:
         """Did the loop's thread block the loop, rather than wait for a CPU? Either it
         computed for most of the limit (CPU time, less garbage collection), or it sat asleep
-        in app code (blocking I/O, a sleep) while the process as a whole was mostly idle.
-        Asleep while other threads of the process computed is waiting for the GIL (in a live
-        server, the test's own client threads share it): listed, not failed. Runnable with
-        little CPU time is the OS giving the CPU to others: not the app either."""
+        in app code at one place (blocking I/O, a sleep, or the GIL held by one long C call
+        elsewhere). Asleep at ever-changing places is waiting for the GIL while the loop's
+        thread makes progress (other threads of the process, e.g. a live server's test
+        client, take turns with it): not failed. Runnable with little CPU time is the OS
+        giving the CPU to others: not the app either."""
         if self.cpu_seconds is None:
             return True
         if self.cpu_seconds - self.gc_seconds >= 0.8 * LIMIT_SECONDS:
@@ -107,8 +106,8 @@ class Stall:
         asleep = [s for s in self.samples if s.loop_state == "S" and not _idle(s.loop_stack)]
         if not len(asleep) * 2 > len(self.samples) > 0:
             return False
-        busy_elsewhere = (self.process_cpu_seconds or 0.0) - self.cpu_seconds
-        return busy_elsewhere < 0.5 * self.seconds
+        places = {_place(s.loop_stack) for s in asleep}
+        return len(places) == 1
 
     def culprit(self) -> Stack | None:
         """The app's code the loop's thread ran during the stall (of several samples, the
@@ -134,8 +133,6 @@ class Stall:
             head += f"; {self.gc_seconds * 1000:.0f} ms of it garbage collection"
         if self.cpu_seconds is not None:
             head += f"; the loop's thread used {self.cpu_seconds * 1000:.0f} ms of CPU"
-        if self.process_cpu_seconds is not None:
-            head += f", the whole process {self.process_cpu_seconds * 1000:.0f} ms"
         head += ")"
         stack = self.culprit()
         if stack is not None:
@@ -170,6 +167,11 @@ def _most_common(stacks: list[Stack]) -> Stack:
     return next(s for s in reversed(stacks) if counts[(s[-1].filename, s[-1].lineno)] == top)
 
 
+def _place(stack: Stack) -> tuple[str, int | None]:
+    """Where a thread is: its innermost frame."""
+    return (stack[-1].filename, stack[-1].lineno) if stack else ("", None)
+
+
 def _in_app(stack: Stack) -> bool:
     return any(frame.filename.startswith(APP_DIR) for frame in stack)
 
@@ -202,6 +204,7 @@ class LoopWatch:
         self.stalls: list[Stall] = []
         self._lock = threading.Lock()
         self._samples: list[Sample] = []
+        self._stride, self._seen = 1, 0  # samples kept: every `_stride`-th of those seen
         self._beat = time.monotonic()
         self._open: Stall | None = None  # a stall the watchdog sees now
         self._recorded_beat = 0.0  # the beat whose lateness the watchdog recorded
@@ -210,7 +213,6 @@ class LoopWatch:
         self._thread_id = 0
         self._native_id = 0
         self._beat_cpu = 0.0  # the loop thread's CPU time at the last beat
-        self._beat_process_cpu = 0.0  # the process's CPU time (all threads) at the last beat
         self._task: asyncio.Task[None] | None = None
         self._stop = threading.Event()
         self._watchdog: threading.Thread | None = None
@@ -221,7 +223,6 @@ class LoopWatch:
         self._native_id = threading.get_native_id()
         self._beat = time.monotonic()
         self._beat_cpu = time.thread_time()
-        self._beat_process_cpu = time.process_time()
         self._task = self._loop.create_task(self._heartbeat(), name=f"loop-watch-{self.name}")
         self._watchdog = threading.Thread(
             target=self._watch, name=f"loop-watch-{self.name}", daemon=True
@@ -243,7 +244,7 @@ class LoopWatch:
             self._watchdog.join(1)
         with self._lock:
             if self._open is not None:
-                self.stalls.append(self._open.closed(self._loop_cpu(), self._process_cpu()))
+                self.stalls.append(self._open.closed(self._loop_cpu()))
                 self._open = None
 
     def take(self) -> list[Stall]:
@@ -259,7 +260,6 @@ class LoopWatch:
         """Beats; and records a late beat the watchdog missed (it too waits for the GIL)."""
         while not self._stop.is_set():
             self._beat_cpu = time.thread_time()
-            self._beat_process_cpu = time.process_time()
             beat = self._beat = time.monotonic()
             await asyncio.sleep(BEAT_SECONDS)
             lag = time.monotonic() - beat - BEAT_SECONDS
@@ -267,8 +267,7 @@ class LoopWatch:
                 seen = beat in (self._recorded_beat, self._paused_beat)
                 if lag > LIMIT_SECONDS and not seen and self._open is None:
                     used = time.thread_time() - self._beat_cpu
-                    stall = Stall(self.name, lag, self._samples)
-                    self.stalls.append(stall.closed(used, self._process_cpu()))
+                    self.stalls.append(Stall(self.name, lag, self._samples).closed(used))
                     self._samples = []
 
     def _watch(self) -> None:
@@ -284,7 +283,7 @@ class LoopWatch:
             with self._lock:
                 beat_back = beat != self._recorded_beat
                 if self._open is not None and (beat_back or running_since is None):
-                    self.stalls.append(self._open.closed(self._loop_cpu(), self._process_cpu()))
+                    self.stalls.append(self._open.closed(self._loop_cpu()))
                     self._open = None
                 if not loop.is_running():
                     running_since = None
@@ -298,8 +297,7 @@ class LoopWatch:
                     continue
             sample = self._sample()
             with self._lock:
-                if len(self._samples) < MAX_SAMPLES:
-                    self._samples.append(sample)
+                self._keep(sample)
                 if self._open is not None:
                     self._open.seconds = late
                 elif late > LIMIT_SECONDS:
@@ -314,9 +312,19 @@ class LoopWatch:
         except (AttributeError, OSError):
             return None
 
-    def _process_cpu(self) -> float:
-        """CPU time every thread of the process used since the loop's last beat."""
-        return time.process_time() - self._beat_process_cpu
+    def _keep(self, sample: Sample) -> None:
+        """Keep samples spread over the whole stall: at MAX_SAMPLES, every other one is
+        dropped and from then on every other one is kept (a long stall's last part, e.g. the
+        handler after FastAPI's first-request set-up, is sampled as well as its start)."""
+        if not self._samples:
+            self._stride, self._seen = 1, 0
+        self._seen += 1
+        if self._seen % self._stride:
+            return
+        self._samples.append(sample)
+        if len(self._samples) >= MAX_SAMPLES:
+            del self._samples[1::2]  # in place: an open stall holds this list
+            self._stride *= 2
 
     def _state(self) -> str:
         try:

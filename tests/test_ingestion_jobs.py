@@ -55,6 +55,10 @@ async def test_a_job_whose_worker_died_is_resumed_after_restart(tmp_path, db_url
     try:
         document = await wait_state(second, caller, outcome.document.id)
         assert document.state is DocumentState.COMPLETE
+        for _ in range(100):  # the job is marked DONE just after its document completes
+            if (await second.job_queue.counts()).get("DONE") == 1:
+                break
+            await asyncio.sleep(0.05)
         assert (await second.job_queue.counts()).get("DONE") == 1
         hits = await second.retriever.search(
             caller.org_id, [document.id], "when are the seagulls fed", limit=3

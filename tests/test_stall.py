@@ -1,5 +1,5 @@
 """Hostile input never stalls the server: every step whose cost grows with one request's input
-grows linearly (twice the input, at most ~2.5 times the time; medians of repeats), and /healthz
+grows linearly (twice the input, at most 3 times the time; medians of repeats), and /healthz
 answers while the big work runs. Beside these, the loop-lag guard (tests/loop_watch.py)
 fails any of them that blocks the app's event loop for more than 250 ms."""
 
@@ -33,7 +33,7 @@ from threadline.settings import EmbeddingConfig, Settings
 from threadline.storage.search_terms import search_terms
 from threadline.storage.tables import messages as message_table
 
-MAX_RATIO = 2.5
+MAX_RATIO = 3.0  # linear is ~2x, quadratic 4x; the margin absorbs GC and cache effects
 
 
 def words(chars: int) -> str:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
 
 from threadline import __version__
 from threadline.api import admin, system
@@ -96,6 +98,21 @@ def _freeze_startup_objects() -> None:
         gc.freeze()
 
 
+def _serve_openapi_off_the_loop(app: FastAPI) -> None:
+    """`/openapi.json` builds the schema (a few hundred ms of Python over every route) in a
+    thread on its first request, instead of FastAPI's route that builds it on the event loop."""
+    url = app.openapi_url
+    if url is None:
+        return
+    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != url]
+
+    async def openapi_json(_: Request) -> JSONResponse:
+        schema = app.openapi_schema or await asyncio.to_thread(app.openapi)
+        return JSONResponse(schema)
+
+    app.add_route(url, openapi_json, include_in_schema=False)
+
+
 def build_app(container: Container) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -114,6 +131,7 @@ def build_app(container: Container) -> FastAPI:
     )
     app.state.container = container
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    _serve_openapi_off_the_loop(app)
     for router in (
         system.router,
         admin.router,
