@@ -17,7 +17,7 @@ those samples. After each test's call (and teardown) the stalls of every watch a
     sat asleep in app code (blocking I/O, a sleep)     the test fails, with that stack
     ... but was runnable with little CPU time (the
     OS ran others: a loaded machine)                   not failed; listed in the summary
-    the stall was mostly garbage collection            not failed; listed in the summary
+    the stall was >= 1/3 garbage collection        not failed; listed in the summary
     no app code on the loop's thread (the test's own
     code, a first-time import, a fixture, the OS)      not failed; listed in the summary
 
@@ -112,8 +112,8 @@ class Stall:
     def culprit(self) -> Stack | None:
         """The app's code the loop's thread ran during the stall (of several samples, the
         stack whose innermost line was seen most often); None if no sample shows any, or
-        the stall was mostly garbage collection."""
-        if self.gc_seconds > self.seconds / 2 or not self.blocking():
+        the stall was a third or more garbage collection."""
+        if self.gc_seconds > self.seconds / 3 or not self.blocking():
             return None
         mine = [
             s.loop_stack
