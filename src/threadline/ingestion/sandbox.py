@@ -267,20 +267,8 @@ class _Child:
 
     async def read_answer(self) -> tuple[dict[str, Any], int]:
         """One frame: its JSON object and the payload's length."""
-        assert self.process.stdout is not None
-        header = await self.process.stdout.readline()
-        if not header.endswith(b"\n"):
-            raise _ChildGone
-        try:
-            size = int(header)
-        except ValueError:
-            raise wire.MalformedAnswer("bad frame header") from None
-        if size > MAX_ANSWER_BYTES:
-            raise _AnswerTooLarge
-        try:
-            payload = await self.process.stdout.readexactly(size)
-        except asyncio.IncompleteReadError:
-            raise _ChildGone from None
+        payload = await self._read_frame(MAX_ANSWER_BYTES)
+        size = len(payload)
         answer = await _maybe_in_thread(size, json.loads, payload)
         if not isinstance(answer, dict):
             raise wire.MalformedAnswer("the answer is not an object")
