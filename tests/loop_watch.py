@@ -8,7 +8,7 @@ stalls every other request; this guard catches the next one in the suite, not in
 How: `LoopWatch` runs a heartbeat task on the watched loop (a 10 ms sleep, its lateness
 measured) and a watchdog thread. When the heartbeat is late by more than half the limit, the
 watchdog samples the stacks of the loop's thread and of every busy thread (every 10 ms, while
-the stall lasts). When the heartbeat comes back later than the limit (`LIMIT_SECONDS`, 500 ms;
+the stall lasts). When the heartbeat comes back later than the limit (`LIMIT_SECONDS`, 250 ms;
 `THREADLINE_TEST_LOOP_LAG_MS` changes it, 0 turns the guard off), the stall is recorded with
 those samples. After each test's call (and teardown) the stalls of every watch are judged:
 
@@ -53,7 +53,7 @@ import pytest
 
 import threadline
 
-LIMIT_SECONDS = float(os.environ.get("THREADLINE_TEST_LOOP_LAG_MS", "500")) / 1000
+LIMIT_SECONDS = float(os.environ.get("THREADLINE_TEST_LOOP_LAG_MS", "250")) / 1000
 BEAT_SECONDS = 0.01
 MAX_SAMPLES = 50
 APP_DIR = str(Path(threadline.__file__).resolve().parent) + os.sep
@@ -83,6 +83,7 @@ class Stall:
     samples: list[Sample] = field(default_factory=list)
     gc_seconds: float = 0.0
     cpu_seconds: float | None = None  # CPU time the loop's thread used during the stall
+    cpu_start: float | None = None  # the loop thread's CPU clock when the stall began
 
     def closed(self, cpu_seconds: float | None = None) -> Stall:
         """Count the garbage collection the stall's span saw (it ends now)."""
@@ -244,7 +245,7 @@ class LoopWatch:
             self._watchdog.join(1)
         with self._lock:
             if self._open is not None:
-                self.stalls.append(self._open.closed(self._loop_cpu()))
+                self.stalls.append(self._open.closed(self._loop_cpu(self._open.cpu_start)))
                 self._open = None
 
     def take(self) -> list[Stall]:
@@ -279,11 +280,12 @@ class LoopWatch:
         running_since: float | None = None
         while not self._stop.wait(BEAT_SECONDS):
             now = time.monotonic()
+            beat_cpu = self._beat_cpu  # read before the beat (the heartbeat writes it first)
             beat = self._beat
             with self._lock:
                 beat_back = beat != self._recorded_beat
                 if self._open is not None and (beat_back or running_since is None):
-                    self.stalls.append(self._open.closed(self._loop_cpu()))
+                    self.stalls.append(self._open.closed(self._loop_cpu(self._open.cpu_start)))
                     self._open = None
                 if not loop.is_running():
                     running_since = None
@@ -301,14 +303,18 @@ class LoopWatch:
                 if self._open is not None:
                     self._open.seconds = late
                 elif late > LIMIT_SECONDS:
-                    self._open = Stall(self.name, late, self._samples)
+                    # The CPU clock at the last beat, kept before the beat comes back and
+                    # the heartbeat moves it on: the stall's CPU time counts from there.
+                    self._open = Stall(self.name, late, self._samples, cpu_start=beat_cpu)
                     self._recorded_beat = beat
 
-    def _loop_cpu(self) -> float | None:
-        """CPU time the loop's thread used since its last beat (None where unknown)."""
+    def _loop_cpu(self, since: float | None) -> float | None:
+        """CPU time the loop's thread used since its clock read `since` (None where unknown)."""
+        if since is None:
+            return None
         try:
             clock = time.pthread_getcpuclockid(self._thread_id)
-            return time.clock_gettime(clock) - self._beat_cpu
+            return time.clock_gettime(clock) - since
         except (AttributeError, OSError):
             return None
 

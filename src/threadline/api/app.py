@@ -17,6 +17,7 @@ from threadline.api import admin, system
 from threadline.api.dialects import converse, oneminai, openai, sessions
 from threadline.api.dialects.openai.encode import error_body as openai_error
 from threadline.api.middleware import BodyLimit, RequestContext, native_error
+from threadline.api.routing import merged
 
 if TYPE_CHECKING:
     from threadline.container import Container
@@ -140,7 +141,7 @@ def build_app(container: Container) -> FastAPI:
         converse.router,
         openai.router,
     ):
-        app.include_router(router)
+        app.router.routes.extend(merged(router).routes)  # built once, not once per app
     app.add_middleware(
         BodyLimit, max_bytes=lambda path: body_cap(container, path), error=_too_large_body
     )

@@ -33,7 +33,7 @@ from threadline.api.dialects.converse.schemas import (
     SortKey,
 )
 from threadline.api.native import validation_details
-from threadline.api.routing import error_responses, route_class
+from threadline.api.routing import error_responses, merged, route_class
 from threadline.domain.documents import Document
 from threadline.domain.entities import Principal
 from threadline.domain.errors import (
@@ -414,6 +414,4 @@ def _routes(prefix: str, *, in_schema: bool) -> APIRouter:
     return r
 
 
-router = APIRouter()
-router.include_router(_routes(PREFIXES[0], in_schema=True))
-router.include_router(_routes(PREFIXES[1], in_schema=False))
+router = merged(_routes(PREFIXES[0], in_schema=True), _routes(PREFIXES[1], in_schema=False))

@@ -1,14 +1,9 @@
 """The 1min.ai dialect: Conversation API, Chat with AI API, the legacy AI Feature API, the
 Asset API, brand voices and memories."""
 
-from fastapi import APIRouter
-
 from threadline.api.dialects.oneminai import assets, brand_voices, memories, routes
+from threadline.api.routing import merged
 
-router = APIRouter()
-router.include_router(routes.router)
-router.include_router(assets.router)
-router.include_router(brand_voices.router)
-router.include_router(memories.router)
+router = merged(routes.router, assets.router, brand_voices.router, memories.router)
 
 __all__ = ["router"]
