@@ -81,14 +81,17 @@ class Stall:
     watch: str
     seconds: float
     samples: list[Sample] = field(default_factory=list)
-    gc_seconds: float = 0.0
+    gc_seconds: float = 0.0  # garbage collection during the stall, in any thread
+    own_gc_seconds: float = 0.0  # ... in the loop's thread (part of its CPU time)
     cpu_seconds: float | None = None  # CPU time the loop's thread used during the stall
     cpu_start: float | None = None  # the loop thread's CPU clock when the stall began
 
-    def closed(self, cpu_seconds: float | None = None) -> Stall:
-        """Count the garbage collection the stall's span saw (it ends now)."""
+    def closed(self, cpu_seconds: float | None = None, thread: int | None = None) -> Stall:
+        """Count the garbage collection the stall's span saw (it ends now), all of it and
+        the part run by the loop's `thread`."""
         end = time.monotonic()
         self.gc_seconds = _gc_seconds(end - self.seconds, end)
+        self.own_gc_seconds = _gc_seconds(end - self.seconds, end, thread)
         self.cpu_seconds = cpu_seconds
         return self
 
@@ -102,7 +105,7 @@ class Stall:
         giving the CPU to others: not the app either."""
         if self.cpu_seconds is None:
             return True
-        if self.cpu_seconds - self.gc_seconds >= 0.8 * LIMIT_SECONDS:
+        if self.cpu_seconds - self.own_gc_seconds >= 0.8 * LIMIT_SECONDS:
             return True
         asleep = [s for s in self.samples if s.loop_state == "S" and not _idle(s.loop_stack)]
         if not len(asleep) * 2 > len(self.samples) > 0:
@@ -146,7 +149,8 @@ class Stall:
         return text
 
 
-_GC_SPANS: deque[tuple[float, float]] = deque(maxlen=256)  # (start, end) of collections
+# (start, end, thread) of the latest collections
+_GC_SPANS: deque[tuple[float, float, int]] = deque(maxlen=256)
 _gc_started = 0.0
 
 
@@ -155,11 +159,16 @@ def _on_gc(phase: str, info: dict[str, int]) -> None:
     if phase == "start":
         _gc_started = time.monotonic()
     elif _gc_started:
-        _GC_SPANS.append((_gc_started, time.monotonic()))
+        _GC_SPANS.append((_gc_started, time.monotonic(), threading.get_ident()))
 
 
-def _gc_seconds(start: float, end: float) -> float:
-    return sum(max(0.0, min(b, end) - max(a, start)) for a, b in list(_GC_SPANS))
+def _gc_seconds(start: float, end: float, thread: int | None = None) -> float:
+    """Collection time within [start, end]: in any thread, or in `thread` only."""
+    return sum(
+        max(0.0, min(b, end) - max(a, start))
+        for a, b, ident in list(_GC_SPANS)
+        if thread is None or ident == thread
+    )
 
 
 def _most_common(stacks: list[Stack]) -> Stack:
@@ -245,8 +254,7 @@ class LoopWatch:
             self._watchdog.join(1)
         with self._lock:
             if self._open is not None:
-                self.stalls.append(self._open.closed(self._loop_cpu(self._open.cpu_start)))
-                self._open = None
+                self._close_open()
 
     def take(self) -> list[Stall]:
         """The stalls recorded so far (a stall still open is closed if the loop stopped)."""
@@ -268,7 +276,8 @@ class LoopWatch:
                 seen = beat in (self._recorded_beat, self._paused_beat)
                 if lag > LIMIT_SECONDS and not seen and self._open is None:
                     used = time.thread_time() - self._beat_cpu
-                    self.stalls.append(Stall(self.name, lag, self._samples).closed(used))
+                    stall = Stall(self.name, lag, self._samples)
+                    self.stalls.append(stall.closed(used, self._thread_id))
                     self._samples = []
 
     def _watch(self) -> None:
@@ -285,8 +294,7 @@ class LoopWatch:
             with self._lock:
                 beat_back = beat != self._recorded_beat
                 if self._open is not None and (beat_back or running_since is None):
-                    self.stalls.append(self._open.closed(self._loop_cpu(self._open.cpu_start)))
-                    self._open = None
+                    self._close_open()
                 if not loop.is_running():
                     running_since = None
                     self._paused_beat = beat
@@ -307,6 +315,13 @@ class LoopWatch:
                     # the heartbeat moves it on: the stall's CPU time counts from there.
                     self._open = Stall(self.name, late, self._samples, cpu_start=beat_cpu)
                     self._recorded_beat = beat
+
+    def _close_open(self) -> None:
+        """Record the open stall (under the lock): it ends now."""
+        assert self._open is not None
+        cpu = self._loop_cpu(self._open.cpu_start)
+        self.stalls.append(self._open.closed(cpu, self._thread_id))
+        self._open = None
 
     def _loop_cpu(self, since: float | None) -> float | None:
         """CPU time the loop's thread used since its clock read `since` (None where unknown)."""
