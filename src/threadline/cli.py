@@ -146,11 +146,11 @@ def keys_create(
 @app.command()
 def models(config: ConfigFile = None) -> None:
     """List the configured models."""
-    from threadline.providers import build_model
+    from threadline.providers.registry import REGISTRY
     from threadline.services.catalog import ModelCatalog
 
     settings = _settings(None, config)
-    catalog = ModelCatalog(settings.models, settings.default_model, build_model)
+    catalog = ModelCatalog(settings.models, settings.default_model, REGISTRY)
     table = Table("id", "name", "provider", "capabilities", "default")
     for m in catalog.list():
         table.add_row(

@@ -17,6 +17,7 @@ from threadline.ingestion.image_facts import inspect_image
 from threadline.ingestion.sandbox import SandboxedParser
 from threadline.jobs.worker import Backoff, Worker
 from threadline.providers.embeddings import build_embedder
+from threadline.providers.registry import REGISTRY as PROVIDER_REGISTRY
 from threadline.services.accounts import AccountService, IssuedKey
 from threadline.services.brand_voices import BrandVoiceService
 from threadline.services.catalog import ImageModelFactory, ModelCatalog, ModelFactory
@@ -69,9 +70,6 @@ class Container:
         model_factory: ModelFactory | None = None,
         image_factory: ImageModelFactory | None = None,
     ) -> None:
-        from threadline.providers import build_image_model, build_model
-
-        model_factory = model_factory or build_model
         self.settings = settings
         self.db = Database(settings.resolved_database_url)
         self.account_store = SqlAccountStore(self.db)
@@ -81,8 +79,9 @@ class Container:
         self.catalog = ModelCatalog(
             settings.models,
             settings.default_model,
-            model_factory,
-            image_factory or build_image_model,
+            PROVIDER_REGISTRY,
+            factory=model_factory,
+            image_factory=image_factory,
         )
         self.runs = RunRegistry(settings.stream_retention_seconds)
         self.replays = ReplayService(self.runs, self.record_store, self.account_store)
