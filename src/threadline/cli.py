@@ -133,11 +133,7 @@ def keys_create(
         raise typer.BadParameter("role must be ADMIN or MEMBER", param_hint="--role") from None
 
     async def work(container: Container) -> str:
-        found = await container.account_store.find_org_by_name(org)
-        target = found or await container.account_store.create_org(org, is_system=org == "default")
-        issued = await container.accounts.issue_key(
-            target, role=role_value, user_name=name, created_by="CLI"
-        )
+        issued = await container.accounts.issue_key_in(org, role=role_value, user_name=name)
         return issued.secret
 
     typer.echo(_with_container(_settings(data_dir, config), work))
