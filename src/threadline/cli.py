@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -41,7 +42,14 @@ def _settings(
         os.environ["THREADLINE_CONFIG"] = str(config)
     if data_dir is not None:
         overrides["data_dir"] = data_dir
-    return Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:  # a configuration error: what and where, no traceback
+        for error in exc.errors(include_url=False, include_input=False):
+            where = ".".join(str(part) for part in error["loc"]) or "config"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            typer.echo(f"error: {where}: {message}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _with_container(
