@@ -59,15 +59,7 @@ class OpenAICompatibleModel:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._upstream = Upstream.at(config.base_url, api_key, f"model {name!r}")
-        self._errors = UpstreamErrors(
-            self._upstream,
-            subject=f"model {name!r}",
-            section=f"[models.{json.dumps(name)}]",
-            model_key="upstream_model",
-            api_key_env=config.api_key_env,
-            connect_seconds=config.connect_timeout_seconds,
-            timeout_seconds=config.timeout_seconds,
-        )
+        self._errors = UpstreamErrors.for_model(self._upstream, name, config)
         self.name = name
         self.config = config
         self.upstream_model = config.upstream_model or name

@@ -61,15 +61,7 @@ class OpenAICompatibleImageModel:
         self.name = name
         self.config = config
         self.upstream_model = config.upstream_model or name
-        self._errors = UpstreamErrors(
-            upstream,
-            subject=f"model {name!r}",
-            section=f"[models.{json.dumps(name)}]",
-            model_key="upstream_model",
-            api_key_env=config.api_key_env,
-            connect_seconds=config.connect_timeout_seconds,
-            timeout_seconds=config.timeout_seconds,
-        )
+        self._errors = UpstreamErrors.for_model(upstream, name, config)
         headers = {"User-Agent": f"threadline/{__version__}", "Accept": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"

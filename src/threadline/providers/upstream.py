@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from threadline.domain.errors import ModelError, ModelTimeout
+
+if TYPE_CHECKING:
+    from threadline.settings import ModelConfig
 
 # What an httpx request raises besides a status: refused, timed out, dropped, malformed.
 TRANSPORT_ERRORS = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError)
@@ -85,6 +88,19 @@ class UpstreamErrors:
     api_key_env: str | None
     connect_seconds: float
     timeout_seconds: float
+
+    @classmethod
+    def for_model(cls, upstream: Upstream, name: str, config: ModelConfig) -> UpstreamErrors:
+        """A configured model's (`[models."name"]`, chat or images)."""
+        return cls(
+            upstream,
+            subject=f"model {name!r}",
+            section=f"[models.{json.dumps(name)}]",
+            model_key="upstream_model",
+            api_key_env=config.api_key_env,
+            connect_seconds=config.connect_timeout_seconds,
+            timeout_seconds=config.timeout_seconds,
+        )
 
     def status(self, status: int, body: bytes, reason: str | None = None) -> ModelError:
         """A non-200 answer: its status, and its error message (cleaned) or reason phrase."""
