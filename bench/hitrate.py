@@ -371,7 +371,6 @@ def commit() -> str:
 
 async def run(args: argparse.Namespace, data: Path) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "src"))
-    from threadline.cli_chat import _cli_principal
     from threadline.container import Container
     from threadline.settings import Settings
 
@@ -384,7 +383,7 @@ async def run(args: argparse.Namespace, data: Path) -> dict[str, Any]:
     container = Container(settings)
     await container.start(worker=False)
     try:
-        caller = await _cli_principal(container)
+        caller = await container.accounts.operator()
         return await hit_rates(
             container, caller, args.k, advanced=args.advanced, max_pages=args.max_pages
         )

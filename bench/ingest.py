@@ -72,7 +72,6 @@ def raw_extract(files: list[Path]) -> tuple[int, int, float]:
 async def pipeline(files: list[Path], data: Path, embeddings: str) -> tuple[int, int, float]:
     """(pages, chunks, seconds) through Threadline: upload, job, parse, chunk, index."""
     sys.path.insert(0, str(ROOT / "src"))
-    from threadline.cli_chat import _cli_principal
     from threadline.container import Container
     from threadline.domain.documents import DocumentState
     from threadline.services.documents import Upload
@@ -87,7 +86,7 @@ async def pipeline(files: list[Path], data: Path, embeddings: str) -> tuple[int,
     container = Container(settings)
     await container.start(worker=False)
     try:
-        caller = await _cli_principal(container)
+        caller = await container.accounts.operator()
         started = time.perf_counter()
         ids = []
         for path in files:

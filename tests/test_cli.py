@@ -105,3 +105,16 @@ def test_bad_role_and_missing_config_are_clear(tmp_path: Path) -> None:
     assert bad.returncode != 0 and "ADMIN or MEMBER" in bad.stderr
     missing = threadline("models", "--config", str(tmp_path / "nope.toml"), cwd=tmp_path)
     assert missing.returncode != 0 and "does not exist" in missing.stderr
+
+
+def test_an_unknown_provider_is_a_config_error_naming_the_known_ones(tmp_path: Path) -> None:
+    config = tmp_path / "threadline.toml"
+    config.write_text('default_model = "gpt"\n\n[models.gpt]\nprovider = "openai"\n')
+    for command in (["models"], ["chat", "hi", "--data-dir", str(tmp_path / "data")]):
+        run = threadline(*command, "--config", str(config), cwd=tmp_path)
+        assert run.returncode == 2, run.stderr
+        assert run.stderr.strip() == (
+            "error: models.gpt.provider: unknown provider 'openai'; "
+            "known providers: local, openai-compatible, fake"
+        )
+        assert not (tmp_path / "data").exists()  # nothing was started

@@ -309,7 +309,8 @@ async def test_remote_wrong_key_is_reported_without_the_key(upstream):
         await embedder.aclose()
     message = caught.value.message
     assert (
-        f"upstream returned 401: it rejected the API key (check the key in ${KEY_ENV})" in message
+        f"upstream returned 401: it rejected the configured API key (check the key in ${KEY_ENV})"
+        in message
     )
     assert "sk-wrong-key-789" not in message and KEY not in message
 
@@ -327,7 +328,7 @@ async def test_remote_times_out_when_the_upstream_hangs(upstream):
     upstream.enqueue(Hang(10))
     started = time.perf_counter()
     try:
-        with pytest.raises(ModelTimeout, match=r"did not answer in 0.3s") as caught:
+        with pytest.raises(ModelTimeout, match=r"did not answer within 0.3s") as caught:
             await embedder.embed(["a"], "query")
     finally:
         await embedder.aclose()

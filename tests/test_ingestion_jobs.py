@@ -24,9 +24,7 @@ async def started(tmp_path: Path, db_url: str, *, worker: bool, **overrides) -> 
 
 
 async def first_admin(container: Container):
-    from threadline.cli_chat import _cli_principal
-
-    return await _cli_principal(container)
+    return await container.accounts.operator()
 
 
 async def wait_state(container, caller, document_id, seconds=30.0):

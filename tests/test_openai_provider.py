@@ -230,7 +230,7 @@ async def test_hanging_upstream_times_out(upstream):
         await model.aclose()
 
     assert time.monotonic() - started < 3
-    assert "did not answer for 0.5s" in caught.value.message
+    assert "did not answer within 0.5s" in caught.value.message
 
 
 async def test_upstream_stalling_mid_stream_times_out_after_the_first_deltas(upstream):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -41,7 +42,14 @@ def _settings(
         os.environ["THREADLINE_CONFIG"] = str(config)
     if data_dir is not None:
         overrides["data_dir"] = data_dir
-    return Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:  # a configuration error: what and where, no traceback
+        for error in exc.errors(include_url=False, include_input=False):
+            where = ".".join(str(part) for part in error["loc"]) or "config"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            typer.echo(f"error: {where}: {message}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _with_container(
@@ -133,11 +141,7 @@ def keys_create(
         raise typer.BadParameter("role must be ADMIN or MEMBER", param_hint="--role") from None
 
     async def work(container: Container) -> str:
-        found = await container.account_store.find_org_by_name(org)
-        target = found or await container.account_store.create_org(org, is_system=org == "default")
-        issued = await container.accounts.issue_key(
-            target, role=role_value, user_name=name, created_by="CLI"
-        )
+        issued = await container.accounts.issue_key_in(org, role=role_value, user_name=name)
         return issued.secret
 
     typer.echo(_with_container(_settings(data_dir, config), work))
@@ -146,11 +150,11 @@ def keys_create(
 @app.command()
 def models(config: ConfigFile = None) -> None:
     """List the configured models."""
-    from threadline.providers import build_model
+    from threadline.providers.registry import REGISTRY
     from threadline.services.catalog import ModelCatalog
 
     settings = _settings(None, config)
-    catalog = ModelCatalog(settings.models, settings.default_model, build_model)
+    catalog = ModelCatalog(settings.models, settings.default_model, REGISTRY)
     table = Table("id", "name", "provider", "capabilities", "default")
     for m in catalog.list():
         table.add_row(

@@ -9,35 +9,17 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from threadline.domain.entities import Principal, Role
 from threadline.domain.errors import ThreadlineError
 from threadline.domain.events import Failed, TextDelta
-from threadline.services.accounts import SYSTEM_ORG_NAME
 from threadline.services.chat import ChatCommand
 
 if TYPE_CHECKING:
     from threadline.container import Container
 
 
-async def _cli_principal(container: Container) -> Principal:
-    store = container.account_store
-    org = await store.find_org_by_name(SYSTEM_ORG_NAME) or await store.create_org(
-        SYSTEM_ORG_NAME, is_system=True
-    )
-    admins = [u for u in await store.list_users(org.id) if u.role is Role.ADMIN]
-    user = (
-        admins[0]
-        if admins
-        else await store.create_user(
-            org.id, "admin", Role.ADMIN, container.settings.default_credit_limit, "CLI"
-        )
-    )
-    return Principal(org=org, user=user, key_id=user.id)
-
-
 async def run_chat(container: Container, prompt: str, model: str) -> int:
     try:
-        principal = await _cli_principal(container)
+        principal = await container.accounts.operator()
         run = await container.chat.reply(
             ChatCommand(
                 principal=principal,

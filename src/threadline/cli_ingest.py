@@ -19,7 +19,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from threadline.cli_chat import _cli_principal
 from threadline.domain.documents import Document, DocumentState
 from threadline.domain.errors import ThreadlineError
 from threadline.services.documents import Upload
@@ -42,7 +41,7 @@ def expand(paths: Sequence[Path]) -> list[Path]:
 
 
 async def run_ingest(container: Container, paths: Sequence[Path], conversation: str | None) -> int:
-    caller = await _cli_principal(container)
+    caller = await container.accounts.operator()
     conversation_id = None
     if conversation is not None:
         try:

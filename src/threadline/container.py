@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from threadline.api.app import build_app
 from threadline.api.metrics import Metrics
+from threadline.domain.clock import utcnow
 from threadline.domain.image_generation import SOURCE_KINDS, SOURCE_TYPES
 from threadline.ingestion.chunking import chunk_pages
 from threadline.ingestion.detect import SUPPORTED_TYPES, detect_file
@@ -17,12 +18,12 @@ from threadline.ingestion.image_facts import inspect_image
 from threadline.ingestion.sandbox import SandboxedParser
 from threadline.jobs.worker import Backoff, Worker
 from threadline.providers.embeddings import build_embedder
+from threadline.providers.registry import REGISTRY as PROVIDER_REGISTRY
 from threadline.services.accounts import AccountService, IssuedKey
 from threadline.services.brand_voices import BrandVoiceService
 from threadline.services.catalog import ImageModelFactory, ModelCatalog, ModelFactory
 from threadline.services.chat import ChatService
 from threadline.services.checkpoints import CheckpointPolicy
-from threadline.services.clock import utcnow
 from threadline.services.conversations import ConversationService
 from threadline.services.credits import CreditService
 from threadline.services.documents import INGEST_JOB, DocumentLimits, DocumentService
@@ -35,7 +36,6 @@ from threadline.services.memories import REMEMBER_JOB, MemoryService
 from threadline.services.memory_model import ModelExtractor
 from threadline.services.memory_rules import RuleExtractor
 from threadline.services.pages import PageReader
-from threadline.services.ratelimit import KeyRateLimiter
 from threadline.services.replays import ReplayService
 from threadline.services.retrieval import Retriever
 from threadline.services.runs import RunRegistry
@@ -52,6 +52,7 @@ from threadline.storage.database import Database
 from threadline.storage.documents import SqlDocumentStore
 from threadline.storage.jobs import SqlJobQueue
 from threadline.storage.memories import SqlMemoryStore
+from threadline.storage.rate_limits import WindowRateLimiter
 from threadline.storage.records import SqlRecordStore
 from threadline.storage.sessions import SqlSessionStore
 from threadline.tools.fetcher import SafeFetcher
@@ -69,9 +70,6 @@ class Container:
         model_factory: ModelFactory | None = None,
         image_factory: ImageModelFactory | None = None,
     ) -> None:
-        from threadline.providers import build_image_model, build_model
-
-        model_factory = model_factory or build_model
         self.settings = settings
         self.db = Database(settings.resolved_database_url)
         self.account_store = SqlAccountStore(self.db)
@@ -81,17 +79,23 @@ class Container:
         self.catalog = ModelCatalog(
             settings.models,
             settings.default_model,
-            model_factory,
-            image_factory or build_image_model,
+            PROVIDER_REGISTRY,
+            factory=model_factory,
+            image_factory=image_factory,
         )
         self.runs = RunRegistry(settings.stream_retention_seconds)
         self.replays = ReplayService(self.runs, self.record_store, self.account_store)
         self.metrics = Metrics(active_runs=lambda: self.runs.active)
+        # Where its windows live is for the scale-out settings to choose (Redis; see
+        # storage/rate_limits.py); today, this process's memory.
+        self.rate_limiter = WindowRateLimiter(settings.rate_limit_per_minute)
         self.accounts = AccountService(
-            self.account_store, settings.default_credit_limit, settings.auth_cache_seconds
+            self.account_store,
+            settings.default_credit_limit,
+            settings.auth_cache_seconds,
+            rate_limiter=self.rate_limiter,
         )
         self.credits = CreditService(SqlCreditStore(self.db), self.account_store)
-        self.rate_limiter = KeyRateLimiter(settings.rate_limit_per_minute)
         self.conversations = ConversationService(
             self.conversation_store, self.catalog, settings.page_size_max
         )

@@ -13,10 +13,11 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from threadline import __version__
+from threadline.providers.registry import PROVIDERS, provider
 
 DEFAULT_MODEL_NAME = "smollm2-135m"
 
@@ -49,7 +50,7 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    provider: Literal["local", "openai-compatible", "fake"]
+    provider: str  # a name in providers/registry.py: local, openai-compatible, fake
     # "chat": /api/chat-with-ai and friends; "images": IMAGE_GENERATOR / IMAGE_VARIATOR,
     # served by an OpenAI-compatible `/images/generations` and `/images/variations`.
     kind: Literal["chat", "images"] = "chat"
@@ -78,14 +79,28 @@ class ModelConfig(BaseModel):
     # format instead (GPT image models, which always answer base64 and refuse the former).
     image_request: Literal["response_format", "output_format"] = "response_format"
 
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, name: str) -> str:
+        provider(name)  # an unknown name fails, naming the known ones
+        return name
+
     @model_validator(mode="after")
     def _check_provider_fields(self) -> ModelConfig:
-        if self.provider == "openai-compatible" and not self.base_url:
-            raise ValueError("an openai-compatible model needs base_url")
-        if self.vision and self.provider == "local":
+        spec = provider(self.provider)
+        if not spec.serves(self.kind):
+            kinds = " and ".join(spec.kinds)
             raise ValueError(
-                "vision = true needs a model that takes images (openai-compatible); "
-                "the local provider reads text only"
+                f'the {self.provider} provider serves {kinds} models only, not kind = "{self.kind}"'
+            )
+        for key in spec.requires:
+            if not getattr(self, key):
+                raise ValueError(f"an {self.provider} model needs {key}")
+        if self.vision and not spec.vision:
+            takes = ", ".join(name for name, p in PROVIDERS.items() if p.vision)
+            raise ValueError(
+                f"vision = true needs a model that takes images ({takes}); "
+                f"the {self.provider} provider reads text only"
             )
         return self
 
@@ -99,8 +114,6 @@ class ModelConfig(BaseModel):
             kind = "a chat model" if self.kind == "chat" else 'an image model (kind = "images")'
             raise ValueError(f"{', '.join(given)} {verb} not apply to {kind}")
         if self.kind == "images":
-            if self.provider == "local":
-                raise ValueError('the local provider serves chat models only, not kind = "images"')
             for ratio, size in {**self.image_sizes, **self.variation_sizes}.items():
                 if not _RATIO.match(ratio) or not _SIZE.match(size):
                     raise ValueError(

@@ -37,8 +37,7 @@ def api_key_from(request: Request) -> str | None:
 
 async def get_principal(request: Request) -> Principal:
     container: Container = request.app.state.container
-    principal = await container.accounts.authenticate(api_key_from(request))
-    await container.rate_limiter.hit(str(principal.key_id))
+    principal = await container.accounts.admit(api_key_from(request))
     request.state.principal = principal
     return principal
 

@@ -100,6 +100,18 @@ class AccountStore(Protocol):
     async def charge(self, org_id: UUID, user_id: UUID, credits: int) -> None: ...
 
 
+class RateLimiter(Protocol):
+    """Requests per minute per key, counted in one moving window per key.
+
+    Where the windows live is the implementation's business: the process's memory by
+    default, or a store several processes share (Redis) so that a limit holds across them."""
+
+    async def hit(self, key: str) -> None:
+        """Count one request for `key`; raise `RateLimited` (with `retry_after`) past the
+        limit. A request refused is not counted."""
+        ...
+
+
 class CreditStore(Protocol):
     """Credit reservations (see services/credits.py): atomic, released exactly once."""
 

@@ -24,11 +24,16 @@ from typing import Any
 import httpx
 
 from threadline import __version__
-from threadline.domain.errors import ModelError, ModelTimeout
+from threadline.domain.errors import ModelError
 from threadline.domain.events import ReplyEvent, TextDelta, Usage, finish_reason
 from threadline.domain.ports import ChatMessage, ModelRequest
 from threadline.providers.http1 import Http1Transport
-from threadline.providers.upstream import Upstream, error_message
+from threadline.providers.upstream import (
+    TRANSPORT_ERRORS,
+    Upstream,
+    UpstreamErrors,
+    error_message,
+)
 from threadline.settings import ModelConfig
 
 MAX_CONNECTIONS = 1024  # per model, open at once
@@ -54,11 +59,10 @@ class OpenAICompatibleModel:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._upstream = Upstream.at(config.base_url, api_key, f"model {name!r}")
+        self._errors = UpstreamErrors.for_model(self._upstream, name, config)
         self.name = name
         self.config = config
         self.upstream_model = config.upstream_model or name
-        self._api_key = api_key
-        self._host = self._upstream.host
         # Loading the CA bundle takes ~100 ms, on the event loop of the first request to this
         # model: only for an https upstream.
         tls = httpx.create_ssl_context() if str(config.base_url).startswith("https:") else None
@@ -111,14 +115,15 @@ class OpenAICompatibleModel:
             async with contextlib.aclosing(response):
                 answered = True
                 if response.status_code != 200:
-                    raise await self._status_error(response)
+                    body = await _read_capped(response)
+                    raise self._errors.status(response.status_code, body, response.reason_phrase)
                 async for event in self._events(response, request):
                     yield event
         except _StreamBroken as exc:
             message = f"model {self.name!r}: upstream closed the stream early ({exc})"
             raise ModelError(message) from None
-        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
-            raise self._transport_error(exc, answered) from exc
+        except TRANSPORT_ERRORS as exc:
+            raise self._errors.transport(exc, answered=answered) from exc
 
     def _encoded(self, request: ModelRequest) -> bytes:
         body = self.request_body(request)
@@ -168,52 +173,6 @@ class OpenAICompatibleModel:
             detail = self._clean(state.error)
             raise ModelError(f"model {self.name!r}: upstream reported an error: {detail}")
         yield state.usage(request)
-
-    # -- errors
-
-    async def _status_error(self, response: httpx.Response) -> ModelError:
-        status = response.status_code
-        detail = self._clean(error_message(await _read_capped(response)))
-        prefix = f"model {self.name!r}: upstream returned {status}"
-        if status in (401, 403):
-            if self._api_key is None:
-                hint = "no API key is configured for this model (set api_key_env)"
-            elif self.config.api_key_env:
-                hint = f"check the key in ${self.config.api_key_env}"
-            else:
-                hint = "check the configured API key"
-            extra = f": {detail}" if detail and status == 403 else ""
-            return ModelError(f"{prefix}: it rejected the configured API key ({hint}){extra}")
-        if 300 <= status < 400:
-            return ModelError(f"{prefix}: a redirect, which is not followed (check base_url)")
-        if not detail:
-            detail = response.reason_phrase or "no error message"
-            if status == 404:
-                detail += " (check base_url and upstream_model)"
-        return ModelError(f"{prefix}: {detail}")
-
-    def _transport_error(self, exc: Exception, answered: bool) -> ModelError:
-        name, host = repr(self.name), self._host
-        if isinstance(exc, httpx.ConnectTimeout):
-            seconds = self.config.connect_timeout_seconds
-            return ModelTimeout(f"model {name}: could not connect to {host} within {seconds:g}s")
-        if isinstance(exc, httpx.PoolTimeout):
-            return ModelTimeout(
-                f"model {name}: no free connection to {host} within "
-                f"{self.config.timeout_seconds:g}s (too many concurrent requests)"
-            )
-        if isinstance(exc, httpx.TimeoutException):
-            waited = "sent nothing more" if answered else "did not answer"
-            seconds = self.config.timeout_seconds
-            return ModelTimeout(f"model {name}: upstream {host} {waited} for {seconds:g}s")
-        if isinstance(exc, httpx.ConnectError):
-            reason = self._clean(str(exc)) or "connection failed"
-            return ModelError(f"model {name}: cannot connect to upstream {host}: {reason}")
-        if answered:
-            return ModelError(f"model {name}: upstream closed the stream early")
-        if isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError):
-            return ModelError(f"model {name}: upstream {host} closed the connection unanswered")
-        return ModelError(f"model {name}: request to {host} failed ({type(exc).__name__})")
 
     def _clean(self, text: str | None) -> str:
         return self._upstream.clean(text)

@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 
 from threadline.domain.documents import EmbedKind
-from threadline.domain.errors import ModelError, ModelTimeout
-from threadline.providers.upstream import Upstream, error_message
+from threadline.domain.errors import ModelError
+from threadline.providers.upstream import TRANSPORT_ERRORS, Upstream, UpstreamErrors
 from threadline.settings import EmbeddingConfig
 
 CONNECT_TIMEOUT = 5.0  # seconds; capped by the configured timeout
@@ -50,9 +50,15 @@ class OpenAICompatibleEmbedder:
         self.model = config.model
         self.name = f"openai-compatible:{config.model}"
         self.dim = config.dim or 0
-        self._api_key = api_key
-        self._upstream = upstream
-        self._host = upstream.host
+        self._errors = UpstreamErrors(
+            upstream,
+            subject=f"embeddings {self.name!r}",
+            section="[embeddings]",
+            model_key="model",
+            api_key_env=config.api_key_env,
+            connect_seconds=min(CONNECT_TIMEOUT, config.timeout_seconds),
+            timeout_seconds=config.timeout_seconds,
+        )
         self._client = httpx.AsyncClient(
             base_url=url,
             headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
@@ -84,10 +90,12 @@ class OpenAICompatibleEmbedder:
         body = {"model": self.model, "input": texts, "encoding_format": "float"}
         try:
             response = await self._client.post("embeddings", json=body)
-        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
-            raise self._transport_error(exc) from None
+        except TRANSPORT_ERRORS as exc:
+            raise self._errors.transport(exc) from None
         if response.status_code != 200:
-            raise self._status_error(response)
+            raise self._errors.status(
+                response.status_code, response.content, response.reason_phrase
+            )
         try:
             payload = json.loads(response.content)
         except ValueError:
@@ -135,45 +143,3 @@ class OpenAICompatibleEmbedder:
 
     def _error(self, problem: str) -> ModelError:
         return ModelError(f"embeddings {self.name!r}: {problem}")
-
-    def _status_error(self, response: httpx.Response) -> ModelError:
-        status = response.status_code
-        detail = self._clean(error_message(response.content))
-        prefix = f"upstream returned {status}"
-        if status in (401, 403):
-            if self._api_key is None:
-                hint = "no API key is configured (set api_key_env in [embeddings])"
-            elif self.config.api_key_env:
-                hint = f"check the key in ${self.config.api_key_env}"
-            else:
-                hint = "check the configured API key"
-            return self._error(f"{prefix}: it rejected the API key ({hint})")
-        if 300 <= status < 400:
-            return self._error(f"{prefix}: a redirect, which is not followed (check base_url)")
-        if not detail:
-            detail = response.reason_phrase or "no error message"
-            if status == 404:
-                detail += " (check base_url and model)"
-        return self._error(f"{prefix}: {detail}")
-
-    def _transport_error(self, exc: Exception) -> ModelError:
-        name, host = repr(self.name), self._host
-        if isinstance(exc, httpx.ConnectTimeout):
-            seconds = min(CONNECT_TIMEOUT, self.config.timeout_seconds)
-            return ModelTimeout(f"embeddings {name}: could not connect to {host} in {seconds:g}s")
-        if isinstance(exc, httpx.TimeoutException):
-            seconds = self.config.timeout_seconds
-            return ModelTimeout(
-                f"embeddings {name}: upstream {host} did not answer in {seconds:g}s"
-            )
-        if isinstance(exc, httpx.ConnectError):
-            reason = self._clean(str(exc)) or "connection failed"
-            return ModelError(f"embeddings {name}: cannot connect to upstream {host}: {reason}")
-        if isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError):
-            return ModelError(
-                f"embeddings {name}: upstream {host} closed the connection unanswered"
-            )
-        return ModelError(f"embeddings {name}: request to {host} failed ({type(exc).__name__})")
-
-    def _clean(self, text: str | None) -> str:
-        return self._upstream.clean(text)

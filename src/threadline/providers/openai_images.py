@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 from threadline import __version__
-from threadline.domain.errors import ModelError, ModelTimeout
+from threadline.domain.errors import ModelError
 from threadline.domain.image_generation import (
     EXTENSIONS,
     GeneratedImage,
@@ -39,7 +39,7 @@ from threadline.domain.image_generation import (
 )
 from threadline.providers.http1 import Http1Transport
 from threadline.providers.image_format import NotAnImage, encode_as
-from threadline.providers.upstream import Upstream, error_message
+from threadline.providers.upstream import TRANSPORT_ERRORS, Upstream, UpstreamErrors
 from threadline.settings import ModelConfig
 
 MAX_RESPONSE_BYTES = 128 * 1024 * 1024  # ten large base64 images fit
@@ -61,9 +61,7 @@ class OpenAICompatibleImageModel:
         self.name = name
         self.config = config
         self.upstream_model = config.upstream_model or name
-        self._api_key = api_key
-        self._upstream = upstream
-        self._host = upstream.host
+        self._errors = UpstreamErrors.for_model(upstream, name, config)
         headers = {"User-Agent": f"threadline/{__version__}", "Accept": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -120,12 +118,12 @@ class OpenAICompatibleImageModel:
                 raw = await _read_capped(response, MAX_RESPONSE_BYTES)
             finally:
                 await response.aclose()
-        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
-            raise self._transport_error(exc, answered) from None
+        except TRANSPORT_ERRORS as exc:
+            raise self._errors.transport(exc, answered=answered) from None
         if raw is None:
             raise self._error(f"upstream answered more than {MAX_RESPONSE_BYTES // 2**20} MB")
         if response.status_code != 200:
-            raise self._status_error(response.status_code, raw)
+            raise self._errors.status(response.status_code, raw, response.reason_phrase)
         encoded = self._b64_images(raw, n)
         try:
             return await asyncio.to_thread(
@@ -166,41 +164,6 @@ class OpenAICompatibleImageModel:
 
     def _error(self, what: str) -> ModelError:
         return ModelError(f"model {self.name!r}: {what}")
-
-    def _status_error(self, status: int, raw: bytes) -> ModelError:
-        detail = self._clean(error_message(raw))
-        prefix = f"upstream returned {status}"
-        if status in (401, 403):
-            if self._api_key is None:
-                hint = "no API key is configured for this model (set api_key_env)"
-            else:
-                hint = f"check the key in ${self.config.api_key_env}"
-            return self._error(f"{prefix}: it rejected the configured API key ({hint})")
-        if 300 <= status < 400:
-            return self._error(f"{prefix}: a redirect, which is not followed (check base_url)")
-        if not detail:
-            detail = "no error message"
-            if status == 404:
-                detail += " (check base_url and upstream_model)"
-        return self._error(f"{prefix}: {detail}")
-
-    def _transport_error(self, exc: Exception, answered: bool) -> ModelError:
-        name, host = repr(self.name), self._host
-        if isinstance(exc, httpx.ConnectTimeout):
-            seconds = self.config.connect_timeout_seconds
-            return ModelTimeout(f"model {name}: could not connect to {host} within {seconds:g}s")
-        if isinstance(exc, httpx.TimeoutException):
-            waited = "stopped sending its answer" if answered else "did not answer"
-            seconds = self.config.timeout_seconds
-            return ModelTimeout(f"model {name}: upstream {host} {waited} within {seconds:g}s")
-        if isinstance(exc, httpx.ConnectError):
-            return ModelError(f"model {name}: cannot connect to upstream {host}")
-        if answered:
-            return ModelError(f"model {name}: upstream {host} broke off its answer")
-        return ModelError(f"model {name}: upstream {host} closed the connection unanswered")
-
-    def _clean(self, text: str | None) -> str:
-        return self._upstream.clean(text)
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:

@@ -1,15 +1,29 @@
 """The server behind an OpenAI-compatible provider (chat, embeddings, images), as the three
 share it: its base URL, checked once; its `host[:port]`, the only part of it that error
-messages name; and what of its error bodies may be passed on (one trimmed line, the API key
-masked should the server echo it, never the body itself)."""
+messages name; what of its error bodies may be passed on (one trimmed line, the API key
+masked should the server echo it, never the body itself); and the one mapping of its
+failures to domain errors (`UpstreamErrors`), so the three say the same thing of a 401 or a
+timeout:
+
+    ModelError       the upstream refused (any non-200 status), failed or broke off
+     └── ModelTimeout  it did not connect, or answer, within the configured time
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+from threadline.domain.errors import ModelError, ModelTimeout
+
+if TYPE_CHECKING:
+    from threadline.settings import ModelConfig
+
+# What an httpx request raises besides a status: refused, timed out, dropped, malformed.
+TRANSPORT_ERRORS = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError)
 
 MESSAGE_CAP = 300  # characters of an upstream's error message passed on
 
@@ -57,3 +71,80 @@ def error_message(payload: bytes | dict[str, Any] | None) -> str | None:
         if isinstance(candidate, str) and candidate.strip():
             return candidate
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamErrors:
+    """One provider's failures, told the same way by every HTTP provider.
+
+    `subject` opens every message ("model 'gpt-4o-mini'", "embeddings 'openai-compatible:x'");
+    `section` is where the provider's settings live, for hints ('[models."gpt-4o-mini"]');
+    `model_key` is the setting that names the upstream's model ("upstream_model")."""
+
+    upstream: Upstream
+    subject: str
+    section: str
+    model_key: str
+    api_key_env: str | None
+    connect_seconds: float
+    timeout_seconds: float
+
+    @classmethod
+    def for_model(cls, upstream: Upstream, name: str, config: ModelConfig) -> UpstreamErrors:
+        """A configured model's (`[models."name"]`, chat or images)."""
+        return cls(
+            upstream,
+            subject=f"model {name!r}",
+            section=f"[models.{json.dumps(name)}]",
+            model_key="upstream_model",
+            api_key_env=config.api_key_env,
+            connect_seconds=config.connect_timeout_seconds,
+            timeout_seconds=config.timeout_seconds,
+        )
+
+    def status(self, status: int, body: bytes, reason: str | None = None) -> ModelError:
+        """A non-200 answer: its status, and its error message (cleaned) or reason phrase."""
+        prefix = f"{self.subject}: upstream returned {status}"
+        detail = self.upstream.clean(error_message(body))
+        if status in (401, 403):
+            extra = f": {detail}" if detail and status == 403 else ""
+            return ModelError(
+                f"{prefix}: it rejected the configured API key ({self._key_hint()}){extra}"
+            )
+        if 300 <= status < 400:
+            return ModelError(f"{prefix}: a redirect, which is not followed (check base_url)")
+        if not detail:
+            detail = reason or "no error message"
+            if status == 404:
+                detail += f" (check base_url and {self.model_key})"
+        return ModelError(f"{prefix}: {detail}")
+
+    def transport(self, exc: Exception, *, answered: bool = False) -> ModelError:
+        """A request that got no complete answer; `answered`: the status line had come."""
+        subject, host = self.subject, self.upstream.host
+        if isinstance(exc, httpx.ConnectTimeout):
+            seconds = self.connect_seconds
+            return ModelTimeout(f"{subject}: could not connect to {host} within {seconds:g}s")
+        if isinstance(exc, httpx.PoolTimeout):
+            return ModelTimeout(
+                f"{subject}: no free connection to {host} within "
+                f"{self.timeout_seconds:g}s (too many concurrent requests)"
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            waited = "sent nothing more for" if answered else "did not answer within"
+            return ModelTimeout(f"{subject}: upstream {host} {waited} {self.timeout_seconds:g}s")
+        if isinstance(exc, httpx.ConnectError):
+            reason = self.upstream.clean(str(exc)) or "connection failed"
+            return ModelError(f"{subject}: cannot connect to upstream {host}: {reason}")
+        if answered:
+            return ModelError(f"{subject}: upstream closed the stream early")
+        if isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError):
+            return ModelError(f"{subject}: upstream {host} closed the connection unanswered")
+        return ModelError(f"{subject}: request to {host} failed ({type(exc).__name__})")
+
+    def _key_hint(self) -> str:
+        if self.upstream.api_key is None:
+            return f"no API key is configured: set api_key_env in {self.section}"
+        if self.api_key_env:
+            return f"check the key in ${self.api_key_env}"
+        return "check the configured API key"

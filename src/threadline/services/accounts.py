@@ -7,6 +7,10 @@ randomness, so a fast hash is the right tool (no password stretching needed).
 Authenticated principals are cached for a few seconds (see `principal_cache`): revoking a key
 or changing a user through this service takes effect at once in this process, and within
 `auth_cache_seconds` in other processes sharing the database.
+
+Every API request is admitted here (`admit`): its key authenticated, then counted against the
+key's rate limit (the `RateLimiter` port). The command line acts as the system org's first
+admin (`operator`) and makes keys by org name (`issue_key_in`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from threadline.domain.errors import (
     NotFound,
     Unauthorized,
 )
-from threadline.domain.ports import AccountStore
+from threadline.domain.ports import AccountStore, RateLimiter
 from threadline.services.principal_cache import PrincipalCache
 
 KEY_SCHEME = "tl"
@@ -59,11 +63,25 @@ class IssuedKey:
 
 class AccountService:
     def __init__(
-        self, store: AccountStore, default_credit_limit: int, cache_seconds: float = 0.0
+        self,
+        store: AccountStore,
+        default_credit_limit: int,
+        cache_seconds: float = 0.0,
+        *,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self._store = store
         self.default_credit_limit = default_credit_limit
         self._cache = PrincipalCache(cache_seconds)
+        self._rate_limiter = rate_limiter
+
+    async def admit(self, raw_key: str | None) -> Principal:
+        """The caller of an API request: its key authenticated, then the request counted
+        against the key's rate limit (`RateLimited` past it)."""
+        principal = await self.authenticate(raw_key)
+        if self._rate_limiter is not None:
+            await self._rate_limiter.hit(str(principal.key_id))
+        return principal
 
     async def authenticate(self, raw_key: str | None) -> Principal:
         if not raw_key:
@@ -113,6 +131,33 @@ class AccountService:
         secret, prefix = new_key()
         key = await self._store.create_key(org.id, user.id, key_name, prefix, hash_key(secret))
         return IssuedKey(key=key, secret=secret, user=user)
+
+    # ---- the command line (no API key: it acts on the data dir it was given) ----
+
+    async def issue_key_in(self, org_name: str, *, role: Role, user_name: str) -> IssuedKey:
+        """A new user with a key in the org of that name, made if missing (the org named
+        like the system org is made as the system org)."""
+        org = await self._store.find_org_by_name(org_name)
+        if org is None:
+            org = await self._store.create_org(org_name, is_system=org_name == SYSTEM_ORG_NAME)
+        return await self.issue_key(org, role=role, user_name=user_name, created_by="CLI")
+
+    async def operator(self) -> Principal:
+        """Whom a command acts as: the first admin of the system org, both made on the spot
+        when the database is new."""
+        store = self._store
+        org = await store.find_org_by_name(SYSTEM_ORG_NAME) or await store.create_org(
+            SYSTEM_ORG_NAME, is_system=True
+        )
+        admins = [u for u in await store.list_users(org.id) if u.role is Role.ADMIN]
+        user = (
+            admins[0]
+            if admins
+            else await store.create_user(
+                org.id, "admin", Role.ADMIN, self.default_credit_limit, "CLI"
+            )
+        )
+        return Principal(org=org, user=user, key_id=user.id)
 
     # ---- admin use cases (ADMIN role; system-org admins also manage other orgs) ----
 

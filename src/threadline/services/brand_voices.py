@@ -20,9 +20,9 @@ from threadline.domain.brand_voices import (
     BrandVoice,
     BrandVoiceStore,
 )
+from threadline.domain.clock import utcnow
 from threadline.domain.entities import Page, Principal
 from threadline.domain.errors import Forbidden, InvalidRequest, NotFound, Unprocessable
-from threadline.services.clock import utcnow
 
 GUIDANCE_EXAMPLES_INTRO = (
     "Examples of writing in this voice (match their tone and style, not their content):"

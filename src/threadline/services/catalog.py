@@ -1,6 +1,6 @@
 """The model catalog: the configured models, their stable ids, prices and capabilities, and
-the one live `ChatModel` (or `ImageModel`) per entry, built on first use by the factories the
-container gives.
+the one live `ChatModel` (or `ImageModel`) per entry, built on first use by the provider
+registry the container gives (`providers/registry.py`), which also names each provider.
 
 A model is of one kind: `get()` finds chat models (everything that chats asks it),
 `image_entry()` image models; each refuses the other kind with a 422 naming the right ones."""
@@ -13,6 +13,7 @@ import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from threadline.domain.errors import Unprocessable
 from threadline.domain.events import Usage
@@ -23,10 +24,16 @@ from threadline.settings import ModelConfig
 # Model ids are uuid5(namespace, name): stable across restarts and machines.
 MODEL_ID_NAMESPACE = uuid.UUID("6f1d3c2e-5b8a-4c1e-9a57-2d0f4e8b7c61")
 
-PROVIDER_LABELS = {"local": "LOCAL", "openai-compatible": "OPENAI_COMPATIBLE", "fake": "FAKE"}
-
 ModelFactory = Callable[[str, ModelConfig], ChatModel]
 ImageModelFactory = Callable[[str, ModelConfig], ImageModel]
+
+
+class ModelProviders(Protocol):
+    """The provider registry, as the catalog reads it: a provider's label, and its models."""
+
+    def label(self, name: str) -> str: ...
+    def chat_model(self, name: str, config: ModelConfig) -> ChatModel: ...
+    def image_model(self, name: str, config: ModelConfig) -> ImageModel: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,15 +41,12 @@ class CatalogModel:
     name: str
     id: uuid.UUID
     config: ModelConfig
+    provider_label: str  # how 1min.ai names the provider (`modelDetail.provider`)
     capabilities: tuple[str, ...] = field(default=())
 
     @property
     def provider(self) -> str:
         return self.config.provider
-
-    @property
-    def provider_label(self) -> str:
-        return PROVIDER_LABELS[self.config.provider]
 
     def price(self, usage: Usage) -> int:
         """Credits for a reply: per-1k-token prices applied to the real counts, rounded up."""
@@ -67,22 +71,26 @@ class ModelCatalog:
         self,
         models: dict[str, ModelConfig],
         default: str,
-        factory: ModelFactory,
+        providers: ModelProviders,
+        *,
+        factory: ModelFactory | None = None,
         image_factory: ImageModelFactory | None = None,
     ) -> None:
+        """`factory` / `image_factory` replace the providers' own (tests script models)."""
         self.default = default
         self._entries = {
             name: CatalogModel(
                 name=name,
                 id=uuid.uuid5(MODEL_ID_NAMESPACE, name),
                 config=cfg,
+                provider_label=providers.label(cfg.provider),
                 capabilities=_capabilities(cfg),
             )
             for name, cfg in models.items()
         }
         self._by_id = {entry.id: entry for entry in self._entries.values()}
-        self._factory = factory
-        self._image_factory = image_factory
+        self._factory = factory or providers.chat_model
+        self._image_factory = image_factory or providers.image_model
         self._live: dict[str, ChatModel] = {}
         self._live_images: dict[str, ImageModel] = {}
 
@@ -127,8 +135,6 @@ class ModelCatalog:
         live = self._live_images.get(name)
         if live is None:
             entry = self.image_entry(name, feature)
-            if self._image_factory is None:
-                raise Unprocessable(f"image models are not available here ({name!r})")
             live = self._live_images[name] = self._image_factory(name, entry.config)
         return live
 

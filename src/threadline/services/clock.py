@@ -1,7 +1,7 @@
-"""The one clock services read (UTC, timezone-aware)."""
+"""Moved to `threadline.domain.clock` (storage reads the clock too, and may not import
+services). Kept as an alias while branches that still import it are merged; new code
+imports `threadline.domain.clock`."""
 
-from datetime import UTC, datetime
+from threadline.domain.clock import utcnow
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+__all__ = ["utcnow"]

@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID, uuid4
 
+from threadline.domain.clock import utcnow
 from threadline.domain.entities import Conversation, Page, Principal
 from threadline.domain.errors import InvalidRequest, NotFound
 from threadline.domain.ports import ConversationStore, HistoryWindow
 from threadline.services.catalog import ModelCatalog
-from threadline.services.clock import utcnow
 
 
 class ConversationService:

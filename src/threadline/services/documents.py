@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import BinaryIO
 from uuid import UUID, uuid4
 
+from threadline.domain.clock import utcnow
 from threadline.domain.documents import (
     Asset,
     BlobStore,
@@ -40,7 +41,6 @@ from threadline.domain.documents import (
 from threadline.domain.entities import Principal
 from threadline.domain.errors import NotFound, PayloadTooLarge, ThreadlineError, Unprocessable
 from threadline.domain.image_generation import EXTENSIONS, GeneratedImage
-from threadline.services.clock import utcnow
 from threadline.services.conversations import ConversationService
 
 INGEST_JOB = "ingest"

@@ -28,6 +28,7 @@ from uuid import uuid4
 
 import structlog
 
+from threadline.domain.clock import utcnow
 from threadline.domain.documents import Asset
 from threadline.domain.entities import AiRecord, Principal, RecordStatus, User
 from threadline.domain.errors import (
@@ -52,7 +53,6 @@ from threadline.domain.images import ImageInspector
 from threadline.domain.ports import RecordStore
 from threadline.services.accounts import AccountService
 from threadline.services.catalog import CatalogModel, ModelCatalog
-from threadline.services.clock import utcnow
 from threadline.services.credits import CreditService
 from threadline.services.documents import DocumentService
 

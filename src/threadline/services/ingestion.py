@@ -21,6 +21,7 @@ from uuid import UUID
 
 import structlog
 
+from threadline.domain.clock import utcnow
 from threadline.domain.documents import (
     BlobStore,
     Chunk,
@@ -37,7 +38,6 @@ from threadline.domain.documents import (
     ParseFailed,
 )
 from threadline.services.chat_prompt import estimate_tokens
-from threadline.services.clock import utcnow
 from threadline.services.documents import INGEST_JOB
 
 log = structlog.get_logger(__name__)

@@ -28,6 +28,7 @@ from uuid import UUID, uuid4
 import numpy as np
 import structlog
 
+from threadline.domain.clock import utcnow
 from threadline.domain.documents import Embedder, EmbedKind, Job, JobQueue
 from threadline.domain.entities import Page, Principal, RecordStatus
 from threadline.domain.errors import InvalidRequest, NotFound, ThreadlineError
@@ -40,7 +41,6 @@ from threadline.domain.memories import (
     MemoryStore,
 )
 from threadline.domain.ports import RecordStore
-from threadline.services.clock import utcnow
 from threadline.services.memory_rules import normal_text
 
 log = structlog.get_logger(__name__)

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from threadline.domain.clock import utcnow
 from threadline.domain.entities import ChatSession, Conversation, Page, Principal
 from threadline.domain.errors import InvalidRequest, NotFound
 from threadline.domain.ports import SessionStore
 from threadline.services.catalog import MODEL_ID_NAMESPACE, ModelCatalog
 from threadline.services.chat import ChatCommand, ChatService, HistorySettings
-from threadline.services.clock import utcnow
 from threadline.services.conversations import ConversationService
 from threadline.services.replays import Replay
 from threadline.services.runs import Run

@@ -24,7 +24,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from threadline.services.clock import utcnow
+from threadline.domain.clock import utcnow
 from threadline.storage import sqlite_driver
 
 __all__ = ["Database", "as_utc", "utcnow"]
