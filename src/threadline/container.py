@@ -208,6 +208,7 @@ class Container:
             memory_mb=config.parse_memory_mb,
             max_pages=config.max_pages,
             ocr=config.ocr,
+            ocr_engine=config.ocr_engine,
         )
         self.documents = DocumentService(
             self.document_store,

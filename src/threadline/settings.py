@@ -140,8 +140,11 @@ class DocumentSettings(BaseModel):
     max_request_bytes: int = Field(100 * 1024 * 1024, ge=1)
     max_documents_per_conversation: int = Field(100, ge=1)
     parse_timeout_seconds: float = Field(120.0, gt=0)
-    parse_memory_mb: int = Field(1024, ge=64)
-    ocr: bool = True  # use tesseract for image-only pages and images when installed
+    parse_memory_mb: int = Field(2048, ge=64)  # address space; OCR (rapidocr) needs 2048
+    ocr: bool = True  # read image-only PDF pages and uploaded images with OCR
+    # "rapidocr" (pip-installed, its models in its wheel) or "tesseract" (Debian's
+    # tesseract-ocr package, installed separately)
+    ocr_engine: Literal["rapidocr", "tesseract"] = "rapidocr"
     chunk_chars: int = Field(1200, ge=100)
     chunk_overlap_chars: int = Field(150, ge=0)
     top_k: int = Field(6, ge=1, le=50)
