@@ -83,6 +83,7 @@ class Container:
             settings.default_model,
             model_factory,
             image_factory or build_image_model,
+            settings.model_aliases(),
         )
         self.runs = RunRegistry(settings.stream_retention_seconds)
         self.replays = ReplayService(self.runs, self.record_store, self.account_store)

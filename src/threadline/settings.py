@@ -19,6 +19,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from threadline import __version__
 
 DEFAULT_MODEL_NAME = "smollm2-135m"
+EXAMPLE_MODEL_NAMES = ("gpt-4o-mini",)
+"""The model names the API documents' examples use. Without an `[aliases]` table they are
+aliases of `default_model` (unless configured as models), so the examples run verbatim."""
 
 
 class Credits(BaseModel):
@@ -298,6 +301,9 @@ class Settings(BaseSettings):
 
     default_model: str = DEFAULT_MODEL_NAME
     models: dict[str, ModelConfig] = Field(default_factory=_default_models)
+    # `[aliases]` "gpt-4o-mini" = "smollm2-135m": another name a request may use for a model.
+    # Unset: EXAMPLE_MODEL_NAMES -> default_model. `[aliases]` empty: no aliases.
+    aliases: dict[str, str] | None = None
 
     rate_limit_per_minute: int = Field(600, ge=0, description="per API key; 0 turns it off")
     default_credit_limit: int = Field(1_000_000, ge=0)
@@ -347,6 +353,26 @@ class Settings(BaseSettings):
                 f"({', '.join(sorted(self.models)) or 'none'})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _check_aliases(self) -> Settings:
+        known = ", ".join(sorted(self.models)) or "none"
+        for alias, target in (self.aliases or {}).items():
+            if alias in self.models:
+                raise ValueError(
+                    f"[aliases] {alias!r} is a configured model itself; an alias is another name"
+                )
+            if target not in self.models:
+                raise ValueError(
+                    f"[aliases] {alias!r} = {target!r}: not a configured model ({known})"
+                )
+        return self
+
+    def model_aliases(self) -> dict[str, str]:
+        """Alias -> model: the `[aliases]` table, or the examples' names -> default_model."""
+        if self.aliases is not None:
+            return dict(self.aliases)
+        return {name: self.default_model for name in EXAMPLE_MODEL_NAMES if name not in self.models}
 
     @model_validator(mode="after")
     def _check_memory_model(self) -> Settings:

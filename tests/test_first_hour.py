@@ -1,0 +1,114 @@
+"""What a newcomer meets in the first hour (issue 14), as they would meet it: model aliases
+that let the API documents' examples run verbatim, errors in each dialect's own shape, the
+assets endpoint. In process (ASGI), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from tests import loop_watch
+from tests.conftest import Fakes, make_settings
+from threadline.container import create_app
+from threadline.domain.events import Usage
+from threadline.settings import ModelConfig, Settings
+from threadline.storage.tables import ai_records
+
+CHAT = "/api/chat-with-ai"
+
+
+def aliased_settings(tmp_path: Path, db_url: str, **overrides: Any) -> Settings:
+    """Like a fresh install: the default model under its own name, no `[aliases]` table."""
+    models = {"smollm2-135m": ModelConfig(provider="fake"), "other": ModelConfig(provider="fake")}
+    return make_settings(tmp_path, db_url, models=models, default_model="smollm2-135m", **overrides)
+
+
+@pytest.fixture
+async def aliased(tmp_path: Path, db_url: str, fakes: Fakes) -> AsyncIterator[Any]:
+    application = create_app(aliased_settings(tmp_path, db_url), model_factory=fakes.factory)
+    async with application.router.lifespan_context(application), loop_watch.watching("app"):
+        yield application
+
+
+@pytest.fixture
+async def http(aliased: Any) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=aliased)
+    async with httpx.AsyncClient(transport=transport, base_url="http://threadline") as c:
+        yield c
+
+
+@pytest.fixture
+async def key(aliased: Any) -> dict[str, str]:
+    issued = await aliased.state.container.bootstrap()
+    return {"API-KEY": issued.secret, "Content-Type": "application/json"}
+
+
+# ---- model aliases ------------------------------------------------------------------------
+
+
+def test_the_default_config_aliases_the_examples_model_to_the_default_model(
+    tmp_path: Path,
+) -> None:
+    fresh = Settings(data_dir=tmp_path)
+    assert fresh.model_aliases() == {"gpt-4o-mini": "smollm2-135m"}
+    table = Settings(data_dir=tmp_path, aliases={})
+    assert table.model_aliases() == {}
+
+
+def test_an_alias_must_name_a_configured_model_and_not_shadow_one(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"\[aliases\] 'gpt-4o' = 'nope': not a configured"):
+        Settings(data_dir=tmp_path, aliases={"gpt-4o": "nope"})
+    with pytest.raises(ValueError, match="is a configured model itself"):
+        Settings(data_dir=tmp_path, aliases={"smollm2-135m": "smollm2-135m"})
+
+
+async def test_the_examples_model_name_answers_with_the_default_model_and_says_so(
+    aliased: Any, http: httpx.AsyncClient, key: dict[str, str], fakes: Fakes
+) -> None:
+    fakes["smollm2-135m"].enqueue(["Qubits.", Usage(7, 2)])
+    example = {
+        "type": "UNIFY_CHAT_WITH_AI",
+        "model": "gpt-4o-mini",
+        "promptObject": {"prompt": "Explain quantum computing in simple terms"},
+    }
+    r = await http.post(CHAT, headers=key, json=example)
+    assert r.status_code == 200, r.text
+    record = r.json()["aiRecord"]
+    assert record["model"] == "smollm2-135m"
+    assert record["modelDetail"]["name"] == "smollm2-135m"
+    assert record["aiRecordDetail"]["resultObject"] == ["Qubits."]
+    async with aliased.state.container.db.engine.connect() as connection:
+        stored = (await connection.execute(select(ai_records.c.model))).scalars().all()
+    assert stored == ["smollm2-135m"]
+
+
+async def test_aliases_are_listed_as_aliases(http: httpx.AsyncClient, key: dict[str, str]) -> None:
+    native = (await http.get("/api/models", headers=key)).json()
+    assert native["aliases"] == {"gpt-4o-mini": "smollm2-135m"}
+    by_name = {m["name"]: m for m in native["models"]}
+    assert by_name["smollm2-135m"]["aliases"] == ["gpt-4o-mini"]
+    assert by_name["other"]["aliases"] == []
+    assert "gpt-4o-mini" not in by_name
+
+    openai = (await http.get("/v1/models", headers=key)).json()["data"]
+    assert [(m["id"], m.get("alias_for")) for m in openai] == [
+        ("smollm2-135m", None),
+        ("other", None),
+        ("gpt-4o-mini", "smollm2-135m"),
+    ]
+    one = (await http.get("/v1/models/gpt-4o-mini", headers=key)).json()
+    assert one["id"] == "gpt-4o-mini" and one["alias_for"] == "smollm2-135m"
+
+
+async def test_an_unknown_model_names_the_models_and_the_aliases(
+    http: httpx.AsyncClient, key: dict[str, str]
+) -> None:
+    body = {"type": "UNIFY_CHAT_WITH_AI", "model": "gpt-5", "promptObject": {"prompt": "hi"}}
+    r = await http.post(CHAT, headers=key, json=body)
+    assert r.status_code == 422
+    assert "available models: smollm2-135m, other (aliases: gpt-4o-mini)" in r.text
