@@ -112,3 +112,68 @@ async def test_an_unknown_model_names_the_models_and_the_aliases(
     r = await http.post(CHAT, headers=key, json=body)
     assert r.status_code == 422
     assert "available models: smollm2-135m, other (aliases: gpt-4o-mini)" in r.text
+
+
+# ---- errors in the dialect's shape, before any route runs ---------------------------------
+
+
+async def test_an_unknown_route_answers_in_the_owning_dialects_shape(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    native = await client.get("/api/no-such-thing", headers=admin)
+    assert native.status_code == 404
+    assert native.json() == {
+        "success": False,
+        "error": {"code": "NOT_FOUND", "message": "No such endpoint: GET /api/no-such-thing"},
+    }
+    openai = await client.get("/v1/nothing", headers=admin)
+    assert openai.status_code == 404
+    assert openai.json()["error"]["message"] == "No such endpoint: GET /v1/nothing"
+    assert set(openai.json()["error"]) == {"message", "type", "param", "code"}
+    sessions = await client.get("/api/conversation/nothing/here", headers=admin)
+    assert sessions.status_code == 404 and sessions.json()["code"] == "NOT_FOUND"
+    converse = await client.get("/api/v2/conversations/a/b/c/d", headers=admin)
+    assert converse.status_code == 404
+    assert converse.json() == {"message": "No such endpoint: GET /api/v2/conversations/a/b/c/d"}
+    root = await client.get("/nowhere")
+    assert root.status_code == 404 and root.json()["success"] is False
+
+
+async def test_a_wrong_method_is_405_with_every_allowed_method(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    # /api/conversations has GET (list) and POST (create) as two routes
+    r = await client.delete("/api/conversations", headers=admin)
+    assert r.status_code == 405
+    assert r.headers["allow"] == "GET, POST"
+    assert r.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
+    assert r.json()["error"]["message"] == "DELETE is not allowed here; allowed: GET, POST"
+    completions = await client.get("/v1/chat/completions", headers=admin)
+    assert completions.status_code == 405
+    assert completions.headers["allow"] == "POST"
+    assert completions.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_malformed_json_names_the_line_and_column_not_an_offset(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    broken = '{\n  "type": "UNIFY_CHAT_WITH_AI",\n  "model": gpt-4o-mini\n}'
+    r = await client.post(CHAT, headers=admin, content=broken)
+    assert r.status_code == 400
+    [detail] = r.json()["error"]["details"]
+    assert detail["field"] == "body"
+    assert detail["message"] == "the body is not valid JSON: Expecting value at line 3, column 12"
+    openai = await client.post("/v1/chat/completions", headers=admin, content=broken)
+    assert openai.status_code == 400
+    assert "at line 3, column 12" in openai.json()["error"]["message"]
+
+
+async def test_a_body_too_large_is_413_in_the_dialects_shape(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    big = b'{"x": "' + b"a" * 2_000_000 + b'"}'
+    native = await client.post(CHAT, headers=admin, content=big)
+    assert native.status_code == 413
+    assert native.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    openai = await client.post("/v1/chat/completions", headers=admin, content=big)
+    assert openai.status_code == 413 and "larger than 1 MB" in openai.json()["error"]["message"]

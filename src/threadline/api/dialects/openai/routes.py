@@ -66,6 +66,9 @@ def _validation_error(exc: RequestValidationError) -> dict[str, Any]:
             "We could not parse the JSON body of your request: send a JSON object with "
             "Content-Type: application/json"
         )
+        position = (error.get("ctx") or {}).get("position") if kind == "json_invalid" else None
+        if position:
+            message += f" ({error['ctx'].get('error', 'invalid JSON')} at {position})"
         return encode.error_body(message, "invalid_request_error")
     if kind == "missing":
         message, code = f"Missing required parameter: '{param}'.", "missing_required_parameter"
