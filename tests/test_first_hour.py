@@ -4,6 +4,9 @@ assets endpoint. In process (ASGI), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -177,3 +180,40 @@ async def test_a_body_too_large_is_413_in_the_dialects_shape(
     assert native.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
     openai = await client.post("/v1/chat/completions", headers=admin, content=big)
     assert openai.status_code == 413 and "larger than 1 MB" in openai.json()["error"]["message"]
+
+
+# ---- a config error is one line ------------------------------------------------------------
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
+    command = [sys.executable, "-m", "threadline", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_a_config_typo_is_one_line_naming_file_key_and_what_is_allowed(tmp_path: Path) -> None:
+    (tmp_path / "threadline.toml").write_text('[documents]\nocr_engine = "tess"\n')
+    done = run_cli("models", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "threadline: config error in threadline.toml (or THREADLINE_* variables): "
+        "documents.ocr_engine: 'tess' is not allowed; allowed: 'rapidocr' or 'tesseract'"
+    ]
+    (tmp_path / "threadline.toml").write_text("[documents]\nchunk_char = 900\n")
+    unknown = run_cli("models", cwd=tmp_path).stderr
+    assert "documents.chunk_char: not a known key; allowed keys: advanced_top_k, chunk_chars" in (
+        unknown
+    )
+    assert "Traceback" not in unknown
+    debug = run_cli("--debug", "models", cwd=tmp_path)
+    assert debug.returncode == 2
+    assert "Traceback" in debug.stderr + debug.stdout
+    assert "documents.chunk_char: not a known key" in debug.stderr
+
+
+def test_a_config_file_that_is_not_toml_says_where(tmp_path: Path) -> None:
+    (tmp_path / "threadline.toml").write_text('default_model = "a"\nport = \n')
+    done = run_cli("models", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith("not valid TOML: Invalid value (at line 2, column 8)")

@@ -30,6 +30,18 @@ DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="Where the database and files live")
 ]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML config file")]
+_debug = False
+
+
+@app.callback()
+def main(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks of config errors")
+    ] = False,
+) -> None:
+    """Threadline: a self-hosted conversation API server."""
+    global _debug
+    _debug = debug
 
 
 def _settings(
@@ -41,7 +53,15 @@ def _settings(
         os.environ["THREADLINE_CONFIG"] = str(config)
     if data_dir is not None:
         overrides["data_dir"] = data_dir
-    return Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except Exception as error:
+        from threadline.config_errors import explain
+
+        if _debug:
+            console.print_exception()
+        typer.echo(f"threadline: {explain(error)}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _with_container(
