@@ -4,6 +4,7 @@ assets endpoint. In process (ASGI), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -217,3 +218,48 @@ def test_a_config_file_that_is_not_toml_says_where(tmp_path: Path) -> None:
     done = run_cli("models", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip().endswith("not valid TOML: Invalid value (at line 2, column 8)")
+
+
+# ---- GET /api/assets ------------------------------------------------------------------------
+
+
+async def upload_text(client: httpx.AsyncClient, key: str, name: str) -> dict[str, Any]:
+    files = {"asset": (name, f"Notes called {name}.\n".encode(), "text/plain")}
+    r = await client.post("/api/assets", headers={"API-KEY": key}, files=files)
+    assert r.status_code == 200, r.text
+    return r.json()["asset"]  # type: ignore[no-any-return]
+
+
+async def listed(client: httpx.AsyncClient, key: str, query: str = "") -> dict[str, Any]:
+    for _ in range(300):
+        r = await client.get(f"/api/assets{query}", headers={"API-KEY": key})
+        assert r.status_code == 200, r.text
+        if all(a["status"] != "RUNNING" for a in r.json()["assets"]):
+            return r.json()  # type: ignore[no-any-return]
+        await asyncio.sleep(0.1)
+    raise AssertionError("ingestion did not finish in 30 s")
+
+
+async def test_assets_lists_the_callers_own_newest_first_with_status_and_pages(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    user = await client.post("/api/admin/users", headers=admin, json={"name": "bob"})
+    made = await client.post(
+        "/api/admin/keys", headers=admin, json={"userId": user.json()["user"]["userId"]}
+    )
+    bob = made.json()["apiKey"]["key"]
+    mine = [await upload_text(client, admin["API-KEY"], f"a{i}.txt") for i in range(3)]
+    theirs = await upload_text(client, bob, "bob.txt")
+
+    page = await listed(client, admin["API-KEY"], "?limit=2")
+    assert (page["total"], page["limit"], page["offset"]) == (3, 2, 0)
+    assert [a["name"] for a in page["assets"]] == ["a2.txt", "a1.txt"]
+    first = page["assets"][0]
+    assert first["uuid"] == mine[2]["uuid"] and first["key"] == mine[2]["key"]
+    assert (first["status"], first["pageCount"]) == ("COMPLETE", 1)
+    rest = await listed(client, admin["API-KEY"], "?limit=2&offset=2")
+    assert [a["name"] for a in rest["assets"]] == ["a0.txt"]
+    bobs = await listed(client, bob)
+    assert [a["uuid"] for a in bobs["assets"]] == [theirs["uuid"]] and bobs["total"] == 1
+    bad = await client.get("/api/assets?limit=0", headers=admin)
+    assert bad.status_code == 400
