@@ -5,9 +5,12 @@ assets endpoint. In process (ASGI), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
+import tomllib
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +21,10 @@ from sqlalchemy import select
 
 from tests import loop_watch
 from tests.conftest import Fakes, make_settings
+from threadline.cli_chat import _cli_principal
 from threadline.container import create_app
 from threadline.domain.events import Usage
+from threadline.services.catalog import MODEL_ID_NAMESPACE
 from threadline.settings import ModelConfig, Settings
 from threadline.storage.tables import ai_records
 
@@ -263,3 +268,84 @@ async def test_assets_lists_the_callers_own_newest_first_with_status_and_pages(
     assert [a["uuid"] for a in bobs["assets"]] == [theirs["uuid"]] and bobs["total"] == 1
     bad = await client.get("/api/assets?limit=0", headers=admin)
     assert bad.status_code == 400
+
+
+# ---- the CLI: whole ids, orgs that exist, asset ids that the API takes ------------------------
+
+CLI_CONFIG = """\
+default_model = "a-model-with-a-rather-long-name-for-narrow-terminals"
+
+[models."a-model-with-a-rather-long-name-for-narrow-terminals"]
+provider = "fake"
+
+[embeddings]
+provider = "none"
+"""
+
+
+def cli_env(cwd: Path, *args: str, columns: int = 40) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
+    env["COLUMNS"] = str(columns)
+    command = [sys.executable, "-m", "threadline", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_models_never_truncates_piped_and_as_json(tmp_path: Path) -> None:
+    (tmp_path / "threadline.toml").write_text(CLI_CONFIG)
+    name = "a-model-with-a-rather-long-name-for-narrow-terminals"
+    model_id = str(uuid.uuid5(MODEL_ID_NAMESPACE, name))
+    piped = cli_env(tmp_path, "models")
+    assert piped.returncode == 0, piped.stderr
+    header, row = piped.stdout.splitlines()
+    assert header.split() == ["id", "name", "provider", "capabilities", "default", "aliases"]
+    assert row.split("  ")[0] == model_id and name in row.split()
+    listed = json.loads(cli_env(tmp_path, "models", "--json").stdout)
+    assert listed == [
+        {
+            "id": model_id,
+            "name": name,
+            "provider": "fake",
+            "capabilities": ["chat", "streaming"],
+            "default": True,
+            "aliases": ["gpt-4o-mini"],
+        }
+    ]
+
+
+def test_keys_create_for_an_unknown_org_lists_the_known_ones(tmp_path: Path) -> None:
+    (tmp_path / "threadline.toml").write_text(CLI_CONFIG)
+    first = cli_env(tmp_path, "keys", "create", "--org", "acme", "--create-org")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip().startswith("tl_")
+    typo = cli_env(tmp_path, "keys", "create", "--org", "acmee")
+    assert typo.returncode == 1 and typo.stdout == ""
+    assert typo.stderr.strip() == (
+        "threadline: no org named 'acmee'; known orgs: acme (--create-org creates it)"
+    )
+    again = cli_env(tmp_path, "keys", "create", "--org", "acme")
+    assert again.returncode == 0 and again.stdout.strip().startswith("tl_")
+
+
+async def test_ingest_prints_the_asset_uuid_and_key_that_the_api_takes(
+    tmp_path: Path, fakes: Fakes
+) -> None:
+    (tmp_path / "threadline.toml").write_text(CLI_CONFIG)
+    (tmp_path / "notes.txt").write_text("The meeting room is on the fourth floor.\n")
+    done = await asyncio.to_thread(cli_env, tmp_path, "ingest", "notes.txt")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[-1] == (
+        "Use the uuid or the key in fileList or attachments.files (GET /api/assets lists them)."
+    )
+    row = next(line.split() for line in lines if "notes.txt" in line and "COMPLETE" in line)
+    asset_uuid, asset_key = row[0], row[1]
+    assert asset_key.startswith("files/") and asset_key.endswith("_notes.txt")
+
+    settings = Settings(data_dir=tmp_path / "data", **tomllib.loads(CLI_CONFIG))
+    application = create_app(settings, model_factory=fakes.factory)
+    async with application.router.lifespan_context(application):
+        container = application.state.container
+        principal = await _cli_principal(container)
+        for reference in (asset_uuid, asset_key):
+            asset, document = await container.documents.get_asset(principal, reference)
+            assert str(asset.id) == asset_uuid and document.state.value == "COMPLETE"

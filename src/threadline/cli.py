@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from threadline.settings import Settings
 
@@ -138,7 +137,10 @@ def _print_first_key(secret: str, settings: Settings) -> None:
 
 @keys_app.command("create")
 def keys_create(
-    org: Annotated[str, typer.Option(help="Org name (created if missing)")] = "default",
+    org: Annotated[str, typer.Option(help="Org name (must exist, but for 'default')")] = "default",
+    create_org: Annotated[
+        bool, typer.Option("--create-org", help="Create the org if it does not exist")
+    ] = False,
     role: Annotated[str, typer.Option(help="ADMIN or MEMBER")] = "MEMBER",
     name: Annotated[str, typer.Option(help="The new user's name")] = "user",
     data_dir: DataDir = None,
@@ -152,35 +154,70 @@ def keys_create(
     except ValueError:
         raise typer.BadParameter("role must be ADMIN or MEMBER", param_hint="--role") from None
 
-    async def work(container: Container) -> str:
-        found = await container.account_store.find_org_by_name(org)
-        target = found or await container.account_store.create_org(org, is_system=org == "default")
+    async def work(container: Container) -> str | None:
+        store = container.account_store
+        found = await store.find_org_by_name(org)
+        if found is None and not (create_org or org == "default"):
+            known = sorted(o.name for o in await store.list_orgs())
+            typer.echo(
+                f"threadline: no org named {org!r}; known orgs: {', '.join(known) or 'none'} "
+                "(--create-org creates it)",
+                err=True,
+            )
+            return None
+        target = found or await store.create_org(org, is_system=org == "default")
         issued = await container.accounts.issue_key(
             target, role=role_value, user_name=name, created_by="CLI"
         )
         return issued.secret
 
-    typer.echo(_with_container(_settings(data_dir, config), work))
+    secret = _with_container(_settings(data_dir, config), work)
+    if secret is None:
+        raise typer.Exit(1)
+    typer.echo(secret)
 
 
 @app.command()
-def models(config: ConfigFile = None) -> None:
-    """List the configured models."""
+def models(
+    config: ConfigFile = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """List the configured models (whole ids: plain columns when piped, or --json)."""
+    from threadline.cli_tables import print_table
     from threadline.providers import build_model
     from threadline.services.catalog import ModelCatalog
 
     settings = _settings(None, config)
-    catalog = ModelCatalog(settings.models, settings.default_model, build_model)
-    table = Table("id", "name", "provider", "capabilities", "default")
-    for m in catalog.list():
-        table.add_row(
+    catalog = ModelCatalog(
+        settings.models, settings.default_model, build_model, aliases=settings.model_aliases()
+    )
+    if as_json:
+        listed = [
+            {
+                "id": str(m.id),
+                "name": m.name,
+                "provider": m.provider,
+                "capabilities": list(m.capabilities),
+                "default": m.name == catalog.default,
+                "aliases": catalog.aliases_of(m.name),
+            }
+            for m in catalog.list()
+        ]
+        typer.echo(json.dumps(listed, indent=2))
+        return
+    columns = ("id", "name", "provider", "capabilities", "default", "aliases")
+    rows = [
+        (
             str(m.id),
             m.name,
             m.provider,
             ", ".join(m.capabilities),
             "yes" if m.name == catalog.default else "",
+            ", ".join(catalog.aliases_of(m.name)),
         )
-    console.print(table)
+        for m in catalog.list()
+    ]
+    print_table(console, columns, rows)
 
 
 @app.command()
