@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -349,3 +350,24 @@ async def test_ingest_prints_the_asset_uuid_and_key_that_the_api_takes(
         for reference in (asset_uuid, asset_key):
             asset, document = await container.documents.get_asset(principal, reference)
             assert str(asset.id) == asset_uuid and document.state.value == "COMPLETE"
+
+
+# ---- /docs and /redoc offline ---------------------------------------------------------------
+
+
+async def test_docs_and_redoc_load_everything_from_the_server_itself(
+    client: httpx.AsyncClient,
+) -> None:
+    for page in ("/docs", "/redoc"):
+        r = await client.get(page)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        sources = re.findall(r'(?:src|href)="([^"]+)"', r.text)
+        assert sources, r.text
+        assert not [s for s in sources if "//" in s], sources  # no other host
+        assert "http" not in r.text.replace("'/openapi.json'", "")
+        for source in sources:
+            asset = await client.get(source)
+            assert asset.status_code == 200, source
+            assert len(asset.content) > 4000
+    assert (await client.get("/docs-assets/../../etc/passwd")).status_code == 404
+    assert (await client.get("/docs-assets/core.py")).status_code == 404

@@ -13,7 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from threadline import __version__
-from threadline.api import admin, fallback, system
+from threadline.api import admin, docs_pages, fallback, system
 from threadline.api.dialects import converse, oneminai, openai, sessions
 from threadline.api.dialects.openai.encode import error_body as openai_error
 from threadline.api.middleware import BodyLimit, RequestContext, native_error
@@ -142,10 +142,13 @@ def build_app(container: Container) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # docs_pages: the same pages, their assets from a wheel, not a CDN
+        redoc_url=None,
     )
     app.state.container = container
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     _serve_openapi_off_the_loop(app)
+    docs_pages.install(app)
     for router in (
         system.router,
         admin.router,
