@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tomllib
@@ -22,6 +23,8 @@ from sqlalchemy import select
 
 from tests import loop_watch
 from tests.conftest import Fakes, make_settings
+from tests.server_process import ServerProcess
+from threadline import __version__
 from threadline.cli_chat import _cli_principal
 from threadline.container import create_app
 from threadline.domain.events import Usage
@@ -371,3 +374,40 @@ async def test_docs_and_redoc_load_everything_from_the_server_itself(
             assert len(asset.content) > 4000
     assert (await client.get("/docs-assets/../../etc/passwd")).status_code == 404
     assert (await client.get("/docs-assets/core.py")).status_code == 404
+
+
+# ---- startup output and a clean stop ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_serve_says_where_it_is_and_stops_cleanly(tmp_path: Path, stop_signal: int) -> None:
+    server = ServerProcess(tmp_path / "data", models={"smollm2-135m": {"provider": "fake"}})
+    server.start()
+    first = server.output()
+    assert f"Listening on {server.base_url}" in first
+    assert f"Threadline {__version__}" in first
+    assert f"data dir     {(tmp_path / 'data').resolve()}" in first
+    assert "database     sqlite" in first
+    assert "model        smollm2-135m: fake, chat, streaming (default); also answers to " in first
+    assert "gpt-4o-mini" in first
+    assert 'web search   off; [search] provider = "ddgs"' in first
+    assert "OCR          on, rapidocr (from pip)" in first
+    assert "embeddings   off (full-text search only)" in first
+    assert f"  export TL_URL={server.base_url}\n" in first
+    assert f"  export TL_KEY={server.key}\n" in first
+    r = httpx.get(f"{server.base_url}/api/me", headers=server.headers())
+    assert r.status_code == 200
+
+    proc = server._proc
+    assert proc is not None
+    proc.send_signal(stop_signal)
+    assert proc.wait(60) == 0
+    server._proc = None
+    output = server.output()
+    assert "Traceback" not in output and "Error" not in output, output
+    assert output.rstrip().endswith("Stopped.")
+
+    server.start()  # not the first start: no key, no export lines
+    again = server.output(since_start=True)
+    assert "Listening on" in again and "TL_KEY" not in again and server.key not in again
+    server.stop()

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
+from threadline import startup
 from threadline.settings import Settings
 
 if TYPE_CHECKING:
@@ -97,8 +100,11 @@ def serve(
     settings = _settings(data_dir, config, **overrides)
     configure_logging(settings.log_level, settings.log_json)
     issued = _with_container(settings, lambda c: c.bootstrap())
+    for line in startup.summary(settings):
+        typer.echo(line)
     if issued is not None:
-        _print_first_key(issued.secret, settings)
+        for line in startup.first_key(issued.secret, settings):
+            typer.echo(line)
     app = create_app(settings)
     # What is loaded by now (modules, the app) lives as long as the process: keep it out of
     # the cyclic collector's full passes, which otherwise stall the event loop ~100 ms each.
@@ -106,7 +112,7 @@ def serve(
     # The database's worker threads (aiosqlite) need the GIL for a moment per statement; on a
     # busy event loop they would wait up to the default 5 ms switch interval each time.
     sys.setswitchinterval(0.0005)
-    uvicorn.run(
+    server_config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -115,24 +121,39 @@ def serve(
         loop="auto",  # uvloop when installed (the `fast` extra), else asyncio
         http="auto",
     )
+    server = _announcing_server(server_config, f"Listening on {startup.base_url(settings)}")
+    # uvicorn handles Ctrl-C and SIGTERM (a graceful stop), then raises the signal again
+    # for the handler it found: make that handler a quiet end, not KeyboardInterrupt's
+    # traceback and exit 130, nor SIGTERM's default death.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, _stopped)
+    with contextlib.suppress(_Stopped):
+        server.run()
+    typer.echo("Stopped.")
 
 
-def _print_first_key(secret: str, settings: Settings) -> None:
-    body = json.dumps(
-        {
-            "type": "UNIFY_CHAT_WITH_AI",
-            "model": settings.default_model,
-            "promptObject": {"prompt": "Say hello"},
-        }
-    )
-    curl = (
-        f"curl http://{settings.host}:{settings.port}/api/chat-with-ai "
-        f"-H 'API-KEY: {secret}' -H 'Content-Type: application/json' -d '{body}'"
-    )
-    console.print("\nFirst start: an admin API key was created. It is shown only once:\n")
-    console.print(f"  {secret}\n", highlight=False, soft_wrap=True)
-    console.print("Try it:", highlight=False)
-    console.print(f"  {curl}\n", highlight=False, soft_wrap=True, markup=False)
+class _Stopped(Exception):
+    """Raised by the stop signals' handler once uvicorn has shut down."""
+
+
+def _stopped(signum: int, _frame: object) -> None:
+    raise _Stopped(signum)
+
+
+def _announcing_server(config: Any, announcement: str) -> Any:
+    """uvicorn's server, saying where it listens once it does (uvicorn's own line is at
+    INFO, which `log_level="warning"` keeps quiet). Ctrl-C and SIGTERM end it cleanly:
+    uvicorn stops accepting, lets running replies finish (up to the graceful timeout),
+    and returns."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                typer.echo(announcement)
+
+    return Server(config)
 
 
 @keys_app.command("create")
