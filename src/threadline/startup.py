@@ -83,7 +83,7 @@ def features(settings: Settings) -> list[str]:
     worker = (
         "in this process"
         if docs.embedded_worker
-        else "off here; run `threadline worker` (documents.embedded_worker = false)"
+        else "not in this process (documents.embedded_worker = false): run `threadline worker`"
     )
     return [
         f"OCR          {ocr}",
