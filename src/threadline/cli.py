@@ -57,7 +57,7 @@ def _settings(
         overrides["data_dir"] = data_dir
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
-    except Exception as error:
+    except (ValueError, OSError) as error:  # pydantic's and tomllib's errors are ValueErrors
         from threadline.config_errors import explain
 
         if _debug:
