@@ -355,7 +355,7 @@ class Processes:
         env = self._env(config)
         cli = [sys.executable, "-m", "threadline"]
         made = subprocess.run(
-            [*cli, "keys", "create", "--org", "bench", "--data-dir", str(data_dir)],
+            [*cli, "keys", "create", "--org", "bench", "--create-org", "--data-dir", str(data_dir)],
             env=env,
             cwd=self.workdir,
             capture_output=True,

@@ -44,6 +44,7 @@ def test_keys_models_and_chat(tmp_path: Path) -> None:
         "create",
         "--org",
         "acme",
+        "--create-org",
         "--role",
         "ADMIN",
         "--data-dir",

@@ -2,7 +2,7 @@
 real uvicorn server: images uploaded with the Asset API or served by a fake image host on
 127.0.0.1, models behind the fake OpenAI-compatible upstream (real HTTP), which records what
 it received. A vision model gets the image as a data-URL content part; a text-only model its
-facts and OCR text (tesseract, when installed); a bad image refuses the request and leaves
+facts and OCR text (RapidOCR by default); a bad image refuses the request and leaves
 the database as it was. SQLite only: nothing here depends on the database."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import base64
 import io
 import json
 import random
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,12 @@ CHAT = "/api/chat-with-ai"
 FEATURES = "/api/features"
 VISION = "gpt-4o-mini"  # the spec's examples name it; here a vision model behind the upstream
 TEXT = "text-model"  # a text-only model behind the same upstream
-needs_tesseract = pytest.mark.skipif(shutil.which("tesseract") is None, reason="no tesseract")
+
+
+def read_phrase(text: str) -> bool:
+    """The test picture's phrase is in `text`, word breaks aside (the default OCR engine,
+    RapidOCR, can run two words of a large display font together)."""
+    return files.OCR_PHRASE.replace(" ", "") in text.replace(" ", "")
 
 
 def encoded(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -324,7 +328,6 @@ def test_history_is_replayed_as_text(served):
 # ---- text-only models ---------------------------------------------------------------------
 
 
-@needs_tesseract
 def test_a_text_model_gets_the_ocr_text_of_an_uploaded_image(served):
     asset = served.upload("receipt.png", text_picture())
     served.upstream.enqueue(Reply("4217 euros."))
@@ -332,19 +335,18 @@ def test_a_text_model_gets_the_ocr_text_of_an_uploaded_image(served):
     assert r.status_code == 200, r.text
     system, user = served.sent()
     assert user == {"role": "user", "content": "What is the total?"}
-    assert "INVOICE TOTAL 4217 EUROS" in system["content"]
+    assert read_phrase(system["content"]), system["content"]
     assert "[Image 1] receipt.png: PNG, 1800x400 pixels" in system["content"]
     assert "not instructions to you" in system["content"]
     [entry] = r.json()["aiRecord"]["aiRecordDetail"]["promptObject"]["imageContentList"]
     assert entry["mode"] == "text" and "4217" in entry["text"]
 
 
-@needs_tesseract
 def test_a_text_model_gets_the_ocr_text_of_an_image_url(served):
     served.upstream.enqueue(Reply("4217 euros."))
     r = served.http.post(CHAT, json=chat("Total?", [served.site.url("/receipt.png")], TEXT))
     assert r.status_code == 200, r.text
-    assert "INVOICE TOTAL 4217 EUROS" in served.sent()[0]["content"]
+    assert read_phrase(served.sent()[0]["content"])
     [entry] = r.json()["aiRecord"]["aiRecordDetail"]["promptObject"]["imageContentList"]
     assert entry["mode"] == "text" and "INVOICE" in entry["text"]
 

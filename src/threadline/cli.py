@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
-from rich.table import Table
 
+from threadline import startup
 from threadline.settings import Settings
 
 if TYPE_CHECKING:
@@ -31,6 +32,18 @@ DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="Where the database and files live")
 ]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML config file")]
+_debug = False
+
+
+@app.callback()
+def main(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks of config errors")
+    ] = False,
+) -> None:
+    """Threadline: a self-hosted conversation API server."""
+    global _debug
+    _debug = debug
 
 
 def _settings(
@@ -44,11 +57,12 @@ def _settings(
         overrides["data_dir"] = data_dir
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:  # a configuration error: what and where, no traceback
-        for error in exc.errors(include_url=False, include_input=False):
-            where = ".".join(str(part) for part in error["loc"]) or "config"
-            message = str(error["msg"]).removeprefix("Value error, ")
-            typer.echo(f"error: {where}: {message}", err=True)
+    except (ValueError, OSError) as error:  # pydantic's and tomllib's errors are ValueErrors
+        from threadline.config_errors import explain
+
+        if _debug:
+            console.print_exception()
+        typer.echo(f"threadline: {explain(error)}", err=True)
         raise typer.Exit(2) from None
 
 
@@ -86,8 +100,11 @@ def serve(
     settings = _settings(data_dir, config, **overrides)
     configure_logging(settings.log_level, settings.log_json)
     issued = _with_container(settings, lambda c: c.bootstrap())
+    for line in startup.summary(settings):
+        typer.echo(line)
     if issued is not None:
-        _print_first_key(issued.secret, settings)
+        for line in startup.first_key(issued.secret, settings):
+            typer.echo(line)
     app = create_app(settings)
     # What is loaded by now (modules, the app) lives as long as the process: keep it out of
     # the cyclic collector's full passes, which otherwise stall the event loop ~100 ms each.
@@ -95,7 +112,7 @@ def serve(
     # The database's worker threads (aiosqlite) need the GIL for a moment per statement; on a
     # busy event loop they would wait up to the default 5 ms switch interval each time.
     sys.setswitchinterval(0.0005)
-    uvicorn.run(
+    server_config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -104,29 +121,47 @@ def serve(
         loop="auto",  # uvloop when installed (the `fast` extra), else asyncio
         http="auto",
     )
+    server = _announcing_server(server_config, f"Listening on {startup.base_url(settings)}")
+    # uvicorn handles Ctrl-C and SIGTERM (a graceful stop), then raises the signal again
+    # for the handler it found: make that handler a quiet end, not KeyboardInterrupt's
+    # traceback and exit 130, nor SIGTERM's default death.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, _stopped)
+    with contextlib.suppress(_Stopped):
+        server.run()
+    typer.echo("Stopped.")
 
 
-def _print_first_key(secret: str, settings: Settings) -> None:
-    body = json.dumps(
-        {
-            "type": "UNIFY_CHAT_WITH_AI",
-            "model": settings.default_model,
-            "promptObject": {"prompt": "Say hello"},
-        }
-    )
-    curl = (
-        f"curl http://{settings.host}:{settings.port}/api/chat-with-ai "
-        f"-H 'API-KEY: {secret}' -H 'Content-Type: application/json' -d '{body}'"
-    )
-    console.print("\nFirst start: an admin API key was created. It is shown only once:\n")
-    console.print(f"  {secret}\n", highlight=False, soft_wrap=True)
-    console.print("Try it:", highlight=False)
-    console.print(f"  {curl}\n", highlight=False, soft_wrap=True, markup=False)
+class _Stopped(Exception):
+    """Raised by the stop signals' handler once uvicorn has shut down."""
+
+
+def _stopped(signum: int, _frame: object) -> None:
+    raise _Stopped(signum)
+
+
+def _announcing_server(config: Any, announcement: str) -> Any:
+    """uvicorn's server, saying where it listens once it does (uvicorn's own line is at
+    INFO, which `log_level="warning"` keeps quiet). Ctrl-C and SIGTERM end it cleanly:
+    uvicorn stops accepting, lets running replies finish (up to the graceful timeout),
+    and returns."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                typer.echo(announcement)
+
+    return Server(config)
 
 
 @keys_app.command("create")
 def keys_create(
-    org: Annotated[str, typer.Option(help="Org name (created if missing)")] = "default",
+    org: Annotated[str, typer.Option(help="Org name (must exist, but for 'default')")] = "default",
+    create_org: Annotated[
+        bool, typer.Option("--create-org", help="Create the org if it does not exist")
+    ] = False,
     role: Annotated[str, typer.Option(help="ADMIN or MEMBER")] = "MEMBER",
     name: Annotated[str, typer.Option(help="The new user's name")] = "user",
     data_dir: DataDir = None,
@@ -134,37 +169,70 @@ def keys_create(
 ) -> None:
     """Create a user with a key in an org; prints only the key."""
     from threadline.domain.entities import Role
+    from threadline.domain.errors import NotFound
 
     try:
         role_value = Role(role.upper())
     except ValueError:
         raise typer.BadParameter("role must be ADMIN or MEMBER", param_hint="--role") from None
 
-    async def work(container: Container) -> str:
-        issued = await container.accounts.issue_key_in(org, role=role_value, user_name=name)
+    async def work(container: Container) -> str | None:
+        try:
+            issued = await container.accounts.issue_key_in(
+                org, role=role_value, user_name=name, create=create_org
+            )
+        except NotFound as missing:
+            typer.echo(f"threadline: {missing.message} (--create-org creates it)", err=True)
+            return None
         return issued.secret
 
-    typer.echo(_with_container(_settings(data_dir, config), work))
+    secret = _with_container(_settings(data_dir, config), work)
+    if secret is None:
+        raise typer.Exit(1)
+    typer.echo(secret)
 
 
 @app.command()
-def models(config: ConfigFile = None) -> None:
-    """List the configured models."""
+def models(
+    config: ConfigFile = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """List the configured models (whole ids: plain columns when piped, or --json)."""
+    from threadline.cli_tables import print_table
     from threadline.providers.registry import REGISTRY
     from threadline.services.catalog import ModelCatalog
 
     settings = _settings(None, config)
-    catalog = ModelCatalog(settings.models, settings.default_model, REGISTRY)
-    table = Table("id", "name", "provider", "capabilities", "default")
-    for m in catalog.list():
-        table.add_row(
+    catalog = ModelCatalog(
+        settings.models, settings.default_model, REGISTRY, aliases=settings.model_aliases()
+    )
+    if as_json:
+        listed = [
+            {
+                "id": str(m.id),
+                "name": m.name,
+                "provider": m.provider,
+                "capabilities": list(m.capabilities),
+                "default": m.name == catalog.default,
+                "aliases": catalog.aliases_of(m.name),
+            }
+            for m in catalog.list()
+        ]
+        typer.echo(json.dumps(listed, indent=2))
+        return
+    columns = ("id", "name", "provider", "capabilities", "default", "aliases")
+    rows = [
+        (
             str(m.id),
             m.name,
             m.provider,
             ", ".join(m.capabilities),
             "yes" if m.name == catalog.default else "",
+            ", ".join(catalog.aliases_of(m.name)),
         )
-    console.print(table)
+        for m in catalog.list()
+    ]
+    print_table(console, columns, rows)
 
 
 @app.command()

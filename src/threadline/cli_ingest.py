@@ -17,9 +17,9 @@ from uuid import UUID
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from threadline.domain.documents import Document, DocumentState
+from threadline.cli_tables import print_table
+from threadline.domain.documents import Asset, Document, DocumentState
 from threadline.domain.errors import ThreadlineError
 from threadline.services.documents import Upload
 
@@ -50,7 +50,7 @@ async def run_ingest(container: Container, paths: Sequence[Path], conversation: 
             console.print(f"[red]error:[/] conversation {conversation} not found")
             return 1
     files = expand(paths)
-    documents: list[Document] = []
+    documents: list[tuple[Asset, Document]] = []
     failures = 0
     with _progress() as progress:
         task = progress.add_task("ingesting", total=len(files))
@@ -67,10 +67,11 @@ async def run_ingest(container: Container, paths: Sequence[Path], conversation: 
                 continue
             await container.worker.run_until_idle()
             document = await container.documents.get_document(caller, outcome.document.id)
-            documents.append(document)
+            assert outcome.asset is not None  # a document is always of an asset
+            documents.append((outcome.asset, document))
             failures += document.state is DocumentState.FAILED
             progress.advance(task)
-    console.print(_summary(documents))
+    _summary(documents)
     return 1 if failures else 0
 
 
@@ -84,13 +85,30 @@ def _progress() -> Progress:
     )
 
 
-def _summary(documents: Sequence[Document]) -> Table:
-    table = Table("id", "name", "state", "pages", "characters", "reason")
-    for d in documents:
-        table.add_row(
-            str(d.id), d.name, d.state.value, str(d.page_count), str(d.char_count), d.reason or ""
+def _summary(documents: Sequence[tuple[Asset, Document]]) -> None:
+    """Each file's asset uuid and key (what `fileList` and `attachments.files` take), and
+    how its ingestion ended."""
+    columns = ("uuid", "key", "name", "state", "pages", "characters", "reason")
+    rows = [
+        (
+            str(a.id),
+            a.key,
+            d.name,
+            d.state.value,
+            str(d.page_count),
+            str(d.char_count),
+            d.reason or "",
         )
-    return table
+        for a, d in documents
+    ]
+    print_table(console, columns, rows)
+    if documents:
+        console.print(
+            "Use the uuid or the key in fileList or attachments.files "
+            "(GET /api/assets lists them).",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 async def run_worker(container: Container) -> int:

@@ -82,6 +82,7 @@ class Container:
             PROVIDER_REGISTRY,
             factory=model_factory,
             image_factory=image_factory,
+            aliases=settings.model_aliases(),
         )
         self.runs = RunRegistry(settings.stream_retention_seconds)
         self.replays = ReplayService(self.runs, self.record_store, self.account_store)
@@ -212,6 +213,7 @@ class Container:
             memory_mb=config.parse_memory_mb,
             max_pages=config.max_pages,
             ocr=config.ocr,
+            ocr_engine=config.ocr_engine,
         )
         self.documents = DocumentService(
             self.document_store,

@@ -20,6 +20,9 @@ from threadline import __version__
 from threadline.providers.registry import PROVIDERS, provider
 
 DEFAULT_MODEL_NAME = "smollm2-135m"
+EXAMPLE_MODEL_NAMES = ("gpt-4o-mini",)
+"""The model names the API documents' examples use. Without an `[aliases]` table they are
+aliases of `default_model` (unless configured as models), so the examples run verbatim."""
 
 
 class Credits(BaseModel):
@@ -153,8 +156,11 @@ class DocumentSettings(BaseModel):
     max_request_bytes: int = Field(100 * 1024 * 1024, ge=1)
     max_documents_per_conversation: int = Field(100, ge=1)
     parse_timeout_seconds: float = Field(120.0, gt=0)
-    parse_memory_mb: int = Field(1024, ge=64)
-    ocr: bool = True  # use tesseract for image-only pages and images when installed
+    parse_memory_mb: int = Field(2048, ge=64)  # address space; OCR (rapidocr) needs 2048
+    ocr: bool = True  # read image-only PDF pages and uploaded images with OCR
+    # "rapidocr" (pip-installed, its models in its wheel) or "tesseract" (Debian's
+    # tesseract-ocr package, installed separately)
+    ocr_engine: Literal["rapidocr", "tesseract"] = "rapidocr"
     chunk_chars: int = Field(1200, ge=100)
     chunk_overlap_chars: int = Field(150, ge=0)
     top_k: int = Field(6, ge=1, le=50)
@@ -308,6 +314,9 @@ class Settings(BaseSettings):
 
     default_model: str = DEFAULT_MODEL_NAME
     models: dict[str, ModelConfig] = Field(default_factory=_default_models)
+    # `[aliases]` "gpt-4o-mini" = "smollm2-135m": another name a request may use for a model.
+    # Unset: EXAMPLE_MODEL_NAMES -> default_model. `[aliases]` empty: no aliases.
+    aliases: dict[str, str] | None = None
 
     rate_limit_per_minute: int = Field(600, ge=0, description="per API key; 0 turns it off")
     default_credit_limit: int = Field(1_000_000, ge=0)
@@ -357,6 +366,26 @@ class Settings(BaseSettings):
                 f"({', '.join(sorted(self.models)) or 'none'})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _check_aliases(self) -> Settings:
+        known = ", ".join(sorted(self.models)) or "none"
+        for alias, target in (self.aliases or {}).items():
+            if alias in self.models:
+                raise ValueError(
+                    f"[aliases] {alias!r} is a configured model itself; an alias is another name"
+                )
+            if target not in self.models:
+                raise ValueError(
+                    f"[aliases] {alias!r} = {target!r}: not a configured model ({known})"
+                )
+        return self
+
+    def model_aliases(self) -> dict[str, str]:
+        """Alias -> model: the `[aliases]` table, or the examples' names -> default_model."""
+        if self.aliases is not None:
+            return dict(self.aliases)
+        return {name: self.default_model for name in EXAMPLE_MODEL_NAMES if name not in self.models}
 
     @model_validator(mode="after")
     def _check_memory_model(self) -> Settings:

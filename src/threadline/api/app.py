@@ -13,7 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from threadline import __version__
-from threadline.api import admin, system
+from threadline.api import admin, docs_pages, fallback, system
 from threadline.api.dialects import converse, oneminai, openai, sessions
 from threadline.api.dialects.openai.encode import error_body as openai_error
 from threadline.api.middleware import BodyLimit, RequestContext, native_error
@@ -35,6 +35,7 @@ ASSET_UPLOAD_PATH = "/api/assets"  # 1min.ai's Asset API
 MULTIPART_OVERHEAD = 1024 * 1024
 OPENAI_PREFIX = "/v1"  # the OpenAI dialect's routes
 SESSIONS_PREFIX = "/api/conversation"  # the Conversation Service's (not 1min.ai's /conversations)
+CONVERSE_PREFIXES = ("/api/v2/conversations", "/v2/conversations")  # AI Hub Converse's
 
 
 def body_cap(container: Container, path: str) -> int:
@@ -56,6 +57,19 @@ def _too_large_body(path: str, message: str) -> dict[str, Any]:
     if path == SESSIONS_PREFIX or path.startswith(SESSIONS_PREFIX + "/"):
         return {"detail": message, "code": "PAYLOAD_TOO_LARGE"}
     return native_error(path, message)
+
+
+def _dialect_prefixes(app: FastAPI) -> list[tuple[str, Any]]:
+    """The path prefixes whose unknown routes answer in a dialect's shape other than
+    Threadline's own, each with the renderer of that dialect's routes."""
+    found = []
+    for prefix in (OPENAI_PREFIX, SESSIONS_PREFIX, *CONVERSE_PREFIXES):
+        for route in app.routes:
+            path = getattr(route, "path", "")
+            if path.startswith(prefix + "/") and hasattr(route, "renderer"):
+                found.append((prefix, route.renderer))
+                break
+    return found
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -129,10 +143,13 @@ def build_app(container: Container) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # docs_pages: the same pages, their assets from a wheel, not a CDN
+        redoc_url=None,
     )
     app.state.container = container
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     _serve_openapi_off_the_loop(app)
+    docs_pages.install(app)
     for router in (
         system.router,
         admin.router,
@@ -142,6 +159,7 @@ def build_app(container: Container) -> FastAPI:
         openai.router,
     ):
         app.router.routes.extend(merged(router).routes)  # built once, not once per app
+    fallback.install(app, _dialect_prefixes(app))
     app.add_middleware(
         BodyLimit, max_bytes=lambda path: body_cap(container, path), error=_too_large_body
     )

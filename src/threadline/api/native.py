@@ -76,6 +76,9 @@ def describe(field: str, error: dict[str, Any]) -> str:
     if kind == "extra_forbidden":
         return f"{name} is not a known field"
     if kind == "json_invalid":
+        ctx = error.get("ctx") or {}
+        if "position" in ctx:
+            return f"the body is not valid JSON: {ctx.get('error', 'invalid')} at {ctx['position']}"
         return "the body is not valid JSON"
     simple = {
         "string_type": "a string",

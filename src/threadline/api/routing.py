@@ -79,12 +79,19 @@ class InternalError(ThreadlineError):
     code = "INTERNAL_ERROR"
 
 
+class MethodNotAllowed(ThreadlineError):
+    status = 405
+    code = "METHOD_NOT_ALLOWED"
+
+
 def route_class(render: ErrorRenderer, responses: Responses | None = None) -> type[APIRoute]:
     """`responses`: the error responses every route of the dialect declares (a route's own
     `responses=` entries take precedence)."""
     shared = responses or {}
 
     class DialectRoute(APIRoute):
+        renderer = staticmethod(render)  # what app-level errors on this dialect's paths use
+
         def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
             kwargs["responses"] = {**shared, **(kwargs.get("responses") or {})}
             super().__init__(path, endpoint, **kwargs)
@@ -99,7 +106,9 @@ def route_class(render: ErrorRenderer, responses: Responses | None = None) -> ty
                     return await handler(request)
                 except Unrepresentable as exc:
                     return render(request, exc.as_validation_error())
-                except (ThreadlineError, RequestValidationError) as exc:
+                except RequestValidationError as exc:
+                    return render(request, located(exc, request))
+                except ThreadlineError as exc:
                     return render(request, exc)
                 except HTTPException as exc:
                     return render(request, from_http_exception(exc))
@@ -118,6 +127,7 @@ _BY_STATUS: dict[int, type[ThreadlineError]] = {
     403: errors.Forbidden,
     404: errors.NotFound,
     409: errors.Conflict,
+    405: MethodNotAllowed,
     413: errors.PayloadTooLarge,
     422: errors.Unprocessable,
 }
@@ -138,6 +148,33 @@ def stream_failed(where: str) -> Failed:
     the dialect encodes as its error frame."""
     log.exception("stream failed", stream=where)
     return STREAM_FAILED
+
+
+def located(exc: RequestValidationError, request: Request) -> RequestValidationError:
+    """A body that is not JSON: pydantic names the character offset as the field ("26").
+    Here the field is the body and `ctx.position` says "line 2, column 7" (what an editor
+    shows), for the renderers' messages."""
+    errors = exc.errors()
+    if not any(error.get("type") == "json_invalid" for error in errors):
+        return exc
+    body = getattr(request, "_body", b"")
+    fixed = []
+    for error in errors:
+        if error.get("type") == "json_invalid":
+            loc = error.get("loc", ())
+            offset = loc[-1] if loc and isinstance(loc[-1], int) else 0
+            ctx = {**(error.get("ctx") or {}), "position": json_position(body, offset)}
+            error = {**error, "loc": ("body",), "ctx": ctx}
+        fixed.append(error)
+    return RequestValidationError(fixed, body=exc.body)
+
+
+def json_position(body: bytes, offset: int) -> str:
+    """The 1-based line and column of character `offset` of `body` (UTF-8)."""
+    before = body.decode("utf-8", "replace")[:offset]
+    line = before.count("\n") + 1
+    column = offset - (before.rfind("\n") + 1) + 1
+    return f"line {line}, column {column}"
 
 
 def from_http_exception(exc: HTTPException) -> ThreadlineError:

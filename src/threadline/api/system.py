@@ -29,10 +29,13 @@ async def metrics(container: ContainerDep) -> Response:
 @router.get("/api/models")
 async def list_models(_: PrincipalDep, container: ContainerDep) -> dict[str, Any]:
     catalog = container.catalog
-    return {"models": [_model(m, m.name == catalog.default) for m in catalog.list()]}
+    models = [
+        _model(m, m.name == catalog.default, catalog.aliases_of(m.name)) for m in catalog.list()
+    ]
+    return {"models": models, "aliases": dict(sorted(catalog.aliases.items()))}
 
 
-def _model(m: CatalogModel, default: bool) -> dict[str, Any]:
+def _model(m: CatalogModel, default: bool, aliases: list[str]) -> dict[str, Any]:
     credits: dict[str, float] = {
         "inputPer1k": m.config.credits.input_per_1k,
         "outputPer1k": m.config.credits.output_per_1k,
@@ -47,6 +50,7 @@ def _model(m: CatalogModel, default: bool) -> dict[str, Any]:
         "kind": m.config.kind,
         "vision": m.config.vision,
         "default": default,
+        "aliases": aliases,
         "credits": credits,
     }
 

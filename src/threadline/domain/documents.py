@@ -188,6 +188,12 @@ class DocumentStore(Protocol):
         """Delete the asset, its document, chunks and conversation links."""
         ...
 
+    async def list_assets(
+        self, org_id: UUID, user_id: UUID, *, limit: int, offset: int
+    ) -> tuple[list[tuple[Asset, Document]], int]:
+        """One user's assets with their documents, newest first, and how many there are."""
+        ...
+
     async def create_document(self, asset: Asset) -> Document:
         """A RUNNING document for the asset."""
         ...

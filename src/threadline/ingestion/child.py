@@ -84,6 +84,7 @@ def handle(request: wire.Request) -> dict[str, Any]:
         timeout_seconds=request.timeout_seconds,
         ocr=request.ocr,
         ocr_languages=request.ocr_languages,
+        ocr_engine=request.ocr_engine,
     )
     _limit_cpu(job.timeout_seconds)
     if not os.path.isfile(request.path):

@@ -75,6 +75,7 @@ class SandboxedParser:
         ocr: bool,
         *,
         ocr_languages: str = "eng",
+        ocr_engine: str = "rapidocr",
         pool_size: int = 2,
         files_per_child: int = 100,
         command: Sequence[str] | None = None,
@@ -84,6 +85,7 @@ class SandboxedParser:
         self.max_pages = max_pages
         self.ocr = ocr
         self.ocr_languages = ocr_languages
+        self.ocr_engine = ocr_engine
         self.pool_size = pool_size
         self.files_per_child = files_per_child
         base = command or (sys.executable, "-P", "-s", "-m", "threadline.ingestion.child")
@@ -107,6 +109,7 @@ class SandboxedParser:
             timeout_seconds=self.timeout_seconds,
             ocr=self.ocr,
             ocr_languages=self.ocr_languages,
+            ocr_engine=self.ocr_engine,
         )
         child = await self._checkout()
         try:

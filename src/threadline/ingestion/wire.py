@@ -36,6 +36,7 @@ class Request:
     timeout_seconds: float
     ocr: bool
     ocr_languages: str
+    ocr_engine: str = "rapidocr"
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), ensure_ascii=False).encode() + b"\n"

@@ -134,10 +134,16 @@ class AccountService:
 
     # ---- the command line (no API key: it acts on the data dir it was given) ----
 
-    async def issue_key_in(self, org_name: str, *, role: Role, user_name: str) -> IssuedKey:
-        """A new user with a key in the org of that name, made if missing (the org named
-        like the system org is made as the system org)."""
+    async def issue_key_in(
+        self, org_name: str, *, role: Role, user_name: str, create: bool = False
+    ) -> IssuedKey:
+        """A new user with a key in the org of that name. A missing org is made only when
+        asked (`create`), or when it is the system org (made as the system org); otherwise
+        NotFound names the orgs there are (a typo must not make a new org)."""
         org = await self._store.find_org_by_name(org_name)
+        if org is None and not (create or org_name == SYSTEM_ORG_NAME):
+            known = sorted(o.name for o in await self._store.list_orgs())
+            raise NotFound(f"no org named {org_name!r}; known orgs: {', '.join(known) or 'none'}")
         if org is None:
             org = await self._store.create_org(org_name, is_system=org_name == SYSTEM_ORG_NAME)
         return await self.issue_key(org, role=role, user_name=user_name, created_by="CLI")

@@ -3,7 +3,9 @@ the one live `ChatModel` (or `ImageModel`) per entry, built on first use by the 
 registry the container gives (`providers/registry.py`), which also names each provider.
 
 A model is of one kind: `get()` finds chat models (everything that chats asks it),
-`image_entry()` image models; each refuses the other kind with a 422 naming the right ones."""
+`image_entry()` image models; each refuses the other kind with a 422 naming the right ones.
+Both accept an alias (`[aliases]`) and answer with the model it names: what is recorded,
+charged and reported is the model that really answers, never the alias."""
 
 from __future__ import annotations
 
@@ -75,9 +77,11 @@ class ModelCatalog:
         *,
         factory: ModelFactory | None = None,
         image_factory: ImageModelFactory | None = None,
+        aliases: dict[str, str] | None = None,
     ) -> None:
         """`factory` / `image_factory` replace the providers' own (tests script models)."""
         self.default = default
+        self.aliases = dict(aliases or {})
         self._entries = {
             name: CatalogModel(
                 name=name,
@@ -97,13 +101,20 @@ class ModelCatalog:
     def list(self) -> list[CatalogModel]:
         return list(self._entries.values())
 
+    def aliases_of(self, name: str) -> builtins.list[str]:
+        return sorted(alias for alias, target in self.aliases.items() if target == name)
+
+    def _find(self, name: str) -> CatalogModel | None:
+        return self._entries.get(self.aliases.get(name, name))
+
     def entry(self, name: str) -> CatalogModel:
-        """A configured model of either kind."""
-        entry = self._entries.get(name)
+        """A configured model of either kind, by its name or an alias."""
+        entry = self._find(name)
         if entry is None:
-            raise Unprocessable(
-                f"unsupported model {name!r}; available models: {', '.join(self._entries)}"
-            )
+            known = ", ".join(self._entries)
+            if self.aliases:
+                known += f" (aliases: {', '.join(sorted(self.aliases))})"
+            raise Unprocessable(f"unsupported model {name!r}; available models: {known}")
         return entry
 
     def get(self, name: str) -> CatalogModel:
@@ -122,7 +133,7 @@ class ModelCatalog:
 
     def image_entry(self, name: str, feature: str) -> CatalogModel:
         """An image model for `feature`; anything else is refused with the image models named."""
-        entry = self._entries.get(name)
+        entry = self._find(name)
         if entry is None or not entry.is_images:
             what = "is not configured" if entry is None else "is a chat model"
             raise Unprocessable(

@@ -121,6 +121,8 @@ class ChatService:
     async def reply(self, command: ChatCommand) -> Run:
         """Start a reply; returns at once with the run (does not wait for the model)."""
         entry = self._catalog.get(command.model)
+        if entry.name != command.model:  # an alias: the model that answers is recorded
+            command = replace(command, model=entry.name)
         _check_supported(
             command,
             documents=self._documents is not None,

@@ -35,7 +35,7 @@ class ConversationService:
         if not title.strip():
             raise InvalidRequest("title must not be empty")
         if model is not None:
-            self._catalog.get(model)
+            model = self._catalog.get(model).name  # an alias: the model it names
         now = utcnow()
         conversation = Conversation(
             id=uuid4(),

@@ -38,8 +38,14 @@ from threadline.domain.documents import (
     JobQueue,
     PageLayout,
 )
-from threadline.domain.entities import Principal
-from threadline.domain.errors import NotFound, PayloadTooLarge, ThreadlineError, Unprocessable
+from threadline.domain.entities import Page, Principal
+from threadline.domain.errors import (
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    ThreadlineError,
+    Unprocessable,
+)
 from threadline.domain.image_generation import EXTENSIONS, GeneratedImage
 from threadline.services.conversations import ConversationService
 
@@ -230,6 +236,21 @@ class DocumentService:
         if document is None:  # created together; absent only mid-deletion
             raise NotFound(f"asset {id_or_key} not found")
         return asset, document
+
+    async def list_assets(
+        self, caller: Principal, *, limit: int, offset: int, page_max: int
+    ) -> Page:
+        """The caller's own assets (admins too: theirs, not the team's), newest first; each
+        item an (asset, document) pair."""
+        if limit < 1:
+            raise InvalidRequest(f"limit must be at least 1 (got {limit})")
+        if offset < 0:
+            raise InvalidRequest(f"offset must not be negative (got {offset})")
+        limit = min(limit, page_max)
+        items, total = await self._store.list_assets(
+            caller.org_id, caller.user.id, limit=limit, offset=offset
+        )
+        return Page(items=list(items), total=total, limit=limit, offset=offset)
 
     async def asset_bytes(self, asset: Asset) -> bytes:
         """The stored bytes of an asset the caller may see (one `get_asset` answered); an

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, bindparam, delete, insert, select, update
+from sqlalchemy import Select, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import RowMapping
 
 from threadline.domain.documents import (
@@ -194,6 +194,30 @@ class SqlDocumentStore:
                 delete(assets).where(assets.c.org_id == org_id, assets.c.id == asset_id)
             )
         return bool(result.rowcount)
+
+    async def list_assets(
+        self, org_id: UUID, user_id: UUID, *, limit: int, offset: int
+    ) -> tuple[list[tuple[Asset, Document]], int]:
+        mine = (assets.c.org_id == org_id, assets.c.user_id == user_id)
+        joined = assets.join(documents, documents.c.asset_id == assets.c.id)
+        columns = [*assets.c, *(c.label(f"d_{c.name}") for c in documents.c)]
+        query = (
+            select(*columns)
+            .select_from(joined)
+            .where(*mine)
+            .order_by(assets.c.created_at.desc(), assets.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        count = select(func.count()).select_from(joined).where(*mine)
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+            total = (await conn.execute(count)).scalar_one()
+        found = []
+        for row in rows:
+            document = {c.name: row[f"d_{c.name}"] for c in documents.c}
+            found.append((_asset(row), document_from_row(document)))  # type: ignore[arg-type]
+        return found, int(total)
 
     # ---- documents ----
 

@@ -25,6 +25,7 @@ class Job:
     timeout_seconds: float
     ocr: bool = True
     ocr_languages: str = "eng"
+    ocr_engine: str = "rapidocr"
     started: float = field(default_factory=time.monotonic)
 
     def seconds_left(self) -> float:

@@ -15,11 +15,12 @@ so an uploaded HTML page is never rendered on the API's origin.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, UploadFile
 from fastapi.responses import FileResponse
 
+from threadline.api.bounds import Offset, page_limit
 from threadline.api.deps import ContainerDep, PrincipalDep
 from threadline.api.dialects.oneminai import encode
 from threadline.api.dialects.oneminai.routes import render
@@ -68,6 +69,26 @@ async def upload_asset(
     finally:
         await form.close()
     return {"asset": encode.asset(asset, document), "fileContent": encode.file_content(asset)}
+
+
+@router.get("/api/assets")
+async def list_assets(
+    principal: PrincipalDep,
+    container: ContainerDep,
+    limit: Annotated[int, page_limit("assets per page")] = 20,
+    offset: Offset = 0,
+) -> dict[str, Any]:
+    """Your own assets, newest first, each with its ingestion `status` and `pageCount`:
+    the `uuid` or `key` goes into `fileList` and `attachments.files`."""
+    page = await container.documents.list_assets(
+        principal, limit=limit, offset=offset, page_max=container.settings.page_size_max
+    )
+    return {
+        "assets": [encode.asset(asset, document) for asset, document in page.items],
+        "total": page.total,
+        "limit": page.limit,
+        "offset": page.offset,
+    }
 
 
 @router.get("/api/assets/{asset_id:path}/content", response_class=FileResponse)

@@ -14,8 +14,18 @@ PING = b": ping\n\n"
 DONE = b"data: [DONE]\n\n"
 
 
-def model(entry: CatalogModel) -> dict[str, Any]:
+def model(entry: CatalogModel, alias: str | None = None) -> dict[str, Any]:
+    """A model object; an alias is listed under its own id, `alias_for` naming the model
+    that answers it (an extension field: the SDK keeps unknown fields)."""
     # The catalog has no creation times; 0 says "unknown" without inventing one.
+    if alias is not None:
+        return {
+            "id": alias,
+            "object": "model",
+            "created": 0,
+            "owned_by": entry.provider,
+            "alias_for": entry.name,
+        }
     return {"id": entry.name, "object": "model", "created": 0, "owned_by": entry.provider}
 
 

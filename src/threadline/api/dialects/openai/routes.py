@@ -66,6 +66,9 @@ def _validation_error(exc: RequestValidationError) -> dict[str, Any]:
             "We could not parse the JSON body of your request: send a JSON object with "
             "Content-Type: application/json"
         )
+        position = (error.get("ctx") or {}).get("position") if kind == "json_invalid" else None
+        if position:
+            message += f" ({error['ctx'].get('error', 'invalid JSON')} at {position})"
         return encode.error_body(message, "invalid_request_error")
     if kind == "missing":
         message, code = f"Missing required parameter: '{param}'.", "missing_required_parameter"
@@ -121,12 +124,16 @@ def _entry(container: Any, name: str) -> CatalogModel:
 
 @router.get("/models")
 async def list_models(_: PrincipalDep, container: ContainerDep) -> dict[str, Any]:
-    return {"object": "list", "data": [encode.model(m) for m in container.catalog.list()]}
+    catalog = container.catalog
+    models = [encode.model(m) for m in catalog.list()]
+    aliases = [encode.model(catalog.entry(a), alias=a) for a in sorted(catalog.aliases)]
+    return {"object": "list", "data": models + aliases}
 
 
 @router.get("/models/{model:path}")
 async def get_model(model: str, _: PrincipalDep, container: ContainerDep) -> dict[str, Any]:
-    return encode.model(_entry(container, model))
+    entry = _entry(container, model)
+    return encode.model(entry, alias=model if model != entry.name else None)
 
 
 IN_THREAD_MESSAGES = 500
