@@ -115,7 +115,8 @@ def test_an_unknown_provider_is_a_config_error_naming_the_known_ones(tmp_path: P
         run = threadline(*command, "--config", str(config), cwd=tmp_path)
         assert run.returncode == 2, run.stderr
         assert run.stderr.strip() == (
-            "error: models.gpt.provider: unknown provider 'openai'; "
+            f"threadline: config error in {config} (or THREADLINE_* variables): "
+            "models.gpt.provider: unknown provider 'openai'; "
             "known providers: local, openai-compatible, fake"
         )
         assert not (tmp_path / "data").exists()  # nothing was started

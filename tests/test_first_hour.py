@@ -25,7 +25,6 @@ from tests import loop_watch
 from tests.conftest import Fakes, make_settings
 from tests.server_process import ServerProcess
 from threadline import __version__
-from threadline.cli_chat import _cli_principal
 from threadline.container import create_app
 from threadline.domain.events import Usage
 from threadline.services.catalog import MODEL_ID_NAMESPACE
@@ -349,7 +348,7 @@ async def test_ingest_prints_the_asset_uuid_and_key_that_the_api_takes(
     application = create_app(settings, model_factory=fakes.factory)
     async with application.router.lifespan_context(application):
         container = application.state.container
-        principal = await _cli_principal(container)
+        principal = await container.accounts.operator()
         for reference in (asset_uuid, asset_key):
             asset, document = await container.documents.get_asset(principal, reference)
             assert str(asset.id) == asset_uuid and document.state.value == "COMPLETE"

@@ -57,8 +57,10 @@ def _problem(item: Any) -> str:
         expected = (item.get("ctx") or {}).get("expected", "")
         return f"{key}: {item.get('input')!r} is not allowed; allowed: {expected}"
     message = str(item.get("msg", "invalid value")).removeprefix("Value error, ")
-    if kind == "value_error" or not loc:
+    if not loc:
         return message
+    if kind == "value_error":
+        return f"{key}: {message}"
     return f"{key}: {message} (got {item.get('input')!r})"
 
 
