@@ -18,12 +18,12 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(VENV)/.serve-deps: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[local,fast]'
+	$(BIN)/pip install --quiet -e '.[local,fast,scale]'
 	$(BIN)/pip install --quiet --no-deps $(NODEPS)
 	touch $@
 
 $(VENV)/.dev-deps: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[local,fast,dev]'
+	$(BIN)/pip install --quiet -e '.[local,fast,scale,dev]'
 	$(BIN)/pip install --quiet --no-deps $(NODEPS)
 	touch $@ $(VENV)/.serve-deps
 
