@@ -37,9 +37,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import gc
 import os
-import sys
+import re
+import tempfile
 import threading
 import time
 import traceback
@@ -355,19 +357,46 @@ class LoopWatch:
             return "?"
 
     def _sample(self) -> Sample:
-        frames = sys._current_frames()
         names = {t.ident: t.name for t in threading.enumerate()}
         loop_stack: Stack = []
         busy: dict[str, Stack] = {}
-        for ident, frame in frames.items():
+        for ident, stack in _all_stacks().items():
             if ident == threading.get_ident():
                 continue
-            stack = traceback.extract_stack(frame)
             if ident == self._thread_id:
                 loop_stack = stack
             elif _in_app(stack) and not _idle(stack):
                 busy[names.get(ident, str(ident))] = stack
         return Sample(loop_stack, busy, self._state())
+
+
+_FRAME_LINE = re.compile(r'^  File "(.*)", line (\d+|\?\?\?) in (.*)$')
+_THREAD_LINE = re.compile(r"^(?:Current thread|Thread) (0x[0-9a-f]+)")
+
+
+def _all_stacks() -> dict[int, Stack]:
+    """Every thread's stack (outermost frame first), by thread ident.
+
+    Read by faulthandler, in C, while this thread holds the GIL throughout: walking another
+    thread's frames from Python (`sys._current_frames()`, `f_back`) lets that thread run
+    between steps and pop the frames being read, which crashed the test process on this
+    Python (a segmentation fault seen once in a whole-suite run)."""
+    with tempfile.TemporaryFile() as dump:
+        faulthandler.dump_traceback(dump.fileno(), all_threads=True)
+        dump.seek(0)
+        text = dump.read().decode("utf-8", "replace")
+    stacks: dict[int, Stack] = {}
+    frames: Stack | None = None
+    for line in text.splitlines():
+        if (thread := _THREAD_LINE.match(line)) is not None:
+            frames = stacks.setdefault(int(thread.group(1), 16), [])
+        elif frames is not None and (frame := _FRAME_LINE.match(line)) is not None:
+            lineno = int(frame.group(2)) if frame.group(2).isdigit() else None
+            summary = traceback.FrameSummary(
+                frame.group(1), lineno, frame.group(3), lookup_line=False
+            )
+            frames.insert(0, summary)  # faulthandler lists the innermost first
+    return stacks
 
 
 async def _call(function: Any) -> None:
