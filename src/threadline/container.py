@@ -23,6 +23,7 @@ from threadline.services.catalog import ImageModelFactory, ModelCatalog, ModelFa
 from threadline.services.chat import ChatService
 from threadline.services.checkpoints import CheckpointPolicy
 from threadline.services.clock import utcnow
+from threadline.services.conversation_files import ConversationFiles
 from threadline.services.conversations import ConversationService
 from threadline.services.credits import CreditService
 from threadline.services.documents import INGEST_JOB, DocumentLimits, DocumentService
@@ -36,6 +37,7 @@ from threadline.services.memory_model import ModelExtractor
 from threadline.services.memory_rules import RuleExtractor
 from threadline.services.pages import PageReader
 from threadline.services.ratelimit import KeyRateLimiter
+from threadline.services.record_views import RecordViews
 from threadline.services.replays import ReplayService
 from threadline.services.retrieval import Retriever
 from threadline.services.runs import RunRegistry
@@ -134,8 +136,12 @@ class Container:
             ),
         )
         self.sessions = SessionService(
-            self.session_store, self.conversations, self.chat, self.catalog
+            self.session_store, self.conversations, self.chat, self.catalog, self.replays
         )
+        self.conversation_files = ConversationFiles(
+            self.conversations, self.documents, self.catalog, self.chat
+        )
+        self.record_views = RecordViews(self.accounts, self.replays, self.catalog)
 
     def _image_generation(self, settings: Settings) -> None:
         """Images out: image models, and the fetcher that reads a variator's source URL (the

@@ -188,6 +188,13 @@ class DocumentStore(Protocol):
         """Delete the asset, its document, chunks and conversation links."""
         ...
 
+    async def delete_conversation(
+        self, org_id: UUID, conversation_id: UUID, asset_ids: Sequence[UUID]
+    ) -> bool:
+        """Delete the assets (as `delete_asset`), the conversation and its messages, in one
+        transaction; False when the conversation was not there."""
+        ...
+
     async def create_document(self, asset: Asset) -> Document:
         """A RUNNING document for the asset."""
         ...
