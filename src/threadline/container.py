@@ -21,6 +21,8 @@ from threadline.services.accounts import AccountService, IssuedKey
 from threadline.services.brand_voices import BrandVoiceService
 from threadline.services.catalog import ImageModelFactory, ModelCatalog, ModelFactory
 from threadline.services.chat import ChatService
+from threadline.services.chat_grounding import ReplyGrounder
+from threadline.services.chat_run import RunDriver
 from threadline.services.checkpoints import CheckpointPolicy
 from threadline.services.clock import utcnow
 from threadline.services.conversation_files import ConversationFiles
@@ -116,24 +118,30 @@ class Container:
 
     def _chat(self, settings: Settings) -> None:
         """The chat engine with every kind of grounding built above, and the sessions on it."""
-        self.chat = ChatService(
-            catalog=self.catalog,
-            records=self.record_store,
-            conversations=self.conversations,
-            accounts=self.accounts,
-            credits=self.credits,
-            runs=self.runs,
-            history_limit_max=settings.history_limit_max,
-            observer=self.metrics.observe_record,
+        grounder = ReplyGrounder(
             documents=self.grounder,
             brand_voices=self.brand_voices,
             links=self.links,
             web_search=self.web_search,
             memories=self.memories,
             images=self.images,
+        )
+        driver = RunDriver(
+            records=self.record_store,
+            accounts=self.accounts,
+            credits=self.credits,
+            runs=self.runs,
             checkpoints=CheckpointPolicy(
                 settings.stream_checkpoint_seconds, settings.stream_checkpoint_chars
             ),
+            observer=self.metrics.observe_record,
+        )
+        self.chat = ChatService(
+            catalog=self.catalog,
+            conversations=self.conversations,
+            grounder=grounder,
+            runs=driver,
+            history_limit_max=settings.history_limit_max,
         )
         self.sessions = SessionService(
             self.session_store, self.conversations, self.chat, self.catalog, self.replays

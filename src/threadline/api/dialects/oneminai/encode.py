@@ -18,9 +18,10 @@ from threadline.domain.brand_voices import BrandVoice
 from threadline.domain.documents import Asset, ConversationDocument, Document
 from threadline.domain.entities import AiRecord, Conversation, Message, User
 from threadline.domain.errors import InvalidRequest
-from threadline.domain.events import Done, Failed, ReplyEvent, TextDelta
+from threadline.domain.events import Citation, Done, Failed, ReplyEvent, TextDelta
 from threadline.domain.image_generation import IMAGE_RECORD_TYPES
 from threadline.domain.memories import Memory
+from threadline.domain.sources import ImageSource, PageSource
 from threadline.services.conversation_files import ConversationDetail
 from threadline.services.record_views import RecordView
 
@@ -33,11 +34,11 @@ def record_view(view: RecordView) -> dict[str, Any]:
 
 def ai_record(record: AiRecord, user: User, provider: str) -> dict[str, Any]:
     detail: dict[str, Any] = {
-        "promptObject": record.prompt_object,
+        "promptObject": prompt_object(record),
         "resultObject": result_object(record),
     }
     if record.citations:
-        detail["citations"] = record.citations
+        detail["citations"] = [citation(c) for c in record.citations]
     if record.finish_reason:
         detail["finishReason"] = record.finish_reason
     body: dict[str, Any] = {
@@ -65,6 +66,84 @@ def ai_record(record: AiRecord, user: User, provider: str) -> dict[str, Any]:
     if record.error:
         body["error"] = record.error
     return body
+
+
+def prompt_object(record: AiRecord) -> dict[str, Any]:
+    """The request's promptObject as recorded, with what the reply read beside its documents
+    under 1min.ai's names: `linkContentList`, `searchContentList`, `imageContentList`,
+    `memoryList` (each only when the reply read that kind; a record stored before the core
+    kept them apart has them in its promptObject already)."""
+    sources = record.sources
+    if sources.empty:
+        return record.prompt_object
+    shown = dict(record.prompt_object)
+    if sources.links is not None:
+        shown["linkContentList"] = [link_content(s) for s in sources.links]
+    if sources.search is not None:
+        shown["searchContentList"] = [search_content(s) for s in sources.search]
+    if sources.images is not None:
+        shown["imageContentList"] = [image_content(s) for s in sources.images]
+    if sources.memories is not None:
+        shown["memoryList"] = [{"uuid": str(m.id), "content": m.content} for m in sources.memories]
+    return shown
+
+
+def citation(c: Citation) -> dict[str, Any]:
+    return {
+        "sourceId": c.source_id,
+        "title": c.title,
+        "excerpt": c.excerpt,
+        "page": c.page,
+        "url": c.url,
+    }
+
+
+def link_content(s: PageSource) -> dict[str, Any]:
+    """A `linkContentList` entry: a link of the prompt, read (page / youtube) or not."""
+    entry: dict[str, Any] = {"type": s.kind, "url": s.url, "status": s.status}
+    if s.video_id is not None:
+        entry["videoId"] = s.video_id
+    if s.status == "ok":
+        entry.update(
+            title=s.title, wordCount=s.word_count, truncated=s.truncated, content=s.excerpt
+        )
+    else:
+        entry["reason"] = s.reason
+    return entry
+
+
+def search_content(s: PageSource) -> dict[str, Any]:
+    """A `searchContentList` entry: a web search result and what was read of its page."""
+    entry: dict[str, Any] = {
+        "title": s.title,
+        "url": s.url,
+        "snippet": s.snippet,
+        "status": s.status,
+    }
+    if s.status == "ok":
+        entry.update(wordCount=s.word_count, truncated=s.truncated, content=s.excerpt)
+    else:
+        entry["reason"] = s.reason
+    return entry
+
+
+def image_content(s: ImageSource) -> dict[str, Any]:
+    """An `imageContentList` entry: an image of the request and how the model got it."""
+    entry: dict[str, Any] = {
+        "image": s.reference,
+        "name": s.name,
+        "format": s.format,
+        "mimeType": s.mime_type,
+        "width": s.width,
+        "height": s.height,
+        "size": s.size,
+        "mode": s.mode,
+    }
+    if s.text is not None:
+        entry["text"] = s.text
+    if s.note:
+        entry["note"] = s.note
+    return entry
 
 
 def result_object(record: AiRecord) -> list[str]:
