@@ -15,9 +15,9 @@ import pytest
 
 from tests.conftest import Fakes, make_settings
 from threadline.container import Container, create_app
+from threadline.domain.clock import utcnow
 from threadline.domain.entities import Principal, RecordStatus
 from threadline.services.checkpoints import CheckpointPolicy, Checkpoints
-from threadline.services.clock import utcnow
 
 
 class Saves:

@@ -20,8 +20,8 @@ from tests.conftest import make_settings
 from tests.fake_upstream import Disconnect, FakeUpstream, Reply
 from tests.live_server import LiveServer
 from threadline.container import create_app
+from threadline.domain.clock import utcnow
 from threadline.domain.entities import AiRecord, Message, RecordStatus, Role
-from threadline.services.clock import utcnow
 from threadline.settings import ModelConfig
 
 UPSTREAM_KEY = "sk-upstream-test-key"

@@ -156,8 +156,8 @@ def test_cli_ingest_shows_progress_and_outcomes(tmp_path, db_url):
 async def test_a_document_left_without_a_job_is_queued_again_at_start(tmp_path, db_url):
     from datetime import timedelta
 
+    from threadline.domain.clock import utcnow
     from threadline.domain.documents import DocumentState as State
-    from threadline.services.clock import utcnow
 
     first = await started(tmp_path, db_url, worker=False)
     caller = await first_admin(first)

@@ -166,7 +166,7 @@ async def test_page_text_is_capped_at_max_words():
     [page] = reading.pages
     assert page.word_count == 100 and page.truncated
     assert page.text.split() == ["word"] * 100
-    assert reading.records()[0]["truncated"] is True
+    assert reading.sources()[0].truncated is True
 
 
 async def test_a_prompt_without_links_reads_nothing():

@@ -91,12 +91,12 @@ async def test_a_fault_in_any_frame_after_the_first_ends_with_the_error_event(
 ):
     """Not only text: whatever raises while the stream runs (here the final record, as a
     store failing at the end would) becomes the error event."""
-    from threadline.api.dialects.oneminai import routes
+    from threadline.services.record_views import RecordViews
 
     async def broken(*_: Any) -> dict[str, Any]:
         raise RuntimeError("the store went away")
 
-    monkeypatch.setattr(routes, "_record_json", broken)
+    monkeypatch.setattr(RecordViews, "finished", broken)
     fakes[MODEL].enqueue(["Hello", " world"])
     body = {"model": MODEL, "promptObject": {"prompt": "hi"}}
     r = await client.post("/api/chat-with-ai?isStreaming=true", headers=admin, json=body)

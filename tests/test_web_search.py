@@ -24,6 +24,7 @@ from tests.page_server import ARTICLE_PHRASE, SECRET_ERROR, PageServer
 from tests.search_server import Hit, SearchEngine
 from tests.test_brand_voices import count
 from tests.test_oneminai_chat import sse_events
+from threadline.api.dialects.oneminai.encode import citation, search_content
 from threadline.container import create_app
 from threadline.domain.errors import SearchFailed, SearchTimeout
 from threadline.domain.web import SearchResult
@@ -177,7 +178,9 @@ async def test_web_search_example_grounds_the_reply_and_fills_search_content_lis
 
     stored = await container.record_store.get(UUID(record["teamId"]), UUID(record["uuid"]))
     assert stored is not None
-    assert stored.prompt_object["searchContentList"] == prompt_object["searchContentList"]
+    assert stored.sources.search is not None
+    searched = [search_content(s) for s in stored.sources.search]
+    assert searched == prompt_object["searchContentList"]
 
     # Every result the model was given is a citation, numbered as the model was told: the two
     # pages read, and the snippet of the one that could not be read.
@@ -191,7 +194,7 @@ async def test_web_search_example_grounds_the_reply_and_fills_search_content_lis
     assert citations[1]["excerpt"] == "Plain notes about the tide mill."
     assert citations[2]["excerpt"] == "A page that is gone."
     assert {c["page"] for c in citations} == {None}
-    assert stored.citations == citations
+    assert [citation(c) for c in stored.citations] == citations
 
 
 async def test_feature_api_web_search_example(client, admin, fakes, container, engine, site):
@@ -204,10 +207,10 @@ async def test_feature_api_web_search_example(client, admin, fakes, container, e
     assert f"[S1] The Tide Mill — {site.url('/article')}" in system
     assert "[S2] Mill notes" not in system  # numOfSite 1
     async with container.db.read() as conn:
-        [prompt_object] = (await conn.execute(select(ai_records.c.prompt_object))).scalars()
-    [entry] = prompt_object["searchContentList"]
+        [sources] = (await conn.execute(select(ai_records.c.sources))).scalars()
+    [entry] = sources["search"]
     assert entry["url"] == site.url("/article") and entry["status"] == "ok"
-    assert entry["wordCount"] <= 500
+    assert entry["word_count"] <= 500
 
 
 @sqlite_only

@@ -18,6 +18,7 @@ from tests.page_server import PageServer
 from tests.test_brand_voices import count
 from tests.test_oneminai_chat import sse_events
 from tests.youtube_server import RICK_LINES, RICK_TITLE, FakeYouTube, Video
+from threadline.api.dialects.oneminai.encode import citation, link_content
 from threadline.domain.errors import TranscriptUnavailable
 from threadline.domain.web import Transcript
 from threadline.services.links import LinkReader, video_id_of, videos_in
@@ -132,10 +133,11 @@ async def test_youtube_example_gives_the_transcript_to_the_model(
     ]
     assert youtube.player_bodies[0]["videoId"] == "dQw4w9WgXcQ"
     stored = await container.record_store.get(UUID(record["teamId"]), UUID(record["uuid"]))
-    assert stored is not None and stored.prompt_object["linkContentList"] == [entry]
+    assert stored is not None and stored.sources.links is not None
+    assert [link_content(s) for s in stored.sources.links] == [entry]
     cited = {"sourceId": "W1", "title": RICK_TITLE, "excerpt": entry["content"], "page": None}
     assert record["aiRecordDetail"]["citations"] == [{**cited, "url": RICK}]
-    assert stored.citations == record["aiRecordDetail"]["citations"]
+    assert [citation(c) for c in stored.citations] == record["aiRecordDetail"]["citations"]
 
 
 @sqlite_only
@@ -291,7 +293,7 @@ async def test_a_link_without_a_video_id_is_noted():
     reader = LinkReader(PageReader(NoFetcher(), NoParser()), transcripts=ScriptedTranscripts())
     reading = await reader.read("see https://www.youtube.com/watch?list=PL123")
     assert reading is not None
-    assert reading.records() == [
+    assert [link_content(s) for s in reading.sources()] == [
         {
             "type": "youtube",
             "url": "https://www.youtube.com/watch?list=PL123",

@@ -23,7 +23,10 @@ from threadline.services.accounts import AccountService, IssuedKey
 from threadline.services.brand_voices import BrandVoiceService
 from threadline.services.catalog import ImageModelFactory, ModelCatalog, ModelFactory
 from threadline.services.chat import ChatService
+from threadline.services.chat_grounding import ReplyGrounder
+from threadline.services.chat_run import RunDriver
 from threadline.services.checkpoints import CheckpointPolicy
+from threadline.services.conversation_files import ConversationFiles
 from threadline.services.conversations import ConversationService
 from threadline.services.credits import CreditService
 from threadline.services.documents import INGEST_JOB, DocumentLimits, DocumentService
@@ -36,6 +39,7 @@ from threadline.services.memories import REMEMBER_JOB, MemoryService
 from threadline.services.memory_model import ModelExtractor
 from threadline.services.memory_rules import RuleExtractor
 from threadline.services.pages import PageReader
+from threadline.services.record_views import RecordViews
 from threadline.services.replays import ReplayService
 from threadline.services.retrieval import Retriever
 from threadline.services.runs import RunRegistry
@@ -119,28 +123,38 @@ class Container:
 
     def _chat(self, settings: Settings) -> None:
         """The chat engine with every kind of grounding built above, and the sessions on it."""
-        self.chat = ChatService(
-            catalog=self.catalog,
-            records=self.record_store,
-            conversations=self.conversations,
-            accounts=self.accounts,
-            credits=self.credits,
-            runs=self.runs,
-            history_limit_max=settings.history_limit_max,
-            observer=self.metrics.observe_record,
+        grounder = ReplyGrounder(
             documents=self.grounder,
             brand_voices=self.brand_voices,
             links=self.links,
             web_search=self.web_search,
             memories=self.memories,
             images=self.images,
+        )
+        driver = RunDriver(
+            records=self.record_store,
+            accounts=self.accounts,
+            credits=self.credits,
+            runs=self.runs,
             checkpoints=CheckpointPolicy(
                 settings.stream_checkpoint_seconds, settings.stream_checkpoint_chars
             ),
+            observer=self.metrics.observe_record,
+        )
+        self.chat = ChatService(
+            catalog=self.catalog,
+            conversations=self.conversations,
+            grounder=grounder,
+            runs=driver,
+            history_limit_max=settings.history_limit_max,
         )
         self.sessions = SessionService(
-            self.session_store, self.conversations, self.chat, self.catalog
+            self.session_store, self.conversations, self.chat, self.catalog, self.replays
         )
+        self.conversation_files = ConversationFiles(
+            self.conversations, self.documents, self.catalog, self.chat
+        )
+        self.record_views = RecordViews(self.accounts, self.replays, self.catalog)
 
     def _image_generation(self, settings: Settings) -> None:
         """Images out: image models, and the fetcher that reads a variator's source URL (the

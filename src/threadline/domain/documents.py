@@ -192,6 +192,12 @@ class DocumentStore(Protocol):
         self, org_id: UUID, user_id: UUID, *, limit: int, offset: int
     ) -> tuple[list[tuple[Asset, Document]], int]:
         """One user's assets with their documents, newest first, and how many there are."""
+
+    async def delete_conversation(
+        self, org_id: UUID, conversation_id: UUID, asset_ids: Sequence[UUID]
+    ) -> bool:
+        """Delete the assets (as `delete_asset`), the conversation and its messages, in one
+        transaction; False when the conversation was not there."""
         ...
 
     async def create_document(self, asset: Asset) -> Document:

@@ -12,6 +12,9 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid5
 
+from threadline.domain.events import Citation
+from threadline.domain.sources import ReplySources
+
 
 class Role(enum.StrEnum):
     ADMIN = "ADMIN"
@@ -162,7 +165,8 @@ class AiRecord:
     output_tokens: int = 0
     credits: int = 0
     error: str | None = None
-    citations: list[dict[str, Any]] = field(default_factory=list)
+    citations: tuple[Citation, ...] = ()  # the sources the reply gave, as the model knew them
+    sources: ReplySources = field(default_factory=ReplySources)  # read beside its documents
     finish_reason: str | None = None  # a finished reply's: "stop", "length", "content_filter"
     # The credits the run reserved before it started (the most it may be charged). Not a
     # column of the record: the reservation is a row of its own until the run settles.

@@ -392,6 +392,17 @@ class DocumentService:
                 await self._blobs.delete(asset.blob_path)
         return [existing[i] for i in ids]
 
+    async def delete_conversation(self, caller: Principal, conversation_id: UUID) -> None:
+        """Delete the conversation with its documents outright (asset, chunks, links), its
+        messages and itself in one transaction; the files' bytes after it commits."""
+        links = await self.conversation_documents(caller, conversation_id)
+        asset_ids = [link.document.asset_id for link in links]
+        stored = [await self._store.get_asset(caller.org_id, i) for i in asset_ids]
+        await self._store.delete_conversation(caller.org_id, conversation_id, asset_ids)
+        for asset in stored:
+            if asset is not None:
+                await self._blobs.delete(asset.blob_path)
+
     async def conversation_documents(
         self, caller: Principal, conversation_id: UUID
     ) -> list[ConversationDocument]:

@@ -24,7 +24,8 @@ Then, per image:
                      is OCRed by the sandboxed parser. No text found, OCR not installed: the
                      model is told so, and so is the record.
 
-`ImageReading.records()` is what the reply's record keeps (`imageContentList`).
+`ImageReading.sources()` is what the reply's record keeps (domain/sources.py; 1min.ai shows
+it as `imageContentList`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import tempfile
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from threadline.domain.documents import (
@@ -56,6 +57,7 @@ from threadline.domain.errors import (
 )
 from threadline.domain.fetching import PageFetcher
 from threadline.domain.images import ImageFacts, ImageInspector, ImagePart
+from threadline.domain.sources import ImageSource
 from threadline.services.documents import DocumentService
 from threadline.services.pages import excerpt, trim
 
@@ -144,9 +146,9 @@ class ImageReading:
         blocks = [f"{a}{trim(text, share)}{b}" for a, text, b in laid_out]
         return "\n\n".join([INSTRUCTIONS, *blocks])
 
-    def records(self) -> list[dict[str, Any]]:
-        """One `imageContentList` entry per image, in the request's order."""
-        return [_record(image) for image in self.images]
+    def sources(self) -> tuple[ImageSource, ...]:
+        """What the record keeps of each image, in the request's order."""
+        return tuple(_source(image) for image in self.images)
 
 
 class ImageReader:
@@ -326,22 +328,19 @@ async def _first_error(loads: Iterable[Awaitable[T]]) -> list[T]:
     return results  # type: ignore[return-value]
 
 
-def _record(image: ReadImage) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "image": image.reference,
-        "name": image.name,
-        "format": image.facts.format,
-        "mimeType": image.facts.mime_type,
-        "width": image.facts.width,
-        "height": image.facts.height,
-        "size": image.size,
-        "mode": image.mode,
-    }
-    if image.mode == "text":
-        entry["text"] = excerpt(image.text, RECORD_WORDS)
-    if image.note:
-        entry["note"] = image.note
-    return entry
+def _source(image: ReadImage) -> ImageSource:
+    return ImageSource(
+        reference=image.reference,
+        name=image.name,
+        format=image.facts.format,
+        mime_type=image.facts.mime_type,
+        width=image.facts.width,
+        height=image.facts.height,
+        size=image.size,
+        mode=image.mode,
+        text=excerpt(image.text, RECORD_WORDS) if image.mode == "text" else None,
+        note=image.note or None,
+    )
 
 
 def _no_such_asset(reference: str) -> Unprocessable:

@@ -11,7 +11,8 @@ its transcript through the `TranscriptSource` port, capped at `max_video_words`.
                            (a video without a transcript, a refused address, a 404 ...)
     links over the limit → skipped, and the model is told so
 
-`LinkReading.records()` is what the reply's record keeps (1min.ai's `linkContentList`):
+`LinkReading.sources()` is what the reply's record keeps (domain/sources.py; 1min.ai shows
+it as `linkContentList`):
 one entry per link with its type (page / youtube), url, status (ok / error / skipped),
 title, word count and an excerpt, or the reason it was not read; videos add their id.
 `LinkReading.citations()` are the links read, as the reply's citations `W1`, `W2` ...
@@ -24,11 +25,11 @@ import asyncio
 import re
 from collections.abc import Awaitable
 from dataclasses import dataclass, replace
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from threadline.domain.errors import FetchFailed
 from threadline.domain.events import Citation
+from threadline.domain.sources import PageSource
 from threadline.domain.web import TranscriptSource
 from threadline.services.pages import PageReader, ReadPage, capped, excerpt, fit_blocks
 
@@ -60,9 +61,9 @@ class LinkReading:
         read = [(_heading(n, p), p.text) for n, p in enumerate(self.pages, 1) if p.status == "ok"]
         return fit_blocks(INSTRUCTIONS, read, notes, max_chars)
 
-    def records(self) -> list[dict[str, Any]]:
-        """One `linkContentList` entry per link, in the prompt's order."""
-        return [_record(page) for page in self.pages]
+    def sources(self) -> tuple[PageSource, ...]:
+        """What the record keeps of each link, in the prompt's order."""
+        return tuple(_source(page) for page in self.pages)
 
     def citations(self) -> tuple[Citation, ...]:
         """The links read, in the prompt's order, with the number the model knows them by
@@ -205,17 +206,18 @@ def _note(number: int, page: ReadPage) -> str:
     return f"[W{number}] {what} at {page.url} could not be read: {page.reason}."
 
 
-def _record(page: ReadPage) -> dict[str, Any]:
-    entry: dict[str, Any] = {"type": page.kind, "url": page.url, "status": page.status}
-    if page.video_id is not None:
-        entry["videoId"] = page.video_id
-    if page.status == "ok":
-        entry.update(
-            title=page.title,
-            wordCount=page.word_count,
-            truncated=page.truncated,
-            content=excerpt(page.text),
+def _source(page: ReadPage) -> PageSource:
+    if page.status != "ok":
+        return PageSource(
+            page.url, page.status, kind=page.kind, video_id=page.video_id, reason=page.reason
         )
-    else:
-        entry["reason"] = page.reason
-    return entry
+    return PageSource(
+        page.url,
+        page.status,
+        kind=page.kind,
+        title=page.title,
+        video_id=page.video_id,
+        word_count=page.word_count,
+        truncated=page.truncated,
+        excerpt=excerpt(page.text),
+    )

@@ -2,7 +2,7 @@
 for later prompts in any of their conversations, and let the user list, add and delete them.
 
     reply stored ──enqueue──▶ `remember` job ──▶ extractor ──▶ merge into the user's memories
-    next prompt  ──recall──▶ top_k memories by similarity ──▶ system block + `memoryList`
+    next prompt  ──recall──▶ top_k memories by similarity ──▶ system block + the record's sources
 
 Remembering runs on the durable job queue, after the reply is stored, so it never delays a
 reply and survives a crash (the job is retried; merging is idempotent). Merging keeps one
@@ -41,6 +41,7 @@ from threadline.domain.memories import (
     MemoryStore,
 )
 from threadline.domain.ports import RecordStore
+from threadline.domain.sources import RecalledMemory
 from threadline.services.memory_rules import normal_text
 
 log = structlog.get_logger(__name__)
@@ -269,9 +270,9 @@ def system_block(memories: Sequence[Memory]) -> str | None:
     return "\n".join([INSTRUCTIONS, *(f"- {m.content}" for m in memories)])
 
 
-def records(memories: Sequence[Memory]) -> list[dict[str, str]]:
-    """What the reply's record keeps (`memoryList`): the memories the model was given."""
-    return [{"uuid": str(m.id), "content": m.content} for m in memories]
+def recalled(memories: Sequence[Memory]) -> tuple[RecalledMemory, ...]:
+    """What the reply's record keeps: the memories the model was given."""
+    return tuple(RecalledMemory(m.id, m.content) for m in memories)
 
 
 def _fitting(memories: Sequence[Memory], max_chars: int) -> list[Memory]:

@@ -1,7 +1,8 @@
 """Durable streams: a streamed reply read again from where a client's copy ends.
 
 A client's position in a reply is the number of characters of the reply's text it has
-received (the dialects put it in every frame's SSE id, beside the aiRecord's id). Counting
+received (the dialects put it in every frame's SSE id, beside the aiRecord's id, and parse it
+back in their encode.py). Counting
 characters rather than events makes the position mean the same thing to the run that is
 streaming the reply and to the record stored after it, so a reply can be resumed
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from uuid import UUID
 
@@ -47,23 +48,6 @@ class Replay:
     run: Run | None
     after: int  # characters of the text the reader has
     place: tuple[int, int] = (0, 0)  # where in the run's log to go on (see Run.locate)
-
-
-def position_of(record_id: UUID, last_event_id: str) -> int:
-    """The characters a client has, from the SSE id of the last frame it received
-    (`<aiRecordId>:<n>`, as the dialects write them)."""
-    raw_id, _, chars = last_event_id.strip().rpartition(":")
-    try:
-        named = UUID(raw_id)
-    except ValueError:
-        named = None
-    if named is None or not (chars.isascii() and chars.isdigit()) or len(chars) > 12:
-        raise InvalidRequest(
-            "Last-Event-ID must be the id of a frame of this stream (<aiRecordId>:<n>)"
-        )
-    if named != record_id:
-        raise InvalidRequest(f"Last-Event-ID names another aiRecord than {record_id}")
-    return int(chars)
 
 
 class ReplayService:
@@ -99,6 +83,17 @@ class ReplayService:
         if record.status is RecordStatus.SUCCESS and after > len(record.result_text):
             raise _past_the_end(after, len(record.result_text))
         return Replay(record, None, after)
+
+    async def resume(
+        self, caller: Principal, record_id: UUID, position: Callable[[], int] | int | None
+    ) -> Replay:
+        """The reply opened at a client's position. `position` as a callable (the dialect's
+        parser of its SSE event id) is read only once the reply is known to be the caller's:
+        an unknown reply is 404 whatever the position says."""
+        if callable(position):
+            await self.open(caller, record_id)
+            position = position()
+        return await self.open(caller, record_id, position or 0)
 
     @staticmethod
     async def current(replay: Replay) -> AiRecord:

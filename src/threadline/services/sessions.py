@@ -14,6 +14,7 @@ existing session (creation is idempotent), since a session carries nothing but t
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -25,7 +26,7 @@ from threadline.domain.ports import SessionStore
 from threadline.services.catalog import MODEL_ID_NAMESPACE, ModelCatalog
 from threadline.services.chat import ChatCommand, ChatService, HistorySettings
 from threadline.services.conversations import ConversationService
-from threadline.services.replays import Replay
+from threadline.services.replays import Replay, ReplayEvents, ReplayService
 from threadline.services.runs import Run
 
 RECORD_TYPE = "CONVERSATION_SESSION_CHAT"
@@ -52,6 +53,16 @@ class Exchange:
     record_id: UUID
 
 
+@dataclass(frozen=True, slots=True)
+class ResumedExchange:
+    """An exchange read again: its events after the client's position (`after` characters
+    of the reply's text)."""
+
+    exchange: Exchange
+    events: ReplayEvents
+    after: int
+
+
 class SessionService:
     def __init__(
         self,
@@ -59,11 +70,13 @@ class SessionService:
         conversations: ConversationService,
         chat: ChatService,
         catalog: ModelCatalog,
+        replays: ReplayService,
     ) -> None:
         self._store = store
         self._conversations = conversations
         self._chat = chat
         self._catalog = catalog
+        self._replays = replays
 
     @property
     def page_max(self) -> int:
@@ -148,6 +161,20 @@ class SessionService:
         run = await self._chat.reply(command)
         await self._store.touch(caller.org_id, session.id)
         return Exchange(session, run, run.user_message_id, run.reply_message_id, run.id)
+
+    async def resume(
+        self,
+        caller: Principal,
+        record_id: UUID,
+        position: Callable[[], int] | int | None,
+        *,
+        idle: float | None = None,
+    ) -> ResumedExchange:
+        """A reply sent through a session, read again from the client's position (see
+        `ReplayService.resume`); with `idle`, heartbeats among its events."""
+        replay = await self._replays.resume(caller, record_id, position)
+        exchange = await self.resumed(caller, replay)
+        return ResumedExchange(exchange, self._replays.events(replay, idle), replay.after)
 
     async def resumed(self, caller: Principal, replay: Replay) -> Exchange:
         """The exchange of a reply sent through a session, for a resumed stream; a record

@@ -18,7 +18,8 @@
 
 `SearchReading.system()` is the block the model gets, results numbered [S1], [S2] ... to
 cite; a result whose page could not be read is given as its search snippet, marked so.
-`SearchReading.records()` is the record's `searchContentList`; `SearchReading.citations()`
+`SearchReading.sources()` is what the record keeps of the results (domain/sources.py; 1min.ai
+shows it as `searchContentList`); `SearchReading.citations()`
 the results the model was given (a page read, else the snippet of one that was not), as the
 reply's citations `S1`, `S2` ... numbered as the model was told.
 """
@@ -28,10 +29,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 from urllib.parse import urlsplit
 
 from threadline.domain.events import Citation
+from threadline.domain.sources import PageSource
 from threadline.domain.web import SearchResult, WebSearcher
 from threadline.services.pages import PageReader, ReadPage, excerpt, first_words, fit_blocks
 
@@ -72,9 +73,9 @@ class SearchReading:
         notes = [_note(n, f) for n, f in numbered if f.page.status != "ok"]
         return fit_blocks(INSTRUCTIONS, blocks, notes, max_chars)
 
-    def records(self) -> list[dict[str, Any]]:
-        """One `searchContentList` entry per result, best first."""
-        return [_record(found) for found in self.found]
+    def sources(self) -> tuple[PageSource, ...]:
+        """What the record keeps of each result, best first."""
+        return tuple(_source(found) for found in self.found)
 
     def citations(self) -> tuple[Citation, ...]:
         """One citation per result the model was given something of, best first: its page's
@@ -169,18 +170,19 @@ def _note(number: int, found: FoundPage) -> str:
     )
 
 
-def _record(found: FoundPage) -> dict[str, Any]:
+def _source(found: FoundPage) -> PageSource:
     page = found.page
-    entry: dict[str, Any] = {
-        "title": _title(found),
-        "url": found.result.url,
-        "snippet": excerpt(found.result.snippet, SNIPPET_WORDS),
-        "status": page.status,
-    }
+    source = PageSource(
+        found.result.url,
+        page.status,
+        title=_title(found),
+        snippet=excerpt(found.result.snippet, SNIPPET_WORDS),
+    )
     if page.status == "ok":
-        entry.update(
-            wordCount=page.word_count, truncated=page.truncated, content=excerpt(page.text)
+        return replace(
+            source,
+            word_count=page.word_count,
+            truncated=page.truncated,
+            excerpt=excerpt(page.text),
         )
-    else:
-        entry["reason"] = page.reason
-    return entry
+    return replace(source, reason=page.reason)

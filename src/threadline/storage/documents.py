@@ -25,7 +25,13 @@ from threadline.domain.documents import (
 )
 from threadline.domain.errors import NotFound
 from threadline.storage.database import Database, as_utc, utcnow
-from threadline.storage.tables import assets, conversation_documents, conversations, documents
+from threadline.storage.tables import (
+    assets,
+    conversation_documents,
+    conversations,
+    documents,
+    messages,
+)
 
 
 def _asset(row: RowMapping) -> Asset:
@@ -218,6 +224,28 @@ class SqlDocumentStore:
             document = {c.name: row[f"d_{c.name}"] for c in documents.c}
             found.append((_asset(row), document_from_row(document)))  # type: ignore[arg-type]
         return found, int(total)
+
+    async def delete_conversation(
+        self, org_id: UUID, conversation_id: UUID, asset_ids: Sequence[UUID]
+    ) -> bool:
+        """Delete the assets (their documents, chunks and links by cascade), then the
+        conversation and its messages, in one transaction."""
+        async with self._db.write() as conn:
+            if asset_ids:
+                await conn.execute(
+                    delete(assets).where(assets.c.org_id == org_id, assets.c.id.in_(asset_ids))
+                )
+            await conn.execute(
+                delete(messages).where(
+                    messages.c.org_id == org_id, messages.c.conversation_id == conversation_id
+                )
+            )
+            result = await conn.execute(
+                delete(conversations).where(
+                    conversations.c.org_id == org_id, conversations.c.id == conversation_id
+                )
+            )
+        return bool(result.rowcount)
 
     # ---- documents ----
 

@@ -27,6 +27,12 @@ from threadline.storage.accounts import user_from_row
 from threadline.storage.conversations import message_values
 from threadline.storage.credits import settle
 from threadline.storage.database import Database, EncodedJSON, as_utc, utcnow
+from threadline.storage.record_json import (
+    citations_from,
+    citations_json,
+    sources_from,
+    sources_json,
+)
 from threadline.storage.tables import ai_records, conversations, messages, users
 
 
@@ -42,7 +48,8 @@ def _record(row: RowMapping) -> AiRecord:
         prompt_object=row["prompt_object"],
         result_text=row["result_text"],
         metadata=row["metadata"],
-        citations=row["citations"],
+        citations=citations_from(row["citations"]),
+        sources=sources_from(row["sources"]),
         input_tokens=row["input_tokens"],
         output_tokens=row["output_tokens"],
         credits=row["credits"],
@@ -78,7 +85,8 @@ def _values(record: AiRecord) -> dict[str, Any]:
         "prompt_object": record.prompt_object,
         "result_text": record.result_text,
         "metadata": record.metadata,
-        "citations": record.citations,
+        "citations": citations_json(record.citations),
+        "sources": sources_json(record.sources),
         "input_tokens": record.input_tokens,
         "output_tokens": record.output_tokens,
         "credits": record.credits,

@@ -164,6 +164,7 @@ ai_records = Table(
     Column("credits", BigInteger, nullable=False, default=0),
     Column("error", Text, nullable=True),
     Column("finish_reason", String(20), nullable=True),  # 0006
+    Column("sources", JSON, nullable=True),  # 0008: storage/record_json.py
     _ts("created_at"),
     _ts("updated_at"),
     Index("ix_ai_records_org_created", "org_id", "created_at"),

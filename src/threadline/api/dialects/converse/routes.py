@@ -4,7 +4,7 @@ Every endpoint is served under `/api/v2/conversations` (AI Hub's `API_ROOT` ends
 so the official SDK with `api_root=<server>/api` lands here) and under `/v2/conversations`
 (for an `API_ROOT` without the `/api`). A caller authenticates with
 `Authorization: Bearer <key>`; the optional `IB-Context` header (and, on create, the `org`
-and `workspace` fields) must name the caller's own context (see `caller_context`).
+and `workspace` fields) must name the caller's own context (services/contexts.py).
 
 Errors are AI Hub's `{"message": "<what is wrong>"}`: malformed input is 400, an unknown
 conversation or document (or one of another org) is 404, a setting this server cannot
@@ -13,7 +13,8 @@ honour is 422, a model failure 502/504.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from functools import partial
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Depends, Form, Header, Path, Query, Request, UploadFile
@@ -34,7 +35,6 @@ from threadline.api.dialects.converse.schemas import (
 )
 from threadline.api.native import validation_details
 from threadline.api.routing import error_responses, merged, route_class
-from threadline.domain.documents import Document
 from threadline.domain.entities import Principal
 from threadline.domain.errors import (
     InvalidRequest,
@@ -44,11 +44,9 @@ from threadline.domain.errors import (
     Unprocessable,
 )
 from threadline.domain.events import Failed
-from threadline.services.chat import ChatCommand, Grounding
+from threadline.services.contexts import caller_context
+from threadline.services.conversation_files import DocumentQuestion
 from threadline.services.documents import Upload
-
-if TYPE_CHECKING:
-    from threadline.container import Container
 
 CONVERSATION_TYPE = "CHAT_WITH_PDF"  # a conversation over documents, in 1min.ai's terms too
 RECORD_TYPE = "CONVERSE"
@@ -101,52 +99,6 @@ IbContext = Annotated[
 ]
 
 
-def caller_context(
-    principal: Principal,
-    ib_context: str | None,
-    org: str | None = None,
-    workspace: str | None = None,
-) -> Principal:
-    """The caller, once the context named by the request is theirs.
-
-    A Threadline caller belongs to one org. `IB-Context` may name it (its id or name) or
-    the caller's personal account (their user id or name); `org` must name it; `workspace`
-    must be the caller's personal workspace (their user id or name). Anything else is 404:
-    another org's objects are "not found", never "forbidden". `org` and `IB-Context` that
-    name different contexts are 400, since AI Hub requires them to match.
-    """
-    own_org = {str(principal.org_id), principal.org.name}
-    own_user = {str(principal.user.id), principal.user.name}
-    context, org, workspace = _norm(ib_context), _norm(org), _norm(workspace)
-    if context is not None and context not in own_org | own_user:
-        raise NotFound(
-            f"IB-Context {context} is not your organization or account; use your "
-            f"organization id ({principal.org_id}) or leave the header out"
-        )
-    same_org = context in own_org and org in own_org
-    if context is not None and org is not None and context != org and not same_org:
-        raise InvalidRequest(f"org ({org}) and IB-Context ({context}) must match")
-    if org is not None and org not in own_org:
-        raise NotFound(f"organization {org} not found; yours is {principal.org_id}")
-    if workspace is not None and workspace not in own_user:
-        raise NotFound(
-            f"workspace {workspace} not found; your personal workspace is your user id "
-            f"({principal.user.id})"
-        )
-    return principal
-
-
-def _norm(value: str | None) -> str | None:
-    """Blank is absent; a UUID in any spelling is its canonical form."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()[:200]
-    try:
-        return str(UUID(value))
-    except ValueError:
-        return value
-
-
 async def context_caller(principal: PrincipalDep, ib_context: IbContext = None) -> Principal:
     return caller_context(principal, ib_context)
 
@@ -164,22 +116,6 @@ def _conversation_id(value: str) -> UUID:
 
 def _uploads(files: list[UploadFile]) -> list[Upload]:
     return [Upload(f.filename or "file", f.content_type, f.file) for f in files]
-
-
-async def _documents(
-    container: Container, caller: Principal, conversation_id: UUID
-) -> list[Document]:
-    links = await container.documents.conversation_documents(caller, conversation_id)
-    return [link.document for link in links]
-
-
-async def _document(
-    container: Container, caller: Principal, conversation_id: UUID, document_id: int
-) -> Document:
-    for document in await _documents(container, caller, conversation_id):
-        if document.id == document_id:
-            return document
-    raise NotFound(f"document {document_id} not found in conversation {conversation_id}")
 
 
 # ---- conversations --------------------------------------------------------------------
@@ -202,11 +138,12 @@ async def create_conversation(
             "as text (with OCR for scanned pages), tables and checkboxes are not detected "
             "as objects; leave it out or send false"
         )
-    conversation = await container.conversations.create(
-        caller, title=body.name, type=CONVERSATION_TYPE, model=None, description=body.description
-    )
-    outcomes = await container.documents.add(
-        caller, _uploads(body.files), conversation_id=conversation.id
+    conversation, outcomes = await container.conversation_files.create_with_uploads(
+        caller,
+        title=body.name,
+        type=CONVERSATION_TYPE,
+        description=body.description,
+        uploads=_uploads(body.files),
     )
     return JSONResponse(encode.created(conversation, outcomes), status_code=201)
 
@@ -244,9 +181,8 @@ async def list_conversations(
 async def get_conversation(
     conversation_id: ConversationId, caller: Caller, container: ContainerDep
 ) -> dict[str, Any]:
-    cid = _conversation_id(conversation_id)
-    conversation = await container.conversations.get(caller, cid)
-    return encode.info(conversation, await _documents(container, caller, cid))
+    filed = await container.conversation_files.get(caller, _conversation_id(conversation_id))
+    return encode.info(filed.conversation, filed.documents)
 
 
 async def update_conversation(
@@ -257,17 +193,7 @@ async def update_conversation(
     description: Annotated[str | None, Query(description="the new description")] = None,
 ) -> Response:
     cid = _conversation_id(conversation_id)
-    await container.conversations.get(caller, cid)
-    changes: dict[str, str] = {}
-    if name is not None:
-        if not name.strip() or len(name) > 255:
-            raise InvalidRequest("name must be 1 to 255 characters")
-        changes["title"] = name
-    if description is not None:
-        changes["description"] = description
-    if not changes:
-        raise InvalidRequest("nothing to update: pass name and/or description in the query")
-    await container.conversations.update(caller, cid, **changes)
+    await container.conversation_files.edit(caller, cid, title=name, description=description)
     return Response(status_code=204)
 
 
@@ -275,10 +201,7 @@ async def delete_conversation(
     conversation_id: ConversationId, caller: Caller, container: ContainerDep
 ) -> Response:
     """Delete the conversation, its messages and its documents (files, text, index)."""
-    cid = _conversation_id(conversation_id)
-    await container.conversations.get(caller, cid)
-    await container.documents.delete_documents(caller, cid)
-    await container.conversations.delete(caller, cid)
+    await container.conversation_files.delete(caller, _conversation_id(conversation_id))
     return Response(status_code=204)
 
 
@@ -293,19 +216,17 @@ async def converse(
 ) -> Response:
     """Answer a question from one document's excerpts (retrieved for the question). Waits
     for the document's processing to end (up to `documents.ready_wait_seconds`)."""
-    cid = _conversation_id(conversation_id)
-    conversation = await container.conversations.get(caller, cid)
-    document = await _document(container, caller, cid, body.document_ids[0])
-    command = ChatCommand(
-        principal=caller,
-        model=conversation.model or container.catalog.default,
-        record_type=RECORD_TYPE,
-        prompt=body.question,
-        conversation_id=cid,
-        grounding=Grounding(document_ids=(document.id,), advanced=body.mode == "advanced"),
-        prompt_object=body.model_dump(),
+    run = await container.conversation_files.ask(
+        caller,
+        _conversation_id(conversation_id),
+        DocumentQuestion(
+            document_id=body.document_ids[0],
+            question=body.question,
+            advanced=body.mode == "advanced",
+            record_type=RECORD_TYPE,
+            prompt_object=body.model_dump(),
+        ),
     )
-    run = await container.chat.reply(command)
     record = await run.result()
     if isinstance(run.outcome, Failed):
         failed = run.outcome
@@ -323,14 +244,12 @@ async def add_documents(
     container: ContainerDep,
 ) -> JSONResponse:
     """201 with each file's outcome; 400 (same body) when every file failed."""
-    cid = _conversation_id(conversation_id)
-    await container.conversations.get(caller, cid)
-    if not body.process_files:
-        raise Unprocessable(
-            "process_files=false is not supported: this server processes every document it "
-            "stores (and has no endpoint to process one later); leave it out or send true"
-        )
-    outcomes = await container.documents.add(caller, _uploads(body.files), conversation_id=cid)
+    outcomes = await container.conversation_files.add_uploads(
+        caller,
+        _conversation_id(conversation_id),
+        _uploads(body.files),
+        process=body.process_files,
+    )
     failed = all(o.reason is not None for o in outcomes)
     return JSONResponse(
         {"upload_status": encode.upload_status(outcomes)}, status_code=400 if failed else 201
@@ -350,14 +269,18 @@ async def delete_documents(
     in a JSON body `{"ids": [...]}` or in the query (`?ids=1,2`), not both. An id not in the
     conversation is 404 and nothing is deleted."""
     cid = _conversation_id(conversation_id)
-    await container.conversations.get(caller, cid)
+    # read once the conversation is known to be the caller's (an unknown one is 404 first)
+    document_ids = partial(_document_ids, ids, body)
+    await container.conversation_files.delete_documents(caller, cid, document_ids)
+    return Response(status_code=204)
+
+
+def _document_ids(ids: list[str] | None, body: DeleteDocumentsRequest | None) -> list[int]:
     if ids is not None and body is not None:
         raise InvalidRequest("send ids in the JSON body or in the query string, not both")
     if ids is None and body is None:
         raise InvalidRequest('ids is required: send {"ids": [<DOCUMENT-ID>, ...]}')
-    document_ids = body.ids if body is not None else _query_ids(ids or [])
-    await container.documents.delete_documents(caller, cid, document_ids)
-    return Response(status_code=204)
+    return body.ids if body is not None else _query_ids(ids or [])
 
 
 def _query_ids(values: list[str]) -> list[int]:
@@ -382,7 +305,7 @@ async def document_metadata(
     number = store_int(document_id)
     if number is None:
         raise NotFound(f"document {document_id[:100]} not found in conversation {cid}")
-    return encode.metadata(await _document(container, caller, cid, number))
+    return encode.metadata(await container.conversation_files.document(caller, cid, number))
 
 
 # ---- the router ---------------------------------------------------------------------------

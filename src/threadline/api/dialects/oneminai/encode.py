@@ -1,32 +1,44 @@
 """Core objects → 1min.ai JSON, and reply events → the Chat with AI SSE frames
 (`content`, `result`, `done`, `error`), each with an SSE `id: <aiRecordId>:<characters so
-far>` line (durable streams, see services/replays.py); keep-alive pings are comments."""
+far>` line (durable streams, see services/replays.py), parsed back here (`position_of`) when
+a client resumes; keep-alive pings are comments. `chat_frames` is the loop from a reply's
+events to those frames; `raw_text` the legacy features' plain-text stream."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from json.encoder import encode_basestring as _json_string
 from typing import Any
+from uuid import UUID
 
 from threadline.api.native import iso, team_user
+from threadline.api.routing import stream_failed
 from threadline.domain.brand_voices import BrandVoice
 from threadline.domain.documents import Asset, ConversationDocument, Document
 from threadline.domain.entities import AiRecord, Conversation, Message, User
-from threadline.domain.events import Failed
+from threadline.domain.errors import InvalidRequest
+from threadline.domain.events import Citation, Done, Failed, ReplyEvent, TextDelta
 from threadline.domain.image_generation import IMAGE_RECORD_TYPES
 from threadline.domain.memories import Memory
+from threadline.domain.sources import ImageSource, PageSource
+from threadline.services.conversation_files import ConversationDetail
+from threadline.services.record_views import RecordView
 
 SSE_PING = b": ping\n\n"
 
 
+def record_view(view: RecordView) -> dict[str, Any]:
+    return ai_record(view.record, view.user, view.provider)
+
+
 def ai_record(record: AiRecord, user: User, provider: str) -> dict[str, Any]:
     detail: dict[str, Any] = {
-        "promptObject": record.prompt_object,
+        "promptObject": prompt_object(record),
         "resultObject": result_object(record),
     }
     if record.citations:
-        detail["citations"] = record.citations
+        detail["citations"] = [citation(c) for c in record.citations]
     if record.finish_reason:
         detail["finishReason"] = record.finish_reason
     body: dict[str, Any] = {
@@ -54,6 +66,84 @@ def ai_record(record: AiRecord, user: User, provider: str) -> dict[str, Any]:
     if record.error:
         body["error"] = record.error
     return body
+
+
+def prompt_object(record: AiRecord) -> dict[str, Any]:
+    """The request's promptObject as recorded, with what the reply read beside its documents
+    under 1min.ai's names: `linkContentList`, `searchContentList`, `imageContentList`,
+    `memoryList` (each only when the reply read that kind; a record stored before the core
+    kept them apart has them in its promptObject already)."""
+    sources = record.sources
+    if sources.empty:
+        return record.prompt_object
+    shown = dict(record.prompt_object)
+    if sources.links is not None:
+        shown["linkContentList"] = [link_content(s) for s in sources.links]
+    if sources.search is not None:
+        shown["searchContentList"] = [search_content(s) for s in sources.search]
+    if sources.images is not None:
+        shown["imageContentList"] = [image_content(s) for s in sources.images]
+    if sources.memories is not None:
+        shown["memoryList"] = [{"uuid": str(m.id), "content": m.content} for m in sources.memories]
+    return shown
+
+
+def citation(c: Citation) -> dict[str, Any]:
+    return {
+        "sourceId": c.source_id,
+        "title": c.title,
+        "excerpt": c.excerpt,
+        "page": c.page,
+        "url": c.url,
+    }
+
+
+def link_content(s: PageSource) -> dict[str, Any]:
+    """A `linkContentList` entry: a link of the prompt, read (page / youtube) or not."""
+    entry: dict[str, Any] = {"type": s.kind, "url": s.url, "status": s.status}
+    if s.video_id is not None:
+        entry["videoId"] = s.video_id
+    if s.status == "ok":
+        entry.update(
+            title=s.title, wordCount=s.word_count, truncated=s.truncated, content=s.excerpt
+        )
+    else:
+        entry["reason"] = s.reason
+    return entry
+
+
+def search_content(s: PageSource) -> dict[str, Any]:
+    """A `searchContentList` entry: a web search result and what was read of its page."""
+    entry: dict[str, Any] = {
+        "title": s.title,
+        "url": s.url,
+        "snippet": s.snippet,
+        "status": s.status,
+    }
+    if s.status == "ok":
+        entry.update(wordCount=s.word_count, truncated=s.truncated, content=s.excerpt)
+    else:
+        entry["reason"] = s.reason
+    return entry
+
+
+def image_content(s: ImageSource) -> dict[str, Any]:
+    """An `imageContentList` entry: an image of the request and how the model got it."""
+    entry: dict[str, Any] = {
+        "image": s.reference,
+        "name": s.name,
+        "format": s.format,
+        "mimeType": s.mime_type,
+        "width": s.width,
+        "height": s.height,
+        "size": s.size,
+        "mode": s.mode,
+    }
+    if s.text is not None:
+        entry["text"] = s.text
+    if s.note:
+        entry["note"] = s.note
+    return entry
 
 
 def result_object(record: AiRecord) -> list[str]:
@@ -107,6 +197,14 @@ def conversation(c: Conversation, files: Sequence[ConversationDocument] = ()) ->
         },
         "conversationFile": [conversation_file(f) for f in files],
     }
+
+
+def conversation_detail(detail: ConversationDetail) -> dict[str, Any]:
+    """A conversation with its files and a page of its messages."""
+    body = conversation(detail.filed.conversation, detail.filed.files)
+    body["messages"] = [message(m) for m in detail.messages.items]
+    body["messageCount"] = detail.messages.total
+    return body
 
 
 def conversation_file(link: ConversationDocument) -> dict[str, Any]:
@@ -172,6 +270,23 @@ def event_id(record_id: str, chars: int) -> str:
     return f"{record_id}:{chars}"
 
 
+def position_of(record_id: UUID, last_event_id: str) -> int:
+    """The characters a client has, from the SSE id of the last frame it received
+    (`<aiRecordId>:<n>`, as `event_id` writes it)."""
+    raw_id, _, chars = last_event_id.strip().rpartition(":")
+    try:
+        named = UUID(raw_id)
+    except ValueError:
+        named = None
+    if named is None or not (chars.isascii() and chars.isdigit()) or len(chars) > 12:
+        raise InvalidRequest(
+            "Last-Event-ID must be the id of a frame of this stream (<aiRecordId>:<n>)"
+        )
+    if named != record_id:
+        raise InvalidRequest(f"Last-Event-ID names another aiRecord than {record_id}")
+    return int(chars)
+
+
 def content_frame(text: str, record_id: str, chars: int) -> bytes:
     """`sse("content", {"content": text}, event_id(record_id, chars))`, built without a
     json.dumps per token."""
@@ -196,3 +311,48 @@ def error_frame(failed: Failed, record_id: str | None, frame_id: str | None = No
     if record_id:
         error["aiRecordId"] = record_id
     return sse("error", {"success": False, "error": error}, frame_id)
+
+
+ReplyEvents = AsyncIterator[tuple[int, ReplyEvent | None]]
+
+
+async def chat_frames(
+    events: ReplyEvents,
+    record_id: UUID,
+    chars: int,
+    record_json: Callable[[Done], Awaitable[dict[str, Any]]],
+) -> AsyncIterator[bytes]:
+    """The SSE frames of a reply's events; `chars`: the characters of text the client had
+    before them (each frame's id tells the count after it)."""
+    rid = str(record_id)
+    try:
+        async for _, event in events:
+            if event is None:
+                yield SSE_PING
+            elif isinstance(event, TextDelta):
+                frame = content_frame(event.text, rid, chars + len(event.text))
+                chars += len(event.text)
+                yield frame
+            elif isinstance(event, Done):
+                frame_id = event_id(rid, chars)
+                result = result_frame(await record_json(event), frame_id)
+                yield result + done_frame(frame_id)
+            elif isinstance(event, Failed):
+                yield error_frame(event, rid, event_id(rid, chars))
+    except Exception:
+        failed = stream_failed("chat-with-ai")
+        yield error_frame(failed, rid, event_id(rid, chars))
+
+
+class StreamAborted(Exception):
+    """Ends a raw-text stream abnormally: the legacy API has no in-band error signal, so the
+    client sees a truncated response rather than a complete-looking wrong answer."""
+
+
+async def raw_text(events: ReplyEvents) -> AsyncIterator[bytes]:
+    """A legacy feature's streamed reply: its text as it comes, nothing else."""
+    async for _, event in events:
+        if isinstance(event, TextDelta):
+            yield event.text.encode()
+        elif isinstance(event, Failed):
+            raise StreamAborted(f"{event.code}: {event.message}")

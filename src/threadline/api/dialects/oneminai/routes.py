@@ -3,7 +3,8 @@ service and encodes the answer; errors render as `{success: false, error: {...}}
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
@@ -32,14 +33,14 @@ from threadline.api.native import (
     render_native,
     validation_details,
 )
-from threadline.api.routing import route_class, stream_failed, streamed
-from threadline.domain.entities import AiRecord, Principal
+from threadline.api.routing import route_class, streamed
+from threadline.domain.entities import Principal
 from threadline.domain.errors import InvalidRequest, NotFound, ThreadlineError, Unprocessable
-from threadline.domain.events import Done, Failed, TextDelta
+from threadline.domain.events import Done, Failed
 from threadline.domain.image_generation import IMAGE_GENERATOR
 from threadline.services.chat import ChatCommand, Grounding, HistorySettings, WebSearch
-from threadline.services.image_generation import ImageGenerationCommand
-from threadline.services.replays import Replay, ReplayEvents, position_of
+from threadline.services.image_generation import ImageGenerationCommand, ImageGenerationService
+from threadline.services.record_views import RecordViews
 from threadline.services.runs import Run
 
 
@@ -78,19 +79,10 @@ async def create_conversation(
 ) -> dict[str, Any]:
     if body.type == "CHAT_WITH_PDF" and not body.fileList:
         raise InvalidRequest("fileList is required for CHAT_WITH_PDF conversations")
-    container.catalog.get(body.model)
-    documents = container.documents
-    limit = documents.limits.max_documents_per_conversation
-    if body.fileList and len(set(body.fileList)) > limit:
-        raise Unprocessable(f"fileList has {len(set(body.fileList))} files; the limit is {limit}")
-    files = await documents.documents_for_files(principal, body.fileList or [])
-    conversation = await container.conversations.create(
-        principal, title=body.title, type=body.type, model=body.model
+    filed = await container.conversation_files.create(
+        principal, title=body.title, type=body.type, model=body.model, file_ids=body.fileList or []
     )
-    if files:
-        await documents.attach(principal, conversation.id, files)
-    links = await documents.conversation_documents(principal, conversation.id)
-    return {"conversation": encode.conversation(conversation, links)}
+    return {"conversation": encode.conversation(filed.conversation, filed.files)}
 
 
 @router.get("/api/conversations")
@@ -100,13 +92,9 @@ async def list_conversations(
     limit: Annotated[int, page_limit()] = 20,
     offset: Offset = 0,
 ) -> dict[str, Any]:
-    page = await container.conversations.list(principal, limit=limit, offset=offset)
-    files = await container.documents.documents_of_conversations(
-        principal, [c.id for c in page.items]
-    )
-    conversations = [encode.conversation(c, files.get(c.id, ())) for c in page.items]
+    page = await container.conversation_files.page(principal, limit=limit, offset=offset)
     return {
-        "conversations": conversations,
+        "conversations": [encode.conversation(c.conversation, c.files) for c in page.items],
         "total": page.total,
         "limit": page.limit,
         "offset": page.offset,
@@ -122,13 +110,8 @@ async def get_conversation(
     offset: Offset = 0,
 ) -> dict[str, Any]:
     cid = _conversation_id(conversation_id)
-    conversation = await container.conversations.get(principal, cid)
-    page = await container.conversations.messages(principal, cid, limit=limit, offset=offset)
-    links = await container.documents.conversation_documents(principal, cid)
-    body = encode.conversation(conversation, links)
-    body["messages"] = [encode.message(m) for m in page.items]
-    body["messageCount"] = page.total
-    return {"conversation": body}
+    detail = await container.conversation_files.detail(principal, cid, limit=limit, offset=offset)
+    return {"conversation": encode.conversation_detail(detail)}
 
 
 @router.delete("/api/conversations/{conversation_id}")
@@ -179,15 +162,16 @@ async def chat_with_ai(
         metadata=body.metadata,
     )
     run = await container.chat.reply(command)
+    views = container.record_views
     if isStreaming:
         idle = container.settings.sse_ping_seconds
 
         async def record_json(_: Done) -> dict[str, Any]:
-            return await _record_json(run, principal, container)
+            return encode.record_view(await views.finished(run, principal))
 
-        frames = _chat_frames(run.events(idle=idle), run.id, 0, record_json)
+        frames = encode.chat_frames(run.events(idle=idle), run.id, 0, record_json)
         return _sse_response(frames, run.id)
-    return await _finished(run, principal, container)
+    return await _finished(run, principal, views)
 
 
 @router.get(
@@ -205,17 +189,18 @@ async def resume_chat_stream(
     """A streamed reply again, from the client's position: the frames it has not received
     (live while the reply is still being produced), then `result` + `done` (or `error`)."""
     record_id = _record_id(aiRecordId)
-    replays = container.replays
-    if last_event_id is not None:  # an unknown aiRecord is 404 whatever the header says
-        await replays.open(principal, record_id)
-    position = position_of(record_id, last_event_id) if last_event_id is not None else after
-    replay = await replays.open(principal, record_id, position or 0)
+    replays, views = container.replays, container.record_views
+    position: Callable[[], int] | int | None = after
+    if last_event_id is not None:  # parsed once the aiRecord is known to be the caller's
+        position = partial(encode.position_of, record_id, last_event_id)
+    replay = await replays.resume(principal, record_id, position)
 
     async def record_json(event: Done) -> dict[str, Any]:
-        return await _replayed_json(replay, event, principal, container)
+        return encode.record_view(await views.replayed(replay, event, principal))
 
     events = replays.events(replay, idle=container.settings.sse_ping_seconds)
-    return _sse_response(_chat_frames(events, record_id, replay.after, record_json), record_id)
+    frames = encode.chat_frames(events, record_id, replay.after, record_json)
+    return _sse_response(frames, record_id)
 
 
 @router.get("/api/chat-with-ai/{aiRecordId}")
@@ -223,12 +208,8 @@ async def get_ai_record(
     aiRecordId: RecordIdPath, principal: PrincipalDep, container: ContainerDep
 ) -> dict[str, Any]:
     """The aiRecord as it is now (PENDING while its reply runs; it does not wait)."""
-    record_id = _record_id(aiRecordId)
-    replay = await container.replays.open(principal, record_id)
-    record = await container.replays.current(replay)
-    user = await container.replays.owner(replay) or await container.accounts.user(principal)
-    provider = _provider(container, record.model)
-    return {"aiRecord": encode.ai_record(record, user, provider)}
+    view = await container.record_views.current(principal, _record_id(aiRecordId))
+    return {"aiRecord": encode.record_view(view)}
 
 
 @router.post(
@@ -247,7 +228,7 @@ async def features(
             raise Unprocessable(
                 f"{body.type} does not stream: call POST /api/features without isStreaming"
             )
-        return await _image_feature(body, principal, container)
+        return await _image_feature(body, principal, container.image_generation)
     if body.type not in LEGACY_CHAT_TYPES:
         known = ", ".join((*LEGACY_CHAT_TYPES, *IMAGE_FEATURE_TYPES))
         raise InvalidRequest(f"unknown feature type {body.type!r}; supported: {known}")
@@ -280,8 +261,9 @@ async def features(
     )
     run = await container.chat.reply(command)
     if isStreaming:
-        return StreamingResponse(_raw_text(run), media_type="text/plain; charset=utf-8")
-    return await _finished(run, principal, container)
+        text = encode.raw_text(run.events())
+        return StreamingResponse(text, media_type="text/plain; charset=utf-8")
+    return await _finished(run, principal, container.record_views)
 
 
 def _conversation_id(raw: str) -> UUID:
@@ -291,7 +273,9 @@ def _conversation_id(raw: str) -> UUID:
         raise NotFound(f"conversation {raw} not found") from None
 
 
-async def _image_feature(body: FeatureRequest, principal: Principal, container: Any) -> Response:
+async def _image_feature(
+    body: FeatureRequest, principal: Principal, images: ImageGenerationService
+) -> Response:
     """IMAGE_GENERATOR / IMAGE_VARIATOR: the images are made, stored as assets, and their keys
     are the aiRecord's resultObject (002_*)."""
     if body.conversationId is not None:
@@ -324,7 +308,7 @@ async def _image_feature(body: FeatureRequest, principal: Principal, container: 
             prompt_object=varied.model_dump(mode="json", exclude_unset=True),
             ratio_field="aspect_width:aspect_height",
         )
-    outcome = await container.image_generation.make(command)
+    outcome = await images.make(command)
     return JSONResponse(
         {"aiRecord": encode.ai_record(outcome.record, outcome.user, outcome.provider)}
     )
@@ -354,34 +338,12 @@ def _recorded_prompt(prompt: dict[str, Any], brand_voice_id: str | None = None) 
     return recorded
 
 
-async def _record_json(run: Run, principal: Principal, container: Any) -> dict[str, Any]:
-    record = await run.result()
-    user = run.user or await container.accounts.user(principal)  # fresh after the charge
-    return encode.ai_record(record, user, _provider(container, record.model))
-
-
-async def _replayed_json(
-    replay: Replay, done: Done, principal: Principal, container: Any
-) -> dict[str, Any]:
-    record = done.record if isinstance(done.record, AiRecord) else replay.record
-    user = await container.replays.owner(replay) or await container.accounts.user(principal)
-    return encode.ai_record(record, user, _provider(container, record.model))
-
-
-def _provider(container: Any, model: str) -> str:
-    """The model's provider label; a model no longer configured is named as stored."""
-    try:
-        return str(container.catalog.entry(model).provider_label)
-    except ThreadlineError:
-        return "unknown"
-
-
-async def _finished(run: Run, principal: Principal, container: Any) -> Response:
-    record = await _record_json(run, principal, container)
+async def _finished(run: Run, principal: Principal, views: RecordViews) -> Response:
+    view = await views.finished(run, principal)
     outcome = run.outcome
     if isinstance(outcome, Failed):
         return error_response(outcome.status, outcome.code, outcome.message)
-    return JSONResponse({"aiRecord": record})
+    return JSONResponse({"aiRecord": encode.record_view(view)})
 
 
 def _sse_response(frames: AsyncIterator[bytes], record_id: UUID) -> StreamingResponse:
@@ -391,44 +353,3 @@ def _sse_response(frames: AsyncIterator[bytes], record_id: UUID) -> StreamingRes
         "X-AI-Record-Id": str(record_id),
     }
     return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
-
-
-async def _chat_frames(
-    events: ReplayEvents,
-    record_id: UUID,
-    chars: int,
-    record_json: Callable[[Done], Awaitable[dict[str, Any]]],
-) -> AsyncIterator[bytes]:
-    """The SSE frames of a reply's events; `chars`: the characters of text the client had
-    before them (each frame's id tells the count after it)."""
-    rid = str(record_id)
-    try:
-        async for _, event in events:
-            if event is None:
-                yield encode.SSE_PING
-            elif isinstance(event, TextDelta):
-                frame = encode.content_frame(event.text, rid, chars + len(event.text))
-                chars += len(event.text)
-                yield frame
-            elif isinstance(event, Done):
-                frame_id = encode.event_id(rid, chars)
-                result = encode.result_frame(await record_json(event), frame_id)
-                yield result + encode.done_frame(frame_id)
-            elif isinstance(event, Failed):
-                yield encode.error_frame(event, rid, encode.event_id(rid, chars))
-    except Exception:
-        failed = stream_failed("chat-with-ai")
-        yield encode.error_frame(failed, rid, encode.event_id(rid, chars))
-
-
-class StreamAborted(Exception):
-    """Ends a raw-text stream abnormally: the legacy API has no in-band error signal, so the
-    client sees a truncated response rather than a complete-looking wrong answer."""
-
-
-async def _raw_text(run: Run) -> AsyncIterator[bytes]:
-    async for _, event in run.events():
-        if isinstance(event, TextDelta):
-            yield event.text.encode()
-        elif isinstance(event, Failed):
-            raise StreamAborted(f"{event.code}: {event.message}")

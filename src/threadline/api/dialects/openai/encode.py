@@ -1,16 +1,21 @@
 """Core objects → OpenAI's JSON: models, chat completions, streamed chunks (`data: {...}`
-frames ending with `data: [DONE]`) and the error shape
-`{"error": {"message", "type", "param", "code"}}`."""
+frames ending with `data: [DONE]`; `chunks` is the loop from a reply's events to them) and the
+error shape `{"error": {"message", "type", "param", "code"}}`. OpenAI's stream has no event
+ids: a completion is not resumed."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
+from threadline.api.routing import stream_failed
 from threadline.domain.entities import AiRecord
+from threadline.domain.events import Done, Failed, ReplyEvent, TextDelta
 from threadline.services.catalog import CatalogModel
 
 PING = b": ping\n\n"
+_TYPES = {401: "invalid_request_error", 403: "permission_error", 429: "requests"}
 DONE = b"data: [DONE]\n\n"
 
 
@@ -95,3 +100,37 @@ def error_body(
     message: str, type_: str, param: str | None = None, code: str | None = None
 ) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def error_type(status: int) -> str:
+    return "server_error" if status >= 500 else _TYPES.get(status, "invalid_request_error")
+
+
+def failure(failed: Failed) -> dict[str, Any]:
+    """A failed reply's error body."""
+    return error_body(failed.message, error_type(failed.status), None, failed.code.lower())
+
+
+async def chunks(
+    record: AiRecord,
+    events: AsyncIterator[tuple[int, ReplyEvent | None]],
+    include_usage: bool,
+) -> AsyncIterator[bytes]:
+    """A role chunk, content chunks, a finish chunk, [usage,] [DONE]; or an error frame."""
+    try:
+        writer = ChunkWriter(record, include_usage)
+        yield writer.delta({"role": "assistant", "content": ""})
+        async for _, event in events:
+            if event is None:
+                yield PING
+            elif isinstance(event, TextDelta):
+                yield writer.delta({"content": event.text})
+            elif isinstance(event, Failed):
+                yield data(failure(event))
+            elif isinstance(event, Done):
+                end = writer.delta({}, event.finish_reason)
+                if include_usage and isinstance(event.record, AiRecord):
+                    end += writer.usage(event.record)
+                yield end + DONE
+    except Exception:
+        yield data(failure(stream_failed("chat.completions")))

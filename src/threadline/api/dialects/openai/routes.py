@@ -9,7 +9,6 @@ apply as on every other dialect. Every error, including 401/403/404/429, is in O
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -26,22 +25,16 @@ from threadline.api.dialects.openai.schemas import (
     image_urls,
     stop_sequences,
 )
-from threadline.api.routing import error_responses, route_class, stream_failed, streamed
-from threadline.domain.entities import AiRecord
+from threadline.api.routing import error_responses, route_class, streamed
 from threadline.domain.errors import NotFound, RateLimited, ThreadlineError, Unprocessable
-from threadline.domain.events import Done, Failed, TextDelta
+from threadline.domain.events import Done, Failed
 from threadline.domain.ports import ChatMessage
-from threadline.services.catalog import CatalogModel
+from threadline.services.catalog import CatalogModel, ModelCatalog
 from threadline.services.chat import ChatCommand, Grounding
-from threadline.services.runs import Run
 
 RECORD_TYPE = "OPENAI_CHAT_COMPLETION"
-_TYPES = {401: "invalid_request_error", 403: "permission_error", 429: "requests"}
 _CODES = {401: "invalid_api_key", 429: "rate_limit_exceeded"}
-
-
-def error_type(status: int) -> str:
-    return "server_error" if status >= 500 else _TYPES.get(status, "invalid_request_error")
+error_type = encode.error_type
 
 
 def render(_request: Request, exc: ThreadlineError | RequestValidationError) -> Response:
@@ -112,11 +105,11 @@ router = APIRouter(prefix="/v1", route_class=route_class(render, ERRORS), tags=[
 image_generation.add_routes(router)
 
 
-def _entry(container: Any, name: str) -> CatalogModel:
+def _entry(catalog: ModelCatalog, name: str) -> CatalogModel:
     try:
-        return container.catalog.entry(name)
+        return catalog.entry(name)
     except Unprocessable:
-        available = ", ".join(m.name for m in container.catalog.list())
+        available = ", ".join(m.name for m in catalog.list())
         raise ModelNotFound(
             f"The model '{name}' does not exist; available models: {available}"
         ) from None
@@ -132,7 +125,7 @@ async def list_models(_: PrincipalDep, container: ContainerDep) -> dict[str, Any
 
 @router.get("/models/{model:path}")
 async def get_model(model: str, _: PrincipalDep, container: ContainerDep) -> dict[str, Any]:
-    entry = _entry(container, model)
+    entry = _entry(container.catalog, model)
     return encode.model(entry, alias=model if model != entry.name else None)
 
 
@@ -158,7 +151,7 @@ async def chat_completions(
     body: ChatCompletionRequest, principal: PrincipalDep, container: ContainerDep
 ) -> Response:
     check_supported(body)
-    _entry(container, body.model)
+    _entry(container.catalog, body.model)
     if len(body.messages) > IN_THREAD_MESSAGES:  # a long list: translated off the event loop
         messages, images, recorded = await asyncio.to_thread(_translated, body)
     else:
@@ -179,41 +172,13 @@ async def chat_completions(
     run = await container.chat.reply(command)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        frames = _chunks(run, include_usage, container.settings.sse_ping_seconds)
+        events = run.events(idle=container.settings.sse_ping_seconds)
+        frames = encode.chunks(run.record, events, include_usage)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
     record = await run.result()
     outcome = run.outcome
     if isinstance(outcome, Failed):
-        return _failure_response(outcome)
+        return JSONResponse(encode.failure(outcome), status_code=outcome.status)
     finish = outcome.finish_reason if isinstance(outcome, Done) else "stop"
     return JSONResponse(encode.completion(record, finish))
-
-
-def _failure_body(failed: Failed) -> dict[str, Any]:
-    return encode.error_body(failed.message, error_type(failed.status), None, failed.code.lower())
-
-
-def _failure_response(failed: Failed) -> JSONResponse:
-    return JSONResponse(_failure_body(failed), status_code=failed.status)
-
-
-async def _chunks(run: Run, include_usage: bool, ping: float) -> AsyncIterator[bytes]:
-    """A role chunk, content chunks, a finish chunk, [usage,] [DONE]; or an error frame."""
-    try:
-        writer = encode.ChunkWriter(run.record, include_usage)
-        yield writer.delta({"role": "assistant", "content": ""})
-        async for _, event in run.events(idle=ping):
-            if event is None:
-                yield encode.PING
-            elif isinstance(event, TextDelta):
-                yield writer.delta({"content": event.text})
-            elif isinstance(event, Failed):
-                yield encode.data(_failure_body(event))
-            elif isinstance(event, Done):
-                end = writer.delta({}, event.finish_reason)
-                if include_usage and isinstance(event.record, AiRecord):
-                    end += writer.usage(event.record)
-                yield end + encode.DONE
-    except Exception:
-        yield encode.data(_failure_body(stream_failed("chat.completions")))

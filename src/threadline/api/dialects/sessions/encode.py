@@ -1,6 +1,8 @@
 """Core objects → Conversation Service JSON (snake_case), and a reply's events → the
 `stream_chat` SSE frames `start`, `content`, `end` and `error`, each with an SSE id
-`<aiRecordId>:<characters of text so far>` (durable streams, see services/replays.py).
+`<aiRecordId>:<characters of text so far>` (durable streams, see services/replays.py), parsed
+back here (`position_of`) when a client resumes. `stream_frames` is the loop from a reply's
+events to those frames.
 Their `message_id` is the reply's (the assistant message stored at the end, whose id is known
 from the start); `user_message_id` is the prompt's stored message; `end` and `error` also
 name the reply as `reply_message_id`, the name earlier clients read it under.
@@ -12,10 +14,12 @@ reply runs, then "completed" or "failed".
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
 from threadline.api.native import iso
+from threadline.api.routing import stream_failed
 from threadline.domain.entities import (
     AiRecord,
     ChatSession,
@@ -24,7 +28,9 @@ from threadline.domain.entities import (
     Page,
     RecordStatus,
 )
-from threadline.domain.events import Failed
+from threadline.domain.errors import InvalidRequest
+from threadline.domain.events import Done, Failed, TextDelta
+from threadline.services.replays import ReplayEvents
 from threadline.services.sessions import Exchange, model_id_of
 
 PING = b": ping\n\n"
@@ -100,6 +106,23 @@ def event_id(exchange: Exchange, chars: int) -> str:
     return f"{exchange.record_id}:{chars}"
 
 
+def position_of(record_id: UUID, last_event_id: str) -> int:
+    """The characters a client has, from the SSE id of the last frame it received
+    (`<aiRecordId>:<n>`, as `event_id` writes it)."""
+    raw_id, _, chars = last_event_id.strip().rpartition(":")
+    try:
+        named = UUID(raw_id)
+    except ValueError:
+        named = None
+    if named is None or not (chars.isascii() and chars.isdigit()) or len(chars) > 12:
+        raise InvalidRequest(
+            "Last-Event-ID must be the id of a frame of this stream (<aiRecordId>:<n>)"
+        )
+    if named != record_id:
+        raise InvalidRequest(f"Last-Event-ID names another aiRecord than {record_id}")
+    return int(chars)
+
+
 def start_frame(exchange: Exchange) -> bytes:
     s = exchange.session
     return sse(
@@ -147,3 +170,50 @@ def _message_ids(exchange: Exchange) -> dict[str, str | None]:
 
 def _id(value: UUID | None) -> str | None:
     return str(value) if value else None
+
+
+async def stream_frames(
+    exchange: Exchange,
+    events: ReplayEvents,
+    chars: int,
+    settle: Callable[[Exchange], Awaitable[Exchange]],
+    *,
+    start: bool,
+) -> AsyncIterator[bytes]:
+    """`start`, `content`…, then `end` (or `error`). The run goes on without the client.
+    `chars`: the characters of text the client had before these events.
+
+    A stored record that names no reply yet was pending in another process: its events come
+    only once it has ended, so `start` waits for the first of them and the reply's id is
+    read again then (`settle`; pings keep the connection open meanwhile)."""
+    settled = exchange.run is not None or exchange.reply_message_id is not None
+    try:
+        if start and settled:
+            yield start_frame(exchange)
+            start = False
+        async for _, event in events:
+            if event is None:
+                yield PING
+                continue
+            if not settled:
+                exchange, settled = await settle(exchange), True
+            if start:
+                yield start_frame(exchange)
+                start = False
+            if isinstance(event, TextDelta):
+                frame_id = event_id(exchange, chars + len(event.text))
+                frame = content_frame(event.text, frame_id)
+                chars += len(event.text)
+                yield frame
+            elif isinstance(event, Done | Failed):
+                yield _closing_frame(exchange, event, event_id(exchange, chars))
+    except Exception:
+        failed = stream_failed("stream_chat")
+        yield error_frame(exchange, failed, event_id(exchange, chars))
+
+
+def _closing_frame(exchange: Exchange, event: Done | Failed, frame_id: str) -> bytes:
+    if isinstance(event, Failed):
+        return error_frame(exchange, event, frame_id)
+    record = event.record if isinstance(event.record, AiRecord) else None
+    return end_frame(exchange, record, frame_id)

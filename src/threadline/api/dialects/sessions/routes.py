@@ -8,7 +8,8 @@ missing or malformed one is 400. Errors are `{"detail": "<what is wrong>", "code
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -22,11 +23,9 @@ from threadline.api.deps import ContainerDep, LastEventId, PrincipalDep, ResumeA
 from threadline.api.dialects.sessions import encode
 from threadline.api.dialects.sessions.schemas import CreateConversation, CreateSession, StreamChat
 from threadline.api.native import validation_details
-from threadline.api.routing import error_responses, route_class, stream_failed, streamed
-from threadline.domain.entities import AiRecord, Principal
+from threadline.api.routing import error_responses, route_class, streamed
+from threadline.domain.entities import Principal
 from threadline.domain.errors import NotFound, RateLimited, ThreadlineError
-from threadline.domain.events import Done, Failed, TextDelta
-from threadline.services.replays import ReplayEvents, position_of
 from threadline.services.sessions import Exchange
 
 MESSAGES_DEFAULT_LIMIT = 20
@@ -106,10 +105,12 @@ async def create_session(
     responses=streamed("text/event-stream", "SSE: start, content..., end (or error)"),
 )
 async def stream_chat(body: StreamChat, caller: Caller, container: ContainerDep) -> Response:
-    exchange = await container.sessions.send(caller, body.chat_session_id, body.message)
+    sessions = container.sessions
+    exchange = await sessions.send(caller, body.chat_session_id, body.message)
     assert exchange.run is not None
     events = exchange.run.events(idle=container.settings.sse_ping_seconds)
-    return _sse_response(_frames(exchange, events, 0, caller, container, start=True), exchange)
+    settle = partial(sessions.settled, caller)
+    return _sse_response(encode.stream_frames(exchange, events, 0, settle, start=True), exchange)
 
 
 @router.get(
@@ -129,15 +130,22 @@ async def resume_stream_chat(
     """A `stream_chat` stream again, from the client's position: the frames it has not
     received (live while the reply runs), then `end` (or `error`). With no position at all
     (neither Last-Event-ID nor `after`) it starts over, with `start`."""
-    replays = container.replays
-    if last_event_id is not None:  # an unknown stream is 404 whatever the header says
-        await replays.open(caller, ai_record_id)
-        after = position_of(ai_record_id, last_event_id)
-    replay = await replays.open(caller, ai_record_id, after or 0)
-    exchange = await container.sessions.resumed(caller, replay)
-    events = replays.events(replay, idle=container.settings.sse_ping_seconds)
-    frames = _frames(exchange, events, replay.after, caller, container, start=after is None)
-    return _sse_response(frames, exchange)
+    sessions = container.sessions
+    position: Callable[[], int] | int | None = after
+    if last_event_id is not None:  # parsed once the stream is known to be the caller's
+        position = partial(encode.position_of, ai_record_id, last_event_id)
+    resumed = await sessions.resume(
+        caller, ai_record_id, position, idle=container.settings.sse_ping_seconds
+    )
+    settle = partial(sessions.settled, caller)
+    frames = encode.stream_frames(
+        resumed.exchange,
+        resumed.events,
+        resumed.after,
+        settle,
+        start=after is None and last_event_id is None,
+    )
+    return _sse_response(frames, resumed.exchange)
 
 
 @router.get("/list", response_model=None)
@@ -188,51 +196,3 @@ def _sse_response(frames: AsyncIterator[bytes], exchange: Exchange) -> Streaming
         "X-AI-Record-Id": str(exchange.record_id),
     }
     return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
-
-
-async def _frames(
-    exchange: Exchange,
-    events: ReplayEvents,
-    chars: int,
-    caller: Principal,
-    container: Any,
-    *,
-    start: bool,
-) -> AsyncIterator[bytes]:
-    """`start`, `content`…, then `end` (or `error`). The run goes on without the client.
-    `chars`: the characters of text the client had before these events.
-
-    A stored record that names no reply yet was pending in another process: its events come
-    only once it has ended, so `start` waits for the first of them and the reply's id is
-    read again then (pings keep the connection open meanwhile)."""
-    settled = exchange.run is not None or exchange.reply_message_id is not None
-    try:
-        if start and settled:
-            yield encode.start_frame(exchange)
-            start = False
-        async for _, event in events:
-            if event is None:
-                yield encode.PING
-                continue
-            if not settled:
-                exchange, settled = await container.sessions.settled(caller, exchange), True
-            if start:
-                yield encode.start_frame(exchange)
-                start = False
-            if isinstance(event, TextDelta):
-                frame_id = encode.event_id(exchange, chars + len(event.text))
-                frame = encode.content_frame(event.text, frame_id)
-                chars += len(event.text)
-                yield frame
-            elif isinstance(event, Done | Failed):
-                yield _end_frame(exchange, event, encode.event_id(exchange, chars))
-    except Exception:
-        failed = stream_failed("stream_chat")
-        yield encode.error_frame(exchange, failed, encode.event_id(exchange, chars))
-
-
-def _end_frame(exchange: Exchange, event: Done | Failed, frame_id: str) -> bytes:
-    if isinstance(event, Failed):
-        return encode.error_frame(exchange, event, frame_id)
-    record = event.record if isinstance(event.record, AiRecord) else None
-    return encode.end_frame(exchange, record, frame_id)
