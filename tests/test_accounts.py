@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 from threadline.container import create_app
 from threadline.domain.events import Usage
 from threadline.storage.tables import ai_records, api_keys

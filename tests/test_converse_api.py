@@ -20,7 +20,7 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 
-from tests.conftest import Fakes, make_settings
+from tests.helpers import Fakes, make_settings
 from tests.live_server import LiveServer
 from threadline.container import Container, create_app
 from threadline.domain.errors import ModelError

@@ -19,7 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fake_upstream import FakeUpstream, Hang, Reply
+from tests.fake_upstream import FakeUpstream, Reply
+from tests.faults import Hang
 from tests.server_process import ServerProcess, upstream_model
 from tests.test_durable_streams import Frame, content, frames_of, names
 

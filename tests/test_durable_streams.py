@@ -16,8 +16,9 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 
-from tests.conftest import make_settings
-from tests.fake_upstream import Disconnect, FakeUpstream, Reply
+from tests.fake_upstream import FakeUpstream, Reply
+from tests.faults import Disconnect
+from tests.helpers import make_settings
 from tests.live_server import LiveServer
 from threadline.container import create_app
 from threadline.domain.entities import AiRecord, Message, RecordStatus, Role

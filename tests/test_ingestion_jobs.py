@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 from threadline.container import Container
 from threadline.domain.documents import DocumentState, JobState
 from threadline.services.documents import Upload

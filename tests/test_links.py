@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests import files
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 from tests.page_server import ARTICLE_PHRASE, SECRET_ERROR, PageServer
 from tests.test_oneminai_chat import sse_events
 from threadline.domain.documents import ParsedDocument, ParsedPage

@@ -20,7 +20,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import delete, func, inspect, select
 
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 from threadline.container import create_app
 from threadline.domain.errors import ModelError
 from threadline.services.memories import INSTRUCTIONS, REMEMBER_JOB

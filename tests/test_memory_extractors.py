@@ -16,8 +16,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import Fakes, make_settings
-from tests.fake_upstream import Disconnect, FakeUpstream, Reply, Status
+from tests.fake_upstream import FakeUpstream, Reply
+from tests.faults import Disconnect, Status
+from tests.helpers import Fakes, make_settings
 from tests.live_server import LiveServer
 from tests.test_memories import CHAT, MEMORIES, chat, contents, listed, settle
 from threadline.container import create_app

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import Fakes
+from tests.helpers import Fakes
 from tests.live_server import LiveServer
 from threadline.container import create_app
 from threadline.settings import Settings

@@ -27,7 +27,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import select, update
 
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 from tests.live_server import free_port
 from tests.test_ingestion_jobs import first_admin, wait_state
 from tests.test_parsing import FAULT_CHILD, _gone

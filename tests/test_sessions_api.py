@@ -13,7 +13,7 @@ from uuid import uuid4
 import httpx
 import pytest
 
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 from threadline.container import create_app
 from threadline.domain.errors import ModelError
 from threadline.domain.events import Usage

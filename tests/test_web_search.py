@@ -17,8 +17,8 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from tests.conftest import make_settings
 from tests.fake_upstream import FakeUpstream, Reply
+from tests.helpers import make_settings
 from tests.live_server import LiveServer, free_port
 from tests.page_server import ARTICLE_PHRASE, SECRET_ERROR, PageServer
 from tests.search_server import Hit, SearchEngine

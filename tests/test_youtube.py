@@ -13,7 +13,7 @@ from uuid import UUID
 
 import pytest
 
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 from tests.page_server import PageServer
 from tests.test_brand_voices import count
 from tests.test_oneminai_chat import sse_events
