@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from tests import loop_watch
-from tests.helpers import Fakes, make_settings
+from tests.helpers import Fakes, Tenant, make_settings, make_tenant
 from threadline.container import Container, create_app
 from threadline.logs import configure_logging
 from threadline.settings import Settings
@@ -61,6 +61,17 @@ configure_logging()
 pytest_plugins = ["tests.loop_watch", "pytester"]  # loop_watch: a blocked event loop fails
 
 MIGRATED_TEMPLATE = "threadline_migrated"
+
+# Modules whose assertions are timings (CPU-time ratios, /healthz latency, the loop-lag
+# guard's own self-tests): marked `serial`, which `make test` runs after the parallel run,
+# alone on the machine.
+SERIAL_MODULES = {"test_stall.py", "test_loop_watch.py"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SERIAL_MODULES:
+            item.add_marker(pytest.mark.serial)
 
 
 def _migrate(url: str) -> None:
@@ -147,3 +158,47 @@ async def admin_key(container: Container) -> str:
 @pytest.fixture
 def admin(admin_key: str) -> dict[str, str]:
     return {"API-KEY": admin_key, "Content-Type": "application/json"}
+
+
+@pytest.fixture
+def bearer(admin_key: str) -> dict[str, str]:
+    """The bootstrap admin's key as Bearer headers (Conversation Service, Converse, OpenAI)."""
+    return {"Authorization": f"Bearer {admin_key}"}
+
+
+@pytest.fixture
+async def me(client: httpx.AsyncClient, bearer: dict[str, str]) -> dict[str, Any]:
+    """The bootstrap admin as /api/me shows them."""
+    return dict((await client.get("/api/me", headers=bearer)).json()["user"])
+
+
+@pytest.fixture
+async def acme(client: httpx.AsyncClient, admin: dict[str, str]) -> dict[str, Any]:
+    """Another org, with its admin's Bearer headers."""
+    r = await client.post("/api/admin/orgs", headers=admin, json={"name": "acme"})
+    body = r.json()
+    return {
+        "id": body["org"]["id"],
+        "headers": {"Authorization": f"Bearer {body['apiKey']['key']}"},
+    }
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    """A bare database (no app), migrated."""
+    database = Database(db_url)
+    await database.migrate()
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+async def a(db: Database) -> Tenant:
+    """A tenant (org, admin user) on `db`."""
+    return await make_tenant(db, "org-a")
+
+
+@pytest.fixture
+async def b(db: Database) -> Tenant:
+    """Another tenant on `db`."""
+    return await make_tenant(db, "org-b")

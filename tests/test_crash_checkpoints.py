@@ -21,8 +21,8 @@ import pytest
 
 from tests.fake_upstream import FakeUpstream, Reply
 from tests.faults import Hang
+from tests.helpers import Frame, content, frames_of, names
 from tests.server_process import ServerProcess, upstream_model
-from tests.test_durable_streams import Frame, content, frames_of, names
 
 CHECKPOINT_SECONDS = 0.5
 STOPPED = "the server stopped before the reply ended"

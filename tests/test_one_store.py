@@ -29,11 +29,6 @@ MODEL = "gpt-4o-mini"
 
 
 @pytest.fixture
-def bearer(admin_key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {admin_key}"}
-
-
-@pytest.fixture
 async def org_id(client: httpx.AsyncClient, bearer: dict[str, str]) -> str:
     return str((await client.get("/api/me", headers=bearer)).json()["user"]["teamId"])
 

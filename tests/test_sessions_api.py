@@ -6,30 +6,19 @@ placeholders (`your-org-id`, the example ids) replaced by real values.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from uuid import uuid4
 
 import httpx
 import pytest
 
-from tests.helpers import make_settings
+from tests.helpers import make_settings, sse_events
 from threadline.container import create_app
 from threadline.domain.errors import ModelError
 from threadline.domain.events import Usage
 
 BASE = "/api/conversation"
 EXAMPLE_MODEL_ID = "457d4f38-e3c0-43eb-b519-a867f9f5325a"  # 003_*'s model id: not one of ours
-
-
-def sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
-    events = []
-    for block in text.strip().split("\n\n"):
-        lines = [line for line in block.splitlines() if not line.startswith(":")]
-        if lines:
-            fields = dict(line.split(": ", 1) for line in lines)
-            events.append((fields["event"], json.loads(fields["data"])))
-    return events
 
 
 @pytest.fixture
