@@ -334,13 +334,15 @@ async def test_huge_limit_is_capped(tmp_path, db_url, fakes):
 
 # ---- org_id, auth, limits and the error shape ----
 
+# Fixed ids (of nothing stored): test ids must be the same in every pytest-xdist worker.
+UNKNOWN = ["0fd600b0-5cf0-412e-9778-862b84e402e0", "fe17a70a-b628-4d1c-ab46-39c1f87c43b9"]
 ENDPOINTS = [
     ("POST", "/create", {"title": "t"}),
-    ("POST", "/create_session", {"conversation_id": str(uuid4()), "model_id": str(uuid4())}),
-    ("POST", "/stream_chat", {"chat_session_id": str(uuid4()), "message": "hi"}),
+    ("POST", "/create_session", {"conversation_id": UNKNOWN[0], "model_id": UNKNOWN[1]}),
+    ("POST", "/stream_chat", {"chat_session_id": UNKNOWN[0], "message": "hi"}),
     ("GET", "/list", None),
-    ("GET", f"/get_with_sessions?conversation_id={uuid4()}", None),
-    ("GET", f"/messages?conversation_id={uuid4()}", None),
+    ("GET", f"/get_with_sessions?conversation_id={UNKNOWN[0]}", None),
+    ("GET", f"/messages?conversation_id={UNKNOWN[1]}", None),
 ]
 
 
