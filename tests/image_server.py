@@ -1,6 +1,6 @@
 """A fake image host on 127.0.0.1 for the image tests: real HTTP over real TCP.
 
-A stdlib `ThreadingHTTPServer` in a background thread that serves whatever `files` maps a
+A `LocalSite` (tests/local_site.py) that serves whatever `files` maps a
 path to: `(content type, body)`, or `(status, content type, body)`. Any other path is a 404.
 It counts the requests of each path, so a test can tell a refused URL was never fetched.
 
@@ -12,37 +12,24 @@ It counts the requests of each path, so a test can tell a refused URL was never 
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 from urllib.parse import urlsplit
 
-from tests.local_site import LocalSite
+from tests.local_site import LocalSite, SiteHandler
 
 File = tuple[str, bytes] | tuple[int, str, bytes]
-
-
-class _Server(ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that hung up early (a fetcher refusing a body too large) is no error."""
 
 
 class ImageServer(LocalSite):
     def __init__(self, files: Mapping[str, File]) -> None:
         self.files = dict(files)
         self.hits: Counter[str] = Counter()
-        super().__init__(_handler(self), _Server)
+        super().__init__(_handler(self))
 
 
-def _handler(site: ImageServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
+def _handler(site: ImageServer) -> type[SiteHandler]:
+    class Handler(SiteHandler):
         def do_GET(self) -> None:
             path = urlsplit(self.path).path
             site.hits[path] += 1
@@ -54,11 +41,6 @@ def _handler(site: ImageServer) -> type[BaseHTTPRequestHandler]:
                 if len(entry) == 3
                 else (200, *entry)
             )
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+            self.send(status, body, kind)
 
     return Handler

@@ -1,6 +1,6 @@
 """A fake web site on 127.0.0.1 for the fetcher and link tests: real HTTP over real TCP.
 
-A stdlib `ThreadingHTTPServer` in a background thread. Paths:
+A `LocalSite` (tests/local_site.py). Paths:
 
     /article            an HTML article (title "The Tide Mill", text about tide mills)
     /notes.txt          plain text            /report.pdf   a PDF (if `pdf` bytes given)
@@ -22,14 +22,10 @@ A stdlib `ThreadingHTTPServer` in a background thread. Paths:
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import time
-from http.server import BaseHTTPRequestHandler
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.local_site import LocalSite
+from tests.local_site import LocalSite, SiteHandler
 
 ARTICLE_PHRASE = "The tide mill at Woodbridge ground grain with the ebb of the river Deben"
 ARTICLE = f"""<!doctype html>
@@ -56,76 +52,59 @@ class PageServer(LocalSite):
         super().__init__(_handler(self))
 
 
-def _handler(site: PageServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
+def _handler(site: PageServer) -> type[SiteHandler]:
+    class Handler(SiteHandler):
         def do_GET(self) -> None:
             site.hosts.append(self.headers.get("Host", ""))
             parts = urlsplit(self.path)
             query = {k: v[0] for k, v in parse_qs(parts.query).items()}
             route = ROUTES.get(parts.path)
             if route is None:
-                self._send(404, "text/plain", b"no such page")
+                self.send(404, b"no such page", "text/plain")
                 return
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                route(self, site, query)
-
-        def _send(
-            self, status: int, kind: str, body: bytes, headers: dict[str, str] | None = None
-        ) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
+            route(self, site, query)
 
     return Handler
 
 
-Route = Any
+Route = SiteHandler
 
 
 def _article(h: Route, site: PageServer, q: dict[str, str]) -> None:
-    h._send(200, "text/html; charset=utf-8", ARTICLE.encode())
+    h.send(200, ARTICLE, "text/html; charset=utf-8")
 
 
 def _notes(h: Route, site: PageServer, q: dict[str, str]) -> None:
-    h._send(200, "text/plain; charset=utf-8", b"Plain notes about the tide mill.\n")
+    h.send(200, b"Plain notes about the tide mill.\n", "text/plain; charset=utf-8")
 
 
 def _pdf(h: Route, site: PageServer, q: dict[str, str]) -> None:
-    h._send(200, "application/pdf", site.pdf)
+    h.send(200, site.pdf, "application/pdf")
 
 
 def _binary(h: Route, site: PageServer, q: dict[str, str]) -> None:
-    h._send(200, "application/octet-stream", b"\x7fELF" + bytes(100))
+    h.send(200, b"\x7fELF" + bytes(100), "application/octet-stream")
 
 
 def _missing(h: Route, site: PageServer, q: dict[str, str]) -> None:
-    h._send(404, "text/plain", SECRET_ERROR.encode())
+    h.send(404, SECRET_ERROR, "text/plain")
 
 
 def _host(h: Route, site: PageServer, q: dict[str, str]) -> None:
-    h._send(200, "text/plain", h.headers.get("Host", "").encode())
+    h.send(200, h.headers.get("Host", ""), "text/plain")
 
 
 def _redirect(h: Route, site: PageServer, q: dict[str, str]) -> None:
-    h._send(302, "text/plain", b"", {"Location": q["to"]})
+    h.send(302, b"", "text/plain", {"Location": q["to"]})
 
 
 def _loop(h: Route, site: PageServer, q: dict[str, str]) -> None:
-    h._send(302, "text/plain", b"", {"Location": "/loop"})
+    h.send(302, b"", "text/plain", {"Location": "/loop"})
 
 
 def _slow(h: Route, site: PageServer, q: dict[str, str]) -> None:
-    time.sleep(float(q.get("s", "3")))
-    h._send(200, "text/plain", b"late")
+    site.stopping.wait(float(q.get("s", "3")))
+    h.send(200, b"late", "text/plain")
 
 
 def _drip(h: Route, site: PageServer, q: dict[str, str]) -> None:
@@ -136,7 +115,8 @@ def _drip(h: Route, site: PageServer, q: dict[str, str]) -> None:
     for _ in range(25):  # 5 s at most
         h.wfile.write(b"x")
         h.wfile.flush()
-        time.sleep(0.2)
+        if site.stopping.wait(0.2):
+            return
 
 
 def _huge(h: Route, site: PageServer, q: dict[str, str]) -> None:
@@ -159,12 +139,12 @@ def _huge_declared(h: Route, site: PageServer, q: dict[str, str]) -> None:
 
 
 def _gzip_bomb(h: Route, site: PageServer, q: dict[str, str]) -> None:
-    h._send(200, "text/plain", gzip.compress(b"\0" * HUGE), {"Content-Encoding": "gzip"})
+    h.send(200, gzip.compress(b"\0" * HUGE), "text/plain", {"Content-Encoding": "gzip"})
 
 
 def _gzipped(h: Route, site: PageServer, q: dict[str, str]) -> None:
     body = gzip.compress(ARTICLE.encode())
-    h._send(200, "text/html", body, {"Content-Encoding": "gzip"})
+    h.send(200, body, "text/html", {"Content-Encoding": "gzip"})
 
 
 ROUTES = {

@@ -1,6 +1,6 @@
 """A fake web search service on 127.0.0.1 speaking three real protocols, failing on cue.
 
-A stdlib `ThreadingHTTPServer` in a background thread (real HTTP over real TCP):
+A `LocalSite` (tests/local_site.py): real HTTP over real TCP:
 
     GET  /search?q=…&format=json            SearXNG's JSON API  → {"query", "results": [
                                                                   {title, url, content}]}
@@ -22,15 +22,13 @@ is json (an instance without the JSON format turned on). Results come from `resu
 
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
-import time
 from collections import deque
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.local_site import LocalSite, OnSite, SiteHandler
 
 
 @dataclass(frozen=True)
@@ -49,20 +47,17 @@ class Seen:
     body: Any
 
 
-class SearchEngine:
+class SearchEngine(OnSite):
     def __init__(self, *, api_key: str = "test-search-key") -> None:
         self.api_key = api_key
         self.results: list[Hit] = []
         self.requests: list[Seen] = []
         self._cues: deque[tuple[str, Any]] = deque()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self.site = LocalSite(_handler(self))
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self.site.url("")
 
     def fail_next(self, status: int) -> None:
         self._cues.append(("fail", status))
@@ -76,32 +71,14 @@ class SearchEngine:
     def next_cue(self) -> tuple[str, Any] | None:
         return self._cues.popleft() if self._cues else None
 
-    def __enter__(self) -> SearchEngine:
-        self._thread.start()
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-def _handler(engine: SearchEngine) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def handle(self) -> None:
-            with contextlib.suppress(ConnectionResetError):  # a client closing a kept-alive one
-                super().handle()
-
+def _handler(engine: SearchEngine) -> type[SiteHandler]:
+    class Handler(SiteHandler):
         def do_GET(self) -> None:
             self._serve("GET", None)
 
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", "0"))
-            raw = self.rfile.read(length)
+            raw = self.body()
             try:
                 body = json.loads(raw or b"null")
             except ValueError:
@@ -113,9 +90,8 @@ def _handler(engine: SearchEngine) -> type[BaseHTTPRequestHandler]:
             query = {k: v[0] for k, v in parse_qs(parts.query).items()}
             headers = {k.lower(): v for k, v in self.headers.items()}
             engine.requests.append(Seen(method, parts.path, query, headers, body))
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                if not self._cued():
-                    self._answer(method, parts.path, query, headers, body)
+            if not self._cued():
+                self._answer(method, parts.path, query, headers, body)
 
         def _cued(self) -> bool:
             cue = engine.next_cue()
@@ -123,12 +99,12 @@ def _handler(engine: SearchEngine) -> type[BaseHTTPRequestHandler]:
                 return False
             kind, value = cue
             if kind == "fail":
-                self._send(value, {"error": "engine exploded; internal detail xyz"})
+                self.send(value, {"error": "engine exploded; internal detail xyz"})
                 return True
             if kind == "stall":
-                time.sleep(value)
+                engine.site.stopping.wait(value)
                 return False
-            self._send(200, b"<html>Service temporarily unavailable</html>", "text/html")
+            self.send(200, b"<html>Service temporarily unavailable</html>", "text/html")
             return True
 
         def _answer(
@@ -137,38 +113,30 @@ def _handler(engine: SearchEngine) -> type[BaseHTTPRequestHandler]:
             hits = engine.results
             if method == "GET" and path == "/search":
                 if query.get("format") != "json":
-                    self._send(403, b"Forbidden", "text/plain")
+                    self.send(403, b"Forbidden", "text/plain")
                     return
                 results = [{"title": h.title, "url": h.url, "content": h.snippet} for h in hits]
-                self._send(200, {"query": query.get("q", ""), "results": results})
+                self.send(200, {"query": query.get("q", ""), "results": results})
             elif method == "GET" and path == "/res/v1/web/search":
                 if headers.get("x-subscription-token") != engine.api_key:
-                    self._send(401, {"error": {"code": "SUBSCRIPTION_TOKEN_INVALID"}})
+                    self.send(401, {"error": {"code": "SUBSCRIPTION_TOKEN_INVALID"}})
                     return
                 count = int(query.get("count", "20"))
                 web = [{"title": h.title, "url": h.url, "description": h.snippet} for h in hits]
                 answer = {"type": "search", "web": {"type": "search", "results": web[:count]}}
-                self._send(200, answer)
+                self.send(200, answer)
             elif method == "POST" and path == "/search":
                 if headers.get("authorization") != f"Bearer {engine.api_key}":
                     refusal = {"detail": {"error": "Unauthorized: missing or invalid API key."}}
-                    self._send(401, refusal)
+                    self.send(401, refusal)
                     return
                 count = int(body.get("max_results", 5))
                 results = [
                     {"title": h.title, "url": h.url, "content": h.snippet, "score": 0.9}
                     for h in hits
                 ]
-                self._send(200, {"query": body.get("query"), "results": results[:count]})
+                self.send(200, {"query": body.get("query"), "results": results[:count]})
             else:
-                self._send(404, b"no such endpoint", "text/plain")
-
-        def _send(self, status: int, body: Any, kind: str = "application/json") -> None:
-            data = body if isinstance(body, bytes) else json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+                self.send(404, b"no such endpoint", "text/plain")
 
     return Handler

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from tests.conftest import make_settings
+from tests.helpers import CHAT, HELLO, count, make_settings
 from threadline.container import create_app
 from threadline.domain.events import Usage
 from threadline.storage.tables import ai_records, api_keys
-
-CHAT = "/api/chat-with-ai"
-HELLO = {"model": "gpt-4o-mini", "promptObject": {"prompt": "Hello"}}
-
-
-async def count(container, table) -> int:
-    async with container.db.read() as conn:
-        return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
 
 
 async def test_missing_and_bad_keys_are_401(client, admin_key):

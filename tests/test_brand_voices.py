@@ -7,9 +7,9 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import func, inspect, select
+from sqlalchemy import inspect
 
-from tests.test_oneminai_documents import key_only, until_done
+from tests.helpers import count, key_only, until_done
 from threadline.storage.database import MIGRATIONS_DIR
 from threadline.storage.tables import ai_records, brand_voices, messages, metadata
 
@@ -30,11 +30,6 @@ def chat(prompt: str = "Tell me about our return policy", **extra):
         "promptObject": {"prompt": prompt},
         **extra,
     }
-
-
-async def count(container, table) -> int:
-    async with container.db.read() as conn:
-        return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
 
 
 async def create(client, headers, **overrides) -> dict:

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from sqlalchemy import select
 
-from tests.test_accounts import CHAT, HELLO
+from tests.helpers import CHAT, HELLO
 from threadline.domain.events import Usage
 from threadline.storage.tables import ai_records, users
 

@@ -13,7 +13,7 @@ from uuid import UUID
 
 import pytest
 
-from tests.conftest import Fakes, make_settings
+from tests.helpers import Fakes, make_settings
 from threadline.container import Container, create_app
 from threadline.domain.clock import utcnow
 from threadline.domain.entities import Principal, RecordStatus

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.helpers import threadline
 
 CONFIG = """
 default_model = "echo"
@@ -19,19 +18,6 @@ provider = "fake"
 replies = ["a fixed answer"]
 credits = { input_per_1k = 1000, output_per_1k = 1000 }
 """
-
-
-def threadline(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
-    env["COLUMNS"] = "200"
-    return subprocess.run(
-        [sys.executable, "-m", "threadline", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_keys_models_and_chat(tmp_path: Path) -> None:

@@ -10,18 +10,24 @@ text it lacks (if any) and then the dialect's failure event, on both resume rout
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import httpx
 import pytest
+from sqlalchemy import select
 
-from tests.fake_upstream import FakeUpstream, Hang, Reply
+from tests.fake_upstream import FakeUpstream, Reply
+from tests.faults import Hang
+from tests.helpers import Frame, content, frames_of, names
 from tests.server_process import ServerProcess, upstream_model
-from tests.test_durable_streams import Frame, content, frames_of, names
+from threadline.storage.database import Database
+from threadline.storage.tables import ai_records
 
 CHECKPOINT_SECONDS = 0.5
 STOPPED = "the server stopped before the reply ended"
@@ -121,6 +127,27 @@ def test_a_killed_chat_with_ai_stream_keeps_its_checkpointed_text(server, upstre
     assert names(resume(server, stream, after=len(text) + 1000)) == ["error"]
 
 
+def stored_text(server: ServerProcess, record_id: str, until: str, seconds: float) -> None:
+    """Wait until the record's text in the database (not the live run's) is `until`."""
+
+    async def poll() -> None:
+        database = Database(server.values["database_url"])
+        query = select(ai_records.c.result_text).where(ai_records.c.id == UUID(record_id))
+        deadline = time.monotonic() + seconds
+        try:
+            while True:
+                async with database.read() as conn:
+                    saved = (await conn.execute(query)).scalar_one()
+                if saved == until:
+                    return
+                assert time.monotonic() < deadline, f"stored {len(saved)} of {len(until)} chars"
+                await asyncio.sleep(0.05)
+        finally:
+            await database.dispose()
+
+    asyncio.run(poll())
+
+
 def start_session(server: ServerProcess) -> tuple[str, str, str]:
     """(org id, conversation id, chat session id) for gpt-4o-mini."""
     base, headers = server.base_url, server.headers()
@@ -158,7 +185,7 @@ def test_a_killed_stream_chat_keeps_its_reply_message(server, upstream):
                 break
         text, start = content(frames), json.loads(frames[0]["data"])
         # the upstream stalls: within an interval a checkpoint saves all of it
-        time.sleep(CHECKPOINT_SECONDS + 2.0)
+        stored_text(server, record_id, until=text, seconds=CHECKPOINT_SECONDS + 10)
         [user] = conversation_messages(server, org, conversation)  # no reply stored yet
         assert (user["status"], record(server, record_id)["status"]) == ("pending", "PENDING")
         server.kill()

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import Fakes, make_settings
+from tests.helpers import Fakes, make_settings
 from threadline.container import create_app
 from threadline.storage.tables import credit_reservations, users
 

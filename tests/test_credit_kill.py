@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 from sqlalchemy import select
 
-from tests.fake_upstream import FakeUpstream, Hang, Reply
+from tests.fake_upstream import FakeUpstream, Reply
+from tests.faults import Hang
 from tests.live_server import free_port
 from threadline.settings import Settings
 from threadline.storage.database import Database

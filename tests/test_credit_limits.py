@@ -23,7 +23,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import PRICED, Fakes, make_settings
+from tests.helpers import PRICED, Fakes, make_settings
 from tests.live_server import LiveServer
 from threadline.container import Container, create_app
 from threadline.domain.events import Usage

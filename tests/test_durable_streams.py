@@ -16,8 +16,9 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 
-from tests.conftest import make_settings
-from tests.fake_upstream import Disconnect, FakeUpstream, Reply
+from tests.fake_upstream import FakeUpstream, Reply
+from tests.faults import Disconnect
+from tests.helpers import Frame, content, frames_of, make_settings, names
 from tests.live_server import LiveServer
 from threadline.container import create_app
 from threadline.domain.clock import utcnow
@@ -27,7 +28,6 @@ from threadline.settings import ModelConfig
 UPSTREAM_KEY = "sk-upstream-test-key"
 TOKENS = 24
 FULL_TEXT = "".join(Reply(tokens=TOKENS).pieces())
-Frame = dict[str, Any]
 
 
 @pytest.fixture
@@ -98,29 +98,6 @@ def forgetful(tmp_path: Path, db_url: str, upstream: FakeUpstream, monkeypatch) 
     server = Live(tmp_path, db_url, upstream, stream_retention_seconds=0)
     yield server
     server.server.stop()
-
-
-def frames_of(lines: Iterator[str]) -> Iterator[Frame]:
-    """A plain SSE parser: `id`, `event`, `data` fields; comments skipped."""
-    frame: Frame = {}
-    for line in lines:
-        if not line:
-            if frame:
-                yield frame
-            frame = {}
-        elif not line.startswith(":"):
-            name, _, value = line.partition(":")
-            frame[name] = value[1:] if value.startswith(" ") else value
-    if frame:
-        yield frame
-
-
-def content(frames: list[Frame]) -> str:
-    return "".join(json.loads(f["data"])["content"] for f in frames if f["event"] == "content")
-
-
-def names(frames: list[Frame]) -> list[str]:
-    return [f["event"] for f in frames]
 
 
 def start_chat(

@@ -12,15 +12,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from tests.fake_embeddings import (
-    Disconnect,
-    FakeEmbeddings,
-    Hang,
-    Raw,
-    Status,
-    Vectors,
-    fake_vector,
-)
+from tests.fake_embeddings import FakeEmbeddings, Vectors, fake_vector
+from tests.faults import Disconnect, Hang, Raw, Status
 from threadline.domain.errors import ModelError, ModelTimeout
 from threadline.providers.embeddings import (
     HashingEmbedder,

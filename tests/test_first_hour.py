@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import select
 
 from tests import loop_watch
-from tests.conftest import Fakes, make_settings
+from tests.helpers import Fakes, make_settings
 from tests.server_process import ServerProcess
 from threadline import __version__
 from threadline.container import create_app

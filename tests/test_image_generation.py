@@ -17,17 +17,9 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from tests.conftest import PRICED, Fakes, make_settings
-from tests.fake_images import (
-    UPSTREAM_ERROR,
-    BadJson,
-    FakeImages,
-    Garbage,
-    Hang,
-    Status,
-    Urls,
-    picture,
-)
+from tests.fake_images import UPSTREAM_ERROR, BadJson, FakeImages, Garbage, Urls, picture
+from tests.faults import Hang, Status
+from tests.helpers import PRICED, Fakes, make_settings
 from tests.live_server import LiveServer
 from threadline.container import Container, create_app
 from threadline.services.documents import GENERATED_NOT_READ

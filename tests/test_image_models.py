@@ -12,8 +12,7 @@ from PIL import Image
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from tests.conftest import PRICED, make_settings
-from tests.test_cli import threadline
+from tests.helpers import PRICED, make_settings, threadline
 from threadline.domain.entities import RecordStatus
 from threadline.domain.errors import ModelTimeout
 from threadline.settings import Credits, ModelConfig, Settings

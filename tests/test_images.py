@@ -23,8 +23,8 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from tests import files
-from tests.conftest import make_settings
 from tests.fake_upstream import FakeUpstream, Reply
+from tests.helpers import make_settings
 from tests.image_server import ImageServer
 from tests.live_server import LiveServer
 from threadline.container import create_app

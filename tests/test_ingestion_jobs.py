@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_settings
+from tests.helpers import first_admin, make_settings, wait_state
 from threadline.container import Container
 from threadline.domain.documents import DocumentState, JobState
 from threadline.services.documents import Upload
@@ -21,19 +21,6 @@ async def started(tmp_path: Path, db_url: str, *, worker: bool, **overrides) -> 
     container = Container(make_settings(tmp_path, db_url, **overrides))
     await container.start(worker=worker)
     return container
-
-
-async def first_admin(container: Container):
-    return await container.accounts.operator()
-
-
-async def wait_state(container, caller, document_id, seconds=30.0):
-    for _ in range(int(seconds / 0.05)):
-        document = await container.documents.get_document(caller, document_id)
-        if document.state is not DocumentState.RUNNING:
-            return document
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"document {document_id} still RUNNING after {seconds} s")
 
 
 async def test_a_job_whose_worker_died_is_resumed_after_restart(tmp_path, db_url):

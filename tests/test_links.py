@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests import files
-from tests.conftest import make_settings
+from tests.helpers import make_settings, sse_events
 from tests.page_server import ARTICLE_PHRASE, SECRET_ERROR, PageServer
-from tests.test_oneminai_chat import sse_events
 from threadline.domain.documents import ParsedDocument, ParsedPage
 from threadline.domain.errors import FetchFailed
 from threadline.domain.fetching import FetchedPage

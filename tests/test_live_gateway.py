@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import make_settings
-from tests.fake_upstream import Disconnect, FakeUpstream, Hang, Reply, Status
+from tests.fake_upstream import FakeUpstream, Reply
+from tests.faults import Disconnect, Hang, Status
+from tests.helpers import make_settings, sse_events
 from tests.live_server import LiveServer
-from tests.test_oneminai_chat import sse_events
 from threadline.container import create_app
 from threadline.settings import Credits, ModelConfig
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.test_oneminai_chat import sse_events
+from tests.helpers import sse_events
 from threadline.container import create_app
 from threadline.settings import Settings
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 from tests.live_server import LiveServer
 from tests.loop_watch import LIMIT_SECONDS
 from threadline.container import create_app
@@ -26,7 +26,7 @@ INNER = textwrap.dedent(
     import httpx
     import pytest
 
-    from tests.conftest import *  # noqa: F403  (settings, app, client fixtures)
+    from tests.helpers import *  # noqa: F403  (settings, app, client fixtures)
 
 
     def add_routes(app):

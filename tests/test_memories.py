@@ -18,9 +18,18 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import delete, func, inspect, select
+from sqlalchemy import delete, inspect
 
-from tests.conftest import make_settings
+from tests.helpers import (
+    CHAT,
+    MEMORIES,
+    contents,
+    count,
+    listed,
+    make_settings,
+    memory_chat,
+    settle,
+)
 from threadline.container import create_app
 from threadline.domain.errors import ModelError
 from threadline.services.memories import INSTRUCTIONS, REMEMBER_JOB
@@ -28,8 +37,6 @@ from threadline.settings import DocumentSettings, EmbeddingConfig, MemorySetting
 from threadline.storage.database import MIGRATIONS_DIR
 from threadline.storage.tables import jobs, memories, metadata, users
 
-CHAT = "/api/chat-with-ai"
-MEMORIES = "/api/memories"
 UNKNOWN_ID = "c5c5e1d4-76a9-46a6-bf6b-1ba843b838db"
 
 
@@ -54,20 +61,6 @@ def settings(tmp_path, db_url, embedding_provider, memory_settings) -> Settings:
     )
 
 
-def chat(prompt: str, conversation_id: str | None = None, *, memories: bool = True) -> dict:
-    """The spec's "Chat with Conversation History" request, with `withMemories`."""
-    prompt_object: dict[str, Any] = {
-        "prompt": prompt,
-        "settings": {
-            "historySettings": {"isMixed": False, "historyMessageLimit": 10},
-            "withMemories": memories,
-        },
-    }
-    if conversation_id is not None:
-        prompt_object["conversationId"] = conversation_id
-    return {"type": "UNIFY_CHAT_WITH_AI", "model": "gpt-4o-mini", "promptObject": prompt_object}
-
-
 async def conversation(client, headers, title: str) -> str:
     body = {"title": title, "type": "UNIFY_CHAT_WITH_AI", "model": "gpt-4o-mini"}
     r = await client.post("/api/conversations", headers=headers, json=body)
@@ -89,36 +82,10 @@ def in_process(app) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://threadline")
 
 
-async def settle(container) -> None:
-    """Wait until every reply is stored and every `remember` job has run."""
-    await container.runs.drain(10)
-    for _ in range(200):
-        if not await container.job_queue.active(REMEMBER_JOB):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("remember jobs did not finish in 10 s")
-
-
-async def listed(client, headers, query: str = "") -> dict:
-    r = await client.get(MEMORIES + query, headers=headers)
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-async def contents(client, headers) -> list[str]:
-    return [m["content"] for m in (await listed(client, headers, "?limit=100"))["memories"]]
-
-
 async def add(client, headers, content: str) -> dict:
     r = await client.post(MEMORIES, headers=headers, json={"content": content})
     assert r.status_code == 200, r.text
     return r.json()["memory"]
-
-
-async def count(container, table, *where) -> int:
-    query = select(func.count()).select_from(table).where(*where)
-    async with container.db.read() as conn:
-        return int((await conn.execute(query)).scalar_one())
 
 
 async def new_member(client, admin, name="mia") -> dict[str, str]:
@@ -141,7 +108,7 @@ async def other_org(client, admin) -> dict[str, str]:
 async def test_a_fact_told_in_one_conversation_is_used_in_another(client, admin, fakes, container):
     first = await conversation(client, admin, "Intro")
     _, told = await ask(
-        client, admin, fakes, chat("Hi, my name is ana and I live in Lisbon.", first)
+        client, admin, fakes, memory_chat("Hi, my name is ana and I live in Lisbon.", first)
     )
     assert told["aiRecordDetail"]["promptObject"]["memoryList"] == []  # nothing known yet
     await settle(container)
@@ -158,7 +125,7 @@ async def test_a_fact_told_in_one_conversation_is_used_in_another(client, admin,
     home = next(m for m in page["memories"] if m["kind"] == "home")
 
     second = await conversation(client, admin, "Travel")
-    system, record = await ask(client, admin, fakes, chat("Where do I live?", second))
+    system, record = await ask(client, admin, fakes, memory_chat("Where do I live?", second))
     assert system is not None and system.startswith(INSTRUCTIONS)
     assert "- User lives in Lisbon" in system and "- User's name is Ana" in system
     used = record["aiRecordDetail"]["promptObject"]["memoryList"]
@@ -166,7 +133,9 @@ async def test_a_fact_told_in_one_conversation_is_used_in_another(client, admin,
     assert len(used) == 2
     # streamed: the result event's aiRecord lists them too
     fakes["gpt-4o-mini"].enqueue(["Lisbon."])
-    r = await client.post(CHAT + "?isStreaming=true", headers=admin, json=chat("And my name?"))
+    r = await client.post(
+        CHAT + "?isStreaming=true", headers=admin, json=memory_chat("And my name?")
+    )
     assert r.status_code == 200 and "event: done" in r.text
     result = next(line for line in r.text.splitlines() if '"aiRecord"' in line)
     assert home["uuid"] in result and "memoryList" in result
@@ -175,23 +144,25 @@ async def test_a_fact_told_in_one_conversation_is_used_in_another(client, admin,
 async def test_without_with_memories_nothing_is_remembered_or_recalled(
     client, admin, fakes, container
 ):
-    system, record = await ask(client, admin, fakes, chat("My name is Ana.", memories=False))
+    system, record = await ask(client, admin, fakes, memory_chat("My name is Ana.", memories=False))
     assert system is None and "memoryList" not in record["aiRecordDetail"]["promptObject"]
     await settle(container)
     assert (await listed(client, admin))["total"] == 0
     assert await count(container, jobs, jobs.c.kind == REMEMBER_JOB) == 0
 
     await add(client, admin, "User's name is Bea")
-    system, record = await ask(client, admin, fakes, chat("What is my name?", memories=False))
+    system, record = await ask(
+        client, admin, fakes, memory_chat("What is my name?", memories=False)
+    )
     assert system is None and "memoryList" not in record["aiRecordDetail"]["promptObject"]
-    system, record = await ask(client, admin, fakes, chat("What is my name?"))
+    system, record = await ask(client, admin, fakes, memory_chat("What is my name?"))
     assert system is not None and "User's name is Bea" in system
 
 
 async def test_questions_and_a_failed_reply_remember_nothing(client, admin, fakes, container):
-    await ask(client, admin, fakes, chat("What is my name? Do I like jazz?"))
+    await ask(client, admin, fakes, memory_chat("What is my name? Do I like jazz?"))
     fakes["gpt-4o-mini"].enqueue([ModelError("upstream down")])
-    r = await client.post(CHAT, headers=admin, json=chat("My name is Ana."))
+    r = await client.post(CHAT, headers=admin, json=memory_chat("My name is Ana."))
     assert r.status_code == 502
     await settle(container)
     assert (await listed(client, admin))["total"] == 0
@@ -278,7 +249,7 @@ async def test_bad_bodies_and_ids_are_errors_that_store_nothing(client, admin, c
 
 
 async def test_memories_never_cross_users_or_orgs(client, admin, fakes, container):
-    await ask(client, admin, fakes, chat("My name is Ana and I live in Lisbon."))
+    await ask(client, admin, fakes, memory_chat("My name is Ana and I live in Lisbon."))
     await settle(container)
     mine = (await listed(client, admin))["memories"]
     assert len(mine) == 2
@@ -296,15 +267,15 @@ async def test_memories_never_cross_users_or_orgs(client, admin, fakes, containe
             assert (await client.get(path, headers=other)).status_code == 404
             assert (await client.delete(path, headers=other)).status_code == 404
         assert (await client.delete(MEMORIES, headers=other)).json()["deleted"] == 0
-        system, record = await ask(client, other, fakes, chat("Where do I live? Lisbon?"))
+        system, record = await ask(client, other, fakes, memory_chat("Where do I live? Lisbon?"))
         assert system is None  # nothing of Ana's reaches another user's model
         assert record["aiRecordDetail"]["promptObject"]["memoryList"] == []
     # the member's own memories are theirs alone, the admin's untouched
-    await ask(client, member, fakes, chat("I live in Porto."))
+    await ask(client, member, fakes, memory_chat("I live in Porto."))
     await settle(container)
     assert await contents(client, member) == ["User lives in Porto"]
     assert sorted(await contents(client, admin)) == ["User lives in Lisbon", "User's name is Ana"]
-    system, _ = await ask(client, admin, fakes, chat("Where do I live?"))
+    system, _ = await ask(client, admin, fakes, memory_chat("Where do I live?"))
     assert system is not None and "Porto" not in system and "Lisbon" in system
 
 
@@ -332,7 +303,7 @@ async def test_a_remember_job_survives_a_crash(tmp_path, db_url, fakes):
         issued = await container.bootstrap()
         headers = {"API-KEY": issued.secret, "Content-Type": "application/json"}
         async with in_process(first) as client:
-            await ask(client, headers, fakes, chat("My name is Ana."))
+            await ask(client, headers, fakes, memory_chat("My name is Ana."))
         await container.runs.drain(10)
         job = await container.job_queue.claim("doomed-worker", lease_seconds=0.2)
         assert job is not None and job.kind == REMEMBER_JOB
@@ -351,10 +322,12 @@ async def test_a_remember_job_survives_a_crash(tmp_path, db_url, fakes):
 async def test_a_newer_fact_of_a_kind_replaces_the_older_and_repeats_update(
     client, admin, fakes, container
 ):
-    await ask(client, admin, fakes, chat("My name is Ana. I'm allergic to peanuts."))
+    await ask(client, admin, fakes, memory_chat("My name is Ana. I'm allergic to peanuts."))
     await settle(container)
     before = {m["kind"]: m for m in (await listed(client, admin))["memories"]}
-    await ask(client, admin, fakes, chat("Actually, my name is Bea! I'm allergic to peanuts."))
+    await ask(
+        client, admin, fakes, memory_chat("Actually, my name is Bea! I'm allergic to peanuts.")
+    )
     await settle(container)
     after = {m["kind"]: m for m in (await listed(client, admin))["memories"]}
     assert len(after) == 2
@@ -367,8 +340,8 @@ async def test_a_newer_fact_of_a_kind_replaces_the_older_and_repeats_update(
     assert manual["uuid"] == before[None]["uuid"] and manual["source"] == "MANUAL"
     assert (await listed(client, admin))["total"] == 2
     # opposite opinions of one thing: the newer wins
-    await ask(client, admin, fakes, chat("I love cilantro."))
-    await ask(client, admin, fakes, chat("Hmm, I don't like cilantro"))
+    await ask(client, admin, fakes, memory_chat("I love cilantro."))
+    await ask(client, admin, fakes, memory_chat("Hmm, I don't like cilantro"))
     await settle(container)
     assert "User dislikes cilantro" in await contents(client, admin)
     assert "User loves cilantro" not in await contents(client, admin)
@@ -423,7 +396,7 @@ RECALL_FACTS = [
 async def test_the_top_k_most_related_memories_are_given(client, admin, fakes, prompt, expected):
     for fact in RECALL_FACTS:
         await add(client, admin, fact)
-    system, record = await ask(client, admin, fakes, chat(prompt))
+    system, record = await ask(client, admin, fakes, memory_chat(prompt))
     used = [m["content"] for m in record["aiRecordDetail"]["promptObject"]["memoryList"]]
     assert len(used) == 2
     assert all(any(word in content for content in used) for word in expected), used
@@ -437,7 +410,7 @@ async def test_memories_are_cut_to_fit_the_context_window(client, admin, fakes):
     # what is left is about 1,500 characters, room for a few of fifty 280-character facts
     for i in range(50):
         await add(client, admin, f"User note {i:02d} " + "lorem ipsum " * 22)
-    system, record = await ask(client, admin, fakes, chat("Tell me about my notes"))
+    system, record = await ask(client, admin, fakes, memory_chat("Tell me about my notes"))
     used = record["aiRecordDetail"]["promptObject"]["memoryList"]
     assert 1 <= len(used) < 10
     assert system is not None and len(system) <= 1600
@@ -449,7 +422,7 @@ async def test_memories_come_after_the_brand_voice(client, admin, fakes):
         "/api/brand-voices", headers=admin, json={"name": "Terse", "instructions": "Be terse."}
     )
     await add(client, admin, "User's name is Ana")
-    body = {**chat("Hello"), "brandVoiceId": voice.json()["brandVoice"]["uuid"]}
+    body = {**memory_chat("Hello"), "brandVoiceId": voice.json()["brandVoice"]["uuid"]}
     system, _ = await ask(client, admin, fakes, body)
     assert system is not None
     assert system.index("Be terse.") < system.index(INSTRUCTIONS) < system.index("User's name")

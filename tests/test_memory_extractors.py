@@ -16,10 +16,19 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import Fakes, make_settings
-from tests.fake_upstream import Disconnect, FakeUpstream, Reply, Status
+from tests.fake_upstream import FakeUpstream, Reply
+from tests.faults import Disconnect, Status
+from tests.helpers import (
+    CHAT,
+    MEMORIES,
+    Fakes,
+    contents,
+    listed,
+    make_settings,
+    memory_chat,
+    settle,
+)
 from tests.live_server import LiveServer
-from tests.test_memories import CHAT, MEMORIES, chat, contents, listed, settle
 from threadline.container import create_app
 from threadline.domain.documents import Job
 from threadline.domain.errors import ModelError
@@ -198,7 +207,7 @@ async def app(settings: Settings, fakes: Fakes) -> AsyncIterator[Any]:
 
 async def told(client, admin, fakes, message: str) -> dict:
     fakes["gpt-4o-mini"].enqueue(["Nice to meet you."])
-    r = await client.post(CHAT, headers=admin, json=chat(message))
+    r = await client.post(CHAT, headers=admin, json=memory_chat(message))
     assert r.status_code == 200, r.text
     record = r.json()["aiRecord"]
     assert record["status"] == "SUCCESS"
@@ -273,7 +282,7 @@ async def test_a_failing_extraction_does_not_touch_the_reply_and_is_retried(
     got = await client.get("/api/conversations?limit=1", headers=admin)
     assert got.status_code == 200  # the server is fine
     fakes["gpt-4o-mini"].enqueue(["Still here."])
-    r = await client.post(CHAT, headers=admin, json=chat("Hello again", memories=False))
+    r = await client.post(CHAT, headers=admin, json=memory_chat("Hello again", memories=False))
     assert r.status_code == 200 and r.json()["aiRecord"]["status"] == "SUCCESS"
 
     await asyncio.sleep(2.0)
@@ -351,7 +360,7 @@ def test_live_server_remembers_in_one_conversation_and_recalls_in_another(
                 Reply("Nice to meet you, Ana!"),
                 Reply('[{"fact": "User lives in Lisbon", "kind": "home"}]'),
             )
-            told = http.post(CHAT, json=chat("I live in Lisbon.", first))
+            told = http.post(CHAT, json=memory_chat("I live in Lisbon.", first))
             assert told.status_code == 200, told.text
             for _ in range(100):
                 if http.get(MEMORIES).json()["total"]:
@@ -361,7 +370,7 @@ def test_live_server_remembers_in_one_conversation_and_recalls_in_another(
             assert memory["content"] == "User lives in Lisbon"
 
             upstream.enqueue(Reply("In Lisbon."))
-            body = chat("Where do I live?", second)
+            body = memory_chat("Where do I live?", second)
             asked = http.post(CHAT + "?isStreaming=true", json=body)
             assert asked.status_code == 200 and "event: done" in asked.text
             system = upstream.requests[-1]["messages"][0]

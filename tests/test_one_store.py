@@ -18,7 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import Fakes
+from tests.helpers import Fakes
 from tests.live_server import LiveServer
 from threadline.container import create_app
 from threadline.settings import Settings
@@ -26,11 +26,6 @@ from threadline.storage.tables import ai_records, messages
 
 BASE = "/api/conversation"
 MODEL = "gpt-4o-mini"
-
-
-@pytest.fixture
-def bearer(admin_key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {admin_key}"}
 
 
 @pytest.fixture

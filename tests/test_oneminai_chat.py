@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
+from tests.helpers import sse_events
 from threadline.domain.errors import ModelError
 from threadline.domain.events import Usage
 
@@ -18,15 +17,6 @@ def body(prompt: str = "Explain quantum computing in simple terms", **prompt_ext
         "model": "gpt-4o-mini",
         "promptObject": {"prompt": prompt, **prompt_extra},
     }
-
-
-def sse_events(text: str) -> list[tuple[str, dict]]:
-    events = []
-    for block in text.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
-        if lines:
-            events.append((lines["event"], json.loads(lines["data"])))
-    return events
 
 
 async def new_conversation(client, admin, model="gpt-4o-mini") -> str:

@@ -5,12 +5,12 @@ Real files, the real sandboxed parser, the real job worker; on SQLite and Postgr
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 
 from reportlab.pdfgen import canvas
 
+from tests.helpers import key_only, until_done
 from threadline.domain.events import Usage
 
 CHAT = "/api/chat-with-ai"
@@ -31,24 +31,9 @@ def make_pdf(pages: list[str]) -> bytes:
     return buffer.getvalue()
 
 
-def key_only(headers: dict[str, str]) -> dict[str, str]:
-    return {"API-KEY": headers["API-KEY"]}
-
-
 async def upload(client, headers, name="guide.pdf", data=None, content_type="application/pdf"):
     files = {"asset": (name, data if data is not None else make_pdf(PAGES), content_type)}
     return await client.post("/api/assets", headers=key_only(headers), files=files)
-
-
-async def until_done(client, headers, asset_id: str) -> dict:
-    for _ in range(300):
-        r = await client.get(f"/api/assets/{asset_id}", headers=key_only(headers))
-        assert r.status_code == 200, r.text
-        asset = r.json()["asset"]
-        if asset["status"] != "RUNNING":
-            return asset
-        await asyncio.sleep(0.1)
-    raise AssertionError("ingestion did not finish in 30 s")
 
 
 async def pdf_conversation(client, admin) -> tuple[str, str]:

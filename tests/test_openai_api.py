@@ -15,7 +15,7 @@ import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
-from tests.conftest import Fakes, make_settings
+from tests.helpers import Fakes, make_settings
 from tests.live_server import LiveServer
 from threadline.container import Container, create_app
 from threadline.domain.errors import ModelError

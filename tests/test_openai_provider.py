@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator, Iterator
 import openai
 import pytest
 
-from tests.fake_upstream import Disconnect, FakeUpstream, Hang, Raw, Reply, Status
+from tests.fake_upstream import FakeUpstream, Reply
+from tests.faults import Disconnect, Hang, Raw, Status
 from threadline.domain.errors import ModelError, ModelTimeout
 from threadline.domain.events import ReplyEvent, TextDelta, Usage
 from threadline.domain.ports import ChatMessage, ModelRequest

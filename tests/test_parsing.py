@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 import pytest_asyncio
 
 from tests import files
+from tests.helpers import FAULT_CHILD, gone
 from threadline.domain.documents import ParsedDocument, ParseFailed
 from threadline.ingestion import SUPPORTED_TYPES, detect, detect_file, unsupported_message
 from threadline.ingestion.sandbox import SandboxedParser
@@ -22,7 +22,6 @@ from threadline.ingestion.sandbox import SandboxedParser
 module_loop = pytest.mark.asyncio(loop_scope="module")
 # The default engine (RapidOCR, from pip) is always tested; tesseract only where installed.
 OCR_ENGINES = ["rapidocr"] + (["tesseract"] if shutil.which("tesseract") else [])
-FAULT_CHILD = [sys.executable, str(Path(__file__).with_name("parse_fault_child.py"))]
 MEMORY_REASON = "the file needs more than 128 MB to parse (a decompression bomb?)"
 
 
@@ -436,10 +435,10 @@ async def test_timeout_kills_the_child_and_what_it_started(
     assert ticks >= 10  # the event loop was free while the child worked
     sleeper = int(pid_file.read_text())
     for _ in range(50):
-        if _gone(sleeper):
+        if gone(sleeper):
             break
         await asyncio.sleep(0.1)
-    assert _gone(sleeper)
+    assert gone(sleeper)
 
 
 @module_loop
@@ -468,15 +467,6 @@ async def test_files_parse_concurrently(parser: SandboxedParser, made: Path) -> 
     paths = [files.docx(made), files.pptx(made), files.csv_file(made), files.markdown(made)]
     documents = await asyncio.gather(*(parse(parser, path) for path in paths))
     assert [len(document.pages) for document in documents] == [1, 2, 1, 1]
-
-
-def _gone(pid: int) -> bool:
-    """Dead and reaped, or a zombie waiting for init to reap it."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state in ("Z", "X")
 
 
 @module_loop

@@ -27,10 +27,8 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import select, update
 
-from tests.conftest import make_settings
+from tests.helpers import FAULT_CHILD, first_admin, gone, make_settings, wait_state
 from tests.live_server import free_port
-from tests.test_ingestion_jobs import first_admin, wait_state
-from tests.test_parsing import FAULT_CHILD, _gone
 from threadline.container import Container
 from threadline.domain.documents import DocumentState, Job, JobState
 from threadline.ingestion.sandbox import SandboxedParser
@@ -43,14 +41,6 @@ from threadline.storage.tables import documents as documents_table
 from threadline.storage.tables import jobs
 
 LAUNCHER = Path(__file__).with_name("poison_server.py")
-
-
-@pytest.fixture
-async def db(db_url: str):
-    database = Database(db_url)
-    await database.migrate()
-    yield database
-    await database.dispose()
 
 
 async def run_after(db: Database, job_id: int) -> float:
@@ -249,10 +239,10 @@ async def test_a_hung_parse_is_stopped_at_the_time_limit_its_child_killed_and_re
     )
     assert len(sleepers) == 2  # a fresh child each attempt, each one killed with its group
     for _ in range(50):
-        if all(_gone(pid) for pid in sleepers):
+        if all(gone(pid) for pid in sleepers):
             break
         await asyncio.sleep(0.1)
-    assert all(_gone(pid) for pid in sleepers)
+    assert all(gone(pid) for pid in sleepers)
 
 
 async def test_a_document_whose_job_died_is_failed_at_start_not_queued_again(tmp_path, db_url):

@@ -11,8 +11,7 @@ from uuid import uuid4
 import httpx
 from sqlalchemy import update
 
-from tests.conftest import make_settings
-from tests.test_accounts import CHAT, HELLO
+from tests.helpers import CHAT, HELLO, make_settings
 from threadline.container import create_app
 from threadline.domain.entities import Org, Principal, Role, User
 from threadline.domain.events import Usage

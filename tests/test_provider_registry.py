@@ -13,7 +13,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from tests.conftest import Fakes, make_settings
+from tests.helpers import Fakes, make_settings
 from threadline.api.dialects.oneminai import encode
 from threadline.container import create_app
 from threadline.providers import build_image_model, build_model

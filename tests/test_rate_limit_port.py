@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 from threadline.container import Container
 from threadline.domain.entities import Role
 from threadline.domain.errors import RateLimited, Unauthorized

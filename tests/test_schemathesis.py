@@ -25,7 +25,7 @@ import pytest
 import schemathesis
 from schemathesis.engine import Status, events
 
-from tests.conftest import Fakes, make_settings
+from tests.helpers import Fakes, make_settings
 from tests.live_server import LiveServer
 from threadline.container import create_app
 

@@ -6,30 +6,19 @@ placeholders (`your-org-id`, the example ids) replaced by real values.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from uuid import uuid4
 
 import httpx
 import pytest
 
-from tests.conftest import make_settings
+from tests.helpers import make_settings, sse_events
 from threadline.container import create_app
 from threadline.domain.errors import ModelError
 from threadline.domain.events import Usage
 
 BASE = "/api/conversation"
 EXAMPLE_MODEL_ID = "457d4f38-e3c0-43eb-b519-a867f9f5325a"  # 003_*'s model id: not one of ours
-
-
-def sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
-    events = []
-    for block in text.strip().split("\n\n"):
-        lines = [line for line in block.splitlines() if not line.startswith(":")]
-        if lines:
-            fields = dict(line.split(": ", 1) for line in lines)
-            events.append((fields["event"], json.loads(fields["data"])))
-    return events
 
 
 @pytest.fixture
@@ -345,13 +334,15 @@ async def test_huge_limit_is_capped(tmp_path, db_url, fakes):
 
 # ---- org_id, auth, limits and the error shape ----
 
+# Fixed ids (of nothing stored): test ids must be the same in every pytest-xdist worker.
+UNKNOWN = ["0fd600b0-5cf0-412e-9778-862b84e402e0", "fe17a70a-b628-4d1c-ab46-39c1f87c43b9"]
 ENDPOINTS = [
     ("POST", "/create", {"title": "t"}),
-    ("POST", "/create_session", {"conversation_id": str(uuid4()), "model_id": str(uuid4())}),
-    ("POST", "/stream_chat", {"chat_session_id": str(uuid4()), "message": "hi"}),
+    ("POST", "/create_session", {"conversation_id": UNKNOWN[0], "model_id": UNKNOWN[1]}),
+    ("POST", "/stream_chat", {"chat_session_id": UNKNOWN[0], "message": "hi"}),
     ("GET", "/list", None),
-    ("GET", f"/get_with_sessions?conversation_id={uuid4()}", None),
-    ("GET", f"/messages?conversation_id={uuid4()}", None),
+    ("GET", f"/get_with_sessions?conversation_id={UNKNOWN[0]}", None),
+    ("GET", f"/messages?conversation_id={UNKNOWN[1]}", None),
 ]
 
 

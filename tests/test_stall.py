@@ -19,7 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import insert
 
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 from threadline.container import Container
 from threadline.domain.documents import ParsedPage
 from threadline.domain.events import Usage

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 from tests.live_server import LiveServer
 from threadline.container import create_app
 

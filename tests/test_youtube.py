@@ -13,10 +13,8 @@ from uuid import UUID
 
 import pytest
 
-from tests.conftest import make_settings
+from tests.helpers import count, make_settings, sse_events
 from tests.page_server import PageServer
-from tests.test_brand_voices import count
-from tests.test_oneminai_chat import sse_events
 from tests.youtube_server import RICK_LINES, RICK_TITLE, FakeYouTube, Video
 from threadline.api.dialects.oneminai.encode import citation, link_content
 from threadline.domain.errors import TranscriptUnavailable

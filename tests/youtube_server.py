@@ -1,6 +1,6 @@
 """A fake YouTube on 127.0.0.1 serving what `youtube-transcript-api` (1.2) asks for.
 
-Real HTTP over real TCP (a stdlib `ThreadingHTTPServer` in a background thread). The requests
+Real HTTP over real TCP (a `LocalSite`, tests/local_site.py). The requests
 are the library's own (read from its source, `_transcripts.py`), plus oEmbed for the title:
 
     GET  /watch?v=ID                     the watch page, carrying "INNERTUBE_API_KEY"
@@ -22,15 +22,13 @@ as YouTube's do (the client's transport sends it here), unless the video sets `c
 
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
-import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape
+
+from tests.local_site import LocalSite, OnSite, SiteHandler
 
 INNERTUBE_KEY = "AIzaFakeInnertubeKey_0123456789"
 RICK_TITLE = "Rick Astley - Never Gonna Give You Up (Official Video)"
@@ -54,27 +52,16 @@ class Video:
     delay: float = 0.0  # seconds before the transcript is sent
 
 
-class FakeYouTube:
+class FakeYouTube(OnSite):
     def __init__(self) -> None:
         self.videos: dict[str, Video] = {"dQw4w9WgXcQ": Video(RICK_TITLE, list(RICK_LINES))}
         self.paths: list[str] = []
         self.player_bodies: list[dict[str, Any]] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self.site = LocalSite(_handler(self))
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> FakeYouTube:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return self.site.url("")
 
 
 def _watch_page(video_id: str) -> bytes:
@@ -124,57 +111,44 @@ def _timedtext(video: Video, language: str) -> bytes:
     return f'<?xml version="1.0" encoding="utf-8" ?><transcript>{texts}</transcript>'.encode()
 
 
-def _handler(yt: FakeYouTube) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
+def _handler(yt: FakeYouTube) -> type[SiteHandler]:
+    class Handler(SiteHandler):
         def do_GET(self) -> None:
             parts = urlsplit(self.path)
             yt.paths.append(f"GET {parts.path}")
             query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                if parts.path == "/watch":
-                    self._send(200, _watch_page(query.get("v", "")), "text/html; charset=utf-8")
-                elif parts.path == "/api/timedtext" and query.get("v") in yt.videos:
-                    video = yt.videos[query["v"]]
-                    time.sleep(video.delay)
-                    body = _timedtext(video, query.get("lang", ""))
-                    self._send(200, body, "text/xml; charset=UTF-8")
-                elif parts.path == "/oembed":
-                    self._oembed(query.get("url", ""))
-                else:
-                    self._send(404, b"Not Found", "text/plain")
+            if parts.path == "/watch":
+                self.send(200, _watch_page(query.get("v", "")), "text/html; charset=utf-8")
+            elif parts.path == "/api/timedtext" and query.get("v") in yt.videos:
+                video = yt.videos[query["v"]]
+                yt.site.stopping.wait(video.delay)
+                body = _timedtext(video, query.get("lang", ""))
+                self.send(200, body, "text/xml; charset=UTF-8")
+            elif parts.path == "/oembed":
+                self._oembed(query.get("url", ""))
+            else:
+                self.send(404, b"Not Found", "text/plain")
 
         def do_POST(self) -> None:
             parts = urlsplit(self.path)
             yt.paths.append(f"POST {parts.path}")
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+            body = json.loads(self.body())
             yt.player_bodies.append(body)
             key = parse_qs(parts.query).get("key", [""])[0]
             if parts.path != "/youtubei/v1/player" or key != INNERTUBE_KEY:
-                self._send(400, b'{"error": {"code": 400}}', "application/json")
+                self.send(400, b'{"error": {"code": 400}}', "application/json")
                 return
             video_id = body.get("videoId", "")
             answer = _player(video_id, yt.videos.get(video_id))
-            self._send(200, json.dumps(answer).encode(), "application/json")
+            self.send(200, json.dumps(answer).encode(), "application/json")
 
         def _oembed(self, url: str) -> None:
             video_id = parse_qs(urlsplit(url).query).get("v", [""])[0]
             video = yt.videos.get(video_id)
             if video is None:
-                self._send(404, b"Not Found", "text/plain")
+                self.send(404, b"Not Found", "text/plain")
                 return
             answer = {"title": video.title, "author_name": "Fake channel", "type": "video"}
-            self._send(200, json.dumps(answer).encode(), "application/json")
-
-        def _send(self, status: int, body: bytes, kind: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.send(200, json.dumps(answer).encode(), "application/json")
 
     return Handler

@@ -1,0 +1,58 @@
+"""The fault doubles every fake upstream plays (tests/fake_upstream.py for chat completions,
+tests/fake_embeddings.py, tests/fake_images.py): a test enqueues one, and the next request
+gets it instead of a normal answer.
+
+    up.enqueue(Status(500, {"error": {"message": "boom"}}))   # an HTTP error
+    up.enqueue(Hang(5))                                        # read the request, answer nothing
+    up.enqueue(Raw(b"not json", "text/html"))                  # these exact body bytes
+    up.enqueue(Disconnect())                                   # close without an answer
+
+Each server says in its docstring what it makes of `body=None` (its API's error shape), of
+`Raw`'s default content type, and of the streaming fields (`after_chunks`, `reply`), which
+only the chat upstream streams."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Status:
+    """An HTTP error. `body`: a dict is sent as JSON, str/bytes as is, None as the API's own
+    error shape."""
+
+    status: int
+    body: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Hang:
+    """Read the request, then send nothing for `seconds` (or until the server stops), then
+    close; when streaming, after `after_chunks` deltas of `reply` (the server's default
+    when None)."""
+
+    seconds: float = 3600.0
+    after_chunks: int = 0
+    reply: Any = None
+
+
+@dataclass(frozen=True)
+class Disconnect:
+    """Close the connection after `after_chunks` streamed deltas of `reply` (0: before any
+    answer)."""
+
+    after_chunks: int = 0
+    reply: Any = None
+
+
+@dataclass(frozen=True)
+class Raw:
+    """Send these exact body bytes (a malformed stream, a non-JSON answer). `content_type`
+    None: the server's usual one."""
+
+    body: bytes
+    content_type: str | None = None
+    status: int = 200
