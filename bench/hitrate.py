@@ -399,6 +399,12 @@ async def run_twins(args: argparse.Namespace, data: Path, paths: dict[str, Path]
 
 async def _started(args: argparse.Namespace, data: Path) -> tuple[Any, Any]:
     from threadline.cli_chat import _cli_principal
+    from threadline.providers import local_embeddings
+
+    if args.embed_niceness is not None:
+        # The server embeds at niceness 10 (it yields to the event loop); on a shared
+        # machine that starves a benchmark's ingestion (~0.3 pages/s here at load 15).
+        local_embeddings.EMBED_NICENESS = args.embed_niceness
     from threadline.container import Container
     from threadline.settings import Settings
 
@@ -453,6 +459,9 @@ def main() -> None:
     parser.add_argument("--check", action="store_true", help="verify the question set only")
     parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     parser.add_argument("--set", choices=("questions", "twins"), default="questions")
+    parser.add_argument(
+        "--embed-niceness", type=int, default=None, help="embedding threads' niceness (10)"
+    )
     parser.add_argument("--cache", type=Path, help="twins: where the documents are fetched to")
     args = parser.parse_args()
     if args.set == "twins":
