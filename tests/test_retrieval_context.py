@@ -15,7 +15,7 @@ from threadline.container import Container
 from threadline.domain.documents import Chunk, DocumentState
 from threadline.services.documents import Upload
 from threadline.services.retrieval_context import chunk_context, page_headings
-from threadline.services.retrieval_names import named_documents, naming
+from threadline.services.retrieval_names import MAX_DOCUMENTS, named_documents, naming
 from threadline.storage.chunks import SqlChunkIndex
 from threadline.storage.database import Database
 
@@ -213,3 +213,10 @@ def test_the_words_that_name_a_document_are_left_out_of_its_own_search():
     # a question that is only a name keeps its words
     assert naming("bashref.pdf", LABELS) == ([2], "bashref.pdf")
     assert naming("How do I rotate axis labels?", LABELS) == ([], "How do I rotate axis labels?")
+
+
+def test_a_library_bigger_than_a_conversation_is_not_searched_for_names():
+    labels = {i: (f"doc-{i}.pdf", f"Product{i} Manual") for i in range(MAX_DOCUMENTS + 1)}
+    assert naming("In doc-7.pdf, what is it?", labels) == ([], "In doc-7.pdf, what is it?")
+    del labels[MAX_DOCUMENTS]
+    assert naming("In doc-7.pdf, what is it?", labels)[0] == [7]

@@ -25,7 +25,7 @@ from dataclasses import replace
 from uuid import UUID
 
 from threadline.domain.documents import ChunkHit, ChunkIndex, Embedder
-from threadline.services.retrieval_names import naming
+from threadline.services.retrieval_names import MAX_DOCUMENTS, naming
 
 RRF_K = 60
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -59,7 +59,7 @@ class Retriever:
             return []
         named: list[int] = []
         rest = query
-        if names and len(document_ids) > 1:
+        if names and 1 < len(document_ids) <= MAX_DOCUMENTS:
             labels = await self._index.document_labels(org_id, document_ids)
             named, rest = naming(query, labels)
         # symbols that name a document (`R-admin`, `gmpl.pdf`) are no symbols to look up

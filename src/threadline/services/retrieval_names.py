@@ -15,7 +15,9 @@ A word the documents share (`bash`, for `bash.pdf` and the `Bash Reference Manua
 none of them. A match inside a longer one is dropped (`bash` inside `Bash Reference
 Manual`), and so is a match just after a negation ("in gnuplot, not Gri": Gri is not
 named). Of what is left, the documents with the longest match are named. Nothing is named
-when every document in scope would be: the question then is about them all.
+when every document in scope would be (the question then is about them all), nor in a scope
+of more than `MAX_DOCUMENTS` documents. Linear in the question and the labels: each label
+phrase is tried only where the question has its first word.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["named_documents", "naming"]
+__all__ = ["MAX_DOCUMENTS", "named_documents", "naming"]
 
 _WORD = re.compile(r"[^\W_]+")
 _NEGATIONS_TEXT = "not unlike than instead versus vs except without nor neither rather"
@@ -38,6 +40,9 @@ _GENERIC_TEXT = """
 """
 _GENERIC = frozenset(_GENERIC_TEXT.split())
 MAX_QUERY_WORDS = 200
+# A scope of more documents (an org's whole library) is not searched for names: the
+# labels would cost a query and a scan each time, for a choice a person rarely makes there.
+MAX_DOCUMENTS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +79,7 @@ def naming(query: str, labels: Mapping[int, tuple[str, str | None]]) -> tuple[li
     """The documents the question names, and the question without the words that name
     them (every document in the named ones' scope has those words in its context: they
     would only blur the ranking within it)."""
-    if len(labels) < 2:
+    if not 2 <= len(labels) <= MAX_DOCUMENTS:
         return [], query
     tokens = list(_WORD.finditer(query))[:MAX_QUERY_WORDS]
     words = [t.group().lower() for t in tokens]
@@ -82,11 +87,14 @@ def naming(query: str, labels: Mapping[int, tuple[str, str | None]]) -> tuple[li
     for name, title in labels.values():
         for word in set(_words(name)) | set(_words(title or "")):
             shared[word] = shared.get(word, 0) + 1
+    positions: dict[str, list[int]] = {}
+    for i, word in enumerate(words):
+        positions.setdefault(word, []).append(i)
     matches: list[tuple[int, int, int]] = []  # (start, end, document)
     for document, (name, title) in labels.items():
         for phrase in _phrases(name, title, shared):
             size = len(phrase.words)
-            for start in range(len(words) - size + 1):
+            for start in positions.get(phrase.words[0], ()):
                 if tuple(words[start : start + size]) != phrase.words:
                     continue
                 if phrase.proper and not _written_as_name(tokens[start].group(), start):
