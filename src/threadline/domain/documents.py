@@ -146,6 +146,9 @@ class Chunk:
     page_start: int  # 0-based, inclusive
     page_end: int  # 0-based, inclusive
     text: str
+    # what the chunk is from (file name · title · section heading), indexed and embedded
+    # with the text (services/retrieval_context.py)
+    context: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,14 +258,30 @@ class ChunkIndex(Protocol):
         chunks: Sequence[Chunk],
         embeddings: Sequence[Sequence[float]] | None,
         embedder: str | None,
+        *,
+        title: str | None = None,
     ) -> None:
-        """Replace the document's chunks (idempotent, so a retried job is harmless)."""
+        """Replace the document's chunks (idempotent, so a retried job is harmless), and
+        record the document's title (from its metadata or its first page) beside them."""
+        ...
+
+    async def document_labels(
+        self, org_id: UUID, document_ids: Sequence[int]
+    ) -> dict[int, tuple[str, str | None]]:
+        """What a question may call each document (the org's only): (file name, title)."""
         ...
 
     async def search_text(
         self, org_id: UUID, document_ids: Sequence[int], query: str, limit: int
     ) -> list[ChunkHit]:
         """BM25 (SQLite FTS5 / PostgreSQL full text), best first."""
+        ...
+
+    async def search_symbols(
+        self, org_id: UUID, document_ids: Sequence[int], query: str, limit: int
+    ) -> list[ChunkHit]:
+        """The chunks with the question's symbols (identifiers, options, paths) as
+        written, best first; none when the question has no symbol."""
         ...
 
     async def search_vector(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from uuid import UUID
 
@@ -34,11 +34,13 @@ from threadline.domain.documents import (
     Job,
     JobQueue,
     PageLayout,
+    ParsedDocument,
     ParsedPage,
     ParseFailed,
 )
 from threadline.services.chat_prompt import estimate_tokens
 from threadline.services.documents import INGEST_JOB
+from threadline.services.retrieval_context import contexts
 
 log = structlog.get_logger(__name__)
 
@@ -103,8 +105,9 @@ class IngestionService:
             return IngestStats(document_id, DocumentState.FAILED)
         # Chunking and counting grow with the text (tens of MB for a big upload): a thread,
         # so the event loop (every tenant's) never waits on them.
-        chunks, tokens = await asyncio.to_thread(self._chunk_and_count, document.id, parsed.pages)
-        await self._index_chunks(document, chunks)
+        chunks, tokens = await asyncio.to_thread(self._chunk_and_count, document, parsed)
+        title = parsed.metadata.get("title")
+        await self._index_chunks(document, chunks, title if isinstance(title, str) else None)
         text_chars = parsed.text_chars
         await self._store.finish_document(
             org_id,
@@ -128,19 +131,29 @@ class IngestionService:
         )
 
     def _chunk_and_count(
-        self, document_id: int, pages: Sequence[ParsedPage]
+        self, document: Document, parsed: ParsedDocument
     ) -> tuple[list[Chunk], int]:
-        return self._chunker(document_id, pages), sum(estimate_tokens(p.text) for p in pages)
+        pages = parsed.pages
+        chunks = self._chunker(document.id, pages)
+        # page numbers are 0-based and dense in a parsed document
+        page_count = max((p.number for p in pages), default=-1) + 1
+        lines = contexts(document.name, parsed.metadata, [c.page_start for c in chunks], page_count)
+        chunks = [replace(c, context=line) for c, line in zip(chunks, lines, strict=True)]
+        return chunks, sum(estimate_tokens(p.text) for p in pages)
 
-    async def _index_chunks(self, document: Document, chunks: list[Chunk]) -> None:
+    async def _index_chunks(
+        self, document: Document, chunks: list[Chunk], title: str | None
+    ) -> None:
         vectors: list[list[float]] | None = None
         if self._embedder is not None and chunks:
             vectors = []
             for start in range(0, len(chunks), self._embed_batch):
-                # The document's name goes with each passage: chunk text rarely repeats it,
-                # and questions often name the product or file ("libtasn1 header").
+                # The chunk's context (file name, title, heading) goes with each passage:
+                # chunk text rarely repeats it, and questions often name the product or
+                # file ("libtasn1 header"), or the section.
                 batch = [
-                    f"{document.name}\n{c.text}" for c in chunks[start : start + self._embed_batch]
+                    f"{c.context or document.name}\n{c.text}"
+                    for c in chunks[start : start + self._embed_batch]
                 ]
                 vectors.extend(await self._embedder.embed(batch, "passage"))
         await self._index.replace_chunks(
@@ -149,6 +162,7 @@ class IngestionService:
             chunks,
             vectors,
             self._embedder.name if self._embedder is not None else None,
+            title=title,
         )
 
     async def resume_orphans(self, jobs: JobQueue, max_attempts: int) -> int:

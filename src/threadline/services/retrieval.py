@@ -1,8 +1,14 @@
-"""Hybrid retrieval: full text (BM25) and vector similarity, fused by reciprocal rank.
+"""Hybrid retrieval: full text (BM25) and vector similarity, fused by reciprocal rank, and
+a third ranking by the question's symbols (`storage/symbols.py`) when it has any.
 
 Both rankings run concurrently over the caller's org and an explicit set of documents,
 so nothing outside a conversation's documents can be found. Reciprocal rank fusion
 (score = Σ 1 / (60 + rank)) needs no score calibration between the two rankings.
+
+A question that names one of the documents in scope ("In the Bash Reference Manual, ...",
+`retrieval_names.py`) is searched twice, concurrently: over the named documents (without
+the words that name them) and over all; the named documents' hits come first, the others'
+after them.
 
 `advanced` mode (AI Hub's advanced model) retrieves a wider candidate set and reranks it
 by how much of the question each chunk covers (words and their close forms), with the
@@ -19,6 +25,7 @@ from dataclasses import replace
 from uuid import UUID
 
 from threadline.domain.documents import ChunkHit, ChunkIndex, Embedder
+from threadline.services.retrieval_names import MAX_DOCUMENTS, naming
 
 RRF_K = 60
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -42,15 +49,47 @@ class Retriever:
         *,
         limit: int,
         advanced: bool = False,
+        names: bool = True,
+        symbols: bool = True,
     ) -> list[ChunkHit]:
+        """The best `limit` chunks. Stages that can be left out (to measure them):
+        `names=False` ignores documents the question names, `symbols=False` leaves out the
+        ranking by the question's symbols."""
         if not document_ids or not query.strip():
             return []
+        named: list[int] = []
+        rest = query
+        if names and 1 < len(document_ids) <= MAX_DOCUMENTS:
+            labels = await self._index.document_labels(org_id, document_ids)
+            named, rest = naming(query, labels)
+        # symbols that name a document (`R-admin`, `gmpl.pdf`) are no symbols to look up
+        by_symbol = (rest if named else query) if symbols else None
+        if not named:
+            return await self._hybrid(org_id, document_ids, query, limit, advanced, by_symbol)
+        focused, everything = await asyncio.gather(
+            self._hybrid(org_id, named, rest, limit, advanced, by_symbol),
+            self._hybrid(org_id, document_ids, query, limit, advanced, by_symbol),
+        )
+        chosen = {h.document_id for h in focused} | set(named)
+        return [*focused, *(h for h in everything if h.document_id not in chosen)][:limit]
+
+    async def _hybrid(
+        self,
+        org_id: UUID,
+        document_ids: Sequence[int],
+        query: str,
+        limit: int,
+        advanced: bool,
+        symbol_query: str | None,
+    ) -> list[ChunkHit]:
         depth = limit * (4 if advanced else 2)
-        text_hits, vector_hits = await asyncio.gather(
+        searches = [
             self._index.search_text(org_id, document_ids, query, depth),
             self._vector_search(org_id, document_ids, query, depth),
-        )
-        fused = fuse([text_hits, vector_hits])
+        ]
+        if symbol_query is not None:
+            searches.append(self._index.search_symbols(org_id, document_ids, symbol_query, depth))
+        fused = fuse(await asyncio.gather(*searches))
         if advanced:
             fused = rerank(query, fused)
         return fused[:limit]

@@ -39,6 +39,7 @@ from threadline.storage.exact_vectors import ExactVectors
 from threadline.storage.pg_search import POSTGRES_VECTORS, PostgresSearch, vector_text
 from threadline.storage.search_terms import WordFrequencies, search_terms
 from threadline.storage.sqlite_search import SQLITE_VECTORS, SqliteSearch
+from threadline.storage.symbols import symbol_terms, symbol_text
 from threadline.storage.tables import chunks as chunk_table
 from threadline.storage.tables import documents
 from threadline.storage.vector_cache import DocumentVectors, Matrix, VectorCache, normalised
@@ -48,6 +49,7 @@ __all__ = ["SqlChunkIndex"]
 MAX_DIM = 16_000  # pgvector's limit for `vector`
 INSERT_BATCH = 500
 MATRIX_BLOCK = 1024  # rows converted from lists per numpy call
+MAX_TITLE_CHARS = 500
 
 
 def _query_vector(vector: Sequence[float]) -> Matrix | None:
@@ -61,10 +63,11 @@ def _query_vector(vector: Sequence[float]) -> Matrix | None:
 class SqlChunkIndex:
     """Tuning. `match_budget`: how many chunks the rare words of a question may match
     before the more common ones are left out (see `search_text`). `cache_bytes`, the
-    vector cache's budget (100k chunks of 384 dimensions take ~155 MB). SQLite:
-    `token_cost`, see `sqlite_search.py`. PostgreSQL: `ef_search`, HNSW's candidate
-    list; `exact_below`, scopes of up to this many chunks are searched exactly (in numpy,
-    from the cache; bigger ones through pgvector)."""
+    vector cache's budget (100k chunks of 384 dimensions take ~155 MB). `symbol_budget`: a
+    symbol of the question found in more chunks than this is left out of the symbol search
+    (it would rank too many). SQLite: `token_cost`, see `sqlite_search.py`. PostgreSQL:
+    `ef_search`, HNSW's candidate list; `exact_below`, scopes of up to this many chunks are
+    searched exactly (in numpy, from the cache; bigger ones through pgvector)."""
 
     def __init__(
         self,
@@ -75,8 +78,10 @@ class SqlChunkIndex:
         match_budget: int = 2_000,
         ef_search: int = 200,
         exact_below: int = 10_000,
+        symbol_budget: int = 50,
     ) -> None:
         self._db = db
+        self._symbol_budget = symbol_budget
         self.exact_below = exact_below
         self._match_budget = match_budget
         self._words = WordFrequencies()
@@ -100,6 +105,8 @@ class SqlChunkIndex:
         chunks: Sequence[Chunk],
         embeddings: Sequence[Sequence[float]] | None,
         embedder: str | None,
+        *,
+        title: str | None = None,
     ) -> None:
         matrix, rows = await asyncio.to_thread(
             self._prepare, org_id, document_id, chunks, embeddings, embedder
@@ -113,7 +120,11 @@ class SqlChunkIndex:
                 await conn.execute(
                     update(documents)
                     .where(documents.c.org_id == org_id, documents.c.id == document_id)
-                    .values(chunks_version=documents.c.chunks_version + 1, chunk_count=len(rows))
+                    .values(
+                        chunks_version=documents.c.chunks_version + 1,
+                        chunk_count=len(rows),
+                        title=(title or "").strip()[:MAX_TITLE_CHARS] or None,
+                    )
                     .returning(documents.c.chunks_version)
                 )
             ).scalar_one_or_none()
@@ -181,6 +192,8 @@ class SqlChunkIndex:
                     "page_start": c.page_start,
                     "page_end": c.page_end,
                     "text": c.text,
+                    "context": c.context or None,
+                    "symbols": symbol_text(c.text) or None,
                     "embedder": embedder if matrix is not None else None,
                     "dim": dim,
                     "embedding": embedding,
@@ -195,16 +208,31 @@ class SqlChunkIndex:
         async with self._db.read() as conn:
             return int((await conn.execute(query)).scalar_one())
 
+    async def document_labels(
+        self, org_id: UUID, document_ids: Sequence[int]
+    ) -> dict[int, tuple[str, str | None]]:
+        ids = list(dict.fromkeys(document_ids))
+        if not ids:
+            return {}
+        d = documents.c
+        query = select(d.id, d.name, d.title).where(d.org_id == org_id, d.id.in_(ids))
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return {int(r.id): (r.name, r.title) for r in rows}
+
     async def document_chunks(self, org_id: UUID, document_id: int) -> list[Chunk]:
         c = chunk_table.c
         query = (
-            select(c.document_id, c.ordinal, c.page_start, c.page_end, c.text)
+            select(c.document_id, c.ordinal, c.page_start, c.page_end, c.text, c.context)
             .where(c.org_id == org_id, c.document_id == document_id)
             .order_by(c.ordinal)
         )
         async with self._db.read() as conn:
             rows = (await conn.execute(query)).all()
-        return [Chunk(r.document_id, r.ordinal, r.page_start, r.page_end, r.text) for r in rows]
+        return [
+            Chunk(r.document_id, r.ordinal, r.page_start, r.page_end, r.text, r.context or "")
+            for r in rows
+        ]
 
     # ---- searching ----
 
@@ -227,6 +255,32 @@ class SqlChunkIndex:
         if len(hits) < limit and common:
             hits = await backend.text(org_id, ids, rare + common, limit, self._words)
         return hits
+
+    async def search_symbols(
+        self, org_id: UUID, document_ids: Sequence[int], query: str, limit: int
+    ) -> list[ChunkHit]:
+        """The chunks with the question's symbols as written (`symbols.py`), the ones
+        with more and rarer of them first; nothing when the question has no symbol."""
+        terms = symbol_terms(query)
+        ids = list(dict.fromkeys(document_ids))
+        if not terms or not ids or limit <= 0:
+            return []
+        unknown = self._words.unknown(org_id, terms)
+        if unknown:
+            if self._sqlite is not None:
+                counted = await self._sqlite.count_words(org_id, unknown)
+            else:
+                assert self._pg is not None
+                counted = await self._pg.count_words(org_id, unknown, symbols=True)
+            self._words.add(org_id, *counted)
+        # a symbol on many pages (`X.509` in a TLS manual) tells none of them apart
+        terms = [t for t in terms if self._words.count(org_id, t) <= self._symbol_budget]
+        if not terms:
+            return []
+        if self._sqlite is not None:
+            return await self._sqlite.text(org_id, ids, terms, limit, self._words, column="symbols")
+        assert self._pg is not None
+        return await self._pg.symbols(org_id, ids, terms, limit)
 
     async def search_vector(
         self,

@@ -36,7 +36,7 @@ from threadline.domain.documents import ChunkHit
 from threadline.storage.database import Database
 from threadline.storage.documents import chunk_hit
 from threadline.storage.exact_vectors import ExactVectors, VectorStatements
-from threadline.storage.search_terms import WordFrequencies, websearch_query
+from threadline.storage.search_terms import CONTEXT_WEIGHT, WordFrequencies, websearch_query
 from threadline.storage.vector_cache import Matrix
 
 __all__ = [
@@ -51,24 +51,31 @@ __all__ = [
 _MAX_VECTOR_INDEX_DIM = 2000
 _MAX_HALFVEC_INDEX_DIM = 4000
 
-_WORD_STATS = text(
-    """
-    WITH stats AS (
-        SELECT most_common_elems::text::text[] AS lexemes, most_common_elem_freqs AS freqs
-        FROM pg_stats
-        WHERE schemaname = current_schema() AND tablename = 'chunks' AND attname = 'tsv'
+
+@functools.lru_cache(maxsize=4)
+def _word_stats(column: str, config: str) -> Any:
+    """Per term: the table's row estimate and the term's share of rows from the column's
+    most common elements (0 when not among them)."""
+    return text(
+        f"""
+        WITH stats AS (
+            SELECT most_common_elems::text::text[] AS lexemes, most_common_elem_freqs AS freqs
+            FROM pg_stats
+            WHERE schemaname = current_schema() AND tablename = 'chunks'
+              AND attname = '{column}'
+        )
+        SELECT t.word,
+               (SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'chunks'::regclass)
+                   AS total,
+               coalesce((SELECT s.freqs[array_position(s.lexemes, l.lexeme)] FROM stats AS s), 0)
+                   AS freq
+        FROM unnest(CAST(:terms AS text[])) AS t(word)
+        LEFT JOIN LATERAL (
+            SELECT lexeme FROM unnest(to_tsvector('{config}', t.word)) LIMIT 1
+        ) AS l ON true
+        """
     )
-    SELECT t.word,
-           (SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'chunks'::regclass)
-               AS total,
-           coalesce((SELECT s.freqs[array_position(s.lexemes, l.lexeme)] FROM stats AS s), 0)
-               AS freq
-    FROM unnest(CAST(:terms AS text[])) AS t(word)
-    LEFT JOIN LATERAL (
-        SELECT lexeme FROM unnest(to_tsvector('english', t.word)) LIMIT 1
-    ) AS l ON true
-    """
-)
+
 
 _OWNED = text(
     """
@@ -111,6 +118,10 @@ _HNSW_SETTINGS = text(
 )
 
 
+# ts_rank_cd's weights of the labels D, C, B, A: the text is D, the context A (0008).
+_RANK_WEIGHTS = f"{{1.0, 0.2, 0.4, {CONTEXT_WEIGHT}}}"
+
+
 @functools.lru_cache(maxsize=64)
 def _text_statement(words: int) -> Any:
     """Two stages: the chunks that match any word, ordered by the IDF-weighted sum of the
@@ -121,7 +132,8 @@ def _text_statement(words: int) -> Any:
         for i in range(words)
     )
     rank = " + ".join(
-        f"ts_rank_cd(k.tsv, plainto_tsquery('english', :t{i}), 1) * CAST(:w{i} AS float8)"
+        f"ts_rank_cd('{_RANK_WEIGHTS}', k.tsv, plainto_tsquery('english', :t{i}), 1)"
+        f" * CAST(:w{i} AS float8)"
         for i in range(words)
     )
     return text(
@@ -142,6 +154,20 @@ def _text_statement(words: int) -> Any:
         LIMIT :limit
         """
     ).bindparams(bindparam("org", type_=Uuid), bindparam("documents", type_=ARRAY(BigInteger)))
+
+
+_SYMBOLS = text(
+    """
+    SELECT c.id, c.document_id, c.ordinal, c.page_start, c.page_end, c.text, d.name,
+           ts_rank(c.symbols_tsv, q) AS score
+    FROM to_tsquery('simple', :query) AS q, chunks AS c
+         JOIN documents AS d ON d.id = c.document_id
+    WHERE c.symbols_tsv @@ q AND c.org_id = :org AND c.document_id = ANY(:documents)
+      AND d.org_id = :org
+    ORDER BY score DESC, c.id
+    LIMIT :limit
+    """
+).bindparams(bindparam("org", type_=Uuid), bindparam("documents", type_=ARRAY(BigInteger)))
 
 
 def hnsw_index_name(dim: int) -> str:
@@ -224,15 +250,37 @@ class PostgresSearch:
             rows = (await conn.execute(_text_statement(len(terms)), params)).all()
         return [chunk_hit(r, r.name, float(r.score)) for r in rows]
 
-    async def count_words(self, org_id: UUID, terms: list[str]) -> tuple[int, dict[str, int]]:
+    async def symbols(
+        self, org_id: UUID, document_ids: list[int], terms: list[str], limit: int
+    ) -> list[ChunkHit]:
+        """Chunks with any of the encoded symbols (`symbols.py`: letters and digits only,
+        so safe in a tsquery), the ones with more of them first."""
+        params = {
+            "query": " | ".join(terms),
+            "org": org_id,
+            "documents": document_ids,
+            "limit": limit,
+        }
+        async with self._db.read() as conn:
+            await conn.execute(_CUSTOM_PLANS)
+            rows = (await conn.execute(_SYMBOLS, params)).all()
+        return [chunk_hit(r, r.name, float(r.score)) for r in rows]
+
+    async def count_words(
+        self, org_id: UUID, terms: list[str], *, symbols: bool = False
+    ) -> tuple[int, dict[str, int]]:
         """Estimates, from the planner's statistics (ANALYZE; autovacuum keeps them
         fresh): how many chunks the table has, and how many contain each term. Counting
         for real takes a bitmap scan of the GIN index per word: tens of milliseconds for a
         common word at 100k chunks, more than the search. The statistics list the ~1,000
         most common lexemes; any other word counts as 0 (rare). Table-wide, like FTS5's
-        IDF on SQLite: `org_id` is not used."""
+        IDF on SQLite: `org_id` is not used. `symbols`: encoded symbols, in
+        `symbols_tsv`."""
+        statement = (
+            _word_stats("symbols_tsv", "simple") if symbols else _word_stats("tsv", "english")
+        )
         async with self._db.read() as conn:
-            rows = (await conn.execute(_WORD_STATS, {"terms": terms})).all()
+            rows = (await conn.execute(statement, {"terms": terms})).all()
         total = int(rows[0].total) if rows else 0
         return total, {r.word: round(float(r.freq) * total) for r in rows}
 

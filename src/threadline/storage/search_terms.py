@@ -18,6 +18,7 @@ import time
 from uuid import UUID
 
 __all__ = [
+    "CONTEXT_WEIGHT",
     "MAX_TERMS",
     "WordFrequencies",
     "fts5_match",
@@ -26,6 +27,9 @@ __all__ = [
 ]
 
 MAX_TERMS = 32
+# How much a word of a chunk's context (file name, title, heading) counts against the same
+# word in its text, on both backends (FTS5 column weight; `ts_rank_cd` weight of label A).
+CONTEXT_WEIGHT = 0.5
 MAX_QUERY_CHARS = 16_384  # words past these are not searched (a bound on work on the loop)
 _WORD = re.compile(r"[^\W_]+")  # letters and digits, any script; `_` and punctuation split
 

@@ -32,7 +32,7 @@ from threadline.domain.documents import ChunkHit
 from threadline.storage.database import Database
 from threadline.storage.documents import chunk_hit
 from threadline.storage.exact_vectors import ExactVectors, Owned, VectorStatements
-from threadline.storage.search_terms import WordFrequencies, fts5_match
+from threadline.storage.search_terms import CONTEXT_WEIGHT, WordFrequencies, fts5_match
 from threadline.storage.vector_cache import Matrix
 
 __all__ = ["SQLITE_VECTORS", "SqliteSearch"]
@@ -60,21 +60,36 @@ def _ranked_chunks(ranked: str) -> Any:
     ).bindparams(bindparam("org", type_=Uuid))
 
 
-_TOP = _ranked_chunks(
-    """
-    SELECT rowid AS id, bm25(chunks_fts, 1.0, 0.0) AS score FROM chunks_fts
-    WHERE chunks_fts MATCH :expr ORDER BY score, rowid LIMIT :limit
-    """
-)
+# What a search matches, and bm25's column weights (text, scope: never ranked, context,
+# symbols) for it: the words of a question in the text and the context; or its symbols.
+_SEARCHES = {
+    "text": ("{text context}", f"1.0, 0.0, {CONTEXT_WEIGHT}, 0.0"),
+    "symbols": ("symbols", "0.0, 0.0, 0.0, 1.0"),
+}
 
-_TOP_IN_SCOPE = _ranked_chunks(
-    """
-    SELECT chunks_fts.rowid AS id, bm25(chunks_fts, 1.0, 0.0) AS score
-    FROM chunks_fts JOIN chunks AS c ON c.id = chunks_fts.rowid
-    WHERE chunks_fts MATCH :expr AND +c.document_id IN :documents AND +c.org_id = :org
-    ORDER BY score, chunks_fts.rowid LIMIT :limit
-    """
-).bindparams(bindparam("documents", expanding=True))
+
+def _top(weights: str) -> Any:
+    return _ranked_chunks(
+        f"""
+        SELECT rowid AS id, bm25(chunks_fts, {weights}) AS score FROM chunks_fts
+        WHERE chunks_fts MATCH :expr ORDER BY score, rowid LIMIT :limit
+        """
+    )
+
+
+def _top_in_scope(weights: str) -> Any:
+    return _ranked_chunks(
+        f"""
+        SELECT chunks_fts.rowid AS id, bm25(chunks_fts, {weights}) AS score
+        FROM chunks_fts JOIN chunks AS c ON c.id = chunks_fts.rowid
+        WHERE chunks_fts MATCH :expr AND +c.document_id IN :documents AND +c.org_id = :org
+        ORDER BY score, chunks_fts.rowid LIMIT :limit
+        """
+    ).bindparams(bindparam("documents", expanding=True))
+
+
+_TOP = {name: _top(weights) for name, (_, weights) in _SEARCHES.items()}
+_TOP_IN_SCOPE = {name: _top_in_scope(weights) for name, (_, weights) in _SEARCHES.items()}
 
 _OWNED = text(
     """
@@ -116,10 +131,13 @@ class SqliteSearch:
         terms: list[str],
         limit: int,
         words: WordFrequencies,
+        *,
+        column: str = "text",
     ) -> list[ChunkHit]:
         """Best first by FTS5's BM25 (which weighs the words itself). The scope goes into
         the MATCH as document tokens when that is cheaper than checking the document of
-        every chunk the words match: fewer than `token_cost` matches per document."""
+        every chunk the words match: fewer than `token_cost` matches per document.
+        `column`: "text" (the text and context) or "symbols" (`symbols.py`)."""
         async with self._db.read() as conn:
             documents = await self.exact.owned(conn, org_id, document_ids)
             ids = [d for d in document_ids if d in documents]
@@ -127,14 +145,14 @@ class SqliteSearch:
                 return []
             matches = sum(words.count(org_id, t) for t in terms)
             params: dict[str, Any] = {"org": org_id, "limit": limit}
-            expr = f"text : ({fts5_match(terms)})"
+            expr = f"{_SEARCHES[column][0]} : ({fts5_match(terms)})"
             if len(ids) * self._token_cost < matches:
                 scope = " OR ".join(_quoted(f"d{d}") for d in ids)
                 params["expr"] = f"{expr} AND scope : ({scope})"
-                rows = await conn.execute(_TOP, params)
+                rows = await conn.execute(_TOP[column], params)
             else:
                 params.update(expr=expr, documents=ids)
-                rows = await conn.execute(_TOP_IN_SCOPE, params)
+                rows = await conn.execute(_TOP_IN_SCOPE[column], params)
             return _hits(rows.all(), documents, limit)
 
     async def count_words(self, org_id: UUID, terms: list[str]) -> tuple[int, dict[str, int]]:

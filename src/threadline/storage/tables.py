@@ -234,6 +234,9 @@ documents = Table(
     # document's vectors compare to know they are current, whichever process wrote them.
     Column("chunk_count", Integer, nullable=False, default=0),
     Column("chunks_version", Integer, nullable=False, default=0),
+    # the document's title (PDF metadata or its first page's largest text), set with the
+    # chunks: a question may name a document by it (services/retrieval.py)
+    Column("title", Text, nullable=True),
     _ts("created_at"),
     _ts("updated_at"),
     Index("ix_documents_org_created", "org_id", "created_at"),
@@ -263,7 +266,8 @@ conversation_documents = Table(
     Index("ix_conversation_documents_document", "document_id"),
 )
 
-# Not shown here, because they are per backend (see migrations/versions/0003_documents.py):
+# Not shown here, because they are per backend (see migrations/versions/0003_documents.py
+# and 0009_retrieval_context.py):
 # SQLite's FTS5 table `chunks_fts` (external content, kept in step by triggers) and
 # PostgreSQL's generated column `chunks.tsv` (tsvector, GIN index) and the per-dimension
 # HNSW indexes made on demand by `storage/chunks.py`.
@@ -282,6 +286,10 @@ chunks = Table(
     Column("page_start", Integer, nullable=False),
     Column("page_end", Integer, nullable=False),
     Column("text", Text, nullable=False),
+    # file name · title · section heading (services/retrieval_context.py), and the
+    # symbols of the text encoded as tokens (storage/symbols.py); both searched beside it
+    Column("context", Text, nullable=True),
+    Column("symbols", Text, nullable=True),
     Column("embedder", String(200), nullable=True),
     Column("dim", SmallInteger, nullable=True),
     Column("embedding", EmbeddingType, nullable=True),

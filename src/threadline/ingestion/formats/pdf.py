@@ -6,6 +6,12 @@ character but with an image on it is an *image page* (a scan): its text comes fr
 when OCR is available, otherwise a note says which pages could not be read. OCR happens after
 the text pass, and stops early (with a note) when the time limit is near, so a long scan
 still yields the text found so far.
+
+What a document is and where each page sits in it go with the text, for contextual chunks
+(`services/retrieval_context.py`): the outline (bookmarks) as `metadata["outline"]`, a list of
+[0-based page, level, title], and, when the document information has no title, the largest
+text on the first page with text (a font-size cue: a title page's title) as
+`metadata["title"]`.
 """
 
 from __future__ import annotations
@@ -24,6 +30,10 @@ OCR_DPI = 300
 MAX_RENDER_SIDE = 5000  # pixels; a poster-sized page is rendered below 300 dpi
 METADATA_KEYS = ("Title", "Author", "Subject", "Keywords", "Creator", "Producer")
 MAX_METADATA_CHARS = 500
+MAX_OUTLINE_ENTRIES = 2000
+MAX_HEADING_CHARS = 160
+TITLE_PAGES = 3  # the title is looked for on the first pages with text
+TITLE_CHARS = 4000  # characters of such a page whose font size is read
 
 
 def extract(path: Path, job: Job) -> ParsedDocument:
@@ -35,6 +45,7 @@ def extract(path: Path, job: Job) -> ParsedDocument:
         pages = [_read_page(pdf, number) for number in range(len(pdf))]
         pages, notes = _ocr_image_pages(pdf, pages, job)
         metadata = _metadata(pdf)
+        metadata.update(_structure(pdf, metadata))
     finally:
         pdf.close()
     require_text(pages, _why_no_text(pages, job))
@@ -128,6 +139,66 @@ def _metadata(pdf: pdfium.PdfDocument) -> dict[str, Any]:
         if value:
             metadata[key.lower()] = clean_text(value)[:MAX_METADATA_CHARS]
     return metadata
+
+
+def _structure(pdf: pdfium.PdfDocument, metadata: dict[str, Any]) -> dict[str, Any]:
+    """The outline, and a title from font sizes when the metadata has none. A malformed
+    outline or font table leaves them out: they help retrieval, the text does not need them."""
+    found: dict[str, Any] = {}
+    try:
+        outline = _outline(pdf)
+        if outline:
+            found["outline"] = outline
+        if not metadata.get("title"):
+            title = _title_from_fonts(pdf)
+            if title:
+                found["title"] = title
+    except Exception:  # PDFium raises several kinds on broken structures
+        pass
+    return found
+
+
+def _outline(pdf: pdfium.PdfDocument) -> list[list[Any]]:
+    entries: list[list[Any]] = []
+    for bookmark in pdf.get_toc(max_depth=8):
+        dest = bookmark.get_dest()
+        index = dest.get_index() if dest is not None else None
+        title = clean_text(bookmark.get_title() or "").strip()[:MAX_HEADING_CHARS]
+        if index is None or index < 0 or not title:
+            continue
+        entries.append([int(index), int(bookmark.level), title])
+        if len(entries) == MAX_OUTLINE_ENTRIES:
+            break
+    return entries
+
+
+def _title_from_fonts(pdf: pdfium.PdfDocument) -> str | None:
+    """The characters set at (nearly) the largest font size of the first page with text,
+    when that size stands out from the page's body text (1.2x its median)."""
+    import pypdfium2.raw as pdfium_c
+
+    for number in range(min(TITLE_PAGES, len(pdf))):
+        page = pdf[number]
+        textpage = page.get_textpage()
+        try:
+            count = min(textpage.count_chars(), TITLE_CHARS)
+            if count == 0:
+                continue
+            sizes = [pdfium_c.FPDFText_GetFontSize(textpage, i) for i in range(count)]
+            text = textpage.get_text_range(0, count)
+        finally:
+            textpage.close()
+            page.close()
+        biggest = max(sizes)
+        if biggest < 1.2 * sorted(sizes)[len(sizes) // 2]:
+            return None
+        kept = [
+            ch if size >= 0.85 * biggest and not ch.isspace() else " "
+            for ch, size in zip(text, sizes, strict=False)
+        ]
+        title = " ".join("".join(kept).split())[:MAX_HEADING_CHARS]
+        return title or None
+    return None
 
 
 def _version(pdf: pdfium.PdfDocument) -> str | None:
