@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_settings
-from tests.test_document_store import make_tenant
+from tests.helpers import make_tenant
 from threadline.container import Container
 from threadline.domain.documents import Chunk, DocumentState
 from threadline.services.documents import Upload
@@ -162,7 +162,6 @@ def _manual(directory: Path, name: str, title: str | None, outline: bool) -> Pat
 async def test_a_question_naming_one_of_two_twin_documents_gets_that_ones_page_first(
     tmp_path: Path, db_url: str
 ):
-
 
     container = Container(make_settings(tmp_path, db_url))
     await container.start(worker=False)

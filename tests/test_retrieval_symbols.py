@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_document_store import make_tenant, texts_as_chunks
+from tests.helpers import make_tenant, texts_as_chunks
 from threadline.services.retrieval import Retriever
 from threadline.storage.chunks import SqlChunkIndex
 from threadline.storage.database import Database
