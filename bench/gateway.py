@@ -53,7 +53,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
-UPSTREAM_SCRIPT = ROOT / "tests" / "fake_upstream.py"
+UPSTREAM_MODULE = "tests.fake_upstream"  # run with -m from the repository root
 
 TOKENS = 32  # what the targets are defined for; --tokens/--delay change them for experiments
 DELAY = 0.02
@@ -315,7 +315,8 @@ class Processes:
 
     def start_upstream(self) -> None:
         self.upstream = subprocess.Popen(
-            [sys.executable, str(UPSTREAM_SCRIPT), "--tokens", str(TOKENS), "--delay", str(DELAY)],
+            [sys.executable, "-m", UPSTREAM_MODULE, "--tokens", str(TOKENS), "--delay", str(DELAY)],
+            cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

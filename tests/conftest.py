@@ -33,6 +33,9 @@ from threadline.settings import Settings
 from threadline.storage.database import Database
 
 os.environ.pop("THREADLINE_CONFIG", None)
+# A test app's parser children start on its first upload, not with the app: most test apps
+# parse nothing, and starting two Python children costs each app ~0.25 s of CPU.
+os.environ.setdefault("THREADLINE_DOCUMENTS__PARSER_WARM_START", "false")
 
 
 def _one_certificate_ca_file() -> str:

@@ -305,7 +305,8 @@ class Container:
         if release_credits:
             await self.credits.release_stale(before=started)
         if self.settings.documents.embedded_worker if worker is None else worker:
-            await self.parser.warm_up()
+            if self.settings.documents.parser_warm_start:
+                await self.parser.warm_up()
             await self.ingestion.resume_orphans(
                 self.job_queue, self.settings.documents.job_max_attempts
             )

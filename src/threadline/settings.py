@@ -167,6 +167,9 @@ class DocumentSettings(BaseModel):
     advanced_top_k: int = Field(12, ge=1, le=100)
     ready_wait_seconds: float = Field(60.0, ge=0)  # a chat waits this long for ingestion
     embedded_worker: bool = True  # run ingestion jobs inside the API process
+    # Start the parser's children with the API process, so the first upload finds one ready;
+    # false: started on the first upload (a faster start, e.g. for short-lived test apps).
+    parser_warm_start: bool = True
     worker_concurrency: int = Field(1, ge=1)
     job_lease_seconds: float = Field(60.0, gt=0)
     job_max_attempts: int = Field(3, ge=1, le=100)
