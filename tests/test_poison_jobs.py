@@ -31,6 +31,7 @@ from tests.helpers import FAULT_CHILD, first_admin, gone, make_settings, wait_st
 from tests.live_server import free_port
 from threadline.container import Container
 from threadline.domain.documents import DocumentState, Job, JobState
+from threadline.domain.progress import progressed
 from threadline.ingestion.sandbox import SandboxedParser
 from threadline.jobs.worker import Backoff, Worker
 from threadline.services.documents import INGEST_JOB, Upload
@@ -149,6 +150,33 @@ async def test_a_hanging_attempt_times_out_is_retried_with_backoff_then_dies(db)
     assert await queue.counts() == {"QUEUED": 0, "RUNNING": 0, "DONE": 0, "DEAD": 1}
 
 
+async def test_the_time_limit_counts_from_the_last_progress(db):
+    """A job longer than the limit in all, which reports progress more often than the limit,
+    finishes (a big document is slow, not hung); once it stops reporting, the limit applies."""
+    queue = SqlJobQueue(db)
+    steps: list[float] = []
+
+    async def slow_but_moving(job: Job) -> None:
+        for _ in range(8):  # 8 x 0.1 s: over twice the 0.3 s limit in all
+            await asyncio.sleep(0.1)
+            steps.append(time.monotonic())
+            progressed()
+        if job.payload.get("then_hang"):
+            await asyncio.sleep(30)
+
+    dead = asyncio.Queue[Job]()
+    worker = Worker(queue, {"long": slow_but_moving}, timeout_seconds=0.3, on_dead=dead.put)
+    done = await queue.enqueue("long", {}, org_id=None, max_attempts=1)
+    assert await worker.run_one() is True
+    assert len(steps) == 8 and steps[-1] - steps[0] > 0.6
+    assert await queue.counts() == {"QUEUED": 0, "RUNNING": 0, "DONE": 1, "DEAD": 0}
+    hung = await queue.enqueue("long", {"then_hang": True}, org_id=None, max_attempts=1)
+    assert await worker.run_one() is True
+    given_up = await asyncio.wait_for(dead.get(), 5)
+    assert (given_up.id, given_up.state) == (hung, JobState.DEAD) and done != hung
+    assert given_up.last_error is not None and "made no progress for 0.3 s" in given_up.last_error
+
+
 async def test_an_attempt_stuck_in_a_thread_fails_on_time_though_the_thread_runs_on(db):
     """A thread cannot be killed: the attempt is given up at its limit all the same, and the
     thread finishes on its own later (the documented limit of what can be interrupted)."""
@@ -234,8 +262,8 @@ async def test_a_hung_parse_is_stopped_at_the_time_limit_its_child_killed_and_re
         await slow.aclose()
     assert document.state is DocumentState.FAILED
     assert document.reason == (
-        "ingestion failed after 2 attempts; last error: the attempt timed out: it ran longer "
-        "than 1.5 s (documents.job_timeout_seconds) and was stopped"
+        "ingestion failed after 2 attempts; last error: the attempt timed out: it made no "
+        "progress for 1.5 s (documents.job_timeout_seconds) and was stopped"
     )
     assert len(sleepers) == 2  # a fresh child each attempt, each one killed with its group
     for _ in range(50):

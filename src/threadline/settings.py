@@ -173,8 +173,9 @@ class DocumentSettings(BaseModel):
     worker_concurrency: int = Field(1, ge=1)
     job_lease_seconds: float = Field(60.0, gt=0)
     job_max_attempts: int = Field(3, ge=1, le=100)
-    # One attempt of a job may run this long; then it is cancelled (the parser child is
-    # killed) and counts as a failed attempt. Above parse_timeout_seconds, so that a slow
+    # An attempt of a job that makes no progress for this long (domain/progress.py) is
+    # cancelled (the parser child is killed) and counts as failed. Above
+    # parse_timeout_seconds (a parse is one step), so that a slow
     # parse fails its document with the parser's reason rather than being retried.
     job_timeout_seconds: float = Field(900.0, gt=0)
     # A failed attempt (an error, a timeout, a process that died) is retried after

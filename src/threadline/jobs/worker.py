@@ -8,12 +8,14 @@ What ends an attempt, and what follows (every attempt was counted when it was cl
 
     the handler returns                 DONE
     the handler raises                  QUEUED again after the back-off, or DEAD
-    it runs past `timeout_seconds`      cancelled (a parser child is killed), then as above
+    no progress for `timeout_seconds`   cancelled (a parser child is killed), then as above
     its process dies or freezes         the lease lapses; any worker's reaper requeues it
                                         after the back-off, or declares it DEAD
     the lease was taken from it         cancelled; the job is someone else's now
 
 A DEAD job is handed to `on_dead`, which fails what it was working on with the last error.
+The time limit counts from the attempt's last progress (`domain.progress`: ingestion reports
+each step and each batch it embeds), so a big document is not cut short while a hung one is.
 The lease keeper is a task on the same event loop that lives only while `_run` waits for the
 attempt, so no longer than the time limit: a hung attempt cannot hold its lease beyond that,
 and a handler that blocks the event loop blocks the keeper too, so the lease lapses and
@@ -31,6 +33,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from uuid import uuid4
@@ -38,6 +41,7 @@ from uuid import uuid4
 import structlog
 
 from threadline.domain.documents import Job, JobQueue, JobState
+from threadline.domain.progress import reporting_to
 
 log = structlog.get_logger(__name__)
 
@@ -137,11 +141,20 @@ class Worker:
         if handler is None:
             await self._failed(job, f"no handler for job kind {job.kind!r}")
             return
-        attempt = asyncio.ensure_future(handler(job))
+        moved = time.monotonic()
+
+        def touch() -> None:
+            nonlocal moved
+            moved = time.monotonic()
+
+        with reporting_to(touch):  # the attempt's task carries it in its context
+            attempt = asyncio.ensure_future(handler(job))
         attempt.add_done_callback(_retrieve)
         keeper = asyncio.create_task(self._keep_lease(job, attempt))
         try:
-            done, _ = await asyncio.wait({attempt}, timeout=self._timeout)
+            done: set[asyncio.Future[None]] = set()
+            while not done and (left := moved + self._timeout - time.monotonic()) > 0:
+                done, _ = await asyncio.wait({attempt}, timeout=left)
         except asyncio.CancelledError:  # stop(): the lease lapses, the job is retried later
             await self._abandon(job, attempt)
             raise
@@ -208,7 +221,7 @@ class Worker:
 
 def timed_out(seconds: float) -> str:
     return (
-        f"the attempt timed out: it ran longer than {seconds:g} s "
+        f"the attempt timed out: it made no progress for {seconds:g} s "
         "(documents.job_timeout_seconds) and was stopped"
     )
 

@@ -38,6 +38,7 @@ from threadline.domain.documents import (
     ParsedPage,
     ParseFailed,
 )
+from threadline.domain.progress import progressed
 from threadline.services.chat_prompt import estimate_tokens
 from threadline.services.documents import INGEST_JOB
 from threadline.services.retrieval_context import contexts
@@ -103,9 +104,11 @@ class IngestionService:
                 raise
             await self._fail(document, failure.reason)
             return IngestStats(document_id, DocumentState.FAILED)
+        progressed()
         # Chunking and counting grow with the text (tens of MB for a big upload): a thread,
         # so the event loop (every tenant's) never waits on them.
         chunks, tokens = await asyncio.to_thread(self._chunk_and_count, document, parsed)
+        progressed()
         title = parsed.metadata.get("title")
         await self._index_chunks(document, chunks, title if isinstance(title, str) else None)
         text_chars = parsed.text_chars
@@ -156,6 +159,7 @@ class IngestionService:
                     for c in chunks[start : start + self._embed_batch]
                 ]
                 vectors.extend(await self._embedder.embed(batch, "passage"))
+                progressed()  # a big document is many batches: it is moving
         await self._index.replace_chunks(
             document.org_id,
             document.id,
