@@ -26,7 +26,7 @@ INNER = textwrap.dedent(
     import httpx
     import pytest
 
-    from tests.helpers import *  # noqa: F403  (settings, app, client fixtures)
+    from tests.conftest import *  # noqa: F403  (the suite's settings, app, client fixtures)
 
 
     def add_routes(app):

@@ -28,7 +28,9 @@ async def test_admit_authenticates_then_counts_each_key_in_its_own_window(
     try:
         first = await container.bootstrap()
         assert first is not None
-        other = await container.accounts.issue_key_in("acme", role=Role.MEMBER, user_name="bo")
+        other = await container.accounts.issue_key_in(
+            "acme", role=Role.MEMBER, user_name="bo", create=True
+        )
 
         with pytest.raises(Unauthorized):
             await container.accounts.admit("tl_000000000000_not-a-key")
