@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pypdfium2
+from hitrate import page_texts  # the bench's one PDF page reader
 
 ROOT = Path(__file__).resolve().parents[1]
 TWINS = ROOT / "bench" / "twins.json"
@@ -60,20 +60,6 @@ def squash(text: str) -> str:
     for curly, straight in (("’", "'"), ("‘", "'"), ("“", '"'), ("”", '"')):
         text = text.replace(curly, straight)
     return re.sub(r"[\s\-\ufffe]+", "", text).lower()
-
-
-def page_texts(path: Path) -> list[str]:
-    pdf = pypdfium2.PdfDocument(str(path))
-    try:
-        texts = []
-        for page in pdf:
-            textpage = page.get_textpage()
-            texts.append(textpage.get_text_range())
-            textpage.close()
-            page.close()
-        return texts
-    finally:
-        pdf.close()
 
 
 def check(questions: Sequence[TwinQuestion], paths: dict[str, Path]) -> list[str]:

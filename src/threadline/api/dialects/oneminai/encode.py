@@ -1,8 +1,8 @@
 """Core objects → 1min.ai JSON, and reply events → the Chat with AI SSE frames
 (`content`, `result`, `done`, `error`), each with an SSE `id: <aiRecordId>:<characters so
-far>` line (durable streams, see services/replays.py), parsed back here (`position_of`) when
-a client resumes; keep-alive pings are comments. `chat_frames` is the loop from a reply's
-events to those frames; `raw_text` the legacy features' plain-text stream."""
+far>` line (durable streams, see services/replays.py; the id format is
+`api/stream_ids.py`'s), read back when a client resumes; keep-alive pings are comments.
+`chat_frames` is the loop from a reply's events to those frames; `raw_text` the legacy features' plain-text stream."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from uuid import UUID
 
 from threadline.api.native import iso, team_user
 from threadline.api.routing import stream_failed
+from threadline.api.stream_ids import frame_id
 from threadline.domain.brand_voices import BrandVoice
 from threadline.domain.documents import Asset, ConversationDocument, Document
 from threadline.domain.entities import AiRecord, Conversation, Message, User
-from threadline.domain.errors import InvalidRequest
 from threadline.domain.events import Citation, Done, Failed, ReplyEvent, TextDelta
 from threadline.domain.image_generation import IMAGE_RECORD_TYPES
 from threadline.domain.memories import Memory
@@ -267,24 +267,7 @@ def sse(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
 def event_id(record_id: str, chars: int) -> str:
     """A frame's SSE id: the aiRecord and how many characters of its text came so far (what
     `GET /api/chat-with-ai/{aiRecordId}/stream` resumes from, as `Last-Event-ID`)."""
-    return f"{record_id}:{chars}"
-
-
-def position_of(record_id: UUID, last_event_id: str) -> int:
-    """The characters a client has, from the SSE id of the last frame it received
-    (`<aiRecordId>:<n>`, as `event_id` writes it)."""
-    raw_id, _, chars = last_event_id.strip().rpartition(":")
-    try:
-        named = UUID(raw_id)
-    except ValueError:
-        named = None
-    if named is None or not (chars.isascii() and chars.isdigit()) or len(chars) > 12:
-        raise InvalidRequest(
-            "Last-Event-ID must be the id of a frame of this stream (<aiRecordId>:<n>)"
-        )
-    if named != record_id:
-        raise InvalidRequest(f"Last-Event-ID names another aiRecord than {record_id}")
-    return int(chars)
+    return frame_id(record_id, chars)
 
 
 def content_frame(text: str, record_id: str, chars: int) -> bytes:

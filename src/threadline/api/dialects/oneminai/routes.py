@@ -34,6 +34,7 @@ from threadline.api.native import (
     validation_details,
 )
 from threadline.api.routing import route_class, streamed
+from threadline.api.stream_ids import position_of
 from threadline.domain.entities import Principal
 from threadline.domain.errors import InvalidRequest, NotFound, ThreadlineError, Unprocessable
 from threadline.domain.events import Done, Failed
@@ -192,7 +193,7 @@ async def resume_chat_stream(
     replays, views = container.replays, container.record_views
     position: Callable[[], int] | int | None = after
     if last_event_id is not None:  # parsed once the aiRecord is known to be the caller's
-        position = partial(encode.position_of, record_id, last_event_id)
+        position = partial(position_of, record_id, last_event_id)
     replay = await replays.resume(principal, record_id, position)
 
     async def record_json(event: Done) -> dict[str, Any]:

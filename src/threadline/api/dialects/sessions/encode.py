@@ -1,8 +1,8 @@
 """Core objects → Conversation Service JSON (snake_case), and a reply's events → the
 `stream_chat` SSE frames `start`, `content`, `end` and `error`, each with an SSE id
 `<aiRecordId>:<characters of text so far>` (durable streams, see services/replays.py), parsed
-back here (`position_of`) when a client resumes. `stream_frames` is the loop from a reply's
-events to those frames.
+back (`api/stream_ids.py`) when a client resumes. `stream_frames` is the loop from a
+reply's events to those frames.
 Their `message_id` is the reply's (the assistant message stored at the end, whose id is known
 from the start); `user_message_id` is the prompt's stored message; `end` and `error` also
 name the reply as `reply_message_id`, the name earlier clients read it under.
@@ -20,6 +20,7 @@ from uuid import UUID
 
 from threadline.api.native import iso
 from threadline.api.routing import stream_failed
+from threadline.api.stream_ids import frame_id
 from threadline.domain.entities import (
     AiRecord,
     ChatSession,
@@ -28,7 +29,6 @@ from threadline.domain.entities import (
     Page,
     RecordStatus,
 )
-from threadline.domain.errors import InvalidRequest
 from threadline.domain.events import Done, Failed, TextDelta
 from threadline.services.replays import ReplayEvents
 from threadline.services.sessions import Exchange, model_id_of
@@ -103,24 +103,7 @@ def sse(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
 def event_id(exchange: Exchange, chars: int) -> str:
     """A frame's SSE id: the reply's aiRecord and how many characters of its text came so
     far (what `GET stream_chat/resume` goes on from, as `Last-Event-ID`)."""
-    return f"{exchange.record_id}:{chars}"
-
-
-def position_of(record_id: UUID, last_event_id: str) -> int:
-    """The characters a client has, from the SSE id of the last frame it received
-    (`<aiRecordId>:<n>`, as `event_id` writes it)."""
-    raw_id, _, chars = last_event_id.strip().rpartition(":")
-    try:
-        named = UUID(raw_id)
-    except ValueError:
-        named = None
-    if named is None or not (chars.isascii() and chars.isdigit()) or len(chars) > 12:
-        raise InvalidRequest(
-            "Last-Event-ID must be the id of a frame of this stream (<aiRecordId>:<n>)"
-        )
-    if named != record_id:
-        raise InvalidRequest(f"Last-Event-ID names another aiRecord than {record_id}")
-    return int(chars)
+    return frame_id(exchange.record_id, chars)
 
 
 def start_frame(exchange: Exchange) -> bytes:

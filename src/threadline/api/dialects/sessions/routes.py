@@ -24,6 +24,7 @@ from threadline.api.dialects.sessions import encode
 from threadline.api.dialects.sessions.schemas import CreateConversation, CreateSession, StreamChat
 from threadline.api.native import validation_details
 from threadline.api.routing import error_responses, route_class, streamed
+from threadline.api.stream_ids import position_of
 from threadline.domain.entities import Principal
 from threadline.domain.errors import NotFound, RateLimited, ThreadlineError
 from threadline.services.sessions import Exchange
@@ -133,7 +134,7 @@ async def resume_stream_chat(
     sessions = container.sessions
     position: Callable[[], int] | int | None = after
     if last_event_id is not None:  # parsed once the stream is known to be the caller's
-        position = partial(encode.position_of, ai_record_id, last_event_id)
+        position = partial(position_of, ai_record_id, last_event_id)
     resumed = await sessions.resume(
         caller, ai_record_id, position, idle=container.settings.sse_ping_seconds
     )
