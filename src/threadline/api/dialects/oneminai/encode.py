@@ -2,7 +2,8 @@
 (`content`, `result`, `done`, `error`), each with an SSE `id: <aiRecordId>:<characters so
 far>` line (durable streams, see services/replays.py; the id format is
 `api/stream_ids.py`'s), read back when a client resumes; keep-alive pings are comments.
-`chat_frames` is the loop from a reply's events to those frames; `raw_text` the legacy features' plain-text stream."""
+`chat_frames` is the loop from a reply's events to those frames; `raw_text` the legacy
+features' plain-text stream."""
 
 from __future__ import annotations
 
