@@ -422,7 +422,8 @@ async def watching(name: str) -> AsyncIterator[LoopWatch]:
 
 # ---- the pytest plugin (`pytest_plugins = ["tests.loop_watch"]` in conftest.py)
 
-_OUTSIDE_APP: list[str] = []
+_OUTSIDE_APP: dict[str, None] = {}  # "<test>: <stall>", in order, each once
+_NOT_BLAMED = "loop_stalls_not_blamed"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -444,7 +445,9 @@ def _judge(item: pytest.Item) -> None:
     item.user_properties.append(("loop_stalls", [s.report() for s in stalls]))
     blamed = [s for s in stalls if s.culprit() is not None]
     if item.get_closest_marker("loop_blocking") is not None or not blamed:
-        _OUTSIDE_APP.extend(f"{item.nodeid}: {s.report()}" for s in stalls)
+        # Listed at the end of the run by the process that prints it: under xdist that is
+        # the controller, which sees the stalls only through the test's report.
+        item.user_properties.append((_NOT_BLAMED, [s.report() for s in stalls]))
         return
     pytest.fail("\n\n".join(s.report() for s in blamed), pytrace=False)
 
@@ -461,6 +464,12 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, Any, Any]:
     result = yield
     _judge(item)
     return result
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for name, reports in report.user_properties:
+        if name == _NOT_BLAMED:
+            _OUTSIDE_APP.update((f"{report.nodeid}: {line}", None) for line in reports)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

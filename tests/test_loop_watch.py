@@ -3,6 +3,7 @@ names it, and stays quiet for a handler that waits without blocking."""
 
 from __future__ import annotations
 
+import os
 import re
 import textwrap
 from pathlib import Path
@@ -83,6 +84,26 @@ def test_the_guard_fails_a_test_whose_handler_blocks_the_loop(pytester: pytest.P
     used = re.search(r"the loop's thread used (\d+) ms of CPU", out)
     assert used is not None and int(used.group(1)) >= 400, out  # its CPU time, not ~0
     assert "stalls not blamed on the app" in out, out  # the marked test's stall is listed
+
+
+def test_under_xdist_the_stalls_not_blamed_are_listed_by_the_controller(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = str(Path(__file__).resolve().parent.parent)  # `tests` importable in the child
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    )
+    pytester.makepyfile(test_inner=INNER)
+    pytester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function")
+    result = pytester.runpytest_subprocess(
+        "-p", "tests.loop_watch", "-q", "-n", "1", "-k", "test_blocks_with_marker"
+    )
+    out = result.stdout.str()
+    assert result.ret == 0, out
+    listed = out.split("stalls not blamed on the app")[-1]
+    assert "stalls not blamed on the app" in out, out  # printed by the controller
+    assert "test_inner.py::test_blocks_with_marker[sqlite]: " in listed, out
+    assert listed.count("test_blocks_with_marker") == 1, out  # once, not per phase
 
 
 def test_the_guard_watches_the_live_server(tmp_path: Path) -> None:
