@@ -34,11 +34,16 @@ serve: $(VENV)/.serve-deps
 # whose assertions are timings (marked `serial`) run alone, on a machine the suite no longer
 # shares. TEST_WORKERS=1 runs it all in one process.
 TEST_WORKERS ?= auto
+# The suite's files (each worker's PostgreSQL cluster among them) go here, emptied at the start
+# of each run. Under /tmp, pytest would instead clean up every earlier run's numbered directory
+# but the last three (gigabytes of databases, from any checkout) on the clock of this one.
+TMP := .pytest-tmp
 
 test: $(VENV)/.dev-deps
-	status=0; \
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m "not serial" || status=$$?; \
-	$(BIN)/pytest -m serial || status=$$?; \
+	mkdir -p $(TMP); status=0; \
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m "not serial" --basetemp=$(TMP)/parallel \
+		|| status=$$?; \
+	$(BIN)/pytest -m serial --basetemp=$(TMP)/serial || status=$$?; \
 	exit $$status
 
 lint: $(VENV)/.dev-deps

@@ -116,6 +116,7 @@ def _describe(label: str | None, info: Any, recorder: Any, case_id: str) -> str:
     return f"{label}: {info.failure.title}\n    {request}\n    -> {answer}"
 
 
+@pytest.mark.timeout(300)  # ~50 s alone; a generous bound for a loaded machine
 def test_the_api_agrees_with_its_schema(live_api: tuple[str, str]) -> None:
     problems, cases = run_schemathesis(*live_api)
     assert cases > 200, cases  # every operation was exercised
