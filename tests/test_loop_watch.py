@@ -96,7 +96,8 @@ def test_under_xdist_the_stalls_not_blamed_are_listed_by_the_controller(
     pytester.makepyfile(test_inner=INNER)
     pytester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function")
     result = pytester.runpytest_subprocess(
-        "-p", "tests.loop_watch", "-q", "-n", "1", "-k", "test_blocks_with_marker"
+        *("-p", "tests.loop_watch", "-q", "-n", "1", "-k", "test_blocks_with_marker"),
+        *("-p", "no:schemathesis", "-p", "no:hypothesispytest", "-p", "no:anyio"),
     )
     out = result.stdout.str()
     assert result.ret == 0, out
