@@ -62,7 +62,16 @@ class Failed:
     record: object | None = field(default=None, compare=False)
 
 
-ReplyEvent = TextDelta | Citation | Usage | Done | Failed
+@dataclass(frozen=True, slots=True)
+class Served:
+    """The text from here on comes from `model` on `upstream` (a routed model says so at
+    each attempt's first token). The run keeps it for the record; dialects never see it."""
+
+    model: str
+    upstream: str | None = None
+
+
+ReplyEvent = TextDelta | Citation | Usage | Done | Failed | Served
 
 
 def finish_reason(reported: object) -> FinishReason:

@@ -71,7 +71,54 @@ def _local_chat(name: str, config: ModelConfig) -> ChatModel:
 def _openai_chat(name: str, config: ModelConfig) -> ChatModel:
     from threadline.providers.openai_compat import OpenAICompatibleModel
 
-    return OpenAICompatibleModel(name, config, api_key=api_key(name, config))
+    if not routed(config):
+        return OpenAICompatibleModel(name, config, api_key=api_key(name, config))
+    import time
+
+    from threadline.domain.routing import Circuit
+    from threadline.providers.router import RoutedChatModel, UpstreamSlot
+
+    slots = []
+    for label, weight, limit, one in upstream_configs(config):
+        circuit = Circuit(config.circuit.failures, config.circuit.open_seconds, time.monotonic)
+        model = OpenAICompatibleModel(name, one, api_key=api_key(name, one))
+        slots.append(UpstreamSlot(label, model, weight, limit, circuit))
+    return RoutedChatModel(name, config, slots)
+
+
+ROUTING_SETTINGS = frozenset({"upstreams", "retry", "timeout", "circuit", "continue_on_failure"})
+
+
+def routed(config: ModelConfig) -> bool:
+    """Whether a model goes through the router: several upstreams, or routing settings."""
+    return bool(config.model_fields_set & ROUTING_SETTINGS)
+
+
+def upstream_configs(config: ModelConfig) -> list[tuple[str, float, int | None, ModelConfig]]:
+    """Each upstream as (its name, weight, max_concurrency, a config like a model with a
+    single `base_url`); names are unique (a host served twice is told apart by a suffix)."""
+    if not config.upstreams:
+        return [(_host(config.base_url or ""), 1.0, None, config)]
+    found: list[tuple[str, float, int | None, ModelConfig]] = []
+    for one in config.upstreams:
+        label = one.name or _host(one.base_url)
+        taken = {entry[0] for entry in found}
+        if label in taken:
+            label = next(f"{label}#{n}" for n in range(2, 1000) if f"{label}#{n}" not in taken)
+        single = config.model_copy(
+            update={
+                "base_url": one.base_url,
+                "api_key_env": one.api_key_env,
+                "upstream_model": one.upstream_model or config.upstream_model,
+                "upstreams": [],
+            }
+        )
+        found.append((label, one.weight, one.max_concurrency, single))
+    return found
+
+
+def _host(url: str) -> str:
+    return url.split("://", 1)[-1].split("/", 1)[0]
 
 
 def _openai_images(name: str, config: ModelConfig) -> ImageModel:
