@@ -16,7 +16,6 @@ an overlap cut at every offset); the router only applies them to real streams.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from enum import StrEnum
 
 from threadline.domain.errors import ModelError, ThreadlineError
@@ -248,13 +247,3 @@ def _word_end(text: str, index: int, final: bool) -> bool:
     if index >= len(text):
         return final or index == len(text)
     return not text[index].isalnum()
-
-
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """A part of a reply and who wrote it: `chars` characters from `model` on `upstream`
-    (None: a model with one upstream)."""
-
-    model: str
-    upstream: str | None
-    chars: int
