@@ -90,7 +90,9 @@ class Container:
         )
         self.runs = RunRegistry(settings.stream_retention_seconds)
         self.replays = ReplayService(self.runs, self.record_store, self.account_store)
-        self.metrics = Metrics(active_runs=lambda: self.runs.active)
+        self.metrics = Metrics(
+            active_runs=lambda: self.runs.active, upstreams=self.catalog.upstreams
+        )
         # Where its windows live is for the scale-out settings to choose (Redis; see
         # storage/rate_limits.py); today, this process's memory.
         self.rate_limiter = WindowRateLimiter(settings.rate_limit_per_minute)

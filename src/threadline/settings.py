@@ -98,7 +98,7 @@ class CircuitConfig(BaseModel):
     open_seconds: float = Field(30.0, gt=0)
 
 
-ROUTING_KEYS = ("upstreams", "retry", "timeout", "circuit")
+ROUTING_SETTINGS = frozenset({"upstreams", "retry", "timeout", "circuit", "continue_on_failure"})
 
 
 class ModelConfig(BaseModel):
@@ -142,6 +142,12 @@ class ModelConfig(BaseModel):
     # response_format="b64_json" (DALL-E-style servers); "output_format" sends the wanted
     # format instead (GPT image models, which always answer base64 and refuse the former).
     image_request: Literal["response_format", "output_format"] = "response_format"
+
+    @property
+    def is_routed(self) -> bool:
+        """Whether the model goes through the router (providers/router.py): it names
+        several upstreams, or any routing setting."""
+        return bool(self.model_fields_set & ROUTING_SETTINGS)
 
     @field_validator("provider")
     @classmethod

@@ -8,7 +8,7 @@ an overlap cut at every offset); the router only applies them to real streams.
 
     balancer = Balancer([3, 1]);  balancer.pick([0, 1], loads=[0, 0])   -> 0, 0, 0, 1, ...
     circuit = Circuit(failures=5, open_seconds=30, clock=time.monotonic)
-    retryable(error)                     -> False for a 400/401/403/404/422
+    retryable(error)                     -> False for an upstream's 400/401/403/404/422
     trim = OverlapTrimmer("one two three");  trim.feed(" two three four") -> ""  (undecided)
                                              trim.close()               -> " four"
 """
@@ -31,18 +31,6 @@ CONTINUE_INSTRUCTION = (
 )
 
 
-class UpstreamFailed(ModelError):
-    """A model error with what the router needs to know of it: whether another attempt may
-    succeed (`retryable`) and how long the upstream asked to wait (`retry_after`, seconds)."""
-
-    def __init__(
-        self, message: str, *, retryable: bool = True, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-        self.retry_after = retry_after
-
-
 class UpstreamsBusy(ThreadlineError):
     """Every healthy upstream of a model is at its `max_concurrency` for longer than the
     queue may wait: the caller should come back later."""
@@ -58,9 +46,7 @@ class UpstreamsBusy(ThreadlineError):
 def retryable(error: BaseException) -> bool:
     """Whether another upstream (or the same one later) may answer where this one failed:
     transport errors, timeouts and the RETRY_STATUSES are; a refusal of the request is not."""
-    if isinstance(error, UpstreamFailed):
-        return error.retryable
-    return isinstance(error, ModelError)
+    return isinstance(error, ModelError) and error.retryable
 
 
 class Balancer:

@@ -71,7 +71,7 @@ def _local_chat(name: str, config: ModelConfig) -> ChatModel:
 def _openai_chat(name: str, config: ModelConfig) -> ChatModel:
     from threadline.providers.openai_compat import OpenAICompatibleModel
 
-    if not routed(config):
+    if not config.is_routed:
         return OpenAICompatibleModel(name, config, api_key=api_key(name, config))
     import time
 
@@ -84,14 +84,6 @@ def _openai_chat(name: str, config: ModelConfig) -> ChatModel:
         model = OpenAICompatibleModel(name, one, api_key=api_key(name, one))
         slots.append(UpstreamSlot(label, model, weight, limit, circuit))
     return RoutedChatModel(name, config, slots)
-
-
-ROUTING_SETTINGS = frozenset({"upstreams", "retry", "timeout", "circuit", "continue_on_failure"})
-
-
-def routed(config: ModelConfig) -> bool:
-    """Whether a model goes through the router: several upstreams, or routing settings."""
-    return bool(config.model_fields_set & ROUTING_SETTINGS)
 
 
 def upstream_configs(config: ModelConfig) -> list[tuple[str, float, int | None, ModelConfig]]:

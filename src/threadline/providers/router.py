@@ -29,7 +29,6 @@ from threadline.domain.routing import (
     Balancer,
     Circuit,
     OverlapTrimmer,
-    UpstreamFailed,
     UpstreamsBusy,
     backoff_seconds,
     continuation,
@@ -196,7 +195,7 @@ class RoutedChatModel:
             return
         if not retryable(exc):
             raise exc
-        wait = exc.retry_after if isinstance(exc, UpstreamFailed) else None
+        wait = exc.retry_after
         if wait is not None and wait > self.config.retry.max_retry_after_seconds:
             reply.tries[index] = self.config.retry.attempts  # asked to wait too long
         reply.waits[index] = wait or 0.0

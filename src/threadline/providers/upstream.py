@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from threadline.domain.errors import ModelError, ModelTimeout
-from threadline.domain.routing import RETRY_STATUSES, UpstreamFailed
+from threadline.domain.routing import RETRY_STATUSES
 
 if TYPE_CHECKING:
     from threadline.settings import ModelConfig
@@ -122,7 +122,7 @@ class UpstreamErrors:
                 if status == 404:
                     detail += f" (check base_url and {self.model_key})"
             message = f"{prefix}: {detail}"
-        return UpstreamFailed(
+        return ModelError(
             message, retryable=status in RETRY_STATUSES, retry_after=_seconds(retry_after)
         )
 
