@@ -60,6 +60,12 @@ class Failed:
     message: str
     status: int = 502
     record: object | None = field(default=None, compare=False)
+    retry_after: int | None = None  # seconds, when the caller should come back later
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        """The HTTP headers of a non-streamed error response (`Retry-After`)."""
+        return None if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -150,7 +150,13 @@ class RunDriver:
                     continue
                 run.emit(event)
         except ThreadlineError as exc:
-            failure = Failed(code=exc.code, message=exc.message, status=exc.status)
+            wait = getattr(exc, "retry_after", None)  # UpstreamsBusy: all upstreams full
+            failure = Failed(
+                code=exc.code,
+                message=exc.message,
+                status=exc.status,
+                retry_after=wait if isinstance(wait, int) else None,
+            )
         except asyncio.CancelledError:
             failure = Failed(code="CANCELLED", message="the server stopped before the reply ended")
         except Exception:

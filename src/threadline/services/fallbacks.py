@@ -61,8 +61,9 @@ class FallbackChain:
 
     @property
     def routed(self) -> bool:
-        """Whether more than one model or any named upstream wrote the reply."""
-        return len(self.segments) > 1 or any(s.upstream for s in self.segments)
+        """Whether routing played a part: several parts, a named upstream, a fallback."""
+        first = self.candidates[0].entry.name
+        return len(self.segments) > 1 or any(s.upstream or s.model != first for s in self.segments)
 
     def usage(self) -> Usage | None:
         """The reply's usage summed over its attempts; None before any counted."""

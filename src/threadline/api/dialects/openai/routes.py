@@ -179,6 +179,8 @@ async def chat_completions(
     record = await run.result()
     outcome = run.outcome
     if isinstance(outcome, Failed):
-        return JSONResponse(encode.failure(outcome), status_code=outcome.status)
+        return JSONResponse(
+            encode.failure(outcome), status_code=outcome.status, headers=outcome.headers
+        )
     finish = outcome.finish_reason if isinstance(outcome, Done) else "stop"
     return JSONResponse(encode.completion(record, finish))
