@@ -316,6 +316,10 @@ class FakeUpstream:
         self.default: ScriptItem = default or Reply("Hello from the fake upstream.")
         self.requests: list[ReceivedRequest] = []
         self.connections_opened = 0
+        # Every `fail_every`-th chat completion left to the default is answered 500 (0: none):
+        # a flaky upstream for the routing benchmark (bench/failover.py).
+        self.fail_every = 0
+        self._defaults = 0
         self._script: deque[ScriptItem] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -431,8 +435,14 @@ class FakeUpstream:
             status, payload = problem or (400, None)
             writer.write(_json_response(status, payload, keep))
             return keep
-        item = self._script.popleft() if self._script else self.default
+        item = self._script.popleft() if self._script else self._default_item()
         return await self._answer(item, request, body, writer)
+
+    def _default_item(self) -> ScriptItem:
+        self._defaults += 1
+        if self.fail_every and self._defaults % self.fail_every == 0:
+            return Status(500, _error("flaky upstream: planned failure", "server_error"))
+        return self.default
 
     def _record(self, request: _Request) -> dict[str, Any] | None:
         try:
@@ -580,9 +590,11 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--delay", type=float, default=0.02)
     parser.add_argument("--api-key", default=None)
+    parser.add_argument("--fail-every", type=int, default=0, help="answer every Nth with 500")
     args = parser.parse_args()
     upstream = FakeUpstream(api_key=args.api_key, port=args.port)
     upstream.default = Reply(tokens=args.tokens, delay=args.delay)
+    upstream.fail_every = args.fail_every
     with upstream:
         print(upstream.url, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
