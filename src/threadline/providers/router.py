@@ -18,9 +18,9 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from threadline.domain.errors import ModelError, ModelTimeout
 from threadline.domain.events import ReplyEvent, Served, TextDelta, Usage
@@ -34,7 +34,9 @@ from threadline.domain.routing import (
     continuation,
     retryable,
 )
-from threadline.settings import ModelConfig
+from threadline.settings import ModelConfig, RetryConfig
+
+T = TypeVar("T")
 
 
 @dataclass(eq=False)
@@ -78,17 +80,146 @@ class UpstreamSlot:
 
 
 @dataclass
+class Attempts:
+    """One request's tries so far: per upstream, how many and the wait it asked for."""
+
+    tries: list[int]
+    waits: list[float]
+    last_error: ModelError | None = None
+
+    @classmethod
+    def over(cls, count: int) -> Attempts:
+        return cls([0] * count, [0.0] * count)
+
+
+class UpstreamPool:
+    """The upstreams of one model (chat, images or embeddings) and the rules that choose
+    among them: weight and load (`Balancer`), `max_concurrency` with a bounded queue, the
+    circuits, retries with back-off or `Retry-After`. `call()` runs a one-shot request
+    (an image, a batch of vectors) through them; `RoutedChatModel` streams through them."""
+
+    def __init__(
+        self,
+        name: str,
+        slots: Sequence[UpstreamSlot],
+        retry: RetryConfig,
+        queue_seconds: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.slots = list(slots)
+        self.retry = retry
+        self.queue_seconds = queue_seconds
+        self.clock = clock
+        self._balancer = Balancer([slot.weight for slot in self.slots])
+        self._freed = asyncio.Event()
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(s.model.aclose() for s in self.slots), return_exceptions=True)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [slot.snapshot() for slot in self.slots]
+
+    async def call(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        """`fn(model)` on the upstreams in turn until one succeeds (retries as for chat
+        before the first token); the last failure when none does."""
+        attempts = Attempts.over(len(self.slots))
+        while (index := await self.acquire(attempts)) is not None:
+            slot = self.slots[index]
+            try:
+                await self.wait_before(index, attempts)
+                started = self.clock()
+                slot.requests += 1
+                result = await fn(slot.model)
+            except ModelError as exc:
+                self.failed(index, attempts, exc)
+            else:
+                slot.circuit.succeeded()
+                slot.latency(self.clock() - started)
+                return result
+            finally:
+                self.release(slot)
+        raise self.exhausted(attempts)
+
+    async def wait_before(self, index: int, attempts: Attempts) -> None:
+        """The back-off (or the upstream's Retry-After) before a retry of the same one."""
+        retry = attempts.tries[index] - 1
+        if retry > 0:
+            backoff = backoff_seconds(self.retry.backoff_ms, retry)
+            await asyncio.sleep(max(backoff, attempts.waits[index]))
+
+    def failed(self, index: int, attempts: Attempts, exc: ModelError) -> None:
+        """Count a failure before the first token; raise it when no retry may help."""
+        slot = self.slots[index]
+        slot.failures += 1
+        attempts.last_error = exc
+        if not retryable(exc):  # the request's fault (400, 422...), not the upstream's
+            slot.circuit.released()
+            raise exc
+        slot.circuit.failed()
+        wait = exc.retry_after
+        if wait is not None and wait > self.retry.max_retry_after_seconds:
+            attempts.tries[index] = self.retry.attempts  # asked to wait too long
+        attempts.waits[index] = wait or 0.0
+
+    def exhausted(self, attempts: Attempts) -> ModelError:
+        if attempts.last_error is not None:
+            return attempts.last_error
+        return ModelError(
+            f"model {self.name!r}: no upstream is available (circuits open: "
+            f"{', '.join(s.name for s in self.slots if not s.circuit.available())})"
+        )
+
+    async def acquire(self, attempts: Attempts) -> int | None:
+        """The next upstream to try (taken: its in-flight count is raised), waiting up to
+        `queue_seconds` for a free one; None when none is left to try."""
+        deadline = self.clock() + self.queue_seconds
+        while True:
+            left = [
+                i
+                for i, slot in enumerate(self.slots)
+                if attempts.tries[i] < self.retry.attempts and slot.circuit.available()
+            ]
+            if not left:
+                return None
+            fewest = min(attempts.tries[i] for i in left)
+            left = [i for i in left if attempts.tries[i] == fewest]
+            free = [i for i in left if not self.slots[i].full]
+            if free:
+                index = self._balancer.pick(free, [s.in_flight for s in self.slots])
+                slot = self.slots[index]
+                slot.in_flight += 1
+                slot.circuit.admit()
+                attempts.tries[index] += 1
+                return index
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                raise UpstreamsBusy(
+                    f"model {self.name!r}: every upstream is at its max_concurrency; "
+                    "try again shortly",
+                    retry_after=max(1, math.ceil(self.queue_seconds)),
+                )
+            freed = self._freed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(freed.wait(), remaining)
+
+    def release(self, slot: UpstreamSlot) -> None:
+        slot.in_flight -= 1
+        slot.circuit.released()
+        freed, self._freed = self._freed, asyncio.Event()
+        freed.set()
+
+
+@dataclass
 class _Reply:
-    """One reply's progress across attempts: its text, usage, tries per upstream."""
+    """One reply's progress across attempts: its text and usage."""
 
     text: str = ""
     input_tokens: int = 0
     output_tokens: int = 0
     estimated: bool = False
     finish_reason: Any = "stop"
-    tries: list[int] = field(default_factory=list)
-    waits: list[float] = field(default_factory=list)  # Retry-After per upstream
-    last_error: ModelError | None = None
     broke_mid_stream: bool = False  # the last attempt failed after writing text
 
     def add(self, usage: Usage) -> None:
@@ -114,42 +245,48 @@ class RoutedChatModel:
     ) -> None:
         self.name = name
         self.config = config
-        self.slots = list(slots)
-        self._balancer = Balancer([slot.weight for slot in self.slots])
+        self.pool = UpstreamPool(
+            name, slots, config.retry, config.timeout.queue_seconds, clock=clock
+        )
+        self.slots = self.pool.slots
         self._clock = clock
-        self._freed = asyncio.Event()
 
     async def aclose(self) -> None:
-        await asyncio.gather(*(s.model.aclose() for s in self.slots), return_exceptions=True)
+        await self.pool.aclose()
 
     def snapshot(self) -> list[dict[str, Any]]:
-        return [slot.snapshot() for slot in self.slots]
+        return self.pool.snapshot()
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ReplyEvent]:
         """The reply from the first upstream that gives one; see the module docstring."""
-        reply = _Reply(tries=[0] * len(self.slots), waits=[0.0] * len(self.slots))
-        while (index := await self._acquire(reply)) is not None:
+        pool, reply = self.pool, _Reply()
+        attempts = Attempts.over(len(self.slots))
+        while (index := await pool.acquire(attempts)) is not None:
             slot = self.slots[index]
             try:
-                async for event in self._attempt(index, request, reply):
+                await pool.wait_before(index, attempts)
+                async for event in self._attempt(slot, request, reply):
                     yield event
                 return
             except ModelError as exc:
-                self._failed(slot, index, reply, exc)
+                if not reply.broke_mid_stream:
+                    pool.failed(index, attempts, exc)
+                    continue
+                slot.failures += 1
+                slot.circuit.failed()
+                attempts.last_error = exc
+                if not self.config.continue_on_failure:
+                    raise
+                attempts.tries[index] = self.config.retry.attempts  # continue elsewhere
             finally:
-                self._release(slot)
-        raise self._exhausted(reply)
+                pool.release(slot)
+        raise pool.exhausted(attempts)
 
     async def _attempt(
-        self, index: int, request: ModelRequest, reply: _Reply
+        self, slot: UpstreamSlot, request: ModelRequest, reply: _Reply
     ) -> AsyncIterator[ReplyEvent]:
-        """One upstream's answer (after the wait a retry of it takes); a failure is raised
-        with `reply.broke_mid_stream` saying whether it had written text."""
-        slot = self.slots[index]
-        retry = reply.tries[index] - 1
-        if retry > 0:
-            backoff = backoff_seconds(self.config.retry.backoff_ms, retry)
-            await asyncio.sleep(max(backoff, reply.waits[index]))
+        """One upstream's answer; a failure is raised with `reply.broke_mid_stream` saying
+        whether it had written text."""
         reply.broke_mid_stream = False
         continuing = bool(reply.text)
         trimmer = OverlapTrimmer(reply.text) if continuing else None
@@ -183,72 +320,6 @@ class RoutedChatModel:
         if not written:
             slot.circuit.succeeded()
         yield reply.usage()
-
-    def _failed(self, slot: UpstreamSlot, index: int, reply: _Reply, exc: ModelError) -> None:
-        slot.failures += 1
-        slot.circuit.failed()
-        reply.last_error = exc
-        if reply.broke_mid_stream:
-            if not self.config.continue_on_failure:
-                raise exc
-            reply.tries[index] = self.config.retry.attempts  # continue elsewhere
-            return
-        if not retryable(exc):
-            raise exc
-        wait = exc.retry_after
-        if wait is not None and wait > self.config.retry.max_retry_after_seconds:
-            reply.tries[index] = self.config.retry.attempts  # asked to wait too long
-        reply.waits[index] = wait or 0.0
-
-    def _exhausted(self, reply: _Reply) -> ModelError:
-        if reply.last_error is not None:
-            return reply.last_error
-        return ModelError(
-            f"model {self.name!r}: no upstream is available (circuits open: "
-            f"{', '.join(s.name for s in self.slots if not s.circuit.available())})"
-        )
-
-    # -- choosing and queueing
-
-    async def _acquire(self, reply: _Reply) -> int | None:
-        """The next upstream to try (taken: its in-flight count is raised), waiting up to
-        `timeout.queue_seconds` for a free one; None when none is left to try."""
-        attempts = self.config.retry.attempts
-        deadline = self._clock() + self.config.timeout.queue_seconds
-        while True:
-            left = [
-                i
-                for i, slot in enumerate(self.slots)
-                if reply.tries[i] < attempts and slot.circuit.available()
-            ]
-            if not left:
-                return None
-            fewest = min(reply.tries[i] for i in left)
-            left = [i for i in left if reply.tries[i] == fewest]
-            free = [i for i in left if not self.slots[i].full]
-            if free:
-                index = self._balancer.pick(free, [s.in_flight for s in self.slots])
-                slot = self.slots[index]
-                slot.in_flight += 1
-                slot.circuit.admit()
-                reply.tries[index] += 1
-                return index
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                raise UpstreamsBusy(
-                    f"model {self.name!r}: every upstream is at its max_concurrency; "
-                    "try again shortly",
-                    retry_after=max(1, math.ceil(self.config.timeout.queue_seconds)),
-                )
-            freed = self._freed
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(freed.wait(), remaining)
-
-    def _release(self, slot: UpstreamSlot) -> None:
-        slot.in_flight -= 1
-        slot.circuit.released()
-        freed, self._freed = self._freed, asyncio.Event()
-        freed.set()
 
     # -- timeouts to the first token and between tokens
 
