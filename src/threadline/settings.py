@@ -43,7 +43,14 @@ IMAGE_ONLY_KEYS = (
     "max_images",
     "image_request",
 )
-CHAT_ONLY_KEYS = ("vision", "context_window", "max_output_tokens", "replies")
+CHAT_ONLY_KEYS = (
+    "vision",
+    "context_window",
+    "max_output_tokens",
+    "replies",
+    "fallbacks",
+    "continue_on_failure",
+)
 _RATIO = re.compile(r"^[1-9][0-9]{0,3}:[1-9][0-9]{0,3}$")
 _SIZE = re.compile(r"^([1-9][0-9]{1,4}x[1-9][0-9]{1,4}|auto)$")
 
@@ -188,6 +195,13 @@ class ModelConfig(BaseModel):
             kind = "a chat model" if self.kind == "chat" else 'an image model (kind = "images")'
             raise ValueError(f"{', '.join(given)} {verb} not apply to {kind}")
         if self.kind == "images":
+            streaming = ("first_token_seconds", "idle_seconds")
+            given = [key for key in streaming if key in self.timeout.model_fields_set]
+            if given:
+                raise ValueError(
+                    f"timeout.{given[0]} does not apply to an image model (nothing streams); "
+                    "timeout_seconds is how long its upstream may take"
+                )
             for ratio, size in {**self.image_sizes, **self.variation_sizes}.items():
                 if not _RATIO.match(ratio) or not _SIZE.match(size):
                     raise ValueError(
@@ -209,11 +223,25 @@ class EmbeddingConfig(BaseModel):
     dim: int | None = Field(None, ge=1)  # openai-compatible: asked of the upstream if unset
     batch_size: int = Field(32, ge=1)
     timeout_seconds: float = Field(60.0, gt=0)
+    # several servers of the one embedding model (providers/routed_calls.py); an upstream's
+    # upstream_model, if given, is the model name that server knows it by
+    upstreams: list[UpstreamConfig] = Field(default_factory=list)
+    retry: RetryConfig = RetryConfig()
+    circuit: CircuitConfig = CircuitConfig()
+    queue_seconds: float = Field(10.0, ge=0)  # wait for a free upstream (max_concurrency)
 
     @model_validator(mode="after")
     def _check_provider_fields(self) -> EmbeddingConfig:
-        if self.provider == "openai-compatible" and not (self.base_url and self.model):
-            raise ValueError("openai-compatible embeddings need base_url and model")
+        if self.upstreams and self.provider != "openai-compatible":
+            raise ValueError('[embeddings] upstreams need provider = "openai-compatible"')
+        if self.upstreams and self.base_url:
+            raise ValueError(
+                "[embeddings] give base_url (one upstream) or upstreams (several), not both"
+            )
+        if self.provider == "openai-compatible" and not (
+            (self.base_url or self.upstreams) and self.model
+        ):
+            raise ValueError("openai-compatible embeddings need base_url (or upstreams) and model")
         return self
 
 

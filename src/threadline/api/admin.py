@@ -165,4 +165,4 @@ async def list_upstreams(principal: PrincipalDep, container: ContainerDep) -> di
     """Each routed model's upstreams: circuit state, requests, failures, in flight,
     first-token latency (providers/router.py)."""
     require_admin(principal)
-    return {"models": container.catalog.upstreams(build=True)}
+    return {"models": container.upstreams(build=True)}

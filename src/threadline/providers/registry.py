@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from threadline.domain.errors import ModelError
 from threadline.domain.image_generation import ImageModel
@@ -73,30 +73,35 @@ def _openai_chat(name: str, config: ModelConfig) -> ChatModel:
 
     if not config.is_routed:
         return OpenAICompatibleModel(name, config, api_key=api_key(name, config))
-    import time
+    from threadline.providers.router import RoutedChatModel
 
-    from threadline.domain.routing import Circuit
-    from threadline.providers.router import RoutedChatModel, UpstreamSlot
-
-    slots = []
-    for label, weight, limit, one in upstream_configs(config):
-        circuit = Circuit(config.circuit.failures, config.circuit.open_seconds, time.monotonic)
-        model = OpenAICompatibleModel(name, one, api_key=api_key(name, one))
-        slots.append(UpstreamSlot(label, model, weight, limit, circuit))
+    slots = _slots(config, lambda one: OpenAICompatibleModel(name, one, api_key=api_key(name, one)))
     return RoutedChatModel(name, config, slots)
+
+
+def _openai_images(name: str, config: ModelConfig) -> ImageModel:
+    from threadline.providers.openai_images import OpenAICompatibleImageModel
+
+    if not config.is_routed:
+        return OpenAICompatibleImageModel(name, config, api_key=api_key(name, config))
+    from threadline.providers.routed_calls import RoutedImageModel
+    from threadline.providers.router import UpstreamPool
+
+    slots = _slots(
+        config, lambda one: OpenAICompatibleImageModel(name, one, api_key=api_key(name, one))
+    )
+    return RoutedImageModel(UpstreamPool(name, slots, config.retry, config.timeout.queue_seconds))
 
 
 def upstream_configs(config: ModelConfig) -> list[tuple[str, float, int | None, ModelConfig]]:
     """Each upstream as (its name, weight, max_concurrency, a config like a model with a
-    single `base_url`); names are unique (a host served twice is told apart by a suffix)."""
+    single `base_url`)."""
+    from threadline.providers.routed_calls import host, labels
+
     if not config.upstreams:
-        return [(_host(config.base_url or ""), 1.0, None, config)]
+        return [(host(config.base_url or ""), 1.0, None, config)]
     found: list[tuple[str, float, int | None, ModelConfig]] = []
-    for one in config.upstreams:
-        label = one.name or _host(one.base_url)
-        taken = {entry[0] for entry in found}
-        if label in taken:
-            label = next(f"{label}#{n}" for n in range(2, 1000) if f"{label}#{n}" not in taken)
+    for label, one in zip(labels(config.upstreams), config.upstreams, strict=True):
         single = config.model_copy(
             update={
                 "base_url": one.base_url,
@@ -109,14 +114,13 @@ def upstream_configs(config: ModelConfig) -> list[tuple[str, float, int | None, 
     return found
 
 
-def _host(url: str) -> str:
-    return url.split("://", 1)[-1].split("/", 1)[0]
+def _slots(config: ModelConfig, build: Callable[[ModelConfig], object]) -> list[Any]:
+    from threadline.providers.routed_calls import slot
 
-
-def _openai_images(name: str, config: ModelConfig) -> ImageModel:
-    from threadline.providers.openai_images import OpenAICompatibleImageModel
-
-    return OpenAICompatibleImageModel(name, config, api_key=api_key(name, config))
+    return [
+        slot(label, build(one), weight, limit, config.circuit)
+        for label, weight, limit, one in upstream_configs(config)
+    ]
 
 
 def _fake_chat(name: str, config: ModelConfig) -> ChatModel:

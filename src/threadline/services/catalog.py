@@ -160,26 +160,30 @@ class ModelCatalog:
         return live
 
     def upstreams(self, *, build: bool = False) -> builtins.list[dict[str, Any]]:
-        """Each routed chat model's upstreams as their router sees them (state, figures);
+        """Each routed model's upstreams as its router sees them (state, figures);
         `build`: build the routed models not used yet (else only the live ones)."""
         found: builtins.list[dict[str, Any]] = []
         for entry in self._entries.values():
-            if entry.is_images or not entry.config.is_routed:
+            if not entry.config.is_routed:
                 continue
-            if build:
+            live_models = self._live_images if entry.is_images else self._live
+            if build and entry.name not in live_models:
                 try:
-                    self.model(entry.name)
+                    if entry.is_images:
+                        self.image_model(entry.name, "routing")
+                    else:
+                        self.model(entry.name)
                 except ThreadlineError as exc:
                     found.append({"model": entry.name, "error": exc.message, "upstreams": []})
                     continue
-            live = self._live.get(entry.name)
-            snapshot = getattr(live, "snapshot", None)
+            snapshot = getattr(live_models.get(entry.name), "snapshot", None)
             if snapshot is None:
                 continue
             config = entry.config
             found.append(
                 {
                     "model": entry.name,
+                    "kind": config.kind,
                     "fallbacks": list(config.fallbacks),
                     "continueOnFailure": config.continue_on_failure,
                     "upstreams": snapshot(),
