@@ -206,7 +206,9 @@ async def test_when_every_upstream_fails_the_fallback_answers_at_its_own_prices(
 # ---- continue on failure
 
 
-@pytest.mark.parametrize("fault", [Disconnect, ErrorEvent], ids=["reset", "error-event"])
+@pytest.mark.parametrize(
+    "fault", [Disconnect, ErrorEvent, Hang], ids=["reset", "error-event", "idle-timeout"]
+)
 @pytest.mark.parametrize(
     ("dialect", "stream"),
     [("oneminai", True), ("oneminai", False), ("openai", True), ("openai", False)],
@@ -216,7 +218,8 @@ async def test_a_reply_cut_after_5_tokens_continues_on_the_next_upstream(
 ):
     ups["a"].enqueue(fault(after_chunks=5))
     ups["b"].enqueue(Reply(CONTINUED))
-    async with _app(tmp_path, sqlite_url, ups, continue_on_failure=True) as running:
+    idle = {"idle_seconds": 0.5}  # a Hang after 5 tokens sends nothing more
+    async with _app(tmp_path, sqlite_url, ups, continue_on_failure=True, timeout=idle) as running:
         client, headers, container = running
         status, text, model, record_id = await _ask(client, headers, dialect, stream)
         record = await _last_record(container, record_id)
