@@ -330,3 +330,20 @@ async def test_max_concurrency_queues_then_refuses_with_retry_after(tmp_path, sq
     refused = first if first[0] == 503 else second
     assert "max_concurrency" in refused[1]
     assert len(ups["a"].requests) == 1
+
+
+async def test_after_open_seconds_one_probe_closes_the_circuit_again(tmp_path, sqlite_url, ups):
+    ups["a"].default = Status(500)
+    async with _app(
+        tmp_path, sqlite_url, ups, weights=(100, 1), circuit={"failures": 1, "open_seconds": 0.3}
+    ) as (client, headers, _):
+        for _ in range(2):  # a fails and opens; then it is skipped
+            assert (await _ask(client, headers, "openai", False))[0] == 200
+        assert (len(ups["a"].requests), len(ups["b"].requests)) == (1, 2)
+        await asyncio.sleep(0.35)
+        ups["a"].default = Reply("a is back.")
+        status, text, _, _ = await _ask(client, headers, "openai", False)  # the probe
+        state = (await client.get("/api/admin/upstreams", headers=headers)).json()
+    assert (status, text) == (200, "a is back.")
+    a = state["models"][0]["upstreams"][0]
+    assert (a["name"], a["circuit"], a["requests"], a["failure_streak"]) == ("a", "closed", 2, 0)
