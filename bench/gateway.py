@@ -24,6 +24,7 @@ issue 2, and appends them to bench/RESULTS.md. Both processes are stopped on exi
     .venv/bin/python bench/gateway.py --quick     # smaller counts (smoke test)
     .venv/bin/python bench/gateway.py --levels 50 --profile /tmp/tl.svg   # py-spy on server
     .venv/bin/python bench/gateway.py --levels 50 --cprofile /tmp/tl.prof # cProfile, CPU time
+    .venv/bin/python bench/gateway.py --failover  # one of two upstreams fails 20 % (failover.py)
 """
 
 from __future__ import annotations
@@ -342,10 +343,12 @@ class Processes:
         env.update(self.server_env)
         return env
 
-    def start_server(self) -> None:
+    def start_server(self, config_text: str | None = None) -> None:
+        """`config_text`: the server's TOML (default: one model on the upstream)."""
         config = self.workdir / "threadline.toml"
         config.write_text(
-            f'default_model = "{MODEL}"\n\n'
+            config_text
+            or f'default_model = "{MODEL}"\n\n'
             f'[models."{MODEL}"]\n'
             'provider = "openai-compatible"\n'
             f'base_url = "{self.upstream_url}"\n'
@@ -778,7 +781,17 @@ def main() -> int:
     parser.add_argument("--delay", type=float, default=DELAY, help="seconds between tokens")
     parser.add_argument("--no-append", action="store_true", help="do not write bench/RESULTS.md")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (server log, db)")
+    parser.add_argument(
+        "--failover",
+        action="store_true",
+        help="the routing run (bench/failover.py): two upstreams, one failing 20 %%, vs healthy",
+    )
     args = parser.parse_args()
+    if args.failover:
+        import failover  # bench/failover.py, beside this script
+
+        level = int(args.levels.split(",")[0]) if args.levels != "1,50,200" else 10
+        return failover.run(level, args.streams or 200, append=not args.no_append)
 
     TOKENS, DELAY, EXPECTED_TEXT = args.tokens, args.delay, expected_text(args.tokens)
     counts = QUICK_COUNTS if args.quick else FULL_COUNTS

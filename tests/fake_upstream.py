@@ -12,6 +12,7 @@ event loop in a background thread, so a test's loop (or a benchmark's) is never 
     up.enqueue(Status(500, {"error": {"message": "boom", "type": "server_error"}}))
     up.enqueue(Hang(5))                            # reads the request, answers nothing
     up.enqueue(Disconnect(after_chunks=2))         # two deltas, then the TCP connection drops
+    up.enqueue(ErrorEvent(after_chunks=2))         # two deltas, then `data: {"error": ...}`
     up.default = Reply(tokens=32, delay=0.02)      # used whenever the queue is empty
     up.requests[0]["model"], up.requests[0].headers["authorization"]
     up.stop()
@@ -35,9 +36,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tests.faults import Disconnect, Hang, Raw, Status
+from tests.faults import Disconnect, ErrorEvent, Hang, Raw, Status
 
-__all__ = ["Disconnect", "FakeUpstream", "Hang", "Raw", "Reply", "Status"]
+__all__ = ["Disconnect", "ErrorEvent", "FakeUpstream", "Hang", "Raw", "Reply", "Status"]
 
 _WORD = re.compile(r"\s*\S+|\s+")
 
@@ -67,7 +68,7 @@ INTERRUPTED = Reply("one two three four five six seven eight")
 """What a `Hang` or `Disconnect` without a `reply` streams before it cuts in."""
 
 
-ScriptItem = Reply | Status | Hang | Disconnect | Raw
+ScriptItem = Reply | Status | Hang | Disconnect | Raw | ErrorEvent
 
 
 class ReceivedRequest(dict[str, Any]):
@@ -315,6 +316,10 @@ class FakeUpstream:
         self.default: ScriptItem = default or Reply("Hello from the fake upstream.")
         self.requests: list[ReceivedRequest] = []
         self.connections_opened = 0
+        # Every `fail_every`-th chat completion left to the default is answered 500 (0: none):
+        # a flaky upstream for the routing benchmark (bench/failover.py).
+        self.fail_every = 0
+        self._defaults = 0
         self._script: deque[ScriptItem] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -430,8 +435,14 @@ class FakeUpstream:
             status, payload = problem or (400, None)
             writer.write(_json_response(status, payload, keep))
             return keep
-        item = self._script.popleft() if self._script else self.default
+        item = self._script.popleft() if self._script else self._default_item()
         return await self._answer(item, request, body, writer)
+
+    def _default_item(self) -> ScriptItem:
+        self._defaults += 1
+        if self.fail_every and self._defaults % self.fail_every == 0:
+            return Status(500, _error("flaky upstream: planned failure", "server_error"))
+        return self.default
 
     def _record(self, request: _Request) -> dict[str, Any] | None:
         try:
@@ -536,9 +547,10 @@ async def _send_stream(
     request: _Request,
     body: dict[str, Any],
     writer: asyncio.StreamWriter,
-    interrupt: Hang | Disconnect | None,
+    interrupt: Hang | Disconnect | ErrorEvent | None,
 ) -> bool:
-    """Stream SSE frames; a Hang or Disconnect cuts in after its `after_chunks` deltas."""
+    """Stream SSE frames; a Hang, Disconnect or ErrorEvent cuts in after its `after_chunks`
+    deltas."""
     chunked = request.version == "HTTP/1.1"  # else the stream is delimited by closing
     keep = request.keep_alive and chunked
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -558,6 +570,11 @@ async def _send_stream(
     if isinstance(interrupt, Hang):
         await asyncio.sleep(interrupt.seconds)
         return False
+    if isinstance(interrupt, ErrorEvent):
+        error = _error(interrupt.message, "server_error")
+        writer.write(frames.frame(json.dumps(error)) + frames.end())
+        await writer.drain()
+        return keep
     tail = frames.event({}, plan.finish_reason)
     if include_usage and plan.send_usage:
         tail += frames.usage()
@@ -573,9 +590,11 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--delay", type=float, default=0.02)
     parser.add_argument("--api-key", default=None)
+    parser.add_argument("--fail-every", type=int, default=0, help="answer every Nth with 500")
     args = parser.parse_args()
     upstream = FakeUpstream(api_key=args.api_key, port=args.port)
     upstream.default = Reply(tokens=args.tokens, delay=args.delay)
+    upstream.fail_every = args.fail_every
     with upstream:
         print(upstream.url, flush=True)
         with contextlib.suppress(KeyboardInterrupt):

@@ -6,6 +6,7 @@ gets it instead of a normal answer.
     up.enqueue(Hang(5))                                        # read the request, answer nothing
     up.enqueue(Raw(b"not json", "text/html"))                  # these exact body bytes
     up.enqueue(Disconnect())                                   # close without an answer
+    up.enqueue(ErrorEvent(after_chunks=5))                     # 5 deltas, then an error event
 
 Each server says in its docstring what it makes of `body=None` (its API's error shape), of
 `Raw`'s default content type, and of the streaming fields (`after_chunks`, `reply`), which
@@ -45,6 +46,16 @@ class Disconnect:
     answer)."""
 
     after_chunks: int = 0
+    reply: Any = None
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    """When streaming: after `after_chunks` deltas of `reply`, an error event in the API's
+    own shape (`data: {"error": {...}}`), then the stream ends."""
+
+    after_chunks: int = 0
+    message: str = "the model crashed"
     reply: Any = None
 
 

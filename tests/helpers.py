@@ -342,11 +342,12 @@ def system_prompt(fakes: Fakes) -> str:
 
 @asynccontextmanager
 async def running_app(
-    settings: Settings, fakes: Fakes
+    settings: Settings, fakes: Fakes | None
 ) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str], Container]]:
     """An app of the test's own settings, with its lifespan: an in-process client, the
-    bootstrap admin's Bearer headers and the container."""
-    app = create_app(settings, model_factory=fakes.factory)
+    bootstrap admin's Bearer headers and the container. `fakes` None: the providers'
+    own models (e.g. openai-compatible ones on fake upstreams)."""
+    app = create_app(settings, model_factory=fakes.factory if fakes is not None else None)
     async with app.router.lifespan_context(app):
         container = app.state.container
         issued = await container.bootstrap()

@@ -71,6 +71,9 @@ def _known_keys(loc: list[str]) -> list[str]:
         if typing.get_origin(model) is dict:  # `[models."name"]`: the name is any key
             model = typing.get_args(model)[1]
             continue
+        if typing.get_origin(model) is list:  # `upstreams = [{...}]`: the part is an index
+            model = typing.get_args(model)[0]
+            continue
         fields = getattr(model, "model_fields", None)
         if not fields or part not in fields:
             return []

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 from sqlalchemy import text
 
@@ -90,7 +92,7 @@ class Container:
         )
         self.runs = RunRegistry(settings.stream_retention_seconds)
         self.replays = ReplayService(self.runs, self.record_store, self.account_store)
-        self.metrics = Metrics(active_runs=lambda: self.runs.active)
+        self.metrics = Metrics(active_runs=lambda: self.runs.active, upstreams=self.upstreams)
         # Where its windows live is for the scale-out settings to choose (Redis; see
         # storage/rate_limits.py); today, this process's memory.
         self.rate_limiter = WindowRateLimiter(settings.rate_limit_per_minute)
@@ -291,6 +293,16 @@ class Container:
             on_enqueued=lambda: self.worker.poke(),
         )
         self.worker.handle(REMEMBER_JOB, self.memories.run_job)
+
+    def upstreams(self, *, build: bool = False) -> list[dict[str, Any]]:
+        """Every routed model's upstreams (chat, images) and the embedder's, if routed:
+        circuit state and figures, for /metrics and GET /api/admin/upstreams."""
+        found = self.catalog.upstreams(build=build)
+        snapshot = getattr(self.embedder, "snapshot", None)
+        if snapshot is not None:
+            name = getattr(self.embedder, "name", "embeddings")
+            found.append({"model": name, "kind": "embeddings", "upstreams": snapshot()})
+        return found
 
     async def start(self, *, worker: bool | None = None, release_credits: bool = True) -> None:
         """Migrate, fail the replies a previous process left unfinished, release the credits

@@ -43,9 +43,69 @@ IMAGE_ONLY_KEYS = (
     "max_images",
     "image_request",
 )
-CHAT_ONLY_KEYS = ("vision", "context_window", "max_output_tokens", "replies")
+CHAT_ONLY_KEYS = (
+    "vision",
+    "context_window",
+    "max_output_tokens",
+    "replies",
+    "fallbacks",
+    "continue_on_failure",
+)
 _RATIO = re.compile(r"^[1-9][0-9]{0,3}:[1-9][0-9]{0,3}$")
 _SIZE = re.compile(r"^([1-9][0-9]{1,4}x[1-9][0-9]{1,4}|auto)$")
+
+
+class UpstreamConfig(BaseModel):
+    """One server of a model with several (`upstreams = [{ base_url = ... }, ...]`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str
+    api_key_env: str | None = None
+    upstream_model: str | None = None  # default: the model's own upstream_model, or its name
+    weight: float = Field(1.0, gt=0, le=1_000_000)
+    max_concurrency: int | None = Field(None, ge=1)  # requests at once; the rest queue
+    name: str | None = None  # how /metrics and /api/admin/upstreams name it (default host:port)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("base_url must be an http:// or https:// URL")
+        return url
+
+
+class RetryConfig(BaseModel):
+    """`retry`: attempts per upstream before the first token, and the wait between them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    attempts: int = Field(2, ge=1, le=10)
+    backoff_ms: int = Field(200, ge=0, le=60_000)
+    max_retry_after_seconds: float = Field(10.0, ge=0)  # a longer Retry-After: not retried
+
+
+class TimeoutConfig(BaseModel):
+    """`timeout`: how long an upstream may take to its first token, between two tokens, and
+    how long a request waits for a free slot (`max_concurrency`) before it is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    first_token_seconds: float | None = Field(None, gt=0)
+    idle_seconds: float | None = Field(None, gt=0)
+    queue_seconds: float = Field(10.0, ge=0)
+
+
+class CircuitConfig(BaseModel):
+    """`circuit`: after `failures` failures in a row an upstream is skipped `open_seconds`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    failures: int = Field(5, ge=1)
+    open_seconds: float = Field(30.0, gt=0)
+
+
+ROUTING_SETTINGS = frozenset({"upstreams", "retry", "timeout", "circuit", "continue_on_failure"})
 
 
 class ModelConfig(BaseModel):
@@ -67,6 +127,14 @@ class ModelConfig(BaseModel):
     upstream_model: str | None = None
     timeout_seconds: float = Field(60.0, gt=0)
     connect_timeout_seconds: float = Field(5.0, gt=0)
+    # routing (providers/router.py): several servers of one model, and what to do when one
+    # fails; `fallbacks` are other models of the catalog, tried in order when all failed
+    upstreams: list[UpstreamConfig] = Field(default_factory=list)
+    fallbacks: list[str] = Field(default_factory=list)
+    retry: RetryConfig = RetryConfig()
+    timeout: TimeoutConfig = TimeoutConfig()
+    circuit: CircuitConfig = CircuitConfig()
+    continue_on_failure: bool = False  # mid-stream: go on on the next upstream or fallback
     # local
     gguf_path: str | None = None
     threads: int | None = Field(None, ge=1)
@@ -82,6 +150,12 @@ class ModelConfig(BaseModel):
     # format instead (GPT image models, which always answer base64 and refuse the former).
     image_request: Literal["response_format", "output_format"] = "response_format"
 
+    @property
+    def is_routed(self) -> bool:
+        """Whether the model goes through the router (providers/router.py): it names
+        several upstreams, or any routing setting."""
+        return bool(self.model_fields_set & ROUTING_SETTINGS)
+
     @field_validator("provider")
     @classmethod
     def _known_provider(cls, name: str) -> str:
@@ -96,9 +170,13 @@ class ModelConfig(BaseModel):
             raise ValueError(
                 f'the {self.provider} provider serves {kinds} models only, not kind = "{self.kind}"'
             )
+        if self.upstreams and self.base_url:
+            raise ValueError("give base_url (one upstream) or upstreams (several), not both")
+        if self.upstreams and "base_url" not in spec.requires:
+            raise ValueError(f"the {self.provider} provider takes no upstreams (no base_url)")
         for key in spec.requires:
-            if not getattr(self, key):
-                raise ValueError(f"an {self.provider} model needs {key}")
+            if not getattr(self, key) and not (key == "base_url" and self.upstreams):
+                raise ValueError(f"an {self.provider} model needs {key} (or upstreams)")
         if self.vision and not spec.vision:
             takes = ", ".join(name for name, p in PROVIDERS.items() if p.vision)
             raise ValueError(
@@ -117,6 +195,13 @@ class ModelConfig(BaseModel):
             kind = "a chat model" if self.kind == "chat" else 'an image model (kind = "images")'
             raise ValueError(f"{', '.join(given)} {verb} not apply to {kind}")
         if self.kind == "images":
+            streaming = ("first_token_seconds", "idle_seconds")
+            given = [key for key in streaming if key in self.timeout.model_fields_set]
+            if given:
+                raise ValueError(
+                    f"timeout.{given[0]} does not apply to an image model (nothing streams); "
+                    "timeout_seconds is how long its upstream may take"
+                )
             for ratio, size in {**self.image_sizes, **self.variation_sizes}.items():
                 if not _RATIO.match(ratio) or not _SIZE.match(size):
                     raise ValueError(
@@ -138,11 +223,25 @@ class EmbeddingConfig(BaseModel):
     dim: int | None = Field(None, ge=1)  # openai-compatible: asked of the upstream if unset
     batch_size: int = Field(32, ge=1)
     timeout_seconds: float = Field(60.0, gt=0)
+    # several servers of the one embedding model (providers/routed_calls.py); an upstream's
+    # upstream_model, if given, is the model name that server knows it by
+    upstreams: list[UpstreamConfig] = Field(default_factory=list)
+    retry: RetryConfig = RetryConfig()
+    circuit: CircuitConfig = CircuitConfig()
+    queue_seconds: float = Field(10.0, ge=0)  # wait for a free upstream (max_concurrency)
 
     @model_validator(mode="after")
     def _check_provider_fields(self) -> EmbeddingConfig:
-        if self.provider == "openai-compatible" and not (self.base_url and self.model):
-            raise ValueError("openai-compatible embeddings need base_url and model")
+        if self.upstreams and self.provider != "openai-compatible":
+            raise ValueError('[embeddings] upstreams need provider = "openai-compatible"')
+        if self.upstreams and self.base_url:
+            raise ValueError(
+                "[embeddings] give base_url (one upstream) or upstreams (several), not both"
+            )
+        if self.provider == "openai-compatible" and not (
+            (self.base_url or self.upstreams) and self.model
+        ):
+            raise ValueError("openai-compatible embeddings need base_url (or upstreams) and model")
         return self
 
 
@@ -399,6 +498,21 @@ class Settings(BaseSettings):
                 f"[memories] model {model!r} is not among the configured models "
                 f"({', '.join(sorted(self.models)) or 'none'})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_fallbacks(self) -> Settings:
+        """A fallback is another configured model of the same kind."""
+        for name, config in self.models.items():
+            for fallback in config.fallbacks:
+                other = self.models.get(fallback)
+                if fallback == name or other is None or other.kind != config.kind:
+                    same = sorted(n for n, c in self.models.items() if c.kind == config.kind)
+                    same = [n for n in same if n != name]
+                    raise ValueError(
+                        f"models.{name}.fallbacks: {fallback!r} is not another configured "
+                        f"{config.kind} model ({', '.join(same) or 'none'})"
+                    )
         return self
 
     @model_validator(mode="after")

@@ -19,7 +19,7 @@ from threadline.api.deps import ContainerDep, PrincipalDep
 from threadline.api.native import NATIVE_ERRORS, iso, render_native, team_user
 from threadline.api.routing import route_class
 from threadline.domain.entities import ApiKey, Org, Role
-from threadline.services.accounts import IssuedKey
+from threadline.services.accounts import IssuedKey, require_admin
 
 router = APIRouter(
     prefix="/api/admin", route_class=route_class(render_native, NATIVE_ERRORS), tags=["admin"]
@@ -158,3 +158,11 @@ async def revoke_key(
 ) -> dict[str, Any]:
     org = await container.accounts.target_org(principal, org_id)
     return {"apiKey": _key(await container.accounts.revoke_key(org, key_id))}
+
+
+@router.get("/upstreams")
+async def list_upstreams(principal: PrincipalDep, container: ContainerDep) -> dict[str, Any]:
+    """Each routed model's upstreams: circuit state, requests, failures, in flight,
+    first-token latency (providers/router.py)."""
+    require_admin(principal)
+    return {"models": container.upstreams(build=True)}

@@ -3,16 +3,72 @@ process, as in the tests)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from threadline.domain.entities import AiRecord
 
+CIRCUIT_STATES = ("closed", "half_open", "open")
+
+Upstreams = Callable[[], list[dict[str, Any]]]
+
+
+class UpstreamCollector(Collector):
+    """Per upstream of each routed model (providers/router.py), read when scraped:
+    requests, failures, in flight, first-token latency (p50), and the circuit's state
+    (one gauge per state, 1 for the current one)."""
+
+    def __init__(self, upstreams: Upstreams) -> None:
+        self._upstreams = upstreams
+
+    def collect(self) -> Iterator[Any]:
+        labels = ["model", "upstream"]
+        requests = CounterMetricFamily(
+            "threadline_upstream_requests", "Requests sent to an upstream", labels=labels
+        )
+        failures = CounterMetricFamily(
+            "threadline_upstream_failures", "Requests an upstream failed", labels=labels
+        )
+        in_flight = GaugeMetricFamily(
+            "threadline_upstream_in_flight", "Requests at an upstream now", labels=labels
+        )
+        latency = GaugeMetricFamily(
+            "threadline_upstream_first_token_seconds",
+            "Median time to the first token (last 1,000 requests)",
+            labels=labels,
+        )
+        circuit = GaugeMetricFamily(
+            "threadline_upstream_circuit",
+            "Circuit state of an upstream (1 for the current state)",
+            labels=[*labels, "state"],
+        )
+        for model in self._upstreams():
+            for up in model["upstreams"]:
+                names = [model["model"], up["name"]]
+                requests.add_metric(names, up["requests"])
+                failures.add_metric(names, up["failures"])
+                in_flight.add_metric(names, up["in_flight"])
+                if up["first_token_p50_ms"] is not None:
+                    latency.add_metric(names, up["first_token_p50_ms"] / 1000)
+                for state in CIRCUIT_STATES:
+                    circuit.add_metric([*names, state], 1.0 if up["circuit"] == state else 0.0)
+        yield from (requests, failures, in_flight, latency, circuit)
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())
+
 
 class Metrics:
-    def __init__(self, active_runs: Callable[[], float]) -> None:
+    def __init__(
+        self, active_runs: Callable[[], float], upstreams: Upstreams | None = None
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        if upstreams is not None:
+            self.registry.register(UpstreamCollector(upstreams))
         self.requests = Counter(
             "threadline_http_requests_total",
             "HTTP requests by route and status",

@@ -146,6 +146,16 @@ class ChatSession:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteSegment:
+    """A part of a routed reply and who wrote it: `chars` characters from `model` on
+    `upstream` (None: a model with one upstream). See providers/router.py."""
+
+    model: str
+    upstream: str | None
+    chars: int
+
+
+@dataclass(frozen=True, slots=True)
 class AiRecord:
     """One chat request and its reply (1min.ai's aiRecord)."""
 
@@ -168,6 +178,9 @@ class AiRecord:
     citations: tuple[Citation, ...] = ()  # the sources the reply gave, as the model knew them
     sources: ReplySources = field(default_factory=ReplySources)  # read beside its documents
     finish_reason: str | None = None  # a finished reply's: "stop", "length", "content_filter"
+    # Which models and upstreams wrote the text, in order; empty unless routing was involved
+    # (several upstreams, a fallback, a reply continued after a failure).
+    route: tuple[RouteSegment, ...] = ()
     # The credits the run reserved before it started (the most it may be charged). Not a
     # column of the record: the reservation is a row of its own until the run settles.
     reserved_credits: int = 0

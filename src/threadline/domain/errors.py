@@ -138,8 +138,24 @@ class SearchTimeout(SearchFailed):
 
 
 class ModelError(ThreadlineError):
+    """`retryable`: another attempt (on another upstream, or later) may succeed; false for
+    a refusal of the request itself (an upstream's 400/401/403/404/422). `retry_after`:
+    the seconds the upstream asked to wait (its `Retry-After`), if it said."""
+
     status = 502
     code = "MODEL_ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: list[dict[str, Any]] | None = None,
+        retryable: bool = True,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.retryable = retryable
+        self.retry_after = retry_after
 
 
 class ModelTimeout(ModelError):

@@ -60,9 +60,24 @@ class Failed:
     message: str
     status: int = 502
     record: object | None = field(default=None, compare=False)
+    retry_after: int | None = None  # seconds, when the caller should come back later
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        """The HTTP headers of a non-streamed error response (`Retry-After`)."""
+        return None if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
 
-ReplyEvent = TextDelta | Citation | Usage | Done | Failed
+@dataclass(frozen=True, slots=True)
+class Served:
+    """The text from here on comes from `model` on `upstream` (a routed model says so at
+    each attempt's first token). The run keeps it for the record; dialects never see it."""
+
+    model: str
+    upstream: str | None = None
+
+
+ReplyEvent = TextDelta | Citation | Usage | Done | Failed | Served
 
 
 def finish_reason(reported: object) -> FinishReason:

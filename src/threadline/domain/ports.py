@@ -63,7 +63,9 @@ class ChatModel(Protocol):
     """A model that streams a reply.
 
     Yields `TextDelta`s, then exactly one `Usage` (the token counts, and in `finish_reason`
-    whether the reply ended by itself or was cut at `max_tokens`), then nothing more. Errors
+    whether the reply ended by itself or was cut at `max_tokens`), then nothing more; a
+    routed model (providers/router.py) also yields a `Served` before each upstream's first
+    text, naming who writes from there (the run keeps it, dialects never see it). Errors
     are raised as
     `ModelError`/`ModelTimeout` (domain errors); nothing above a provider sees httpx or SDK
     exceptions.

@@ -45,7 +45,32 @@ def build_embedder(config: EmbeddingConfig) -> Embedder | None:
                 f"({bundled.dim}); leave it unset"
             )
         return LocalEmbedder(config.model, batch_size=config.batch_size)
+    if config.upstreams:
+        return _routed(config)
     return OpenAICompatibleEmbedder(config, api_key=_api_key(config))
+
+
+def _routed(config: EmbeddingConfig) -> Embedder:
+    """One embedder per upstream behind a pool (providers/routed_calls.py)."""
+    from threadline.providers.routed_calls import RoutedEmbedder, labels, slot
+    from threadline.providers.router import UpstreamPool
+
+    slots = []
+    for label, one in zip(labels(config.upstreams), config.upstreams, strict=True):
+        single = config.model_copy(
+            update={
+                "base_url": one.base_url,
+                "api_key_env": one.api_key_env,
+                "model": one.upstream_model or config.model,
+                "upstreams": [],
+            }
+        )
+        member = OpenAICompatibleEmbedder(single, api_key=_api_key(single))
+        member.name = f"openai-compatible:{config.model}"  # one space, whatever the server
+        slots.append(slot(label, member, one.weight, one.max_concurrency, config.circuit))
+    name = f"openai-compatible:{config.model}"
+    pool = UpstreamPool(f"embeddings {name}", slots, config.retry, config.queue_seconds)
+    return RoutedEmbedder(name, pool)
 
 
 def _api_key(config: EmbeddingConfig) -> str | None:

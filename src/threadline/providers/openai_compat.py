@@ -116,7 +116,12 @@ class OpenAICompatibleModel:
                 answered = True
                 if response.status_code != 200:
                     body = await _read_capped(response)
-                    raise self._errors.status(response.status_code, body, response.reason_phrase)
+                    raise self._errors.status(
+                        response.status_code,
+                        body,
+                        response.reason_phrase,
+                        response.headers.get("retry-after"),
+                    )
                 async for event in self._events(response, request):
                     yield event
         except _StreamBroken as exc:

@@ -94,7 +94,10 @@ class OpenAICompatibleEmbedder:
             raise self._errors.transport(exc) from None
         if response.status_code != 200:
             raise self._errors.status(
-                response.status_code, response.content, response.reason_phrase
+                response.status_code,
+                response.content,
+                response.reason_phrase,
+                response.headers.get("retry-after"),
             )
         try:
             payload = json.loads(response.content)

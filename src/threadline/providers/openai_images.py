@@ -123,7 +123,12 @@ class OpenAICompatibleImageModel:
         if raw is None:
             raise self._error(f"upstream answered more than {MAX_RESPONSE_BYTES // 2**20} MB")
         if response.status_code != 200:
-            raise self._errors.status(response.status_code, raw, response.reason_phrase)
+            raise self._errors.status(
+                response.status_code,
+                raw,
+                response.reason_phrase,
+                response.headers.get("retry-after"),
+            )
         encoded = self._b64_images(raw, n)
         try:
             return await asyncio.to_thread(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from threadline.domain.errors import ModelError
 from threadline.domain.image_generation import ImageModel
@@ -71,13 +71,56 @@ def _local_chat(name: str, config: ModelConfig) -> ChatModel:
 def _openai_chat(name: str, config: ModelConfig) -> ChatModel:
     from threadline.providers.openai_compat import OpenAICompatibleModel
 
-    return OpenAICompatibleModel(name, config, api_key=api_key(name, config))
+    if not config.is_routed:
+        return OpenAICompatibleModel(name, config, api_key=api_key(name, config))
+    from threadline.providers.router import RoutedChatModel
+
+    slots = _slots(config, lambda one: OpenAICompatibleModel(name, one, api_key=api_key(name, one)))
+    return RoutedChatModel(name, config, slots)
 
 
 def _openai_images(name: str, config: ModelConfig) -> ImageModel:
     from threadline.providers.openai_images import OpenAICompatibleImageModel
 
-    return OpenAICompatibleImageModel(name, config, api_key=api_key(name, config))
+    if not config.is_routed:
+        return OpenAICompatibleImageModel(name, config, api_key=api_key(name, config))
+    from threadline.providers.routed_calls import RoutedImageModel
+    from threadline.providers.router import UpstreamPool
+
+    slots = _slots(
+        config, lambda one: OpenAICompatibleImageModel(name, one, api_key=api_key(name, one))
+    )
+    return RoutedImageModel(UpstreamPool(name, slots, config.retry, config.timeout.queue_seconds))
+
+
+def upstream_configs(config: ModelConfig) -> list[tuple[str, float, int | None, ModelConfig]]:
+    """Each upstream as (its name, weight, max_concurrency, a config like a model with a
+    single `base_url`)."""
+    from threadline.providers.routed_calls import host, labels
+
+    if not config.upstreams:
+        return [(host(config.base_url or ""), 1.0, None, config)]
+    found: list[tuple[str, float, int | None, ModelConfig]] = []
+    for label, one in zip(labels(config.upstreams), config.upstreams, strict=True):
+        single = config.model_copy(
+            update={
+                "base_url": one.base_url,
+                "api_key_env": one.api_key_env,
+                "upstream_model": one.upstream_model or config.upstream_model,
+                "upstreams": [],
+            }
+        )
+        found.append((label, one.weight, one.max_concurrency, single))
+    return found
+
+
+def _slots(config: ModelConfig, build: Callable[[ModelConfig], object]) -> list[Any]:
+    from threadline.providers.routed_calls import slot
+
+    return [
+        slot(label, build(one), weight, limit, config.circuit)
+        for label, weight, limit, one in upstream_configs(config)
+    ]
 
 
 def _fake_chat(name: str, config: ModelConfig) -> ChatModel:

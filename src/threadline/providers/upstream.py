@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from threadline.domain.errors import ModelError, ModelTimeout
+from threadline.domain.routing import RETRY_STATUSES
 
 if TYPE_CHECKING:
     from threadline.settings import ModelConfig
@@ -102,22 +103,28 @@ class UpstreamErrors:
             timeout_seconds=config.timeout_seconds,
         )
 
-    def status(self, status: int, body: bytes, reason: str | None = None) -> ModelError:
-        """A non-200 answer: its status, and its error message (cleaned) or reason phrase."""
+    def status(
+        self, status: int, body: bytes, reason: str | None = None, retry_after: str | None = None
+    ) -> ModelError:
+        """A non-200 answer: its status, and its error message (cleaned) or reason phrase.
+        Whether it is worth another attempt (domain/routing.py), and the `Retry-After` it
+        gave, travel with it for the router."""
         prefix = f"{self.subject}: upstream returned {status}"
         detail = self.upstream.clean(error_message(body))
         if status in (401, 403):
             extra = f": {detail}" if detail and status == 403 else ""
-            return ModelError(
-                f"{prefix}: it rejected the configured API key ({self._key_hint()}){extra}"
-            )
-        if 300 <= status < 400:
-            return ModelError(f"{prefix}: a redirect, which is not followed (check base_url)")
-        if not detail:
-            detail = reason or "no error message"
-            if status == 404:
-                detail += f" (check base_url and {self.model_key})"
-        return ModelError(f"{prefix}: {detail}")
+            message = f"{prefix}: it rejected the configured API key ({self._key_hint()}){extra}"
+        elif 300 <= status < 400:
+            message = f"{prefix}: a redirect, which is not followed (check base_url)"
+        else:
+            if not detail:
+                detail = reason or "no error message"
+                if status == 404:
+                    detail += f" (check base_url and {self.model_key})"
+            message = f"{prefix}: {detail}"
+        return ModelError(
+            message, retryable=status in RETRY_STATUSES, retry_after=_seconds(retry_after)
+        )
 
     def transport(self, exc: Exception, *, answered: bool = False) -> ModelError:
         """A request that got no complete answer; `answered`: the status line had come."""
@@ -148,3 +155,12 @@ class UpstreamErrors:
         if self.api_key_env:
             return f"check the key in ${self.api_key_env}"
         return "check the configured API key"
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    """A `Retry-After` in seconds (the HTTP-date form is not honoured: None)."""
+    try:
+        seconds = float(retry_after) if retry_after else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds < 86_400 else None

@@ -15,9 +15,9 @@ import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-from threadline.domain.errors import Unprocessable
+from threadline.domain.errors import ThreadlineError, Unprocessable
 from threadline.domain.events import Usage
 from threadline.domain.image_generation import ImageModel
 from threadline.domain.ports import ChatModel
@@ -158,6 +158,38 @@ class ModelCatalog:
             entry = self.get(name)
             live = self._live[name] = self._factory(name, entry.config)
         return live
+
+    def upstreams(self, *, build: bool = False) -> builtins.list[dict[str, Any]]:
+        """Each routed model's upstreams as its router sees them (state, figures);
+        `build`: build the routed models not used yet (else only the live ones)."""
+        found: builtins.list[dict[str, Any]] = []
+        for entry in self._entries.values():
+            if not entry.config.is_routed:
+                continue
+            live_models = self._live_images if entry.is_images else self._live
+            if build and entry.name not in live_models:
+                try:
+                    if entry.is_images:
+                        self.image_model(entry.name, "routing")
+                    else:
+                        self.model(entry.name)
+                except ThreadlineError as exc:
+                    found.append({"model": entry.name, "error": exc.message, "upstreams": []})
+                    continue
+            snapshot = getattr(live_models.get(entry.name), "snapshot", None)
+            if snapshot is None:
+                continue
+            config = entry.config
+            found.append(
+                {
+                    "model": entry.name,
+                    "kind": config.kind,
+                    "fallbacks": list(config.fallbacks),
+                    "continueOnFailure": config.continue_on_failure,
+                    "upstreams": snapshot(),
+                }
+            )
+        return found
 
     async def aclose(self) -> None:
         live, self._live = list(self._live.values()), {}

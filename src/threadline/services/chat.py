@@ -32,6 +32,7 @@ from threadline.services.chat_grounding import Readings, ReplyGrounder
 from threadline.services.chat_prompt import fit, join, voiced_system
 from threadline.services.chat_run import RunDriver, RunStart
 from threadline.services.conversations import ConversationService
+from threadline.services.fallbacks import Candidate
 from threadline.services.memories import system_block as memory_block
 from threadline.services.runs import Run
 
@@ -73,7 +74,8 @@ class ChatService:
         sources = readings.sources(command.grounding.with_memories)
         record, user_message, reply_id = self._new_record(command)
         record = replace(record, sources=sources)
-        record = await self._runs.reserve(command.principal, entry, request, record)
+        fallbacks = tuple(self._catalog.get(name) for name in entry.config.fallbacks)
+        record = await self._runs.reserve(command.principal, entry, request, record, fallbacks)
         start = RunStart(
             entry=entry,
             model=partial(self._catalog.model, entry.name),
@@ -83,6 +85,9 @@ class ChatService:
             reply_id=reply_id,
             citations=citations,
             follow_up=self._grounder.follow_up(command),
+            fallbacks=tuple(
+                Candidate(one, partial(self._catalog.model, one.name)) for one in fallbacks
+            ),
         )
         return await self._runs.start(start)
 

@@ -32,6 +32,7 @@ from threadline.services.chat_grounding import FollowUp
 from threadline.services.chat_prompt import estimate_usage
 from threadline.services.checkpoints import CheckpointPolicy, Checkpoints
 from threadline.services.credits import CreditService, most_for_reply
+from threadline.services.fallbacks import Candidate, FallbackChain
 from threadline.services.runs import YIELD_EVERY, Run, RunRegistry
 
 log = structlog.get_logger(__name__)
@@ -51,6 +52,12 @@ class RunStart:
     reply_id: UUID | None
     citations: tuple[Citation, ...] = ()
     follow_up: FollowUp | None = None
+    fallbacks: tuple[Candidate, ...] = ()  # the entry's `fallbacks`, tried in order
+
+    def chain(self, on_answer: Callable[[CatalogModel], None]) -> FallbackChain:
+        candidates = (Candidate(self.entry, self.model), *self.fallbacks)
+        continues = self.entry.config.continue_on_failure
+        return FallbackChain(candidates, self.request, continues, on_answer)
 
 
 class RunDriver:
@@ -77,11 +84,17 @@ class RunDriver:
         self._credits.check(caller)
 
     async def reserve(
-        self, caller: Principal, entry: CatalogModel, request: ModelRequest, record: AiRecord
+        self,
+        caller: Principal,
+        entry: CatalogModel,
+        request: ModelRequest,
+        record: AiRecord,
+        fallbacks: tuple[CatalogModel, ...] = (),
     ) -> AiRecord:
         """Hold the most the reply can cost (services/credits.py), or refuse it (403) before
-        anything is written or any model runs. The one statement a run's start waits on."""
-        most = most_for_reply(entry, request)
+        anything is written or any model runs. The one statement a run's start waits on.
+        With fallbacks, the most of the dearest of them."""
+        most = max(most_for_reply(one, request) for one in (entry, *fallbacks))
         await self._credits.reserve(caller, record.id, most, "this reply")
         return replace(record, reserved_credits=most)
 
@@ -116,8 +129,9 @@ class RunDriver:
         failure: Failed | None = None
         received = 0
         name = start.entry.name
+        chain = start.chain(partial(_answered_by, run))
         try:
-            async for event in start.model().stream(start.request):
+            async for event in chain.events():
                 received += 1
                 if received % YIELD_EVERY == 0:  # a provider with a long backlog: take turns
                     await asyncio.sleep(0)
@@ -136,18 +150,28 @@ class RunDriver:
                     continue
                 run.emit(event)
         except ThreadlineError as exc:
-            failure = Failed(code=exc.code, message=exc.message, status=exc.status)
+            wait = getattr(exc, "retry_after", None)  # UpstreamsBusy: all upstreams full
+            failure = Failed(
+                code=exc.code,
+                message=exc.message,
+                status=exc.status,
+                retry_after=wait if isinstance(wait, int) else None,
+            )
         except asyncio.CancelledError:
             failure = Failed(code="CANCELLED", message="the server stopped before the reply ended")
         except Exception:
             log.exception("model stream crashed", model=name, run=str(run.id))
             failure = Failed(code="MODEL_ERROR", message=f"model {name!r} failed unexpectedly")
         text = "".join(parts)
-        usage = usage or estimate_usage(start.request, text)
+        usage = chain.usage() or usage or estimate_usage(start.request, text)
         run.emit(usage)
         if checkpoints is not None:
             await checkpoints.close()
         ended = _Ended(usage, text, tuple(citations), failure)
+        if chain.usage() is not None:
+            ended = replace(ended, charge=chain.charge)
+        if chain.routed:
+            run.record = replace(run.record, route=tuple(chain.segments))
         await self._finish(run, start, ended, stored)
         if start.follow_up is not None and isinstance(run.outcome, Done):
             await _follow(start.follow_up, run.id)
@@ -156,7 +180,8 @@ class RunDriver:
         self, run: Run, start: RunStart, ended: _Ended, stored: asyncio.Future[None]
     ) -> None:
         # The real cost, never more than the run reserved (services/credits.py).
-        charge = min(start.entry.price(ended.usage), run.record.reserved_credits)
+        price = start.entry.price(ended.usage) if ended.charge is None else ended.charge
+        charge = min(price, run.record.reserved_credits)
         failure, user = ended.failure, None
         try:
             await asyncio.shield(stored)  # the PENDING record
@@ -211,6 +236,7 @@ class _Ended:
     text: str
     citations: tuple[Citation, ...]
     failure: Failed | None
+    charge: int | None = None  # priced per model when fallbacks answered (else the entry's)
 
 
 _STORAGE_FAILED = Failed(code="STORAGE_ERROR", message="the reply could not be stored", status=500)
@@ -230,6 +256,12 @@ def _outcome(run: Run, ended: _Ended, charge: int) -> AiRecord:
         finish_reason=None if failure else usage.finish_reason,
         updated_at=utcnow(),
     )
+
+
+def _answered_by(run: Run, entry: CatalogModel) -> None:
+    """A fallback answers: the record (and every dialect reading it) names that model."""
+    if run.record.model != entry.name:
+        run.record = replace(run.record, model=entry.name)
 
 
 def _failed(future: asyncio.Future[None]) -> bool:

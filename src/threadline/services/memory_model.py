@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import partial
 from typing import Any
 
 import structlog
@@ -20,6 +21,7 @@ from threadline.domain.events import TextDelta
 from threadline.domain.memories import CONTENT_MAX, KIND_MAX, Fact
 from threadline.domain.ports import ChatMessage, ModelRequest
 from threadline.services.catalog import ModelCatalog
+from threadline.services.fallbacks import Candidate, FallbackChain
 from threadline.services.memory_rules import MAX_FACTS
 
 log = structlog.get_logger(__name__)
@@ -61,11 +63,13 @@ class ModelExtractor:
             max_tokens=min(ANSWER_TOKENS, entry.config.max_output_tokens),
             temperature=0.0,
         )
-        parts = [
-            event.text
-            async for event in self._catalog.model(self.model).stream(request)
-            if isinstance(event, TextDelta)
+        # The reply's own routing: its upstreams (providers/router.py), then its fallbacks.
+        candidates = [
+            Candidate(one, partial(self._catalog.model, one.name))
+            for one in (entry, *(self._catalog.get(n) for n in entry.config.fallbacks))
         ]
+        chain = FallbackChain(candidates, request, entry.config.continue_on_failure)
+        parts = [event.text async for event in chain.events() if isinstance(event, TextDelta)]
         facts = parse_facts("".join(parts))
         if facts is None:
             log.warning("memory extractor answered no JSON list of facts", model=self.model)

@@ -13,6 +13,7 @@ the next start, and its checkpointed text becomes the reply's message in a conve
 from __future__ import annotations
 
 import asyncio
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -22,7 +23,14 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping
 
-from threadline.domain.entities import AiRecord, Message, RecordStatus, User, reply_message_id
+from threadline.domain.entities import (
+    AiRecord,
+    Message,
+    RecordStatus,
+    RouteSegment,
+    User,
+    reply_message_id,
+)
 from threadline.storage.accounts import user_from_row
 from threadline.storage.conversations import message_values
 from threadline.storage.credits import settle
@@ -55,6 +63,7 @@ def _record(row: RowMapping) -> AiRecord:
         credits=row["credits"],
         error=row["error"],
         finish_reason=row["finish_reason"],
+        route=tuple(RouteSegment(**part) for part in row["route"] or ()),
         created_at=as_utc(row["created_at"]),
         updated_at=as_utc(row["updated_at"]),
     )
@@ -92,6 +101,7 @@ def _values(record: AiRecord) -> dict[str, Any]:
         "credits": record.credits,
         "error": record.error,
         "finish_reason": record.finish_reason,
+        "route": [asdict(part) for part in record.route] if record.route else None,
         "created_at": record.created_at,
         "updated_at": record.updated_at,
     }

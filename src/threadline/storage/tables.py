@@ -165,6 +165,7 @@ ai_records = Table(
     Column("error", Text, nullable=True),
     Column("finish_reason", String(20), nullable=True),  # 0006
     Column("sources", JSON, nullable=True),  # 0008: storage/record_json.py
+    Column("route", JSON, nullable=True),  # 0010: who wrote which part (domain RouteSegment)
     _ts("created_at"),
     _ts("updated_at"),
     Index("ix_ai_records_org_created", "org_id", "created_at"),

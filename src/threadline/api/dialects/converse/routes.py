@@ -230,7 +230,9 @@ async def converse(
     record = await run.result()
     if isinstance(run.outcome, Failed):
         failed = run.outcome
-        return JSONResponse(encode.error(failed.message), status_code=failed.status)
+        return JSONResponse(
+            encode.error(failed.message), status_code=failed.status, headers=failed.headers
+        )
     return JSONResponse(encode.prompt(record))
 
 

@@ -343,7 +343,9 @@ async def _finished(run: Run, principal: Principal, views: RecordViews) -> Respo
     view = await views.finished(run, principal)
     outcome = run.outcome
     if isinstance(outcome, Failed):
-        return error_response(outcome.status, outcome.code, outcome.message)
+        return error_response(
+            outcome.status, outcome.code, outcome.message, headers=outcome.headers
+        )
     return JSONResponse({"aiRecord": encode.record_view(view)})
 
 

@@ -6,7 +6,7 @@ ids: a completion is not resumed."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from threadline.api.routing import stream_failed
@@ -112,25 +112,34 @@ def failure(failed: Failed) -> dict[str, Any]:
 
 
 async def chunks(
-    record: AiRecord,
+    record: Callable[[], AiRecord],
     events: AsyncIterator[tuple[int, ReplyEvent | None]],
     include_usage: bool,
 ) -> AsyncIterator[bytes]:
-    """A role chunk, content chunks, a finish chunk, [usage,] [DONE]; or an error frame."""
+    """A role chunk, content chunks, a finish chunk, [usage,] [DONE]; or an error frame.
+
+    The role chunk waits for the reply's first text (or its end): only then is the model
+    that answers known (a fallback may, services/fallbacks.py), and every chunk names it."""
     try:
-        writer = ChunkWriter(record, include_usage)
-        yield writer.delta({"role": "assistant", "content": ""})
+        writer: ChunkWriter | None = None
         async for _, event in events:
             if event is None:
                 yield PING
-            elif isinstance(event, TextDelta):
-                yield writer.delta({"content": event.text})
+                continue
+            if not isinstance(event, TextDelta | Failed | Done):
+                continue
+            head = b""
+            if writer is None:
+                writer = ChunkWriter(record(), include_usage)
+                head = writer.delta({"role": "assistant", "content": ""})
+            if isinstance(event, TextDelta):
+                yield head + writer.delta({"content": event.text})
             elif isinstance(event, Failed):
-                yield data(failure(event))
-            elif isinstance(event, Done):
+                yield head + data(failure(event))
+            else:
                 end = writer.delta({}, event.finish_reason)
                 if include_usage and isinstance(event.record, AiRecord):
                     end += writer.usage(event.record)
-                yield end + DONE
+                yield head + end + DONE
     except Exception:
         yield data(failure(stream_failed("chat.completions")))

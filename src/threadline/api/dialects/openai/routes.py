@@ -173,12 +173,14 @@ async def chat_completions(
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         events = run.events(idle=container.settings.sse_ping_seconds)
-        frames = encode.chunks(run.record, events, include_usage)
+        frames = encode.chunks(lambda: run.record, events, include_usage)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
     record = await run.result()
     outcome = run.outcome
     if isinstance(outcome, Failed):
-        return JSONResponse(encode.failure(outcome), status_code=outcome.status)
+        return JSONResponse(
+            encode.failure(outcome), status_code=outcome.status, headers=outcome.headers
+        )
     finish = outcome.finish_reason if isinstance(outcome, Done) else "stop"
     return JSONResponse(encode.completion(record, finish))
