@@ -117,6 +117,12 @@ class ServerProcess:
 
     def start(self, timeout: float = 90.0) -> str:
         """Start the server and wait until `/healthz` answers 200; returns the base URL."""
+        self.launch()
+        return self.wait_started(timeout)
+
+    def launch(self, args: tuple[str, ...] = ()) -> None:
+        """Start the process without waiting (several at once: then `wait_started` each).
+        `args`: more `serve` options (e.g. `("--workers", "2")`)."""
         assert self.pid is None, "the server is running"
         self.port = free_port()
         self.config_path.write_text(toml({**self.values, "port": self.port}))
@@ -124,9 +130,10 @@ class ServerProcess:
         env["PYTHONUNBUFFERED"] = "1"  # the first start's key reaches the log at once
         env.update(self.env)
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        command = [sys.executable, "-m", "threadline", "serve", "--config", str(self.config_path)]
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "threadline", "serve", "--config", str(self.config_path)],
+                [*command, *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -134,6 +141,10 @@ class ServerProcess:
                 start_new_session=True,  # a Ctrl-C of the test run does not reach it first
                 preexec_fn=_die_with_parent,
             )
+
+    def wait_started(self, timeout: float = 90.0, *, first_key: bool = True) -> str:
+        """Wait for `/healthz`; `first_key`: this start must have printed the admin key
+        unless one is known (False: a sibling on a shared database, which prints none)."""
         try:
             self._wait_healthy(timeout)
         except BaseException:
@@ -141,9 +152,10 @@ class ServerProcess:
             raise
         if self.key is None:
             found = KEY_LINE.search(self.output())
-            if found is None:
+            if found is not None:
+                self.key = found.group(1)
+            elif first_key:
                 raise RuntimeError(f"the first start printed no admin key:\n{self.output()}")
-            self.key = found.group(1)
         return self.base_url
 
     def _wait_healthy(self, timeout: float) -> None:

@@ -316,7 +316,8 @@ class Container:
         """First start with an empty database: an admin key, to be shown once."""
         if not self.settings.bootstrap_admin:
             return None
-        return await self.accounts.bootstrap()
+        async with self.db.exclusive():  # N processes starting at once: one key, once
+            return await self.accounts.bootstrap()
 
     async def stop(self) -> None:
         await self.runs.drain(SHUTDOWN_GRACE_SECONDS)

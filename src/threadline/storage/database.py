@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
+import os
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,7 +22,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -38,6 +40,9 @@ def as_utc(value: datetime) -> datetime:
 
 
 URGENT_IN_A_ROW = 4
+# The advisory lock key that serialises start-up work between processes (PostgreSQL): any
+# constant unlikely to be chosen by another application on the same database.
+STARTUP_LOCK = 0x7468726C6D6967  # "thrlmig"
 
 
 class WriteTurns:
@@ -143,9 +148,29 @@ class Database:
         return engine
 
     async def migrate(self) -> None:
-        """Bring the schema to the newest revision (idempotent, safe at every start)."""
-        async with self.engine.begin() as conn:
+        """Bring the schema to the newest revision (idempotent, safe at every start; N
+        processes started at once on an empty database all come up: see `exclusive`)."""
+        async with self.exclusive(), self.engine.begin() as conn:
             await conn.run_sync(_upgrade_to_head)
+
+    @asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """One process at a time, across every process on this database, for work that must
+        run once at start (migrations, the first admin key): on PostgreSQL a session-level
+        advisory lock, held by a connection of its own and released when it ends (or when its
+        process dies); on a SQLite file an exclusive `flock` on a file beside the database."""
+        if self.is_sqlite:
+            async with _file_lock(_sqlite_path(self.url)):
+                yield
+            return
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": STARTUP_LOCK})
+            await conn.commit()
+            try:
+                yield
+            finally:
+                await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": STARTUP_LOCK})
+                await conn.commit()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -182,6 +207,29 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL, or None for an in-memory database."""
+    path = url.split("///", 1)[1].split("?", 1)[0] if "///" in url else ""
+    if not path or path == ":memory:" or "mode=memory" in url:
+        return None
+    return Path(path)
+
+
+@asynccontextmanager
+async def _file_lock(database: Path | None) -> AsyncIterator[None]:
+    """An exclusive `flock` on `<database>.migrate-lock` (waited for in a thread)."""
+    if database is None:
+        yield
+        return
+    lock_path = database.with_name(database.name + ".migrate-lock")
+    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing the descriptor releases the lock
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
