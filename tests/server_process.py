@@ -174,11 +174,13 @@ class ServerProcess:
             time.sleep(0.1)
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown of any kind; the process is reaped before this returns."""
+        """SIGKILL: no shutdown of any kind; the process is reaped before this returns.
+        Its whole process group goes (the children of `serve --workers N` too)."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        proc.send_signal(signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: the group is its own
         proc.wait(30)
 
     def stop(self, timeout: float = 40.0) -> None:
