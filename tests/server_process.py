@@ -211,6 +211,57 @@ class ServerProcess:
         self.stop()
 
 
+class WorkerProcess:
+    """A real `threadline worker` process (another machine's, as it were): the settings of a
+    server (`ServerProcess.values`, so the same database) but a data dir of its own.
+
+        worker = WorkerProcess(tmp_path / "w1", server.values)
+        worker.start()    # waits until it says it runs
+        worker.kill()     # SIGKILL, reaped
+    """
+
+    def __init__(self, data_dir: Path, values: Mapping[str, Any]) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.data_dir / "threadline.toml"
+        self.log_path = self.data_dir / "worker.log"
+        self.values = {**values, "data_dir": str(self.data_dir)}
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def start(self, timeout: float = 90.0) -> None:
+        self.config_path.write_text(toml(self.values))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "threadline", "worker", "--config", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        deadline = time.monotonic() + timeout
+        while "running" not in self.log_path.read_text(errors="replace"):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"the worker did not start:\n{self.log_path.read_text()}")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+
+
 def toml(values: Mapping[str, Any]) -> str:
     """The TOML text of a config: scalars and lists first, then tables (nested by path)."""
     return "\n".join(_table(values, ())) + "\n"

@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from threadline.api.app import build_app
 from threadline.api.metrics import Metrics
+from threadline.domain.documents import BlobStore
 from threadline.domain.errors import Unavailable
 from threadline.domain.image_generation import SOURCE_KINDS, SOURCE_TYPES
 from threadline.ingestion.chunking import chunk_pages
@@ -50,7 +51,7 @@ from threadline.services.sessions import SessionService
 from threadline.services.web_search import WebSearchReader
 from threadline.settings import Settings
 from threadline.storage.accounts import SqlAccountStore
-from threadline.storage.blobs import FileBlobStore
+from threadline.storage.blobs import DatabaseBlobStore, FileBlobStore
 from threadline.storage.brand_voices import SqlBrandVoiceStore
 from threadline.storage.chunks import SqlChunkIndex
 from threadline.storage.conversations import SqlConversationStore
@@ -230,7 +231,11 @@ class Container:
     def _documents(self, settings: Settings) -> None:
         """The document pipeline: store, blobs, parser, embedder, index, jobs, grounding."""
         config = settings.documents
-        self.blobs = FileBlobStore(settings.data_dir / "blobs")
+        self.blobs: BlobStore = (
+            DatabaseBlobStore(self.db, settings.data_dir / "blobs" / "staging")
+            if settings.blob_store == "database"
+            else FileBlobStore(settings.data_dir / "blobs")
+        )
         self.document_store = SqlDocumentStore(self.db)
         self.chunk_index = SqlChunkIndex(self.db)
         self.job_queue = SqlJobQueue(self.db)
