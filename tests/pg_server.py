@@ -120,6 +120,7 @@ class EmbeddedPostgres:
         self._owner_pid = os.getpid()
         self._account: pwd.struct_passwd | None = None  # OS user the server runs as, if not us
         self._ambient_caps = False  # whether it keeps CAP_DAC_READ_SEARCH (see module doc)
+        self._same_port = False
 
     # ----------------------------------------------------------------- public API
 
@@ -146,9 +147,12 @@ class EmbeddedPostgres:
     def running(self) -> bool:
         return self.pid is not None
 
-    def start(self) -> None:
+    def start(self, *, same_port: bool = False) -> None:
+        """Start (initdb on the first start). `same_port`: again on the port of the last
+        start (a database back from an outage, for clients that keep their URL)."""
         if self.running:
             return
+        self._same_port = same_port and self.port is not None
         began = time.monotonic()
         self._owner_pid = os.getpid()
         self.base_dir.mkdir(parents=True, exist_ok=True)
@@ -344,8 +348,9 @@ class EmbeddedPostgres:
     def _launch(self) -> None:
         """Start the postmaster on a free port and wait until it accepts connections."""
         last_error = ""
-        for _attempt in range(5):
-            self.port = _free_port()
+        for attempt in range(5):
+            if not (self._same_port and attempt == 0):
+                self.port = _free_port()
             cmd = [str(self._bin / "postgres"), "-D", str(self.data_dir), "-p", str(self.port)]
             cmd += [f"-c{name}={value}" for name, value in SERVER_SETTINGS.items()]
             cmd, kwargs = self._command(cmd, pdeathsig=True)

@@ -117,6 +117,12 @@ class ServerProcess:
 
     def start(self, timeout: float = 90.0) -> str:
         """Start the server and wait until `/healthz` answers 200; returns the base URL."""
+        self.launch()
+        return self.wait_started(timeout)
+
+    def launch(self, args: tuple[str, ...] = ()) -> None:
+        """Start the process without waiting (several at once: then `wait_started` each).
+        `args`: more `serve` options (e.g. `("--workers", "2")`)."""
         assert self.pid is None, "the server is running"
         self.port = free_port()
         self.config_path.write_text(toml({**self.values, "port": self.port}))
@@ -124,9 +130,10 @@ class ServerProcess:
         env["PYTHONUNBUFFERED"] = "1"  # the first start's key reaches the log at once
         env.update(self.env)
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        command = [sys.executable, "-m", "threadline", "serve", "--config", str(self.config_path)]
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "threadline", "serve", "--config", str(self.config_path)],
+                [*command, *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -134,6 +141,10 @@ class ServerProcess:
                 start_new_session=True,  # a Ctrl-C of the test run does not reach it first
                 preexec_fn=_die_with_parent,
             )
+
+    def wait_started(self, timeout: float = 90.0, *, first_key: bool = True) -> str:
+        """Wait for `/healthz`; `first_key`: this start must have printed the admin key
+        unless one is known (False: a sibling on a shared database, which prints none)."""
         try:
             self._wait_healthy(timeout)
         except BaseException:
@@ -141,9 +152,10 @@ class ServerProcess:
             raise
         if self.key is None:
             found = KEY_LINE.search(self.output())
-            if found is None:
+            if found is not None:
+                self.key = found.group(1)
+            elif first_key:
                 raise RuntimeError(f"the first start printed no admin key:\n{self.output()}")
-            self.key = found.group(1)
         return self.base_url
 
     def _wait_healthy(self, timeout: float) -> None:
@@ -162,11 +174,13 @@ class ServerProcess:
             time.sleep(0.1)
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown of any kind; the process is reaped before this returns."""
+        """SIGKILL: no shutdown of any kind; the process is reaped before this returns.
+        Its whole process group goes (the children of `serve --workers N` too)."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        proc.send_signal(signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: the group is its own
         proc.wait(30)
 
     def stop(self, timeout: float = 40.0) -> None:
@@ -195,6 +209,57 @@ class ServerProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+class WorkerProcess:
+    """A real `threadline worker` process (another machine's, as it were): the settings of a
+    server (`ServerProcess.values`, so the same database) but a data dir of its own.
+
+        worker = WorkerProcess(tmp_path / "w1", server.values)
+        worker.start()    # waits until it says it runs
+        worker.kill()     # SIGKILL, reaped
+    """
+
+    def __init__(self, data_dir: Path, values: Mapping[str, Any]) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.data_dir / "threadline.toml"
+        self.log_path = self.data_dir / "worker.log"
+        self.values = {**values, "data_dir": str(self.data_dir)}
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def start(self, timeout: float = 90.0) -> None:
+        self.config_path.write_text(toml(self.values))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "threadline", "worker", "--config", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        deadline = time.monotonic() + timeout
+        while "running" not in self.log_path.read_text(errors="replace"):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"the worker did not start:\n{self.log_path.read_text()}")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
 
 
 def toml(values: Mapping[str, Any]) -> str:

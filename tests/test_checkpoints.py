@@ -18,6 +18,7 @@ from threadline.container import Container, create_app
 from threadline.domain.clock import utcnow
 from threadline.domain.entities import Principal, RecordStatus
 from threadline.services.checkpoints import CheckpointPolicy, Checkpoints
+from threadline.storage.nodes import SqlNodeStore
 
 
 class Saves:
@@ -214,10 +215,11 @@ async def test_the_record_follows_a_streaming_reply_and_its_end_wins(
 async def test_recovery_keeps_the_checkpointed_text_and_a_live_run_still_wins(
     container: Container, admin_key: str, fakes: Fakes
 ) -> None:
-    """What a restart does to a run a killed process left PENDING, here done while the run
-    still lives (as a second process starting on the same database would): the record and
-    both messages FAILED with the checkpointed text, the reply under the id the stream named;
-    then the run's own end replaces them."""
+    """What recovery does to a run whose process is taken for gone, here done while the run
+    still lives (its process was cut off from the database longer than a lease, and its row
+    in `nodes` reaped): the record and both messages FAILED with the checkpointed text, the
+    reply under the id the stream named; then the run's own end replaces them. While its
+    process is known alive, recovery leaves the run alone (issue 13: a sibling starting)."""
     caller = await container.accounts.authenticate(admin_key)
     conversation_id, session_id = await new_session(container, caller)
     gate = asyncio.Event()
@@ -232,6 +234,8 @@ async def test_recovery_keeps_the_checkpointed_text_and_a_live_run_still_wins(
         return record is not None and record.result_text == "one two"
 
     await until(saved)
+    assert await records.fail_unfinished("the server stopped", before=utcnow()) == 0
+    await SqlNodeStore(container.db).leave(container.node_id)  # as a reaper would
     assert await records.fail_unfinished("the server stopped", before=utcnow()) == 1
     record = await records.get(caller.org_id, run.id)
     assert (record.status, record.result_text, record.error) == (

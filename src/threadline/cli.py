@@ -89,6 +89,9 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to listen on")] = None,
     data_dir: DataDir = None,
     config: ConfigFile = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="API processes serving the port")
+    ] = 1,
 ) -> None:
     """Start the API server (creates an admin key on the first start)."""
     import uvicorn
@@ -96,7 +99,9 @@ def serve(
     from threadline.container import create_app
     from threadline.logs import configure_logging
 
-    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    overrides: dict[str, Any] = {
+        k: v for k, v in {"host": host, "port": port}.items() if v is not None
+    }
     settings = _settings(data_dir, config, **overrides)
     configure_logging(settings.log_level, settings.log_json)
     issued = _with_container(settings, lambda c: c.bootstrap())
@@ -105,6 +110,14 @@ def serve(
     if issued is not None:
         for line in startup.first_key(issued.secret, settings):
             typer.echo(line)
+    if workers > 1:
+        from threadline.cli_serve import run_workers
+
+        if data_dir is not None:
+            overrides["data_dir"] = data_dir
+        run_workers(settings, overrides, workers)
+        typer.echo("Stopped.")
+        return
     app = create_app(settings)
     # What is loaded by now (modules, the app) lives as long as the process: keep it out of
     # the cyclic collector's full passes, which otherwise stall the event loop ~100 ms each.

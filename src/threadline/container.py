@@ -6,13 +6,15 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import uuid4
 
 from fastapi import FastAPI
 from sqlalchemy import text
 
 from threadline.api.app import build_app
 from threadline.api.metrics import Metrics
-from threadline.domain.clock import utcnow
+from threadline.domain.documents import BlobStore
+from threadline.domain.errors import Unavailable
 from threadline.domain.image_generation import SOURCE_KINDS, SOURCE_TYPES
 from threadline.ingestion.chunking import chunk_pages
 from threadline.ingestion.detect import SUPPORTED_TYPES, detect_file
@@ -40,6 +42,7 @@ from threadline.services.links import LinkReader
 from threadline.services.memories import REMEMBER_JOB, MemoryService
 from threadline.services.memory_model import ModelExtractor
 from threadline.services.memory_rules import RuleExtractor
+from threadline.services.nodes import NodeKeeper
 from threadline.services.pages import PageReader
 from threadline.services.record_views import RecordViews
 from threadline.services.replays import ReplayService
@@ -49,7 +52,7 @@ from threadline.services.sessions import SessionService
 from threadline.services.web_search import WebSearchReader
 from threadline.settings import Settings
 from threadline.storage.accounts import SqlAccountStore
-from threadline.storage.blobs import FileBlobStore
+from threadline.storage.blobs import DatabaseBlobStore, FileBlobStore
 from threadline.storage.brand_voices import SqlBrandVoiceStore
 from threadline.storage.chunks import SqlChunkIndex
 from threadline.storage.conversations import SqlConversationStore
@@ -58,6 +61,7 @@ from threadline.storage.database import Database
 from threadline.storage.documents import SqlDocumentStore
 from threadline.storage.jobs import SqlJobQueue
 from threadline.storage.memories import SqlMemoryStore
+from threadline.storage.nodes import SqlNodeStore
 from threadline.storage.rate_limits import WindowRateLimiter
 from threadline.storage.records import SqlRecordStore
 from threadline.storage.sessions import SqlSessionStore
@@ -80,7 +84,8 @@ class Container:
         self.db = Database(settings.resolved_database_url)
         self.account_store = SqlAccountStore(self.db)
         self.conversation_store = SqlConversationStore(self.db)
-        self.record_store = SqlRecordStore(self.db)
+        self.node_id = uuid4()  # this process among those on the database (services/nodes.py)
+        self.record_store = SqlRecordStore(self.db, self.node_id)
         self.session_store = SqlSessionStore(self.db)
         self.catalog = ModelCatalog(
             settings.models,
@@ -102,7 +107,15 @@ class Container:
             settings.auth_cache_seconds,
             rate_limiter=self.rate_limiter,
         )
-        self.credits = CreditService(SqlCreditStore(self.db), self.account_store)
+        credit_store = SqlCreditStore(self.db, self.node_id)
+        self.credits = CreditService(credit_store, self.account_store)
+        self.nodes = NodeKeeper(
+            SqlNodeStore(self.db),
+            self.record_store,
+            credit_store,
+            lease_seconds=settings.node_lease_seconds,
+            node_id=self.node_id,
+        )
         self.conversations = ConversationService(
             self.conversation_store, self.catalog, settings.page_size_max
         )
@@ -219,7 +232,11 @@ class Container:
     def _documents(self, settings: Settings) -> None:
         """The document pipeline: store, blobs, parser, embedder, index, jobs, grounding."""
         config = settings.documents
-        self.blobs = FileBlobStore(settings.data_dir / "blobs")
+        self.blobs: BlobStore = (
+            DatabaseBlobStore(self.db, settings.data_dir / "blobs" / "staging")
+            if settings.blob_store == "database"
+            else FileBlobStore(settings.data_dir / "blobs")
+        )
         self.document_store = SqlDocumentStore(self.db)
         self.chunk_index = SqlChunkIndex(self.db)
         self.job_queue = SqlJobQueue(self.db)
@@ -305,17 +322,13 @@ class Container:
         return found
 
     async def start(self, *, worker: bool | None = None, release_credits: bool = True) -> None:
-        """Migrate, fail the replies a previous process left unfinished, release the credits
-        they held (`release_credits`: an API server starting; a CLI command, which may run
-        beside a live server, leaves them), and start the embedded job worker (`worker`:
+        """Migrate, join the processes on the database and fail the replies of those that
+        are gone (never a live sibling's: services/nodes.py), release the credits they held
+        (`release_credits`), keep a heartbeat, and start the embedded job worker (`worker`:
         default `documents.embedded_worker`)."""
         await self.db.migrate()
-        started = utcnow()
-        await self.record_store.fail_unfinished(
-            "the server stopped before the reply ended", before=started
-        )
-        if release_credits:
-            await self.credits.release_stale(before=started)
+        await self.nodes.join(release_credits=release_credits)
+        self.nodes.start()
         if self.settings.documents.embedded_worker if worker is None else worker:
             if self.settings.documents.parser_warm_start:
                 await self.parser.warm_up()
@@ -328,11 +341,13 @@ class Container:
         """First start with an empty database: an admin key, to be shown once."""
         if not self.settings.bootstrap_admin:
             return None
-        return await self.accounts.bootstrap()
+        async with self.db.exclusive():  # N processes starting at once: one key, once
+            return await self.accounts.bootstrap()
 
     async def stop(self) -> None:
         await self.runs.drain(SHUTDOWN_GRACE_SECONDS)
         await self.worker.stop()
+        await self.nodes.stop()
         await self.parser.aclose()
         if self.embedder is not None:
             await self.embedder.aclose()
@@ -340,6 +355,25 @@ class Container:
         if self.searcher is not None:
             await self.searcher.aclose()
         await self.db.dispose()
+
+    async def readiness(self) -> dict[str, str]:
+        """What `/readyz` checks: the database answers, its schema is current, and Redis
+        answers when one is configured (`redis_url`; not on this branch: "not configured").
+        Each check's value is "ok" or what is wrong."""
+        checks: dict[str, str] = {}
+        try:
+            current, head = await self.db.revisions()
+        except Unavailable:
+            checks["database"] = "unreachable"
+            checks["migrations"] = "unknown"
+        else:
+            checks["database"] = "ok"
+            checks["migrations"] = (
+                "ok" if current == head else f"at {current}, this version needs {head}"
+            )
+        redis_url = getattr(self.settings, "redis_url", None)
+        checks["redis"] = "not configured" if redis_url is None else "not checked"
+        return checks
 
     async def ping_database(self) -> None:
         async with self.db.read() as conn:

@@ -452,6 +452,20 @@ class Settings(BaseSettings):
         "made in another process take up to this long to apply here; 0 turns it off",
     )
     bootstrap_admin: bool = True
+    blob_store: Literal["file", "database"] = Field(
+        "file",
+        description="where uploaded files and generated images are kept: files under the "
+        "data dir (several machines need a shared mount), or chunks in the database, which "
+        "every process on it reads",
+    )
+    node_lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="several processes on one database: a process whose heartbeat is older "
+        "than this is taken for gone and its unfinished replies are failed by the others "
+        "(it beats every third of it; one on the same host that died is seen at once)",
+    )
 
     documents: DocumentSettings = DocumentSettings()
     embeddings: EmbeddingConfig = EmbeddingConfig()

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from threadline.api.routing import error_responses
 from threadline.domain.entities import User
-from threadline.domain.errors import RateLimited, ThreadlineError
+from threadline.domain.errors import ThreadlineError
 
 
 class NativeErrorDetail(BaseModel):
@@ -110,7 +110,7 @@ def render_native(_request: Request, exc: ThreadlineError | RequestValidationErr
             "Missing required parameters or invalid format",
             validation_details(exc),
         )
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    headers = None if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
     return error_response(exc.status, exc.code, exc.message, exc.details, headers)
 
 

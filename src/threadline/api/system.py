@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from threadline.api.deps import ContainerDep, PrincipalDep
 from threadline.api.native import NATIVE_ERRORS, render_native, team_user
@@ -17,8 +17,21 @@ router = APIRouter(route_class=route_class(render_native, NATIVE_ERRORS), tags=[
 
 @router.get("/healthz")
 async def healthz(container: ContainerDep) -> dict[str, Any]:
-    await container.ping_database()
+    """Alive (a liveness check): the process answers. It does not ask the database, so a
+    database outage does not get live processes restarted; `/readyz` does."""
     return {"status": "ok", "activeRuns": container.runs.active}
+
+
+@router.get("/readyz", responses={503: {"description": "Not ready: see which check failed"}})
+async def readyz(container: ContainerDep) -> JSONResponse:
+    """Ready to serve (a load balancer's check): the database answers, its schema is
+    current, Redis answers when configured. 503 with Retry-After, and each check, if not."""
+    checks = await container.readiness()
+    ready = all(value in ("ok", "not configured", "not checked") for value in checks.values())
+    body = {"status": "ready" if ready else "not ready", "checks": checks}
+    if ready:
+        return JSONResponse(body)
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
 
 @router.get("/metrics", response_class=Response)

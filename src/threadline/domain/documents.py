@@ -127,12 +127,29 @@ class DocumentParser(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class LocalCopy:
+    """A stored blob as a file on this machine, for as long as its user needs it: the
+    store's own file, or a temporary copy (`temporary`) that `release()` deletes."""
+
+    path: Path
+    temporary: bool = False
+
+    def release(self) -> None:
+        if self.temporary:
+            self.path.unlink(missing_ok=True)
+
+
 class BlobStore(Protocol):
-    """Where uploaded bytes live. Blob paths are generated, never taken from a client."""
+    """Where uploaded bytes live (storage/blobs.py: files, or chunks in the database).
+    Blob paths are generated, never taken from a client."""
 
     def staging_path(self) -> Path: ...
     async def keep(self, org_id: UUID, staged: Path) -> str: ...
-    def path(self, blob_path: str) -> Path: ...
+    async def fetch(self, blob_path: str) -> LocalCopy:
+        """The blob as a local file (release it after use); FileNotFoundError if gone."""
+        ...
+
     async def delete(self, blob_path: str) -> None: ...
 
 

@@ -13,6 +13,7 @@
      ├── RateLimited         429  too many requests for this key (carries retry_after seconds)
      ├── FetchFailed         502  a URL could not be read (unreachable, too large, too slow)
      │    └── TranscriptUnavailable  a YouTube video's transcript could not be had
+     ├── Unavailable         503  the database cannot be reached (carries retry_after seconds)
      ├── SearchFailed        502  the web search provider failed (error, bad answer)
      │    └── SearchTimeout  504  the web search provider did not answer in time
      └── ModelError          502  the model failed (upstream error, bad answer)
@@ -29,6 +30,7 @@ from typing import Any
 class ThreadlineError(Exception):
     status: int = 500
     code: str = "INTERNAL_ERROR"
+    retry_after: int | None = None  # seconds, sent as Retry-After (429, 503)
 
     def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
@@ -91,6 +93,18 @@ class RateLimited(ThreadlineError):
     code = "RATE_LIMITED"
 
     def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unavailable(ThreadlineError):
+    """The database (or another store every request needs) cannot be reached right now:
+    try again in `retry_after` seconds. Nothing was done."""
+
+    status = 503
+    code = "SERVICE_UNAVAILABLE"
+
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 

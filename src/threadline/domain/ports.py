@@ -205,8 +205,20 @@ class RecordStore(Protocol):
 
     async def get(self, org_id: UUID, record_id: UUID) -> AiRecord | None: ...
     async def fail_unfinished(self, reason: str, before: datetime) -> int:
-        """Fail the records a stopped process left PENDING, keeping their text, and store
-        it as the reply's message (`entities.reply_message_id`) in a conversation."""
+        """Fail the records a gone process left PENDING (never a live sibling's), keeping
+        their text, and store it as the reply's message (`entities.reply_message_id`) in
+        a conversation."""
+        ...
+
+
+class NodeStore(Protocol):
+    """The processes serving one database, with heartbeats (storage/nodes.py)."""
+
+    async def join(self, node_id: UUID) -> None: ...
+    async def beat(self, node_id: UUID) -> None: ...
+    async def leave(self, node_id: UUID) -> None: ...
+    async def reap(self, node_id: UUID, lease_seconds: float) -> int:
+        """Forget the processes that are gone (but `node_id`); returns how many."""
         ...
 
 

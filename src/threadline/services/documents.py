@@ -36,6 +36,7 @@ from threadline.domain.documents import (
     DocumentState,
     DocumentStore,
     JobQueue,
+    LocalCopy,
     PageLayout,
 )
 from threadline.domain.entities import Page, Principal
@@ -256,17 +257,23 @@ class DocumentService:
         """The stored bytes of an asset the caller may see (one `get_asset` answered); an
         asset deleted meanwhile is not found."""
         try:
-            return await asyncio.to_thread(self._blobs.path(asset.blob_path).read_bytes)
+            copy = await self._blobs.fetch(asset.blob_path)
         except FileNotFoundError:
             raise NotFound(f"asset {asset.key} not found") from None
+        try:
+            return await asyncio.to_thread(copy.path.read_bytes)
+        except FileNotFoundError:
+            raise NotFound(f"asset {asset.key} not found") from None
+        finally:
+            copy.release()
 
-    async def asset_file(self, caller: Principal, id_or_key: str) -> tuple[Asset, Path]:
-        """An asset and the path of its bytes (to download it)."""
+    async def asset_file(self, caller: Principal, id_or_key: str) -> tuple[Asset, LocalCopy]:
+        """An asset and a local copy of its bytes (to download it; release it after)."""
         asset, _ = await self.get_asset(caller, id_or_key)
-        path = self._blobs.path(asset.blob_path)
-        if not path.is_file():  # deleted meanwhile
-            raise NotFound(f"asset {id_or_key} not found")
-        return asset, path
+        try:
+            return asset, await self._blobs.fetch(asset.blob_path)
+        except FileNotFoundError:  # deleted meanwhile
+            raise NotFound(f"asset {id_or_key} not found") from None
 
     async def store_image(self, caller: Principal, image: GeneratedImage) -> Asset:
         """A generated image as a new asset of the caller, with a COMPLETE document."""

@@ -96,14 +96,19 @@ class IngestionService:
         if asset is None:
             return IngestStats(document_id, DocumentState.FAILED)
         try:
-            parsed = await self._parser.parse(
-                self._blobs.path(asset.blob_path), document.mime_type, document.name
-            )
+            copy = await self._blobs.fetch(asset.blob_path)
+        except FileNotFoundError:
+            await self._fail(document, "the uploaded file is no longer stored")
+            return IngestStats(document_id, DocumentState.FAILED)
+        try:
+            parsed = await self._parser.parse(copy.path, document.mime_type, document.name)
         except ParseFailed as failure:
             if failure.retryable:
                 raise
             await self._fail(document, failure.reason)
             return IngestStats(document_id, DocumentState.FAILED)
+        finally:
+            copy.release()
         progressed()
         # Chunking and counting grow with the text (tens of MB for a big upload): a thread,
         # so the event loop (every tenant's) never waits on them.

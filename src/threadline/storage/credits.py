@@ -26,17 +26,19 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     Uuid,
+    and_,
     bindparam,
     delete,
     func,
     insert,
+    or_,
     select,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from threadline.storage.database import Database, utcnow
-from threadline.storage.tables import credit_reservations, users
+from threadline.storage.tables import credit_reservations, nodes, users
 
 _OWNER = (users.c.org_id == bindparam("c_org_id"), users.c.id == bindparam("c_user_id"))
 _CREDITS = bindparam("c_credits", type_=BigInteger)
@@ -61,6 +63,7 @@ _ROW = {
     "user_id": bindparam("c_user_id", type_=Uuid),
     "credits": _CREDITS,
     "created_at": bindparam("c_now", type_=DateTime(timezone=True)),
+    "node_id": bindparam("c_node", type_=Uuid),
 }
 _INSERT_ROW = insert(credit_reservations).values(**_ROW)
 # PostgreSQL: both in one statement (a round trip saved on a run's start).
@@ -106,8 +109,10 @@ _SETTLE_PG = (
 
 
 class SqlCreditStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, node_id: UUID | None = None) -> None:
+        """`node_id`: the process whose runs take the reservations (storage/nodes.py)."""
         self._db = db
+        self._node_id = node_id
 
     async def reserve(self, org_id: UUID, user_id: UUID, run_id: UUID, credits: int) -> bool:
         """Hold `credits` for run `run_id` if they fit what the user has left (True)."""
@@ -118,6 +123,7 @@ class SqlCreditStore:
             "c_credits": credits,
             "c_need": max(credits, 1),
             "c_now": utcnow(),
+            "c_node": self._node_id,
         }
         async with self._db.write(urgent=True, batched=True) as conn:
             if credits and not self._db.is_sqlite:
@@ -135,10 +141,14 @@ class SqlCreditStore:
             await settle(conn, self._db.is_sqlite, org_id, user_id, run_id, 0)
 
     async def release_stale(self, before: datetime) -> int:
-        """Release the reservations taken before `before` (a server's start: their runs'
-        process is gone). Returns how many there were."""
+        """Release the reservations taken before `before` whose process is gone (as
+        `RecordStore.fail_unfinished` decides). Returns how many there were."""
+        node = credit_reservations.c.node_id
         async with self._db.write() as conn:
-            stale = credit_reservations.c.created_at < before
+            stale = and_(
+                credit_reservations.c.created_at < before,
+                or_(node.is_(None), node.not_in(select(nodes.c.id))),
+            )
             rows = (
                 await conn.execute(
                     delete(credit_reservations)

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import functools
 import json
+import os
+import socket
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,11 +24,15 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from threadline.domain.clock import utcnow
+from threadline.domain.errors import Unavailable
 from threadline.storage import sqlite_driver
 
 __all__ = ["Database", "as_utc", "utcnow"]
@@ -38,6 +46,9 @@ def as_utc(value: datetime) -> datetime:
 
 
 URGENT_IN_A_ROW = 4
+# The advisory lock key that serialises start-up work between processes (PostgreSQL): any
+# constant unlikely to be chosen by another application on the same database.
+STARTUP_LOCK = 0x7468726C6D6967  # "thrlmig"
 
 
 class WriteTurns:
@@ -118,6 +129,7 @@ class Database:
         if not url.startswith("sqlite"):
             return create_async_engine(
                 url,
+                connect_args={"timeout": 10},  # a server away answers 503 soon, not in 60 s
                 pool_size=pool_size,
                 max_overflow=pool_size,
                 hide_parameters=True,
@@ -143,14 +155,39 @@ class Database:
         return engine
 
     async def migrate(self) -> None:
-        """Bring the schema to the newest revision (idempotent, safe at every start)."""
-        async with self.engine.begin() as conn:
+        """Bring the schema to the newest revision (idempotent, safe at every start; N
+        processes started at once on an empty database all come up: see `exclusive`)."""
+        async with self.exclusive(), self.engine.begin() as conn:
             await conn.run_sync(_upgrade_to_head)
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
+    async def exclusive(self) -> AsyncIterator[None]:
+        """One process at a time, across every process on this database, for work that must
+        run once at start (migrations, the first admin key): on PostgreSQL a session-level
+        advisory lock, held by a connection of its own and released when it ends (or when its
+        process dies); on a SQLite file an exclusive `flock` on a file beside the database."""
+        if self.is_sqlite:
+            async with _file_lock(_sqlite_path(self.url)):
+                yield
+            return
         async with self.engine.connect() as conn:
-            yield conn
+            await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": STARTUP_LOCK})
+            await conn.commit()
+            try:
+                yield
+            finally:
+                await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": STARTUP_LOCK})
+                await conn.commit()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.connect() as conn:
+                yield conn
+        except Exception as error:
+            if unreachable(error):
+                raise Unavailable(UNREACHABLE, retry_after=RETRY_AFTER_SECONDS) from error
+            raise
 
     @asynccontextmanager
     async def write(
@@ -161,7 +198,20 @@ class Database:
         `urgent`: a request waits on it to start (on SQLite it goes before other writes).
         `batched`: its statements' own errors need not be raised by those statements, nor
         their rowcounts known: SQLite then sends them to its thread together (see
-        `sqlite_driver`), holding the write lock for less time."""
+        `sqlite_driver`), holding the write lock for less time.
+
+        A database that cannot be reached (down, restarting, a connection cut) raises
+        `Unavailable` (a 503 with Retry-After), on reads too."""
+        try:
+            async with self._write(urgent, batched) as conn:
+                yield conn
+        except Exception as error:
+            if unreachable(error):
+                raise Unavailable(UNREACHABLE, retry_after=RETRY_AFTER_SECONDS) from error
+            raise
+
+    @asynccontextmanager
+    async def _write(self, urgent: bool, batched: bool) -> AsyncIterator[AsyncConnection]:
         if self._write_turns is None:
             async with self.engine.begin() as conn:
                 yield conn
@@ -180,8 +230,66 @@ class Database:
                 sqlite_driver.end_batch(dbapi_connection)
             self._write_turns.release()
 
+    async def revisions(self) -> tuple[str | None, str]:
+        """(the schema's migration revision, the newest this code has): equal when current."""
+        async with self.read() as conn:
+            current = await conn.run_sync(
+                lambda sync: MigrationContext.configure(sync).get_current_revision()
+            )
+        return current, await asyncio.to_thread(_head_revision)
+
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+UNREACHABLE = "The database cannot be reached right now; try again shortly"
+RETRY_AFTER_SECONDS = 5
+# PostgreSQL's SQLSTATE classes of a server that is away: 08 connection exception,
+# 57P operator intervention (shutting down, starting up), 53 insufficient resources.
+_AWAY_STATES = ("08", "57P", "53")
+_AWAY_SQLITE = ("database is locked", "unable to open database", "disk i/o error")
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether `error` says the database is away (worth a retry), not that a statement is
+    wrong: a connection refused, cut or timed out, a server shutting down or starting."""
+    if isinstance(error, ConnectionError | TimeoutError | socket.gaierror):
+        return True
+    if isinstance(error, DBAPIError):
+        if error.connection_invalidated:
+            return True
+        original = error.orig
+        state = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+        if isinstance(state, str) and state.startswith(_AWAY_STATES):
+            return True
+        if isinstance(error, OperationalError) and str(original).lower().startswith(_AWAY_SQLITE):
+            return True
+        cause = original.__cause__ if original is not None else None
+        return isinstance(cause, ConnectionError | TimeoutError)
+    return False
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL, or None for an in-memory database."""
+    path = url.split("///", 1)[1].split("?", 1)[0] if "///" in url else ""
+    if not path or path == ":memory:" or "mode=memory" in url:
+        return None
+    return Path(path)
+
+
+@asynccontextmanager
+async def _file_lock(database: Path | None) -> AsyncIterator[None]:
+    """An exclusive `flock` on `<database>.migrate-lock` (waited for in a thread)."""
+    if database is None:
+        yield
+        return
+    lock_path = database.with_name(database.name + ".migrate-lock")
+    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing the descriptor releases the lock
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -196,8 +304,20 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _upgrade_to_head(connection: Connection) -> None:
+@functools.cache
+def _head_revision() -> str:
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def _alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def _upgrade_to_head(connection: Connection) -> None:
+    config = _alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, "head")

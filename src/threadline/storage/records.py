@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping
@@ -41,7 +41,7 @@ from threadline.storage.record_json import (
     sources_from,
     sources_json,
 )
-from threadline.storage.tables import ai_records, conversations, messages, users
+from threadline.storage.tables import ai_records, conversations, messages, nodes, users
 
 
 def _record(row: RowMapping) -> AiRecord:
@@ -150,12 +150,15 @@ _SELECT_USER = select(users).where(*_OWNER)
 
 
 class SqlRecordStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, node_id: UUID | None = None) -> None:
+        """`node_id`: the process that drives the runs this store starts (storage/nodes.py)."""
         self._db = db
+        self._node_id = node_id
 
     async def start(self, record: AiRecord, user_message: Message | None) -> None:
         # The reply's first byte waits on this write; neither write reads a rowcount.
         values = _values(record)
+        values["node_id"] = self._node_id
         if _large(record.prompt_object):  # encoded in a thread, not on the event loop
             values["prompt_object"] = await asyncio.to_thread(EncodedJSON, record.prompt_object)
         async with self._db.write(urgent=True, batched=True) as conn:
@@ -220,25 +223,28 @@ class SqlRecordStore:
         return _record(row) if row else None
 
     async def fail_unfinished(self, reason: str, before: datetime) -> int:
-        """Mark runs that a stopped server left PENDING as FAILED (called at start-up), with
-        their messages. The text they hold (their last checkpoint) is kept, and in a
-        conversation stored as the reply's message, as a failed run's end stores it, under
-        the id the run's stream named (`reply_message_id`)."""
-        pending = (
+        """Mark runs left PENDING by processes that are gone (storage/nodes.py: a record
+        of no process, or of one no longer in `nodes`), started before `before`, as FAILED,
+        with their messages; a live sibling's runs are left alone. The text they hold (their
+        last checkpoint) is kept, and in a conversation stored as the reply's message, as a
+        failed run's end stores it, under the id the run's stream named (`reply_message_id`).
+        One conditional UPDATE claims them: two processes reaping at once never both do."""
+        orphaned = (
             ai_records.c.status == RecordStatus.PENDING.value,
             ai_records.c.created_at < before,
+            or_(ai_records.c.node_id.is_(None), ai_records.c.node_id.not_in(select(nodes.c.id))),
         )
-        found = select(ai_records.c.id, ai_records.c.result_text, ai_records.c.updated_at)
+        claim = (
+            update(ai_records)
+            .where(*orphaned)
+            .values(status=RecordStatus.FAILED.value, error=reason, updated_at=utcnow())
+            .returning(ai_records.c.id, ai_records.c.result_text, ai_records.c.updated_at)
+        )
         async with self._db.write() as conn:
-            orphans = {row.id: row for row in await conn.execute(found.where(*pending))}
+            orphans = {row.id: row for row in await conn.execute(claim)}
             if not orphans:
                 return 0
             ids = list(orphans)
-            await conn.execute(
-                update(ai_records)
-                .where(ai_records.c.id.in_(ids))
-                .values(status=RecordStatus.FAILED.value, error=reason, updated_at=utcnow())
-            )
             await conn.execute(
                 update(messages)
                 .where(messages.c.record_id.in_(ids))

@@ -89,6 +89,7 @@ credit_reservations = Table(
     Column("user_id", Uuid, nullable=False),
     Column("credits", BigInteger, nullable=False),
     _ts("created_at"),
+    Column("node_id", Uuid, nullable=True),  # 0010: the process whose run holds it
     Index("ix_credit_reservations_created", "created_at"),
 )
 
@@ -168,6 +169,7 @@ ai_records = Table(
     Column("route", JSON, nullable=True),  # 0010: who wrote which part (domain RouteSegment)
     _ts("created_at"),
     _ts("updated_at"),
+    Column("node_id", Uuid, nullable=True),  # 0010: the process driving the run
     Index("ix_ai_records_org_created", "org_id", "created_at"),
     Index("ix_ai_records_status", "status"),
 )
@@ -355,4 +357,29 @@ memories = Table(
     _ts("created_at"),
     _ts("updated_at"),
     Index("ix_memories_owner_updated", "org_id", "user_id", "updated_at"),
+)
+
+# ---- processes and blobs (0010) -------------------------------------------------------
+
+# The processes serving this database (API servers, workers, CLI commands), each with a
+# heartbeat: a run or reservation whose process is not here any more is an orphan
+# (storage/nodes.py).
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    _ts("started_at"),
+    _ts("heartbeat_at"),
+)
+
+# `blob_store = "database"`: each file as numbered chunks (storage/blobs.py).
+blob_chunks = Table(
+    "blob_chunks",
+    metadata,
+    Column("name", String(255), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("name", "seq"),
 )

@@ -39,7 +39,6 @@ from threadline.domain.entities import Principal
 from threadline.domain.errors import (
     InvalidRequest,
     NotFound,
-    RateLimited,
     ThreadlineError,
     Unprocessable,
 )
@@ -75,7 +74,7 @@ def render(request: Request, exc: ThreadlineError | RequestValidationError) -> R
         if _not_a_form_upload(request):
             message = f"{message}; {FORM_HINT}"
         return JSONResponse(encode.error(message or "invalid request"), status_code=400)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    headers = None if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
     return JSONResponse(encode.error(exc.message), status_code=exc.status, headers=headers)
 
 

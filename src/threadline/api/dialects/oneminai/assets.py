@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, UploadFile
 from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
 
 from threadline.api.bounds import Offset, page_limit
 from threadline.api.deps import ContainerDep, PrincipalDep
@@ -95,9 +96,10 @@ async def list_assets(
 async def download_asset(
     asset_id: str, principal: PrincipalDep, container: ContainerDep
 ) -> FileResponse:
-    asset, path = await container.documents.asset_file(principal, asset_id)
+    asset, copy = await container.documents.asset_file(principal, asset_id)
     return FileResponse(
-        path,
+        copy.path,
+        background=BackgroundTask(copy.release),  # a temporary copy goes once it is sent
         media_type=asset.mime_type,
         filename=asset.name,
         content_disposition_type="inline" if asset.mime_type in INLINE_TYPES else "attachment",

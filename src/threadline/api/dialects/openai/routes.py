@@ -26,7 +26,7 @@ from threadline.api.dialects.openai.schemas import (
     stop_sequences,
 )
 from threadline.api.routing import error_responses, route_class, streamed
-from threadline.domain.errors import NotFound, RateLimited, ThreadlineError, Unprocessable
+from threadline.domain.errors import NotFound, ThreadlineError, Unprocessable
 from threadline.domain.events import Done, Failed
 from threadline.domain.ports import ChatMessage
 from threadline.services.catalog import CatalogModel, ModelCatalog
@@ -45,7 +45,7 @@ def render(_request: Request, exc: ThreadlineError | RequestValidationError) -> 
     if (code is None and status in (403, 422)) or status >= 500:
         code = exc.code.lower()
     body = encode.error_body(exc.message, error_type(status), getattr(exc, "param", None), code)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    headers = None if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
     return JSONResponse(body, status_code=status, headers=headers)
 
 

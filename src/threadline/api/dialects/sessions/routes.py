@@ -26,7 +26,7 @@ from threadline.api.native import validation_details
 from threadline.api.routing import error_responses, route_class, streamed
 from threadline.api.stream_ids import position_of
 from threadline.domain.entities import Principal
-from threadline.domain.errors import NotFound, RateLimited, ThreadlineError
+from threadline.domain.errors import NotFound, ThreadlineError
 from threadline.services.sessions import Exchange
 
 MESSAGES_DEFAULT_LIMIT = 20
@@ -41,7 +41,7 @@ def render(_request: Request, exc: ThreadlineError | RequestValidationError) -> 
         body = {"detail": detail, "code": "INVALID_REQUEST", "errors": errors}
         return JSONResponse(body, status_code=400)
     status, code = (400, "INVALID_REQUEST") if exc.status == 422 else (exc.status, exc.code)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    headers = None if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
     return JSONResponse({"detail": exc.message, "code": code}, status_code=status, headers=headers)
 
 
