@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fastapi import FastAPI
 from sqlalchemy import text
 
@@ -12,6 +14,7 @@ from threadline.api.app import build_app
 from threadline.api.metrics import Metrics
 from threadline.domain.clock import utcnow
 from threadline.domain.image_generation import SOURCE_KINDS, SOURCE_TYPES
+from threadline.domain.ports import Invalidations, RateLimiter, RunFeed
 from threadline.ingestion.chunking import chunk_pages
 from threadline.ingestion.detect import SUPPORTED_TYPES, detect_file
 from threadline.ingestion.image_facts import inspect_image
@@ -46,6 +49,7 @@ from threadline.services.runs import RunRegistry
 from threadline.services.sessions import SessionService
 from threadline.services.web_search import WebSearchReader
 from threadline.settings import Settings
+from threadline.shared.local import LocalInvalidations, LocalRunFeed
 from threadline.storage.accounts import SqlAccountStore
 from threadline.storage.blobs import FileBlobStore
 from threadline.storage.brand_voices import SqlBrandVoiceStore
@@ -62,6 +66,10 @@ from threadline.storage.sessions import SqlSessionStore
 from threadline.tools.fetcher import SafeFetcher
 from threadline.tools.search import build_searcher
 from threadline.tools.youtube import YouTubeTranscripts
+
+if TYPE_CHECKING:
+    from threadline.shared.redis_link import RedisLink
+    from threadline.shared.redis_runs import RedisRunFeed
 
 SHUTDOWN_GRACE_SECONDS = 30.0
 
@@ -89,16 +97,20 @@ class Container:
             aliases=settings.model_aliases(),
         )
         self.runs = RunRegistry(settings.stream_retention_seconds)
-        self.replays = ReplayService(self.runs, self.record_store, self.account_store)
-        self.metrics = Metrics(active_runs=lambda: self.runs.active)
-        # Where its windows live is for the scale-out settings to choose (Redis; see
-        # storage/rate_limits.py); today, this process's memory.
-        self.rate_limiter = WindowRateLimiter(settings.rate_limit_per_minute)
+        self._shared_state(settings)
+        self.replays = ReplayService(
+            self.runs, self.record_store, self.account_store, feed=self.run_feed
+        )
+        self.metrics = Metrics(
+            active_runs=lambda: self.runs.active,
+            redis_up=None if self.redis is None else lambda: float(self.redis_up),
+        )
         self.accounts = AccountService(
             self.account_store,
             settings.default_credit_limit,
             settings.auth_cache_seconds,
             rate_limiter=self.rate_limiter,
+            invalidations=self.invalidations,
         )
         self.credits = CreditService(SqlCreditStore(self.db), self.account_store)
         self.conversations = ConversationService(
@@ -121,6 +133,33 @@ class Container:
         self._chat(settings)
         self._image_generation(settings)
 
+    def _shared_state(self, settings: Settings) -> None:
+        """What several processes share besides the database: in Redis when `redis_url` is
+        set (shared/redis_*.py, degraded to this process's memory while it is away), else in
+        this process's memory (shared/local.py)."""
+        self.redis: RedisLink | None = None
+        self._redis_feed: RedisRunFeed | None = None
+        self.invalidations: Invalidations
+        self.run_feed: RunFeed
+        self.rate_limiter: RateLimiter
+        if settings.redis_url is None:
+            self.invalidations, self.run_feed = LocalInvalidations(), LocalRunFeed()
+            self.rate_limiter = WindowRateLimiter(settings.rate_limit_per_minute)
+            return
+        from threadline.shared.redis_link import RedisLink  # the `scale` extra
+        from threadline.shared.redis_runs import RedisRunFeed
+        from threadline.shared.redis_state import RedisInvalidations, SharedRateLimiter
+
+        self.redis = RedisLink(settings.redis_url)
+        self.invalidations = RedisInvalidations(self.redis)
+        self.run_feed = self._redis_feed = RedisRunFeed(self.redis)
+        self.rate_limiter = SharedRateLimiter(settings.rate_limit_per_minute, self.redis)
+
+    @property
+    def redis_up(self) -> bool:
+        """Redis configured and reachable now (full mode)."""
+        return self.redis is not None and self.redis.up
+
     def _chat(self, settings: Settings) -> None:
         """The chat engine with every kind of grounding built above, and the sessions on it."""
         grounder = ReplyGrounder(
@@ -140,6 +179,7 @@ class Container:
                 settings.stream_checkpoint_seconds, settings.stream_checkpoint_chars
             ),
             observer=self.metrics.observe_record,
+            feed=self.run_feed,
         )
         self.chat = ChatService(
             catalog=self.catalog,
@@ -298,6 +338,9 @@ class Container:
         beside a live server, leaves them), and start the embedded job worker (`worker`:
         default `documents.embedded_worker`)."""
         await self.db.migrate()
+        if self.redis is not None and self._redis_feed is not None:
+            await self.redis.start()
+            await self._redis_feed.start()
         started = utcnow()
         await self.record_store.fail_unfinished(
             "the server stopped before the reply ended", before=started
@@ -320,6 +363,9 @@ class Container:
 
     async def stop(self) -> None:
         await self.runs.drain(SHUTDOWN_GRACE_SECONDS)
+        if self.redis is not None and self._redis_feed is not None:
+            await self._redis_feed.stop()
+            await self.redis.stop()
         await self.worker.stop()
         await self.parser.aclose()
         if self.embedder is not None:

@@ -311,6 +311,14 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("data")
     database_url: str | None = None
+    # Shared fast state for several processes on one database: rate-limit windows, cache
+    # invalidation, live streams and run ownership (docs/scale-out.md). Unset: this process's
+    # memory (one process works fully; several stay correct but lack these).
+    redis_url: str | None = Field(
+        None,
+        pattern=r"^(redis|rediss|unix)://",
+        description="redis://host:6379/0; needs the `scale` extra",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"

@@ -2,7 +2,8 @@
 
 The run owns an append-only event log. Any number of readers iterate it from any position
 (`events(after=n)`), live or after the end, so a client that disconnects loses nothing and a
-client that comes back can replay. The producer never waits for readers.
+client that comes back can replay. The producer never waits for readers. Readers in other
+processes follow the run through its `tap` (the shared feed, services/followers.py).
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ class Run:
         self._final: AiRecord | None = None
         self.user: User | None = None  # the caller's user as stored after the reply
         self._finished = asyncio.Event()
+        # Sees every event as it is logged: the shared feed that readers in other processes
+        # follow (ports.RunFeed), when there is one.
+        self.tap: Callable[[ReplyEvent], None] | None = None
 
     @property
     def finished(self) -> bool:
@@ -44,6 +48,8 @@ class Run:
 
     def emit(self, event: ReplyEvent) -> None:
         self._log.append(event)
+        if self.tap is not None:
+            self.tap(event)
         if self._waiters:
             waiters, self._waiters = self._waiters, []
             for waiter in waiters:
