@@ -10,7 +10,7 @@ node or stops Redis brings it back before it ends (`revive`, `RedisServer.start`
     cluster.a, cluster.b        # ServerProcess (tests/server_process.py), each its own data dir
     cluster.redis.stop()        # the same port on start(): the nodes reconnect by themselves
     cluster.upstream.enqueue(Reply(tokens=400, delay=0.01))
-    key = cluster.new_key()     # a new user with its own key (never the rate-limited admin's)
+    member = cluster.new_key()  # a new user with its own key (never the rate-limited admin's)
 """
 
 from __future__ import annotations
@@ -89,6 +89,19 @@ class RedisServer:
             proc.wait(10)
 
 
+@dataclass(frozen=True)
+class Member:
+    """A user of the cluster's org with its own key."""
+
+    secret: str
+    user_id: str
+    key_id: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"API-KEY": self.secret}
+
+
 @dataclass
 class Cluster:
     database_url: str
@@ -97,22 +110,19 @@ class Cluster:
     a: ServerProcess
     b: ServerProcess
 
-    @property
-    def admin(self) -> dict[str, str]:
-        return self.a.headers()
+    def new_key(self, role: Role = Role.MEMBER, credit_limit: int = 1_000_000) -> Member:
+        """A new user of the org "cluster" (its own credits and rate-limit window), made in
+        the database directly: the admin's key is rate-limited like any other."""
 
-    def new_key(self, credit_limit: int = 1_000_000) -> tuple[str, str]:
-        """A new member (its own user, credits and rate-limit window): (key, user id)."""
-
-        async def issue() -> tuple[str, str]:
+        async def issue() -> Member:
             db = Database(self.database_url)
             try:
                 accounts = AccountService(SqlAccountStore(db), credit_limit)
                 name = f"u-{os.urandom(4).hex()}"
                 issued = await accounts.issue_key_in(
-                    "cluster", role=Role.MEMBER, user_name=name, create=True
+                    "cluster", role=role, user_name=name, create=True
                 )
-                return issued.secret, str(issued.user.id)
+                return Member(issued.secret, str(issued.user.id), str(issued.key.id))
             finally:
                 await db.dispose()
 

@@ -54,7 +54,7 @@ def used_credit(cluster: Cluster, key: str) -> int:
 
 
 def test_a_stream_resumed_on_another_node_follows_it_live(cluster: Cluster) -> None:
-    key, _ = cluster.new_key()
+    key = cluster.new_key().secret
     cluster.upstream.enqueue(Reply(tokens=TOKENS, delay=0.01))  # ~3 s of words
     record_id, before = start_stream(cluster, key, stop_at=len(FULL_TEXT) // 4)
     had = content(before)
@@ -81,7 +81,7 @@ def test_a_stream_resumed_on_another_node_follows_it_live(cluster: Cluster) -> N
 
 
 def test_a_node_killed_mid_stream_leaves_the_reply_to_the_other(cluster: Cluster) -> None:
-    key, _ = cluster.new_key()
+    key = cluster.new_key().secret
     cluster.upstream.enqueue(Reply(tokens=TOKENS * 4, delay=0.01))  # ~12 s: the kill lands mid-way
     record_id, before = start_stream(cluster, key, stop_at=200)
     had = content(before)
