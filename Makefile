@@ -35,7 +35,10 @@ serve: $(VENV)/.serve-deps
 # shares. TEST_WORKERS=1 runs it all in one process.
 TEST_WORKERS ?= auto
 
+# The scale-out tests run a real redis-server (Debian's): installed when missing, where apt-get
+# can (as root); without it those tests fail at their fixture and say so.
 test: $(VENV)/.dev-deps
+	-command -v redis-server >/dev/null || { command -v apt-get >/dev/null && apt-get install -y -q redis-server >/dev/null; }
 	status=0; \
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m "not serial" || status=$$?; \
 	$(BIN)/pytest -m serial || status=$$?; \
