@@ -342,11 +342,13 @@ class Container:
             await self.redis.start()
             await self._redis_feed.start()
         started = utcnow()
+        # Runs another live process owns (known with Redis) are not this start's to end.
+        live = await self.run_feed.live_runs() or set()
         await self.record_store.fail_unfinished(
-            "the server stopped before the reply ended", before=started
+            "the server stopped before the reply ended", before=started, keep=live
         )
         if release_credits:
-            await self.credits.release_stale(before=started)
+            await self.credits.release_stale(before=started, keep=live)
         if self.settings.documents.embedded_worker if worker is None else worker:
             if self.settings.documents.parser_warm_start:
                 await self.parser.warm_up()

@@ -7,7 +7,7 @@ OpenAI-compatible server, or a scripted fake.
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -180,6 +180,11 @@ class RunFeed(Protocol):
         """Whether a live process owns the run; None when that cannot be known."""
         ...
 
+    async def live_runs(self) -> set[UUID] | None:
+        """The runs some live process owns now (start-up recovery leaves them alone); None
+        when that cannot be known."""
+        ...
+
 
 class CreditStore(Protocol):
     """Credit reservations (see services/credits.py): atomic, released exactly once."""
@@ -189,7 +194,9 @@ class CreditStore(Protocol):
         ...
 
     async def release(self, org_id: UUID, user_id: UUID, run_id: UUID) -> None: ...
-    async def release_stale(self, before: datetime) -> int: ...
+    async def release_stale(self, before: datetime, keep: Collection[UUID] = ()) -> int:
+        """Release the reservations taken before `before`, but those of the runs `keep`."""
+        ...
 
 
 class ConversationStore(Protocol):
@@ -271,9 +278,12 @@ class RecordStore(Protocol):
         ...
 
     async def get(self, org_id: UUID, record_id: UUID) -> AiRecord | None: ...
-    async def fail_unfinished(self, reason: str, before: datetime) -> int:
-        """Fail the records a stopped process left PENDING, keeping their text, and store
-        it as the reply's message (`entities.reply_message_id`) in a conversation."""
+    async def fail_unfinished(
+        self, reason: str, before: datetime, keep: Collection[UUID] = ()
+    ) -> int:
+        """Fail the records a stopped process left PENDING (but those in `keep`: runs a live
+        process still owns), keeping their text, and store it as the reply's message
+        (`entities.reply_message_id`) in a conversation."""
         ...
 
     async def abandon(self, record: AiRecord, charge: int) -> AiRecord | None:

@@ -22,6 +22,7 @@ The rule (README, "Accounts, credits and limits"):
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from datetime import datetime
 from functools import partial
 from uuid import UUID
@@ -104,5 +105,5 @@ class CreditService:
         except Exception:
             log.exception("could not release a run's credit reservation", run=str(run_id))
 
-    async def release_stale(self, before: datetime) -> int:
-        return await self._store.release_stale(before)
+    async def release_stale(self, before: datetime, keep: Collection[UUID] = ()) -> int:
+        return await self._store.release_stale(before, keep)

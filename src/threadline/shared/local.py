@@ -35,3 +35,6 @@ class LocalRunFeed:
 
     async def owned(self, run_id: UUID) -> bool | None:
         return None
+
+    async def live_runs(self) -> set[UUID] | None:
+        return None

@@ -116,6 +116,20 @@ class RedisRunFeed:
             self._link.lost(exc)
             return None
 
+    async def live_runs(self) -> set[UUID] | None:
+        if not self._link.up:
+            return None
+        prefix = owner_key(UUID(int=0))[: -len(str(UUID(int=0)))]
+        try:
+            found = {
+                UUID(key[len(prefix) :])
+                async for key in self._link.client.scan_iter(match=prefix + "*", count=1000)
+            }
+        except Exception as exc:
+            self._link.lost(exc)
+            return None
+        return found
+
     def _queue(self, run_id: UUID, fields: _Fields | None) -> None:
         self._pending.append((run_id, fields))
         self._wake.set()

@@ -18,6 +18,7 @@ the row's lock and releases only what it deleted, so two parties never both rele
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -134,11 +135,14 @@ class SqlCreditStore:
         async with self._db.write(batched=True) as conn:
             await settle(conn, self._db.is_sqlite, org_id, user_id, run_id, 0)
 
-    async def release_stale(self, before: datetime) -> int:
+    async def release_stale(self, before: datetime, keep: Collection[UUID] = ()) -> int:
         """Release the reservations taken before `before` (a server's start: their runs'
-        process is gone). Returns how many there were."""
+        process is gone), but those of the runs `keep` (owned by a live process). Returns
+        how many there were."""
         async with self._db.write() as conn:
             stale = credit_reservations.c.created_at < before
+            if keep:
+                stale = stale & credit_reservations.c.id.not_in(list(keep))
             rows = (
                 await conn.execute(
                     delete(credit_reservations)

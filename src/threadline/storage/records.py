@@ -13,6 +13,7 @@ the next start, and its checkpointed text becomes the reply's message in a conve
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -210,15 +211,19 @@ class SqlRecordStore:
             row = (await conn.execute(query)).mappings().first()
         return _record(row) if row else None
 
-    async def fail_unfinished(self, reason: str, before: datetime) -> int:
+    async def fail_unfinished(
+        self, reason: str, before: datetime, keep: Collection[UUID] = ()
+    ) -> int:
         """Mark runs that a stopped server left PENDING as FAILED (called at start-up), with
         their messages. The text they hold (their last checkpoint) is kept, and in a
         conversation stored as the reply's message, as a failed run's end stores it, under
         the id the run's stream named (`reply_message_id`)."""
-        pending = (
+        pending = [
             ai_records.c.status == RecordStatus.PENDING.value,
             ai_records.c.created_at < before,
-        )
+        ]
+        if keep:  # runs a live process owns (`RunFeed.live_runs`)
+            pending.append(ai_records.c.id.not_in(list(keep)))
         found = select(ai_records.c.id, ai_records.c.result_text, ai_records.c.updated_at)
         async with self._db.write() as conn:
             orphans = {row.id: row for row in await conn.execute(found.where(*pending))}
