@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import httpx
 
@@ -32,7 +33,7 @@ from tests.fake_upstream import FakeUpstream
 from tests.live_server import free_port
 from tests.server_process import ServerProcess, upstream_model
 from threadline.domain.entities import Role
-from threadline.services.accounts import AccountService
+from threadline.services.accounts import AccountService, hash_key, new_key
 from threadline.storage.accounts import SqlAccountStore
 from threadline.storage.database import Database
 
@@ -127,6 +128,32 @@ class Cluster:
                 await db.dispose()
 
         return asyncio.run(issue())
+
+    def more_keys(self, member: Member, count: int) -> list[str]:
+        """`count` more keys of the member's user (each with its own rate-limit window)."""
+
+        async def issue() -> list[str]:
+            db = Database(self.database_url)
+            try:
+                store = SqlAccountStore(db)
+                user = await store.get_user(await self._org_id(store), UUID(member.user_id))
+                assert user is not None
+                keys = []
+                for _ in range(count):
+                    secret, prefix = new_key()
+                    await store.create_key(user.org_id, user.id, "more", prefix, hash_key(secret))
+                    keys.append(secret)
+                return keys
+            finally:
+                await db.dispose()
+
+        return asyncio.run(issue())
+
+    @staticmethod
+    async def _org_id(store: SqlAccountStore) -> UUID:
+        org = await store.find_org_by_name("cluster")
+        assert org is not None
+        return org.id
 
     def revive(self, node: ServerProcess) -> None:
         """Start a node again after a kill (its data dir, the same database and Redis)."""

@@ -4,6 +4,7 @@ coming back under load without a single 5xx."""
 
 from __future__ import annotations
 
+import re
 import statistics
 import threading
 import time
@@ -29,6 +30,41 @@ def test_a_rate_limit_holds_across_both_nodes(cluster: Cluster) -> None:
     with ThreadPoolExecutor(10) as pool:
         statuses = list(pool.map(lambda node: me(node, member), nodes))
     assert sorted(statuses) == [200] * RATE_LIMIT + [429] * (30 - RATE_LIMIT)
+
+
+def test_credits_hold_across_both_nodes_under_a_storm(cluster: Cluster) -> None:
+    """Issue 13's test 6, credits: the most a reply may cost is held in the database, so 30
+    concurrent chats of one user spread over both nodes run exactly the two that fit."""
+    admin = cluster.new_key(Role.ADMIN)
+    member = cluster.new_key(credit_limit=1)
+    keys = cluster.more_keys(member, 30)  # one per request: rate limits stay out of the way
+    refused = chat(cluster.a, keys[0])
+    found = re.search(r"may cost up to (\d+) credits", refused.text)
+    assert refused.status_code == 403 and found, refused.text
+    most = int(found.group(1))
+    r = httpx.patch(
+        f"{cluster.b.base_url}/api/admin/users/{member.user_id}",
+        headers=admin.headers,
+        json={"creditLimit": 3 * most - 1},  # two replies fit, not three
+    )
+    assert r.status_code == 200, r.text
+    # slow replies: none ends (and gives credits back) during the storm
+    default, cluster.upstream.default = cluster.upstream.default, Reply(tokens=8, delay=0.5)
+    try:
+        with ThreadPoolExecutor(30) as pool:
+            answers = list(pool.map(chat, [cluster.a, cluster.b] * 15, keys))
+    finally:
+        cluster.upstream.default = default
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [200, 200] + [403] * 28, statuses
+    charged = sum(a.json()["aiRecord"]["usage"]["credits"] for a in answers if a.status_code == 200)
+    user = httpx.get(f"{cluster.a.base_url}/api/me", headers={"API-KEY": keys[1]}).json()["user"]
+    assert user["usedCredit"] == charged <= user["creditLimit"]
+
+
+def chat(node: ServerProcess, key: str) -> httpx.Response:
+    url = f"{node.base_url}/api/chat-with-ai"
+    return httpx.post(url, headers={"API-KEY": key}, json=chat_body(), timeout=60)
 
 
 def until_refused(node: ServerProcess, member: Member, limit: float = 5.0) -> float:
