@@ -16,10 +16,11 @@ from uuid import uuid4
 import pytest
 
 from tests.cluster import RedisServer
-from tests.helpers import make_settings
+from tests.helpers import Fakes, make_settings
 from threadline.container import Container
 from threadline.domain.entities import AiRecord, Principal, RecordStatus
 from threadline.domain.ports import RunTerms
+from threadline.services.chat_command import ChatCommand
 from threadline.storage.database import utcnow
 
 TERMS = RunTerms(input_tokens=5, input_per_1k=1000, output_per_1k=1000, reserved_credits=50)
@@ -36,8 +37,11 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-async def node(tmp_path: Path, db_url: str, redis_url: str) -> AsyncIterator[Container]:
-    container = Container(make_settings(tmp_path / "a", db_url, redis_url=redis_url))
+async def node(
+    tmp_path: Path, db_url: str, redis_url: str, fakes: Fakes
+) -> AsyncIterator[Container]:
+    settings = make_settings(tmp_path / "a", db_url, redis_url=redis_url)
+    container = Container(settings, model_factory=fakes.factory)
     await container.start(worker=False)
     yield container
     await container.stop()
@@ -118,3 +122,36 @@ async def test_a_dead_owners_record_is_ended_and_charged_once(node: Container) -
     user = await node.accounts.user(caller)
     assert (user.used_credit, user.reserved_credit) == (7, 0)
     assert await node.record_store.abandon(failed, 7) is None  # never again
+
+
+async def test_a_cancel_on_another_process_stops_the_run_where_it_is(
+    node: Container, tmp_path: Path, db_url: str, redis_url: str, fakes: Fakes
+) -> None:
+    admin = await node.bootstrap()
+    assert admin is not None
+    caller = await node.accounts.authenticate(admin.secret)
+    gate = asyncio.Event()  # the model says "one two" and then waits
+    fakes["gpt-4o-mini"].enqueue(["one", " two", gate, " three"])
+    command = ChatCommand(caller, "gpt-4o-mini", "UNIFY_CHAT_WITH_AI", prompt="Go")
+    run = await node.chat.reply(command)
+    other = Container(make_settings(tmp_path / "b", db_url, redis_url=redis_url))
+    await other.start(worker=False)
+    try:
+        for _ in range(200):  # until the run's record and its feed are there
+            stored = await other.record_store.get(caller.org_id, run.id)
+            if stored is not None and await other.run_feed.owned(run.id):
+                break
+            await asyncio.sleep(0.02)
+        await other.replays.cancel(caller, run.id)
+        record = await asyncio.wait_for(run.result(), 10)
+    finally:
+        gate.set()
+        await other.stop()
+    assert (record.status, record.result_text, record.error) == (
+        RecordStatus.FAILED,
+        "one two",
+        "the reply was cancelled",
+    )
+    assert record.credits > 0  # the text made so far is charged
+    user = await node.accounts.user(caller)
+    assert user.used_credit == record.credits

@@ -185,6 +185,14 @@ class RunFeed(Protocol):
         when that cannot be known."""
         ...
 
+    def cancel(self, run_id: UUID) -> None:
+        """Ask the process that owns the run to stop it (never waits)."""
+        ...
+
+    def on_cancel(self, handler: Callable[[UUID], object]) -> None:
+        """Call `handler(run_id)` when a cancel of a run this process owns arrives."""
+        ...
+
 
 class CreditStore(Protocol):
     """Credit reservations (see services/credits.py): atomic, released exactly once."""

@@ -142,7 +142,7 @@ class RunDriver:
         except ThreadlineError as exc:
             failure = Failed(code=exc.code, message=exc.message, status=exc.status)
         except asyncio.CancelledError:
-            failure = Failed(code="CANCELLED", message="the server stopped before the reply ended")
+            failure = _CANCELLED if run.cancelled else _STOPPED
         except Exception:
             log.exception("model stream crashed", model=name, run=str(run.id))
             failure = Failed(code="MODEL_ERROR", message=f"model {name!r} failed unexpectedly")
@@ -228,6 +228,8 @@ def _terms(start: RunStart) -> RunTerms:
     )
 
 
+_STOPPED = Failed(code="CANCELLED", message="the server stopped before the reply ended")
+_CANCELLED = Failed(code="CANCELLED", message="the reply was cancelled")
 _STORAGE_FAILED = Failed(code="STORAGE_ERROR", message="the reply could not be stored", status=500)
 
 

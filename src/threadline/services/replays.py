@@ -70,6 +70,9 @@ class ReplayService:
         self._records = records
         self._accounts = accounts
         self._follower = RunFollower(feed, records) if feed is not None else None
+        self._feed = feed
+        if feed is not None:
+            feed.on_cancel(runs.cancel)
         self.poll_seconds = poll_seconds
         self.pending_wait = pending_wait
 
@@ -107,6 +110,17 @@ class ReplayService:
             await self.open(caller, record_id)
             position = position()
         return await self.open(caller, record_id, position or 0)
+
+    async def cancel(self, caller: Principal, record_id: UUID) -> AiRecord:
+        """Stop a reply being produced, by this process or (through the shared feed) by
+        the one that owns it; it ends FAILED with its text so far, charged for it. The
+        record as it is now (PENDING until the owner has stored it)."""
+        replay = await self.open(caller, record_id)
+        if replay.run is not None:
+            self._runs.cancel(record_id)
+        elif replay.record.status is RecordStatus.PENDING and self._feed is not None:
+            self._feed.cancel(record_id)
+        return replay.record
 
     @staticmethod
     async def current(replay: Replay) -> AiRecord:

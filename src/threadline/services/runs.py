@@ -41,6 +41,7 @@ class Run:
         # Sees every event as it is logged: the shared feed that readers in other processes
         # follow (ports.RunFeed), when there is one.
         self.tap: Callable[[ReplyEvent], None] | None = None
+        self.cancelled = False  # stopped on request (RunRegistry.cancel), not by a shutdown
 
     @property
     def finished(self) -> bool:
@@ -138,15 +139,28 @@ class RunRegistry:
         self.retention = retention
         self._runs: dict[UUID, Run] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._driving: dict[UUID, asyncio.Task[None]] = {}
 
     def add(self, run: Run, task: asyncio.Task[None]) -> None:
         self._runs[run.id] = run
         self._tasks.add(task)
+        self._driving[run.id] = task
         task.add_done_callback(self._on_done(run))
+
+    def cancel(self, run_id: UUID) -> bool:
+        """Stop a run this process drives: it ends FAILED (code CANCELLED) with its text so
+        far, charged for it. False when no such run is going on here."""
+        task, run = self._driving.get(run_id), self._runs.get(run_id)
+        if task is None or run is None or task.done():
+            return False
+        run.cancelled = True
+        task.cancel()
+        return True
 
     def _on_done(self, run: Run) -> Callable[[asyncio.Task[None]], None]:
         def done(task: asyncio.Task[None]) -> None:
             self._tasks.discard(task)
+            self._driving.pop(run.id, None)
             loop = asyncio.get_running_loop()
             loop.call_later(self.retention, self._runs.pop, run.id, None)
 

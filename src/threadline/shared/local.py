@@ -27,6 +27,9 @@ class LocalInvalidations:
 class LocalRunFeed:
     shared = False
 
+    def __init__(self) -> None:
+        self._cancel_handlers: list[Callable[[UUID], object]] = []
+
     def tap(self, run_id: UUID, terms: RunTerms) -> Callable[[ReplyEvent], None] | None:
         return None
 
@@ -38,3 +41,10 @@ class LocalRunFeed:
 
     async def live_runs(self) -> set[UUID] | None:
         return None
+
+    def cancel(self, run_id: UUID) -> None:
+        for handler in self._cancel_handlers:
+            handler(run_id)
+
+    def on_cancel(self, handler: Callable[[UUID], object]) -> None:
+        self._cancel_handlers.append(handler)

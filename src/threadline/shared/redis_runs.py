@@ -6,7 +6,7 @@ record is stored) and holds `threadline:owner:<record id>` (its node id, a TTL o
 `owner_ttl` seconds that a heartbeat refreshes every `owner_ttl / 3`). A reader in another
 process reads the stream from the start (XREAD, blocking briefly for what comes next), so it
 gets every frame once, in order, as it is generated; when the owner key has expired and no
-"end" came, the owner died.
+"end" came, the owner died. A cancel is a message on `threadline:cancel` that the owner acts on.
 
 Events are queued in memory and written by one task in pipelined batches: the run never
 waits on Redis, and the order of its events is the order of the batches. While Redis is
@@ -32,6 +32,7 @@ from threadline.shared.redis_link import RedisLink
 OWNER_TTL = 3.0
 FEED_SECONDS = 3600  # a run's stream outlives the run by this long (late resumes)
 READ_COUNT = 1000
+CANCEL_CHANNEL = "threadline:cancel"
 
 _Fields = dict[str, str]
 
@@ -56,6 +57,8 @@ class RedisRunFeed:
         self._pending: list[tuple[UUID, _Fields | None]] = []  # None: release the run
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._cancel_handlers: list[Callable[[UUID], object]] = []
+        link.listen(CANCEL_CHANNEL, self._cancel_received)
 
     async def start(self) -> None:
         self._tasks = [
@@ -129,6 +132,24 @@ class RedisRunFeed:
             self._link.lost(exc)
             return None
         return found
+
+    def cancel(self, run_id: UUID) -> None:
+        if run_id in self._owned:  # here: no round trip
+            self._cancel_received(str(run_id))
+        else:
+            self._link.publish(CANCEL_CHANNEL, str(run_id))
+
+    def on_cancel(self, handler: Callable[[UUID], object]) -> None:
+        self._cancel_handlers.append(handler)
+
+    def _cancel_received(self, data: str) -> None:
+        try:
+            run_id = UUID(data)
+        except ValueError:
+            return
+        if run_id in self._owned:
+            for handler in self._cancel_handlers:
+                handler(run_id)
 
     def _queue(self, run_id: UUID, fields: _Fields | None) -> None:
         self._pending.append((run_id, fields))
