@@ -39,7 +39,10 @@ TEST_WORKERS ?= auto
 # but the last three (gigabytes of databases, from any checkout) on the clock of this one.
 TMP := .pytest-tmp
 
+# The scale-out tests run a real redis-server (Debian's): installed when missing, where apt-get
+# can (as root); without it those tests fail at their fixture and say so.
 test: $(VENV)/.dev-deps
+	-command -v redis-server >/dev/null || { command -v apt-get >/dev/null && apt-get install -y -q redis-server >/dev/null; }
 	mkdir -p $(TMP); status=0; \
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m "not serial" --basetemp=$(TMP)/parallel \
 		|| status=$$?; \

@@ -105,6 +105,17 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory, postgres: Any) -> Iterator[Any]:
+    """Two `threadline serve` processes on one PostgreSQL and one Redis (tests/cluster.py)."""
+    from tests.cluster import start_cluster, stop_cluster
+
+    url = postgres.create_database(f"cluster_{os.urandom(4).hex()}", MIGRATED_TEMPLATE)
+    started = start_cluster(tmp_path_factory.mktemp("cluster"), str(url))
+    yield started
+    stop_cluster(started)
+
+
+@pytest.fixture(scope="session")
 def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sqlite") / "threadline.db"
     _migrate(f"sqlite+aiosqlite:///{path}")

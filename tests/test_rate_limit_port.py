@@ -5,14 +5,12 @@ given (a Redis that two processes share, for the scale-out)."""
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.cluster import RedisServer
 from tests.helpers import make_settings
 from threadline.container import Container
 from threadline.domain.entities import Role
@@ -59,32 +57,14 @@ async def test_a_limit_of_zero_admits_everything() -> None:
 @pytest.fixture
 def redis_url(tmp_path: Path) -> Iterator[str]:
     pytest.importorskip("redis")
-    server = shutil.which("redis-server")
-    if server is None:
+    if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = RedisServer(tmp_path)
+    server.start()
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.05)
-        yield f"async+redis://127.0.0.1:{port}"
+        yield f"async+redis://127.0.0.1:{server.port}"
     finally:
-        process.terminate()
-        process.wait(10)
+        server.stop()
 
 
 async def test_two_limiters_on_one_redis_share_the_window(redis_url: str) -> None:

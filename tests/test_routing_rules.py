@@ -94,7 +94,7 @@ def test_the_callers_and_the_configurations_errors_are_not_retried(status):
     errors = UpstreamErrors.for_model(up, "m", ModelConfig(provider="fake"))
     assert not retryable(errors.status(status, b"{}"))
     assert retryable(errors.status(503, b"{}", retry_after="2"))
-    assert errors.status(429, b"{}", retry_after="2").retry_after == 2.0
+    assert errors.status(429, b"{}", retry_after="2").upstream_retry_after == 2.0
 
 
 def test_transport_errors_and_timeouts_are_retried():

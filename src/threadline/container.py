@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 from fastapi import FastAPI
@@ -16,6 +16,7 @@ from threadline.api.metrics import Metrics
 from threadline.domain.documents import BlobStore
 from threadline.domain.errors import Unavailable
 from threadline.domain.image_generation import SOURCE_KINDS, SOURCE_TYPES
+from threadline.domain.ports import Invalidations, RateLimiter, RunFeed
 from threadline.ingestion.chunking import chunk_pages
 from threadline.ingestion.detect import SUPPORTED_TYPES, detect_file
 from threadline.ingestion.image_facts import inspect_image
@@ -51,6 +52,7 @@ from threadline.services.runs import RunRegistry
 from threadline.services.sessions import SessionService
 from threadline.services.web_search import WebSearchReader
 from threadline.settings import Settings
+from threadline.shared.local import LocalInvalidations, LocalRunFeed
 from threadline.storage.accounts import SqlAccountStore
 from threadline.storage.blobs import DatabaseBlobStore, FileBlobStore
 from threadline.storage.brand_voices import SqlBrandVoiceStore
@@ -68,6 +70,10 @@ from threadline.storage.sessions import SqlSessionStore
 from threadline.tools.fetcher import SafeFetcher
 from threadline.tools.search import build_searcher
 from threadline.tools.youtube import YouTubeTranscripts
+
+if TYPE_CHECKING:
+    from threadline.shared.redis_link import RedisLink
+    from threadline.shared.redis_runs import RedisRunFeed
 
 SHUTDOWN_GRACE_SECONDS = 30.0
 
@@ -96,16 +102,21 @@ class Container:
             aliases=settings.model_aliases(),
         )
         self.runs = RunRegistry(settings.stream_retention_seconds)
-        self.replays = ReplayService(self.runs, self.record_store, self.account_store)
-        self.metrics = Metrics(active_runs=lambda: self.runs.active, upstreams=self.upstreams)
-        # Where its windows live is for the scale-out settings to choose (Redis; see
-        # storage/rate_limits.py); today, this process's memory.
-        self.rate_limiter = WindowRateLimiter(settings.rate_limit_per_minute)
+        self._shared_state(settings)
+        self.replays = ReplayService(
+            self.runs, self.record_store, self.account_store, feed=self.run_feed
+        )
+        self.metrics = Metrics(
+            active_runs=lambda: self.runs.active,
+            upstreams=self.upstreams,
+            redis_up=None if self.redis is None else lambda: float(self.redis_up),
+        )
         self.accounts = AccountService(
             self.account_store,
             settings.default_credit_limit,
             settings.auth_cache_seconds,
             rate_limiter=self.rate_limiter,
+            invalidations=self.invalidations,
         )
         credit_store = SqlCreditStore(self.db, self.node_id)
         self.credits = CreditService(credit_store, self.account_store)
@@ -136,6 +147,33 @@ class Container:
         self._chat(settings)
         self._image_generation(settings)
 
+    def _shared_state(self, settings: Settings) -> None:
+        """What several processes share besides the database: in Redis when `redis_url` is
+        set (shared/redis_*.py, degraded to this process's memory while it is away), else in
+        this process's memory (shared/local.py)."""
+        self.redis: RedisLink | None = None
+        self._redis_feed: RedisRunFeed | None = None
+        self.invalidations: Invalidations
+        self.run_feed: RunFeed
+        self.rate_limiter: RateLimiter
+        if settings.redis_url is None:
+            self.invalidations, self.run_feed = LocalInvalidations(), LocalRunFeed()
+            self.rate_limiter = WindowRateLimiter(settings.rate_limit_per_minute)
+            return
+        from threadline.shared.redis_link import RedisLink  # the `scale` extra
+        from threadline.shared.redis_runs import RedisRunFeed
+        from threadline.shared.redis_state import RedisInvalidations, SharedRateLimiter
+
+        self.redis = RedisLink(settings.redis_url)
+        self.invalidations = RedisInvalidations(self.redis)
+        self.run_feed = self._redis_feed = RedisRunFeed(self.redis)
+        self.rate_limiter = SharedRateLimiter(settings.rate_limit_per_minute, self.redis)
+
+    @property
+    def redis_up(self) -> bool:
+        """Redis configured and reachable now (full mode)."""
+        return self.redis is not None and self.redis.up
+
     def _chat(self, settings: Settings) -> None:
         """The chat engine with every kind of grounding built above, and the sessions on it."""
         grounder = ReplyGrounder(
@@ -155,6 +193,7 @@ class Container:
                 settings.stream_checkpoint_seconds, settings.stream_checkpoint_chars
             ),
             observer=self.metrics.observe_record,
+            feed=self.run_feed,
         )
         self.chat = ChatService(
             catalog=self.catalog,
@@ -327,6 +366,9 @@ class Container:
         (`release_credits`), keep a heartbeat, and start the embedded job worker (`worker`:
         default `documents.embedded_worker`)."""
         await self.db.migrate()
+        if self.redis is not None and self._redis_feed is not None:
+            await self.redis.start()
+            await self._redis_feed.start()
         await self.nodes.join(release_credits=release_credits)
         self.nodes.start()
         if self.settings.documents.embedded_worker if worker is None else worker:
@@ -346,6 +388,9 @@ class Container:
 
     async def stop(self) -> None:
         await self.runs.drain(SHUTDOWN_GRACE_SECONDS)
+        if self.redis is not None and self._redis_feed is not None:
+            await self._redis_feed.stop()
+            await self.redis.stop()
         await self.worker.stop()
         await self.nodes.stop()
         await self.parser.aclose()

@@ -7,6 +7,7 @@ Sources, strongest first: arguments to `Settings(...)`, environment variables pr
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import tomllib
@@ -410,6 +411,14 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("data")
     database_url: str | None = None
+    # Shared fast state for several processes on one database: rate-limit windows, cache
+    # invalidation, live streams and run ownership (docs/scale-out.md). Unset: this process's
+    # memory (one process works fully; several stay correct but lack these).
+    redis_url: str | None = Field(
+        None,
+        pattern=r"^rediss?://",
+        description="redis://host:6379/0; needs the `scale` extra",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
@@ -474,6 +483,13 @@ class Settings(BaseSettings):
     search: SearchSettings = SearchSettings()
     youtube: YouTubeSettings = YouTubeSettings()
     memories: MemorySettings = MemorySettings()
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_client(cls, url: str | None) -> str | None:
+        if url is not None and importlib.util.find_spec("redis") is None:
+            raise ValueError("redis_url needs the Redis client: pip install 'threadline[scale]'")
+        return url
 
     @model_validator(mode="after")
     def _check_default_model(self) -> Settings:

@@ -64,7 +64,10 @@ class UpstreamCollector(Collector):
 
 class Metrics:
     def __init__(
-        self, active_runs: Callable[[], float], upstreams: Upstreams | None = None
+        self,
+        active_runs: Callable[[], float],
+        upstreams: Upstreams | None = None,
+        redis_up: Callable[[], float] | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         if upstreams is not None:
@@ -95,6 +98,13 @@ class Metrics:
         )
         gauge = Gauge("threadline_runs_active", "Replies being produced", registry=self.registry)
         gauge.set_function(active_runs)
+        if redis_up is not None:  # only with `redis_url`
+            up = Gauge(
+                "threadline_redis_up",
+                "1 while Redis is reachable (full mode), 0 in degraded mode",
+                registry=self.registry,
+            )
+            up.set_function(redis_up)
 
     def observe_record(self, record: AiRecord) -> None:
         self.replies.labels(record.model, record.status.value).inc()

@@ -153,8 +153,9 @@ class SearchTimeout(SearchFailed):
 
 class ModelError(ThreadlineError):
     """`retryable`: another attempt (on another upstream, or later) may succeed; false for
-    a refusal of the request itself (an upstream's 400/401/403/404/422). `retry_after`:
-    the seconds the upstream asked to wait (its `Retry-After`), if it said."""
+    a refusal of the request itself (an upstream's 400/401/403/404/422).
+    `upstream_retry_after`: the seconds the upstream asked to wait (its `Retry-After`), if it
+    said; for the router, not the caller (`retry_after`, sent to the caller, stays unset)."""
 
     status = 502
     code = "MODEL_ERROR"
@@ -165,11 +166,11 @@ class ModelError(ThreadlineError):
         *,
         details: list[dict[str, Any]] | None = None,
         retryable: bool = True,
-        retry_after: float | None = None,
+        upstream_retry_after: float | None = None,
     ) -> None:
         super().__init__(message, details=details)
         self.retryable = retryable
-        self.retry_after = retry_after
+        self.upstream_retry_after = upstream_retry_after
 
 
 class ModelTimeout(ModelError):

@@ -7,7 +7,7 @@ OpenAI-compatible server, or a scripted fake.
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -26,7 +26,7 @@ from threadline.domain.entities import (
     Role,
     User,
 )
-from threadline.domain.events import ReplyEvent
+from threadline.domain.events import Citation, ReplyEvent
 from threadline.domain.images import ImagePart
 
 
@@ -114,6 +114,88 @@ class RateLimiter(Protocol):
         ...
 
 
+class Invalidations(Protocol):
+    """Cache invalidation between the processes that share a database: "this key was revoked",
+    "this user changed". Without a shared bus (one process) it reaches this process only."""
+
+    def publish(self, kind: str, ident: UUID) -> None:
+        """Tell every process (this one included) that `kind` ("key" or "user") `ident`
+        changed. Never waits and never fails: a message lost is covered by the cache's TTL."""
+        ...
+
+    def subscribe(self, handler: Callable[[str, UUID], None]) -> None:
+        """Call `handler(kind, ident)` for each message; `handler("all", ...)` when messages
+        may have been missed (the bus came back after an outage)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunTerms:
+    """What another process needs to end a run whose process died: what its prompt counts
+    and what the model charges (per 1k tokens), and the most the run may be charged."""
+
+    input_tokens: int
+    input_per_1k: float
+    output_per_1k: float
+    reserved_credits: int
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEntry:
+    """One item of a run's shared feed: its terms (the first), a piece of text (`offset`:
+    the characters of the reply before it), a citation, or the end (the record is stored)."""
+
+    offset: int = 0
+    text: str = ""
+    citation: Citation | None = None
+    terms: RunTerms | None = None
+    ended: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FeedRead:
+    """What a read of a run's feed found, and where the next read goes on from."""
+
+    cursor: str
+    entries: builtins.list[FeedEntry]
+
+
+class RunFeed(Protocol):
+    """Live runs seen from every process: the process that drives a run publishes its events
+    and holds its ownership (a lease it refreshes); a reader in another process follows the
+    events as they come, and learns when the owner died. In one process (`shared` False)
+    nothing is published: readers use the run itself."""
+
+    shared: bool
+
+    def tap(self, run_id: UUID, terms: RunTerms) -> Callable[[ReplyEvent], None] | None:
+        """Own the run and return what publishes each of its events (in order, never
+        waiting); the closing Done/Failed, emitted once the record is stored, releases it."""
+        ...
+
+    async def read(self, run_id: UUID, cursor: str, wait: float) -> FeedRead | None:
+        """The entries after `cursor` ("0": from the start), waiting up to `wait` seconds for
+        one; None when the feed cannot be read (the shared store is unreachable)."""
+        ...
+
+    async def owned(self, run_id: UUID) -> bool | None:
+        """Whether a live process owns the run; None when that cannot be known."""
+        ...
+
+    async def live_runs(self) -> set[UUID] | None:
+        """The runs some live process owns now (start-up recovery leaves them alone); None
+        when that cannot be known."""
+        ...
+
+    def cancel(self, run_id: UUID) -> None:
+        """Ask the process that owns the run to stop it (never waits)."""
+        ...
+
+    def on_cancel(self, handler: Callable[[UUID], object]) -> None:
+        """Call `handler(run_id)` when a cancel of a run this process owns arrives."""
+        ...
+
+
 class CreditStore(Protocol):
     """Credit reservations (see services/credits.py): atomic, released exactly once."""
 
@@ -122,7 +204,9 @@ class CreditStore(Protocol):
         ...
 
     async def release(self, org_id: UUID, user_id: UUID, run_id: UUID) -> None: ...
-    async def release_stale(self, before: datetime) -> int: ...
+    async def release_stale(self, before: datetime) -> int:
+        """Release the reservations taken before `before` whose process is gone."""
+        ...
 
 
 class ConversationStore(Protocol):
@@ -210,6 +294,12 @@ class RecordStore(Protocol):
         a conversation."""
         ...
 
+    async def abandon(self, record: AiRecord, charge: int) -> AiRecord | None:
+        """Fail a PENDING record whose process died while another knew its text: store
+        `record`'s text, tokens and error, its reply message, and charge `charge` (settling
+        its reservation), all once. None when the record is no longer PENDING."""
+        ...
+
 
 class NodeStore(Protocol):
     """The processes serving one database, with heartbeats (storage/nodes.py)."""
@@ -228,10 +318,15 @@ __all__ = [
     "ChatModel",
     "ConversationStore",
     "CreditStore",
+    "FeedEntry",
+    "FeedRead",
     "HistoryWindow",
     "ImagePart",
+    "Invalidations",
     "ModelRequest",
     "RecordStatus",
     "RecordStore",
+    "RunFeed",
+    "RunTerms",
     "SessionStore",
 ]

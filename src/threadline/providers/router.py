@@ -158,7 +158,7 @@ class UpstreamPool:
             slot.circuit.released()
             raise exc
         slot.circuit.failed()
-        wait = exc.retry_after
+        wait = exc.upstream_retry_after
         if wait is not None and wait > self.retry.max_retry_after_seconds:
             attempts.tries[index] = self.retry.attempts  # asked to wait too long
         attempts.waits[index] = wait or 0.0

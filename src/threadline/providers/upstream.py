@@ -123,7 +123,9 @@ class UpstreamErrors:
                     detail += f" (check base_url and {self.model_key})"
             message = f"{prefix}: {detail}"
         return ModelError(
-            message, retryable=status in RETRY_STATUSES, retry_after=_seconds(retry_after)
+            message,
+            retryable=status in RETRY_STATUSES,
+            upstream_retry_after=_seconds(retry_after),
         )
 
     def transport(self, exc: Exception, *, answered: bool = False) -> ModelError:

@@ -5,8 +5,9 @@ key are stored; the key itself is shown once, when it is made. Keys carry 190+ b
 randomness, so a fast hash is the right tool (no password stretching needed).
 
 Authenticated principals are cached for a few seconds (see `principal_cache`): revoking a key
-or changing a user through this service takes effect at once in this process, and within
-`auth_cache_seconds` in other processes sharing the database.
+or changing a user through this service takes effect at once in this process; in other
+processes sharing the database, within a Redis round trip when `redis_url` is set (the
+`Invalidations` port), else within `auth_cache_seconds`.
 
 Every API request is admitted here (`admit`): its key authenticated, then counted against the
 key's rate limit (the `RateLimiter` port). The command line acts as the system org's first
@@ -28,7 +29,7 @@ from threadline.domain.errors import (
     NotFound,
     Unauthorized,
 )
-from threadline.domain.ports import AccountStore, RateLimiter
+from threadline.domain.ports import AccountStore, Invalidations, RateLimiter
 from threadline.services.principal_cache import PrincipalCache
 
 KEY_SCHEME = "tl"
@@ -69,11 +70,15 @@ class AccountService:
         cache_seconds: float = 0.0,
         *,
         rate_limiter: RateLimiter | None = None,
+        invalidations: Invalidations | None = None,
     ) -> None:
         self._store = store
         self.default_credit_limit = default_credit_limit
         self._cache = PrincipalCache(cache_seconds)
         self._rate_limiter = rate_limiter
+        self._invalidations = invalidations
+        if invalidations is not None:
+            invalidations.subscribe(self._invalidated)
 
     async def admit(self, raw_key: str | None) -> Principal:
         """The caller of an API request: its key authenticated, then the request counted
@@ -212,7 +217,7 @@ class AccountService:
         if user_id == caller.user.id and "credit_limit" in changes:
             await self._check_own_limit(caller, changes["credit_limit"])
         user = await self._store.update_user(org.id, user_id, caller.user.name, **changes)
-        self._cache.drop_user(user_id)
+        self._invalidate("user", user_id)
         if user is None:
             raise NotFound(f"user {user_id} not found")
         return user
@@ -230,10 +235,26 @@ class AccountService:
 
     async def revoke_key(self, org: Org, key_id: UUID) -> ApiKey:
         key = await self._store.revoke_key(org.id, key_id)
-        self._cache.drop_key(key_id)
+        self._invalidate("key", key_id)
         if key is None:
             raise NotFound(f"API key {key_id} not found")
         return key
+
+    def _invalidate(self, kind: str, ident: UUID) -> None:
+        """Drop a revoked key or a changed user from this process's cache and, through the
+        shared invalidations (Redis), from every other process's."""
+        if self._invalidations is not None:
+            self._invalidations.publish(kind, ident)  # this process's handler included
+        else:
+            self._invalidated(kind, ident)
+
+    def _invalidated(self, kind: str, ident: UUID) -> None:
+        if kind == "key":
+            self._cache.drop_key(ident)
+        elif kind == "user":
+            self._cache.drop_user(ident)
+        else:  # messages may have been missed
+            self._cache.clear()
 
     async def user(self, principal: Principal) -> User:
         """The caller's user as stored now (fresh credit figures)."""

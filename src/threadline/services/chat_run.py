@@ -25,7 +25,7 @@ from threadline.domain.clock import utcnow
 from threadline.domain.entities import AiRecord, Message, Principal, RecordStatus
 from threadline.domain.errors import ThreadlineError
 from threadline.domain.events import Citation, Done, Failed, TextDelta, Usage
-from threadline.domain.ports import ChatModel, ModelRequest, RecordStore
+from threadline.domain.ports import ChatModel, ModelRequest, RecordStore, RunFeed, RunTerms
 from threadline.services.accounts import AccountService
 from threadline.services.catalog import CatalogModel
 from threadline.services.chat_grounding import FollowUp
@@ -70,8 +70,10 @@ class RunDriver:
         runs: RunRegistry,
         checkpoints: CheckpointPolicy = CheckpointPolicy(),
         observer: Callable[[AiRecord], None] | None = None,
+        feed: RunFeed | None = None,
     ) -> None:
         self._records = records
+        self._feed = feed
         self._accounts = accounts
         self._credits = credits
         self._runs = runs
@@ -102,6 +104,8 @@ class RunDriver:
         """Start the run; returns at once (the model's tokens flow as it goes on)."""
         user_message = start.user_message
         run = Run(start.record, user_message.id if user_message else None, start.reply_id)
+        if self._feed is not None and self._feed.shared:
+            run.tap = self._feed.tap(run.id, _terms(start))
         # The model starts at once and its tokens flow while the PENDING record is written:
         # the first token waits on no write but the reservation. The run stores its outcome
         # only after that write, and a failed write ends the run with STORAGE_ERROR. The
@@ -150,15 +154,14 @@ class RunDriver:
                     continue
                 run.emit(event)
         except ThreadlineError as exc:
-            wait = getattr(exc, "retry_after", None)  # UpstreamsBusy: all upstreams full
             failure = Failed(
                 code=exc.code,
                 message=exc.message,
                 status=exc.status,
-                retry_after=wait if isinstance(wait, int) else None,
+                retry_after=exc.retry_after,  # e.g. UpstreamsBusy: every upstream full
             )
         except asyncio.CancelledError:
-            failure = Failed(code="CANCELLED", message="the server stopped before the reply ended")
+            failure = _CANCELLED if run.cancelled else _STOPPED
         except Exception:
             log.exception("model stream crashed", model=name, run=str(run.id))
             failure = Failed(code="MODEL_ERROR", message=f"model {name!r} failed unexpectedly")
@@ -239,6 +242,19 @@ class _Ended:
     charge: int | None = None  # priced per model when fallbacks answered (else the entry's)
 
 
+def _terms(start: RunStart) -> RunTerms:
+    """What another process needs to charge the run's text if this process dies."""
+    prices = start.entry.config.credits
+    return RunTerms(
+        input_tokens=estimate_usage(start.request, "").input_tokens,
+        input_per_1k=prices.input_per_1k,
+        output_per_1k=prices.output_per_1k,
+        reserved_credits=start.record.reserved_credits,
+    )
+
+
+_STOPPED = Failed(code="CANCELLED", message="the server stopped before the reply ended")
+_CANCELLED = Failed(code="CANCELLED", message="the reply was cancelled")
 _STORAGE_FAILED = Failed(code="STORAGE_ERROR", message="the reply could not be stored", status=500)
 
 

@@ -6,7 +6,8 @@ revokes the key or changes the user (role, status, credit limit); a charge made 
 the user's credit figures in place. So within one process revocation is immediate and the
 credit check sees every charge made so far. Another process sharing the database (a second
 API process, the `threadline` CLI) is seen within `ttl` seconds: its revocations, user changes
-and charges take up to that long to reach this process's cache.
+and charges take up to that long to reach this process's cache, unless they come through
+the shared invalidations (`redis_url`: services/accounts.py), which drop them at once.
 
 A lookup that raced an invalidation (it read the database before a revocation committed and
 finishes after) is not cached: every invalidation bumps a generation number, and `put` is

@@ -8,9 +8,12 @@ streaming the reply and to the record stored after it, so a reply can be resumed
 
 - from the run itself while this process holds it (live, or finished less than the
   registry's retention ago): the events after the position, then live ones until the end;
-- from the stored record otherwise (another process, a restart, retention passed): the
-  stored text after the position as one delta, then the closing event. A record still
-  PENDING (its run lives in another process) is polled until it ends, up to `pending_wait`.
+- from another process that drives it, live, through the shared feed when there is one
+  (`redis_url`: services/followers.py);
+- from the stored record otherwise (another process without a shared feed, a restart,
+  retention passed): the stored text after the position as one delta, then the closing
+  event. A record still PENDING (its run lives in another process) is polled until it ends,
+  up to `pending_wait`.
 
 A FAILED record may hold less text than its client received: a process killed mid-reply
 leaves what its last checkpoint saved (services/checkpoints.py). A position past that text is
@@ -31,13 +34,14 @@ from uuid import UUID
 from threadline.domain.entities import AiRecord, Principal, RecordStatus, User
 from threadline.domain.errors import InvalidRequest, NotFound
 from threadline.domain.events import Done, Failed, ReplyEvent, TextDelta
-from threadline.domain.ports import AccountStore, RecordStore
+from threadline.domain.ports import AccountStore, RecordStore, RunFeed
+from threadline.services.followers import STORED_FAILURE, Followed, RunFollower
 from threadline.services.runs import Run, RunRegistry
 
 ReplayEvents = AsyncIterator[tuple[int, ReplyEvent | None]]
 """As `Run.events()`: (a sequence number dialects ignore, the event or an idle heartbeat)."""
 
-STORED_FAILURE = "REPLY_FAILED"  # a stored record keeps its error's message, not its code
+__all__ = ["STORED_FAILURE", "Replay", "ReplayEvents", "ReplayService"]
 
 
 @dataclass
@@ -48,6 +52,7 @@ class Replay:
     run: Run | None
     after: int  # characters of the text the reader has
     place: tuple[int, int] = (0, 0)  # where in the run's log to go on (see Run.locate)
+    followed: Followed | None = None  # the run another process drives, on the shared feed
 
 
 class ReplayService:
@@ -59,10 +64,15 @@ class ReplayService:
         *,
         poll_seconds: float = 1.0,
         pending_wait: float = 300.0,
+        feed: RunFeed | None = None,
     ) -> None:
         self._runs = runs
         self._records = records
         self._accounts = accounts
+        self._follower = RunFollower(feed, records) if feed is not None else None
+        self._feed = feed
+        if feed is not None:
+            feed.on_cancel(runs.cancel)
         self.poll_seconds = poll_seconds
         self.pending_wait = pending_wait
 
@@ -80,6 +90,12 @@ class ReplayService:
             if place is None:
                 raise _past_the_end(after)
             return Replay(record, run, after, place)
+        if self._follower is not None and record.status is RecordStatus.PENDING:
+            followed = await self._follower.open(record)
+            if followed is not None:
+                if after > followed.known:
+                    raise _past_the_end(after)
+                return Replay(record, None, after, followed=followed)
         if record.status is RecordStatus.SUCCESS and after > len(record.result_text):
             raise _past_the_end(after, len(record.result_text))
         return Replay(record, None, after)
@@ -94,6 +110,17 @@ class ReplayService:
             await self.open(caller, record_id)
             position = position()
         return await self.open(caller, record_id, position or 0)
+
+    async def cancel(self, caller: Principal, record_id: UUID) -> AiRecord:
+        """Stop a reply being produced, by this process or (through the shared feed) by
+        the one that owns it; it ends FAILED with its text so far, charged for it. The
+        record as it is now (PENDING until the owner has stored it)."""
+        replay = await self.open(caller, record_id)
+        if replay.run is not None:
+            self._runs.cancel(record_id)
+        elif replay.record.status is RecordStatus.PENDING and self._feed is not None:
+            self._feed.cancel(record_id)
+        return replay.record
 
     @staticmethod
     async def current(replay: Replay) -> AiRecord:
@@ -112,6 +139,13 @@ class ReplayService:
         `record` is the stored record). With `idle`, heartbeats as `Run.events()` gives."""
         if replay.run is not None:
             return _live(replay.run, *replay.place, idle)
+        if replay.followed is not None and self._follower is not None:
+            return self._follower.events(
+                replay.followed,
+                replay.after,
+                idle,
+                lambda record, after: self._stored(record, after, idle),
+            )
         return self._stored(replay.record, replay.after, idle)
 
     async def _stored(self, record: AiRecord, after: int, idle: float | None) -> ReplayEvents:

@@ -2,7 +2,8 @@
 
 The run owns an append-only event log. Any number of readers iterate it from any position
 (`events(after=n)`), live or after the end, so a client that disconnects loses nothing and a
-client that comes back can replay. The producer never waits for readers.
+client that comes back can replay. The producer never waits for readers. Readers in other
+processes follow the run through its `tap` (the shared feed, services/followers.py).
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ class Run:
         self._final: AiRecord | None = None
         self.user: User | None = None  # the caller's user as stored after the reply
         self._finished = asyncio.Event()
+        # Sees every event as it is logged: the shared feed that readers in other processes
+        # follow (ports.RunFeed), when there is one.
+        self.tap: Callable[[ReplyEvent], None] | None = None
+        self.cancelled = False  # stopped on request (RunRegistry.cancel), not by a shutdown
 
     @property
     def finished(self) -> bool:
@@ -44,6 +49,8 @@ class Run:
 
     def emit(self, event: ReplyEvent) -> None:
         self._log.append(event)
+        if self.tap is not None:
+            self.tap(event)
         if self._waiters:
             waiters, self._waiters = self._waiters, []
             for waiter in waiters:
@@ -132,15 +139,28 @@ class RunRegistry:
         self.retention = retention
         self._runs: dict[UUID, Run] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._driving: dict[UUID, asyncio.Task[None]] = {}
 
     def add(self, run: Run, task: asyncio.Task[None]) -> None:
         self._runs[run.id] = run
         self._tasks.add(task)
+        self._driving[run.id] = task
         task.add_done_callback(self._on_done(run))
+
+    def cancel(self, run_id: UUID) -> bool:
+        """Stop a run this process drives: it ends FAILED (code CANCELLED) with its text so
+        far, charged for it. False when no such run is going on here."""
+        task, run = self._driving.get(run_id), self._runs.get(run_id)
+        if task is None or run is None or task.done():
+            return False
+        run.cancelled = True
+        task.cancel()
+        return True
 
     def _on_done(self, run: Run) -> Callable[[asyncio.Task[None]], None]:
         def done(task: asyncio.Task[None]) -> None:
             self._tasks.discard(task)
+            self._driving.pop(run.id, None)
             loop = asyncio.get_running_loop()
             loop.call_later(self.retention, self._runs.pop, run.id, None)
 

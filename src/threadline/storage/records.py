@@ -13,7 +13,7 @@ the next start, and its checkpointed text becomes the reply's message in a conve
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -260,6 +260,51 @@ class SqlRecordStore:
             if replies:
                 await conn.execute(_INSERT_MESSAGE, replies)
         return len(ids)
+
+    async def abandon(self, record: AiRecord, charge: int) -> AiRecord | None:
+        """Fail a PENDING record whose process died (another process knew its text from the
+        shared feed): its text, tokens and error, its reply message, its charge and the
+        release of its reservation in one transaction. The condition on PENDING makes it
+        happen once, whichever process gets there first."""
+        now = utcnow()
+        changes = {
+            "status": RecordStatus.FAILED.value,
+            "result_text": record.result_text,
+            "input_tokens": record.input_tokens,
+            "output_tokens": record.output_tokens,
+            "credits": charge,
+            "error": record.error,
+            "updated_at": now,
+        }
+        org_id = record.org_id
+        async with self._db.write() as conn:
+            taken = await conn.execute(
+                update(ai_records)
+                .where(
+                    ai_records.c.org_id == org_id,
+                    ai_records.c.id == record.id,
+                    ai_records.c.status == RecordStatus.PENDING.value,
+                )
+                .values(**changes)
+            )
+            if taken.rowcount != 1:
+                return None
+            await conn.execute(
+                update(messages)
+                .where(messages.c.org_id == org_id, messages.c.record_id == record.id)
+                .values(status=RecordStatus.FAILED.value)
+            )
+            prompts = select(messages).where(
+                messages.c.record_id == record.id, messages.c.role == "user"
+            )
+            stored = replace(record, status=RecordStatus.FAILED, credits=charge, updated_at=now)
+            replies = [
+                _failed_reply(prompt, stored) for prompt in (await conn.execute(prompts)).mappings()
+            ]
+            if replies:
+                await conn.execute(_UPSERT_REPLY[conn.dialect.name], replies)
+            await settle(conn, self._db.is_sqlite, org_id, record.user_id, record.id, charge)
+        return stored
 
 
 def _failed_reply(prompt: RowMapping, record: Any) -> dict[str, Any]:

@@ -1,0 +1,203 @@
+"""Live runs on Redis (implements `ports.RunFeed`): a stream per run, and an owner key.
+
+The process that drives a run appends each of its events to the Redis stream
+`threadline:run:<record id>` (text with its character offset, citations, then "end" once the
+record is stored) and holds `threadline:owner:<record id>` (its node id, a TTL of
+`owner_ttl` seconds that a heartbeat refreshes every `owner_ttl / 3`). A reader in another
+process reads the stream from the start (XREAD, blocking briefly for what comes next), so it
+gets every frame once, in order, as it is generated; when the owner key has expired and no
+"end" came, the owner died. A cancel is a message on `threadline:cancel` that the owner acts on.
+
+Events are queued in memory and written by one task in pipelined batches: the run never
+waits on Redis, and the order of its events is the order of the batches. While Redis is
+unreachable the batches are dropped (a reader then meets a gap, which it fills from the
+record's checkpointed text or resumes from the store) and ownership is kept in memory, to be
+written again by the heartbeat when Redis returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+from uuid import UUID, uuid4
+
+from threadline.domain.events import Citation, Done, Failed, ReplyEvent, TextDelta
+from threadline.domain.ports import FeedEntry, FeedRead, RunTerms
+from threadline.shared.redis_link import RedisLink
+
+OWNER_TTL = 3.0
+FEED_SECONDS = 3600  # a run's stream outlives the run by this long (late resumes)
+READ_COUNT = 1000
+CANCEL_CHANNEL = "threadline:cancel"
+
+_Fields = dict[str, str]
+
+
+def feed_key(run_id: UUID) -> str:
+    return f"threadline:run:{run_id}"
+
+
+def owner_key(run_id: UUID) -> str:
+    return f"threadline:owner:{run_id}"
+
+
+class RedisRunFeed:
+    shared = True
+
+    def __init__(self, link: RedisLink, *, owner_ttl: float = OWNER_TTL) -> None:
+        self.node = uuid4().hex
+        self._link = link
+        self._ttl_ms = int(owner_ttl * 1000)
+        self._refresh = owner_ttl / 3
+        self._owned: set[UUID] = set()
+        self._pending: list[tuple[UUID, _Fields | None]] = []  # None: release the run
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._cancel_handlers: list[Callable[[UUID], object]] = []
+        link.listen(CANCEL_CHANNEL, self._cancel_received)
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._flushing(), name="run-feed-flush"),
+            asyncio.create_task(self._heartbeat(), name="run-feed-owner"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def tap(self, run_id: UUID, terms: RunTerms) -> Callable[[ReplyEvent], None]:
+        self._owned.add(run_id)
+        self._queue(run_id, {"k": "terms", "v": json.dumps(asdict(terms))})
+        offset = 0
+
+        def publish(event: ReplyEvent) -> None:
+            nonlocal offset
+            if isinstance(event, TextDelta):
+                self._queue(run_id, {"k": "t", "o": str(offset), "t": event.text})
+                offset += len(event.text)
+            elif isinstance(event, Citation):
+                self._queue(run_id, {"k": "c", "o": str(offset), "v": json.dumps(asdict(event))})
+            elif isinstance(event, Done | Failed):
+                self._owned.discard(run_id)
+                self._queue(run_id, {"k": "end", "o": str(offset)})
+                self._queue(run_id, None)
+
+        return publish
+
+    async def read(self, run_id: UUID, cursor: str, wait: float) -> FeedRead | None:
+        if not self._link.up:
+            return None
+        block = int(wait * 1000) if wait > 0 else None
+        try:
+            found: Any = await self._link.client.xread(
+                {feed_key(run_id): cursor}, count=READ_COUNT, block=block
+            )
+        except Exception as exc:
+            self._link.lost(exc)
+            return None
+        entries: list[FeedEntry] = []
+        for _stream, items in found or ():
+            for entry_id, fields in items:
+                cursor = entry_id
+                entries.append(_entry(fields))
+        return FeedRead(cursor, entries)
+
+    async def owned(self, run_id: UUID) -> bool | None:
+        if not self._link.up:
+            return None
+        try:
+            return bool(await self._link.client.exists(owner_key(run_id)))
+        except Exception as exc:
+            self._link.lost(exc)
+            return None
+
+    async def live_runs(self) -> set[UUID] | None:
+        if not self._link.up:
+            return None
+        prefix = owner_key(UUID(int=0))[: -len(str(UUID(int=0)))]
+        try:
+            found = {
+                UUID(key[len(prefix) :])
+                async for key in self._link.client.scan_iter(match=prefix + "*", count=1000)
+            }
+        except Exception as exc:
+            self._link.lost(exc)
+            return None
+        return found
+
+    def cancel(self, run_id: UUID) -> None:
+        if run_id in self._owned:  # here: no round trip
+            self._cancel_received(str(run_id))
+        else:
+            self._link.publish(CANCEL_CHANNEL, str(run_id))
+
+    def on_cancel(self, handler: Callable[[UUID], object]) -> None:
+        self._cancel_handlers.append(handler)
+
+    def _cancel_received(self, data: str) -> None:
+        try:
+            run_id = UUID(data)
+        except ValueError:
+            return
+        if run_id in self._owned:
+            for handler in self._cancel_handlers:
+                handler(run_id)
+
+    def _queue(self, run_id: UUID, fields: _Fields | None) -> None:
+        self._pending.append((run_id, fields))
+        self._wake.set()
+
+    async def _flushing(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            if self._link.up:
+                await self._write(batch)
+
+    async def _write(self, batch: list[tuple[UUID, _Fields | None]]) -> None:
+        pipe = self._link.client.pipeline(transaction=False)
+        for run_id, fields in batch:
+            if fields is None:
+                pipe.delete(owner_key(run_id))
+                continue
+            pipe.xadd(feed_key(run_id), fields)  # type: ignore[arg-type]
+            if fields["k"] == "terms":
+                pipe.set(owner_key(run_id), self.node, px=self._ttl_ms)
+                pipe.expire(feed_key(run_id), FEED_SECONDS)
+        try:
+            await pipe.execute()
+        except Exception as exc:
+            self._link.lost(exc)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh)
+            if not self._owned or not self._link.up:
+                continue
+            pipe = self._link.client.pipeline(transaction=False)
+            for run_id in self._owned:
+                pipe.set(owner_key(run_id), self.node, px=self._ttl_ms)
+            try:
+                await pipe.execute()
+            except Exception as exc:
+                self._link.lost(exc)
+
+
+def _entry(fields: dict[str, Any]) -> FeedEntry:
+    kind, offset = fields.get("k"), int(fields.get("o", 0))
+    if kind == "t":
+        return FeedEntry(offset=offset, text=fields.get("t", ""))
+    if kind == "c":
+        return FeedEntry(offset=offset, citation=Citation(**json.loads(fields["v"])))
+    if kind == "terms":
+        return FeedEntry(terms=RunTerms(**json.loads(fields["v"])))
+    return FeedEntry(offset=offset, ended=True)
