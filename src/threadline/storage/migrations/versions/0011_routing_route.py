@@ -1,15 +1,15 @@
 """Which models and upstreams wrote a reply: `ai_records.route` (JSON, null when routing
 played no part). A list of `{"model", "upstream", "chars"}` in the order they wrote.
 
-Revision ID: 0010_routing
-Revises: 0009_retrieval
+Revision ID: 0011_routing
+Revises: 0010_nodes
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010_routing"
-down_revision = "0009_retrieval"
+revision = "0011_routing"
+down_revision = "0010_nodes"
 branch_labels = None
 depends_on = None
 
