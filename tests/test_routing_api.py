@@ -161,7 +161,7 @@ async def test_a_hang_before_the_first_byte_moves_on_to_the_other_upstream(
 ):
     ups["a"].enqueue(Hang(10))
     async with _app(
-        tmp_path, sqlite_url, ups, retry={"attempts": 1}, timeout={"first_token_seconds": 0.5}
+        tmp_path, sqlite_url, ups, retry={"attempts": 1}, timeout={"first_token_seconds": 2}
     ) as (client, headers, _):
         started = time.monotonic()
         status, text, _, _ = await _ask(client, headers, "oneminai", True)
