@@ -29,7 +29,7 @@ from threadline.domain.ports import ChatMessage, HistoryWindow, ModelRequest
 from threadline.services.catalog import CatalogModel, ModelCatalog
 from threadline.services.chat_command import ChatCommand, Grounding, HistorySettings, WebSearch
 from threadline.services.chat_grounding import Readings, ReplyGrounder
-from threadline.services.chat_prompt import fit, join, voiced_system
+from threadline.services.chat_prompt import estimate_tokens, fit, join, voiced_system
 from threadline.services.chat_run import RunDriver, RunStart
 from threadline.services.conversations import ConversationService
 from threadline.services.memories import system_block as memory_block
@@ -86,6 +86,14 @@ class ChatService:
         )
         return await self._runs.start(start)
 
+    def count_tokens(self, command: ChatCommand) -> int:
+        """The input tokens of the command's system text and messages, estimated as a
+        reply's reservation estimates them (about 4 characters a token, 4 a message); the
+        model must be a configured chat model. Nothing is stored or charged."""
+        self._catalog.get(command.model)
+        texts = [command.system, command.prompt, *(m.content for m in command.messages)]
+        return sum(estimate_tokens(text) + 4 for text in texts if text)
+
     async def _model_request(
         self,
         command: ChatCommand,
@@ -97,6 +105,11 @@ class ChatService:
             raise InvalidRequest(
                 f"max_tokens ({max_tokens}) must be below the context window of "
                 f"{entry.name!r} ({entry.config.context_window} tokens)"
+            )
+        if command.top_k is not None and not entry.samples_top_k:
+            raise InvalidRequest(
+                f"top_k: model {entry.name!r} ({entry.provider}) does not sample with top_k; "
+                "leave it out"
             )
         budget = entry.config.context_window - max_tokens
         voiced = voiced_system(command, entry, readings.voice, budget)
@@ -133,6 +146,7 @@ class ChatService:
             temperature=command.temperature,
             top_p=command.top_p,
             stop=tuple(command.stop),
+            extra={"top_k": command.top_k} if command.top_k is not None else {},
         )
         return request, citations
 

@@ -65,4 +65,5 @@ class ChatCommand:
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
+    top_k: int | None = None  # only for models that sample with it (`samples_top_k`)
     stop: Sequence[str] = ()

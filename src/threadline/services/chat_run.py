@@ -181,7 +181,11 @@ class RunDriver:
                 failure = failure or _STORAGE_FAILED
                 await asyncio.shield(self._credits.release(run.record))
         last: Done | Failed = (
-            Done(ended.usage.finish_reason, record=record)
+            Done(
+                ended.usage.finish_reason,
+                record=record,
+                stop_sequence=ended.usage.stop_sequence,
+            )
             if failure is None
             else replace(failure, record=record)
         )
