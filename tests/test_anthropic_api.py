@@ -364,3 +364,29 @@ def test_bearer_and_api_key_headers_work_too(live):
     native = httpx.post(f"{live.base}/v1/messages", headers={"API-KEY": live.key}, json=body)
     assert bearer.status_code == native.status_code == 200
     assert bearer.json()["content"] == [{"type": "text", "text": "ok"}]
+
+
+def test_no_credit_is_403_then_the_rate_limit_429(tmp_path, db_url):
+    """Credits and limits as on every dialect, in Anthropic's shape (one small server)."""
+    from tests.helpers import Fakes
+
+    fakes = Fakes()
+    settings = make_settings(tmp_path, db_url, default_credit_limit=0, rate_limit_per_minute=2)
+    app = create_app(settings, model_factory=fakes.factory)
+    server = LiveServer(app)
+    server.start()
+    try:
+        key = server.call(app.state.container.bootstrap()).secret
+        client = anthropic.Anthropic(base_url=server.base_url, api_key=key, max_retries=0)
+        with pytest.raises(anthropic.PermissionDeniedError) as denied:
+            client.messages.create(model="gpt-4o-mini", max_tokens=5, messages=HI)
+        assert denied.value.body["error"]["type"] == "permission_error"
+        assert "credit" in denied.value.body["error"]["message"]
+        client.messages.count_tokens(model="gpt-4o-mini", messages=HI)  # the second request
+        with pytest.raises(anthropic.RateLimitError) as limited:
+            client.messages.create(model="gpt-4o-mini", max_tokens=5, messages=HI)
+        assert limited.value.body["error"]["type"] == "rate_limit_error"
+        assert int(limited.value.response.headers["retry-after"]) >= 1
+        assert fakes["gpt-4o-mini"].requests == []
+    finally:
+        server.stop()

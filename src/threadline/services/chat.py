@@ -69,9 +69,9 @@ class ChatService:
         voice = await self._grounder.brand_voice(command)
         self._runs.check_credits(command.principal)
         readings = await self._grounder.read(command, entry, voice)
-        request, citations = await self._model_request(command, entry, readings)
+        request, citations, parent = await self._model_request(command, entry, readings)
         sources = readings.sources(command.grounding.with_memories)
-        record, user_message, reply_id = self._new_record(command)
+        record, user_message, reply_id = self._new_record(command, parent)
         record = replace(record, sources=sources)
         record = await self._runs.reserve(command.principal, entry, request, record)
         start = RunStart(
@@ -83,6 +83,7 @@ class ChatService:
             reply_id=reply_id,
             citations=citations,
             follow_up=self._grounder.follow_up(command),
+            new_user_message=command.answer_again is None,
         )
         return await self._runs.start(start)
 
@@ -99,7 +100,9 @@ class ChatService:
         command: ChatCommand,
         entry: CatalogModel,
         readings: Readings,
-    ) -> tuple[ModelRequest, tuple[Citation, ...]]:
+    ) -> tuple[ModelRequest, tuple[Citation, ...], UUID | None]:
+        """The model request, the grounding's citations, and the message the new user
+        message follows (the end of the history window read)."""
         max_tokens = command.max_tokens or entry.config.max_output_tokens
         if max_tokens >= entry.config.context_window:
             raise InvalidRequest(
@@ -116,14 +119,15 @@ class ChatService:
         base = join(voiced, memory_block(readings.memories))
         grounded = partial(self._grounder.system, command, budget, base, readings)
         history: Sequence[ChatMessage] = ()
+        parent = None
         if command.messages or command.conversation_id is None:
             system, citations = await grounded()
         elif command.grounding.files:  # documents either way: both reads at once
             (system, citations), window = await asyncio.gather(grounded(), self._history(command))
-            history = window.messages
+            history, parent = window.messages, window.parent_id
         else:  # one round trip says whether the conversation has documents to read too
             window = await self._history(command)
-            history = window.messages
+            history, parent = window.messages, window.parent_id
             system, citations = await grounded(conversation_documents=window.has_documents)
         messages: list[ChatMessage] = []
         if system:
@@ -148,7 +152,7 @@ class ChatService:
             stop=tuple(command.stop),
             extra={"top_k": command.top_k} if command.top_k is not None else {},
         )
-        return request, citations
+        return request, citations, parent
 
     async def _history(self, command: ChatCommand) -> HistoryWindow:
         if command.conversation_id is None:
@@ -158,12 +162,16 @@ class ChatService:
             command.conversation_id,
             model=None if command.history.is_mixed else command.model,
             limit=min(command.history.limit, self._history_limit_max),
+            parent=command.parent,
         )
 
     @staticmethod
-    def _new_record(command: ChatCommand) -> tuple[AiRecord, Message | None, UUID | None]:
-        """The PENDING record, and in a conversation the user's message and the id its
-        reply will be stored under (known from the start, so a stream can name it)."""
+    def _new_record(
+        command: ChatCommand, parent: UUID | None
+    ) -> tuple[AiRecord, Message | None, UUID | None]:
+        """The PENDING record, and in a conversation the user's message (following
+        `parent`; or the one answered again) and the id its reply will be stored under
+        (known from the start, so a stream can name it)."""
         now = utcnow()
         record = AiRecord(
             id=uuid4(),
@@ -181,6 +189,8 @@ class ChatService:
         )
         if command.conversation_id is None:
             return record, None, None
+        if command.answer_again is not None:
+            return record, command.answer_again, reply_message_id(record.id)
         user_message = Message(
             id=uuid4(),
             org_id=record.org_id,
@@ -192,5 +202,6 @@ class ChatService:
             model=command.model,
             status=RecordStatus.PENDING,
             created_at=now,
+            parent_id=parent,
         )
         return record, user_message, reply_message_id(record.id)
