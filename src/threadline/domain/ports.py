@@ -175,6 +175,10 @@ class ConversationStore(Protocol):
         """Every message of the conversation, in the order they were written."""
         ...
 
+    async def message(
+        self, org_id: UUID, conversation_id: UUID, message_id: UUID
+    ) -> Message | None: ...
+
     async def set_head(self, org_id: UUID, conversation_id: UUID, message_id: UUID) -> bool:
         """Make the message the conversation's head; False if it is not one of its."""
         ...

@@ -79,11 +79,16 @@ class BranchService:
     ) -> Run:
         """A new reply to the user message that `message_id` (an assistant reply) answers:
         a sibling of that reply, by `model` (the reply's own by default), charged as a reply."""
+        await self._conversations.get(caller, conversation_id)
         reply = await self._message(caller, conversation_id, message_id)
         if reply.role != "assistant":
             raise InvalidRequest(f"message {message_id} is not an assistant reply; edit it instead")
-        prompt = await self._message(caller, conversation_id, reply.parent_id)
-        if prompt.role != "user":
+        prompt = (
+            await self._message(caller, conversation_id, reply.parent_id)
+            if reply.parent_id is not None
+            else None
+        )
+        if prompt is None or prompt.role != "user":
             raise InvalidRequest(f"message {message_id} answers no user message")
         command = ChatCommand(
             principal=caller,
@@ -110,6 +115,7 @@ class BranchService:
         record_type: str,
     ) -> Run:
         """`prompt` as a new sibling of the user message `message_id`, with its own reply."""
+        await self._conversations.get(caller, conversation_id)
         original = await self._message(caller, conversation_id, message_id)
         if original.role != "user":
             raise InvalidRequest(f"message {message_id} is not a user message; regenerate it")
@@ -131,9 +137,10 @@ class BranchService:
     async def _message(
         self, caller: Principal, conversation_id: UUID, message_id: UUID | None
     ) -> Message:
-        await self._conversations.get(caller, conversation_id)
+        """A message of a conversation the caller may see (checked by the caller first)."""
+        found = None
         if message_id is not None:
-            for message in await self._store.tree(caller.org_id, conversation_id):
-                if message.id == message_id:
-                    return message
-        raise NotFound(f"message {message_id} not found in conversation {conversation_id}")
+            found = await self._store.message(caller.org_id, conversation_id, message_id)
+        if found is None:
+            raise NotFound(f"message {message_id} not found in conversation {conversation_id}")
+        return found

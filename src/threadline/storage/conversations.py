@@ -208,6 +208,18 @@ class SqlConversationStore:
             rows = (await conn.execute(query)).mappings().all()
         return [message_from_row(r) for r in rows]
 
+    async def message(
+        self, org_id: UUID, conversation_id: UUID, message_id: UUID
+    ) -> Message | None:
+        query = select(messages).where(
+            messages.c.id == message_id,
+            messages.c.org_id == org_id,
+            messages.c.conversation_id == conversation_id,
+        )
+        async with self._db.read() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        return message_from_row(row) if row else None
+
     async def set_head(self, org_id: UUID, conversation_id: UUID, message_id: UUID) -> bool:
         owned = exists().where(
             messages.c.id == message_id,
