@@ -5,6 +5,7 @@ and charged, and every error in Anthropic's shape."""
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 from collections.abc import Iterator
@@ -19,9 +20,10 @@ import pytest
 from tests.fake_upstream import FakeUpstream, Reply
 from tests.faults import Disconnect, Status
 from tests.helpers import make_settings, sse_events
+from tests.image_server import ImageServer
 from tests.live_server import LiveServer
 from threadline.container import Container, create_app
-from threadline.settings import Credits, ModelConfig
+from threadline.settings import Credits, FetchSettings, ModelConfig
 
 UPSTREAM_KEY = "sk-upstream-anthropic-test"
 MODEL = "claude-local"  # priced 1 credit a token each way
@@ -38,6 +40,7 @@ class Live:
     container: Container
     key: str
     upstream: FakeUpstream
+    images: ImageServer
 
     @property
     def base(self) -> str:
@@ -76,7 +79,8 @@ def live(
         pg = request.getfixturevalue("postgres")
         db_url = str(pg.create_database(f"a_{os.urandom(6).hex()}", "threadline_migrated"))
     os.environ["ANTHROPIC_TEST_UPSTREAM_KEY"] = UPSTREAM_KEY
-    with FakeUpstream(api_key=UPSTREAM_KEY) as upstream:
+    dot = ("image/png", base64.b64decode(PNG))
+    with FakeUpstream(api_key=UPSTREAM_KEY) as upstream, ImageServer({"/dot.png": dot}) as images:
         model = ModelConfig(
             provider="openai-compatible",
             base_url=upstream.url,
@@ -86,14 +90,17 @@ def live(
             timeout_seconds=5.0,
             credits=Credits(input_per_1k=1000, output_per_1k=1000),
         )
-        settings = make_settings(tmp, db_url, models={MODEL: model}, default_model=MODEL)
+        fetch = FetchSettings(allow_private_hosts=[images.host_port], timeout_seconds=5)
+        settings = make_settings(
+            tmp, db_url, models={MODEL: model}, default_model=MODEL, fetch=fetch
+        )
         app = create_app(settings)
         server = LiveServer(app)
         server.start()
         try:
             container = app.state.container
             key = server.call(container.bootstrap()).secret
-            yield Live(server, container, key, upstream)
+            yield Live(server, container, key, upstream, images)
         finally:
             server.stop()
 
@@ -163,6 +170,20 @@ def test_system_blocks_and_a_base64_image(live):
     assert {"type": "text", "text": "What?"} in parts
     urls = [p["image_url"]["url"] for p in parts if p["type"] == "image_url"]
     assert len(urls) == 1 and urls[0].startswith("data:image/png;base64,")
+
+
+def test_a_url_image(live):
+    live.upstream.enqueue(Reply("A dot."))
+    source = {"type": "url", "url": live.images.url("/dot.png")}
+    content = [{"type": "text", "text": "What?"}, {"type": "image", "source": source}]
+    message = live.client().messages.create(
+        model=MODEL, max_tokens=50, messages=[{"role": "user", "content": content}]
+    )
+    assert message.content[0].text == "A dot."
+    assert live.images.hits["/dot.png"] == 1
+    parts = live.upstream.requests[-1]["messages"][-1]["content"]
+    urls = [p["image_url"]["url"] for p in parts if p["type"] == "image_url"]
+    assert len(urls) == 1 and urls[0].startswith("data:image/png;base64,")  # fetched, sent
 
 
 def test_max_tokens_and_stop_sequence_reasons(live):
