@@ -185,16 +185,11 @@ class SqlConversationStore:
         """The current branch (the path from the root to the head), oldest first."""
         params = {"org_id": org_id, "conversation_id": conversation_id}
         on_path = messages.c.id.in_(select(_BRANCH.c.id))
-        query = (
-            select(messages)
-            .where(on_path)
-            .order_by(messages.c.seq)
-            .limit(bindparam("limit", type_=Integer))
-            .offset(bindparam("offset", type_=Integer))
-        )
+        query = select(messages).where(on_path).order_by(messages.c.seq)
+        query = query.limit(limit).offset(offset)
         count = select(func.count()).select_from(_BRANCH)
         async with self._db.read() as conn:
-            rows = (await conn.execute(query, {**params, "limit": limit, "offset": offset})).all()
+            rows = (await conn.execute(query, params)).all()
             total = int((await conn.execute(count, params)).scalar_one())
         return Page([message_from_row(r._mapping) for r in rows], total, limit, offset)
 
