@@ -108,6 +108,7 @@ class _Plan:
     prompt_tokens: int
     delay: float
     send_usage: bool
+    stop_reason: str | None = None  # the stop string that cut the text (as vLLM reports it)
 
 
 class _BadRequest(Exception):
@@ -212,7 +213,8 @@ def _plan(reply: Reply, body: dict[str, Any], request_id: str) -> _Plan:
     stops = body.get("stop") or []
     stops = [stops] if isinstance(stops, str) else [s for s in stops if s]
     text = "".join(pieces)
-    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+    found = [(i, s) for s in stops if (i := text.find(s)) >= 0]
+    cut, matched = min(found) if found else (-1, None)
     if cut >= 0:
         kept, used = [], 0
         for piece in pieces:
@@ -226,7 +228,9 @@ def _plan(reply: Reply, body: dict[str, Any], request_id: str) -> _Plan:
     if isinstance(limit, int) and len(pieces) > limit:
         pieces, finish = pieces[:limit], "length"
     prompt = _prompt_tokens(body["messages"])
-    return _Plan(request_id, body["model"], pieces, finish, prompt, reply.delay, reply.send_usage)
+    plan = _Plan(request_id, body["model"], pieces, finish, prompt, reply.delay, reply.send_usage)
+    plan.stop_reason = matched if finish == "stop" else None
+    return plan
 
 
 def _usage(plan: _Plan) -> dict[str, int]:
@@ -250,6 +254,8 @@ def _completion(plan: _Plan) -> dict[str, Any]:
             {"index": 0, "message": message, "logprobs": None, "finish_reason": plan.finish_reason}
         ],
     }
+    if plan.stop_reason is not None:
+        result["choices"][0]["stop_reason"] = plan.stop_reason
     if plan.send_usage:
         result["usage"] = _usage(plan)
     return result
@@ -281,6 +287,8 @@ class _ChunkWriter:
 
     def event(self, delta: dict[str, Any], finish: str | None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        if finish is not None and self.plan.stop_reason is not None:
+            choice["stop_reason"] = self.plan.stop_reason
         chunk: dict[str, Any] = {**self._base, "choices": [choice]}
         if self.include_usage:
             chunk["usage"] = None

@@ -20,7 +20,7 @@ async def test_a_failed_pending_write_fails_the_reply_and_nothing_is_charged(
     finished = []
     failed = asyncio.Event()  # the model's script waits on it after its first token
 
-    async def broken_start(record, user_message):
+    async def broken_start(record, user_message, **_):
         await asyncio.sleep(0.05)  # the model has started meanwhile
         asyncio.get_running_loop().call_later(0.01, failed.set)
         raise RuntimeError("disk full")
@@ -56,9 +56,9 @@ async def test_the_outcome_is_stored_after_a_slow_pending_write(
 ):
     start = container.record_store.start
 
-    async def slow_start(record, user_message):
+    async def slow_start(record, user_message, **options):
         await asyncio.sleep(0.1)  # slower than the whole reply
-        await start(record, user_message)
+        await start(record, user_message, **options)
 
     monkeypatch.setattr(container.record_store, "start", slow_start)
     fakes["gpt-4o-mini"].enqueue(["fast", Usage(10, 15)])
@@ -137,9 +137,9 @@ async def test_the_model_is_asked_before_the_pending_record_is_written(
 ):
     start, seen = container.record_store.start, []
 
-    async def watching_start(record, user_message):
+    async def watching_start(record, user_message, **options):
         seen.append(len(fakes["gpt-4o-mini"].requests))
-        await start(record, user_message)
+        await start(record, user_message, **options)
 
     monkeypatch.setattr(container.record_store, "start", watching_start)
     fakes["gpt-4o-mini"].enqueue(["hi"])

@@ -127,7 +127,8 @@ async def test_the_usage_says_why_the_reply_ended(upstream, model):
     other = await collect(model, ask())
 
     assert cut[-1] == Usage(3, 2, finish_reason="length")
-    assert stopped[-1] == Usage(3, 2, finish_reason="stop")
+    # the fake upstream names the stop string that ended it, as vLLM's `stop_reason` does
+    assert stopped[-1] == Usage(3, 2, finish_reason="stop", stop_sequence=".")
     assert ended[-1] == Usage(3, 2, finish_reason="stop")
     assert isinstance(filtered[-1], Usage) and filtered[-1].finish_reason == "content_filter"
     assert isinstance(other[-1], Usage) and other[-1].finish_reason == "stop"  # not ours: "stop"

@@ -25,6 +25,7 @@ from threadline.jobs.worker import Backoff, Worker
 from threadline.providers.embeddings import build_embedder
 from threadline.providers.registry import REGISTRY as PROVIDER_REGISTRY
 from threadline.services.accounts import AccountService, IssuedKey
+from threadline.services.branches import BranchService
 from threadline.services.brand_voices import BrandVoiceService
 from threadline.services.catalog import ImageModelFactory, ModelCatalog, ModelFactory
 from threadline.services.chat import ChatService
@@ -205,6 +206,7 @@ class Container:
         self.sessions = SessionService(
             self.session_store, self.conversations, self.chat, self.catalog, self.replays
         )
+        self.branches = BranchService(self.conversations, self.conversation_store, self.chat)
         self.conversation_files = ConversationFiles(
             self.conversations, self.documents, self.catalog, self.chat
         )

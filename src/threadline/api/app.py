@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 
 from threadline import __version__
 from threadline.api import admin, docs_pages, fallback, system
-from threadline.api.dialects import converse, oneminai, openai, sessions
+from threadline.api.dialects import anthropic, converse, oneminai, openai, sessions
 from threadline.api.dialects.openai.encode import error_body as openai_error
 from threadline.api.middleware import BodyLimit, RequestContext, native_error
 from threadline.api.routing import merged
@@ -28,8 +28,9 @@ DESCRIPTION = """Threadline speaks several vendors' conversation APIs from one s
 (`/api/conversation/*`: conversations, chat sessions per model, `stream_chat`; `org_id` query
 parameter), AI Hub Converse (`/api/v2/conversations`: conversations over uploaded documents,
 for the `aihub` SDK with `api_root=<server>/api`), the OpenAI API (`/v1/models`,
-`/v1/chat/completions`, for the official SDK), plus Threadline's own admin API. Authenticate
-with `API-KEY: <key>` or `Authorization: Bearer <key>`."""
+`/v1/chat/completions`, for the official SDK), Anthropic's Messages API (`/v1/messages`, for
+the official `anthropic` SDK), plus Threadline's own admin API. Authenticate with
+`API-KEY: <key>`, `Authorization: Bearer <key>` or `x-api-key: <key>`."""
 
 ASSET_UPLOAD_PATH = "/api/assets"  # 1min.ai's Asset API
 MULTIPART_OVERHEAD = 1024 * 1024
@@ -52,6 +53,8 @@ def _too_large_body(path: str, message: str) -> dict[str, Any]:
     """A 413 in the shape of the dialect that owns the path (as its routes render one)."""
     if converse.owns(path):
         return {"message": message}
+    if anthropic.owns(path):  # before OpenAI's: both live under /v1
+        return anthropic.error_body(message, 413)
     if path == OPENAI_PREFIX or path.startswith(OPENAI_PREFIX + "/"):
         return openai_error(message, "invalid_request_error")
     if path == SESSIONS_PREFIX or path.startswith(SESSIONS_PREFIX + "/"):
@@ -63,7 +66,7 @@ def _dialect_prefixes(app: FastAPI) -> list[tuple[str, Any]]:
     """The path prefixes whose unknown routes answer in a dialect's shape other than
     Threadline's own, each with the renderer of that dialect's routes."""
     found = []
-    for prefix in (OPENAI_PREFIX, SESSIONS_PREFIX, *CONVERSE_PREFIXES):
+    for prefix in (anthropic.PREFIX, OPENAI_PREFIX, SESSIONS_PREFIX, *CONVERSE_PREFIXES):
         for route in app.routes:
             path = getattr(route, "path", "")
             if path.startswith(prefix + "/") and hasattr(route, "renderer"):
@@ -157,6 +160,7 @@ def build_app(container: Container) -> FastAPI:
         sessions.router,
         converse.router,
         openai.router,
+        anthropic.router,
     ):
         app.router.routes.extend(merged(router).routes)  # built once, not once per app
     fallback.install(app, _dialect_prefixes(app))

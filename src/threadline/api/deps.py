@@ -1,6 +1,7 @@
 """Typed FastAPI dependencies: the container, and the authenticated, rate-limited caller.
 
-A key is accepted as `API-KEY: <key>` (1min.ai) or `Authorization: Bearer <key>`.
+A key is accepted as `API-KEY: <key>` (1min.ai), `Authorization: Bearer <key>` (OpenAI) or
+`x-api-key: <key>` (Anthropic).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ async def get_container(request: Request) -> Container:
 
 
 def api_key_from(request: Request) -> str | None:
-    key = request.headers.get("api-key")
+    key = request.headers.get("api-key") or request.headers.get("x-api-key")
     if key:
         return key
     authorization = request.headers.get("authorization", "")

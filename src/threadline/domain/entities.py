@@ -102,6 +102,7 @@ class Conversation:
     updated_at: datetime
     description: str = ""
     file_ids: tuple[UUID, ...] = ()
+    head_id: UUID | None = None  # the message the current branch ends with (none yet: None)
 
 
 REPLY_NAMESPACE = UUID("5b0f7d0e-3c1a-4b8e-9a59-6f7e2d4c8a11")
@@ -127,6 +128,7 @@ class Message:
     record_id: UUID | None
     created_at: datetime
     session_id: UUID | None = None
+    parent_id: UUID | None = None  # the message it follows (None: a first message)
 
 
 @dataclass(frozen=True, slots=True)

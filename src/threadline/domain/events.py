@@ -36,12 +36,14 @@ class Citation:
 @dataclass(frozen=True, slots=True)
 class Usage:
     """Token counts of the whole reply, and why it ended. `estimated` is true when the
-    provider gave no counts."""
+    provider gave no counts; `stop_sequence` is the request's stop sequence that ended it,
+    when the provider says which (OpenAI's API does not; vLLM's `stop_reason` does)."""
 
     input_tokens: int
     output_tokens: int
     estimated: bool = False
     finish_reason: FinishReason = "stop"
+    stop_sequence: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,7 @@ class Done:
 
     finish_reason: FinishReason = "stop"
     record: object | None = field(default=None, compare=False)
+    stop_sequence: str | None = None  # as in `Usage`
 
 
 @dataclass(frozen=True, slots=True)

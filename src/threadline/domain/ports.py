@@ -7,6 +7,7 @@ OpenAI-compatible server, or a scripted fake.
 from __future__ import annotations
 
 import builtins
+import enum
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,6 +40,16 @@ class ChatMessage:
     images: tuple[ImagePart, ...] = ()
 
 
+class _Head(enum.Enum):
+    HEAD = "head"
+
+
+HEAD = _Head.HEAD
+Parent = UUID | None | _Head
+"""Where a new message goes in its conversation's tree: after a message (its id), as a new
+first message (None), or after the conversation's head (HEAD, what a plain send does)."""
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryWindow:
     """What a reply replays of its conversation: the last messages, oldest first, and
@@ -47,6 +58,7 @@ class HistoryWindow:
 
     messages: Sequence[ChatMessage]
     has_documents: bool = False
+    parent_id: UUID | None = None  # the message the window ends at: a new message's parent
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,11 +248,25 @@ class ConversationStore(Protocol):
         model: str | None,
         limit: int,
         user_id: UUID | None = None,
+        parent: Parent = HEAD,
     ) -> HistoryWindow | None:
-        """The role and text of the last `limit` messages of finished exchanges, oldest
-        first; only `model`'s exchanges when `model` is given; and whether the conversation
-        has documents. None when the org has no such conversation, or (with `user_id`) when
-        it is not that user's."""
+        """The role and text of the last `limit` messages of finished exchanges on the path
+        from the root to `parent` (the conversation's head by default), oldest first; only
+        `model`'s exchanges when `model` is given; and whether the conversation has
+        documents. None when the org has no such conversation, or (with `user_id`) when it
+        is not that user's."""
+        ...
+
+    async def tree(self, org_id: UUID, conversation_id: UUID) -> builtins.list[Message]:
+        """Every message of the conversation, in the order they were written."""
+        ...
+
+    async def message(
+        self, org_id: UUID, conversation_id: UUID, message_id: UUID
+    ) -> Message | None: ...
+
+    async def set_head(self, org_id: UUID, conversation_id: UUID, message_id: UUID) -> bool:
+        """Make the message the conversation's head; False if it is not one of its."""
         ...
 
 
@@ -267,8 +293,12 @@ class SessionStore(Protocol):
 
 
 class RecordStore(Protocol):
-    async def start(self, record: AiRecord, user_message: Message | None) -> None:
-        """Persist a new PENDING record and its user message in one transaction."""
+    async def start(
+        self, record: AiRecord, user_message: Message | None, *, new_message: bool = True
+    ) -> None:
+        """Persist a new PENDING record and its user message (unless it is stored already:
+        `new_message` False, a reply regenerated) in one transaction; the user message
+        becomes its conversation's head."""
         ...
 
     async def finish(
@@ -313,6 +343,7 @@ class NodeStore(Protocol):
 
 
 __all__ = [
+    "HEAD",
     "AccountStore",
     "ChatMessage",
     "ChatModel",
@@ -324,6 +355,7 @@ __all__ = [
     "ImagePart",
     "Invalidations",
     "ModelRequest",
+    "Parent",
     "RecordStatus",
     "RecordStore",
     "RunFeed",

@@ -186,7 +186,7 @@ class OpenAICompatibleModel:
 class _StreamState:
     """What the stream said so far, besides its text: end marker, finish reason, usage."""
 
-    __slots__ = ("done", "error", "finish_reason", "output_chars", "reported")
+    __slots__ = ("done", "error", "finish_reason", "output_chars", "reported", "stop_reason")
 
     def __init__(self) -> None:
         self.done = False
@@ -194,6 +194,7 @@ class _StreamState:
         self.finish_reason: str | None = None
         self.output_chars = 0
         self.reported: dict[str, Any] | None = None
+        self.stop_reason: object = None  # vLLM's: the stop string that ended the reply
 
     def data(self, payload: bytes) -> str | None:
         """The text of one `data:` payload (None when it carries none)."""
@@ -219,6 +220,7 @@ class _StreamState:
             choice = choices[0]
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
+                self.stop_reason = choice.get("stop_reason")
             text = (choice.get("delta") or {}).get("content")
         except (AttributeError, IndexError, KeyError, TypeError):
             raise _StreamBroken("an event that is not a chat.completion.chunk") from None
@@ -235,6 +237,7 @@ class _StreamState:
             text = choice["message"].get("content") or ""
             self.reported = completion.get("usage")
             self.finish_reason = choice.get("finish_reason") or "stop"
+            self.stop_reason = choice.get("stop_reason")
         except (ValueError, AttributeError, IndexError, KeyError, TypeError):
             raise _StreamBroken("a JSON body that is not a chat.completion") from None
         self.output_chars = len(text)
@@ -247,11 +250,15 @@ class _StreamState:
         reported = self.reported if isinstance(self.reported, dict) else {}
         prompt, completion = reported.get("prompt_tokens"), reported.get("completion_tokens")
         finish = finish_reason(self.finish_reason)
+        matched = self.stop_reason if finish == "stop" else None
+        stop = matched if isinstance(matched, str) and matched in request.stop else None
         if isinstance(prompt, int) and isinstance(completion, int):
-            return Usage(prompt, completion, finish_reason=finish)
+            return Usage(prompt, completion, finish_reason=finish, stop_sequence=stop)
         prompt_chars = sum(len(m.content) for m in request.messages)
         output = _tokens(self.output_chars)
-        return Usage(_tokens(prompt_chars), output, estimated=True, finish_reason=finish)
+        return Usage(
+            _tokens(prompt_chars), output, estimated=True, finish_reason=finish, stop_sequence=stop
+        )
 
 
 def _message(message: ChatMessage) -> dict[str, Any]:

@@ -38,6 +38,9 @@ class ModelProviders(Protocol):
     def image_model(self, name: str, config: ModelConfig) -> ImageModel: ...
 
 
+TOP_K_PROVIDERS = frozenset({"local"})
+
+
 @dataclass(frozen=True, slots=True)
 class CatalogModel:
     name: str
@@ -49,6 +52,12 @@ class CatalogModel:
     @property
     def provider(self) -> str:
         return self.config.provider
+
+    @property
+    def samples_top_k(self) -> bool:
+        """Whether the model honours `top_k` (OpenAI-compatible upstreams take no such
+        setting; llama.cpp does)."""
+        return self.config.provider in TOP_K_PROVIDERS
 
     def price(self, usage: Usage) -> int:
         """Credits for a reply: per-1k-token prices applied to the real counts, rounded up."""

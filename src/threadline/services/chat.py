@@ -29,7 +29,7 @@ from threadline.domain.ports import ChatMessage, HistoryWindow, ModelRequest
 from threadline.services.catalog import CatalogModel, ModelCatalog
 from threadline.services.chat_command import ChatCommand, Grounding, HistorySettings, WebSearch
 from threadline.services.chat_grounding import Readings, ReplyGrounder
-from threadline.services.chat_prompt import fit, join, voiced_system
+from threadline.services.chat_prompt import estimate_tokens, fit, join, voiced_system
 from threadline.services.chat_run import RunDriver, RunStart
 from threadline.services.conversations import ConversationService
 from threadline.services.fallbacks import Candidate
@@ -70,9 +70,9 @@ class ChatService:
         voice = await self._grounder.brand_voice(command)
         self._runs.check_credits(command.principal)
         readings = await self._grounder.read(command, entry, voice)
-        request, citations = await self._model_request(command, entry, readings)
+        request, citations, parent = await self._model_request(command, entry, readings)
         sources = readings.sources(command.grounding.with_memories)
-        record, user_message, reply_id = self._new_record(command)
+        record, user_message, reply_id = self._new_record(command, parent)
         record = replace(record, sources=sources)
         fallbacks = tuple(self._catalog.get(name) for name in entry.config.fallbacks)
         record = await self._runs.reserve(command.principal, entry, request, record, fallbacks)
@@ -88,34 +88,51 @@ class ChatService:
             fallbacks=tuple(
                 Candidate(one, partial(self._catalog.model, one.name)) for one in fallbacks
             ),
+            new_user_message=command.answer_again is None,
         )
         return await self._runs.start(start)
+
+    def count_tokens(self, command: ChatCommand) -> int:
+        """The input tokens of the command's system text and messages, estimated as a
+        reply's reservation estimates them (about 4 characters a token, 4 a message); the
+        model must be a configured chat model. Nothing is stored or charged."""
+        self._catalog.get(command.model)
+        texts = [command.system, command.prompt, *(m.content for m in command.messages)]
+        return sum(estimate_tokens(text) + 4 for text in texts if text)
 
     async def _model_request(
         self,
         command: ChatCommand,
         entry: CatalogModel,
         readings: Readings,
-    ) -> tuple[ModelRequest, tuple[Citation, ...]]:
+    ) -> tuple[ModelRequest, tuple[Citation, ...], UUID | None]:
+        """The model request, the grounding's citations, and the message the new user
+        message follows (the end of the history window read)."""
         max_tokens = command.max_tokens or entry.config.max_output_tokens
         if max_tokens >= entry.config.context_window:
             raise InvalidRequest(
                 f"max_tokens ({max_tokens}) must be below the context window of "
                 f"{entry.name!r} ({entry.config.context_window} tokens)"
             )
+        if command.top_k is not None and not entry.samples_top_k:
+            raise InvalidRequest(
+                f"top_k: model {entry.name!r} ({entry.provider}) does not sample with top_k; "
+                "leave it out"
+            )
         budget = entry.config.context_window - max_tokens
         voiced = voiced_system(command, entry, readings.voice, budget)
         base = join(voiced, memory_block(readings.memories))
         grounded = partial(self._grounder.system, command, budget, base, readings)
         history: Sequence[ChatMessage] = ()
+        parent = None
         if command.messages or command.conversation_id is None:
             system, citations = await grounded()
         elif command.grounding.files:  # documents either way: both reads at once
             (system, citations), window = await asyncio.gather(grounded(), self._history(command))
-            history = window.messages
+            history, parent = window.messages, window.parent_id
         else:  # one round trip says whether the conversation has documents to read too
             window = await self._history(command)
-            history = window.messages
+            history, parent = window.messages, window.parent_id
             system, citations = await grounded(conversation_documents=window.has_documents)
         messages: list[ChatMessage] = []
         if system:
@@ -138,8 +155,9 @@ class ChatService:
             temperature=command.temperature,
             top_p=command.top_p,
             stop=tuple(command.stop),
+            extra={"top_k": command.top_k} if command.top_k is not None else {},
         )
-        return request, citations
+        return request, citations, parent
 
     async def _history(self, command: ChatCommand) -> HistoryWindow:
         if command.conversation_id is None:
@@ -149,12 +167,16 @@ class ChatService:
             command.conversation_id,
             model=None if command.history.is_mixed else command.model,
             limit=min(command.history.limit, self._history_limit_max),
+            parent=command.parent,
         )
 
     @staticmethod
-    def _new_record(command: ChatCommand) -> tuple[AiRecord, Message | None, UUID | None]:
-        """The PENDING record, and in a conversation the user's message and the id its
-        reply will be stored under (known from the start, so a stream can name it)."""
+    def _new_record(
+        command: ChatCommand, parent: UUID | None
+    ) -> tuple[AiRecord, Message | None, UUID | None]:
+        """The PENDING record, and in a conversation the user's message (following
+        `parent`; or the one answered again) and the id its reply will be stored under
+        (known from the start, so a stream can name it)."""
         now = utcnow()
         record = AiRecord(
             id=uuid4(),
@@ -172,6 +194,8 @@ class ChatService:
         )
         if command.conversation_id is None:
             return record, None, None
+        if command.answer_again is not None:
+            return record, command.answer_again, reply_message_id(record.id)
         user_message = Message(
             id=uuid4(),
             org_id=record.org_id,
@@ -183,5 +207,6 @@ class ChatService:
             model=command.model,
             status=RecordStatus.PENDING,
             created_at=now,
+            parent_id=parent,
         )
         return record, user_message, reply_message_id(record.id)

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from threadline.domain.entities import Principal
-from threadline.domain.ports import ChatMessage
+from threadline.domain.entities import Message, Principal
+from threadline.domain.ports import HEAD, ChatMessage, Parent
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +48,12 @@ class ChatCommand:
 
     Either `prompt` (with an optional conversation whose history is replayed) or `messages`
     (the client sends the whole exchange, as OpenAI's API does).
+
+    In a conversation, the new user message follows `parent` (the head by default; a message
+    id branches off an older message, None starts a new first message) and the history is
+    the path from the root to it. `answer_again`: no new user message, this stored one is
+    answered again (its new reply a sibling of its earlier ones); `parent` is then its
+    parent and `prompt` its text.
     """
 
     principal: Principal
@@ -65,4 +71,7 @@ class ChatCommand:
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
+    top_k: int | None = None  # only for models that sample with it (`samples_top_k`)
     stop: Sequence[str] = ()
+    parent: Parent = HEAD
+    answer_again: Message | None = None

@@ -52,6 +52,7 @@ class RunStart:
     reply_id: UUID | None
     citations: tuple[Citation, ...] = ()
     follow_up: FollowUp | None = None
+    new_user_message: bool = True  # False: a stored user message answered again
     fallbacks: tuple[Candidate, ...] = ()  # the entry's `fallbacks`, tried in order
 
     def chain(self, on_answer: Callable[[CatalogModel], None]) -> FallbackChain:
@@ -114,7 +115,9 @@ class RunDriver:
         stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(self._drive(run, start, stored), name=f"run-{run.id}")
         self._runs.add(run, task)
-        write = asyncio.create_task(self._records.start(start.record, user_message))
+        write = asyncio.create_task(
+            self._records.start(start.record, user_message, new_message=start.new_user_message)
+        )
         write.add_done_callback(partial(_settle, stored))
         self._writes.add(write)  # a task needs a strong reference until it is done
         write.add_done_callback(self._writes.discard)
@@ -199,7 +202,10 @@ class RunDriver:
             try:
                 user = await asyncio.shield(
                     self._records.finish(
-                        record, assistant, user_message.id if user_message else None, charge
+                        record,
+                        assistant,
+                        _prompt_status_changes(start, record),
+                        charge,
                     )
                 )
                 if user is not None:
@@ -209,7 +215,11 @@ class RunDriver:
                 failure = failure or _STORAGE_FAILED
                 await asyncio.shield(self._credits.release(run.record))
         last: Done | Failed = (
-            Done(ended.usage.finish_reason, record=record)
+            Done(
+                ended.usage.finish_reason,
+                record=record,
+                stop_sequence=ended.usage.stop_sequence,
+            )
             if failure is None
             else replace(failure, record=record)
         )
@@ -304,6 +314,15 @@ def _settle(future: asyncio.Future[None], task: asyncio.Task[None]) -> None:
         future.set_result(None)
 
 
+def _prompt_status_changes(start: RunStart, record: AiRecord) -> UUID | None:
+    """The user message whose status becomes the record's: a new one always; one answered
+    again only when this answer succeeded (a failed retry leaves the earlier outcome)."""
+    message = start.user_message
+    if message is None or not (start.new_user_message or record.status is RecordStatus.SUCCESS):
+        return None
+    return message.id
+
+
 def _assistant_message(
     record: AiRecord, user_message: Message | None, reply_id: UUID | None
 ) -> Message | None:
@@ -322,4 +341,5 @@ def _assistant_message(
         model=record.model,
         status=record.status,
         created_at=record.updated_at,
+        parent_id=user_message.id,
     )

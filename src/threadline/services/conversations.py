@@ -12,7 +12,7 @@ from uuid import UUID, uuid4
 from threadline.domain.clock import utcnow
 from threadline.domain.entities import Conversation, Page, Principal
 from threadline.domain.errors import InvalidRequest, NotFound
-from threadline.domain.ports import ConversationStore, HistoryWindow
+from threadline.domain.ports import HEAD, ConversationStore, HistoryWindow, Parent
 from threadline.services.catalog import ModelCatalog
 
 
@@ -103,11 +103,17 @@ class ConversationService:
         )
 
     async def history(
-        self, caller: Principal, conversation_id: UUID, *, model: str | None, limit: int
+        self,
+        caller: Principal,
+        conversation_id: UUID,
+        *,
+        model: str | None,
+        limit: int,
+        parent: Parent = HEAD,
     ) -> HistoryWindow:
         owner = None if caller.is_admin else caller.user.id  # the visibility rule of get()
         rows = await self._store.history(
-            caller.org_id, conversation_id, model=model, limit=limit, user_id=owner
+            caller.org_id, conversation_id, model=model, limit=limit, user_id=owner, parent=parent
         )
         if rows is None:
             raise NotFound(f"conversation {conversation_id} not found")

@@ -1,7 +1,12 @@
-"""Conversations and their messages in SQL (implements `ports.ConversationStore`)."""
+"""Conversations and their messages in SQL (implements `ports.ConversationStore`).
+
+Messages form a tree (`parent_id`); a conversation's `head_id` ends its current branch. A
+list and a history window read the path from the root to the head (or to a given parent):
+a recursive query that walks up by `id`, one message a step."""
 
 from __future__ import annotations
 
+import builtins
 import functools
 from typing import Any
 from uuid import UUID
@@ -9,6 +14,7 @@ from uuid import UUID
 from sqlalchemy import (
     Integer,
     Select,
+    Uuid,
     and_,
     bindparam,
     delete,
@@ -22,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import RowMapping
 
 from threadline.domain.entities import Conversation, Message, Page, RecordStatus
-from threadline.domain.ports import ChatMessage, HistoryWindow
+from threadline.domain.ports import HEAD, ChatMessage, HistoryWindow, Parent
 from threadline.storage.database import Database, as_utc, utcnow
 from threadline.storage.tables import conversation_documents, conversations, messages
 
@@ -43,6 +49,7 @@ def _conversation(row: RowMapping) -> Conversation:
         is_archived=row["is_archived"],
         created_at=as_utc(row["created_at"]),
         updated_at=as_utc(row["updated_at"]),
+        head_id=row["head_id"],
     )
 
 
@@ -58,6 +65,7 @@ def message_from_row(row: RowMapping) -> Message:
         model=row["model"],
         status=RecordStatus(row["status"]),
         created_at=as_utc(row["created_at"]),
+        parent_id=row["parent_id"],
     )
 
 
@@ -73,6 +81,7 @@ def message_values(message: Message) -> dict[str, Any]:
         "model": message.model,
         "status": message.status.value,
         "created_at": message.created_at,
+        "parent_id": message.parent_id,
     }
 
 
@@ -173,13 +182,56 @@ class SqlConversationStore:
     async def messages(
         self, org_id: UUID, conversation_id: UUID, *, limit: int, offset: int
     ) -> Page:
-        where = (messages.c.org_id == org_id, messages.c.conversation_id == conversation_id)
-        query = select(messages).where(*where).order_by(messages.c.seq).limit(limit).offset(offset)
-        count = select(func.count()).select_from(messages).where(*where)
+        """The current branch (the path from the root to the head), oldest first."""
+        params = {"org_id": org_id, "conversation_id": conversation_id}
+        on_path = messages.c.id.in_(select(_BRANCH.c.id))
+        query = select(messages).where(on_path).order_by(messages.c.seq)
+        query = query.limit(limit).offset(offset)
+        count = select(func.count()).select_from(_BRANCH)
+        async with self._db.read() as conn:
+            rows = (await conn.execute(query, params)).all()
+            total = int((await conn.execute(count, params)).scalar_one())
+        return Page([message_from_row(r._mapping) for r in rows], total, limit, offset)
+
+    async def tree(self, org_id: UUID, conversation_id: UUID) -> builtins.list[Message]:
+        query = (
+            select(messages)
+            .where(messages.c.org_id == org_id, messages.c.conversation_id == conversation_id)
+            .order_by(messages.c.seq)
+        )
         async with self._db.read() as conn:
             rows = (await conn.execute(query)).mappings().all()
-            total = int((await conn.execute(count)).scalar_one())
-        return Page([message_from_row(r) for r in rows], total, limit, offset)
+        return [message_from_row(r) for r in rows]
+
+    async def message(
+        self, org_id: UUID, conversation_id: UUID, message_id: UUID
+    ) -> Message | None:
+        query = select(messages).where(
+            messages.c.id == message_id,
+            messages.c.org_id == org_id,
+            messages.c.conversation_id == conversation_id,
+        )
+        async with self._db.read() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        return message_from_row(row) if row else None
+
+    async def set_head(self, org_id: UUID, conversation_id: UUID, message_id: UUID) -> bool:
+        owned = exists().where(
+            messages.c.id == message_id,
+            messages.c.org_id == org_id,
+            messages.c.conversation_id == conversation_id,
+        )
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                update(conversations)
+                .where(
+                    conversations.c.org_id == org_id,
+                    conversations.c.id == conversation_id,
+                    owned,
+                )
+                .values(head_id=message_id, updated_at=utcnow())
+            )
+        return bool(result.rowcount)
 
     async def history(
         self,
@@ -189,36 +241,69 @@ class SqlConversationStore:
         model: str | None,
         limit: int,
         user_id: UUID | None = None,
+        parent: Parent = HEAD,
     ) -> HistoryWindow | None:
-        query = _history_query(by_model=model is not None, by_user=user_id is not None)
+        from_head = parent is HEAD
+        query = _history_query(
+            by_model=model is not None, by_user=user_id is not None, from_head=from_head
+        )
         params = {
             "org_id": org_id,
             "conversation_id": conversation_id,
             "model": model,
             "user_id": user_id,
             "limit": max(limit, 1),
+            "parent": None if from_head else parent,
         }
         async with self._db.read() as conn:
             rows = (await conn.execute(query, params)).all()
         if not rows:
             return None
-        has_documents = bool(rows[0].has_documents)
-        if limit <= 0 or rows[0].role is None:
-            return HistoryWindow([], has_documents)
-        return HistoryWindow(
-            [ChatMessage(r.role, r.content) for r in reversed(rows)], has_documents
-        )
+        first = rows[0]
+        has_documents = bool(first.has_documents)
+        end = first.head_id if from_head else parent
+        assert end is not HEAD
+        if limit <= 0 or first.role is None:
+            return HistoryWindow([], has_documents, end)
+        window = [ChatMessage(r.role, r.content) for r in reversed(rows)]
+        return HistoryWindow(window, has_documents, end)
+
+
+def _path(start: Any, name: str) -> Any:
+    """The recursive CTE of the messages from `start` (a message id) up to the root."""
+    anchor = select(messages.c.id, messages.c.parent_id).where(
+        messages.c.id == start,
+        messages.c.org_id == bindparam("org_id"),
+        messages.c.conversation_id == bindparam("conversation_id"),
+    )
+    path = anchor.cte(name, recursive=True)
+    step = select(messages.c.id, messages.c.parent_id).where(messages.c.id == path.c.parent_id)
+    return path.union_all(step)
+
+
+_HEAD_OF = (
+    select(conversations.c.head_id)
+    .where(
+        conversations.c.org_id == bindparam("org_id"),
+        conversations.c.id == bindparam("conversation_id"),
+    )
+    .scalar_subquery()
+)
+_BRANCH = _path(_HEAD_OF, "branch")  # the current branch
 
 
 @functools.cache
-def _history_query(*, by_model: bool, by_user: bool) -> Select[Any]:
-    """The conversation (no row when it is not there, or not the user's), whether it has
-    documents, left-joined to the role and text of its last messages of finished exchanges
-    (all a model is given): one query, built once per variant."""
+def _history_query(*, by_model: bool, by_user: bool, from_head: bool) -> Select[Any]:
+    """The conversation (no row when it is not there, or not the user's), its head, whether
+    it has documents, left-joined to the role and text of the last messages of finished
+    exchanges on the path to the head (or to `:parent`): all a model is given. One query,
+    built once per variant."""
+    path = _path(_HEAD_OF if from_head else bindparam("parent", type_=Uuid), "path")
     joined = [
         messages.c.conversation_id == conversations.c.id,
         messages.c.org_id == conversations.c.org_id,
         messages.c.status == RecordStatus.SUCCESS.value,
+        messages.c.id.in_(select(path.c.id)),
     ]
     if by_model:
         joined.append(messages.c.model == bindparam("model"))
@@ -231,6 +316,7 @@ def _history_query(*, by_model: bool, by_user: bool) -> Select[Any]:
     return (
         select(
             literal_column("1").label("conversation_found"),  # a row: it is there
+            conversations.c.head_id,
             exists()
             .where(conversation_documents.c.conversation_id == conversations.c.id)
             .label("has_documents"),

@@ -18,10 +18,11 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import Uuid, bindparam, case, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from threadline.domain.entities import (
     AiRecord,
@@ -119,10 +120,27 @@ _UPDATE_MESSAGE_STATUS = (
     .where(messages.c.org_id == bindparam("w_org_id"), messages.c.id == bindparam("w_id"))
     .values(status=bindparam("w_status"))
 )
+_THIS_CONVERSATION = (
+    conversations.c.org_id == bindparam("w_org_id"),
+    conversations.c.id == bindparam("w_id"),
+)
+# The reply becomes the head if its user message still is (a head moved meanwhile stays).
 _TOUCH_CONVERSATION = (
     update(conversations)
-    .where(conversations.c.org_id == bindparam("w_org_id"), conversations.c.id == bindparam("w_id"))
-    .values(updated_at=bindparam("w_updated_at"))
+    .where(*_THIS_CONVERSATION)
+    .values(
+        updated_at=bindparam("w_updated_at"),
+        head_id=case(
+            (
+                conversations.c.head_id == bindparam("w_after", type_=Uuid),
+                bindparam("w_reply", type_=Uuid),
+            ),
+            else_=conversations.c.head_id,
+        ),
+    )
+)
+_SET_HEAD = (
+    update(conversations).where(*_THIS_CONVERSATION).values(head_id=bindparam("w_head", type_=Uuid))
 )
 _CHECKPOINT_RECORD = (
     update(ai_records)
@@ -155,8 +173,10 @@ class SqlRecordStore:
         self._db = db
         self._node_id = node_id
 
-    async def start(self, record: AiRecord, user_message: Message | None) -> None:
-        # The reply's first byte waits on this write; neither write reads a rowcount.
+    async def start(
+        self, record: AiRecord, user_message: Message | None, *, new_message: bool = True
+    ) -> None:
+        # The reply's first byte waits on this write; no write reads a rowcount.
         values = _values(record)
         values["node_id"] = self._node_id
         if _large(record.prompt_object):  # encoded in a thread, not on the event loop
@@ -164,7 +184,14 @@ class SqlRecordStore:
         async with self._db.write(urgent=True, batched=True) as conn:
             await conn.execute(_INSERT_RECORD, values)
             if user_message is not None:
-                await conn.execute(_INSERT_MESSAGE, message_values(user_message))
+                if new_message:
+                    await conn.execute(_INSERT_MESSAGE, message_values(user_message))
+                head = {
+                    "w_org_id": record.org_id,
+                    "w_id": user_message.conversation_id,
+                    "w_head": user_message.id,
+                }
+                await conn.execute(_SET_HEAD, head)
 
     async def finish(
         self,
@@ -191,12 +218,15 @@ class SqlRecordStore:
                     {"w_org_id": org_id, "w_id": user_message_id, "w_status": record.status.value},
                 )
             if record.conversation_id is not None:
+                reply = assistant_message
                 await conn.execute(
                     _TOUCH_CONVERSATION,
                     {
                         "w_org_id": org_id,
                         "w_id": record.conversation_id,
                         "w_updated_at": record.updated_at,
+                        "w_after": reply.parent_id if reply else None,
+                        "w_reply": reply.id if reply else None,
                     },
                 )
             if charge or record.reserved_credits:  # the run's reservation settles here
@@ -259,6 +289,7 @@ class SqlRecordStore:
             ]
             if replies:
                 await conn.execute(_INSERT_MESSAGE, replies)
+                await _follow(conn, replies)
         return len(ids)
 
     async def abandon(self, record: AiRecord, charge: int) -> AiRecord | None:
@@ -303,8 +334,23 @@ class SqlRecordStore:
             ]
             if replies:
                 await conn.execute(_UPSERT_REPLY[conn.dialect.name], replies)
+                await _follow(conn, replies)
             await settle(conn, self._db.is_sqlite, org_id, record.user_id, record.id, charge)
         return stored
+
+
+async def _follow(conn: AsyncConnection, replies: list[dict[str, Any]]) -> None:
+    """Each stored reply becomes its conversation's head if the head is still its prompt, as
+    a run's end does (a user who moved the head meanwhile keeps it)."""
+    for reply in replies:
+        await conn.execute(
+            update(conversations)
+            .where(
+                conversations.c.id == reply["conversation_id"],
+                conversations.c.head_id == reply["parent_id"],
+            )
+            .values(head_id=reply["id"])
+        )
 
 
 def _failed_reply(prompt: RowMapping, record: Any) -> dict[str, Any]:
@@ -320,4 +366,5 @@ def _failed_reply(prompt: RowMapping, record: Any) -> dict[str, Any]:
         "model": prompt["model"],
         "status": RecordStatus.FAILED.value,
         "created_at": record.updated_at,
+        "parent_id": prompt["id"],
     }

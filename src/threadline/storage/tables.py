@@ -121,6 +121,7 @@ conversations = Table(
     Column("is_archived", Boolean, nullable=False, default=False),
     _ts("created_at"),
     _ts("updated_at"),
+    Column("head_id", Uuid, nullable=True),  # the current branch's last message
     Index("ix_conversations_org_created", "org_id", "created_at"),
 )
 
@@ -143,6 +144,7 @@ messages = Table(
     Column("model", String(200), nullable=False),
     Column("status", String(16), nullable=False),
     _ts("created_at"),
+    Column("parent_id", Uuid, nullable=True),  # the message it follows: a tree
     Index("ix_messages_conversation_seq", "conversation_id", "seq"),
 )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from functools import partial
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from uuid import UUID
 
 from fastapi import APIRouter, Path, Query, Request
@@ -43,6 +43,9 @@ from threadline.services.chat import ChatCommand, Grounding, HistorySettings, We
 from threadline.services.image_generation import ImageGenerationCommand, ImageGenerationService
 from threadline.services.record_views import RecordViews
 from threadline.services.runs import Run
+
+if TYPE_CHECKING:
+    from threadline.container import Container
 
 
 def render(request: Request, exc: ThreadlineError | RequestValidationError) -> Response:
@@ -110,7 +113,7 @@ async def get_conversation(
     limit: Annotated[int, page_limit("messages per page")] = 100,
     offset: Offset = 0,
 ) -> dict[str, Any]:
-    cid = _conversation_id(conversation_id)
+    cid = conversation_id_of(conversation_id)
     detail = await container.conversation_files.detail(principal, cid, limit=limit, offset=offset)
     return {"conversation": encode.conversation_detail(detail)}
 
@@ -119,7 +122,7 @@ async def get_conversation(
 async def delete_conversation(
     conversation_id: str, principal: PrincipalDep, container: ContainerDep
 ) -> dict[str, Any]:
-    cid = _conversation_id(conversation_id)
+    cid = conversation_id_of(conversation_id)
     await container.conversations.delete(principal, cid)
     return {"success": True, "uuid": str(cid)}
 
@@ -163,8 +166,15 @@ async def chat_with_ai(
         metadata=body.metadata,
     )
     run = await container.chat.reply(command)
+    return await chat_response(run, principal, container, isStreaming)
+
+
+async def chat_response(
+    run: Run, principal: Principal, container: Container, streaming: bool
+) -> Response:
+    """A reply as chat-with-ai answers it: `{aiRecord}` once done, or its SSE frames."""
     views = container.record_views
-    if isStreaming:
+    if streaming:
         idle = container.settings.sse_ping_seconds
 
         async def record_json(_: Done) -> dict[str, Any]:
@@ -267,7 +277,7 @@ async def features(
     return await _finished(run, principal, container.record_views)
 
 
-def _conversation_id(raw: str) -> UUID:
+def conversation_id_of(raw: str) -> UUID:
     try:
         return UUID(raw)
     except ValueError:
