@@ -31,6 +31,7 @@ from threadline.services.conversations import ConversationService
 from threadline.services.credits import CreditService
 from threadline.services.documents import INGEST_JOB, DocumentLimits, DocumentService
 from threadline.services.grounding import DocumentGrounder
+from threadline.services.idempotency import IdempotencyService
 from threadline.services.image_generation import ImageGenerationService
 from threadline.services.images import ImageLimits, ImageReader
 from threadline.services.ingestion import IngestionService
@@ -54,6 +55,7 @@ from threadline.storage.conversations import SqlConversationStore
 from threadline.storage.credits import SqlCreditStore
 from threadline.storage.database import Database
 from threadline.storage.documents import SqlDocumentStore
+from threadline.storage.idempotency import SqlIdempotencyStore
 from threadline.storage.jobs import SqlJobQueue
 from threadline.storage.memories import SqlMemoryStore
 from threadline.storage.rate_limits import WindowRateLimiter
@@ -90,6 +92,7 @@ class Container:
         )
         self.runs = RunRegistry(settings.stream_retention_seconds)
         self.replays = ReplayService(self.runs, self.record_store, self.account_store)
+        self.idempotency = IdempotencyService(SqlIdempotencyStore(self.db))
         self.metrics = Metrics(active_runs=lambda: self.runs.active)
         # Where its windows live is for the scale-out settings to choose (Redis; see
         # storage/rate_limits.py); today, this process's memory.
@@ -147,6 +150,7 @@ class Container:
             grounder=grounder,
             runs=driver,
             history_limit_max=settings.history_limit_max,
+            replays=self.replays,
         )
         self.sessions = SessionService(
             self.session_store, self.conversations, self.chat, self.catalog, self.replays
@@ -304,6 +308,7 @@ class Container:
         )
         if release_credits:
             await self.credits.release_stale(before=started)
+            await self.idempotency.purge()  # expired keys (each is also replaced on reuse)
         if self.settings.documents.embedded_worker if worker is None else worker:
             if self.settings.documents.parser_warm_start:
                 await self.parser.warm_up()

@@ -27,6 +27,7 @@ from threadline.api.dialects.oneminai.schemas import (
     LegacyChatPrompt,
     Strict,
 )
+from threadline.api.idempotency import IDEMPOTENT
 from threadline.api.native import (
     NATIVE_ERRORS,
     error_response,
@@ -74,7 +75,7 @@ RecordIdPath = Annotated[
 ]
 
 
-@router.post("/api/conversations")
+@router.post("/api/conversations", dependencies=[IDEMPOTENT])
 async def create_conversation(
     body: CreateConversation, principal: PrincipalDep, container: ContainerDep
 ) -> dict[str, Any]:
@@ -126,6 +127,7 @@ async def delete_conversation(
 
 @router.post(
     "/api/chat-with-ai",
+    dependencies=[IDEMPOTENT],
     response_model=None,
     responses=streamed("text/event-stream", "{aiRecord}; with isStreaming: SSE", or_json=True),
 )
@@ -215,6 +217,7 @@ async def get_ai_record(
 
 @router.post(
     "/api/features",
+    dependencies=[IDEMPOTENT],
     response_model=None,
     responses=streamed("text/plain", "{aiRecord}; with isStreaming: the raw text", or_json=True),
 )
