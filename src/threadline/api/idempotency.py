@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
+REUSED_DESCRIPTION = "The Idempotency-Key was used for a different request"
 IN_THREAD_BYTES = 64 * 1024  # a bigger body is canonicalised and hashed off the event loop
 
 Handler = Callable[[Request], Awaitable[Response]]
