@@ -27,7 +27,7 @@ from fastapi.params import Depends as DependsParam
 from fastapi.responses import StreamingResponse
 
 from threadline.api.deps import get_principal
-from threadline.services.idempotency import KEY_MAX_CHARS, acting, check_key
+from threadline.services.idempotency import KEY_MAX_CHARS, KEY_PATTERN, acting, check_key
 
 if TYPE_CHECKING:
     from threadline.container import Container
@@ -45,7 +45,9 @@ async def _declared(
         str | None,
         Header(
             alias=HEADER,
+            min_length=1,
             max_length=KEY_MAX_CHARS,
+            pattern=KEY_PATTERN,
             description="Send the request again with the same key (printable ASCII, at most "
             f"{KEY_MAX_CHARS} characters; a UUID is a good key) and get the first answer "
             "instead of a second run, for 24 hours. Scoped to your API key.",

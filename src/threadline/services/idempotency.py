@@ -51,7 +51,9 @@ from threadline.domain.ports import IdempotencyStore, KeyedRequest
 log = structlog.get_logger(__name__)
 
 KEY_MAX_CHARS = 255
-_KEY = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")  # printable ASCII, no edge blanks
+# printable ASCII, no blank at either end (the pattern /openapi.json declares too)
+KEY_PATTERN = r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$"
+_KEY = re.compile(KEY_PATTERN)
 TTL = timedelta(hours=24)
 
 
