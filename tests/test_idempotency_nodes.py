@@ -21,6 +21,7 @@ from tests.conftest import MIGRATED_TEMPLATE
 from tests.fake_upstream import FakeUpstream, Reply
 from tests.helpers import frames_of
 from tests.server_process import ServerProcess, upstream_model
+from threadline.services.sessions import model_id_of
 from threadline.storage.database import Database
 from threadline.storage.tables import ai_records, users
 
@@ -154,3 +155,37 @@ def test_a_stream_retried_on_the_other_node_is_the_same_record(nodes: Nodes) -> 
     assert result["aiRecord"]["uuid"] == record_id
     assert result["aiRecord"]["status"] == "SUCCESS"
     assert len(nodes.upstream.requests) == sent + 1
+
+
+def test_a_session_stream_retried_on_the_other_node(nodes: Nodes) -> None:
+    """The Conversation Service's stream_chat, first on A then (read whole) on B: the same
+    stream, message ids included, followed from the store."""
+    a, b = nodes.a, nodes.b
+    org = httpx.get(f"{a.base_url}/api/me", headers=a.headers()).json()["user"]["teamId"]
+    base = "/api/conversation"
+    made = httpx.post(
+        f"{a.base_url}{base}/create?org_id={org}", headers=a.headers(), json={"title": "T"}
+    )
+    session = httpx.post(
+        f"{a.base_url}{base}/create_session?org_id={org}",
+        headers=a.headers(),
+        json={"conversation_id": made.json()["id"], "model_id": str(model_id_of("gpt-4o-mini"))},
+    ).json()["id"]
+    chat = {"chat_session_id": session, "message": "Hello"}
+    streams = []
+    for node in (a, b):
+        headers = {**node.headers(), "Idempotency-Key": "sess-ab"}
+        url = f"{node.base_url}{base}/stream_chat?org_id={org}"
+        r = httpx.post(url, headers=headers, json=chat, timeout=30)
+        assert r.status_code == 200, r.text
+        streams.append((r.headers["x-ai-record-id"], list(frames_of(iter(r.text.splitlines())))))
+    (on_a, frames_a), (on_b, frames_b) = streams
+    assert on_a == on_b
+    start_a, start_b = (json.loads(f[0]["data"]) for f in (frames_a, frames_b))
+    assert start_b == start_a and start_a["user_message_id"] and start_a["message_id"]
+    text = [
+        "".join(json.loads(f["data"])["content"] for f in frames if f["event"] == "content")
+        for frames in (frames_a, frames_b)
+    ]
+    assert text == ["one two three four"] * 2
+    assert frames_b[-1]["event"] == "end"

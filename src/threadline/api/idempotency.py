@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
-REUSED_DESCRIPTION = "The Idempotency-Key was used for a different request"
 IN_THREAD_BYTES = 64 * 1024  # a bigger body is canonicalised and hashed off the event loop
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -58,6 +57,14 @@ async def _declared(
 
 
 IDEMPOTENT = Depends(_declared)
+
+
+def responses(error: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+    """The statuses an idempotent route may add, with the dialect's error body `error`."""
+    return {
+        409: {**error, "description": "A request with this Idempotency-Key is still running"},
+        422: {**error, "description": "The Idempotency-Key was used for a different request"},
+    }
 
 
 def takes_part(dependencies: Sequence[Any] | None) -> bool:

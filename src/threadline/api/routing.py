@@ -97,9 +97,8 @@ def route_class(render: ErrorRenderer, responses: Responses | None = None) -> ty
             kwargs["responses"] = {**shared, **(kwargs.get("responses") or {})}
             # listed IDEMPOTENT in its dependencies: honours Idempotency-Key (api/idempotency.py)
             self.idempotent = idempotency.takes_part(kwargs.get("dependencies"))
-            if self.idempotent and 422 not in kwargs["responses"] and 400 in shared:
-                reused = {**shared[400], "description": idempotency.REUSED_DESCRIPTION}
-                kwargs["responses"] = {**kwargs["responses"], 422: reused}
+            if self.idempotent and 400 in shared:
+                kwargs["responses"] = {**idempotency.responses(shared[400]), **kwargs["responses"]}
             super().__init__(path, endpoint, **kwargs)
 
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:

@@ -55,6 +55,7 @@ KEY_MAX_CHARS = 255
 KEY_PATTERN = r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$"
 _KEY = re.compile(KEY_PATTERN)
 TTL = timedelta(hours=24)
+PURGE_EVERY_SECONDS = 3600.0  # a long-running server deletes expired keys this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +139,12 @@ class IdempotencyService:
         self.lock_seconds = lock_seconds
         self.wait_seconds = wait_seconds
         self.poll_seconds = poll_seconds
+        self._purged_at = time.monotonic()
 
     async def begin(self, scope: UUID, key: str, fingerprint: str, request: str) -> Ticket:
         """Claim `key` for this request, or learn what to answer instead (see the module)."""
+        if time.monotonic() - self._purged_at >= PURGE_EVERY_SECONDS:
+            await self.purge()
         deadline = time.monotonic() + self.wait_seconds
         delay = self.poll_seconds
         entry = self._entry(scope, key, fingerprint, request)
@@ -236,5 +240,7 @@ class IdempotencyService:
             await self.answered(ticket, 200, None, None)
 
     async def purge(self) -> int:
-        """Delete the expired keys (a key is also replaced lazily when it is used again)."""
+        """Delete the expired keys (at a server's start, then hourly; a key is also replaced
+        when it is used again)."""
+        self._purged_at = time.monotonic()
         return await self._store.purge(utcnow() - self.ttl)
