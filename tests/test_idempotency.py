@@ -68,16 +68,16 @@ def test_same_key_same_answer_charged_once(live: Live) -> None:
     assert len(live.upstream.requests) == 2
 
 
-@pytest.mark.parametrize(
-    "bad",
-    [b"x" * 256, b"with\ttab", b"", "na\u00efve".encode()],
-    ids=["long", "tab", "empty", "not-ascii"],
-)
-def test_garbage_keys_are_refused(live: Live, bad: bytes) -> None:
-    headers: dict[str, Any] = {**live.headers(), "Idempotency-Key": bad}
-    r = httpx.post(live.url(CHAT), headers=headers, content=json.dumps(HELLO).encode("utf-8"))
-    assert r.status_code == 400
-    assert "Idempotency-Key" in r.json()["error"]["message"]
+# (a value with blanks at either end cannot be sent: h11 refuses it, as the server would)
+BAD_KEYS = [b"x" * 256, b"with\ttab", b"", "na\u00efve".encode()]
+
+
+def test_garbage_keys_are_refused(live: Live) -> None:
+    for bad in BAD_KEYS:
+        headers: dict[str, Any] = {**live.headers(), "Idempotency-Key": bad}
+        r = httpx.post(live.url(CHAT), headers=headers, content=json.dumps(HELLO).encode())
+        assert r.status_code == 400, bad
+        assert "Idempotency-Key" in r.json()["error"]["message"]
     assert live.charges()[0] == 0
 
 
