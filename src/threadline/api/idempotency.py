@@ -16,12 +16,14 @@ draws a new one for every attempt).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import parse_qsl
 
+import structlog
 from fastapi import Depends, Header, Request, Response
 from fastapi.params import Depends as DependsParam
 from fastapi.responses import StreamingResponse
@@ -31,6 +33,8 @@ from threadline.services.idempotency import KEY_MAX_CHARS, KEY_PATTERN, acting, 
 
 if TYPE_CHECKING:
     from threadline.container import Container
+
+log = structlog.get_logger(__name__)
 
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
@@ -95,14 +99,26 @@ async def handle(request: Request, handler: Handler) -> Response:
         try:
             response = await handler(request)
         except BaseException:
-            await asyncio.shield(service.abandoned(ticket))
+            with _logged("releasing"):  # the request's own error is what the caller gets
+                await asyncio.shield(service.abandoned(ticket))
             raise
     if not ticket.held:
         response.headers[REPLAYED] = "true"
         return response
     body = None if isinstance(response, StreamingResponse) else bytes(response.body)
-    await service.answered(ticket, response.status_code, response.headers.get("content-type"), body)
+    # the answer is sent even if it cannot be kept: a retry then waits for the key's lock
+    with _logged("storing"):
+        content_type = response.headers.get("content-type")
+        await service.answered(ticket, response.status_code, content_type, body)
     return response
+
+
+@contextlib.contextmanager
+def _logged(what: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception:
+        log.exception(f"idempotency key: {what} the answer failed")
 
 
 async def _fingerprint(request: Request) -> str:
