@@ -6,16 +6,25 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 from uuid import uuid4
 
 import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect
 
 from threadline.domain.clock import utcnow
 from threadline.domain.errors import Conflict, KeyReused
 from threadline.domain.ports import KeyedRequest
 from threadline.services.idempotency import IdempotencyService
-from threadline.storage.database import Database
+from threadline.storage.database import MIGRATIONS_DIR, Database
 from threadline.storage.idempotency import SqlIdempotencyStore
+from threadline.storage.tables import metadata
+
+TABLE = "idempotency_keys"
 
 
 def entry(scope: object, key: str = "k", fingerprint: str = "f", **changes: object) -> KeyedRequest:
@@ -117,3 +126,22 @@ async def test_a_stale_holder_is_taken_over_and_a_live_one_waited_for(db: Databa
     assert (await busy.begin(scope, "k2", "f", "POST /x")).held
     with pytest.raises(Conflict, match="still in progress"):
         await busy.begin(scope, "k2", "f", "POST /x")
+
+
+async def test_the_migration_matches_the_table_and_downgrades(db: Database) -> None:
+    def check(connection: Any) -> tuple[set[str], set[str]]:
+        ours = {"include_name": lambda name, kind, _: kind != "table" or name == TABLE}
+        context = MigrationContext.configure(connection, opts=ours)
+        assert [d for d in compare_metadata(context, metadata) if TABLE in repr(d)] == []
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0009_retrieval")
+        down = set(inspect(connection).get_table_names())
+        command.upgrade(config, "head")
+        return down, set(inspect(connection).get_table_names())
+
+    async with db.engine.begin() as conn:
+        down, up = await conn.run_sync(check)
+    assert TABLE not in down and "chunks" in down
+    assert TABLE in up
