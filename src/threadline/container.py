@@ -37,6 +37,7 @@ from threadline.services.conversations import ConversationService
 from threadline.services.credits import CreditService
 from threadline.services.documents import INGEST_JOB, DocumentLimits, DocumentService
 from threadline.services.grounding import DocumentGrounder
+from threadline.services.idempotency import IdempotencyService
 from threadline.services.image_generation import ImageGenerationService
 from threadline.services.images import ImageLimits, ImageReader
 from threadline.services.ingestion import IngestionService
@@ -62,6 +63,7 @@ from threadline.storage.conversations import SqlConversationStore
 from threadline.storage.credits import SqlCreditStore
 from threadline.storage.database import Database
 from threadline.storage.documents import SqlDocumentStore
+from threadline.storage.idempotency import SqlIdempotencyStore
 from threadline.storage.jobs import SqlJobQueue
 from threadline.storage.memories import SqlMemoryStore
 from threadline.storage.nodes import SqlNodeStore
@@ -107,6 +109,7 @@ class Container:
         self.replays = ReplayService(
             self.runs, self.record_store, self.account_store, feed=self.run_feed
         )
+        self.idempotency = IdempotencyService(SqlIdempotencyStore(self.db))
         self.metrics = Metrics(
             active_runs=lambda: self.runs.active,
             upstreams=self.upstreams,
@@ -202,6 +205,7 @@ class Container:
             grounder=grounder,
             runs=driver,
             history_limit_max=settings.history_limit_max,
+            replays=self.replays,
         )
         self.sessions = SessionService(
             self.session_store, self.conversations, self.chat, self.catalog, self.replays
@@ -373,6 +377,8 @@ class Container:
             await self._redis_feed.start()
         await self.nodes.join(release_credits=release_credits)
         self.nodes.start()
+        if release_credits:
+            await self.idempotency.purge()  # expired keys (each is also replaced on reuse)
         if self.settings.documents.embedded_worker if worker is None else worker:
             if self.settings.documents.parser_warm_start:
                 await self.parser.warm_up()

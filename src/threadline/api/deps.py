@@ -37,6 +37,10 @@ def api_key_from(request: Request) -> str | None:
 
 
 async def get_principal(request: Request) -> Principal:
+    """The authenticated caller (once per request: api/idempotency.py may have asked)."""
+    admitted: Principal | None = getattr(request.state, "principal", None)
+    if admitted is not None:
+        return admitted
     container: Container = request.app.state.container
     principal = await container.accounts.admit(api_key_from(request))
     request.state.principal = principal

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
+from threadline.api import idempotency
 from threadline.api.bounds import CheckedRequest, Unrepresentable, check_params
 from threadline.domain import errors
 from threadline.domain.errors import ThreadlineError
@@ -94,15 +95,22 @@ def route_class(render: ErrorRenderer, responses: Responses | None = None) -> ty
 
         def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
             kwargs["responses"] = {**shared, **(kwargs.get("responses") or {})}
+            # listed IDEMPOTENT in its dependencies: honours Idempotency-Key (api/idempotency.py)
+            self.idempotent = idempotency.takes_part(kwargs.get("dependencies"))
+            if self.idempotent and 400 in shared:
+                kwargs["responses"] = {**idempotency.responses(shared[400]), **kwargs["responses"]}
             super().__init__(path, endpoint, **kwargs)
 
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handler = super().get_route_handler()
+            idempotent = self.idempotent
 
             async def handle(request: Request) -> Response:
                 request = CheckedRequest(request.scope, request.receive)
                 try:
                     check_params(request)
+                    if idempotent:
+                        return await idempotency.handle(request, handler)
                     return await handler(request)
                 except Unrepresentable as exc:
                     return render(request, exc.as_validation_error())

@@ -9,6 +9,7 @@
      ├── Conflict            409  clashes with an existing object (an org's name)
      ├── Unprocessable       422  well-formed but not servable (unknown model, unsupported setting)
      │    └── FetchRefused   422  a URL the server will not fetch (not http(s), private address)
+     ├── KeyReused           422  an Idempotency-Key sent again with another request
      ├── PayloadTooLarge     413  body over the configured cap
      ├── RateLimited         429  too many requests for this key (carries retry_after seconds)
      ├── FetchFailed         502  a URL could not be read (unreachable, too large, too slow)
@@ -86,6 +87,14 @@ class PayloadTooLarge(ThreadlineError):
 class Unprocessable(ThreadlineError):
     status = 422
     code = "UNPROCESSABLE_ENTITY"
+
+
+class KeyReused(ThreadlineError):
+    """An `Idempotency-Key` already used (within its lifetime) by a different request of the
+    same API key. 422 in every dialect, also those that answer `Unprocessable` as 400."""
+
+    status = 422
+    code = "IDEMPOTENCY_KEY_REUSED"
 
 
 class RateLimited(ThreadlineError):

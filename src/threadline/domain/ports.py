@@ -342,6 +342,64 @@ class NodeStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class KeyedRequest:
+    """A request sent with an `Idempotency-Key` (services/idempotency.py), as stored: who
+    holds it while it runs (`token` until `locked_until`), the aiRecord it started, and once
+    it has answered, the answer (`status_code` set; a `stream` is replayed from the record)."""
+
+    scope: UUID  # the caller's API key
+    key: str
+    fingerprint: str
+    request: str  # "POST /path", to name it in a conflict's message
+    token: UUID
+    created_at: datetime
+    locked_until: datetime
+    record_id: UUID | None = None
+    status_code: int | None = None
+    content_type: str | None = None
+    body: bytes | None = None
+    stream: bool = False
+
+
+class IdempotencyStore(Protocol):
+    async def claim(self, entry: KeyedRequest, expired_before: datetime) -> KeyedRequest | None:
+        """Store `entry` unless its key is taken: None when stored (the caller holds the
+        key), else the row that is there. The database decides between concurrent claims.
+        A row of the same key created before `expired_before` is deleted first."""
+        ...
+
+    async def get(self, scope: UUID, key: str) -> KeyedRequest | None: ...
+    async def take_over(
+        self, scope: UUID, key: str, old: UUID, new: UUID, locked_until: datetime
+    ) -> bool:
+        """Hand an unanswered key from the holder `old` to `new` (True if still `old`'s)."""
+        ...
+
+    async def started(self, scope: UUID, key: str, token: UUID, record_id: UUID) -> None:
+        """The holder's request started the run of aiRecord `record_id`."""
+        ...
+
+    async def answered(
+        self,
+        scope: UUID,
+        key: str,
+        token: UUID,
+        *,
+        status_code: int,
+        content_type: str | None,
+        body: bytes | None,
+        stream: bool,
+    ) -> None: ...
+    async def release(self, scope: UUID, key: str, token: UUID) -> None:
+        """Forget the key if `token` still holds it (the request had no effect)."""
+        ...
+
+    async def purge(self, before: datetime) -> int:
+        """Delete the keys created before `before`; how many were deleted."""
+        ...
+
+
 __all__ = [
     "HEAD",
     "AccountStore",
@@ -352,8 +410,10 @@ __all__ = [
     "FeedEntry",
     "FeedRead",
     "HistoryWindow",
+    "IdempotencyStore",
     "ImagePart",
     "Invalidations",
+    "KeyedRequest",
     "ModelRequest",
     "Parent",
     "RecordStatus",

@@ -33,7 +33,9 @@ from threadline.services.chat_prompt import estimate_tokens, fit, join, voiced_s
 from threadline.services.chat_run import RunDriver, RunStart
 from threadline.services.conversations import ConversationService
 from threadline.services.fallbacks import Candidate
+from threadline.services.idempotency import for_reply
 from threadline.services.memories import system_block as memory_block
+from threadline.services.replays import ReplayService
 from threadline.services.runs import Run
 
 __all__ = ["ChatCommand", "ChatService", "Grounding", "HistorySettings", "WebSearch"]
@@ -54,15 +56,29 @@ class ChatService:
         grounder: ReplyGrounder,
         runs: RunDriver,
         history_limit_max: int,
+        replays: ReplayService | None = None,
     ) -> None:
         self._catalog = catalog
         self._conversations = conversations
         self._grounder = grounder
         self._runs = runs
         self._history_limit_max = history_limit_max
+        self._replays = replays
 
     async def reply(self, command: ChatCommand) -> Run:
-        """Start a reply; returns at once with the run (does not wait for the model)."""
+        """Start a reply; returns at once with the run (does not wait for the model).
+
+        A retry with an `Idempotency-Key` whose first request started a run gets that run
+        back (services/idempotency.py): nothing is checked, reserved or started again."""
+        ticket = for_reply()
+        if ticket is not None and ticket.replay_of is not None and self._replays is not None:
+            return await self._replays.follow(command.principal, ticket.replay_of)
+        run = await self._start(command)
+        if ticket is not None:
+            await ticket.run_started(run.id)
+        return run
+
+    async def _start(self, command: ChatCommand) -> Run:
         entry = self._catalog.get(command.model)
         if entry.name != command.model:  # an alias: the model that answers is recorded
             command = replace(command, model=entry.name)

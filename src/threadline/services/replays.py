@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from uuid import UUID
 
-from threadline.domain.entities import AiRecord, Principal, RecordStatus, User
+from threadline.domain.entities import AiRecord, Principal, RecordStatus, User, reply_message_id
 from threadline.domain.errors import InvalidRequest, NotFound
 from threadline.domain.events import Done, Failed, ReplyEvent, TextDelta
 from threadline.domain.ports import AccountStore, RecordStore, RunFeed
@@ -75,6 +75,7 @@ class ReplayService:
             feed.on_cancel(runs.cancel)
         self.poll_seconds = poll_seconds
         self.pending_wait = pending_wait
+        self._mirrors: set[asyncio.Task[None]] = set()
 
     async def open(self, caller: Principal, record_id: UUID, after: int = 0) -> Replay:
         """The reply `record_id` for a reader that has its first `after` characters; a
@@ -121,6 +122,34 @@ class ReplayService:
         elif replay.record.status is RecordStatus.PENDING and self._feed is not None:
             self._feed.cancel(record_id)
         return replay.record
+
+    async def follow(self, caller: Principal, record_id: UUID) -> Run:
+        """The run of `record_id` from its start, for a retried request (an idempotent
+        retry, services/idempotency.py): the run itself while this process holds it, else
+        a run that mirrors the stored record (its text once it has ended elsewhere)."""
+        replay = await self.open(caller, record_id)
+        if replay.run is not None:
+            return replay.run
+        record = replay.record
+        reply_id = reply_message_id(record.id) if record.conversation_id is not None else None
+        run = Run(record, reply_message_id=reply_id)
+        task = asyncio.create_task(self._mirror(run, replay))
+        self._mirrors.add(task)
+        task.add_done_callback(self._mirrors.discard)
+        return run
+
+    async def _mirror(self, run: Run, replay: Replay) -> None:
+        last: Done | Failed = STREAM_LOST
+        try:
+            async for _, event in self.events(replay):
+                if isinstance(event, Done | Failed):
+                    last = event
+                    break
+                if event is not None:
+                    run.emit(event)
+        finally:
+            record = last.record if isinstance(last.record, AiRecord) else replay.record
+            run.finish(record, last)
 
     @staticmethod
     async def current(replay: Replay) -> AiRecord:
@@ -193,6 +222,9 @@ def _past_end_failure(after: int, length: int) -> Failed:
     return Failed(code=error.code, message=error.message, status=error.status)
 
 
+STREAM_LOST = Failed(
+    code="INTERNAL_ERROR", message="the stored reply could not be read", status=500
+)
 _STILL_PENDING = Failed(
     code="REPLY_PENDING",
     message="the reply is still being produced by another server process; resume the stream "

@@ -160,6 +160,9 @@ class SessionService:
         )
         run = await self._chat.reply(command)
         await self._store.touch(caller.org_id, session.id)
+        if run.user_message_id is None:  # an idempotent retry's run, mirrored from the store
+            stored = await self._stored_exchange(caller, session, run.id)
+            return Exchange(session, run, stored.user_message_id, run.reply_message_id, run.id)
         return Exchange(session, run, run.user_message_id, run.reply_message_id, run.id)
 
     async def resume(

@@ -93,6 +93,26 @@ credit_reservations = Table(
     Index("ix_credit_reservations_created", "created_at"),
 )
 
+# One row per (API key, Idempotency-Key): see storage/idempotency.py.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("scope", Uuid, nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("request", String(300), nullable=False),
+    Column("token", Uuid, nullable=False),
+    Column("record_id", Uuid, nullable=True),
+    Column("status_code", Integer, nullable=True),
+    Column("content_type", String(200), nullable=True),
+    Column("body", LargeBinary, nullable=True),
+    Column("stream", Boolean, nullable=False, default=False),
+    _ts("created_at"),
+    _ts("locked_until"),
+    PrimaryKeyConstraint("scope", "key", name="pk_idempotency_keys"),
+    Index("ix_idempotency_keys_created", "created_at"),
+)
+
 api_keys = Table(
     "api_keys",
     metadata,

@@ -33,6 +33,7 @@ from threadline.api.dialects.converse.schemas import (
     PromptRequest,
     SortKey,
 )
+from threadline.api.idempotency import IDEMPOTENT
 from threadline.api.native import validation_details
 from threadline.api.routing import error_responses, merged, route_class
 from threadline.domain.entities import Principal
@@ -320,18 +321,33 @@ def _routes(prefix: str, *, in_schema: bool) -> APIRouter:
         include_in_schema=in_schema,
     )
     add = r.add_api_route
-    add("", create_conversation, methods=["POST"], status_code=201, response_model=None)
+    once = [IDEMPOTENT]  # creates or charges: Idempotency-Key honoured
+    add(
+        "",
+        create_conversation,
+        methods=["POST"],
+        status_code=201,
+        response_model=None,
+        dependencies=once,
+    )
     add("", list_conversations, methods=["GET"], response_model=None)
     add("/{conversation_id}", get_conversation, methods=["GET"])
     add("/{conversation_id}", update_conversation, methods=["PUT"], status_code=204)
     add("/{conversation_id}", delete_conversation, methods=["DELETE"], status_code=204)
-    add("/{conversation_id}/prompts", converse, methods=["POST"], response_model=None)
+    add(
+        "/{conversation_id}/prompts",
+        converse,
+        methods=["POST"],
+        response_model=None,
+        dependencies=once,
+    )
     add(
         "/{conversation_id}/documents",
         add_documents,
         methods=["POST"],
         status_code=201,
         response_model=None,
+        dependencies=once,
     )
     add("/{conversation_id}/documents", delete_documents, methods=["DELETE"], status_code=204)
     add("/{conversation_id}/documents/{document_id}", document_metadata, methods=["GET"])

@@ -25,6 +25,7 @@ from threadline.api.bounds import Offset, page_limit
 from threadline.api.deps import ContainerDep, PrincipalDep
 from threadline.api.dialects.oneminai import encode
 from threadline.api.dialects.oneminai.routes import render
+from threadline.api.idempotency import IDEMPOTENT
 from threadline.api.native import NATIVE_ERRORS
 from threadline.api.routing import route_class
 from threadline.domain.errors import InvalidRequest
@@ -50,7 +51,7 @@ UPLOAD_BODY = {
 }
 
 
-@router.post("/api/assets", openapi_extra={"requestBody": UPLOAD_BODY})
+@router.post("/api/assets", dependencies=[IDEMPOTENT], openapi_extra={"requestBody": UPLOAD_BODY})
 async def upload_asset(
     request: Request, principal: PrincipalDep, container: ContainerDep
 ) -> dict[str, Any]:

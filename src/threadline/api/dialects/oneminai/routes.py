@@ -27,6 +27,7 @@ from threadline.api.dialects.oneminai.schemas import (
     LegacyChatPrompt,
     Strict,
 )
+from threadline.api.idempotency import IDEMPOTENT
 from threadline.api.native import (
     NATIVE_ERRORS,
     error_response,
@@ -77,7 +78,7 @@ RecordIdPath = Annotated[
 ]
 
 
-@router.post("/api/conversations")
+@router.post("/api/conversations", dependencies=[IDEMPOTENT])
 async def create_conversation(
     body: CreateConversation, principal: PrincipalDep, container: ContainerDep
 ) -> dict[str, Any]:
@@ -129,6 +130,7 @@ async def delete_conversation(
 
 @router.post(
     "/api/chat-with-ai",
+    dependencies=[IDEMPOTENT],
     response_model=None,
     responses=streamed("text/event-stream", "{aiRecord}; with isStreaming: SSE", or_json=True),
 )
@@ -225,6 +227,7 @@ async def get_ai_record(
 
 @router.post(
     "/api/features",
+    dependencies=[IDEMPOTENT],
     response_model=None,
     responses=streamed("text/plain", "{aiRecord}; with isStreaming: the raw text", or_json=True),
 )

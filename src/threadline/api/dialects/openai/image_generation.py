@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from threadline.api.deps import ContainerDep, PrincipalDep
 from threadline.api.dialects.openai.schemas import OpenAIRequestError
+from threadline.api.idempotency import IDEMPOTENT
 from threadline.domain.errors import NotFound
 from threadline.domain.image_generation import IMAGE_GENERATOR
 from threadline.services.image_generation import ImageGenerationCommand
@@ -43,7 +44,9 @@ class ImageModelNotFound(NotFound):
 
 
 def add_routes(router: APIRouter) -> None:
-    router.add_api_route("/images/generations", generate_images, methods=["POST"])
+    router.add_api_route(
+        "/images/generations", generate_images, methods=["POST"], dependencies=[IDEMPOTENT]
+    )
 
 
 async def generate_images(

@@ -25,8 +25,14 @@ from threadline.api.dialects.openai.schemas import (
     image_urls,
     stop_sequences,
 )
+from threadline.api.idempotency import IDEMPOTENT
 from threadline.api.routing import error_responses, route_class, streamed
-from threadline.domain.errors import NotFound, ThreadlineError, Unprocessable
+from threadline.domain.errors import (
+    KeyReused,
+    NotFound,
+    ThreadlineError,
+    Unprocessable,
+)
 from threadline.domain.events import Done, Failed
 from threadline.domain.ports import ChatMessage
 from threadline.services.catalog import CatalogModel, ModelCatalog
@@ -40,7 +46,7 @@ error_type = encode.error_type
 def render(_request: Request, exc: ThreadlineError | RequestValidationError) -> Response:
     if isinstance(exc, RequestValidationError):
         return JSONResponse(_validation_error(exc), status_code=400)
-    status = 400 if exc.status == 422 else exc.status
+    status = 400 if exc.status == 422 and not isinstance(exc, KeyReused) else exc.status
     code = getattr(exc, "error_code", None) or _CODES.get(status)
     if (code is None and status in (403, 422)) or status >= 500:
         code = exc.code.lower()
@@ -142,6 +148,7 @@ def _translated(
 
 @router.post(
     "/chat/completions",
+    dependencies=[IDEMPOTENT],
     response_model=None,
     responses=streamed(
         "text/event-stream", "A completion; with stream: chunks (SSE)", or_json=True

@@ -22,11 +22,12 @@ from threadline.api.bounds import JSON_INT_MAX, Offset, page_limit
 from threadline.api.deps import ContainerDep, LastEventId, PrincipalDep, ResumeAfter
 from threadline.api.dialects.sessions import encode
 from threadline.api.dialects.sessions.schemas import CreateConversation, CreateSession, StreamChat
+from threadline.api.idempotency import IDEMPOTENT
 from threadline.api.native import validation_details
 from threadline.api.routing import error_responses, route_class, streamed
 from threadline.api.stream_ids import position_of
 from threadline.domain.entities import Principal
-from threadline.domain.errors import NotFound, ThreadlineError
+from threadline.domain.errors import KeyReused, NotFound, ThreadlineError
 from threadline.services.sessions import Exchange
 
 MESSAGES_DEFAULT_LIMIT = 20
@@ -40,7 +41,8 @@ def render(_request: Request, exc: ThreadlineError | RequestValidationError) -> 
         detail = "; ".join(e["message"] for e in errors) or "invalid request"
         body = {"detail": detail, "code": "INVALID_REQUEST", "errors": errors}
         return JSONResponse(body, status_code=400)
-    status, code = (400, "INVALID_REQUEST") if exc.status == 422 else (exc.status, exc.code)
+    unservable = exc.status == 422 and not isinstance(exc, KeyReused)
+    status, code = (400, "INVALID_REQUEST") if unservable else (exc.status, exc.code)
     headers = None if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
     return JSONResponse({"detail": exc.message, "code": code}, status_code=status, headers=headers)
 
@@ -80,7 +82,7 @@ Caller = Annotated[Principal, Depends(org_caller)]
 ConversationQuery = Annotated[UUID, Query(description="Conversation ID")]
 
 
-@router.post("/create")
+@router.post("/create", dependencies=[IDEMPOTENT])
 async def create_conversation(
     body: CreateConversation, caller: Caller, container: ContainerDep
 ) -> dict[str, Any]:
@@ -90,7 +92,7 @@ async def create_conversation(
     return encode.conversation(conversation)
 
 
-@router.post("/create_session")
+@router.post("/create_session", dependencies=[IDEMPOTENT])
 async def create_session(
     body: CreateSession, caller: Caller, container: ContainerDep
 ) -> dict[str, Any]:
@@ -102,6 +104,7 @@ async def create_session(
 
 @router.post(
     "/stream_chat",
+    dependencies=[IDEMPOTENT],
     response_model=None,
     responses=streamed("text/event-stream", "SSE: start, content..., end (or error)"),
 )
