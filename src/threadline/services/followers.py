@@ -65,10 +65,18 @@ class RunFollower:
         (no shared feed, Redis away, or the owner never published it)."""
         if not self._feed.shared or record.status is not RecordStatus.PENDING:
             return None
-        read = await self._feed.read(record.id, "0", 0)
-        if read is None or not read.entries or read.entries[0].terms is None:
+        entries, cursor = [], "0"
+        while True:  # all of it so far: the reader's position is checked against it
+            read = await self._feed.read(record.id, cursor, 0)
+            if read is None:
+                return None
+            if not read.entries:
+                break
+            entries += read.entries
+            cursor = read.cursor
+        if not entries or entries[0].terms is None:
             return None
-        return Followed(record, read.entries[0].terms, read.cursor, read.entries[1:])
+        return Followed(record, entries[0].terms, cursor, entries[1:])
 
     async def events(
         self, run: Followed, after: int, idle: float | None, fallback: Fallback
@@ -85,10 +93,14 @@ class RunFollower:
                     if entry.offset >= after:
                         yield 0, entry.citation
                     continue
-                if not await self._join(run, entry):  # a gap the store cannot fill
+                gap = await self._join(run, entry)
+                if gap is None:  # a gap the store cannot fill
                     async for item in fallback(run.record, seen):
                         yield item
                     return
+                if gap and seen < entry.offset:  # the gap's text, from the checkpoint
+                    yield 0, TextDelta(gap[max(0, seen - (entry.offset - len(gap))) :])
+                    seen = entry.offset
                 end = entry.offset + len(entry.text)
                 if end > seen:
                     yield 0, TextDelta(entry.text[max(0, seen - entry.offset) :])
@@ -116,20 +128,23 @@ class RunFollower:
     async def _fresh(self, run: Followed) -> AiRecord:
         return await self._records.get(run.record.org_id, run.record.id) or run.record
 
-    async def _join(self, run: Followed, entry: FeedEntry) -> bool:
-        """Add a text entry to the run's text; a gap before it is filled from the record's
-        checkpoint. False when the checkpoint does not cover the gap."""
+    async def _join(self, run: Followed, entry: FeedEntry) -> str | None:
+        """Add a text entry to the run's text. A gap before it is filled from the record's
+        checkpoint: returns the gap's text ("" without a gap), None when the checkpoint does
+        not cover it."""
+        gap = ""
         if entry.offset > run.length:
             record = run.record = await self._fresh(run)
             if len(record.result_text) < entry.offset:
-                return False
-            run.parts.append(record.result_text[run.length : entry.offset])
+                return None
+            gap = record.result_text[run.length : entry.offset]
+            run.parts.append(gap)
             run.length = entry.offset
         end = entry.offset + len(entry.text)
         if end > run.length:
             run.parts.append(entry.text[run.length - entry.offset :])
             run.length = end
-        return True
+        return gap
 
     async def _abandon(self, run: Followed, seen: int, fallback: Fallback) -> ReplayEvents:
         """The owner died: fail the record with the text streamed so far, charged for it."""

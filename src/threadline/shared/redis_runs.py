@@ -72,6 +72,9 @@ class RedisRunFeed:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        batch, self._pending = self._pending, []
+        if batch and self._link.up:  # the last ends of the runs drained before
+            await self._write(batch)
 
     def tap(self, run_id: UUID, terms: RunTerms) -> Callable[[ReplyEvent], None]:
         self._owned.add(run_id)
