@@ -31,7 +31,7 @@ from threadline.api.dialects.anthropic.schemas import (
 )
 from threadline.api.routing import error_responses, route_class, streamed
 from threadline.domain.entities import Principal
-from threadline.domain.errors import NotFound, RateLimited, ThreadlineError, Unprocessable
+from threadline.domain.errors import NotFound, ThreadlineError, Unprocessable
 from threadline.domain.events import Done, Failed
 from threadline.services.catalog import ModelCatalog
 from threadline.services.chat import ChatCommand, Grounding
@@ -44,7 +44,7 @@ def render(_request: Request, exc: ThreadlineError | RequestValidationError) -> 
     if isinstance(exc, RequestValidationError):
         return JSONResponse(encode.error_body(_validation_message(exc), 400), status_code=400)
     status = 400 if exc.status == 422 else exc.status
-    headers = {"retry-after": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    headers = None if exc.retry_after is None else {"retry-after": str(exc.retry_after)}
     return JSONResponse(encode.error_body(exc.message, status), status_code=status, headers=headers)
 
 
