@@ -44,11 +44,13 @@ class NodeKeeper:
         self.lease_seconds = lease_seconds
         self._task: asyncio.Task[None] | None = None
         self._joined = False
+        self._release_credits = True
 
     async def join(self, *, release_credits: bool = True) -> None:
         """Join, then recover what the processes that are gone left behind."""
         await self._store.join(self.id)
         self._joined = True
+        self._release_credits = release_credits
         await self.recover(release_credits=release_credits)
 
     async def recover(self, *, release_credits: bool = True) -> int:
@@ -74,7 +76,7 @@ class NodeKeeper:
             await asyncio.sleep(interval)
             try:
                 await self._store.beat(self.id)
-                await self.recover()
+                await self.recover(release_credits=self._release_credits)
             except Exception as error:  # an outage: try again at the next beat
                 log.warning("heartbeat failed", error=type(error).__name__)
 

@@ -173,11 +173,15 @@ class Database:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": STARTUP_LOCK})
             await conn.commit()
+            unlock = text("SELECT pg_advisory_unlock(:key)")
             try:
                 yield
-            finally:
-                await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": STARTUP_LOCK})
-                await conn.commit()
+            except BaseException:
+                with contextlib.suppress(Exception):  # the lock goes with the connection
+                    await conn.execute(unlock, {"key": STARTUP_LOCK})
+                raise
+            await conn.execute(unlock, {"key": STARTUP_LOCK})
+            await conn.commit()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
