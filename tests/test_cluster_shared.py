@@ -118,6 +118,11 @@ def test_redis_going_away_degrades_without_errors_and_recovers(cluster: Cluster)
     try:
         cluster.redis.stop()
         _wait(lambda: [metric(n, "threadline_redis_up") for n in nodes] == [0.0, 0.0])
+        ready = httpx.get(f"{cluster.a.base_url}/readyz", timeout=10)
+        assert (ready.status_code, ready.json()["checks"]["redis"]) == (
+            503,
+            "unreachable (degraded mode)",
+        )
         # a stream started and resumed on the other node: from the store, no error
         key = cluster.new_key()
         cluster.upstream.enqueue(Reply(tokens=60, delay=0.01))
@@ -147,6 +152,8 @@ def test_redis_going_away_degrades_without_errors_and_recovers(cluster: Cluster)
     for node in nodes:
         log = node.output(since_start=True)
         assert "degraded mode" in log and "full mode" in log
+    ready = httpx.get(f"{cluster.b.base_url}/readyz", timeout=10)
+    assert (ready.status_code, ready.json()["checks"]["redis"]) == (200, "ok")
     # full mode again: one window for both nodes
     member = cluster.new_key()
     passed = [me(node, member) for node in nodes * RATE_LIMIT].count(200)

@@ -43,9 +43,6 @@ class ScriptedFeed:
     async def owned(self, run_id: UUID) -> bool | None:
         return self.alive
 
-    async def live_runs(self) -> set[UUID] | None:
-        return set()
-
     def cancel(self, run_id: UUID) -> None:
         pass
 

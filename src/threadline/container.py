@@ -411,8 +411,9 @@ class Container:
 
     async def readiness(self) -> dict[str, str]:
         """What `/readyz` checks: the database answers, its schema is current, and Redis
-        answers when one is configured (`redis_url`; not on this branch: "not configured").
-        Each check's value is "ok" or what is wrong."""
+        answers when one is configured (`redis_url`; else "not configured"). Each check's
+        value is "ok" or what is wrong. (Without Redis a process still serves, in degraded
+        mode; not ready tells a load balancer to prefer the processes that have it.)"""
         checks: dict[str, str] = {}
         try:
             current, head = await self.db.revisions()
@@ -424,8 +425,10 @@ class Container:
             checks["migrations"] = (
                 "ok" if current == head else f"at {current}, this version needs {head}"
             )
-        redis_url = getattr(self.settings, "redis_url", None)
-        checks["redis"] = "not configured" if redis_url is None else "not checked"
+        if self.redis is None:
+            checks["redis"] = "not configured"
+        else:
+            checks["redis"] = "ok" if self.redis_up else "unreachable (degraded mode)"
         return checks
 
     async def ping_database(self) -> None:

@@ -194,11 +194,6 @@ class RunFeed(Protocol):
         """Whether a live process owns the run; None when that cannot be known."""
         ...
 
-    async def live_runs(self) -> set[UUID] | None:
-        """The runs some live process owns now (start-up recovery leaves them alone); None
-        when that cannot be known."""
-        ...
-
     def cancel(self, run_id: UUID) -> None:
         """Ask the process that owns the run to stop it (never waits)."""
         ...

@@ -39,9 +39,6 @@ class LocalRunFeed:
     async def owned(self, run_id: UUID) -> bool | None:
         return None
 
-    async def live_runs(self) -> set[UUID] | None:
-        return None
-
     def cancel(self, run_id: UUID) -> None:
         for handler in self._cancel_handlers:
             handler(run_id)

@@ -122,20 +122,6 @@ class RedisRunFeed:
             self._link.lost(exc)
             return None
 
-    async def live_runs(self) -> set[UUID] | None:
-        if not self._link.up:
-            return None
-        prefix = owner_key(UUID(int=0))[: -len(str(UUID(int=0)))]
-        try:
-            found = {
-                UUID(key[len(prefix) :])
-                async for key in self._link.client.scan_iter(match=prefix + "*", count=1000)
-            }
-        except Exception as exc:
-            self._link.lost(exc)
-            return None
-        return found
-
     def cancel(self, run_id: UUID) -> None:
         if run_id in self._owned:  # here: no round trip
             self._cancel_received(str(run_id))
