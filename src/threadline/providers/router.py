@@ -220,6 +220,7 @@ class _Reply:
     output_tokens: int = 0
     estimated: bool = False
     finish_reason: Any = "stop"
+    stop_sequence: str | None = None  # the request's stop string that ended it, if named
     broke_mid_stream: bool = False  # the last attempt failed after writing text
 
     def add(self, usage: Usage) -> None:
@@ -227,9 +228,16 @@ class _Reply:
         self.output_tokens += usage.output_tokens
         self.estimated = self.estimated or usage.estimated
         self.finish_reason = usage.finish_reason
+        self.stop_sequence = usage.stop_sequence
 
     def usage(self) -> Usage:
-        return Usage(self.input_tokens, self.output_tokens, self.estimated, self.finish_reason)
+        return Usage(
+            self.input_tokens,
+            self.output_tokens,
+            self.estimated,
+            self.finish_reason,
+            stop_sequence=self.stop_sequence,
+        )
 
 
 class RoutedChatModel:

@@ -69,8 +69,10 @@ class FallbackChain:
         """The reply's usage summed over its attempts; None before any counted."""
         if not self._attempts:
             return None
-        finish = self._finish.finish_reason if self._finish is not None else "stop"
-        return Usage(self._input, self._output, self._estimated, finish)
+        last = self._finish
+        finish = last.finish_reason if last is not None else "stop"
+        stop = last.stop_sequence if last is not None else None
+        return Usage(self._input, self._output, self._estimated, finish, stop_sequence=stop)
 
     async def events(self) -> AsyncIterator[ReplyEvent]:
         text = ""
