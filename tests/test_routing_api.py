@@ -175,9 +175,12 @@ async def test_a_refusal_of_the_request_is_reported_not_retried_nor_fallen_back(
     tmp_path, sqlite_url, ups, refused
 ):
     ups["a"].enqueue(Status(refused, {"error": {"message": "bad request here"}}))
-    async with _app(tmp_path, sqlite_url, ups, fallbacks=["backup"]) as (client, headers, _):
+    async with _app(tmp_path, sqlite_url, ups, fallbacks=["backup"]) as running:
+        client, headers, container = running
         status, body, _, _ = await _ask(client, headers, "openai", False)
+        record = await _last_record(container, None)
     assert status == 502 and f"upstream returned {refused}" in body, body
+    assert record.status is RecordStatus.FAILED and record.credits == 0
     assert (len(ups["a"].requests), len(ups["b"].requests), len(ups["c"].requests)) == (1, 0, 0)
 
 
@@ -272,6 +275,20 @@ async def test_without_continue_on_failure_a_cut_reply_fails_with_its_partial_te
 
 
 # ---- circuit breaking, state, balancing, queueing
+
+
+async def test_when_every_attempt_fails_before_a_word_nothing_is_charged(tmp_path, db_url, ups):
+    ups["a"].default = Status(500)
+    ups["b"].default = Status(502)
+    async with _app(tmp_path, db_url, ups, retry={"attempts": 2, "backoff_ms": 0}) as running:
+        client, headers, container = running
+        status, body, _, _ = await _ask(client, headers, "oneminai", False)
+        record = await _last_record(container, None)
+        me = (await client.get("/api/me", headers=headers)).json()["user"]
+    assert status == 502 and "upstream returned 502" in body, body  # the last failure
+    assert (len(ups["a"].requests), len(ups["b"].requests)) == (2, 2)
+    assert record.status is RecordStatus.FAILED and record.credits == 0
+    assert me["usedCredit"] == 0
 
 
 async def test_the_circuit_stops_calling_a_broken_upstream_and_says_so(tmp_path, sqlite_url, ups):

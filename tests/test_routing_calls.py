@@ -131,3 +131,31 @@ def test_an_image_model_refuses_what_only_chat_does():
         ModelConfig(**base, fallbacks=["other"])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"timeout\.first_token_seconds does not apply"):
         ModelConfig(**base, timeout={"first_token_seconds": 5})  # type: ignore[arg-type]
+
+
+async def test_the_memory_job_asks_its_model_through_routing_and_fallbacks():
+    """The background extractor (`memories.model`) is routed like a reply: here the model's
+    only upstream fails and its fallback reads the fact."""
+    from tests.fake_upstream import FakeUpstream, Reply
+    from threadline.domain.memories import Fact
+    from threadline.services.catalog import ModelCatalog
+    from threadline.services.memory_model import ModelExtractor
+
+    with FakeUpstream() as one, FakeUpstream() as two:
+        one.default = Status(500)
+        two.default = Reply('["User\'s name is Bob."]')
+        models = {
+            "routed": ModelConfig(
+                provider="openai-compatible",
+                upstreams=[{"base_url": one.url}],
+                fallbacks=["backup"],
+            ),
+            "backup": ModelConfig(provider="openai-compatible", base_url=two.url),
+        }
+        catalog = ModelCatalog(models, "routed", REGISTRY)
+        try:
+            facts = await ModelExtractor(catalog, "routed").extract("I am Bob", "Hi Bob")
+        finally:
+            await catalog.aclose()
+    assert facts == [Fact("User's name is Bob.")]
+    assert (len(one.requests), len(two.requests)) == (2, 1)  # retry.attempts = 2, then backup

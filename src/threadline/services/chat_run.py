@@ -176,6 +176,8 @@ class RunDriver:
         ended = _Ended(usage, text, tuple(citations), failure)
         if chain.usage() is not None:
             ended = replace(ended, charge=chain.charge)
+        elif failure is not None and not text:  # no model wrote a word: nothing to pay for
+            ended = replace(ended, charge=0)
         if chain.routed:
             run.record = replace(run.record, route=tuple(chain.segments))
         await self._finish(run, start, ended, stored)
