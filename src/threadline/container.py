@@ -16,6 +16,7 @@ from threadline.ingestion.chunking import chunk_pages
 from threadline.ingestion.detect import SUPPORTED_TYPES, detect_file
 from threadline.ingestion.image_facts import inspect_image
 from threadline.ingestion.sandbox import SandboxedParser
+from threadline.ingestion.page_render import render_page
 from threadline.jobs.worker import Backoff, Worker
 from threadline.providers.embeddings import build_embedder
 from threadline.providers.registry import REGISTRY as PROVIDER_REGISTRY
@@ -45,6 +46,8 @@ from threadline.services.retrieval import Retriever
 from threadline.services.runs import RunRegistry
 from threadline.services.sessions import SessionService
 from threadline.services.web_search import WebSearchReader
+from threadline.services.usage import UsageService
+from threadline.services.page_images import PageImages
 from threadline.settings import Settings
 from threadline.storage.accounts import SqlAccountStore
 from threadline.storage.blobs import FileBlobStore
@@ -58,6 +61,7 @@ from threadline.storage.jobs import SqlJobQueue
 from threadline.storage.memories import SqlMemoryStore
 from threadline.storage.rate_limits import WindowRateLimiter
 from threadline.storage.records import SqlRecordStore
+from threadline.storage.usage import SqlUsageStore
 from threadline.storage.sessions import SqlSessionStore
 from threadline.tools.fetcher import SafeFetcher
 from threadline.tools.search import build_searcher
@@ -80,6 +84,7 @@ class Container:
         self.conversation_store = SqlConversationStore(self.db)
         self.record_store = SqlRecordStore(self.db)
         self.session_store = SqlSessionStore(self.db)
+        self.usage = UsageService(SqlUsageStore(self.db))
         self.catalog = ModelCatalog(
             settings.models,
             settings.default_model,
@@ -242,6 +247,9 @@ class Container:
                 job_max_attempts=config.job_max_attempts,
             ),
             on_enqueued=lambda: self.worker.poke(),
+        )
+        self.page_images = PageImages(
+            self.documents, render_page, settings.data_dir / "page-images"
         )
         self.retriever = Retriever(self.chunk_index, self.embedder)
         self.grounder = DocumentGrounder(

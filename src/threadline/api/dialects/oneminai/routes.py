@@ -92,8 +92,14 @@ async def list_conversations(
     container: ContainerDep,
     limit: Annotated[int, page_limit()] = 20,
     offset: Offset = 0,
+    search: Annotated[
+        str | None, Query(max_length=200, description="only titles containing this (any case)")
+    ] = None,
 ) -> dict[str, Any]:
-    page = await container.conversation_files.page(principal, limit=limit, offset=offset)
+    """Conversations of every dialect, newest first (a member's own, an admin's org's)."""
+    page = await container.conversation_files.page(
+        principal, limit=limit, offset=offset, search=search or None
+    )
     return {
         "conversations": [encode.conversation(c.conversation, c.files) for c in page.items],
         "total": page.total,
