@@ -15,8 +15,8 @@ from threadline.domain.image_generation import SOURCE_KINDS, SOURCE_TYPES
 from threadline.ingestion.chunking import chunk_pages
 from threadline.ingestion.detect import SUPPORTED_TYPES, detect_file
 from threadline.ingestion.image_facts import inspect_image
-from threadline.ingestion.sandbox import SandboxedParser
 from threadline.ingestion.page_render import render_page
+from threadline.ingestion.sandbox import SandboxedParser
 from threadline.jobs.worker import Backoff, Worker
 from threadline.providers.embeddings import build_embedder
 from threadline.providers.registry import REGISTRY as PROVIDER_REGISTRY
@@ -39,15 +39,15 @@ from threadline.services.links import LinkReader
 from threadline.services.memories import REMEMBER_JOB, MemoryService
 from threadline.services.memory_model import ModelExtractor
 from threadline.services.memory_rules import RuleExtractor
+from threadline.services.page_images import PageImages
 from threadline.services.pages import PageReader
 from threadline.services.record_views import RecordViews
 from threadline.services.replays import ReplayService
 from threadline.services.retrieval import Retriever
 from threadline.services.runs import RunRegistry
 from threadline.services.sessions import SessionService
-from threadline.services.web_search import WebSearchReader
 from threadline.services.usage import UsageService
-from threadline.services.page_images import PageImages
+from threadline.services.web_search import WebSearchReader
 from threadline.settings import Settings
 from threadline.storage.accounts import SqlAccountStore
 from threadline.storage.blobs import FileBlobStore
@@ -61,8 +61,8 @@ from threadline.storage.jobs import SqlJobQueue
 from threadline.storage.memories import SqlMemoryStore
 from threadline.storage.rate_limits import WindowRateLimiter
 from threadline.storage.records import SqlRecordStore
-from threadline.storage.usage import SqlUsageStore
 from threadline.storage.sessions import SqlSessionStore
+from threadline.storage.usage import SqlUsageStore
 from threadline.tools.fetcher import SafeFetcher
 from threadline.tools.search import build_searcher
 from threadline.tools.youtube import YouTubeTranscripts

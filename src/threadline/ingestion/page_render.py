@@ -2,7 +2,7 @@
 
 Why a child: the PDF is an untrusted upload, and pdfium is C code. As for parsing (see
 `child.py`), rendering runs in a fresh interpreter that first limits its address space, CPU
-time and open files, and is killed after `timeout` seconds; a hostile page costs that child,
+time and open files, and is killed after RENDER_SECONDS; a hostile page costs that child,
 never the server. The child writes the PNG to its stdout and nothing to disk; the caller
 stores it. `python -m threadline.ingestion.page_render PDF PAGE WIDTH` (page from 1).
 """
@@ -21,6 +21,7 @@ from threadline.domain.errors import Unprocessable
 MiB = 1024 * 1024
 MEMORY_MB = 1024
 CPU_SECONDS = 20
+RENDER_SECONDS = 30.0  # wall time, the child killed after it
 MAX_SIDE = 4000  # pixels: no page, however its box is declared, renders larger
 
 
@@ -58,7 +59,7 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-async def render_page(pdf: Path, page: int, width: int, timeout: float = 30.0) -> bytes:
+async def render_page(pdf: Path, page: int, width: int) -> bytes:
     """Render in a child process, off the event loop; Unprocessable when it did not work."""
     env = {k: os.environ[k] for k in ("PATH", "PYTHONPATH", "TMPDIR") if k in os.environ}
     process = await asyncio.create_subprocess_exec(
@@ -74,7 +75,7 @@ async def render_page(pdf: Path, page: int, width: int, timeout: float = 30.0) -
         env=env,
     )
     try:
-        png, _ = await asyncio.wait_for(process.communicate(), timeout)
+        png, _ = await asyncio.wait_for(process.communicate(), RENDER_SECONDS)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             process.kill()

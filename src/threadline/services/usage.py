@@ -5,7 +5,7 @@ fills the calendar (every day present, so a chart has no gaps) and names the use
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from uuid import UUID
 
 from threadline.domain.clock import utcnow
@@ -41,7 +41,7 @@ class UsageService:
             raise InvalidRequest(f"days must be between 1 and {MAX_DAYS} (got {days})")
         today = utcnow().date()
         first = today - timedelta(days=days - 1)
-        since = datetime.combine(first, time.min, tzinfo=timezone.utc)
+        since = datetime.combine(first, time.min, tzinfo=UTC)
         rows = await self._store.usage(org.id, since)
         names = {u.id: u.name for u in users}
         return UsageReport(org=org, first_day=first, last_day=today, rows=rows, users=names)

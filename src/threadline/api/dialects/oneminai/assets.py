@@ -7,11 +7,12 @@ Documents are ingested in the background: `status` goes RUNNING → COMPLETE or 
 (with `reason`), and a chat that uses a RUNNING document waits for it.
 
 `GET /api/assets/{id or key}/pages/{n}.png` is page n of a PDF as an image (a citation's
-page, in the console). `GET /api/assets/{id or key}/content` sends the file's bytes (an image a feature made, an
-upload). It is declared before the `{asset_id:path}` routes, which would otherwise take
-`.../content` as part of a key; no generated key ends in `/content`. Pictures are sent
-`inline`, anything else as an `attachment`, always with `X-Content-Type-Options: nosniff`,
-so an uploaded HTML page is never rendered on the API's origin.
+page, in the console). `GET /api/assets/{id or key}/content` sends the file's bytes (an
+image a feature made, an upload). Both are declared before the `{asset_id:path}` routes,
+which would otherwise take them as part of a key; no generated key ends in `/content`.
+Pictures are sent `inline`, anything else as an `attachment`, always with
+`X-Content-Type-Options: nosniff`, so an uploaded HTML page is never rendered on the API's
+origin.
 """
 
 from __future__ import annotations
