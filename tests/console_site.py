@@ -79,7 +79,9 @@ class ConsoleSite:
         async def issue() -> str:
             accounts = self.container.accounts
             admin = await accounts.authenticate(self.key)
-            return str((await accounts.issue_key(admin.org, role=Role.MEMBER, user_name=name)).secret)
+            return str(
+                (await accounts.issue_key(admin.org, role=Role.MEMBER, user_name=name)).secret
+            )
 
         return self.server.call(issue())
 
@@ -87,7 +89,7 @@ class ConsoleSite:
         driver = self.driver
         driver.get(self.url + (f"#{view}" if view else ""))
         driver.execute_script("sessionStorage.clear()")
-        driver.get(self.url + (f"#{view}" if view else ""))
+        driver.refresh()  # a get() that changed only the #view did not load the page again
         assert self.browser is not None
         field = self.browser.visible("api-key")
         field.send_keys(key or self.key)

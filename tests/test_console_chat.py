@@ -48,6 +48,16 @@ def _send(site: ConsoleSite, prompt: str) -> None:
     browser.wait(lambda d: len(browser.all("reply")) == before + 1)
 
 
+def _injected(site: ConsoleSite) -> int:
+    """Nodes the payloads would have made, anywhere in the page (the sidebar's titles too)."""
+    return int(
+        site.driver.execute_script(
+            'return document.querySelectorAll(\'img[src="x"], body script, '
+            "a[href^=javascript]').length"
+        )
+    )
+
+
 def _last_meta(site: ConsoleSite) -> str:
     return str(site.browser.all("reply-meta")[-1].text)  # type: ignore[union-attr]
 
@@ -138,11 +148,7 @@ def test_html_in_a_prompt_or_a_reply_renders_as_text(site: ConsoleSite) -> None:
     user = browser.all("user-message")[-1].text
     assert PAYLOAD in user
     assert PAYLOAD in _replies(site)[-1]
-    injected = site.driver.execute_script(
-        "return document.querySelectorAll('#messages img, #messages script, "
-        "#messages a[href^=javascript]').length"
-    )
-    assert injected == 0
+    assert _injected(site) == 0
     assert site.driver.execute_script("return window.__xss === undefined")
     with pytest.raises(NoAlertPresentException):
         site.driver.switch_to.alert.text  # noqa: B018
@@ -164,13 +170,17 @@ def test_the_conversation_list_has_every_dialect_newest_first_and_searches_title
     browser = site.browser
     assert browser is not None
     listed = browser.wait(lambda d: browser.by_id("conversation-list").text)
-    titles = [t.text for t in site.driver.find_elements(By.CSS_SELECTOR, "#conversation-list .title")]
+    titles = [
+        t.text for t in site.driver.find_elements(By.CSS_SELECTOR, "#conversation-list .title")
+    ]
     assert titles[0] == "Quarterly <b>plan</b> from sessions", listed  # the newest, as text
     assert len(titles) >= 4  # the playground's chats of the tests before
     browser.by_id("conversation-search").send_keys("quarterly")
     browser.wait(
-        lambda d: [t.text for t in d.find_elements(By.CSS_SELECTOR, "#conversation-list .title")]
-        == ["Quarterly <b>plan</b> from sessions"]
+        lambda d: (
+            [t.text for t in d.find_elements(By.CSS_SELECTOR, "#conversation-list .title")]
+            == ["Quarterly <b>plan</b> from sessions"]
+        )
     )
     site.no_console_errors()
 
