@@ -81,7 +81,11 @@ class Browser:
     # ---- finding and waiting ------------------------------------------------------------
 
     def wait(self, condition: Callable[[Any], Any], timeout: float = 20.0) -> Any:
-        return WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(condition)
+        """Until `condition(driver)` is truthy; an element redrawn while it was read (stale) or
+        not there yet is a "not yet", not an error."""
+        ignored = (StaleElementReferenceException, NoSuchElementException)
+        waiting = WebDriverWait(self.driver, timeout, 0.05, ignored_exceptions=ignored)
+        return waiting.until(condition)
 
     def by_id(self, testid: str) -> WebElement:
         return self.driver.find_element(By.CSS_SELECTOR, f'[data-testid="{testid}"]')
