@@ -31,6 +31,7 @@ import pytest
 os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager: never download anything
 
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
