@@ -35,7 +35,15 @@ serve: $(VENV)/.serve-deps
 # shares. TEST_WORKERS=1 runs it all in one process.
 TEST_WORKERS ?= auto
 
+# The console's browser tests need Debian's chromium and its driver (installed when missing,
+# as .ci/run installs tesseract and redis-server; without apt-get they are skipped).
+BROWSER_DEBS := chromium chromium-driver
+
 test: $(VENV)/.dev-deps
+	-@if ! command -v chromedriver >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+		apt-get install -y -q $(BROWSER_DEBS) >/dev/null 2>&1 \
+		|| { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $(BROWSER_DEBS) >/dev/null; }; \
+	fi
 	status=0; \
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m "not serial" || status=$$?; \
 	$(BIN)/pytest -m serial || status=$$?; \
