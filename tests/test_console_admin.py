@@ -121,8 +121,13 @@ def test_a_member_sees_no_admin_tab_and_manages_memories_and_voices(site: Consol
     field.clear()
     field.send_keys("User grows apples in Lisbon")
     browser.all("memory")[0].find_element(By.XPATH, ".//button[text()='Save']").click()
-    memories = httpx.get(f"{site.api}/api/memories", headers={"API-KEY": member}).json()
-    browser.wait(
+
+    def stored(_: object = None) -> list[str]:
+        memories = httpx.get(f"{site.api}/api/memories", headers={"API-KEY": member}).json()
+        return [m["content"] for m in memories["memories"]]
+
+    browser.wait(lambda d: stored() == ["User grows apples in Lisbon"])
+    browser.wait(  # the list drawn again from the API: one memory, the new one
         lambda d: (
             [
                 m.find_element(By.TAG_NAME, "input").get_attribute("value")
@@ -131,8 +136,6 @@ def test_a_member_sees_no_admin_tab_and_manages_memories_and_voices(site: Consol
             == ["User grows apples in Lisbon"]
         )
     )
-    memories = httpx.get(f"{site.api}/api/memories", headers={"API-KEY": member}).json()
-    assert [m["content"] for m in memories["memories"]] == ["User grows apples in Lisbon"]
     # brand voices: add, edit, delete
     site.driver.find_element(By.ID, "voice-name").send_keys("Plain")
     site.driver.find_element(By.ID, "voice-instructions").send_keys("Short sentences.")

@@ -158,30 +158,42 @@ def test_html_in_a_prompt_or_a_reply_renders_as_text(site: ConsoleSite) -> None:
 def test_the_conversation_list_has_every_dialect_newest_first_and_searches_titles(
     site: ConsoleSite,
 ) -> None:
-    headers = {"Authorization": f"Bearer {site.key}"}
-    org = httpx.get(f"{site.api}/api/me", headers=headers).json()["user"]["teamId"]
-    made = httpx.post(
-        f"{site.api}/api/conversation/create?org_id={org}",
-        headers=headers,
-        json={"title": "Quarterly <b>plan</b> from sessions"},
-    )
-    assert made.status_code in (200, 201), made.text
+    bearer = {"Authorization": f"Bearer {site.key}"}
+    org = httpx.get(f"{site.api}/api/me", headers=bearer).json()["user"]["teamId"]
+    made = [
+        httpx.post(  # 1min.ai
+            f"{site.api}/api/conversations",
+            headers={"API-KEY": site.key},
+            json={"title": "Orchard <i>one</i>", "type": "UNIFY_CHAT_WITH_AI", "model": MODEL},
+        ),
+        httpx.post(  # the Conversation Service
+            f"{site.api}/api/conversation/create?org_id={org}",
+            headers=bearer,
+            json={"title": "Orchard <b>two</b>"},
+        ),
+        httpx.post(  # AI Hub Converse
+            f"{site.api}/api/v2/conversations",
+            headers={**bearer, "IB-Context": org},
+            data={"name": "Orchard three", "description": "", "org": org},
+        ),
+    ]
+    assert [r.status_code for r in made] == [200, 200, 201], [r.text for r in made]
     site.sign_in()
     browser = site.browser
     assert browser is not None
-    listed = browser.wait(lambda d: browser.by_id("conversation-list").text)
-    titles = [
-        t.text for t in site.driver.find_elements(By.CSS_SELECTOR, "#conversation-list .title")
-    ]
-    assert titles[0] == "Quarterly <b>plan</b> from sessions", listed  # the newest, as text
-    assert len(titles) >= 4  # the playground's chats of the tests before
-    browser.by_id("conversation-search").send_keys("quarterly")
-    browser.wait(
-        lambda d: (
-            [t.text for t in d.find_elements(By.CSS_SELECTOR, "#conversation-list .title")]
-            == ["Quarterly <b>plan</b> from sessions"]
+
+    def titles(_: object = None) -> list[str]:
+        return list(
+            site.driver.execute_script(
+                "return [...document.querySelectorAll('#conversation-list .title')]"
+                ".map(t => t.textContent)"
+            )
         )
-    )
+
+    browser.wait(lambda d: "Orchard three" in titles())
+    assert titles()[:3] == ["Orchard three", "Orchard <b>two</b>", "Orchard <i>one</i>"]
+    browser.by_id("conversation-search").send_keys("ORCHARD <b>")
+    browser.wait(lambda d: titles() == ["Orchard <b>two</b>"])
     site.no_console_errors()
 
 
