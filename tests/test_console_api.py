@@ -5,6 +5,7 @@ list, the team in `/api/me`, and the console's own page. SQLite and PostgreSQL."
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ import httpx
 from PIL import Image
 
 from tests.files import pdf
-from tests.helpers import CHAT, key_only, until_done
+from tests.helpers import CHAT, Fakes, key_only, until_done
 
 PAGES = ["The first page talks about apples.", "The second page talks about pears."]
 
@@ -163,3 +164,38 @@ async def test_the_console_page_ships_with_the_package_and_a_strict_policy(
     assert (await client.get("/console/static/..%2Fapi%2Fconsole.py")).status_code == 404
     assert (await client.get("/console/static/nothing.js")).status_code == 404
     assert "http" not in (await client.get("/console")).text.replace("http-equiv", "")
+
+
+async def test_stop_ends_a_running_reply_where_it_is(
+    client: httpx.AsyncClient, admin: dict[str, str], acme: dict[str, Any], fakes: Fakes
+) -> None:
+    gate = asyncio.Event()
+    fakes["gpt-4o-mini"].enqueue(["one ", "two ", gate, "three ", "four"])
+    body = {"title": "stoppable", "type": "UNIFY_CHAT_WITH_AI", "model": "gpt-4o-mini"}
+    cid = (await client.post("/api/conversations", headers=admin, json=body)).json()
+    cid = cid["conversation"]["uuid"]
+    prompt = {"model": "gpt-4o-mini", "promptObject": {"prompt": "go", "conversationId": cid}}
+    reply = asyncio.create_task(client.post(CHAT, headers=admin, json=prompt))
+    record_id = None
+    for _ in range(400):
+        detail = (await client.get(f"/api/conversations/{cid}", headers=admin)).json()
+        ids = [m["aiRecordId"] for m in detail["conversation"]["messages"] if m["aiRecordId"]]
+        if ids:
+            record_id = ids[0]
+            break
+        await asyncio.sleep(0.01)
+    assert record_id is not None
+    # another org's key: not found; the owner's: stopped
+    foreign = await client.post(f"{CHAT}/{record_id}/stop", headers=acme["headers"])
+    assert foreign.status_code == 404
+    stop = await client.post(f"{CHAT}/{record_id}/stop", headers=admin)
+    assert stop.json() == {"success": True, "uuid": record_id, "stopped": True}
+    gate.set()
+    record = (await reply).json()["aiRecord"]
+    assert record["status"] == "SUCCESS"
+    assert record["aiRecordDetail"]["resultObject"] == ["one two "]
+    assert record["usage"]["credits"] > 0  # charged what it produced
+    again = await client.post(f"{CHAT}/{record_id}/stop", headers=admin)
+    assert again.json()["stopped"] is False  # it had ended
+    bad = await client.post(f"{CHAT}/not-a-uuid/stop", headers=admin)
+    assert bad.status_code == 400

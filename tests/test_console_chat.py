@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -58,6 +59,17 @@ def _injected(site: ConsoleSite) -> int:
     )
 
 
+def _last_record(site: ConsoleSite) -> dict[str, Any]:
+    """The aiRecord of the newest conversation's last reply, from the API."""
+    key = {"API-KEY": site.key}
+    newest = httpx.get(f"{site.api}/api/conversations?limit=1", headers=key).json()
+    uuid = newest["conversations"][0]["uuid"]
+    detail = httpx.get(f"{site.api}/api/conversations/{uuid}", headers=key).json()
+    record_id = detail["conversation"]["messages"][-1]["aiRecordId"]
+    body = httpx.get(f"{site.api}/api/chat-with-ai/{record_id}", headers=key).json()
+    return dict(body["aiRecord"])
+
+
 def _last_meta(site: ConsoleSite) -> str:
     return str(site.browser.all("reply-meta")[-1].text)  # type: ignore[union-attr]
 
@@ -69,7 +81,9 @@ def test_sign_in_shows_who_and_credits_and_sign_out_forgets_the_key(site: Consol
     driver.get(site.url)
     driver.execute_script("sessionStorage.clear()")
     driver.get(site.url)
-    browser.visible("api-key").send_keys("not-a-key")
+    browser.visible("api-key")
+    site.screenshot("sign-in")
+    browser.by_id("api-key").send_keys("not-a-key")
     browser.by_id("sign-in").click()
     browser.wait(lambda d: "not accepted" in d.find_element(By.ID, "signin-error").text)
     # keyboard only: the field, then Enter
@@ -84,7 +98,6 @@ def test_sign_in_shows_who_and_credits_and_sign_out_forgets_the_key(site: Consol
     assert driver.execute_script("return sessionStorage.getItem('threadline.apiKey')") == site.key
     options = [o.text for o in browser.by_id("model-picker").find_elements(By.TAG_NAME, "option")]
     assert f"{MODEL} (default)" in options and f"{ALIAS} → {MODEL} (alias)" in options
-    site.screenshot("sign-in")
     browser.by_id("sign-out").click()
     browser.visible("api-key")
     assert driver.execute_script("return sessionStorage.getItem('threadline.apiKey')") is None
@@ -102,11 +115,16 @@ def test_a_reply_streams_token_by_token_and_stop_ends_it(site: ConsoleSite) -> N
     browser.wait(lambda d: lengths.add(len(_replies(site)[-1])) or len(lengths) >= 4)
     assert browser.by_id("stop").is_displayed()
     browser.by_id("stop").click()
-    browser.wait(lambda d: "[stopped]" in _last_meta(site))
+    # the server ends the reply where it is; the stream goes on to its result
+    browser.wait(lambda d: "[stopped]" in _last_meta(site) and "credits" in _last_meta(site))
     stopped = _replies(site)[-1]
     assert 0 < len(stopped) < len(full.strip())
     time.sleep(0.4)  # had it gone on, tokens arrive every 40 ms
     assert _replies(site)[-1] == stopped
+    record = _last_record(site)
+    assert record["status"] == "SUCCESS"
+    assert record["aiRecordDetail"]["resultObject"][0].strip() == stopped  # stored as shown
+    assert record["usage"]["credits"] > 0
     assert browser.by_id("send").is_displayed()
     # the next reply: markdown built as DOM, a code block with its copy button, the figures
     site.upstream.enqueue(Reply("Use **bold** and `x`:\n\n```python\nprint('hi')\n```\n"))

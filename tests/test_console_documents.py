@@ -17,9 +17,9 @@ from tests.fake_upstream import Reply
 from tests.files import pdf, truncated_pdf
 
 PAYLOAD = '<img src=x onerror="window.__xss=1;alert(1)"><script>window.__xss=2;alert(2)</script>'
-PAGES = [
-    "Orchards of Threadline grow apples in the north valley.",
+PAGES = [  # (page 2 of tests/files.pdf is landscape, its text above the page's top)
     "The pear harvest of Threadline orchards starts in September.",
+    "Orchards of Threadline grow apples in the north valley.",
 ]
 
 
@@ -106,13 +106,13 @@ def test_upload_watch_attach_ask_and_open_the_cited_page(site: ConsoleSite, tmp_
     chips = browser.all("citation")
     assert chips, "the reply has no source chips"
     labels = [c.text for c in chips]
-    assert any("orchards.pdf · p. 2" in label for label in labels), labels
-    chip = next(c for c in chips if "p. 2" in c.text)
+    assert any("orchards.pdf · p. 1" in label for label in labels), labels
+    chip = next(c for c in chips if "p. 1" in c.text)
     assert "September" in chip.get_attribute("title")  # the excerpt
     chip.click()
     image = browser.visible("page-image")
     browser.wait(lambda d: d.execute_script("return arguments[0].naturalWidth", image) == 1000)
-    assert "page 2" in site.driver.find_element(By.ID, "page-caption").text
+    assert "page 1" in site.driver.find_element(By.ID, "page-caption").text
     site.screenshot("citation")
     site.driver.find_element(By.ID, "page-close").click()
     assert not image.is_displayed()

@@ -37,6 +37,7 @@ class Run:
         self._final: AiRecord | None = None
         self.user: User | None = None  # the caller's user as stored after the reply
         self._finished = asyncio.Event()
+        self.stop_requested = False  # a user asked for the reply to end where it is
 
     @property
     def finished(self) -> bool:
@@ -49,6 +50,15 @@ class Run:
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
+
+    def request_stop(self) -> bool:
+        """Ask the producer to end the reply at its next event: it keeps the text so far
+        and ends as any reply does (stored, charged what it produced). False when the
+        reply had already ended."""
+        if self.finished:
+            return False
+        self.stop_requested = True
+        return True
 
     def finish(self, record: AiRecord, last: Done | Failed, user: User | None = None) -> None:
         self._final = record

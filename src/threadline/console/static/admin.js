@@ -151,7 +151,8 @@ function drawUsage() {
       rect.append(svg("title", {}, `${day} · ${name}: ${cell.credits} credits, ${cell.tokens} tokens, ${cell.requests} requests`));
       chart.append(rect);
     }
-    if (i % 7 === 0 || i === usage.days.length - 1) {
+    const last = usage.days.length - 1;
+    if ((i % 7 === 0 && last - i >= 4) || i === last) {
       chart.append(svg("text", { x: left + i * barWidth, y: height - 6, class: "axis" }, day.slice(5)));
     }
   });

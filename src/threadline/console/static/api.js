@@ -98,7 +98,8 @@ async function* frames(response, signal) {
 // A streamed 1min.ai reply that survives dropped connections: on a network error it
 // reconnects to GET /api/chat-with-ai/{aiRecordId}/stream with Last-Event-ID (the last
 // frame's id), so nothing is received twice or lost. Calls handlers.content(text),
-// handlers.result(aiRecord), handlers.error(message), handlers.resuming(attempt).
+// handlers.result(aiRecord), handlers.error(message), handlers.resuming(attempt) and
+// handlers.started(aiRecordId) once the server named the reply.
 export async function streamChat(body, handlers, signal) {
   let recordId = null;
   let lastId = null;
@@ -111,6 +112,7 @@ export async function streamChat(body, handlers, signal) {
   });
   if (!response.ok) throw await failure(response);
   recordId = response.headers.get("X-AI-Record-Id");
+  if (recordId) handlers.started?.(recordId);
   for (;;) {
     try {
       for await (const frame of frames(response, signal)) {

@@ -9,6 +9,7 @@ import { openCitation, loadAssets } from "./documents.js";
 let ctx = null;
 let conversationId = null;
 let controller = null;
+let running = null; // the reply being streamed: its aiRecord id, and whether Stop was pressed
 let searchTimer = null;
 
 const $ = (id) => document.getElementById(id);
@@ -24,7 +25,7 @@ export function wire(context) {
   $("prompt").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) { event.preventDefault(); send(); }
   });
-  $("stop").addEventListener("click", () => controller?.abort());
+  $("stop").addEventListener("click", () => stopReply());
 }
 
 export async function open() {
@@ -166,6 +167,21 @@ export function showAttached() {
   }
 }
 
+// Stop: the server ends the reply where it is (POST /api/chat-with-ai/{id}/stop) and the
+// stream goes on to its result, so the reply shows what it cost; if that call fails, the
+// browser stops reading.
+async function stopReply() {
+  if (!controller || !running) return;
+  running.stopped = true;
+  $("stop").disabled = true;
+  if (!running.id) { controller.abort(); return; }
+  try {
+    await api("POST", `/api/chat-with-ai/${encodeURIComponent(running.id)}/stop`);
+  } catch {
+    controller.abort();
+  }
+}
+
 function settings() {
   const limit = Number($("history-limit").value || 10);
   const out = { historySettings: { isMixed: false, historyMessageLimit: Math.max(0, Math.min(limit, 100)) } };
@@ -196,23 +212,28 @@ async function send() {
   const body = { type: "UNIFY_CHAT_WITH_AI", model, promptObject };
   if ($("brand-voice").value) body.brandVoiceId = $("brand-voice").value;
   controller = new AbortController();
+  running = { id: null, stopped: false };
   $("send").hidden = true;
   $("stop").hidden = false;
   try {
     await streamChat(body, {
+      started: (id) => { running.id = id; },
       content: (piece) => { reply.add(piece); box.scrollTop = box.scrollHeight; },
       result: (record) => reply.setRecord(record),
       error: (message) => { reply.setNote("failed"); toast(message, true); },
       resuming: () => reply.setNote("reconnecting"),
     }, controller.signal);
-    if (reply.node.querySelector("[data-note=reconnecting]")) reply.setNote("resumed");
+    if (running.stopped) reply.setNote("stopped");
+    else if (reply.node.querySelector("[data-note=reconnecting]")) reply.setNote("resumed");
   } catch (error) {
-    if (controller.signal.aborted) reply.setNote("stopped");
+    if (controller.signal.aborted || running.stopped) reply.setNote("stopped");
     else { reply.setNote("failed"); fail(error); }
   } finally {
     controller = null;
+    running = null;
     $("send").hidden = false;
     $("stop").hidden = true;
+    $("stop").disabled = false;
     $("prompt").focus();
   }
   await Promise.all([ctx.refreshMe(), loadConversations()]).catch(fail);

@@ -210,6 +210,18 @@ async def resume_chat_stream(
     return _sse_response(frames, record_id)
 
 
+@router.post("/api/chat-with-ai/{aiRecordId}/stop")
+async def stop_reply(
+    aiRecordId: RecordIdPath, principal: PrincipalDep, container: ContainerDep
+) -> dict[str, Any]:
+    """End a reply that is still being produced where it is: its streams go on to `result` +
+    `done` with the text so far, stored as the reply and charged as produced. `stopped`:
+    whether it was still running here (false: it had already ended)."""
+    record_id = _record_id(aiRecordId)
+    stopped = await container.replays.stop(principal, record_id)
+    return {"success": True, "uuid": str(record_id), "stopped": stopped}
+
+
 @router.get("/api/chat-with-ai/{aiRecordId}")
 async def get_ai_record(
     aiRecordId: RecordIdPath, principal: PrincipalDep, container: ContainerDep
