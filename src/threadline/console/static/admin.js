@@ -153,7 +153,9 @@ function drawUsage() {
     }
     const last = usage.days.length - 1;
     if ((i % 7 === 0 && last - i >= 4) || i === last) {
-      chart.append(svg("text", { x: left + i * barWidth, y: height - 6, class: "axis" }, day.slice(5)));
+      const end = i === last; // the last label ends at the chart's right edge
+      chart.append(svg("text", { x: end ? width - 2 : left + i * barWidth, y: height - 6,
+        class: "axis", "text-anchor": end ? "end" : "start" }, day.slice(5)));
     }
   });
   const legend = el("ul", { class: "legend" });
