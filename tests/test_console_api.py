@@ -57,6 +57,11 @@ async def test_a_pdf_page_is_a_png_cached_and_scoped_to_the_org(
     assert zero.status_code == 400
     anonymous = await client.get(url)
     assert anonymous.status_code == 401
+    # deleting the asset removes its cached pages
+    deleted = await client.delete(f"/api/assets/{asset['uuid']}", headers=key_only(admin))
+    assert deleted.status_code == 200
+    assert not cached[0].exists()
+    assert (await client.get(url, headers=key_only(admin))).status_code == 404
 
 
 async def test_a_page_of_a_document_that_is_not_a_pdf_is_refused(

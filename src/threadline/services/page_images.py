@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from threadline.domain.documents import DocumentState
 from threadline.domain.entities import Principal
@@ -53,6 +54,12 @@ class PageImages:
                 png = await self._render(source, page, PAGE_WIDTH)
                 await asyncio.to_thread(_write_atomically, target, png)
         return target
+
+
+    async def forget(self, org_id: UUID, asset_id: UUID) -> None:
+        """Remove the cached pages of a deleted asset."""
+        folder = self._cache / str(org_id) / str(asset_id)
+        await asyncio.to_thread(shutil.rmtree, folder, True)
 
 
 def _write_atomically(target: Path, data: bytes) -> None:

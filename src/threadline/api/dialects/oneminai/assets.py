@@ -142,4 +142,5 @@ async def delete_asset(
     asset_id: str, principal: PrincipalDep, container: ContainerDep
 ) -> dict[str, Any]:
     asset = await container.documents.delete_asset(principal, asset_id)
+    await container.page_images.forget(asset.org_id, asset.id)
     return {"success": True, "uuid": str(asset.id)}
