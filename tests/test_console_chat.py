@@ -78,8 +78,7 @@ def test_sign_in_shows_who_and_credits_and_sign_out_forgets_the_key(site: Consol
     browser = site.browser
     assert browser is not None
     driver = site.driver
-    driver.get(site.url)
-    driver.execute_script("sessionStorage.clear()")
+    site.forget_key()
     driver.get(site.url)
     browser.visible("api-key")
     site.screenshot("sign-in")

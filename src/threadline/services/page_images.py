@@ -55,7 +55,6 @@ class PageImages:
                 await asyncio.to_thread(_write_atomically, target, png)
         return target
 
-
     async def forget(self, org_id: UUID, asset_id: UUID) -> None:
         """Remove the cached pages of a deleted asset."""
         folder = self._cache / str(org_id) / str(asset_id)
