@@ -166,6 +166,14 @@ def test_html_in_a_prompt_or_a_reply_renders_as_text(site: ConsoleSite) -> None:
     assert PAYLOAD in user
     assert PAYLOAD in _replies(site)[-1]
     assert _injected(site) == 0
+    # the same conversation opened again from the list: its history, as text too
+    browser.by_id("new-chat").click()
+    assert not browser.all("reply")
+    site.driver.find_element(By.CSS_SELECTOR, "#conversation-list button").click()
+    browser.wait(lambda d: len(browser.all("reply")) == 1 and "credits" in _last_meta(site))
+    assert PAYLOAD in browser.all("user-message")[0].text
+    assert PAYLOAD in _replies(site)[0]
+    assert _injected(site) == 0
     assert site.driver.execute_script("return window.__xss === undefined")
     with pytest.raises(NoAlertPresentException):
         site.driver.switch_to.alert.text  # noqa: B018
