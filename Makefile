@@ -39,10 +39,17 @@ TEST_WORKERS ?= auto
 # but the last three (gigabytes of databases, from any checkout) on the clock of this one.
 TMP := .pytest-tmp
 
-# The scale-out tests run a real redis-server (Debian's): installed when missing, where apt-get
-# can (as root); without it those tests fail at their fixture and say so.
+# The scale-out tests run a real redis-server (Debian's), the console's browser tests Debian's
+# chromium and its driver: installed when missing, where apt-get can (as root), as .ci/run
+# installs tesseract; without apt-get the browser tests are skipped.
+BROWSER_DEBS := chromium chromium-driver
+
 test: $(VENV)/.dev-deps
 	-command -v redis-server >/dev/null || { command -v apt-get >/dev/null && apt-get install -y -q redis-server >/dev/null; }
+	-@if ! command -v chromedriver >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+		apt-get install -y -q $(BROWSER_DEBS) >/dev/null 2>&1 \
+		|| { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $(BROWSER_DEBS) >/dev/null; }; \
+	fi
 	mkdir -p $(TMP); status=0; \
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m "not serial" --basetemp=$(TMP)/parallel \
 		|| status=$$?; \

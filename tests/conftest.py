@@ -77,6 +77,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.serial)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Each phase's report on the item (`item.report_call`): the browser tests save a
+    screenshot and the browser's log when theirs failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 def _migrate(url: str) -> None:
     """Migrate `url` to head on an event loop of its own thread (a fixture may be set up
     while a test's loop runs)."""

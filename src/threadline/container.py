@@ -20,6 +20,7 @@ from threadline.domain.ports import Invalidations, RateLimiter, RunFeed
 from threadline.ingestion.chunking import chunk_pages
 from threadline.ingestion.detect import SUPPORTED_TYPES, detect_file
 from threadline.ingestion.image_facts import inspect_image
+from threadline.ingestion.page_render import render_page
 from threadline.ingestion.sandbox import SandboxedParser
 from threadline.jobs.worker import Backoff, Worker
 from threadline.providers.embeddings import build_embedder
@@ -46,12 +47,14 @@ from threadline.services.memories import REMEMBER_JOB, MemoryService
 from threadline.services.memory_model import ModelExtractor
 from threadline.services.memory_rules import RuleExtractor
 from threadline.services.nodes import NodeKeeper
+from threadline.services.page_images import PageImages
 from threadline.services.pages import PageReader
 from threadline.services.record_views import RecordViews
 from threadline.services.replays import ReplayService
 from threadline.services.retrieval import Retriever
 from threadline.services.runs import RunRegistry
 from threadline.services.sessions import SessionService
+from threadline.services.usage import UsageService
 from threadline.services.web_search import WebSearchReader
 from threadline.settings import Settings
 from threadline.shared.local import LocalInvalidations, LocalRunFeed
@@ -70,6 +73,7 @@ from threadline.storage.nodes import SqlNodeStore
 from threadline.storage.rate_limits import WindowRateLimiter
 from threadline.storage.records import SqlRecordStore
 from threadline.storage.sessions import SqlSessionStore
+from threadline.storage.usage import SqlUsageStore
 from threadline.tools.fetcher import SafeFetcher
 from threadline.tools.search import build_searcher
 from threadline.tools.youtube import YouTubeTranscripts
@@ -96,6 +100,7 @@ class Container:
         self.node_id = uuid4()  # this process among those on the database (services/nodes.py)
         self.record_store = SqlRecordStore(self.db, self.node_id)
         self.session_store = SqlSessionStore(self.db)
+        self.usage = UsageService(SqlUsageStore(self.db))
         self.catalog = ModelCatalog(
             settings.models,
             settings.default_model,
@@ -306,6 +311,9 @@ class Container:
                 job_max_attempts=config.job_max_attempts,
             ),
             on_enqueued=lambda: self.worker.poke(),
+        )
+        self.page_images = PageImages(
+            self.documents, render_page, settings.data_dir / "page-images"
         )
         self.retriever = Retriever(self.chunk_index, self.embedder)
         self.grounder = DocumentGrounder(

@@ -31,6 +31,7 @@ def summary(settings: Settings) -> list[str]:
         f"Threadline {__version__}",
         f"  data dir     {settings.data_dir.resolve()}",
         f"  database     {hide_password(settings.resolved_database_url)}",
+        f"  console      {base_url(settings)}/console (sign in with an API key)",
     ]
     aliases = settings.model_aliases()
     for name, config in settings.models.items():

@@ -13,7 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from threadline import __version__
-from threadline.api import admin, docs_pages, fallback, system
+from threadline.api import admin, console, docs_pages, fallback, system, usage
 from threadline.api.dialects import anthropic, converse, oneminai, openai, sessions
 from threadline.api.dialects.openai.encode import error_body as openai_error
 from threadline.api.middleware import BodyLimit, RequestContext, native_error
@@ -153,9 +153,11 @@ def build_app(container: Container) -> FastAPI:
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     _serve_openapi_off_the_loop(app)
     docs_pages.install(app)
+    console.install(app)
     for router in (
         system.router,
         admin.router,
+        usage.router,
         oneminai.router,
         sessions.router,
         converse.router,

@@ -70,5 +70,6 @@ def _model(m: CatalogModel, default: bool, aliases: list[str]) -> dict[str, Any]
 
 @router.get("/api/me")
 async def me(principal: PrincipalDep, container: ContainerDep) -> dict[str, Any]:
-    """The caller's own team user, with current credit figures (any role)."""
-    return {"user": team_user(await container.accounts.user(principal))}
+    """The caller's own team user, with current credit figures (any role), and its team."""
+    team = {"teamId": str(principal.org_id), "name": principal.org.name}
+    return {"user": team_user(await container.accounts.user(principal)), "team": team}

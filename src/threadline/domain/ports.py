@@ -29,6 +29,7 @@ from threadline.domain.entities import (
 )
 from threadline.domain.events import Citation, ReplyEvent
 from threadline.domain.images import ImagePart
+from threadline.domain.usage import UsageRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +285,12 @@ class SessionStore(Protocol):
         self, org_id: UUID, conversation_id: UUID, record_id: UUID
     ) -> builtins.list[Message]:
         """The messages one chat request stored (its user message, then its reply)."""
+        ...
+
+
+class UsageStore(Protocol):
+    async def usage(self, org_id: UUID, since: datetime) -> list[UsageRow]:
+        """The org's requests, tokens and credits per UTC day, model and user since `since`."""
         ...
 
 

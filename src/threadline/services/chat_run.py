@@ -144,6 +144,8 @@ class RunDriver:
                     await asyncio.sleep(0)
                 if _failed(stored):
                     break  # the reply cannot be stored: stop the model (_finish says why)
+                if run.stop_requested:
+                    break  # a user's stop: the reply ends here, as if the model had ended it
                 if isinstance(event, TextDelta):
                     parts.append(event.text)
                     if checkpoints is not None:

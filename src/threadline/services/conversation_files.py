@@ -109,10 +109,13 @@ class ConversationFiles:
         links = await self._documents.conversation_documents(caller, conversation_id)
         return FiledConversation(conversation, links)
 
-    async def page(self, caller: Principal, *, limit: int, offset: int) -> ConversationPage:
-        """A page of the caller's conversations (an admin's: the org's), each with its files
-        (read in one query whatever the page's length)."""
-        page = await self._conversations.list(caller, limit=limit, offset=offset)
+    async def page(
+        self, caller: Principal, *, limit: int, offset: int, search: str | None = None
+    ) -> ConversationPage:
+        """A page of the caller's conversations (an admin's: the org's), newest first, each
+        with its files (read in one query whatever the page's length); `search`: only those
+        whose title contains it (any case)."""
+        page = await self._conversations.list(caller, limit=limit, offset=offset, search=search)
         ids = [c.id for c in page.items]
         files = await self._documents.documents_of_conversations(caller, ids)
         items = [FiledConversation(c, files.get(c.id, [])) for c in page.items]

@@ -101,6 +101,13 @@ class ReplayService:
             raise _past_the_end(after, len(record.result_text))
         return Replay(record, None, after)
 
+    async def stop(self, caller: Principal, record_id: UUID) -> bool:
+        """Ask the reply `record_id` (the caller's, or an admin's org's) to end now; True when
+        it was still being produced by this process. Its streams then end as usual, with
+        the text so far as the reply (stored and charged as produced)."""
+        replay = await self.open(caller, record_id)
+        return replay.run.request_stop() if replay.run is not None else False
+
     async def resume(
         self, caller: Principal, record_id: UUID, position: Callable[[], int] | int | None
     ) -> Replay:

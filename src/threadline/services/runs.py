@@ -42,6 +42,7 @@ class Run:
         # follow (ports.RunFeed), when there is one.
         self.tap: Callable[[ReplyEvent], None] | None = None
         self.cancelled = False  # stopped on request (RunRegistry.cancel), not by a shutdown
+        self.stop_requested = False  # a user asked for the reply to end where it is
 
     @property
     def finished(self) -> bool:
@@ -56,6 +57,15 @@ class Run:
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
+
+    def request_stop(self) -> bool:
+        """Ask the producer to end the reply at its next event: it keeps the text so far
+        and ends as any reply does (stored, charged what it produced). False when the
+        reply had already ended."""
+        if self.finished:
+            return False
+        self.stop_requested = True
+        return True
 
     def finish(self, record: AiRecord, last: Done | Failed, user: User | None = None) -> None:
         self._final = record

@@ -6,11 +6,13 @@ README ("Asset API"). An upload is a multipart form with the file in the `asset`
 Documents are ingested in the background: `status` goes RUNNING → COMPLETE or FAILED
 (with `reason`), and a chat that uses a RUNNING document waits for it.
 
-`GET /api/assets/{id or key}/content` sends the file's bytes (an image a feature made, an
-upload). It is declared before the `{asset_id:path}` routes, which would otherwise take
-`.../content` as part of a key; no generated key ends in `/content`. Pictures are sent
-`inline`, anything else as an `attachment`, always with `X-Content-Type-Options: nosniff`,
-so an uploaded HTML page is never rendered on the API's origin.
+`GET /api/assets/{id or key}/pages/{n}.png` is page n of a PDF as an image (a citation's
+page, in the console). `GET /api/assets/{id or key}/content` sends the file's bytes (an
+image a feature made, an upload). Both are declared before the `{asset_id:path}` routes,
+which would otherwise take them as part of a key; no generated key ends in `/content`.
+Pictures are sent `inline`, anything else as an `attachment`, always with
+`X-Content-Type-Options: nosniff`, so an uploaded HTML page is never rendered on the API's
+origin.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, UploadFile
+from fastapi import Path as FastPath
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
-from threadline.api.bounds import Offset, page_limit
+from threadline.api.bounds import JSON_INT_MAX, Offset, page_limit
 from threadline.api.deps import ContainerDep, PrincipalDep
 from threadline.api.dialects.oneminai import encode
 from threadline.api.dialects.oneminai.routes import render
@@ -93,6 +96,27 @@ async def list_assets(
     }
 
 
+@router.get(
+    "/api/assets/{asset_id:path}/pages/{page}.png",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/png": {}}}},
+)
+async def page_image(
+    asset_id: str,
+    page: Annotated[int, FastPath(ge=1, le=JSON_INT_MAX, description="the page, from 1")],
+    principal: PrincipalDep,
+    container: ContainerDep,
+) -> FileResponse:
+    """Page `page` of an uploaded PDF (COMPLETE) as a PNG, 1000 pixels wide: rendered once
+    by pypdfium2 in a limited child process, then served from a cache."""
+    path = await container.page_images.page_png(principal, asset_id, page)
+    return FileResponse(
+        path,
+        media_type="image/png",
+        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=3600"},
+    )
+
+
 @router.get("/api/assets/{asset_id:path}/content", response_class=FileResponse)
 async def download_asset(
     asset_id: str, principal: PrincipalDep, container: ContainerDep
@@ -121,4 +145,5 @@ async def delete_asset(
     asset_id: str, principal: PrincipalDep, container: ContainerDep
 ) -> dict[str, Any]:
     asset = await container.documents.delete_asset(principal, asset_id)
+    await container.page_images.forget(asset.org_id, asset.id)
     return {"success": True, "uuid": str(asset.id)}

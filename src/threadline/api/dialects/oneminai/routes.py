@@ -96,8 +96,14 @@ async def list_conversations(
     container: ContainerDep,
     limit: Annotated[int, page_limit()] = 20,
     offset: Offset = 0,
+    search: Annotated[
+        str | None, Query(max_length=200, description="only titles containing this (any case)")
+    ] = None,
 ) -> dict[str, Any]:
-    page = await container.conversation_files.page(principal, limit=limit, offset=offset)
+    """Conversations of every dialect, newest first (a member's own, an admin's org's)."""
+    page = await container.conversation_files.page(
+        principal, limit=limit, offset=offset, search=search or None
+    )
     return {
         "conversations": [encode.conversation(c.conversation, c.files) for c in page.items],
         "total": page.total,
@@ -214,6 +220,18 @@ async def resume_chat_stream(
     events = replays.events(replay, idle=container.settings.sse_ping_seconds)
     frames = encode.chat_frames(events, record_id, replay.after, record_json)
     return _sse_response(frames, record_id)
+
+
+@router.post("/api/chat-with-ai/{aiRecordId}/stop")
+async def stop_reply(
+    aiRecordId: RecordIdPath, principal: PrincipalDep, container: ContainerDep
+) -> dict[str, Any]:
+    """End a reply that is still being produced where it is: its streams go on to `result` +
+    `done` with the text so far, stored as the reply and charged as produced. `stopped`:
+    whether it was still running here (false: it had already ended)."""
+    record_id = _record_id(aiRecordId)
+    stopped = await container.replays.stop(principal, record_id)
+    return {"success": True, "uuid": str(record_id), "stopped": stopped}
 
 
 @router.get("/api/chat-with-ai/{aiRecordId}")

@@ -1,0 +1,1 @@
+"""The web console's static files (see threadline.api.console)."""
