@@ -150,11 +150,36 @@ class ConversationStore(Protocol):
         model: str | None,
         limit: int,
         user_id: UUID | None = None,
+        until: UUID | None = None,
     ) -> HistoryWindow | None:
         """The role and text of the last `limit` messages of finished exchanges, oldest
-        first; only `model`'s exchanges when `model` is given; and whether the conversation
-        has documents. None when the org has no such conversation, or (with `user_id`) when
-        it is not that user's."""
+        first; only `model`'s exchanges when `model` is given; only those up to the message
+        `until` when given; and whether the conversation has documents. None when the org
+        has no such conversation, or (with `user_id`) when it is not that user's."""
+        ...
+
+
+class ConversationItemStore(Protocol):
+    """A conversation's messages one by one (OpenAI's conversation items)."""
+
+    async def add(self, org_id: UUID, conversation_id: UUID, items: Sequence[Message]) -> None: ...
+    async def page(
+        self,
+        org_id: UUID,
+        conversation_id: UUID,
+        *,
+        after: UUID | None,
+        limit: int,
+        descending: bool,
+    ) -> tuple[builtins.list[Message], bool] | None:
+        """Up to `limit` messages after `after` and whether there are more; None when
+        `after` is not a message of the conversation."""
+        ...
+
+    async def get(self, org_id: UUID, conversation_id: UUID, item_id: UUID) -> Message | None: ...
+    async def delete(self, org_id: UUID, conversation_id: UUID, item_id: UUID) -> bool: ...
+    async def of_record(self, org_id: UUID, record_id: UUID) -> builtins.list[Message]:
+        """The messages one aiRecord stored (its input, then its reply), in order."""
         ...
 
 
@@ -181,8 +206,11 @@ class SessionStore(Protocol):
 
 
 class RecordStore(Protocol):
-    async def start(self, record: AiRecord, user_message: Message | None) -> None:
-        """Persist a new PENDING record and its user message in one transaction."""
+    async def start(
+        self, record: AiRecord, user_message: Message | None, earlier: Sequence[Message] = ()
+    ) -> None:
+        """Persist a new PENDING record and its user message (after the request's `earlier`
+        messages, stored finished) in one transaction."""
         ...
 
     async def finish(
@@ -202,6 +230,10 @@ class RecordStore(Protocol):
         ...
 
     async def get(self, org_id: UUID, record_id: UUID) -> AiRecord | None: ...
+    async def delete(self, org_id: UUID, record_id: UUID) -> bool:
+        """Delete a finished record (its conversation's messages stay)."""
+        ...
+
     async def fail_unfinished(self, reason: str, before: datetime) -> int:
         """Fail the records a stopped process left PENDING, keeping their text, and store
         it as the reply's message (`entities.reply_message_id`) in a conversation."""
@@ -212,6 +244,7 @@ __all__ = [
     "AccountStore",
     "ChatMessage",
     "ChatModel",
+    "ConversationItemStore",
     "ConversationStore",
     "CreditStore",
     "HistoryWindow",

@@ -73,6 +73,7 @@ class ChatService:
         sources = readings.sources(command.grounding.with_memories)
         record, user_message, reply_id = self._new_record(command)
         record = replace(record, sources=sources)
+        earlier = self._earlier(command, record)
         record = await self._runs.reserve(command.principal, entry, request, record)
         start = RunStart(
             entry=entry,
@@ -81,6 +82,7 @@ class ChatService:
             record=record,
             user_message=user_message,
             reply_id=reply_id,
+            earlier=earlier,
             citations=citations,
             follow_up=self._grounder.follow_up(command),
         )
@@ -122,6 +124,7 @@ class ChatService:
                 messages[-1] = replace(messages[-1], images=parts)
         else:
             messages.extend(history)
+            messages.extend(command.inputs)
             messages.append(ChatMessage("user", command.prompt, images=parts))
         if len(messages) > FIT_IN_THREAD:  # a long list (OpenAI's messages): off the loop
             fitted = await asyncio.to_thread(fit, messages, budget)
@@ -144,6 +147,29 @@ class ChatService:
             command.conversation_id,
             model=None if command.history.is_mixed else command.model,
             limit=min(command.history.limit, self._history_limit_max),
+            until=command.history_until,
+        )
+
+    @staticmethod
+    def _earlier(command: ChatCommand, record: AiRecord) -> tuple[Message, ...]:
+        """The request's messages before its prompt, as stored in the conversation (they are
+        given input, not part of the exchange's outcome: stored finished)."""
+        if command.conversation_id is None or not command.inputs:
+            return ()
+        return tuple(
+            Message(
+                id=uuid4(),
+                org_id=record.org_id,
+                conversation_id=command.conversation_id,
+                session_id=command.session_id,
+                record_id=record.id,
+                role=message.role,
+                content=message.content,
+                model=command.model,
+                status=RecordStatus.SUCCESS,
+                created_at=record.created_at,
+            )
+            for message in command.inputs
         )
 
     @staticmethod

@@ -48,6 +48,11 @@ class ChatCommand:
 
     Either `prompt` (with an optional conversation whose history is replayed) or `messages`
     (the client sends the whole exchange, as OpenAI's API does).
+
+    With a prompt in a conversation, `inputs` are messages of the request that come before
+    the prompt (OpenAI's Responses input items): stored in the conversation before it and
+    given to the model after the history. `history_until` ends the history at that message
+    (a reply chained to an older one than the conversation's latest).
     """
 
     principal: Principal
@@ -55,7 +60,9 @@ class ChatCommand:
     record_type: str
     prompt: str = ""
     messages: Sequence[ChatMessage] = ()
+    inputs: Sequence[ChatMessage] = ()
     conversation_id: UUID | None = None
+    history_until: UUID | None = None
     session_id: UUID | None = None
     history: HistorySettings = HistorySettings()
     grounding: Grounding = Grounding()

@@ -32,7 +32,7 @@ from threadline.services.chat_grounding import FollowUp
 from threadline.services.chat_prompt import estimate_usage
 from threadline.services.checkpoints import CheckpointPolicy, Checkpoints
 from threadline.services.credits import CreditService, most_for_reply
-from threadline.services.runs import YIELD_EVERY, Run, RunRegistry
+from threadline.services.runs import CANCELLED_MESSAGE, YIELD_EVERY, Run, RunRegistry
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +49,7 @@ class RunStart:
     record: AiRecord
     user_message: Message | None
     reply_id: UUID | None
+    earlier: tuple[Message, ...] = ()  # the request's messages before the prompt
     citations: tuple[Citation, ...] = ()
     follow_up: FollowUp | None = None
 
@@ -97,7 +98,7 @@ class RunDriver:
         stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(self._drive(run, start, stored), name=f"run-{run.id}")
         self._runs.add(run, task)
-        write = asyncio.create_task(self._records.start(start.record, user_message))
+        write = asyncio.create_task(self._records.start(start.record, user_message, start.earlier))
         write.add_done_callback(partial(_settle, stored))
         self._writes.add(write)  # a task needs a strong reference until it is done
         write.add_done_callback(self._writes.discard)
@@ -138,7 +139,7 @@ class RunDriver:
         except ThreadlineError as exc:
             failure = Failed(code=exc.code, message=exc.message, status=exc.status)
         except asyncio.CancelledError:
-            failure = Failed(code="CANCELLED", message="the server stopped before the reply ended")
+            failure = _CANCELLED if run.cancelled else _STOPPED
         except Exception:
             log.exception("model stream crashed", model=name, run=str(run.id))
             failure = Failed(code="MODEL_ERROR", message=f"model {name!r} failed unexpectedly")
@@ -213,6 +214,8 @@ class _Ended:
     failure: Failed | None
 
 
+_CANCELLED = Failed(code="CANCELLED", message=CANCELLED_MESSAGE, status=499)
+_STOPPED = Failed(code="CANCELLED", message="the server stopped before the reply ended")
 _STORAGE_FAILED = Failed(code="STORAGE_ERROR", message="the reply could not be stored", status=500)
 
 

@@ -31,6 +31,7 @@ class ConversationService:
         model: str | None,
         description: str = "",
         is_archived: bool = False,
+        metadata: dict[str, str] | None = None,
     ) -> Conversation:
         if not title.strip():
             raise InvalidRequest("title must not be empty")
@@ -47,6 +48,7 @@ class ConversationService:
             model=model,
             status="ACTIVE",
             is_archived=is_archived,
+            metadata=metadata,
             created_at=now,
             updated_at=now,
         )
@@ -103,11 +105,17 @@ class ConversationService:
         )
 
     async def history(
-        self, caller: Principal, conversation_id: UUID, *, model: str | None, limit: int
+        self,
+        caller: Principal,
+        conversation_id: UUID,
+        *,
+        model: str | None,
+        limit: int,
+        until: UUID | None = None,
     ) -> HistoryWindow:
         owner = None if caller.is_admin else caller.user.id  # the visibility rule of get()
         rows = await self._store.history(
-            caller.org_id, conversation_id, model=model, limit=limit, user_id=owner
+            caller.org_id, conversation_id, model=model, limit=limit, user_id=owner, until=until
         )
         if rows is None:
             raise NotFound(f"conversation {conversation_id} not found")

@@ -16,6 +16,7 @@ from threadline.domain.entities import AiRecord, User
 from threadline.domain.events import Done, Failed, ReplyEvent, TextDelta
 
 YIELD_EVERY = 256  # events handed out between two turns of the event loop
+CANCELLED_MESSAGE = "the reply was cancelled by its client"  # a cancelled run's error
 
 
 class Run:
@@ -36,6 +37,7 @@ class Run:
         self._waiters: list[asyncio.Future[None]] = []  # readers waiting for the next event
         self._final: AiRecord | None = None
         self.user: User | None = None  # the caller's user as stored after the reply
+        self.cancelled = False  # stopped by its client (RunRegistry.cancel)
         self._finished = asyncio.Event()
 
     @property
@@ -61,6 +63,10 @@ class Run:
         """The closing event once the run has finished."""
         last = self._log[-1] if self._finished.is_set() else None
         return last if isinstance(last, Done | Failed) else None
+
+    def log(self) -> tuple[ReplyEvent, ...]:
+        """The events so far."""
+        return tuple(self._log)
 
     def locate(self, chars: int) -> tuple[int, int] | None:
         """Where a reader that has the text's first `chars` characters goes on: the log
@@ -149,6 +155,18 @@ class RunRegistry:
     def get(self, org_id: UUID, run_id: UUID) -> Run | None:
         run = self._runs.get(run_id)
         return run if run is not None and run.org_id == org_id else None
+
+    def cancel(self, run: Run) -> bool:
+        """Stop a live run at its client's request (it ends FAILED with CANCELLED_MESSAGE,
+        keeping its text so far). False when it has already finished."""
+        if run.finished:
+            return False
+        for task in self._tasks:
+            if task.get_name() == f"run-{run.id}":
+                run.cancelled = True
+                task.cancel()
+                return True
+        return False
 
     @property
     def active(self) -> int:

@@ -26,7 +26,7 @@ from threadline.domain.ports import ChatMessage, HistoryWindow
 from threadline.storage.database import Database, as_utc, utcnow
 from threadline.storage.tables import conversation_documents, conversations, messages
 
-_CHANGES = {"title", "description", "is_archived", "status", "model"}
+_CHANGES = {"title", "description", "is_archived", "status", "model", "metadata"}
 _SORT_KEYS = {"created_at": conversations.c.created_at, "updated_at": conversations.c.updated_at}
 
 
@@ -41,6 +41,7 @@ def _conversation(row: RowMapping) -> Conversation:
         model=row["model"],
         status=row["status"],
         is_archived=row["is_archived"],
+        metadata=row["metadata"],
         created_at=as_utc(row["created_at"]),
         updated_at=as_utc(row["updated_at"]),
     )
@@ -94,6 +95,7 @@ class SqlConversationStore:
                     model=c.model,
                     status=c.status,
                     is_archived=c.is_archived,
+                    metadata=c.metadata,
                     created_at=c.created_at,
                     updated_at=c.updated_at,
                 )
@@ -189,13 +191,17 @@ class SqlConversationStore:
         model: str | None,
         limit: int,
         user_id: UUID | None = None,
+        until: UUID | None = None,
     ) -> HistoryWindow | None:
-        query = _history_query(by_model=model is not None, by_user=user_id is not None)
+        query = _history_query(
+            by_model=model is not None, by_user=user_id is not None, until=until is not None
+        )
         params = {
             "org_id": org_id,
             "conversation_id": conversation_id,
             "model": model,
             "user_id": user_id,
+            "until": until,
             "limit": max(limit, 1),
         }
         async with self._db.read() as conn:
@@ -211,10 +217,11 @@ class SqlConversationStore:
 
 
 @functools.cache
-def _history_query(*, by_model: bool, by_user: bool) -> Select[Any]:
+def _history_query(*, by_model: bool, by_user: bool, until: bool = False) -> Select[Any]:
     """The conversation (no row when it is not there, or not the user's), whether it has
     documents, left-joined to the role and text of its last messages of finished exchanges
-    (all a model is given): one query, built once per variant."""
+    (all a model is given): one query, built once per variant. With `until`, only the
+    messages up to that one (a reply chained to an older one than the latest)."""
     joined = [
         messages.c.conversation_id == conversations.c.id,
         messages.c.org_id == conversations.c.org_id,
@@ -222,6 +229,12 @@ def _history_query(*, by_model: bool, by_user: bool) -> Select[Any]:
     ]
     if by_model:
         joined.append(messages.c.model == bindparam("model"))
+    if until:
+        mark = messages.alias("mark")
+        joined.append(
+            messages.c.seq
+            <= select(mark.c.seq).where(mark.c.id == bindparam("until")).scalar_subquery()
+        )
     where = [
         conversations.c.org_id == bindparam("org_id"),
         conversations.c.id == bindparam("conversation_id"),

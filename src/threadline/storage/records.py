@@ -13,11 +13,12 @@ the next start, and its checkpointed text becomes the reply's message in a conve
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping
@@ -143,13 +144,17 @@ class SqlRecordStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def start(self, record: AiRecord, user_message: Message | None) -> None:
+    async def start(
+        self, record: AiRecord, user_message: Message | None, earlier: Sequence[Message] = ()
+    ) -> None:
         # The reply's first byte waits on this write; neither write reads a rowcount.
         values = _values(record)
         if _large(record.prompt_object):  # encoded in a thread, not on the event loop
             values["prompt_object"] = await asyncio.to_thread(EncodedJSON, record.prompt_object)
         async with self._db.write(urgent=True, batched=True) as conn:
             await conn.execute(_INSERT_RECORD, values)
+            for message in earlier:  # one by one: their seq keeps their order
+                await conn.execute(_INSERT_MESSAGE, message_values(message))
             if user_message is not None:
                 await conn.execute(_INSERT_MESSAGE, message_values(user_message))
 
@@ -209,6 +214,17 @@ class SqlRecordStore:
             row = (await conn.execute(query)).mappings().first()
         return _record(row) if row else None
 
+    async def delete(self, org_id: UUID, record_id: UUID) -> bool:
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                delete(ai_records).where(
+                    ai_records.c.org_id == org_id,
+                    ai_records.c.id == record_id,
+                    ai_records.c.status != RecordStatus.PENDING.value,
+                )
+            )
+        return bool(result.rowcount)
+
     async def fail_unfinished(self, reason: str, before: datetime) -> int:
         """Mark runs that a stopped server left PENDING as FAILED (called at start-up), with
         their messages. The text they hold (their last checkpoint) is kept, and in a
@@ -234,13 +250,14 @@ class SqlRecordStore:
                 .where(messages.c.record_id.in_(ids))
                 .values(status=RecordStatus.FAILED.value)
             )
-            prompts = select(messages).where(
-                messages.c.record_id.in_(ids), messages.c.role == "user"
+            prompts = (
+                select(messages)
+                .where(messages.c.record_id.in_(ids), messages.c.role == "user")
+                .order_by(messages.c.seq)
             )
-            replies = [
-                _failed_reply(prompt, orphans[prompt["record_id"]])
-                for prompt in (await conn.execute(prompts)).mappings()
-            ]
+            # a record's last user message is its prompt (a response's input may hold more)
+            last = {p["record_id"]: p for p in (await conn.execute(prompts)).mappings()}
+            replies = [_failed_reply(prompt, orphans[rid]) for rid, prompt in last.items()]
             if replies:
                 await conn.execute(_INSERT_MESSAGE, replies)
         return len(ids)

@@ -118,6 +118,7 @@ conversations = Table(
     Column("model", String(200), nullable=True),
     Column("status", String(16), nullable=False),
     Column("is_archived", Boolean, nullable=False, default=False),
+    Column("metadata", JSON, nullable=True),  # 0010: OpenAI's Conversations API sets it
     _ts("created_at"),
     _ts("updated_at"),
     Index("ix_conversations_org_created", "org_id", "created_at"),
@@ -143,6 +144,7 @@ messages = Table(
     Column("status", String(16), nullable=False),
     _ts("created_at"),
     Index("ix_messages_conversation_seq", "conversation_id", "seq"),
+    Index("ix_messages_record", "record_id"),  # 0010: a response's input items
 )
 
 ai_records = Table(
