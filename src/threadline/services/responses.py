@@ -174,6 +174,8 @@ class ResponseService:
                 f"response {response_id} is still in progress: cancel it before deleting it"
             )
         await self._records.delete(caller.org_id, response_id)
+        if view.run is not None:
+            self._runs.forget(view.run)
 
     async def cancel(self, caller: Principal, response_id: UUID, kind: str) -> ResponseView:
         """Stop a response in progress (it ends cancelled, keeping its text so far); a

@@ -156,6 +156,11 @@ class RunRegistry:
         run = self._runs.get(run_id)
         return run if run is not None and run.org_id == org_id else None
 
+    def forget(self, run: Run) -> None:
+        """Stop holding a finished run for replay (its record was deleted)."""
+        if run.finished and self._runs.get(run.id) is run:
+            del self._runs[run.id]
+
     def cancel(self, run: Run) -> bool:
         """Stop a live run at its client's request (it ends FAILED with CANCELLED_MESSAGE,
         keeping its text so far). False when it has already finished."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from functools import partial
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -29,12 +29,14 @@ from threadline.api.dialects.openai.responses_schemas import (
 )
 from threadline.api.dialects.openai.schemas import OpenAIRequestError
 from threadline.api.routing import streamed
-from threadline.container import Container
 from threadline.domain.entities import AiRecord, Principal
 from threadline.domain.errors import NotFound, Unprocessable
 from threadline.domain.events import Failed
 from threadline.services.chat import ChatCommand, Grounding
 from threadline.services.responses import ResponseRequest
+
+if TYPE_CHECKING:
+    from threadline.container import Container
 
 RECORD_TYPE = "OPENAI_RESPONSE"
 CONVERSATION_TYPE = "OPENAI_RESPONSES"  # a conversation made for a response of its own
