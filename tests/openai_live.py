@@ -18,11 +18,13 @@ import httpx
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
-from tests.helpers import Fakes, make_settings
+from tests.helpers import PRICED, Fakes, make_settings
 from tests.live_server import LiveServer
 from threadline.container import Container, create_app
+from threadline.settings import ModelConfig
 
 MIGRATED_TEMPLATE = "threadline_migrated"
+VISION = "vision-fake"  # a fake model that takes images
 
 
 @dataclass
@@ -69,7 +71,12 @@ def database_url(request: pytest.FixtureRequest, backend: str, tmp: Any) -> str:
 @contextmanager
 def openai_live(request: pytest.FixtureRequest, tmp: Any) -> Iterator[OpenAILive]:
     fakes = Fakes()
-    settings = make_settings(tmp, database_url(request, request.param, tmp))
+    models = {
+        "fake": ModelConfig(provider="fake"),
+        "gpt-4o-mini": ModelConfig(provider="fake", credits=PRICED),
+        VISION: ModelConfig(provider="fake", vision=True),
+    }
+    settings = make_settings(tmp, database_url(request, request.param, tmp), models=models)
     app = create_app(settings, model_factory=fakes.factory)
     server = LiveServer(app)
     server.start()
