@@ -56,8 +56,16 @@ def test_conversation_crud_and_items(live):
     added = client.conversations.items.create(
         conversation.id,
         items=[
-            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Arr"}]},
-            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Gold?"}]},
+            {
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "Arr"}],
+            },
+            {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "Gold?"}],
+            },
         ],
     )
     assert [i.role for i in added.data] == ["assistant", "user"]
@@ -90,9 +98,7 @@ def test_responses_append_to_a_conversation_that_the_1minai_dialect_continues(li
         items=[{"type": "message", "role": "user", "content": "My name is Ada."}]
     )
     live.fakes[MODEL].enqueue(["Hello Ada."])
-    first = client.responses.create(
-        model=MODEL, input="Greet me.", conversation=conversation.id
-    )
+    first = client.responses.create(model=MODEL, input="Greet me.", conversation=conversation.id)
     assert first.conversation.id == conversation.id
     assert sent(live) == [("user", "My name is Ada."), ("user", "Greet me.")]
     # the same conversation, through the 1min.ai dialect: the whole history, one store

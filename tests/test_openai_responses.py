@@ -291,3 +291,16 @@ def test_refusals_name_what_is_not_supported(live):
     with pytest.raises(openai.NotFoundError) as caught:
         client.responses.create(model="gpt-17", input="Hi")
     assert caught.value.body["code"] == "model_not_found"
+
+
+def test_input_ending_with_an_assistant_item_is_continued_as_sent(live):
+    live.fakes[MODEL].enqueue([" world"])
+    response = live.client().responses.create(
+        model=MODEL,
+        input=[
+            {"role": "user", "content": "Say hello world"},
+            {"role": "assistant", "content": "Hello"},
+        ],
+    )
+    assert response.output_text == " world"
+    assert sent(live) == [("user", "Say hello world"), ("assistant", "Hello")]

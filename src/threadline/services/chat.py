@@ -125,7 +125,8 @@ class ChatService:
         else:
             messages.extend(history)
             messages.extend(command.inputs)
-            messages.append(ChatMessage("user", command.prompt, images=parts))
+            if command.prompt or parts or not command.inputs:  # input may end with its own
+                messages.append(ChatMessage("user", command.prompt, images=parts))
         if len(messages) > FIT_IN_THREAD:  # a long list (OpenAI's messages): off the loop
             fitted = await asyncio.to_thread(fit, messages, budget)
         else:

@@ -75,7 +75,7 @@ class ConversationItems:
             caller.org_id, conversation_id, after=after, limit=limit, descending=descending
         )
         if found is None:
-            raise InvalidRequest(f"after: no item {after} in conversation {conversation_id}")
+            raise NotFound(f"after: no item {after} in conversation {conversation_id}")
         return found
 
     async def add(

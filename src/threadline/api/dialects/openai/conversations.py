@@ -94,7 +94,10 @@ async def list_items(
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     order: Order = "desc",
-    include: Annotated[list[str] | None, Query(alias="include[]")] = None,
+    include: Annotated[
+        list[str] | None,
+        Query(alias="include[]", max_length=0, description="no extra fields are offered"),
+    ] = None,
 ) -> dict[str, Any]:
     _no_include(include)
     after_id = object_id("msg", after, "item") if after else None
@@ -113,7 +116,10 @@ async def create_items(
     body: ItemsCreateRequest,
     principal: PrincipalDep,
     container: ContainerDep,
-    include: Annotated[list[str] | None, Query(alias="include[]")] = None,
+    include: Annotated[
+        list[str] | None,
+        Query(alias="include[]", max_length=0, description="no extra fields are offered"),
+    ] = None,
 ) -> dict[str, Any]:
     _no_include(include)
     added = await container.conversation_items.add(
@@ -127,7 +133,10 @@ async def get_item(
     item_id: str,
     principal: PrincipalDep,
     container: ContainerDep,
-    include: Annotated[list[str] | None, Query(alias="include[]")] = None,
+    include: Annotated[
+        list[str] | None,
+        Query(alias="include[]", max_length=0, description="no extra fields are offered"),
+    ] = None,
 ) -> dict[str, Any]:
     _no_include(include)
     message = await container.conversation_items.item(

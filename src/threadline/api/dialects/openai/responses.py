@@ -132,7 +132,10 @@ async def get_response(
     container: ContainerDep,
     stream: bool = False,
     starting_after: Annotated[int | None, Query(ge=0)] = None,
-    include: Annotated[list[str] | None, Query(alias="include[]")] = None,
+    include: Annotated[
+        list[str] | None,
+        Query(alias="include[]", max_length=0, description="no extra fields are offered"),
+    ] = None,
 ) -> Response:
     if include:
         raise OpenAIRequestError(
@@ -189,7 +192,10 @@ async def input_items(
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     order: Order = "desc",
-    include: Annotated[list[str] | None, Query(alias="include[]")] = None,
+    include: Annotated[
+        list[str] | None,
+        Query(alias="include[]", max_length=0, description="no extra fields are offered"),
+    ] = None,
 ) -> dict[str, Any]:
     if include:
         raise OpenAIRequestError(
@@ -201,6 +207,6 @@ async def input_items(
     if after is not None:
         ids = [wire.item_id(m.id) for m in ordered]
         if after not in ids:
-            raise OpenAIRequestError(f"after: no input item {after[:100]!r}", param="after")
+            raise NotFound(f"after: no input item {after[:100]!r} in this response")
         ordered = ordered[ids.index(after) + 1 :]
     return wire.item_list(ordered[:limit], len(ordered) > limit)

@@ -30,13 +30,111 @@ ITEM_KEYS = {"type", "role", "content", "id", "status"}
 METADATA_KEYS = 16
 
 
+_NOTHING = [{"type": "null"}]
+TEXT_PART: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "text"],
+    "additionalProperties": False,
+    "properties": {
+        "type": {"enum": sorted(TEXT_PARTS)},
+        "text": {"type": "string"},
+        "annotations": {},
+        "logprobs": {},
+    },
+}
+ITEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["role", "content"],
+    "additionalProperties": False,
+    "properties": {
+        "type": {"const": "message"},
+        "role": {"enum": list(ROLES)},
+        "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": TEXT_PART}]},
+        "id": {},
+        "status": {},
+    },
+    "description": "a message; input_image and input_file parts are read in the last "
+    "input item when it is the user's (see the README)",
+}
+METADATA_OBJECT: dict[str, Any] = {
+    "type": "object",
+    "maxProperties": 16,
+    "propertyNames": {"maxLength": 64},
+    "additionalProperties": {"type": "string", "maxLength": 512},
+}
+METADATA_SCHEMA: dict[str, Any] = {"anyOf": [METADATA_OBJECT, *_NOTHING]}
+NEUTRAL_SCHEMA: dict[str, dict[str, Any]] = {
+    "tools": {"anyOf": [{"type": "array", "maxItems": 0}, *_NOTHING]},
+    "tool_choice": {"enum": ["none", "auto", None]},
+    "text": {"anyOf": [{"const": {}}, {"const": {"format": {"type": "text"}}}, *_NOTHING]},
+    "truncation": {"enum": ["auto", None]},
+    "reasoning": {"anyOf": [{"type": "object", "maxProperties": 0}, *_NOTHING]},
+    "service_tier": {"enum": ["auto", "default", None]},
+    "include": {"anyOf": [{"type": "array", "maxItems": 0}, *_NOTHING]},
+}
+_SET = {"not": {"type": "null"}}
+RULES = [
+    {  # stream_options only with stream: true
+        "if": {"required": ["stream_options"], "properties": {"stream_options": _SET}},
+        "then": {"required": ["stream"], "properties": {"stream": {"const": True}}},
+    },
+    {  # conversation or previous_response_id, not both
+        "not": {
+            "required": ["conversation", "previous_response_id"],
+            "properties": {"conversation": _SET, "previous_response_id": _SET},
+        }
+    },
+    {  # store: false neither in the background nor in a conversation or a chain
+        "if": {"required": ["store"], "properties": {"store": {"const": False}}},
+        "then": {
+            "properties": {
+                "background": {"enum": [False, None]},
+                "conversation": {"type": "null"},
+                "previous_response_id": {"type": "null"},
+            }
+        },
+    },
+]
+
+
+def _document_rules(schema: dict[str, Any]) -> None:
+    """What `check_supported` and `response_inputs` enforce, said in the schema."""
+    properties = schema["properties"]
+    for name, allowed in NEUTRAL_SCHEMA.items():
+        properties[name] = {**allowed, "description": "accepted only with its neutral value"}
+    properties["input"] = {
+        "anyOf": [{"type": "string"}, {"type": "array", "items": ITEM_SCHEMA, "minItems": 1}]
+    }
+    properties["metadata"] = METADATA_SCHEMA
+    properties["conversation"] = {
+        "anyOf": [
+            {"type": "string"},
+            {
+                "type": "object",
+                "required": ["id"],
+                "additionalProperties": False,
+                "properties": {"id": {"type": "string"}},
+            },
+            *_NOTHING,
+        ]
+    }
+    schema["allOf"] = RULES
+
+
+def _document_items(schema: dict[str, Any]) -> None:
+    properties = schema["properties"]
+    if "items" in properties:
+        properties["items"] = {**properties["items"], "items": ITEM_SCHEMA}
+    if "metadata" in properties:
+        required = "metadata" in schema.get("required", [])
+        properties["metadata"] = METADATA_OBJECT if required else METADATA_SCHEMA
+
+
 class ResponseCreateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_document_rules)
 
     model: str
-    input: str | list[dict[str, Any]] = Field(
-        description="text, or message items (see the README: Responses)"
-    )
+    input: str | list[dict[str, Any]]
     instructions: str | None = None
     previous_response_id: str | None = None
     conversation: str | dict[str, Any] | None = None
@@ -73,22 +171,22 @@ NEUTRAL: dict[str, Callable[[Any], bool]] = {
 
 
 class ConversationCreateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_document_items)
 
-    items: list[dict[str, Any]] | None = None
+    items: list[dict[str, Any]] | None = Field(None, max_length=20)
     metadata: dict[str, str] | None = None
 
 
 class ConversationUpdateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_document_items)
 
     metadata: dict[str, str]
 
 
 class ItemsCreateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_document_items)
 
-    items: list[dict[str, Any]] = Field(min_length=1)
+    items: list[dict[str, Any]] = Field(min_length=1, max_length=20)
 
 
 @dataclass
@@ -163,7 +261,8 @@ def object_id(prefix: str, value: str, what: str) -> UUID:
 
 
 def response_inputs(request: ResponseCreateRequest) -> Inputs:
-    """The input as core messages: the last must be the user's; images and files in it."""
+    """The input as core messages: the last item, when it is the user's, is the prompt (with
+    its images and files); input that ends otherwise has an empty prompt."""
     raw = request.input
     if isinstance(raw, str):
         return Inputs(prompt=raw)
@@ -173,15 +272,11 @@ def response_inputs(request: ResponseCreateRequest) -> Inputs:
     last = len(raw) - 1
     for index, item in enumerate(raw):
         where = f"input[{index}]"
-        message = _message(where, item, attachments=inputs if index == last else None)
-        if index == last:
-            if message.role != "user":
-                raise OpenAIRequestError(
-                    f"{where}: the last input item must be a user message (the prompt)",
-                    param=where,
-                )
+        is_prompt = index == last and isinstance(item, dict) and item.get("role") == "user"
+        message = _message(where, item, attachments=inputs if is_prompt else None)
+        if is_prompt:
             inputs.prompt = message.content
-        else:
+        else:  # input ending with another role: all of it comes before an empty prompt
             inputs.earlier.append(message)
     return inputs
 
@@ -208,7 +303,7 @@ def _message(where: str, item: Any, attachments: Inputs | None) -> ChatMessage:
             f"{where}: unknown field(s) {', '.join(unknown)[:200]}", param=where
         )
     role = item.get("role")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         raise OpenAIRequestError(
             f"{where}.role {str(role)[:60]!r} is not supported; use one of: {', '.join(ROLES)}",
             param=f"{where}.role",
@@ -233,6 +328,7 @@ def _text(where: str, content: Any, attachments: Inputs | None) -> str:
     for j, part in enumerate(content):
         at = f"{where}.content[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
+        kind = kind if isinstance(kind, str) else None
         if kind in TEXT_PARTS and isinstance(part.get("text"), str):
             _only(at, part, {"type", "text", "annotations", "logprobs"})
             texts.append(part["text"])
