@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from uuid import UUID
 
 import openai
 import pytest
@@ -304,3 +305,40 @@ def test_input_ending_with_an_assistant_item_is_continued_as_sent(live):
     )
     assert response.output_text == " world"
     assert sent(live) == [("user", "Say hello world"), ("assistant", "Hello")]
+
+
+def test_resume_from_the_stored_record_numbers_events_as_the_live_stream_did(live):
+    client = live.client()
+    live.fakes[MODEL].enqueue(["alpha", " beta", " gamma"])
+    with client.responses.stream(model=MODEL, input="Go") as stream:
+        live_events = list(stream)
+    response_id = live_events[0].response.id
+    # the process no longer holds the run (retention passed, another process, a restart)
+    org_id = live.server.call(live.container.accounts.authenticate(live.key)).org_id
+    run = live.container.runs.get(org_id, UUID(hex=response_id.removeprefix("resp_")))
+    assert run is not None and run.finished
+    live.container.runs.forget(run)
+    after = live_events[4].sequence_number  # after the first delta ("alpha")
+    stored = list(client.responses.retrieve(response_id, stream=True, starting_after=after))
+    assert "".join(e.delta for e in stored if e.type == "response.output_text.delta") == (
+        " beta gamma"
+    )
+    closing = [e for e in live_events if e.sequence_number > live_events[6].sequence_number]
+    assert [(e.type, e.sequence_number) for e in stored[-len(closing) :]] == [
+        (e.type, e.sequence_number) for e in closing
+    ]
+    assert stored[-1].response.output_text == "alpha beta gamma"
+
+
+def test_an_in_progress_response_shows_its_text_so_far(live):
+    client = live.client()
+    gate = asyncio.Event()
+    live.fakes[MODEL].enqueue(["so far", gate, " and the rest"])
+    started = client.responses.create(model=MODEL, input="Go", background=True)
+    deadline = time.monotonic() + 10
+    while (now := client.responses.retrieve(started.id)).output_text != "so far":
+        assert time.monotonic() < deadline, now
+        time.sleep(0.02)
+    assert now.status == "in_progress" and now.usage is None
+    live.server.call(_open(gate))
+    assert _wait_status(client, started.id, "completed").output_text == "so far and the rest"
