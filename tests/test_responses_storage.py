@@ -1,0 +1,87 @@
+"""The storage under OpenAI's Responses and Conversations (0010_responses), on SQLite and
+PostgreSQL: the migration matches the tables and goes down and up again; a conversation's
+items page by cursor either way; a history bounded by a message reads nothing after it."""
+
+from __future__ import annotations
+
+from uuid import uuid4
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect
+
+from threadline.domain.clock import utcnow
+from threadline.domain.entities import Message, RecordStatus
+from threadline.storage.conversation_items import SqlConversationItemStore
+from threadline.storage.conversations import SqlConversationStore
+from threadline.storage.database import MIGRATIONS_DIR
+from threadline.storage.tables import metadata
+
+
+async def test_the_migration_matches_the_tables_and_downgrades(container):
+    def check(connection) -> tuple[set[str], set[str]]:
+        ours = {"include_name": lambda name, kind, _: kind != "table" or name in TABLES}
+        context = MigrationContext.configure(connection, opts=ours)
+        found = [d for d in compare_metadata(context, metadata) if _ours(repr(d))]
+        assert found == []
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0009_retrieval")
+        down = {c["name"] for c in inspect(connection).get_columns("conversations")}
+        command.upgrade(config, "head")
+        return down, {c["name"] for c in inspect(connection).get_columns("conversations")}
+
+    async with container.db.engine.begin() as conn:
+        down, up = await conn.run_sync(check)
+    assert "metadata" not in down and "metadata" in up
+
+
+TABLES = {"conversations", "messages"}
+
+
+def _ours(difference: str) -> bool:
+    """A difference in what 0010 made (tables left out of the comparison show as added)."""
+    if difference.startswith("('add_table'"):
+        return False
+    return "ix_messages_record" in difference or "'metadata'" in difference
+
+
+async def test_items_page_by_cursor_and_history_stops_at_a_message(db, a):
+    conversation_id = await a.conversation()
+    store = SqlConversationItemStore(db)
+    conversations = SqlConversationStore(db)
+    now = utcnow()
+    texts = ["one", "two", "three", "four", "five"]
+    made = [
+        Message(
+            id=uuid4(),
+            org_id=a.org,
+            conversation_id=conversation_id,
+            role="user" if i % 2 == 0 else "assistant",
+            content=text,
+            model="m",
+            status=RecordStatus.SUCCESS,
+            record_id=None,
+            created_at=now,
+        )
+        for i, text in enumerate(texts)
+    ]
+    await store.add(a.org, conversation_id, made)
+    first = await store.page(a.org, conversation_id, after=None, limit=2, descending=False)
+    assert first is not None
+    assert [m.content for m in first[0]] == ["one", "two"] and first[1]
+    rest = await store.page(a.org, conversation_id, after=made[1].id, limit=5, descending=False)
+    assert rest is not None and [m.content for m in rest[0]] == ["three", "four", "five"]
+    assert not rest[1]
+    back = await store.page(a.org, conversation_id, after=made[2].id, limit=5, descending=True)
+    assert back is not None and [m.content for m in back[0]] == ["two", "one"]
+    assert await store.page(a.org, conversation_id, after=uuid4(), limit=5, descending=True) is None
+    window = await conversations.history(
+        a.org, conversation_id, model=None, limit=10, until=made[2].id
+    )
+    assert [m.content for m in window.messages] == ["one", "two", "three"]
+    everything = await conversations.history(a.org, conversation_id, model=None, limit=10)
+    assert [m.content for m in everything.messages] == texts
