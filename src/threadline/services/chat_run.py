@@ -98,7 +98,12 @@ class RunDriver:
         stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(self._drive(run, start, stored), name=f"run-{run.id}")
         self._runs.add(run, task)
-        write = asyncio.create_task(self._records.start(start.record, user_message, start.earlier))
+        records = self._records
+        write = asyncio.create_task(
+            records.start(start.record, user_message, start.earlier)
+            if start.earlier  # a request's earlier input items (OpenAI's Responses)
+            else records.start(start.record, user_message)
+        )
         write.add_done_callback(partial(_settle, stored))
         self._writes.add(write)  # a task needs a strong reference until it is done
         write.add_done_callback(self._writes.discard)
