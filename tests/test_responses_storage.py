@@ -1,9 +1,11 @@
 """The storage under OpenAI's Responses and Conversations (0010_responses), on SQLite and
 PostgreSQL: the migration matches the tables and goes down and up again; a conversation's
-items page by cursor either way; a history bounded by a message reads nothing after it."""
+items page by cursor either way; a history bounded by a message reads nothing after it; a
+response a killed process left with several user items gets one failed reply."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from uuid import uuid4
 
 from alembic import command
@@ -13,10 +15,11 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from threadline.domain.clock import utcnow
-from threadline.domain.entities import Message, RecordStatus
+from threadline.domain.entities import AiRecord, Message, RecordStatus, reply_message_id
 from threadline.storage.conversation_items import SqlConversationItemStore
 from threadline.storage.conversations import SqlConversationStore
 from threadline.storage.database import MIGRATIONS_DIR
+from threadline.storage.records import SqlRecordStore
 from threadline.storage.tables import metadata
 
 
@@ -85,3 +88,46 @@ async def test_items_page_by_cursor_and_history_stops_at_a_message(db, a):
     assert [m.content for m in window.messages] == ["one", "two", "three"]
     everything = await conversations.history(a.org, conversation_id, model=None, limit=10)
     assert [m.content for m in everything.messages] == texts
+
+
+async def test_a_killed_response_with_earlier_user_items_gets_one_failed_reply(db, a):
+    conversation_id = await a.conversation()
+    now = utcnow()
+    record = AiRecord(
+        id=uuid4(),
+        org_id=a.org,
+        user_id=a.user,
+        conversation_id=conversation_id,
+        model="m",
+        type="OPENAI_RESPONSE",
+        status=RecordStatus.PENDING,
+        prompt_object={},
+        result_text="half a repl",
+        created_at=now,
+        updated_at=now,
+    )
+
+    def message(text: str, status: RecordStatus) -> Message:
+        return Message(
+            id=uuid4(),
+            org_id=a.org,
+            conversation_id=conversation_id,
+            role="user",
+            content=text,
+            model="m",
+            status=status,
+            record_id=record.id,
+            created_at=now,
+        )
+
+    records = SqlRecordStore(db)
+    earlier = [message("an earlier user item", RecordStatus.SUCCESS)]
+    await records.start(record, message("the prompt", RecordStatus.PENDING), earlier)
+    assert await records.fail_unfinished("the server stopped", utcnow() + timedelta(seconds=1)) == 1
+    items = await SqlConversationItemStore(db).of_record(a.org, record.id)
+    assert [(m.role, m.content, m.status) for m in items] == [
+        ("user", "an earlier user item", RecordStatus.FAILED),
+        ("user", "the prompt", RecordStatus.FAILED),
+        ("assistant", "half a repl", RecordStatus.FAILED),
+    ]
+    assert items[-1].id == reply_message_id(record.id)
