@@ -29,7 +29,7 @@ from threadline.api.dialects.openai.responses_schemas import (
 )
 from threadline.api.dialects.openai.schemas import OpenAIRequestError
 from threadline.api.routing import streamed
-from threadline.domain.entities import AiRecord, Principal
+from threadline.domain.entities import AiRecord, Principal, RecordStatus
 from threadline.domain.errors import NotFound, Unprocessable
 from threadline.domain.events import Failed
 from threadline.services.chat import ChatCommand, Grounding
@@ -159,7 +159,7 @@ async def _resumed(
     position of its last delta (see responses_encode), up to the text when it is finished."""
     after = -1 if after is None else after
     chars = max(0, after - (wire.PRELUDE - 1))
-    if record.status.value != "PENDING":
+    if record.status is not RecordStatus.PENDING:
         chars = min(chars, len(record.result_text))
     replay = await container.replays.open(principal, record.id, chars)
     writer = wire.EventWriter(replay.record, {}, after)
