@@ -10,8 +10,9 @@ process is the client (httpx AsyncClients, see SHARD) and measures, per stream:
   `POST /api/chat-with-ai?isStreaming=true`; directly: the first delta chunk with text from
   `POST /v1/chat/completions` (`stream: true`). At c=50, also OpenAI's Responses stream
   through Threadline (`POST /v1/responses`, `stream: true`, the first
-  `response.output_text.delta`; verified by its `response.completed`), as a third path
-  reported beside the other two (its streams/s as a ratio to direct).
+  `response.output_text.delta`; verified by its `response.completed`; each worker in its own
+  OpenAI conversation, as the chat-with-ai path), as a third path reported beside the other
+  two (its streams/s as a ratio to direct).
 - total: request sent -> end of the response body.
 - completed streams per second over the level (successful streams / wall time), and the CPU
   time each process (server, upstream, client) used per stream, which is less sensitive to
@@ -538,13 +539,11 @@ async def benchmark(
             return threadline_stream(client, chat_url, bodies[worker], procs.key)
 
         responses_url = procs.server_url + "/v1/responses"
-        responses_body = json.dumps(
-            {"model": MODEL, "input": PROMPT, "stream": True, "store": not stateless}
-        ).encode()
+        responses_bodies = await _responses_bodies(clients[0], procs, most, stateless)
 
         def responses(worker: int) -> Awaitable[Sample]:
             client = clients[worker // SHARD]
-            return responses_stream(client, responses_url, responses_body, procs.key)
+            return responses_stream(client, responses_url, responses_bodies[worker], procs.key)
 
         for concurrency, count in levels:
             paths: list[tuple[str, StreamFn]] = [("direct", direct), ("threadline", through)]
@@ -608,6 +607,31 @@ async def _chat_bodies(
         r.raise_for_status()
         prompt = {"prompt": PROMPT, "conversationId": r.json()["conversation"]["uuid"]}
         body = {"type": "UNIFY_CHAT_WITH_AI", "model": MODEL, "promptObject": prompt}
+        return json.dumps(body).encode()
+
+    return list(await asyncio.gather(*(create(i) for i in range(workers))))
+
+
+async def _responses_bodies(
+    client: httpx.AsyncClient, procs: Processes, workers: int, stateless: bool
+) -> list[bytes]:
+    """One Responses request body per worker, each in its own OpenAI conversation (history
+    on, as the chat-with-ai path); stateless: not stored."""
+    if stateless:
+        body = {"model": MODEL, "input": PROMPT, "stream": True, "store": False}
+        return [json.dumps(body).encode()] * workers
+    headers = {"Authorization": f"Bearer {procs.key}"}
+    semaphore = asyncio.Semaphore(20)
+
+    async def create(i: int) -> bytes:
+        async with semaphore:
+            r = await client.post(
+                procs.server_url + "/v1/conversations",
+                headers=headers,
+                json={"metadata": {"bench": str(i)}},
+            )
+        r.raise_for_status()
+        body = {"model": MODEL, "input": PROMPT, "stream": True, "conversation": r.json()["id"]}
         return json.dumps(body).encode()
 
     return list(await asyncio.gather(*(create(i) for i in range(workers))))
