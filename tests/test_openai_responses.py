@@ -342,3 +342,11 @@ def test_an_in_progress_response_shows_its_text_so_far(live):
     assert now.status == "in_progress" and now.usage is None
     live.server.call(_open(gate))
     assert _wait_status(client, started.id, "completed").output_text == "so far and the rest"
+
+
+def test_a_refused_response_stores_no_conversation(live):
+    before = live.get("/api/conversations", limit=1).json()["total"]
+    with pytest.raises(openai.BadRequestError) as caught:
+        live.client().responses.create(model=MODEL, input="Hi", max_output_tokens=10**9)
+    assert "context window" in caught.value.body["message"]
+    assert live.get("/api/conversations", limit=1).json()["total"] == before

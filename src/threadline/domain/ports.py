@@ -207,10 +207,15 @@ class SessionStore(Protocol):
 
 class RecordStore(Protocol):
     async def start(
-        self, record: AiRecord, user_message: Message | None, earlier: Sequence[Message] = ()
+        self,
+        record: AiRecord,
+        user_message: Message | None,
+        earlier: Sequence[Message] = (),
+        conversation: Conversation | None = None,
     ) -> None:
         """Persist a new PENDING record and its user message (after the request's `earlier`
-        messages, stored finished) in one transaction."""
+        messages, stored finished) in one transaction; first `conversation`, when the reply
+        is the first of a conversation made for it."""
         ...
 
     async def finish(

@@ -83,6 +83,7 @@ class ChatService:
             user_message=user_message,
             reply_id=reply_id,
             earlier=earlier,
+            conversation=command.new_conversation,
             citations=citations,
             follow_up=self._grounder.follow_up(command),
         )
@@ -141,7 +142,7 @@ class ChatService:
         return request, citations
 
     async def _history(self, command: ChatCommand) -> HistoryWindow:
-        if command.conversation_id is None:
+        if command.conversation_id is None or command.new_conversation is not None:
             return HistoryWindow(())
         return await self._conversations.history(
             command.principal,

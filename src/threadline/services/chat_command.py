@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from threadline.domain.entities import Principal
+from threadline.domain.entities import Conversation, Principal
 from threadline.domain.ports import ChatMessage
 
 
@@ -63,6 +63,9 @@ class ChatCommand:
     inputs: Sequence[ChatMessage] = ()
     conversation_id: UUID | None = None
     history_until: UUID | None = None
+    # A conversation made for this reply: stored in the reply's first write (no write, no
+    # history read before the model starts); `conversation_id` is its id.
+    new_conversation: Conversation | None = None
     session_id: UUID | None = None
     history: HistorySettings = HistorySettings()
     grounding: Grounding = Grounding()

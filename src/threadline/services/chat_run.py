@@ -22,7 +22,7 @@ from uuid import UUID
 import structlog
 
 from threadline.domain.clock import utcnow
-from threadline.domain.entities import AiRecord, Message, Principal, RecordStatus
+from threadline.domain.entities import AiRecord, Conversation, Message, Principal, RecordStatus
 from threadline.domain.errors import ThreadlineError
 from threadline.domain.events import Citation, Done, Failed, TextDelta, Usage
 from threadline.domain.ports import ChatModel, ModelRequest, RecordStore
@@ -50,6 +50,7 @@ class RunStart:
     user_message: Message | None
     reply_id: UUID | None
     earlier: tuple[Message, ...] = ()  # the request's messages before the prompt
+    conversation: Conversation | None = None  # made for this reply, stored with its record
     citations: tuple[Citation, ...] = ()
     follow_up: FollowUp | None = None
 
@@ -100,9 +101,9 @@ class RunDriver:
         self._runs.add(run, task)
         records = self._records
         write = asyncio.create_task(
-            records.start(start.record, user_message, start.earlier)
-            if start.earlier  # a request's earlier input items (OpenAI's Responses)
-            else records.start(start.record, user_message)
+            records.start(start.record, user_message, start.earlier, start.conversation)
+            if start.earlier or start.conversation  # OpenAI's Responses: input items, a new
+            else records.start(start.record, user_message)  # conversation
         )
         write.add_done_callback(partial(_settle, stored))
         self._writes.add(write)  # a task needs a strong reference until it is done

@@ -126,11 +126,18 @@ class ResponseService:
         return view.record
 
     async def _in_new_conversation(self, command: ChatCommand, kind: str) -> Run:
+        """In a conversation made for it, stored by the reply's first write (nothing is
+        written for a request refused, and the model starts without waiting on it)."""
         text = command.prompt.strip() or "New conversation"
         title = text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1] + "…"
-        conversation = await self._conversations.create(
+        conversation = self._conversations.new(
             command.principal, title=title, type=kind, model=command.model
         )
+        if not command.grounding.files:
+            made = replace(command, conversation_id=conversation.id, new_conversation=conversation)
+            return await self._chat.reply(made)
+        # files are attached to the conversation before the model runs: it must exist
+        await self._conversations.store(conversation)
         try:
             return await self._chat.reply(replace(command, conversation_id=conversation.id))
         except ThreadlineError:  # refused before anything of the reply was written

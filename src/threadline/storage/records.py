@@ -23,9 +23,16 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping
 
-from threadline.domain.entities import AiRecord, Message, RecordStatus, User, reply_message_id
+from threadline.domain.entities import (
+    AiRecord,
+    Conversation,
+    Message,
+    RecordStatus,
+    User,
+    reply_message_id,
+)
 from threadline.storage.accounts import user_from_row
-from threadline.storage.conversations import message_values
+from threadline.storage.conversations import conversation_values, message_values
 from threadline.storage.credits import settle
 from threadline.storage.database import Database, EncodedJSON, as_utc, utcnow
 from threadline.storage.record_json import (
@@ -145,13 +152,21 @@ class SqlRecordStore:
         self._db = db
 
     async def start(
-        self, record: AiRecord, user_message: Message | None, earlier: Sequence[Message] = ()
+        self,
+        record: AiRecord,
+        user_message: Message | None,
+        earlier: Sequence[Message] = (),
+        conversation: Conversation | None = None,
     ) -> None:
         # The reply's first byte waits on this write; neither write reads a rowcount.
         values = _values(record)
         if _large(record.prompt_object):  # encoded in a thread, not on the event loop
             values["prompt_object"] = await asyncio.to_thread(EncodedJSON, record.prompt_object)
         async with self._db.write(urgent=True, batched=True) as conn:
+            if conversation is not None:
+                await conn.execute(
+                    insert(conversations).values(**conversation_values(conversation))
+                )
             await conn.execute(_INSERT_RECORD, values)
             for message in earlier:  # one by one: their seq keeps their order
                 await conn.execute(_INSERT_MESSAGE, message_values(message))
