@@ -8,7 +8,11 @@ process is the client (httpx AsyncClients, see SHARD) and measures, per stream:
 
 - TTFT: request sent -> first text. Through Threadline: the first `event: content` frame of
   `POST /api/chat-with-ai?isStreaming=true`; directly: the first delta chunk with text from
-  `POST /v1/chat/completions` (`stream: true`).
+  `POST /v1/chat/completions` (`stream: true`). At c=50, also OpenAI's Responses stream
+  through Threadline (`POST /v1/responses`, `stream: true`, the first
+  `response.output_text.delta`; verified by its `response.completed`; each worker in its own
+  OpenAI conversation, as the chat-with-ai path), as a third path reported beside the other
+  two (its streams/s as a ratio to direct).
 - total: request sent -> end of the response body.
 - completed streams per second over the level (successful streams / wall time), and the CPU
   time each process (server, upstream, client) used per stream, which is less sensitive to
@@ -238,6 +242,44 @@ async def threadline_stream(client: httpx.AsyncClient, url: str, body: bytes, ke
     if error:
         return Sample(False, ttft, total, error)
     return _verdict(ttft, total, parts, done and result_ok, "no SUCCESS result / done event")
+
+
+async def responses_stream(client: httpx.AsyncClient, url: str, body: bytes, key: str) -> Sample:
+    """One streamed OpenAI Responses request through Threadline (`POST /v1/responses`,
+    `stream: true`), verified: the text deltas, then `response.completed` with that text."""
+    start = time.perf_counter()
+    ttft: float | None = None
+    parts: list[str] = []
+    completed = False
+    error = None
+    headers = {**_JSON, "Authorization": f"Bearer {key}"}
+    try:
+        async with client.stream("POST", url, content=body, headers=headers) as response:
+            if response.status_code != 200:
+                await response.aread()
+                return Sample(
+                    False, None, time.perf_counter() - start, f"HTTP {response.status_code}"
+                )
+            buffer = bytearray()
+            async for chunk in response.aiter_raw():
+                buffer += chunk
+                for frame in _frames(buffer):
+                    event, data = _fields(frame)
+                    if event == "response.output_text.delta" and data is not None:
+                        if ttft is None:
+                            ttft = time.perf_counter() - start
+                        parts.append(json.loads(data)["delta"])
+                    elif event == "response.completed" and data is not None:
+                        output = json.loads(data)["response"]["output"]
+                        completed = output[0]["content"][0]["text"] == EXPECTED_TEXT
+                    elif event in ("response.failed", "response.incomplete", "error"):
+                        error = f"{event}: " + str(data)[:120]
+    except (httpx.HTTPError, ValueError, KeyError, IndexError) as exc:
+        return Sample(False, ttft, time.perf_counter() - start, type(exc).__name__)
+    total = time.perf_counter() - start
+    if error:
+        return Sample(False, ttft, total, error)
+    return _verdict(ttft, total, parts, completed, "no response.completed with the text")
 
 
 def _verdict(ttft: float | None, total: float, parts: list[str], ended: bool, why: str) -> Sample:
@@ -499,8 +541,18 @@ async def benchmark(
             client = clients[worker // SHARD]
             return threadline_stream(client, chat_url, bodies[worker], procs.key)
 
+        responses_url = procs.server_url + "/v1/responses"
+        responses_bodies = await _responses_bodies(clients[0], procs, most, stateless)
+
+        def responses(worker: int) -> Awaitable[Sample]:
+            client = clients[worker // SHARD]
+            return responses_stream(client, responses_url, responses_bodies[worker], procs.key)
+
         for concurrency, count in levels:
-            for path, stream in (("direct", direct), ("threadline", through)):
+            paths: list[tuple[str, StreamFn]] = [("direct", direct), ("threadline", through)]
+            if concurrency == RESPONSES_LEVEL:  # OpenAI's Responses stream, at c=50 only
+                paths.append(("responses", responses))
+            for path, stream in paths:
                 warm, _ = await run_level(stream, concurrency, max(concurrency, 5))
                 profiling = profile is not None and path == "threadline"
                 profiling = profiling and concurrency == profile_level
@@ -520,6 +572,8 @@ async def benchmark(
                 print(f"  {_row(level)}", flush=True)
     return run
 
+
+RESPONSES_LEVEL = 50  # the level at which the Responses stream is measured too
 
 SHARD = 10
 """Workers per httpx client. httpcore's pool scans every pooled connection (with a poll()
@@ -556,6 +610,31 @@ async def _chat_bodies(
         r.raise_for_status()
         prompt = {"prompt": PROMPT, "conversationId": r.json()["conversation"]["uuid"]}
         body = {"type": "UNIFY_CHAT_WITH_AI", "model": MODEL, "promptObject": prompt}
+        return json.dumps(body).encode()
+
+    return list(await asyncio.gather(*(create(i) for i in range(workers))))
+
+
+async def _responses_bodies(
+    client: httpx.AsyncClient, procs: Processes, workers: int, stateless: bool
+) -> list[bytes]:
+    """One Responses request body per worker, each in its own OpenAI conversation (history
+    on, as the chat-with-ai path); stateless: not stored."""
+    if stateless:
+        body = {"model": MODEL, "input": PROMPT, "stream": True, "store": False}
+        return [json.dumps(body).encode()] * workers
+    headers = {"Authorization": f"Bearer {procs.key}"}
+    semaphore = asyncio.Semaphore(20)
+
+    async def create(i: int) -> bytes:
+        async with semaphore:
+            r = await client.post(
+                procs.server_url + "/v1/conversations",
+                headers=headers,
+                json={"metadata": {"bench": str(i)}},
+            )
+        r.raise_for_status()
+        body = {"model": MODEL, "input": PROMPT, "stream": True, "conversation": r.json()["id"]}
         return json.dumps(body).encode()
 
     return list(await asyncio.gather(*(create(i) for i in range(workers))))
@@ -614,7 +693,18 @@ def evaluate(run: Run) -> Verdicts:
             f"Threadline streams/s = {_pct(ratio[concurrency])} of direct, "
             f"failed: direct {d.failed}, threadline {t.failed}"
         )
-        for path, level in (("direct", d), ("threadline", t)):
+        r = run.results.get(("responses", concurrency))
+        if r is not None:
+            r50 = r.ttft(0.5)
+            r_overhead = (r50 - dt50) * 1000 if r50 is not None and dt50 else None
+            r_ratio = r.streams_per_s / d.streams_per_s if d.streams_per_s else None
+            lines.append(
+                f"c={concurrency}: Responses stream p50 TTFT overhead {_signed(r_overhead)} ms, "
+                f"streams/s = {_pct(r_ratio)} of direct, failed: {r.failed}"
+            )
+        for path, level in (("direct", d), ("threadline", t), ("responses", r)):
+            if level is None:
+                continue
             if level.failed or level.warmup_failed:
                 lines.append(
                     f"    {path} c={concurrency} failures: {level.errors()} "

@@ -23,6 +23,7 @@ from threadline.container import Container
 from threadline.domain.entities import AiRecord, Principal, RecordStatus
 from threadline.domain.ports import RunTerms
 from threadline.services.chat_command import ChatCommand
+from threadline.services.runs import CANCELLED_MESSAGE
 from threadline.storage import nodes as storage_nodes
 from threadline.storage.database import utcnow
 
@@ -140,7 +141,7 @@ async def test_a_cancel_on_another_process_stops_the_run_where_it_is(
     assert (record.status, record.result_text, record.error) == (
         RecordStatus.FAILED,
         "one two",
-        "the reply was cancelled",
+        CANCELLED_MESSAGE,
     )
     assert record.credits > 0  # the text made so far is charged
     user = await node.accounts.user(caller)

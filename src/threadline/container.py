@@ -34,6 +34,7 @@ from threadline.services.chat_grounding import ReplyGrounder
 from threadline.services.chat_run import RunDriver
 from threadline.services.checkpoints import CheckpointPolicy
 from threadline.services.conversation_files import ConversationFiles
+from threadline.services.conversation_items import ConversationItems
 from threadline.services.conversations import ConversationService
 from threadline.services.credits import CreditService
 from threadline.services.documents import INGEST_JOB, DocumentLimits, DocumentService
@@ -51,6 +52,7 @@ from threadline.services.page_images import PageImages
 from threadline.services.pages import PageReader
 from threadline.services.record_views import RecordViews
 from threadline.services.replays import ReplayService
+from threadline.services.responses import ResponseService
 from threadline.services.retrieval import Retriever
 from threadline.services.runs import RunRegistry
 from threadline.services.sessions import SessionService
@@ -62,6 +64,7 @@ from threadline.storage.accounts import SqlAccountStore
 from threadline.storage.blobs import DatabaseBlobStore, FileBlobStore
 from threadline.storage.brand_voices import SqlBrandVoiceStore
 from threadline.storage.chunks import SqlChunkIndex
+from threadline.storage.conversation_items import SqlConversationItemStore
 from threadline.storage.conversations import SqlConversationStore
 from threadline.storage.credits import SqlCreditStore
 from threadline.storage.database import Database
@@ -220,6 +223,17 @@ class Container:
             self.conversations, self.documents, self.catalog, self.chat
         )
         self.record_views = RecordViews(self.accounts, self.replays, self.catalog)
+        items = SqlConversationItemStore(self.db)
+        self.conversation_items = ConversationItems(self.conversations, items)
+        self.responses = ResponseService(
+            chat=self.chat,
+            conversations=self.conversations,
+            items=items,
+            records=self.record_store,
+            runs=self.runs,
+            documents=self.documents,
+            history_limit=settings.history_limit_max,
+        )
 
     def _image_generation(self, settings: Settings) -> None:
         """Images out: image models, and the fetcher that reads a variator's source URL (the

@@ -103,6 +103,7 @@ class Conversation:
     description: str = ""
     file_ids: tuple[UUID, ...] = ()
     head_id: UUID | None = None  # the message the current branch ends with (none yet: None)
+    metadata: dict[str, str] | None = None  # key-value pairs a client set (OpenAI's)
 
 
 REPLY_NAMESPACE = UUID("5b0f7d0e-3c1a-4b8e-9a59-6f7e2d4c8a11")

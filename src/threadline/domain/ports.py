@@ -266,6 +266,30 @@ class ConversationStore(Protocol):
         ...
 
 
+class ConversationItemStore(Protocol):
+    """A conversation's messages one by one (OpenAI's conversation items)."""
+
+    async def add(self, org_id: UUID, conversation_id: UUID, items: Sequence[Message]) -> None: ...
+    async def page(
+        self,
+        org_id: UUID,
+        conversation_id: UUID,
+        *,
+        after: UUID | None,
+        limit: int,
+        descending: bool,
+    ) -> tuple[builtins.list[Message], bool] | None:
+        """Up to `limit` messages after `after` and whether there are more; None when
+        `after` is not a message of the conversation."""
+        ...
+
+    async def get(self, org_id: UUID, conversation_id: UUID, item_id: UUID) -> Message | None: ...
+    async def delete(self, org_id: UUID, conversation_id: UUID, item_id: UUID) -> bool: ...
+    async def of_record(self, org_id: UUID, record_id: UUID) -> builtins.list[Message]:
+        """The messages one aiRecord stored (its input, then its reply), in order."""
+        ...
+
+
 class SessionStore(Protocol):
     async def create(self, session: ChatSession) -> tuple[ChatSession, bool]:
         """Store a new session, unless the conversation already has one for this model: then
@@ -296,11 +320,19 @@ class UsageStore(Protocol):
 
 class RecordStore(Protocol):
     async def start(
-        self, record: AiRecord, user_message: Message | None, *, new_message: bool = True
+        self,
+        record: AiRecord,
+        user_message: Message | None,
+        *,
+        earlier: Sequence[Message] = (),
+        conversation: Conversation | None = None,
+        new_message: bool = True,
     ) -> None:
-        """Persist a new PENDING record and its user message (unless it is stored already:
-        `new_message` False, a reply regenerated) in one transaction; the user message
-        becomes its conversation's head."""
+        """Persist a new PENDING record and its user message in one transaction: first
+        `conversation`, when the reply is the first of a conversation made for it; then the
+        request's `earlier` messages (stored finished); then the user message, unless it is
+        stored already (`new_message` False: a reply regenerated). The user message becomes
+        its conversation's head."""
         ...
 
     async def finish(
@@ -320,6 +352,10 @@ class RecordStore(Protocol):
         ...
 
     async def get(self, org_id: UUID, record_id: UUID) -> AiRecord | None: ...
+    async def delete(self, org_id: UUID, record_id: UUID) -> bool:
+        """Delete a finished record (its conversation's messages stay)."""
+        ...
+
     async def fail_unfinished(self, reason: str, before: datetime) -> int:
         """Fail the records a gone process left PENDING (never a live sibling's), keeping
         their text, and store it as the reply's message (`entities.reply_message_id`) in
@@ -407,6 +443,7 @@ __all__ = [
     "AccountStore",
     "ChatMessage",
     "ChatModel",
+    "ConversationItemStore",
     "ConversationStore",
     "CreditStore",
     "FeedEntry",

@@ -90,6 +90,9 @@ class ChatService:
         sources = readings.sources(command.grounding.with_memories)
         record, user_message, reply_id = self._new_record(command, parent)
         record = replace(record, sources=sources)
+        earlier = self._earlier(command, record, parent)
+        if earlier:  # the prompt follows the request's earlier input items
+            user_message = replace(user_message, parent_id=earlier[-1].id) if user_message else None
         fallbacks = tuple(self._catalog.get(name) for name in entry.config.fallbacks)
         record = await self._runs.reserve(command.principal, entry, request, record, fallbacks)
         start = RunStart(
@@ -99,6 +102,8 @@ class ChatService:
             record=record,
             user_message=user_message,
             reply_id=reply_id,
+            earlier=earlier,
+            conversation=command.new_conversation,
             citations=citations,
             follow_up=self._grounder.follow_up(command),
             fallbacks=tuple(
@@ -160,7 +165,9 @@ class ChatService:
                 messages[-1] = replace(messages[-1], images=parts)
         else:
             messages.extend(history)
-            messages.append(ChatMessage("user", command.prompt, images=parts))
+            messages.extend(command.inputs)
+            if command.prompt or parts or not command.inputs:  # input may end with its own
+                messages.append(ChatMessage("user", command.prompt, images=parts))
         if len(messages) > FIT_IN_THREAD:  # a long list (OpenAI's messages): off the loop
             fitted = await asyncio.to_thread(fit, messages, budget)
         else:
@@ -176,7 +183,7 @@ class ChatService:
         return request, citations, parent
 
     async def _history(self, command: ChatCommand) -> HistoryWindow:
-        if command.conversation_id is None:
+        if command.conversation_id is None or command.new_conversation is not None:
             return HistoryWindow(())
         return await self._conversations.history(
             command.principal,
@@ -184,6 +191,33 @@ class ChatService:
             model=None if command.history.is_mixed else command.model,
             limit=min(command.history.limit, self._history_limit_max),
             parent=command.parent,
+        )
+
+    @staticmethod
+    def _earlier(
+        command: ChatCommand, record: AiRecord, parent: UUID | None
+    ) -> tuple[Message, ...]:
+        """The request's messages before its prompt, as stored in the conversation (they are
+        given input, not part of the exchange's outcome: stored finished), one after the
+        other on the branch from `parent`."""
+        if command.conversation_id is None or not command.inputs:
+            return ()
+        ids = [uuid4() for _ in command.inputs]
+        return tuple(
+            Message(
+                id=ids[n],
+                org_id=record.org_id,
+                conversation_id=command.conversation_id,
+                session_id=command.session_id,
+                record_id=record.id,
+                role=message.role,
+                content=message.content,
+                model=command.model,
+                status=RecordStatus.SUCCESS,
+                created_at=record.created_at,
+                parent_id=ids[n - 1] if n else parent,
+            )
+            for n, message in enumerate(command.inputs)
         )
 
     @staticmethod

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from threadline.domain.entities import Message, Principal
+from threadline.domain.entities import Conversation, Message, Principal
 from threadline.domain.ports import HEAD, ChatMessage, Parent
 
 
@@ -54,6 +54,10 @@ class ChatCommand:
     the path from the root to it. `answer_again`: no new user message, this stored one is
     answered again (its new reply a sibling of its earlier ones); `parent` is then its
     parent and `prompt` its text.
+
+    With a prompt in a conversation, `inputs` are messages of the request that come before
+    the prompt (OpenAI's Responses input items): stored in the conversation before it, on
+    the same branch, and given to the model after the history.
     """
 
     principal: Principal
@@ -61,7 +65,11 @@ class ChatCommand:
     record_type: str
     prompt: str = ""
     messages: Sequence[ChatMessage] = ()
+    inputs: Sequence[ChatMessage] = ()
     conversation_id: UUID | None = None
+    # A conversation made for this reply: stored in the reply's first write (no write, no
+    # history read before the model starts); `conversation_id` is its id.
+    new_conversation: Conversation | None = None
     session_id: UUID | None = None
     history: HistorySettings = HistorySettings()
     grounding: Grounding = Grounding()

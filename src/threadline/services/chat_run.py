@@ -17,12 +17,13 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import Any
 from uuid import UUID
 
 import structlog
 
 from threadline.domain.clock import utcnow
-from threadline.domain.entities import AiRecord, Message, Principal, RecordStatus
+from threadline.domain.entities import AiRecord, Conversation, Message, Principal, RecordStatus
 from threadline.domain.errors import ThreadlineError
 from threadline.domain.events import Citation, Done, Failed, TextDelta, Usage
 from threadline.domain.ports import ChatModel, ModelRequest, RecordStore, RunFeed, RunTerms
@@ -33,7 +34,7 @@ from threadline.services.chat_prompt import estimate_usage
 from threadline.services.checkpoints import CheckpointPolicy, Checkpoints
 from threadline.services.credits import CreditService, most_for_reply
 from threadline.services.fallbacks import Candidate, FallbackChain
-from threadline.services.runs import YIELD_EVERY, Run, RunRegistry
+from threadline.services.runs import CANCELLED_MESSAGE, YIELD_EVERY, Run, RunRegistry
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +51,8 @@ class RunStart:
     record: AiRecord
     user_message: Message | None
     reply_id: UUID | None
+    earlier: tuple[Message, ...] = ()  # the request's messages before the prompt
+    conversation: Conversation | None = None  # made for this reply, stored with its record
     citations: tuple[Citation, ...] = ()
     follow_up: FollowUp | None = None
     new_user_message: bool = True  # False: a stored user message answered again
@@ -116,7 +119,7 @@ class RunDriver:
         task = asyncio.create_task(self._drive(run, start, stored), name=f"run-{run.id}")
         self._runs.add(run, task)
         write = asyncio.create_task(
-            self._records.start(start.record, user_message, new_message=start.new_user_message)
+            self._records.start(start.record, user_message, **_start_options(start))
         )
         write.add_done_callback(partial(_settle, stored))
         self._writes.add(write)  # a task needs a strong reference until it is done
@@ -256,6 +259,19 @@ class _Ended:
     charge: int | None = None  # priced per model when fallbacks answered (else the entry's)
 
 
+def _start_options(start: RunStart) -> dict[str, Any]:
+    """What `RecordStore.start` is told beyond the record and its message, only when set (a
+    Responses request's input items and new conversation, a reply regenerated)."""
+    options: dict[str, Any] = {}
+    if start.earlier:
+        options["earlier"] = start.earlier
+    if start.conversation is not None:
+        options["conversation"] = start.conversation
+    if not start.new_user_message:
+        options["new_message"] = False
+    return options
+
+
 def _terms(start: RunStart) -> RunTerms:
     """What another process needs to charge the run's text if this process dies."""
     prices = start.entry.config.credits
@@ -268,7 +284,7 @@ def _terms(start: RunStart) -> RunTerms:
 
 
 _STOPPED = Failed(code="CANCELLED", message="the server stopped before the reply ended")
-_CANCELLED = Failed(code="CANCELLED", message="the reply was cancelled")
+_CANCELLED = Failed(code="CANCELLED", message=CANCELLED_MESSAGE, status=499)
 _STORAGE_FAILED = Failed(code="STORAGE_ERROR", message="the reply could not be stored", status=500)
 
 

@@ -31,7 +31,36 @@ class ConversationService:
         model: str | None,
         description: str = "",
         is_archived: bool = False,
+        metadata: dict[str, str] | None = None,
     ) -> Conversation:
+        conversation = self.new(
+            caller,
+            title=title,
+            type=type,
+            model=model,
+            description=description,
+            is_archived=is_archived,
+            metadata=metadata,
+        )
+        return await self._store.create(conversation)
+
+    async def store(self, conversation: Conversation) -> Conversation:
+        """Store a conversation made by `new`."""
+        return await self._store.create(conversation)
+
+    def new(
+        self,
+        caller: Principal,
+        *,
+        title: str,
+        type: str,
+        model: str | None,
+        description: str = "",
+        is_archived: bool = False,
+        metadata: dict[str, str] | None = None,
+    ) -> Conversation:
+        """A conversation checked and made, not yet stored (a reply's first write may store
+        it: `ChatCommand.new_conversation`)."""
         if not title.strip():
             raise InvalidRequest("title must not be empty")
         if model is not None:
@@ -47,10 +76,11 @@ class ConversationService:
             model=model,
             status="ACTIVE",
             is_archived=is_archived,
+            metadata=metadata,
             created_at=now,
             updated_at=now,
         )
-        return await self._store.create(conversation)
+        return conversation
 
     async def get(self, caller: Principal, conversation_id: UUID) -> Conversation:
         conversation = await self._store.get(caller.org_id, conversation_id)

@@ -17,6 +17,7 @@ from threadline.domain.entities import AiRecord, User
 from threadline.domain.events import Done, Failed, ReplyEvent, TextDelta
 
 YIELD_EVERY = 256  # events handed out between two turns of the event loop
+CANCELLED_MESSAGE = "the reply was cancelled by its client"  # a cancelled run's error
 
 
 class Run:
@@ -37,11 +38,11 @@ class Run:
         self._waiters: list[asyncio.Future[None]] = []  # readers waiting for the next event
         self._final: AiRecord | None = None
         self.user: User | None = None  # the caller's user as stored after the reply
+        self.cancelled = False  # stopped by its client (RunRegistry.cancel)
         self._finished = asyncio.Event()
         # Sees every event as it is logged: the shared feed that readers in other processes
         # follow (ports.RunFeed), when there is one.
         self.tap: Callable[[ReplyEvent], None] | None = None
-        self.cancelled = False  # stopped on request (RunRegistry.cancel), not by a shutdown
         self.stop_requested = False  # a user asked for the reply to end where it is
 
     @property
@@ -78,6 +79,10 @@ class Run:
         """The closing event once the run has finished."""
         last = self._log[-1] if self._finished.is_set() else None
         return last if isinstance(last, Done | Failed) else None
+
+    def log(self) -> tuple[ReplyEvent, ...]:
+        """The events so far."""
+        return tuple(self._log)
 
     def locate(self, chars: int) -> tuple[int, int] | None:
         """Where a reader that has the text's first `chars` characters goes on: the log
@@ -158,8 +163,9 @@ class RunRegistry:
         task.add_done_callback(self._on_done(run))
 
     def cancel(self, run_id: UUID) -> bool:
-        """Stop a run this process drives: it ends FAILED (code CANCELLED) with its text so
-        far, charged for it. False when no such run is going on here."""
+        """Stop a run this process drives at its client's request: it ends FAILED (code
+        CANCELLED, CANCELLED_MESSAGE) with its text so far, charged for it. False when no
+        such run is going on here."""
         task, run = self._driving.get(run_id), self._runs.get(run_id)
         if task is None or run is None or task.done():
             return False
@@ -179,6 +185,11 @@ class RunRegistry:
     def get(self, org_id: UUID, run_id: UUID) -> Run | None:
         run = self._runs.get(run_id)
         return run if run is not None and run.org_id == org_id else None
+
+    def forget(self, run: Run) -> None:
+        """Stop holding a finished run for replay (its record was deleted)."""
+        if run.finished and self._runs.get(run.id) is run:
+            del self._runs[run.id]
 
     @property
     def active(self) -> int:

@@ -32,7 +32,7 @@ from threadline.domain.ports import HEAD, ChatMessage, HistoryWindow, Parent
 from threadline.storage.database import Database, as_utc, utcnow
 from threadline.storage.tables import conversation_documents, conversations, messages
 
-_CHANGES = {"title", "description", "is_archived", "status", "model"}
+_CHANGES = {"title", "description", "is_archived", "status", "model", "metadata"}
 _SORT_KEYS = {"created_at": conversations.c.created_at, "updated_at": conversations.c.updated_at}
 
 
@@ -47,6 +47,7 @@ def _conversation(row: RowMapping) -> Conversation:
         model=row["model"],
         status=row["status"],
         is_archived=row["is_archived"],
+        metadata=row["metadata"],
         created_at=as_utc(row["created_at"]),
         updated_at=as_utc(row["updated_at"]),
         head_id=row["head_id"],
@@ -85,28 +86,30 @@ def message_values(message: Message) -> dict[str, Any]:
     }
 
 
+def conversation_values(c: Conversation) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "org_id": c.org_id,
+        "user_id": c.user_id,
+        "title": c.title,
+        "description": c.description,
+        "type": c.type,
+        "model": c.model,
+        "status": c.status,
+        "is_archived": c.is_archived,
+        "metadata": c.metadata,
+        "created_at": c.created_at,
+        "updated_at": c.updated_at,
+    }
+
+
 class SqlConversationStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
     async def create(self, conversation: Conversation) -> Conversation:
-        c = conversation
         async with self._db.write() as conn:
-            await conn.execute(
-                insert(conversations).values(
-                    id=c.id,
-                    org_id=c.org_id,
-                    user_id=c.user_id,
-                    title=c.title,
-                    description=c.description,
-                    type=c.type,
-                    model=c.model,
-                    status=c.status,
-                    is_archived=c.is_archived,
-                    created_at=c.created_at,
-                    updated_at=c.updated_at,
-                )
-            )
+            await conn.execute(insert(conversations).values(**conversation_values(conversation)))
         return conversation
 
     async def get(self, org_id: UUID, conversation_id: UUID) -> Conversation | None:

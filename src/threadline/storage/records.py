@@ -13,12 +13,13 @@ the next start, and its checkpointed text becomes the reply's message in a conve
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Uuid, bindparam, case, insert, or_, select, update
+from sqlalchemy import Uuid, bindparam, case, delete, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping
@@ -26,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from threadline.domain.entities import (
     AiRecord,
+    Conversation,
     Message,
     RecordStatus,
     RouteSegment,
@@ -33,7 +35,7 @@ from threadline.domain.entities import (
     reply_message_id,
 )
 from threadline.storage.accounts import user_from_row
-from threadline.storage.conversations import message_values
+from threadline.storage.conversations import conversation_values, message_values
 from threadline.storage.credits import settle
 from threadline.storage.database import Database, EncodedJSON, as_utc, utcnow
 from threadline.storage.record_json import (
@@ -174,7 +176,13 @@ class SqlRecordStore:
         self._node_id = node_id
 
     async def start(
-        self, record: AiRecord, user_message: Message | None, *, new_message: bool = True
+        self,
+        record: AiRecord,
+        user_message: Message | None,
+        *,
+        earlier: Sequence[Message] = (),
+        conversation: Conversation | None = None,
+        new_message: bool = True,
     ) -> None:
         # The reply's first byte waits on this write; no write reads a rowcount.
         values = _values(record)
@@ -182,7 +190,13 @@ class SqlRecordStore:
         if _large(record.prompt_object):  # encoded in a thread, not on the event loop
             values["prompt_object"] = await asyncio.to_thread(EncodedJSON, record.prompt_object)
         async with self._db.write(urgent=True, batched=True) as conn:
+            if conversation is not None:
+                await conn.execute(
+                    insert(conversations).values(**conversation_values(conversation))
+                )
             await conn.execute(_INSERT_RECORD, values)
+            for message in earlier:  # one by one: their seq keeps their order
+                await conn.execute(_INSERT_MESSAGE, message_values(message))
             if user_message is not None:
                 if new_message:
                     await conn.execute(_INSERT_MESSAGE, message_values(user_message))
@@ -252,6 +266,17 @@ class SqlRecordStore:
             row = (await conn.execute(query)).mappings().first()
         return _record(row) if row else None
 
+    async def delete(self, org_id: UUID, record_id: UUID) -> bool:
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                delete(ai_records).where(
+                    ai_records.c.org_id == org_id,
+                    ai_records.c.id == record_id,
+                    ai_records.c.status != RecordStatus.PENDING.value,
+                )
+            )
+        return bool(result.rowcount)
+
     async def fail_unfinished(self, reason: str, before: datetime) -> int:
         """Mark runs left PENDING by processes that are gone (storage/nodes.py: a record
         of no process, or of one no longer in `nodes`), started before `before`, as FAILED,
@@ -280,13 +305,14 @@ class SqlRecordStore:
                 .where(messages.c.record_id.in_(ids))
                 .values(status=RecordStatus.FAILED.value)
             )
-            prompts = select(messages).where(
-                messages.c.record_id.in_(ids), messages.c.role == "user"
+            prompts = (
+                select(messages)
+                .where(messages.c.record_id.in_(ids), messages.c.role == "user")
+                .order_by(messages.c.seq)
             )
-            replies = [
-                _failed_reply(prompt, orphans[prompt["record_id"]])
-                for prompt in (await conn.execute(prompts)).mappings()
-            ]
+            # a record's last user message is its prompt (a response's input may hold more)
+            last = {p["record_id"]: p for p in (await conn.execute(prompts)).mappings()}
+            replies = [_failed_reply(prompt, orphans[rid]) for rid, prompt in last.items()]
             if replies:
                 await conn.execute(_INSERT_MESSAGE, replies)
                 await _follow(conn, replies)

@@ -139,6 +139,7 @@ conversations = Table(
     Column("model", String(200), nullable=True),
     Column("status", String(16), nullable=False),
     Column("is_archived", Boolean, nullable=False, default=False),
+    Column("metadata", JSON, nullable=True),  # 0010: OpenAI's Conversations API sets it
     _ts("created_at"),
     _ts("updated_at"),
     Column("head_id", Uuid, nullable=True),  # the current branch's last message
@@ -166,6 +167,7 @@ messages = Table(
     _ts("created_at"),
     Column("parent_id", Uuid, nullable=True),  # the message it follows: a tree
     Index("ix_messages_conversation_seq", "conversation_id", "seq"),
+    Index("ix_messages_record", "record_id"),  # 0010: a response's input items
 )
 
 ai_records = Table(

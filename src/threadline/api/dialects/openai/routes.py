@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 
 from threadline.api.deps import ContainerDep, PrincipalDep
-from threadline.api.dialects.openai import encode, image_generation
+from threadline.api.dialects.openai import conversations, encode, image_generation, responses
 from threadline.api.dialects.openai.schemas import (
     ChatCompletionRequest,
     chat_messages,
@@ -109,6 +109,8 @@ class OpenAIError(BaseModel):
 ERRORS = error_responses(OpenAIError, (400, 401, 403, 404, 413, 429, 500, 502, 503, 504))
 router = APIRouter(prefix="/v1", route_class=route_class(render, ERRORS), tags=["OpenAI"])
 image_generation.add_routes(router)
+responses.add_routes(router)
+conversations.add_routes(router)
 
 
 def _entry(catalog: ModelCatalog, name: str) -> CatalogModel:
