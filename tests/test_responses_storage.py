@@ -83,7 +83,7 @@ async def test_items_page_by_cursor_and_history_stops_at_a_message(db, a):
     assert back is not None and [m.content for m in back[0]] == ["two", "one"]
     assert await store.page(a.org, conversation_id, after=uuid4(), limit=5, descending=True) is None
     window = await conversations.history(
-        a.org, conversation_id, model=None, limit=10, until=made[2].id
+        a.org, conversation_id, model=None, limit=10, parent=made[2].id
     )
     assert [m.content for m in window.messages] == ["one", "two", "three"]
     everything = await conversations.history(a.org, conversation_id, model=None, limit=10)
@@ -122,7 +122,7 @@ async def test_a_killed_response_with_earlier_user_items_gets_one_failed_reply(d
 
     records = SqlRecordStore(db)
     earlier = [message("an earlier user item", RecordStatus.SUCCESS)]
-    await records.start(record, message("the prompt", RecordStatus.PENDING), earlier)
+    await records.start(record, message("the prompt", RecordStatus.PENDING), earlier=earlier)
     assert await records.fail_unfinished("the server stopped", utcnow() + timedelta(seconds=1)) == 1
     items = await SqlConversationItemStore(db).of_record(a.org, record.id)
     assert [(m.role, m.content, m.status) for m in items] == [

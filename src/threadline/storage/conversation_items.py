@@ -10,6 +10,7 @@ aiRecord stored (`record_id`, indexed since 0010).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from uuid import UUID
 
 from sqlalchemy import delete, insert, select, update
@@ -26,16 +27,20 @@ class SqlConversationItemStore:
         self._db = db
 
     async def add(self, org_id: UUID, conversation_id: UUID, items: Sequence[Message]) -> None:
-        """Append the messages in order, and touch the conversation's `updated_at`."""
+        """Append the messages in order to the current branch (the first follows the head,
+        each next one the one before; the last becomes the head), and touch the
+        conversation's `updated_at`."""
         if not items:
             return
+        this = (conversations.c.org_id == org_id, conversations.c.id == conversation_id)
         async with self._db.write() as conn:
+            parent = (await conn.execute(select(conversations.c.head_id).where(*this))).scalar()
             for item in items:  # one by one: their seq keeps their order
+                item = replace(item, parent_id=parent)
                 await conn.execute(insert(messages).values(**message_values(item)))
+                parent = item.id
             await conn.execute(
-                update(conversations)
-                .where(conversations.c.org_id == org_id, conversations.c.id == conversation_id)
-                .values(updated_at=utcnow())
+                update(conversations).where(*this).values(updated_at=utcnow(), head_id=parent)
             )
 
     async def page(
@@ -75,15 +80,34 @@ class SqlConversationItemStore:
         return message_from_row(row) if row else None
 
     async def delete(self, org_id: UUID, conversation_id: UUID, item_id: UUID) -> bool:
+        """Delete one message; its children then follow its parent (and the head, if it
+        was the head), so the branch it was on stays whole."""
+        mine = (messages.c.org_id == org_id, messages.c.conversation_id == conversation_id)
         async with self._db.write() as conn:
-            result = await conn.execute(
-                delete(messages).where(
-                    messages.c.org_id == org_id,
-                    messages.c.conversation_id == conversation_id,
-                    messages.c.id == item_id,
+            found = (
+                await conn.execute(
+                    select(messages.c.parent_id).where(*mine, messages.c.id == item_id)
                 )
+            ).first()
+            if found is None:
+                return False
+            parent = found.parent_id
+            await conn.execute(
+                update(messages)
+                .where(*mine, messages.c.parent_id == item_id)
+                .values(parent_id=parent)
             )
-        return bool(result.rowcount)
+            await conn.execute(
+                update(conversations)
+                .where(
+                    conversations.c.org_id == org_id,
+                    conversations.c.id == conversation_id,
+                    conversations.c.head_id == item_id,
+                )
+                .values(head_id=parent)
+            )
+            await conn.execute(delete(messages).where(*mine, messages.c.id == item_id))
+        return True
 
     async def of_record(self, org_id: UUID, record_id: UUID) -> list[Message]:
         """The messages one aiRecord stored, in their order (its input, then its reply)."""
