@@ -10,6 +10,7 @@ aiRecord stored (`record_id`, indexed since 0010).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from uuid import UUID
 
 from sqlalchemy import delete, insert, select, update
@@ -26,16 +27,20 @@ class SqlConversationItemStore:
         self._db = db
 
     async def add(self, org_id: UUID, conversation_id: UUID, items: Sequence[Message]) -> None:
-        """Append the messages in order, and touch the conversation's `updated_at`."""
+        """Append the messages in order on the current branch (the first follows the head,
+        each the one before it; the last becomes the head, so later replies read them as
+        history), and touch the conversation's `updated_at`."""
         if not items:
             return
+        this = (conversations.c.org_id == org_id, conversations.c.id == conversation_id)
         async with self._db.write() as conn:
+            head = (await conn.execute(select(conversations.c.head_id).where(*this))).scalar()
             for item in items:  # one by one: their seq keeps their order
-                await conn.execute(insert(messages).values(**message_values(item)))
+                chained = replace(item, parent_id=head)
+                await conn.execute(insert(messages).values(**message_values(chained)))
+                head = item.id
             await conn.execute(
-                update(conversations)
-                .where(conversations.c.org_id == org_id, conversations.c.id == conversation_id)
-                .values(updated_at=utcnow())
+                update(conversations).where(*this).values(updated_at=utcnow(), head_id=head)
             )
 
     async def page(
