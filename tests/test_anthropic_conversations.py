@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 from uuid import UUID
 
 import anthropic
 import pytest
 
 from tests.openai_live import OpenAILive, openai_live
+from threadline.domain.entities import Role
 
 MODEL = "gpt-4o-mini"  # priced: 1 credit an input token, 2 an output token
 
@@ -85,6 +87,9 @@ def test_an_openai_conversation_continued_by_1minai_and_anthropic_is_one_history
     assert sent(live) == [("system", "Be brief."), *history, ("user", "Spell it.")]
     usage = message.usage
     assert live.used_credit() - before == usage.input_tokens + 2 * usage.output_tokens > 0
+    record = live.server.call(_record(live, message.id))
+    assert (record.type, str(record.conversation_id)) == ("ANTHROPIC_MESSAGE", uuid)
+    assert record.prompt_object["conversation"] == conversation.id
     history += [("user", "Spell it."), ("assistant", "A-d-a.")]
 
     # streamed, naming the conversation by its UUID (as /api/conversations does)
@@ -109,11 +114,13 @@ def test_an_openai_conversation_continued_by_1minai_and_anthropic_is_one_history
     assert sent(live) == [*history, ("user", "Once more.")]
 
 
-def test_another_orgs_or_an_unknown_conversation_is_not_found(live):
+def test_another_users_or_an_unknown_conversation_is_not_found(live):
     conversation = live.client().conversations.create(items=[])
     stranger = claude(live, live.server.call(_other_org_key(live)))
+    colleague = claude(live, live.server.call(_member_key(live)))  # same org, not an admin
     for who, named in (
         (stranger, conversation.id),
+        (colleague, conversation.id),
         (claude(live), "conv_" + "0" * 32),
         (claude(live), "not-an-id"),
     ):
@@ -156,6 +163,21 @@ def test_with_a_conversation_messages_hold_only_the_new_user_turn(live):
                 model=MODEL, messages=messages, extra_body={"conversation": conversation.id}
             )
     assert live.client().conversations.items.list(conversation.id).data == []  # nothing stored
+
+
+async def _record(live: OpenAILive, message_id: str) -> Any:
+    principal = await live.container.accounts.authenticate(live.key)
+    record_id = UUID(message_id.removeprefix("msg_"))
+    return await live.container.record_store.get(principal.org_id, record_id)
+
+
+async def _member_key(live: OpenAILive) -> str:
+    accounts = live.container.accounts
+    admin = await accounts.authenticate(live.key)
+    user = await accounts.create_user(
+        admin, admin.org, f"member-{time.monotonic_ns()}", Role.MEMBER, None
+    )
+    return str((await accounts.create_key_for(admin, admin.org, user.id, "member")).secret)
 
 
 async def _other_org_key(live: OpenAILive) -> str:
