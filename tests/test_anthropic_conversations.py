@@ -114,6 +114,27 @@ def test_an_openai_conversation_continued_by_1minai_and_anthropic_is_one_history
     assert sent(live) == [*history, ("user", "Once more.")]
 
 
+def test_items_added_and_deleted_through_openai_keep_the_history_one_path(live):
+    client = live.client()
+    conversation = client.conversations.create(
+        items=[{"type": "message", "role": "user", "content": t} for t in ("A", "B", "C")]
+    )
+    listed = client.conversations.items.list(conversation.id, order="asc").data
+    client.conversations.items.delete(listed[1].id, conversation_id=conversation.id)
+    client.conversations.items.delete(listed[2].id, conversation_id=conversation.id)  # the head
+    client.conversations.items.create(
+        conversation.id, items=[{"type": "message", "role": "assistant", "content": "D"}]
+    )
+    live.fakes[MODEL].enqueue(["E"])
+    claude(live).messages.create(
+        model=MODEL, max_tokens=10, messages=said("Q"), extra_body={"conversation": conversation.id}
+    )
+    assert sent(live) == [("user", "A"), ("assistant", "D"), ("user", "Q")]
+    uuid = str(UUID(hex=conversation.id.removeprefix("conv_")))
+    got = live.get(f"/api/conversations/{uuid}").json()["conversation"]["messages"]
+    assert [m["content"] for m in got] == ["A", "D", "Q", "E"]
+
+
 def test_another_users_or_an_unknown_conversation_is_not_found(live):
     conversation = live.client().conversations.create(items=[])
     stranger = claude(live, live.server.call(_other_org_key(live)))

@@ -80,15 +80,31 @@ class SqlConversationItemStore:
         return message_from_row(row) if row else None
 
     async def delete(self, org_id: UUID, conversation_id: UUID, item_id: UUID) -> bool:
+        """Delete one message; the messages that followed it follow its parent instead (and
+        the head moves to its parent if it was the head), so the branch stays one path."""
+        here = (messages.c.org_id == org_id, messages.c.conversation_id == conversation_id)
+        this = (conversations.c.org_id == org_id, conversations.c.id == conversation_id)
         async with self._db.write() as conn:
-            result = await conn.execute(
-                delete(messages).where(
-                    messages.c.org_id == org_id,
-                    messages.c.conversation_id == conversation_id,
-                    messages.c.id == item_id,
+            found = (
+                await conn.execute(
+                    select(messages.c.parent_id).where(*here, messages.c.id == item_id)
                 )
+            ).first()
+            if found is None:
+                return False
+            parent = found.parent_id
+            await conn.execute(
+                update(messages)
+                .where(*here, messages.c.parent_id == item_id)
+                .values(parent_id=parent)
             )
-        return bool(result.rowcount)
+            await conn.execute(
+                update(conversations)
+                .where(*this, conversations.c.head_id == item_id)
+                .values(head_id=parent)
+            )
+            await conn.execute(delete(messages).where(*here, messages.c.id == item_id))
+        return True
 
     async def of_record(self, org_id: UUID, record_id: UUID) -> list[Message]:
         """The messages one aiRecord stored, in their order (its input, then its reply)."""
