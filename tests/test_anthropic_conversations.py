@@ -7,6 +7,8 @@ rules (the caller's conversation only, the request holds only the new turn)."""
 
 from __future__ import annotations
 
+import base64
+import io
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,8 +16,9 @@ from uuid import UUID
 
 import anthropic
 import pytest
+from PIL import Image
 
-from tests.openai_live import OpenAILive, openai_live
+from tests.openai_live import VISION, OpenAILive, openai_live
 from threadline.domain.entities import Role
 
 MODEL = "gpt-4o-mini"  # priced: 1 credit an input token, 2 an output token
@@ -133,6 +136,34 @@ def test_items_added_and_deleted_through_openai_keep_the_history_one_path(live):
     uuid = str(UUID(hex=conversation.id.removeprefix("conv_")))
     got = live.get(f"/api/conversations/{uuid}").json()["conversation"]["messages"]
     assert [m["content"] for m in got] == ["A", "D", "Q", "E"]
+
+
+def test_an_image_in_the_new_turn_reaches_a_vision_model_after_the_history(live):
+    conversation = live.client().conversations.create(
+        items=[{"type": "message", "role": "user", "content": "Look closely."}]
+    )
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (0, 0, 200)).save(buffer, "PNG")
+    source = {
+        "type": "base64",
+        "media_type": "image/png",
+        "data": base64.b64encode(buffer.getvalue()).decode(),
+    }
+    content = [{"type": "image", "source": source}, {"type": "text", "text": "What colour?"}]
+    live.fakes[VISION].enqueue(["Blue."])
+    message = claude(live).messages.create(
+        model=VISION,
+        max_tokens=10,
+        messages=[{"role": "user", "content": content}],
+        extra_body={"conversation": conversation.id},
+    )
+    assert message.content[0].text == "Blue."
+    given = live.fakes[VISION].requests[-1].messages
+    assert [(m.role, m.content) for m in given] == [
+        ("user", "Look closely."),
+        ("user", "What colour?"),
+    ]
+    assert len(given[-1].images) == 1 and not given[0].images
 
 
 def test_another_users_or_an_unknown_conversation_is_not_found(live):
