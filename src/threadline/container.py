@@ -35,6 +35,7 @@ from threadline.services.chat_run import RunDriver
 from threadline.services.checkpoints import CheckpointPolicy
 from threadline.services.conversation_files import ConversationFiles
 from threadline.services.conversation_items import ConversationItems
+from threadline.services.conversation_turns import ConversationTurns
 from threadline.services.conversations import ConversationService
 from threadline.services.credits import CreditService
 from threadline.services.documents import INGEST_JOB, DocumentLimits, DocumentService
@@ -232,6 +233,11 @@ class Container:
             records=self.record_store,
             runs=self.runs,
             documents=self.documents,
+            history_limit=settings.history_limit_max,
+        )
+        self.conversation_turns = ConversationTurns(
+            chat=self.chat,
+            conversations=self.conversations,
             history_limit=settings.history_limit_max,
         )
 

@@ -27,20 +27,20 @@ class SqlConversationItemStore:
         self._db = db
 
     async def add(self, org_id: UUID, conversation_id: UUID, items: Sequence[Message]) -> None:
-        """Append the messages in order to the current branch (the first follows the head,
-        each next one the one before; the last becomes the head), and touch the
-        conversation's `updated_at`."""
+        """Append the messages in order on the current branch (the first follows the head,
+        each the one before it; the last becomes the head, so later replies read them as
+        history), and touch the conversation's `updated_at`."""
         if not items:
             return
         this = (conversations.c.org_id == org_id, conversations.c.id == conversation_id)
         async with self._db.write() as conn:
-            parent = (await conn.execute(select(conversations.c.head_id).where(*this))).scalar()
+            head = (await conn.execute(select(conversations.c.head_id).where(*this))).scalar()
             for item in items:  # one by one: their seq keeps their order
-                item = replace(item, parent_id=parent)
-                await conn.execute(insert(messages).values(**message_values(item)))
-                parent = item.id
+                chained = replace(item, parent_id=head)
+                await conn.execute(insert(messages).values(**message_values(chained)))
+                head = item.id
             await conn.execute(
-                update(conversations).where(*this).values(updated_at=utcnow(), head_id=parent)
+                update(conversations).where(*this).values(updated_at=utcnow(), head_id=head)
             )
 
     async def page(
@@ -80,13 +80,14 @@ class SqlConversationItemStore:
         return message_from_row(row) if row else None
 
     async def delete(self, org_id: UUID, conversation_id: UUID, item_id: UUID) -> bool:
-        """Delete one message; its children then follow its parent (and the head, if it
-        was the head), so the branch it was on stays whole."""
-        mine = (messages.c.org_id == org_id, messages.c.conversation_id == conversation_id)
+        """Delete one message; the messages that followed it follow its parent instead (and
+        the head moves to its parent if it was the head), so the branch stays one path."""
+        here = (messages.c.org_id == org_id, messages.c.conversation_id == conversation_id)
+        this = (conversations.c.org_id == org_id, conversations.c.id == conversation_id)
         async with self._db.write() as conn:
             found = (
                 await conn.execute(
-                    select(messages.c.parent_id).where(*mine, messages.c.id == item_id)
+                    select(messages.c.parent_id).where(*here, messages.c.id == item_id)
                 )
             ).first()
             if found is None:
@@ -94,19 +95,15 @@ class SqlConversationItemStore:
             parent = found.parent_id
             await conn.execute(
                 update(messages)
-                .where(*mine, messages.c.parent_id == item_id)
+                .where(*here, messages.c.parent_id == item_id)
                 .values(parent_id=parent)
             )
             await conn.execute(
                 update(conversations)
-                .where(
-                    conversations.c.org_id == org_id,
-                    conversations.c.id == conversation_id,
-                    conversations.c.head_id == item_id,
-                )
+                .where(*this, conversations.c.head_id == item_id)
                 .values(head_id=parent)
             )
-            await conn.execute(delete(messages).where(*mine, messages.c.id == item_id))
+            await conn.execute(delete(messages).where(*here, messages.c.id == item_id))
         return True
 
     async def of_record(self, org_id: UUID, record_id: UUID) -> list[Message]:

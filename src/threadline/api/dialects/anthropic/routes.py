@@ -6,8 +6,10 @@ The caller's Threadline key is the `x-api-key` (or any header Threadline takes),
 whatever its value. Any configured chat model answers (the upstream stays
 OpenAI-compatible). A message is an ordinary chat request to the core, stored as an AI
 record (type ANTHROPIC_MESSAGE) with no conversation, as `/v1/chat/completions` stores its
-completions, under the same credits and rate limits. Every error, including 401/403/404/429
-and the router's own 404/405 under `/v1/messages`, is in Anthropic's shape.
+completions, under the same credits and rate limits. With Threadline's `conversation`
+extension (a body field, as OpenAI's Responses API names it) the request continues that
+stored conversation instead (services/conversation_turns.py). Every error, including
+401/403/404/429 and the router's own 404/405 under `/v1/messages`, is in Anthropic's shape.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from threadline.api.dialects.anthropic.schemas import (
     MessagesRequest,
     chat_messages,
     check_supported,
+    conversation_turn,
     image_sources,
     system_text,
 )
@@ -121,7 +124,12 @@ async def create_message(
     body: MessagesRequest, principal: PrincipalDep, container: ContainerDep
 ) -> Response:
     _known_model(container.catalog, body.model)
-    run = await container.chat.reply(_command(body, principal))
+    conversation = conversation_turn(body)
+    command = _command(body, principal)
+    if conversation is None:
+        run = await container.chat.reply(command)
+    else:
+        run = await container.conversation_turns.reply(command, conversation)
     if body.stream:
         replies = run.events(idle=container.settings.sse_ping_seconds)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -139,6 +147,12 @@ async def count_tokens(
     body: CountTokensRequest, principal: PrincipalDep, container: ContainerDep
 ) -> dict[str, Any]:
     """The input tokens the messages and system text come to (estimated as credit
-    reservations estimate them: about four characters a token)."""
+    reservations estimate them: about four characters a token); with `conversation`, the
+    conversation's history that the reply would read counts too."""
     _known_model(container.catalog, body.model)
-    return encode.token_count(container.chat.count_tokens(_command(body, principal)))
+    conversation = conversation_turn(body)
+    command = _command(body, principal)
+    if conversation is None:
+        return encode.token_count(container.chat.count_tokens(command))
+    turns = container.conversation_turns
+    return encode.token_count(await turns.count_tokens(command, conversation))

@@ -8,16 +8,21 @@ OpenAI dialect reads `image_url` parts. What Anthropic knows but this server can
 400, never ignored. `cache_control` on a block is a caching hint only: accepted, with no
 effect (the usage reports no cache tokens). The SDK's newest releases no longer take
 `temperature`, `top_p` and `top_k` as arguments; the API still does (`extra_body`).
+
+`conversation` is Threadline's extension (not Anthropic's): the id of a stored conversation
+(`conv_<hex>` as OpenAI's APIs name it, or the UUID of `/api/conversations`) that the request
+continues; `messages` then holds only the new user turn (see `conversation_turn`).
 """
 
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from threadline.api.bounds import Positive, StoreInt
-from threadline.domain.errors import InvalidRequest
+from threadline.domain.errors import InvalidRequest, NotFound
 from threadline.domain.ports import ChatMessage
 
 ROLES = ("user", "assistant")
@@ -59,6 +64,8 @@ class CountTokensRequest(BaseModel):
     model: str
     messages: list[dict[str, Any]] = Field(min_length=1)
     system: str | list[dict[str, Any]] | None = None
+    # Threadline's extension: continue this stored conversation (SDK: `extra_body`)
+    conversation: str | None = Field(None, max_length=100)
 
 
 class MessagesRequest(CountTokensRequest):
@@ -95,6 +102,25 @@ def check_supported(request: CountTokensRequest) -> None:
             )
         if any(not s for s in request.stop_sequences or ()):
             raise AnthropicRequestError("stop_sequences: each must be a non-empty string")
+
+
+def conversation_turn(request: CountTokensRequest) -> UUID | None:
+    """The conversation the request continues, if it names one; its `messages` must then be
+    exactly the new turn (one user message): the history is the stored conversation's."""
+    if request.conversation is None:
+        return None
+    messages = request.messages
+    if len(messages) != 1 or not isinstance(messages[0], dict) or messages[0].get("role") != "user":
+        raise AnthropicRequestError(
+            "messages: with conversation, messages must hold exactly the new turn, one user "
+            f"message (got {len(messages)} messages); the conversation's history is read from "
+            "the store"
+        )
+    value = request.conversation
+    try:
+        return UUID(hex=value.removeprefix("conv_")) if value.startswith("conv_") else UUID(value)
+    except ValueError:
+        raise NotFound(f"conversation: {value[:100]!r} not found") from None
 
 
 def system_text(request: CountTokensRequest) -> str | None:
