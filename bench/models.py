@@ -13,7 +13,7 @@ own) that loads it through Threadline's own `LocalModel` (providers/local.py) an
   with documents sends (services/grounding.py builds it: the instructions, then the numbered
   excerpts), the passage holding the answer first and another document's passage second, as
   a retrieval would give them; temperature 0; an answer is right when one of its expected
-  strings, lower-cased with spaces collapsed, is in the reply;
+  strings, lower-cased with spaces collapsed, is in the reply as whole words;
 - measures decode tokens/s at c=1 and c=4 (completion tokens over the time from the first
   token to the last, summed over the streams at c=4), through Threadline and on the same
   engine called directly (xllamacpp's `handle_chat_completions`), rounds interleaved so that
@@ -60,8 +60,11 @@ def normalised(text: str) -> str:
 
 
 def right(reply: str, answers: list[str]) -> bool:
+    """One of the answers, as whole words (a plural allowed): "20" is not found in "2020"."""
     said = normalised(reply)
-    return any(normalised(answer) in said for answer in answers)
+    return any(
+        re.search(rf"\b{re.escape(normalised(answer))}(?:s|es)?\b", said) for answer in answers
+    )
 
 
 def loadavg() -> str:

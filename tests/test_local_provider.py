@@ -231,7 +231,9 @@ async def test_a_burst_right_after_loading_gets_text_as_soon_as_a_later_one() ->
 
     try:
         cold = await burst(0)
-        warm = min([await burst(group) for group in (1, 2, 3)])
+        later = sorted([await burst(group) for group in (1, 2, 3)])[1]
     finally:
         await local.aclose()
-    assert cold < 2 * warm + 0.2, (cold, warm)
+    # measured (docs/models.md, loads 3-20): cold/later 0.5-1.6 warmed, 1.4-2.9 not warmed;
+    # this bound catches most unwarmed starts, not all (the spread overlaps on a busy machine)
+    assert cold < 1.8 * later + 0.1, (cold, later)
