@@ -172,9 +172,18 @@ async def measure(name: str, threads: int, rounds: int, max_tokens: int) -> dict
         "rss_mb": rss_mb() - before,
     }
 
-    short = ModelRequest(messages=[ChatMessage("user", "Say hello.")], max_tokens=8)
-    for label in ("cold_burst_s", "warm_burst_s"):  # first-token latency, 4 at once
-        replies = await asyncio.gather(*(threadline_stream(model, short) for _ in range(4)))
+    bursts = {
+        "cold_burst_s": "Apples Rivers Clocks Bridges",
+        "warm_burst_s": "Comets Pebbles Kettles Tunnels",
+    }
+    for label, topics in bursts.items():  # first-token latency, 4 at once, prompts all new
+        short = [
+            ModelRequest(
+                messages=[ChatMessage("user", f"{topic}: tell me one fact.")], max_tokens=8
+            )
+            for topic in topics.split()
+        ]
+        replies = await asyncio.gather(*(threadline_stream(model, r) for r in short))
         result[label] = statistics.median(r[2] for r in replies)
 
     items = json.loads(QUESTIONS.read_text())["items"]
