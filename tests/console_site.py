@@ -21,14 +21,23 @@ from tests.helpers import PRICED, make_settings
 from tests.live_server import LiveServer
 from threadline.container import create_app
 from threadline.domain.entities import Role
-from threadline.settings import ModelConfig
+from threadline.settings import ModelConfig, SearchSettings
 
 MODEL = "gpt-4o-mini"
 ALIAS = "smart"
 
 
 class ConsoleSite:
-    def __init__(self, folder: Path, migrated_sqlite: Path) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        migrated_sqlite: Path,
+        *,
+        search: SearchSettings | None = None,
+        browser: Browser | None = None,
+    ) -> None:
+        """A site with its own browser, or sharing `browser` (another site's: not quit on
+        close); `search` is its `[search]` (none by default)."""
         self._env = f"CONSOLE_UPSTREAM_KEY_{uuid4().hex[:8].upper()}"
         secret = "sk-console-" + uuid4().hex
         os.environ[self._env] = secret
@@ -49,13 +58,15 @@ class ConsoleSite:
             models={MODEL: model},
             default_model=MODEL,
             aliases={ALIAS: MODEL},
+            search=search or SearchSettings(),
         )
         self.server = LiveServer(create_app(self.settings))
         self.server.start()
         self.key = self.server.call(self.container.bootstrap()).secret
         self.proxy = CuttableProxy(self.server.port)
+        self._own_browser = browser is None
         self.browser: Browser | None = None
-        self.browser = Browser.start()
+        self.browser = browser or Browser.start()
 
     @property
     def container(self) -> Any:
@@ -131,7 +142,7 @@ class ConsoleSite:
         return target
 
     def close(self) -> None:
-        if self.browser is not None:
+        if self.browser is not None and self._own_browser:
             self.browser.quit()
         self.proxy.close()
         self.server.stop()

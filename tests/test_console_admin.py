@@ -118,6 +118,7 @@ def test_a_member_sees_no_admin_tab_and_manages_memories_and_voices(site: Consol
     browser.wait(lambda d: browser.all("memory"))
     field = browser.all("memory")[0].find_element(By.TAG_NAME, "input")
     assert field.get_attribute("value") == "User grows <b>pears</b>"
+    [added] = httpx.get(f"{site.api}/api/memories", headers={"API-KEY": member}).json()["memories"]
     field.clear()
     field.send_keys("User grows apples in Lisbon")
     browser.all("memory")[0].find_element(By.XPATH, ".//button[text()='Save']").click()
@@ -127,6 +128,8 @@ def test_a_member_sees_no_admin_tab_and_manages_memories_and_voices(site: Consol
         return [m["content"] for m in memories["memories"]]
 
     browser.wait(lambda d: stored() == ["User grows apples in Lisbon"])
+    [edited] = httpx.get(f"{site.api}/api/memories", headers={"API-KEY": member}).json()["memories"]
+    assert edited["uuid"] == added["uuid"]  # edited in place (PATCH), not added anew
     browser.wait(  # the list drawn again from the API: one memory, the new one
         lambda d: (
             [

@@ -1,7 +1,8 @@
 """The public APIs the web console needed and that every client now has: a PDF page as a
 PNG (`GET /api/assets/{id}/pages/{n}.png`), the admin usage aggregate and its CSV
 (`GET /api/admin/usage`, `/api/admin/usage.csv`), title search in 1min.ai's conversation
-list, the team in `/api/me`, and the console's own page. SQLite and PostgreSQL."""
+list, the team and the configured features in `/api/me`, and the console's own page. SQLite
+and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ import httpx
 from PIL import Image
 
 from tests.files import pdf
-from tests.helpers import CHAT, Fakes, key_only, until_done
+from tests.helpers import CHAT, Fakes, key_only, make_settings, until_done
+from threadline.container import create_app
+from threadline.settings import SearchSettings, YouTubeSettings
 
 PAGES = ["The first page talks about apples.", "The second page talks about pears."]
 
@@ -154,6 +157,27 @@ async def test_conversations_are_searched_by_title_and_me_names_the_team(
     assert r.json()["total"] == 2
     team = (await client.get("/api/me", headers=admin)).json()["team"]
     assert team["name"] == "default" and team["teamId"]
+
+
+async def test_me_says_which_configurable_features_are_on(
+    client: httpx.AsyncClient, admin: dict[str, str], db_url: str, tmp_path: Path
+) -> None:
+    r = await client.get("/api/me", headers=admin)
+    assert r.json()["features"] == {"webSearch": False, "youtubeTranscripts": True}
+    # the same database behind a server with a search provider and no YouTube transcripts
+    settings = make_settings(
+        tmp_path / "other",
+        db_url,
+        search=SearchSettings(provider="searxng", base_url="http://127.0.0.1:9"),
+        youtube=YouTubeSettings(enabled=False),
+    )
+    other = create_app(settings)
+    async with other.router.lifespan_context(other):
+        transport = httpx.ASGITransport(app=other)
+        async with httpx.AsyncClient(transport=transport, base_url="http://threadline") as c:
+            r = await c.get("/api/me", headers=admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["features"] == {"webSearch": True, "youtubeTranscripts": False}
 
 
 async def test_the_console_page_ships_with_the_package_and_a_strict_policy(

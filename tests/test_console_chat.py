@@ -17,6 +17,8 @@ from selenium.webdriver.common.keys import Keys
 from tests.browser import DESKTOP, PHONE
 from tests.console_site import ALIAS, MODEL, ConsoleSite
 from tests.fake_upstream import Reply
+from tests.search_server import SearchEngine
+from threadline.settings import SearchSettings
 
 PAYLOAD = '<img src=x onerror="window.__xss=1;alert(1)"><script>window.__xss=2;alert(2)</script>'
 
@@ -239,3 +241,31 @@ def test_the_phone_layout_has_no_horizontal_scroll(site: ConsoleSite) -> None:
     finally:
         driver.set_window_size(*DESKTOP)
     site.no_console_errors()
+
+
+def test_web_search_is_offered_only_where_a_provider_is_configured(
+    site: ConsoleSite, tmp_path_factory: pytest.TempPathFactory, migrated_sqlite: Path
+) -> None:
+    site.sign_in()
+    assert site.browser is not None
+    site.browser.visible("prompt")
+    assert site.driver.find_elements(By.ID, "web-search") == []  # no [search] provider
+    assert site.driver.find_element(By.ID, "with-memories").is_displayed()
+    # the same browser on a second server whose [search] names the fake engine
+    with SearchEngine() as engine:
+        config = SearchSettings(provider="searxng", base_url=engine.url, timeout_seconds=2)
+        searching = ConsoleSite(
+            tmp_path_factory.mktemp("console-search"),
+            migrated_sqlite,
+            search=config,
+            browser=site.browser,
+        )
+        try:
+            searching.sign_in()
+            box = site.browser.visible("web-search")
+            box.click()
+            _send(searching, "What is a tide mill?")
+            assert [r.query.get("q") for r in engine.requests] == ["What is a tide mill?"]
+            searching.no_console_errors()
+        finally:
+            searching.close()

@@ -49,6 +49,12 @@ class ScriptedFeed:
     def on_cancel(self, handler: Callable[[UUID], object]) -> None:
         pass
 
+    def request_stop(self, run_id: UUID) -> None:
+        pass
+
+    def on_stop(self, handler: Callable[[UUID], object]) -> None:
+        pass
+
 
 class Records:
     """The two calls the follower makes of a record store, on one record."""

@@ -1,5 +1,6 @@
 """The shared-state pieces in one test process, on a real Redis and both databases: a dead
-owner's record is ended once, and a cancel on another process stops the run. (That start-up
+owner's record is ended once, and a cancel or a stop on another process ends the run (a cancel
+as FAILED, a stop as SUCCESS with the text so far). (That start-up
 recovery leaves a live sibling's runs alone is shown with real processes in
 tests/test_nodes_processes.py.)
 
@@ -13,7 +14,7 @@ import shutil
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -76,6 +77,16 @@ async def status_of(container: Container, record: AiRecord) -> RecordStatus:
     return stored.status
 
 
+async def until_owned(other: Container, caller: Principal, run_id: UUID) -> None:
+    """Wait until `other` sees the run's record and its live owner on the feed."""
+    for _ in range(200):
+        stored = await other.record_store.get(caller.org_id, run_id)
+        if stored is not None and await other.run_feed.owned(run_id):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"run {run_id} never showed up as owned")
+
+
 async def test_a_dead_owners_record_is_ended_and_charged_once(node: Container) -> None:
     admin = await node.bootstrap()
     assert admin is not None
@@ -128,11 +139,7 @@ async def test_a_cancel_on_another_process_stops_the_run_where_it_is(
     other = Container(make_settings(tmp_path / "b", db_url, redis_url=redis_url))
     await other.start(worker=False)
     try:
-        for _ in range(200):  # until the run's record and its feed are there
-            stored = await other.record_store.get(caller.org_id, run.id)
-            if stored is not None and await other.run_feed.owned(run.id):
-                break
-            await asyncio.sleep(0.02)
+        await until_owned(other, caller, run.id)
         await other.replays.cancel(caller, run.id)
         record = await asyncio.wait_for(run.result(), 10)
     finally:
@@ -144,5 +151,51 @@ async def test_a_cancel_on_another_process_stops_the_run_where_it_is(
         CANCELLED_MESSAGE,
     )
     assert record.credits > 0  # the text made so far is charged
+    user = await node.accounts.user(caller)
+    assert user.used_credit == record.credits
+
+
+async def test_a_stop_on_another_process_ends_the_run_as_a_stop(
+    node: Container,
+    tmp_path: Path,
+    db_url: str,
+    redis_url: str,
+    fakes: Fakes,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(storage_nodes, "_running", lambda pid: True)  # as above
+    admin = await node.bootstrap()
+    assert admin is not None
+    caller = await node.accounts.authenticate(admin.secret)
+    gate = asyncio.Event()
+    fakes["gpt-4o-mini"].enqueue(["one", " two", gate, " three"])
+    command = ChatCommand(caller, "gpt-4o-mini", "UNIFY_CHAT_WITH_AI", prompt="Go")
+    run = await node.chat.reply(command)
+    orphan = await pending(node, caller)  # PENDING, but no process owns it
+    other = Container(make_settings(tmp_path / "b", db_url, redis_url=redis_url))
+    await other.start(worker=False)
+    try:
+        await until_owned(other, caller, run.id)
+        assert await other.replays.stop(caller, orphan.id) is False
+        assert await other.replays.stop(caller, run.id) is True
+        for _ in range(500):  # the stop is a Redis message: wait until the owner has it
+            if run.stop_requested:
+                break
+            await asyncio.sleep(0.01)
+        assert run.stop_requested
+        gate.set()  # the model's next event: the run ends there
+        record = await asyncio.wait_for(run.result(), 10)
+        assert await other.replays.stop(caller, run.id) is False  # ended: nothing to stop
+    finally:
+        gate.set()
+        await other.stop()
+    assert (record.status, record.result_text, record.error) == (
+        RecordStatus.SUCCESS,
+        "one two",
+        None,
+    )
+    assert record.credits > 0  # charged as produced
+    stored = await other.record_store.get(caller.org_id, run.id)
+    assert stored is not None and stored.status is RecordStatus.SUCCESS
     user = await node.accounts.user(caller)
     assert user.used_credit == record.credits

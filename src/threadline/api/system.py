@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
@@ -11,6 +11,9 @@ from threadline.api.deps import ContainerDep, PrincipalDep
 from threadline.api.native import NATIVE_ERRORS, render_native, team_user
 from threadline.api.routing import route_class
 from threadline.services.catalog import CatalogModel
+
+if TYPE_CHECKING:
+    from threadline.container import Container
 
 router = APIRouter(route_class=route_class(render_native, NATIVE_ERRORS), tags=["system"])
 
@@ -70,6 +73,17 @@ def _model(m: CatalogModel, default: bool, aliases: list[str]) -> dict[str, Any]
 
 @router.get("/api/me")
 async def me(principal: PrincipalDep, container: ContainerDep) -> dict[str, Any]:
-    """The caller's own team user, with current credit figures (any role), and its team."""
+    """The caller's own team user, with current credit figures (any role), its team, and
+    which of the features a deployment may leave off are on (a client shows only those)."""
     team = {"teamId": str(principal.org_id), "name": principal.org.name}
-    return {"user": team_user(await container.accounts.user(principal)), "team": team}
+    user = team_user(await container.accounts.user(principal))
+    return {"user": user, "team": team, "features": _features(container)}
+
+
+def _features(container: Container) -> dict[str, bool]:
+    """Only what configuration can turn off: web search needs a `[search]` provider, YouTube
+    transcripts `[youtube] enabled`. Memories, brand voices and documents are always on."""
+    return {
+        "webSearch": container.searcher is not None,
+        "youtubeTranscripts": container.settings.youtube.enabled,
+    }

@@ -203,6 +203,16 @@ class RunFeed(Protocol):
         """Call `handler(run_id)` when a cancel of a run this process owns arrives."""
         ...
 
+    def request_stop(self, run_id: UUID) -> None:
+        """Ask the process that owns the run to end it where it is, as a user's stop (the
+        text so far is the reply, stored and charged as produced; a cancel fails it).
+        Never waits."""
+        ...
+
+    def on_stop(self, handler: Callable[[UUID], object]) -> None:
+        """Call `handler(run_id)` when a stop of a run this process owns arrives."""
+        ...
+
 
 class CreditStore(Protocol):
     """Credit reservations (see services/credits.py): atomic, released exactly once."""

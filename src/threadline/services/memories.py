@@ -106,14 +106,30 @@ class MemoryService:
 
     async def add(self, caller: Principal, content: str) -> Memory:
         """Remember `content` as written (merged like an extracted fact without a kind)."""
-        text = " ".join(content.split())
-        if not 1 <= len(text) <= CONTENT_MAX:
-            message = f"content must be 1 to {CONTENT_MAX} characters"
-            raise InvalidRequest(message, details=[{"field": "content", "message": message}])
+        text = _valid_content(content)
         [memory] = await self._merge(
             caller.org_id, caller.user.id, [Fact(text)], MemorySource.MANUAL, None
         )
         return memory
+
+    async def update(self, caller: Principal, memory_id: UUID, content: str) -> Memory:
+        """Replace the text of one of the caller's memories, keeping its id, kind, source and
+        creation time (re-embedded with the current embedder, if any). Unlike `add` nothing
+        is merged: the user chose which memory the text belongs to."""
+        text = _valid_content(content)
+        old = await self.get(caller, memory_id)
+        vectors = await self._embed([text], "passage")
+        memory = replace(
+            old,
+            content=text,
+            updated_at=utcnow(),
+            embedder=self._embedder.name if self._embedder is not None and vectors else None,
+            vector=vectors[0] if vectors else None,
+        )
+        await self._store.save(
+            caller.org_id, caller.user.id, added=[], changed=[memory], keep=self.max_per_user
+        )
+        return await self.get(caller, memory_id)  # as stored (404 if deleted meanwhile)
 
     async def delete(self, caller: Principal, memory_id: UUID) -> None:
         if not await self._store.delete(caller.org_id, caller.user.id, memory_id):
@@ -261,6 +277,16 @@ class MemoryService:
             log.warning("memory embedding failed", error=error.code)
             return None
         return [tuple(float(x) for x in v) for v in vectors]
+
+
+def _valid_content(content: str) -> str:
+    """`content` with its runs of whitespace made single spaces; 400 unless 1 to CONTENT_MAX
+    characters remain."""
+    text = " ".join(content.split())
+    if not 1 <= len(text) <= CONTENT_MAX:
+        message = f"content must be 1 to {CONTENT_MAX} characters"
+        raise InvalidRequest(message, details=[{"field": "content", "message": message}])
+    return text
 
 
 def system_block(memories: Sequence[Memory]) -> str | None:

@@ -73,19 +73,26 @@ class ReplayService:
         self._feed = feed
         if feed is not None:
             feed.on_cancel(runs.cancel)
+            feed.on_stop(runs.stop)
         self.poll_seconds = poll_seconds
         self.pending_wait = pending_wait
         self._mirrors: set[asyncio.Task[None]] = set()
 
-    async def open(self, caller: Principal, record_id: UUID, after: int = 0) -> Replay:
-        """The reply `record_id` for a reader that has its first `after` characters; a
-        position past the text produced so far is refused (400) before anything is sent."""
+    async def _find(self, caller: Principal, record_id: UUID) -> tuple[Run | None, AiRecord]:
+        """The run of `record_id` if this process has it, and its record (404 unless the
+        caller's, or an admin's org's)."""
         run = self._runs.get(caller.org_id, record_id)
         record = (
             run.record if run is not None else await self._records.get(caller.org_id, record_id)
         )
         if record is None or not (caller.is_admin or record.user_id == caller.user.id):
             raise NotFound(f"aiRecord {record_id} not found")
+        return run, record
+
+    async def open(self, caller: Principal, record_id: UUID, after: int = 0) -> Replay:
+        """The reply `record_id` for a reader that has its first `after` characters; a
+        position past the text produced so far is refused (400) before anything is sent."""
+        run, record = await self._find(caller, record_id)
         if run is not None:
             place = run.locate(after)
             if place is None:
@@ -103,10 +110,18 @@ class ReplayService:
 
     async def stop(self, caller: Principal, record_id: UUID) -> bool:
         """Ask the reply `record_id` (the caller's, or an admin's org's) to end now; True when
-        it was still being produced by this process. Its streams then end as usual, with
-        the text so far as the reply (stored and charged as produced)."""
-        replay = await self.open(caller, record_id)
-        return replay.run.request_stop() if replay.run is not None else False
+        it was still being produced, by this process or (through the shared feed) by a live
+        process that owns it. Its streams then end as usual, with the text so far as the
+        reply (stored and charged as produced)."""
+        run, record = await self._find(caller, record_id)
+        if run is not None:
+            return run.request_stop()
+        if record.status is not RecordStatus.PENDING or self._feed is None:
+            return False
+        if not await self._feed.owned(record_id):
+            return False  # no live owner (or none known): nothing to stop
+        self._feed.request_stop(record_id)
+        return True
 
     async def resume(
         self, caller: Principal, record_id: UUID, position: Callable[[], int] | int | None

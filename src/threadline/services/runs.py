@@ -173,6 +173,15 @@ class RunRegistry:
         task.cancel()
         return True
 
+    def stop(self, run_id: UUID) -> bool:
+        """End a run this process drives where it is, at its user's request (`Run.request_stop`:
+        SUCCESS with the text so far, charged as produced). False when no such run is going
+        on here."""
+        task, run = self._driving.get(run_id), self._runs.get(run_id)
+        if task is None or run is None or task.done():
+            return False
+        return run.request_stop()
+
     def _on_done(self, run: Run) -> Callable[[asyncio.Task[None]], None]:
         def done(task: asyncio.Task[None]) -> None:
             self._tasks.discard(task)

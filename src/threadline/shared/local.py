@@ -29,6 +29,7 @@ class LocalRunFeed:
 
     def __init__(self) -> None:
         self._cancel_handlers: list[Callable[[UUID], object]] = []
+        self._stop_handlers: list[Callable[[UUID], object]] = []
 
     def tap(self, run_id: UUID, terms: RunTerms) -> Callable[[ReplyEvent], None] | None:
         return None
@@ -45,3 +46,10 @@ class LocalRunFeed:
 
     def on_cancel(self, handler: Callable[[UUID], object]) -> None:
         self._cancel_handlers.append(handler)
+
+    def request_stop(self, run_id: UUID) -> None:
+        for handler in self._stop_handlers:
+            handler(run_id)
+
+    def on_stop(self, handler: Callable[[UUID], object]) -> None:
+        self._stop_handlers.append(handler)

@@ -6,7 +6,9 @@ record is stored) and holds `threadline:owner:<record id>` (its node id, a TTL o
 `owner_ttl` seconds that a heartbeat refreshes every `owner_ttl / 3`). A reader in another
 process reads the stream from the start (XREAD, blocking briefly for what comes next), so it
 gets every frame once, in order, as it is generated; when the owner key has expired and no
-"end" came, the owner died. A cancel is a message on `threadline:cancel` that the owner acts on.
+"end" came, the owner died. A cancel is a message on `threadline:cancel` that the owner acts on
+(the run fails, CANCELLED); a stop, on `threadline:stop`, ends it where it is (a user's stop:
+the text so far is the reply, SUCCESS).
 
 Events are queued in memory and written by one task in pipelined batches: the run never
 waits on Redis, and the order of its events is the order of the batches. While Redis is
@@ -33,6 +35,7 @@ OWNER_TTL = 3.0
 FEED_SECONDS = 3600  # a run's stream outlives the run by this long (late resumes)
 READ_COUNT = 1000
 CANCEL_CHANNEL = "threadline:cancel"
+STOP_CHANNEL = "threadline:stop"
 
 _Fields = dict[str, str]
 
@@ -58,7 +61,9 @@ class RedisRunFeed:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._cancel_handlers: list[Callable[[UUID], object]] = []
+        self._stop_handlers: list[Callable[[UUID], object]] = []
         link.listen(CANCEL_CHANNEL, self._cancel_received)
+        link.listen(STOP_CHANNEL, self._stop_received)
 
     async def start(self) -> None:
         self._tasks = [
@@ -123,21 +128,36 @@ class RedisRunFeed:
             return None
 
     def cancel(self, run_id: UUID) -> None:
-        if run_id in self._owned:  # here: no round trip
-            self._cancel_received(str(run_id))
-        else:
-            self._link.publish(CANCEL_CHANNEL, str(run_id))
+        self._send(CANCEL_CHANNEL, run_id, self._cancel_handlers)
 
     def on_cancel(self, handler: Callable[[UUID], object]) -> None:
         self._cancel_handlers.append(handler)
 
+    def request_stop(self, run_id: UUID) -> None:
+        self._send(STOP_CHANNEL, run_id, self._stop_handlers)
+
+    def on_stop(self, handler: Callable[[UUID], object]) -> None:
+        self._stop_handlers.append(handler)
+
+    def _send(self, channel: str, run_id: UUID, handlers: list[Callable[[UUID], object]]) -> None:
+        if run_id in self._owned:  # here: no round trip
+            self._received(str(run_id), handlers)
+        else:
+            self._link.publish(channel, str(run_id))
+
     def _cancel_received(self, data: str) -> None:
+        self._received(data, self._cancel_handlers)
+
+    def _stop_received(self, data: str) -> None:
+        self._received(data, self._stop_handlers)
+
+    def _received(self, data: str, handlers: list[Callable[[UUID], object]]) -> None:
         try:
             run_id = UUID(data)
         except ValueError:
             return
         if run_id in self._owned:
-            for handler in self._cancel_handlers:
+            for handler in handlers:
                 handler(run_id)
 
     def _queue(self, run_id: UUID, fields: _Fields | None) -> None:

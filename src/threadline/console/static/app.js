@@ -20,6 +20,12 @@ export async function refreshMe() {
   credits.textContent = `${left.toLocaleString("en")} credits left`;
   credits.title = `${user.usedCredit} of ${user.creditLimit} credits used`;
   document.querySelector('[data-view="admin"]').hidden = user.role !== "ADMIN";
+  showFeatures(state.me.features || {});
+}
+
+// Settings of features the server may have off are taken out of the page when off.
+function showFeatures(features) {
+  if (!features.webSearch) document.getElementById("web-search")?.closest("label").remove();
 }
 
 async function show(name) {

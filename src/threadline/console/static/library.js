@@ -45,13 +45,10 @@ async function loadMemories() {
   clear(list);
   for (const memory of memories) {
     const text = el("input", { value: memory.content, maxlength: 300, "aria-label": "Memory" });
-    // The Memories API has no update: saving an edit adds the new text, then forgets the old.
     const save = el("button", { type: "button", text: "Save" });
     save.addEventListener("click", async () => {
       try {
-        const { memory: saved } = await api("POST", "/api/memories", { content: text.value });
-        // An edit close to the old text may be merged into it (the same uuid): keep that.
-        if (saved.uuid !== memory.uuid) await api("DELETE", `/api/memories/${memory.uuid}`);
+        await api("PATCH", `/api/memories/${memory.uuid}`, { content: text.value });
         await loadMemories();
       } catch (error) { fail(error); }
     });

@@ -186,7 +186,7 @@ function settings() {
   const limit = Number($("history-limit").value || 10);
   const out = { historySettings: { isMixed: false, historyMessageLimit: Math.max(0, Math.min(limit, 100)) } };
   if ($("with-memories").checked) out.withMemories = true;
-  if ($("web-search").checked) out.webSearchSettings = { webSearch: true, numOfSite: 3, maxWord: 1000 };
+  if ($("web-search")?.checked) out.webSearchSettings = { webSearch: true, numOfSite: 3, maxWord: 1000 };
   return out;
 }
 

@@ -2,7 +2,8 @@
 
 1min.ai documents `withMemories` ("AI memory across conversations") but no API to see or
 forget what was remembered; Threadline's design is in the README ("Memories"):
-`/api/memories` to list (paginated, newest first), add one by hand, and delete one or all.
+`/api/memories` to list (paginated, newest first), add one by hand, edit one's text, and
+delete one or all.
 Every endpoint is about the caller's own memories: another user's memory is 404, even to an
 admin of the team.
 """
@@ -34,7 +35,7 @@ Content = Annotated[
 ]
 
 
-class AddMemory(Strict):
+class AddMemory(Strict):  # also the body of an edit (PATCH)
     content: Content
 
 
@@ -74,6 +75,14 @@ async def get_memory(
     memory_id: str, principal: PrincipalDep, container: ContainerDep
 ) -> dict[str, Any]:
     memory = await container.memories.get(principal, _memory_id(memory_id))
+    return {"memory": encode.memory(memory)}
+
+
+@router.patch(PATH + "/{memory_id}")
+async def update_memory(
+    memory_id: str, body: AddMemory, principal: PrincipalDep, container: ContainerDep
+) -> dict[str, Any]:
+    memory = await container.memories.update(principal, _memory_id(memory_id), body.content)
     return {"memory": encode.memory(memory)}
 
 

@@ -228,7 +228,8 @@ async def stop_reply(
 ) -> dict[str, Any]:
     """End a reply that is still being produced where it is: its streams go on to `result` +
     `done` with the text so far, stored as the reply and charged as produced. `stopped`:
-    whether it was still running here (false: it had already ended)."""
+    whether it was still running, here or (with Redis) in a live process that owns it, to
+    which the stop is sent (false: it had already ended, or no live owner is known)."""
     record_id = _record_id(aiRecordId)
     stopped = await container.replays.stop(principal, record_id)
     return {"success": True, "uuid": str(record_id), "stopped": stopped}
