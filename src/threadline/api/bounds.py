@@ -30,7 +30,7 @@ from typing import Annotated, Any
 
 from fastapi import Query, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
@@ -42,9 +42,20 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 # writes them) match too; they are then told apart by encoding the parsed body.
 _SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 
-StoreInt = Annotated[int, Field(ge=-JSON_INT_MAX, le=JSON_INT_MAX, strict=True)]
-NonNegative = Annotated[int, Field(ge=0, le=JSON_INT_MAX, strict=True)]
-Positive = Annotated[int, Field(ge=1, le=JSON_INT_MAX, strict=True)]
+
+def _json_integer(value: Any) -> Any:
+    """JSON Schema's integer: `2.0` is one (a JSON number with no fractional part), `true`
+    and `"2"` are not. Integral floats become ints; the rest is left to strict validation."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+_INTEGER = BeforeValidator(_json_integer)
+# (the validator after the Field: so the schema keeps JSON Schema's minimum/maximum)
+StoreInt = Annotated[int, Field(ge=-JSON_INT_MAX, le=JSON_INT_MAX, strict=True), _INTEGER]
+NonNegative = Annotated[int, Field(ge=0, le=JSON_INT_MAX, strict=True), _INTEGER]
+Positive = Annotated[int, Field(ge=1, le=JSON_INT_MAX, strict=True), _INTEGER]
 Offset = Annotated[int, Query(ge=0, le=JSON_INT_MAX, description="skip this many")]
 
 

@@ -21,7 +21,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from threadline.api.bounds import Positive, StoreInt
+from threadline.api.bounds import Positive
 from threadline.domain.errors import InvalidRequest, NotFound
 from threadline.domain.ports import ChatMessage
 
@@ -78,7 +78,7 @@ class MessagesRequest(CountTokensRequest):
     stop_sequences: list[str] | None = Field(None, max_length=16)
     temperature: float | None = Field(None, ge=0, le=1)
     top_p: float | None = Field(None, ge=0, le=1)
-    top_k: StoreInt | None = Field(None, ge=1)
+    top_k: Positive | None = None
     metadata: Metadata | None = None
     stream: bool | None = False
     service_tier: str | None = None
