@@ -22,12 +22,15 @@ from tests.cluster import RedisServer
 from tests.helpers import Fakes, make_settings
 from threadline.container import Container
 from threadline.domain.entities import AiRecord, Principal, RecordStatus
+from threadline.domain.errors import Conflict
 from threadline.domain.ports import RunTerms
 from threadline.services.chat_command import ChatCommand
+from threadline.services.responses import ResponseRequest
 from threadline.services.runs import CANCELLED_MESSAGE
 from threadline.storage import nodes as storage_nodes
 from threadline.storage.database import utcnow
 
+RESPONSE = "OPENAI_RESPONSE"  # the Responses dialect's record type
 TERMS = RunTerms(input_tokens=5, input_per_1k=1000, output_per_1k=1000, reserved_credits=50)
 
 
@@ -199,3 +202,63 @@ async def test_a_stop_on_another_process_ends_the_run_as_a_stop(
     assert stored is not None and stored.status is RecordStatus.SUCCESS
     user = await node.accounts.user(caller)
     assert user.used_credit == record.credits
+
+
+async def test_a_response_cancelled_on_another_process_ends_cancelled_there(
+    node: Container,
+    tmp_path: Path,
+    db_url: str,
+    redis_url: str,
+    fakes: Fakes,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(storage_nodes, "_running", lambda pid: True)  # as above
+    admin = await node.bootstrap()
+    assert admin is not None
+    caller = await node.accounts.authenticate(admin.secret)
+    gate = asyncio.Event()
+    fakes["gpt-4o-mini"].enqueue(["one", " two", gate, " three"])
+    command = ChatCommand(caller, "gpt-4o-mini", RESPONSE, prompt="Go")
+    run = await node.responses.create(ResponseRequest(command))
+    other = Container(make_settings(tmp_path / "b", db_url, redis_url=redis_url))
+    await other.start(worker=False)
+    try:
+        await until_owned(other, caller, run.id)
+        view = await other.responses.cancel(caller, run.id, RESPONSE)  # answered once ended
+    finally:
+        gate.set()
+        await other.stop()
+    assert (view.record.status, view.record.result_text, view.record.error) == (
+        RecordStatus.FAILED,
+        "one two",
+        CANCELLED_MESSAGE,
+    )
+    assert view.run is None  # it ran on the other process
+
+
+async def test_without_redis_a_response_on_another_process_cannot_be_cancelled(
+    tmp_path: Path, db_url: str, fakes: Fakes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage_nodes, "_running", lambda pid: True)  # as above
+    node = Container(make_settings(tmp_path / "a", db_url), model_factory=fakes.factory)
+    await node.start(worker=False)
+    other = Container(make_settings(tmp_path / "b", db_url))
+    await other.start(worker=False)
+    gate = asyncio.Event()
+    try:
+        admin = await node.bootstrap()
+        assert admin is not None
+        caller = await node.accounts.authenticate(admin.secret)
+        fakes["gpt-4o-mini"].enqueue(["one", gate, " two"])
+        command = ChatCommand(caller, "gpt-4o-mini", RESPONSE, prompt="Go")
+        run = await node.responses.create(ResponseRequest(command))
+        for _ in range(200):  # until its record is stored
+            if await other.record_store.get(caller.org_id, run.id) is not None:
+                break
+            await asyncio.sleep(0.02)
+        with pytest.raises(Conflict, match="that takes `redis_url`"):
+            await other.responses.cancel(caller, run.id, RESPONSE)
+    finally:
+        gate.set()
+        await other.stop()
+        await node.stop()

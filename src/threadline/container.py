@@ -234,6 +234,7 @@ class Container:
             runs=self.runs,
             documents=self.documents,
             history_limit=settings.history_limit_max,
+            feed=self.run_feed,
         )
         self.conversation_turns = ConversationTurns(
             chat=self.chat,

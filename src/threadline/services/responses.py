@@ -21,6 +21,7 @@ cancels one, and lists the input a response stored.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from uuid import UUID
@@ -28,7 +29,7 @@ from uuid import UUID
 from threadline.domain.entities import AiRecord, Message, Principal, RecordStatus, reply_message_id
 from threadline.domain.errors import Conflict, InvalidRequest, NotFound, ThreadlineError
 from threadline.domain.events import TextDelta
-from threadline.domain.ports import ConversationItemStore, RecordStore
+from threadline.domain.ports import ConversationItemStore, RecordStore, RunFeed
 from threadline.services.chat import ChatService
 from threadline.services.chat_command import ChatCommand, HistorySettings
 from threadline.services.conversations import ConversationService
@@ -37,6 +38,7 @@ from threadline.services.runs import Run, RunRegistry
 
 STORE_KEY = "store"  # in the record's metadata: false for a response nobody may read back
 TITLE_CHARS = 80
+CANCEL_WAIT_SECONDS = 10.0  # for another process to store a cancelled response
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +78,11 @@ class ResponseService:
         runs: RunRegistry,
         documents: DocumentService,
         history_limit: int,
+        feed: RunFeed | None = None,
     ) -> None:
+        """`feed`: how a cancel reaches a response another process produces (ports.RunFeed;
+        with Redis it does, else that process cannot be reached)."""
+        self._feed = feed
         self._chat = chat
         self._conversations = conversations
         self._items = items
@@ -191,13 +197,28 @@ class ResponseService:
         if not view.running:
             return view
         if view.run is None:
-            raise Conflict(
-                f"response {response_id} is being produced by another server process; "
-                "cancel it there"
-            )
+            return await self._cancel_elsewhere(caller, response_id, kind)
         self._runs.cancel(view.run.id)
         record = await view.run.result()
         return ResponseView(record, view.run, view.file_ids)
+
+    async def _cancel_elsewhere(
+        self, caller: Principal, response_id: UUID, kind: str
+    ) -> ResponseView:
+        """Cancel a response another live process produces, through the shared feed, and
+        answer it once that process has stored its end (409 when it cannot be reached)."""
+        if self._feed is None or not await self._feed.owned(response_id):
+            raise Conflict(
+                f"response {response_id} is being produced by another server process, "
+                "which this one cannot reach to cancel it (that takes `redis_url`)"
+            )
+        self._feed.cancel(response_id)
+        deadline = asyncio.get_running_loop().time() + CANCEL_WAIT_SECONDS
+        while (view := await self.get(caller, response_id, kind)).running:
+            if asyncio.get_running_loop().time() > deadline:
+                break  # answered as it is now (in progress); it ends cancelled soon after
+            await asyncio.sleep(0.1)
+        return view
 
     async def input_items(
         self, caller: Principal, response_id: UUID, kind: str
