@@ -328,6 +328,20 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
 
 
+def tree_cpu_seconds(pid: int | None) -> float:
+    """CPU time of a process and its live children (`serve --workers N`: the supervisor and
+    its N API processes)."""
+    if pid is None:
+        return cpu_seconds(None)
+    total = cpu_seconds(pid)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:  # its parent is the server
+                total += (int(fields[11]) + int(fields[12])) / _TICK
+    return total
+
+
 def loadavg() -> str:
     with contextlib.suppress(OSError):
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -385,8 +399,9 @@ class Processes:
         env.update(self.server_env)
         return env
 
-    def start_server(self, config_text: str | None = None) -> None:
-        """`config_text`: the server's TOML (default: one model on the upstream)."""
+    def start_server(self, config_text: str | None = None, workers: int = 1) -> None:
+        """`config_text`: the server's TOML (default: one model on the upstream); `workers`:
+        API processes (`serve --workers N`)."""
         config = self.workdir / "threadline.toml"
         config.write_text(
             config_text
@@ -419,7 +434,8 @@ class Processes:
             cli = [sys.executable, "-c", _CPROFILE_MAIN, str(self.cprofile)]
         with self.server_log.open("wb") as log:
             self.server = subprocess.Popen(
-                [*cli, "serve", "--host", "127.0.0.1", "--port", str(port), *data_arg],
+                [*cli, "serve", "--host", "127.0.0.1", "--port", str(port), *data_arg]
+                + (["--workers", str(workers)] if workers > 1 else []),
                 env=env,
                 cwd=self.workdir,
                 stdout=log,
@@ -515,7 +531,10 @@ async def benchmark(
     profile: Path | None,
     profile_level: int,
     profile_args: str,
+    scaled: Processes | None = None,
 ) -> Run:
+    """`scaled`: a second server on the same upstream, run with `serve --workers N`: its
+    path ("workers") is measured at every level beside the single process's."""
     run = Run(levels)
     most = max(c for c, _ in levels)
     async with contextlib.AsyncExitStack() as stack:
@@ -548,9 +567,23 @@ async def benchmark(
             client = clients[worker // SHARD]
             return responses_stream(client, responses_url, responses_bodies[worker], procs.key)
 
+        scaled_url = (
+            "" if scaled is None else scaled.server_url + "/api/chat-with-ai?isStreaming=true"
+        )
+        scaled_bodies = (
+            [] if scaled is None else await _chat_bodies(clients[0], scaled, most, stateless)
+        )
+
+        def across(worker: int) -> Awaitable[Sample]:
+            assert scaled is not None
+            client = clients[worker // SHARD]
+            return threadline_stream(client, scaled_url, scaled_bodies[worker], scaled.key)
+
         for concurrency, count in levels:
             paths: list[tuple[str, StreamFn]] = [("direct", direct), ("threadline", through)]
-            if concurrency == RESPONSES_LEVEL:  # OpenAI's Responses stream, at c=50 only
+            if scaled is not None:
+                paths.append(("workers", across))
+            if concurrency == RESPONSES_LEVEL and scaled is None:  # c=50, not in a --workers run
                 paths.append(("responses", responses))
             for path, stream in paths:
                 warm, _ = await run_level(stream, concurrency, max(concurrency, 5))
@@ -562,11 +595,13 @@ async def benchmark(
                     if profiling
                     else contextlib.nullcontext()
                 )
-                pids = {"server": procs.server.pid, "upstream": procs.upstream_pid, "client": None}
-                before = {who: cpu_seconds(pid) for who, pid in pids.items()}
+                server = procs.server if path != "workers" or scaled is None else scaled.server
+                assert server is not None
+                pids = {"server": server.pid, "upstream": procs.upstream_pid, "client": None}
+                before = {who: tree_cpu_seconds(pid) for who, pid in pids.items()}
                 with ctx:
                     samples, wall = await run_level(stream, concurrency, count)
-                used = {who: cpu_seconds(pid) - before[who] for who, pid in pids.items()}
+                used = {who: tree_cpu_seconds(pid) - before[who] for who, pid in pids.items()}
                 level = Level(path, concurrency, samples, wall, sum(not s.ok for s in warm), used)
                 run.results[(path, concurrency)] = level
                 print(f"  {_row(level)}", flush=True)
@@ -678,6 +713,7 @@ def evaluate(run: Run) -> Verdicts:
     lines = []
     overhead: dict[int, float | None] = {}
     ratio: dict[int, float | None] = {}
+    workers_at: dict[int, tuple[float | None, float | None, Level]] = {}
     for concurrency, _ in run.levels:
         d, t = run.results[("direct", concurrency)], run.results[("threadline", concurrency)]
         dt50, tt50 = d.ttft(0.5), t.ttft(0.5)
@@ -702,7 +738,19 @@ def evaluate(run: Run) -> Verdicts:
                 f"c={concurrency}: Responses stream p50 TTFT overhead {_signed(r_overhead)} ms, "
                 f"streams/s = {_pct(r_ratio)} of direct, failed: {r.failed}"
             )
-        for path, level in (("direct", d), ("threadline", t), ("responses", r)):
+        w = run.results.get(("workers", concurrency))
+        if w is not None:
+            w50, w99 = w.ttft(0.5), w.ttft(0.99)
+            w_overhead = (w50 - dt50) * 1000 if w50 is not None and dt50 else None
+            w_p99 = (w99 - dt99) * 1000 if w99 is not None and dt99 is not None else None
+            w_ratio = w.streams_per_s / d.streams_per_s if d.streams_per_s else None
+            workers_at[concurrency] = (w_ratio, w_p99, w)
+            lines.append(
+                f"c={concurrency}: serve --workers: p50 TTFT overhead {_signed(w_overhead)} ms "
+                f"(p99 {_signed(w_p99)} ms), streams/s = {_pct(w_ratio)} of direct, "
+                f"failed: {w.failed}"
+            )
+        for path, level in (("direct", d), ("threadline", t), ("responses", r), ("workers", w)):
             if level is None:
                 continue
             if level.failed or level.warmup_failed:
@@ -738,7 +786,30 @@ def evaluate(run: Run) -> Verdicts:
             check(None if c200 is None else c200.failed == 0 and c200.warmup_failed == 0),
         ),
     ]
+    if 200 in workers_at:  # issue 13: several API processes at c=200
+        w_ratio, w_p99, w = workers_at[200]
+        targets += [
+            (
+                f"c=200 --workers streams/s >= {WORKERS_THROUGHPUT_RATIO:.0%} of direct",
+                _pct(w_ratio),
+                check(None if w_ratio is None else w_ratio >= WORKERS_THROUGHPUT_RATIO),
+            ),
+            (
+                f"c=200 --workers p99 TTFT overhead <= {WORKERS_P99_OVERHEAD_MS:g} ms",
+                f"{_signed(w_p99)} ms",
+                check(None if w_p99 is None else w_p99 <= WORKERS_P99_OVERHEAD_MS),
+            ),
+            (
+                "c=200 --workers no failed stream",
+                _failures(w),
+                check(w.failed == 0 and w.warmup_failed == 0),
+            ),
+        ]
     return Verdicts(lines, targets)
+
+
+WORKERS_THROUGHPUT_RATIO = 0.90  # issue 13's targets for `serve --workers 2` at c=200
+WORKERS_P99_OVERHEAD_MS = 50.0
 
 
 def _failures(level: Level | None) -> str:
@@ -813,7 +884,9 @@ def append_results(run: Run, verdicts: Verdicts, info: dict[str, str], mode: str
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for concurrency, _ in run.levels:
-        for path in ("direct", "threadline"):
+        for path in ("direct", "threadline", "workers"):
+            if (path, concurrency) not in run.results:
+                continue
             lv = run.results[(path, concurrency)]
             out.append(
                 f"| {path} | {concurrency} | {len(lv.samples)} | {lv.failed} | "
@@ -869,6 +942,12 @@ def main() -> int:
     )
     parser.add_argument("--tokens", type=int, default=TOKENS, help="tokens per stream")
     parser.add_argument("--delay", type=float, default=DELAY, help="seconds between tokens")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="also run a second server with `serve --workers N` beside the single process",
+    )
     parser.add_argument("--no-append", action="store_true", help="do not write bench/RESULTS.md")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (server log, db)")
     parser.add_argument(
@@ -895,6 +974,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with it ignored
     workdir = Path(tempfile.mkdtemp(prefix="threadline-bench-"))
+    scaled: Processes | None = None
     procs = Processes(workdir, server_env, args.cprofile and args.cprofile.resolve())
     info = machine()
     info["load_start"] = loadavg()
@@ -906,6 +986,11 @@ def main() -> int:
     try:
         procs.start_upstream()
         procs.start_server()
+        if args.workers > 1:  # the same upstream, its own data dir and key
+            (workdir / "workers").mkdir()
+            scaled = Processes(workdir / "workers", server_env)
+            scaled.upstream_url = procs.upstream_url
+            scaled.start_server(workers=args.workers)
         assert procs.server is not None and procs.upstream is not None
         print(
             f"upstream {procs.upstream_url} (pid {procs.upstream.pid}), "
@@ -920,12 +1005,15 @@ def main() -> int:
                 args.profile,
                 args.profile_level,
                 args.profile_args,
+                scaled,
             )
         )
     except KeyboardInterrupt:
         print("\ninterrupted: stopping the server and the upstream", file=sys.stderr)
         return 130
     finally:
+        if scaled is not None:
+            scaled.stop()
         procs.stop()
         if args.keep:
             print(f"kept {workdir}")
@@ -937,8 +1025,9 @@ def main() -> int:
     print()
     print(HEADER)
     for concurrency, _ in levels:
-        for path in ("direct", "threadline"):
-            print(_row(run.results[(path, concurrency)]))
+        for path in ("direct", "threadline", "workers"):
+            if (path, concurrency) in run.results:
+                print(_row(run.results[(path, concurrency)]))
     print()
     for line in verdicts.lines:
         print(line)
@@ -949,6 +1038,8 @@ def main() -> int:
     mode = "quick" if args.quick else "full"
     if args.stateless:
         mode += ", stateless (no conversation)"
+    if args.workers > 1:
+        mode += f", beside `serve --workers {args.workers}` (path `workers`, SQLite)"
     if (TOKENS, DELAY) != (32, 0.02):
         mode += f", {TOKENS} tokens {DELAY * 1000:g} ms apart (targets are for 32 / 20 ms)"
     if server_env:
