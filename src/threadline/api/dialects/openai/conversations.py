@@ -5,7 +5,7 @@ conversation store: `conv_<id>` is any Threadline conversation of the caller (li
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
@@ -14,15 +14,16 @@ from threadline.api.dialects.openai import responses_encode as wire
 from threadline.api.dialects.openai.responses_schemas import (
     ConversationCreateRequest,
     ConversationUpdateRequest,
+    Include,
     ItemsCreateRequest,
+    Order,
     check_metadata,
     conversation_items,
+    no_include,
     object_id,
 )
-from threadline.api.dialects.openai.schemas import OpenAIRequestError
 
 KIND = "OPENAI_CONVERSATION"  # a conversation made through this API
-Order = Literal["asc", "desc"]
 
 
 def add_routes(router: APIRouter) -> None:
@@ -39,13 +40,6 @@ def add_routes(router: APIRouter) -> None:
 
 def _conversation(value: str) -> Any:
     return object_id("conv", value, "conversation")
-
-
-def _no_include(include: list[str] | None) -> None:
-    if include:
-        raise OpenAIRequestError(
-            f"include={include[0][:60]!r} is not supported by this server", param="include"
-        )
 
 
 async def create_conversation(
@@ -94,12 +88,9 @@ async def list_items(
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     order: Order = "desc",
-    include: Annotated[
-        list[str] | None,
-        Query(alias="include[]", max_length=0, description="no extra fields are offered"),
-    ] = None,
+    include: Include = None,
 ) -> dict[str, Any]:
-    _no_include(include)
+    no_include(include)
     after_id = object_id("msg", after, "item") if after else None
     items, more = await container.conversation_items.page(
         principal,
@@ -116,12 +107,9 @@ async def create_items(
     body: ItemsCreateRequest,
     principal: PrincipalDep,
     container: ContainerDep,
-    include: Annotated[
-        list[str] | None,
-        Query(alias="include[]", max_length=0, description="no extra fields are offered"),
-    ] = None,
+    include: Include = None,
 ) -> dict[str, Any]:
-    _no_include(include)
+    no_include(include)
     added = await container.conversation_items.add(
         principal, _conversation(conversation_id), conversation_items(body.items)
     )
@@ -133,12 +121,9 @@ async def get_item(
     item_id: str,
     principal: PrincipalDep,
     container: ContainerDep,
-    include: Annotated[
-        list[str] | None,
-        Query(alias="include[]", max_length=0, description="no extra fields are offered"),
-    ] = None,
+    include: Include = None,
 ) -> dict[str, Any]:
-    _no_include(include)
+    no_include(include)
     message = await container.conversation_items.item(
         principal, _conversation(conversation_id), object_id("msg", item_id, "item")
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from functools import partial
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -21,9 +21,12 @@ from threadline.api.deps import ContainerDep, PrincipalDep
 from threadline.api.dialects.openai import encode
 from threadline.api.dialects.openai import responses_encode as wire
 from threadline.api.dialects.openai.responses_schemas import (
+    Include,
+    Order,
     ResponseCreateRequest,
     check_supported,
     conversation_ref,
+    no_include,
     object_id,
     response_inputs,
 )
@@ -41,7 +44,6 @@ if TYPE_CHECKING:
 RECORD_TYPE = "OPENAI_RESPONSE"
 CONVERSATION_TYPE = "OPENAI_RESPONSES"  # a conversation made for a response of its own
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-Order = Literal["asc", "desc"]
 
 
 class ModelNotFound(NotFound):
@@ -132,15 +134,9 @@ async def get_response(
     container: ContainerDep,
     stream: bool = False,
     starting_after: Annotated[int | None, Query(ge=0)] = None,
-    include: Annotated[
-        list[str] | None,
-        Query(alias="include[]", max_length=0, description="no extra fields are offered"),
-    ] = None,
+    include: Include = None,
 ) -> Response:
-    if include:
-        raise OpenAIRequestError(
-            f"include={include[0][:60]!r} is not supported by this server", param="include"
-        )
+    no_include(include)
     record_id = object_id("resp", response_id, "response")
     view = await container.responses.get(principal, record_id, RECORD_TYPE)
     if not stream:
@@ -192,15 +188,9 @@ async def input_items(
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     order: Order = "desc",
-    include: Annotated[
-        list[str] | None,
-        Query(alias="include[]", max_length=0, description="no extra fields are offered"),
-    ] = None,
+    include: Include = None,
 ) -> dict[str, Any]:
-    if include:
-        raise OpenAIRequestError(
-            f"include={include[0][:60]!r} is not supported by this server", param="include"
-        )
+    no_include(include)
     record_id = object_id("resp", response_id, "response")
     _, messages = await container.responses.input_items(principal, record_id, RECORD_TYPE)
     ordered = list(reversed(messages)) if order == "desc" else list(messages)

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from threadline.api.bounds import Positive
-from threadline.api.dialects.openai.schemas import OpenAIRequestError
+from threadline.api.dialects.openai.schemas import OpenAIRequestError, refuse_unsupported
 from threadline.domain.errors import NotFound
 from threadline.domain.ports import ChatMessage
 
@@ -200,20 +201,7 @@ class Inputs:
 
 
 def check_supported(request: ResponseCreateRequest) -> None:
-    for name, is_neutral in NEUTRAL.items():
-        value = getattr(request, name)
-        if value is not None and not is_neutral(value):
-            shown = repr(value) if len(repr(value)) <= 60 else "this value"
-            raise OpenAIRequestError(
-                f"{name}={shown} is not supported by this server",
-                param=name,
-                code="unsupported_parameter",
-            )
-    if request.stream_options is not None and not request.stream:
-        raise OpenAIRequestError(
-            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-            param="stream_options",
-        )
+    refuse_unsupported(request, NEUTRAL)
     if request.conversation is not None and request.previous_response_id is not None:
         raise OpenAIRequestError(
             "previous_response_id cannot be used together with conversation",
@@ -386,4 +374,21 @@ def _only(at: str, part: dict[str, Any], allowed: set[str]) -> None:
             "by this server",
             param=f"{at}.{unknown[0]}"[:200],
             code="unsupported_parameter",
+        )
+
+
+# ---- query parameters the Responses and Conversations routes share
+
+Order = Literal["asc", "desc"]
+Include = Annotated[
+    list[str] | None,
+    Query(alias="include[]", max_length=0, description="no extra fields are offered"),
+]
+
+
+def no_include(include: list[str] | None) -> None:
+    """`include[]` names extra fields of OpenAI's; this server offers none."""
+    if include:
+        raise OpenAIRequestError(
+            f"include={include[0][:60]!r} is not supported by this server", param="include"
         )

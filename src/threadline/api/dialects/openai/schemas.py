@@ -159,8 +159,11 @@ NEUTRAL: dict[str, Callable[[Any], bool]] = {
 }
 
 
-def check_supported(request: ChatCompletionRequest) -> None:
-    for name, is_neutral in NEUTRAL.items():
+def refuse_unsupported(request: Any, neutral: dict[str, Callable[[Any], bool]]) -> None:
+    """A parameter OpenAI knows but this server honours only with its neutral value is
+    refused by name when set to anything else; `stream_options` needs `stream` (OpenAI's
+    rule). Shared by chat completions and the Responses API."""
+    for name, is_neutral in neutral.items():
         value = getattr(request, name)
         if value is not None and not is_neutral(value):
             shown = repr(value) if len(repr(value)) <= 60 else "this value"
@@ -174,6 +177,10 @@ def check_supported(request: ChatCompletionRequest) -> None:
             "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
             param="stream_options",
         )
+
+
+def check_supported(request: ChatCompletionRequest) -> None:
+    refuse_unsupported(request, NEUTRAL)
     if request.max_tokens is not None and request.max_completion_tokens is not None:
         raise OpenAIRequestError(
             "Set max_completion_tokens or max_tokens, not both", param="max_tokens"
