@@ -184,7 +184,7 @@ class RunDriver:
         elif failure is not None and not text:  # no model wrote a word: nothing to pay for
             ended = replace(ended, charge=0)
         if chain.routed:
-            run.record = replace(run.record, route=tuple(chain.segments))
+            run.record = replace(run.record, route=chain.route())
         await self._finish(run, start, ended, stored)
         if start.follow_up is not None and isinstance(run.outcome, Done):
             await _follow(start.follow_up, run.id)

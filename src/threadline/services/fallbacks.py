@@ -51,8 +51,9 @@ class FallbackChain:
     request: ModelRequest
     continue_on_failure: bool
     on_answer: Callable[[CatalogModel], None] = lambda entry: None
-    segments: list[Segment] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)  # chars counted in `_chars`
     charge: int = 0
+    _chars: list[int] = field(default_factory=list)  # per segment (no object per token)
     _input: int = 0
     _output: int = 0
     _estimated: bool = False
@@ -64,6 +65,13 @@ class FallbackChain:
         """Whether routing played a part: several parts, a named upstream, a fallback."""
         first = self.candidates[0].entry.name
         return len(self.segments) > 1 or any(s.upstream or s.model != first for s in self.segments)
+
+    def route(self) -> tuple[Segment, ...]:
+        """Which model and upstream wrote how many characters, in order."""
+        return tuple(
+            Segment(s.model, s.upstream, chars)
+            for s, chars in zip(self.segments, self._chars, strict=True)
+        )
 
     def usage(self) -> Usage | None:
         """The reply's usage summed over its attempts; None before any counted."""
@@ -90,10 +98,13 @@ class FallbackChain:
                             if current is None:
                                 current = self._segment(candidate, None)
                         written += event.text
-                        piece = trimmer.feed(event.text) if trimmer is not None else event.text
-                        if piece:
+                        if trimmer is None:  # the usual case: passed on as it came
+                            text += event.text
+                            self._chars[-1] += len(event.text)
+                            yield event
+                        elif piece := trimmer.feed(event.text):
                             text += piece
-                            self._wrote(piece)
+                            self._chars[-1] += len(piece)
                             yield TextDelta(piece)
                     elif isinstance(event, Usage):
                         usage = event
@@ -113,7 +124,7 @@ class FallbackChain:
                 )
                 continue
             if trimmer is not None and (rest := trimmer.close()):
-                self._wrote(rest)
+                self._chars[-1] += len(rest)
                 yield TextDelta(rest)
             self._count(candidate.entry, usage or estimate_usage(asked, written))
             return
@@ -126,11 +137,8 @@ class FallbackChain:
     def _segment(self, candidate: Candidate, upstream: str | None) -> Segment:
         segment = Segment(candidate.entry.name, upstream, 0)
         self.segments.append(segment)
+        self._chars.append(0)
         return segment
-
-    def _wrote(self, piece: str) -> None:
-        last = self.segments[-1]
-        self.segments[-1] = Segment(last.model, last.upstream, last.chars + len(piece))
 
     def _count(self, entry: CatalogModel, usage: Usage) -> None:
         self._attempts += 1
