@@ -113,6 +113,30 @@ class Container:
             image_factory=image_factory,
             aliases=settings.model_aliases(),
         )
+        self._accounts(settings)
+        self.conversations = ConversationService(
+            self.conversation_store, self.catalog, settings.page_size_max
+        )
+        self.brand_voices = BrandVoiceService(SqlBrandVoiceStore(self.db), settings.page_size_max)
+        self._documents(settings)
+        fetch = settings.fetch
+        self.fetcher = SafeFetcher(
+            timeout_seconds=fetch.timeout_seconds,
+            connect_timeout_seconds=fetch.connect_timeout_seconds,
+            max_bytes=fetch.max_bytes,
+            max_redirects=fetch.max_redirects,
+            user_agent=fetch.user_agent,
+            allow_private_hosts=fetch.allow_private_hosts,
+        )
+        self._web(settings)
+        self._chat_images(settings)
+        self._memories(settings)
+        self._chat(settings)
+        self._image_generation(settings)
+
+    def _accounts(self, settings: Settings) -> None:
+        """Runs, keys and credits, and what this process shares with the others: replays,
+        the shared state (Redis or memory), idempotency keys, its node row and heartbeat."""
         self.runs = RunRegistry(settings.stream_retention_seconds)
         self._shared_state(settings)
         self.replays = ReplayService(
@@ -140,25 +164,6 @@ class Container:
             lease_seconds=settings.node_lease_seconds,
             node_id=self.node_id,
         )
-        self.conversations = ConversationService(
-            self.conversation_store, self.catalog, settings.page_size_max
-        )
-        self.brand_voices = BrandVoiceService(SqlBrandVoiceStore(self.db), settings.page_size_max)
-        self._documents(settings)
-        fetch = settings.fetch
-        self.fetcher = SafeFetcher(
-            timeout_seconds=fetch.timeout_seconds,
-            connect_timeout_seconds=fetch.connect_timeout_seconds,
-            max_bytes=fetch.max_bytes,
-            max_redirects=fetch.max_redirects,
-            user_agent=fetch.user_agent,
-            allow_private_hosts=fetch.allow_private_hosts,
-        )
-        self._web(settings)
-        self._chat_images(settings)
-        self._memories(settings)
-        self._chat(settings)
-        self._image_generation(settings)
 
     def _shared_state(self, settings: Settings) -> None:
         """What several processes share besides the database: in Redis when `redis_url` is
@@ -344,6 +349,11 @@ class Container:
             advanced_top_k=config.advanced_top_k,
             wait_seconds=config.ready_wait_seconds,
         )
+        self._ingestion(settings)
+
+    def _ingestion(self, settings: Settings) -> None:
+        """The `ingest` job and the worker that runs it (and, later, `remember`)."""
+        config = settings.documents
         self.ingestion = IngestionService(
             store=self.document_store,
             blobs=self.blobs,
