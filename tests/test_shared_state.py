@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from uuid import UUID, uuid4
 
@@ -121,77 +121,75 @@ async def test_a_dead_owners_record_is_ended_and_charged_once(node: Container) -
     assert await node.record_store.abandon(failed, 7) is None  # never again
 
 
-async def test_a_cancel_on_another_process_stops_the_run_where_it_is(
+@dataclass
+class Pair:
+    """Two live processes on one database and one Redis: `node` runs the reply (its model
+    says "one two", then waits for `gate`), `other` reaches it through the shared feed."""
+
+    node: Container
+    other: Container
+    caller: Principal
+    gate: asyncio.Event
+
+
+@pytest.fixture
+async def pair(
     node: Container,
     tmp_path: Path,
     db_url: str,
     redis_url: str,
     fakes: Fakes,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
+) -> AsyncIterator[Pair]:
     # Two containers in one process share its pid, which start-up recovery takes for an
     # earlier life of the same process (storage/nodes.py): here they are two live processes.
     monkeypatch.setattr(storage_nodes, "_running", lambda pid: True)
     admin = await node.bootstrap()
     assert admin is not None
     caller = await node.accounts.authenticate(admin.secret)
-    gate = asyncio.Event()  # the model says "one two" and then waits
+    gate = asyncio.Event()
     fakes["gpt-4o-mini"].enqueue(["one", " two", gate, " three"])
-    command = ChatCommand(caller, "gpt-4o-mini", "UNIFY_CHAT_WITH_AI", prompt="Go")
-    run = await node.chat.reply(command)
     other = Container(make_settings(tmp_path / "b", db_url, redis_url=redis_url))
     await other.start(worker=False)
     try:
-        await until_owned(other, caller, run.id)
-        await other.replays.cancel(caller, run.id)
-        record = await asyncio.wait_for(run.result(), 10)
+        yield Pair(node, other, caller, gate)
     finally:
         gate.set()
         await other.stop()
+
+
+async def test_a_cancel_on_another_process_stops_the_run_where_it_is(pair: Pair) -> None:
+    command = ChatCommand(pair.caller, "gpt-4o-mini", "UNIFY_CHAT_WITH_AI", prompt="Go")
+    run = await pair.node.chat.reply(command)
+    await until_owned(pair.other, pair.caller, run.id)
+    await pair.other.replays.cancel(pair.caller, run.id)
+    record = await asyncio.wait_for(run.result(), 10)
     assert (record.status, record.result_text, record.error) == (
         RecordStatus.FAILED,
         "one two",
         CANCELLED_MESSAGE,
     )
     assert record.credits > 0  # the text made so far is charged
-    user = await node.accounts.user(caller)
+    user = await pair.node.accounts.user(pair.caller)
     assert user.used_credit == record.credits
 
 
-async def test_a_stop_on_another_process_ends_the_run_as_a_stop(
-    node: Container,
-    tmp_path: Path,
-    db_url: str,
-    redis_url: str,
-    fakes: Fakes,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(storage_nodes, "_running", lambda pid: True)  # as above
-    admin = await node.bootstrap()
-    assert admin is not None
-    caller = await node.accounts.authenticate(admin.secret)
-    gate = asyncio.Event()
-    fakes["gpt-4o-mini"].enqueue(["one", " two", gate, " three"])
+async def test_a_stop_on_another_process_ends_the_run_as_a_stop(pair: Pair) -> None:
+    caller, other = pair.caller, pair.other
     command = ChatCommand(caller, "gpt-4o-mini", "UNIFY_CHAT_WITH_AI", prompt="Go")
-    run = await node.chat.reply(command)
-    orphan = await pending(node, caller)  # PENDING, but no process owns it
-    other = Container(make_settings(tmp_path / "b", db_url, redis_url=redis_url))
-    await other.start(worker=False)
-    try:
-        await until_owned(other, caller, run.id)
-        assert await other.replays.stop(caller, orphan.id) is False
-        assert await other.replays.stop(caller, run.id) is True
-        for _ in range(500):  # the stop is a Redis message: wait until the owner has it
-            if run.stop_requested:
-                break
-            await asyncio.sleep(0.01)
-        assert run.stop_requested
-        gate.set()  # the model's next event: the run ends there
-        record = await asyncio.wait_for(run.result(), 10)
-        assert await other.replays.stop(caller, run.id) is False  # ended: nothing to stop
-    finally:
-        gate.set()
-        await other.stop()
+    run = await pair.node.chat.reply(command)
+    orphan = await pending(pair.node, caller)  # PENDING, but no process owns it
+    await until_owned(other, caller, run.id)
+    assert await other.replays.stop(caller, orphan.id) is False
+    assert await other.replays.stop(caller, run.id) is True
+    for _ in range(500):  # the stop is a Redis message: wait until the owner has it
+        if run.stop_requested:
+            break
+        await asyncio.sleep(0.01)
+    assert run.stop_requested
+    pair.gate.set()  # the model's next event: the run ends there
+    record = await asyncio.wait_for(run.result(), 10)
+    assert await other.replays.stop(caller, run.id) is False  # ended: nothing to stop
     assert (record.status, record.result_text, record.error) == (
         RecordStatus.SUCCESS,
         "one two",
@@ -200,34 +198,15 @@ async def test_a_stop_on_another_process_ends_the_run_as_a_stop(
     assert record.credits > 0  # charged as produced
     stored = await other.record_store.get(caller.org_id, run.id)
     assert stored is not None and stored.status is RecordStatus.SUCCESS
-    user = await node.accounts.user(caller)
+    user = await pair.node.accounts.user(caller)
     assert user.used_credit == record.credits
 
 
-async def test_a_response_cancelled_on_another_process_ends_cancelled_there(
-    node: Container,
-    tmp_path: Path,
-    db_url: str,
-    redis_url: str,
-    fakes: Fakes,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(storage_nodes, "_running", lambda pid: True)  # as above
-    admin = await node.bootstrap()
-    assert admin is not None
-    caller = await node.accounts.authenticate(admin.secret)
-    gate = asyncio.Event()
-    fakes["gpt-4o-mini"].enqueue(["one", " two", gate, " three"])
-    command = ChatCommand(caller, "gpt-4o-mini", RESPONSE, prompt="Go")
-    run = await node.responses.create(ResponseRequest(command))
-    other = Container(make_settings(tmp_path / "b", db_url, redis_url=redis_url))
-    await other.start(worker=False)
-    try:
-        await until_owned(other, caller, run.id)
-        view = await other.responses.cancel(caller, run.id, RESPONSE)  # answered once ended
-    finally:
-        gate.set()
-        await other.stop()
+async def test_a_response_cancelled_on_another_process_ends_cancelled_there(pair: Pair) -> None:
+    command = ChatCommand(pair.caller, "gpt-4o-mini", RESPONSE, prompt="Go")
+    run = await pair.node.responses.create(ResponseRequest(command))
+    await until_owned(pair.other, pair.caller, run.id)
+    view = await pair.other.responses.cancel(pair.caller, run.id, RESPONSE)  # once ended
     assert (view.record.status, view.record.result_text, view.record.error) == (
         RecordStatus.FAILED,
         "one two",
