@@ -4,13 +4,15 @@
   replies of processes that are gone), and a sibling killed with SIGKILL mid-reply has its
   reply failed, with the text it had checkpointed, by the survivor's heartbeat, no restart;
 - `threadline serve --workers 2`: two processes on one port; one killed is replaced by the
-  supervisor while the other keeps answering.
+  supervisor while the other keeps answering; the supervisor killed with SIGKILL takes its
+  children with it (no orphan keeps the port).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,10 +119,30 @@ def _workers(pid: int) -> set[int]:
     return found
 
 
+def _alive(pid: int) -> bool:
+    """Running (a zombie left to an init that does not reap counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def test_serve_with_two_workers_answers_on_one_port_and_replaces_a_dead_one(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
-    """On SQLite (the sibling test above covers both databases)."""
+    """On SQLite (the sibling test above covers both databases). Last, the supervisor is
+    killed outright: its workers follow it within seconds and the port is free."""
     server = _server(tmp_path / "w", f"sqlite+aiosqlite:///{tmp_path / 'w.db'}", upstream)
     server.launch(("--workers", "2"))
     try:
@@ -150,6 +172,13 @@ def test_serve_with_two_workers_answers_on_one_port_and_replaces_a_dead_one(
         )
         assert r.status_code == 200, r.text
         assert r.json()["aiRecord"]["aiRecordDetail"]["resultObject"] == ["hello from a worker"]
+        children = _workers(server.pid)
+        assert len(children) == 2 and server.port is not None
+        assert not _port_free(server.port)
+        os.kill(server.pid, signal.SIGKILL)  # the supervisor alone, not its process group
+        gone = _until(lambda: not any(_alive(pid) for pid in children), 10)
+        assert gone, [pid for pid in children if _alive(pid)]
+        assert _until(lambda: _port_free(server.port), 5)
     finally:
-        server.stop()
+        server.kill()  # reaps the supervisor; any straggler of its group goes too
         assert server.pid is None
