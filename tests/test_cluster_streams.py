@@ -1,9 +1,12 @@
 """Streams across processes with Redis (issue 13, tests 1 and 2): a reply driven by node A is
-followed live from node B, and when A dies, B ends it with the text streamed so far."""
+followed live from node B, and when A dies, B ends it with the text streamed so far; when A
+was only frozen and wakes up, its late end neither changes the record nor charges again."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from typing import Any
 
@@ -110,3 +113,40 @@ def test_a_node_killed_mid_stream_leaves_the_reply_to_the_other(cluster: Cluster
     assert had + content([f for _, f in again]) == text
     assert json.loads(again[-1][1]["data"])["error"]["code"] == "REPLY_FAILED"
     assert used_credit(cluster, key) == charged
+
+
+def test_a_frozen_owner_that_wakes_after_its_reply_was_ended_charges_nothing_more(
+    cluster: Cluster,
+) -> None:
+    """Node A stopped (SIGSTOP: frozen, not dead) past its owner key's TTL: B takes it for
+    dead and ends the reply (FAILED, charged for the text so far). When A wakes (SIGCONT) its
+    run ends too, but the record was settled: it stays as B left it, charged once."""
+    key = cluster.new_key().secret
+    cluster.upstream.enqueue(Reply(tokens=TOKENS, delay=0.01))
+    record_id, before = start_stream(cluster, key, stop_at=200)
+    had = content(before)
+    assert cluster.a.pid is not None
+    os.kill(cluster.a.pid, signal.SIGSTOP)
+    try:
+        after = resume_on(cluster.b.base_url, key, record_id, before[-1]["id"])
+    finally:
+        os.kill(cluster.a.pid, signal.SIGCONT)
+    error = json.loads(after[-1][1]["data"])["error"]
+    assert error["code"] == "REPLY_FAILED", error
+    text = had + content([f for _, f in after])
+    ended = record_of(cluster, key, record_id)
+    charged = ended["usage"]["credits"]
+    assert ended["status"] == "FAILED" and ended["aiRecordDetail"]["resultObject"] == [text]
+    assert charged > 0 and used_credit(cluster, key) == charged
+
+    # A wakes, reads the rest of the upstream's reply and ends its run: it says it lost
+    late = "reply already ended by another process"
+    deadline = time.monotonic() + 30
+    while not any(late in line and record_id in line for line in cluster.a.output().splitlines()):
+        assert time.monotonic() < deadline, cluster.a.output(since_start=True)[-3000:]
+        time.sleep(0.05)
+    assert record_of(cluster, key, record_id) == ended
+    assert used_credit(cluster, key) == charged
+    # and A serves on
+    r = httpx.get(f"{cluster.a.base_url}/api/me", headers={"API-KEY": key}, timeout=10)
+    assert r.status_code == 200

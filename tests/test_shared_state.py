@@ -1,8 +1,8 @@
 """The shared-state pieces in one test process, on a real Redis and both databases: a dead
-owner's record is ended once, and a cancel or a stop on another process ends the run (a cancel
-as FAILED, a stop as SUCCESS with the text so far). (That start-up
-recovery leaves a live sibling's runs alone is shown with real processes in
-tests/test_nodes_processes.py.)
+owner's record is ended once (and a frozen owner's late end neither stores nor charges), and
+a cancel or a stop on another process ends the run (a cancel as FAILED, a stop as SUCCESS
+with the text so far). (That start-up recovery leaves a live sibling's runs alone is shown
+with real processes in tests/test_nodes_processes.py.)
 
 The cluster tests (tests/test_cluster_*.py) show the same through real processes; these pin
 the storage half on SQLite too, at a fraction of the cost."""
@@ -119,6 +119,30 @@ async def test_a_dead_owners_record_is_ended_and_charged_once(node: Container) -
     user = await node.accounts.user(caller)
     assert (user.used_credit, user.reserved_credit) == (7, 0)
     assert await node.record_store.abandon(failed, 7) is None  # never again
+    # the owner was only frozen: it wakes and ends its run; the record was settled already
+    late = replace(record, status=RecordStatus.SUCCESS, result_text="so far, and more", credits=30)
+    assert await node.record_store.finish(late, None, None, 30) is None
+    assert await node.record_store.get(record.org_id, record.id) == stored
+    user = await node.accounts.user(caller)
+    assert (user.used_credit, user.reserved_credit) == (7, 0)
+
+    # the owner's end and a reader's abandon at the same moment: one of them settles
+    record = await pending(node, caller)
+    await node.credits.reserve(caller, record.id, 50, "this reply")
+    late = replace(late, id=record.id)
+    owner, reader = await asyncio.gather(
+        node.record_store.finish(late, None, None, 30),
+        node.record_store.abandon(replace(failed, id=record.id), 7),
+    )
+    assert [owner is None, reader is None].count(True) == 1
+    stored = await node.record_store.get(record.org_id, record.id)
+    assert stored is not None
+    user = await node.accounts.user(caller)
+    if owner is not None:
+        assert (stored.status, stored.credits, user.used_credit) == (RecordStatus.SUCCESS, 30, 37)
+    else:
+        assert (stored.status, stored.credits, user.used_credit) == (RecordStatus.FAILED, 7, 14)
+    assert user.reserved_credit == 0
 
 
 @dataclass

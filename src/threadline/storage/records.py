@@ -8,6 +8,14 @@ far into the record (services/checkpoints.py); they touch only a record still PE
 final write wins over a late checkpoint. A record a killed process left PENDING is failed at
 the next start, and its checkpointed text becomes the reply's message in a conversation
 (`fail_unfinished`).
+
+Settling (the outcome stored and the charge made) happens once per record: `finish` (the
+run's own end) and `abandon` (another process that took the run's owner for dead) both claim
+the record first, with a conditional UPDATE that sets `settled_at` only while it is NULL, in
+the transaction that charges. An owner that was merely frozen (SIGSTOP, a long pause) past
+its lease and wakes up after a reader abandoned its reply thus stores and charges nothing
+(logged). `fail_unfinished` charges nothing and does not settle: a run it took for dead
+while it still ran replaces its FAILED record when it ends, and is charged then, once.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import structlog
 from sqlalchemy import Uuid, bindparam, case, delete, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -45,6 +54,8 @@ from threadline.storage.record_json import (
     sources_json,
 )
 from threadline.storage.tables import ai_records, conversations, messages, nodes, users
+
+log = structlog.get_logger(__name__)
 
 
 def _record(row: RowMapping) -> AiRecord:
@@ -114,8 +125,16 @@ def _values(record: AiRecord) -> dict[str, Any]:
 # SQLAlchemy finds their compiled form in its cache without rebuilding or re-keying them.
 _INSERT_RECORD = insert(ai_records)
 _INSERT_MESSAGE = insert(messages)
-_UPDATE_RECORD = update(ai_records).where(
-    ai_records.c.org_id == bindparam("w_org_id"), ai_records.c.id == bindparam("w_id")
+# The run's end claims its record: only one not settled yet (see the module doc). Returning
+# its id is what says whether this end won.
+_SETTLE_RECORD = (
+    update(ai_records)
+    .where(
+        ai_records.c.org_id == bindparam("w_org_id"),
+        ai_records.c.id == bindparam("w_id"),
+        ai_records.c.settled_at.is_(None),
+    )
+    .returning(ai_records.c.id)
 )
 _UPDATE_MESSAGE_STATUS = (
     update(messages)
@@ -219,39 +238,63 @@ class SqlRecordStore:
             values.pop(fixed)
         if _large(record.prompt_object):
             values["prompt_object"] = await asyncio.to_thread(EncodedJSON, record.prompt_object)
+        values["settled_at"] = record.updated_at
         org_id = record.org_id
         async with self._db.write(batched=True) as conn:
-            await conn.execute(_UPDATE_RECORD, {**values, "w_org_id": org_id, "w_id": record.id})
-            if assistant_message is not None:
-                await conn.execute(
-                    _UPSERT_REPLY[conn.dialect.name], message_values(assistant_message)
-                )
-            if user_message_id is not None:
-                await conn.execute(
-                    _UPDATE_MESSAGE_STATUS,
-                    {"w_org_id": org_id, "w_id": user_message_id, "w_status": record.status.value},
-                )
-            if record.conversation_id is not None:
-                reply = assistant_message
-                await conn.execute(
-                    _TOUCH_CONVERSATION,
-                    {
-                        "w_org_id": org_id,
-                        "w_id": record.conversation_id,
-                        "w_updated_at": record.updated_at,
-                        "w_after": reply.parent_id if reply else None,
-                        "w_reply": reply.id if reply else None,
-                    },
-                )
-            if charge or record.reserved_credits:  # the run's reservation settles here
-                await settle(conn, self._db.is_sqlite, org_id, record.user_id, record.id, charge)
+            # First, so that on PostgreSQL it takes the record's lock before anything else is
+            # written (an abandon at the same moment waits, then finds it settled); on SQLite
+            # the statements after it are still sent with the commit, in one trip.
+            claim = {**values, "w_org_id": org_id, "w_id": record.id}
+            won = (await conn.execute(_SETTLE_RECORD, claim)).first() is not None
+            if won:
+                await self._store_outcome(conn, record, assistant_message, user_message_id, charge)
+        if not won:
+            log.warning(
+                "reply already ended by another process; its late end is not stored or charged",
+                record=str(record.id),
+                status=record.status.value,
+                charge=charge,
+            )
+            return None
         owner = {"w_org_id": org_id, "w_id": record.user_id}
         # Read after the commit, not with RETURNING inside the transaction: on SQLite a batched
-        # transaction with no statement returning rows makes one trip, and holds the write
-        # lock that every reply's writes queue for half as long.
+        # transaction makes one trip after its first statement, and holds the write lock that
+        # every reply's writes queue for the shorter.
         async with self._db.read() as conn:
             row = (await conn.execute(_SELECT_USER, owner)).mappings().first()
         return user_from_row(row) if row else None
+
+    async def _store_outcome(
+        self,
+        conn: AsyncConnection,
+        record: AiRecord,
+        assistant_message: Message | None,
+        user_message_id: UUID | None,
+        charge: int,
+    ) -> None:
+        """The rest of `finish`'s transaction, once its record is claimed."""
+        org_id = record.org_id
+        if assistant_message is not None:
+            await conn.execute(_UPSERT_REPLY[conn.dialect.name], message_values(assistant_message))
+        if user_message_id is not None:
+            await conn.execute(
+                _UPDATE_MESSAGE_STATUS,
+                {"w_org_id": org_id, "w_id": user_message_id, "w_status": record.status.value},
+            )
+        if record.conversation_id is not None:
+            reply = assistant_message
+            await conn.execute(
+                _TOUCH_CONVERSATION,
+                {
+                    "w_org_id": org_id,
+                    "w_id": record.conversation_id,
+                    "w_updated_at": record.updated_at,
+                    "w_after": reply.parent_id if reply else None,
+                    "w_reply": reply.id if reply else None,
+                },
+            )
+        if charge or record.reserved_credits:  # the run's reservation settles here
+            await settle(conn, self._db.is_sqlite, org_id, record.user_id, record.id, charge)
 
     async def checkpoint(self, record: AiRecord, text: str) -> None:
         values = {"w_org_id": record.org_id, "w_id": record.id, "w_text": text}
@@ -332,6 +375,7 @@ class SqlRecordStore:
             "credits": charge,
             "error": record.error,
             "updated_at": now,
+            "settled_at": now,
         }
         org_id = record.org_id
         async with self._db.write() as conn:
@@ -341,6 +385,7 @@ class SqlRecordStore:
                     ai_records.c.org_id == org_id,
                     ai_records.c.id == record.id,
                     ai_records.c.status == RecordStatus.PENDING.value,
+                    ai_records.c.settled_at.is_(None),
                 )
                 .values(**changes)
             )

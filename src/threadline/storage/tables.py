@@ -194,6 +194,7 @@ ai_records = Table(
     _ts("created_at"),
     _ts("updated_at"),
     Column("node_id", Uuid, nullable=True),  # 0010: the process driving the run
+    _ts("settled_at", nullable=True),  # 0015: outcome stored and charged, once (records.py)
     Index("ix_ai_records_org_created", "org_id", "created_at"),
     Index("ix_ai_records_status", "status"),
 )
