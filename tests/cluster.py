@@ -3,11 +3,14 @@ PostgreSQL and one Redis, with the fake upstream.
 
 Why it exists: what Redis adds (rate limits counted across processes, invalidations, live
 streams followed from another process, run ownership, degraded mode) shows only between real
-processes. The cluster is costly to start (two servers), so tests share it: the `cluster`
+processes. The nodes keep files in the database (`blob_store = "database"`), so an upload
+to one is read on the other and ingested by the worker. The cluster is costly to start (two
+servers), so tests share it: the `cluster`
 fixture (session scope; conftest.py) starts it once per test process. A test that kills a
 node or stops Redis brings it back before it ends (`revive`, `RedisServer.start`).
 
     cluster.a, cluster.b        # ServerProcess (tests/server_process.py), each its own data dir
+    cluster.worker()            # a `threadline worker` on the same database, started on first use
     cluster.redis.stop()        # the same port on start(): the nodes reconnect by themselves
     cluster.upstream.enqueue(Reply(tokens=400, delay=0.01))
     member = cluster.new_key()  # a new user with its own key (never the rate-limited admin's)
@@ -31,7 +34,7 @@ import httpx
 
 from tests.fake_upstream import FakeUpstream
 from tests.live_server import free_port
-from tests.server_process import ServerProcess, upstream_model
+from tests.server_process import ServerProcess, WorkerProcess, upstream_model
 from threadline.domain.entities import Role
 from threadline.services.accounts import AccountService, hash_key, new_key
 from threadline.storage.accounts import SqlAccountStore
@@ -110,6 +113,15 @@ class Cluster:
     upstream: FakeUpstream
     a: ServerProcess
     b: ServerProcess
+    workdir: Path
+    job_worker: WorkerProcess | None = None
+
+    def worker(self) -> WorkerProcess:
+        """The cluster's `threadline worker` (the nodes run none), started on first use."""
+        if self.job_worker is None or self.job_worker.pid is None:
+            self.job_worker = WorkerProcess(self.workdir / "worker", self.a.values)
+            self.job_worker.start()
+        return self.job_worker
 
     def new_key(self, role: Role = Role.MEMBER, credit_limit: int = 1_000_000) -> Member:
         """A new user of the org "cluster" (its own credits and rate-limit window), made in
@@ -177,6 +189,13 @@ def start_cluster(workdir: Path, database_url: str) -> Cluster:
                     "rate_limit_per_minute": RATE_LIMIT,
                     "auth_cache_seconds": AUTH_CACHE_SECONDS,
                     "stream_checkpoint_seconds": 0.5,
+                    "blob_store": "database",
+                    "page_size_max": 500,  # a test's every upload in one page
+                    "documents": {
+                        "embedded_worker": False,
+                        "worker_concurrency": 4,  # for `worker()`
+                        "job_lease_seconds": 5.0,
+                    },
                 },
             )
             if nodes:  # one database: only the first start prints the admin key
@@ -189,10 +208,12 @@ def start_cluster(workdir: Path, database_url: str) -> Cluster:
         upstream.stop()
         redis.stop()
         raise
-    return Cluster(database_url, redis, upstream, nodes[0], nodes[1])
+    return Cluster(database_url, redis, upstream, nodes[0], nodes[1], workdir)
 
 
 def stop_cluster(cluster: Cluster) -> None:
+    if cluster.job_worker is not None:
+        cluster.job_worker.kill()
     for node in (cluster.a, cluster.b):
         with contextlib.suppress(Exception):
             node.stop(timeout=10)
