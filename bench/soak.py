@@ -92,6 +92,25 @@ def server_processes(supervisor: int) -> list[int]:
     return sorted(found)
 
 
+def wait_all_started(supervisor: int, workers: int, timeout: float = 120.0) -> list[int]:
+    """Wait until every API process has finished starting. `/healthz` answers as soon as one
+    has; a client opening its keep-alive connections then would give them all to that one
+    (they stay where they were accepted). Started = it used CPU to start (imports, the app)
+    and is now idle."""
+    deadline = time.monotonic() + timeout
+    before: dict[int, float] = {}
+    while time.monotonic() < deadline:
+        pids = server_processes(supervisor)
+        now = {pid: gw.cpu_seconds(pid) for pid in pids}
+        if len(pids) == workers and all(
+            pid in before and now[pid] > 0.5 and now[pid] - before[pid] < 0.05 for pid in pids
+        ):
+            return pids
+        before = now
+        time.sleep(0.5)
+    raise RuntimeError(f"the {workers} API processes did not all start within {timeout:g} s")
+
+
 def rss_kib(pid: int) -> int | None:
     with contextlib.suppress(OSError, ValueError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -315,6 +334,7 @@ def main() -> int:
             procs.start_upstream()
             procs.start_server(workers=WORKERS)
             assert procs.server is not None
+            wait_all_started(procs.server.pid, WORKERS)
             print(
                 f"soak: {args.minutes:g} min, c={args.concurrency}, {WORKERS} API processes "
                 f"{server_processes(procs.server.pid)}, PostgreSQL + Redis; load {gw.loadavg()}",
