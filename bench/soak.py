@@ -19,8 +19,10 @@ This process is the client: 200 workers, each chatting in a conversation of its 
 verified as gateway.py does (all 32 tokens in order, a SUCCESS `result`, `done`). Every
 SAMPLE_SECONDS it reads the RSS and CPU time of each server process from /proc. It prints
 and appends to bench/RESULTS.md: streams done and failed (by cause), streams/s, TTFT p50/p99
-and streams per minute, each process's RSS after warm-up, at the end and its growth, and
-PASS/MISS per target.
+and streams per minute, each process's RSS (and redis-server's) after warm-up, at the end and
+its growth, and PASS/MISS per target. The RSS warm-up is `stream_retention_seconds` (300 s by
+default; half the run when shorter): finished replies stay in memory that long for resumes,
+so RSS rises until that bounded store is full; the growth measured is the one after it.
 
     PYTHONPATH=src .venv/bin/python bench/soak.py               # 10 minutes, appends
     PYTHONPATH=src .venv/bin/python bench/soak.py --minutes 1   # a try
@@ -28,8 +30,9 @@ PASS/MISS per target.
 
 `--tracemalloc` (a diagnosis, not a measurement): a `sitecustomize` on the servers'
 PYTHONPATH dumps a tracemalloc snapshot on SIGUSR2, starting to trace at the first. Each API
-process is asked for one when warm-up ends and one at the end: what was allocated since
-warm-up and is still held, by line, is printed (the 200 streams in flight account for some).
+process is asked for one when the RSS warm-up ends and one at the end: what was allocated
+since and is still held, by line, is printed (the streams in flight and the finished replies
+kept for resumes account for some).
 """
 
 from __future__ import annotations
@@ -55,12 +58,15 @@ sys.path.insert(0, str(gw.ROOT))  # tests/ helpers: the embedded PostgreSQL and 
 from tests.cluster import RedisServer
 from tests.pg_server import EmbeddedPostgres
 
+from threadline.settings import Settings
+
 CONCURRENCY = 200
 WORKERS = 2  # API processes
 ROTATE = 10  # turns per conversation, then a new one (its history stays short)
 SAMPLE_SECONDS = 5.0
 GROWTH_LIMIT = 0.10  # RSS growth after warm-up
 STEADY_LIMIT = 1.5  # the worst minute's p99 TTFT over the median minute's
+RETENTION = Settings.model_fields["stream_retention_seconds"].default  # the servers' default
 
 
 SITECUSTOMIZE = """
@@ -138,11 +144,20 @@ class Soak:
     streams: list[Stream] = field(default_factory=list)
     rss: dict[int, list[tuple[float, int]]] = field(default_factory=dict)  # pid -> (t, KiB)
     cpu: dict[int, float] = field(default_factory=dict)  # pid -> CPU seconds used
+    others: dict[int, str] = field(default_factory=dict)  # more processes to sample: pid -> name
     wall: float = 0.0
 
     @property
     def warmup(self) -> float:
+        """Before the TTFT is taken for steady: connections made, caches and pools filled."""
         return min(60.0, self.seconds / 3)
+
+    @property
+    def memory_warmup(self) -> float:
+        """Before the RSS is taken for steady: finished replies are kept in memory for
+        resumes `stream_retention_seconds` (RETENTION), so the first that long fills that
+        bounded store; growth is measured after it."""
+        return min(RETENTION + 30.0, self.seconds / 2)
 
     @property
     def bucket(self) -> float:
@@ -192,7 +207,7 @@ async def sample_processes(soak: Soak, supervisor: int, began: float, stop: asyn
     first_cpu: dict[int, float] = {}
     while True:
         now = time.perf_counter() - began
-        for pid in [supervisor, *server_processes(supervisor)]:
+        for pid in [supervisor, *server_processes(supervisor), *soak.others]:
             kib = rss_kib(pid)
             if kib is not None:
                 soak.rss.setdefault(pid, []).append((now, kib))
@@ -205,9 +220,13 @@ async def sample_processes(soak: Soak, supervisor: int, began: float, stop: asyn
 
 
 async def run_soak(
-    procs: gw.Processes, minutes: float, concurrency: int, snapshots: Path | None = None
+    procs: gw.Processes,
+    minutes: float,
+    concurrency: int,
+    others: dict[int, str],
+    snapshots: Path | None = None,
 ) -> Soak:
-    soak = Soak(minutes * 60, concurrency)
+    soak = Soak(minutes * 60, concurrency, others=others)
     chat_url = procs.server_url + "/api/chat-with-ai?isStreaming=true"
     conversations_url = procs.server_url + "/api/conversations"
     headers = {"API-KEY": procs.key}
@@ -248,7 +267,7 @@ async def run_soak(
 
     async def snapshots_at_warmup() -> None:
         if snapshots is not None:
-            await asyncio.sleep(soak.warmup)
+            await asyncio.sleep(soak.memory_warmup)
             await snapshot(server_processes(supervisor), snapshots, 1)
 
     async with contextlib.AsyncExitStack() as stack:
@@ -282,7 +301,7 @@ def rss_at(soak: Soak, supervisor: int, until: float) -> str:
     last = []
     for pid, points in sorted(soak.rss.items()):
         before = [kib for t, kib in points if t < until]
-        if pid != supervisor and before:
+        if pid != supervisor and pid not in soak.others and before:
             last.append(f"{before[-1] / 1024:.1f}")
     return " / ".join(last) or "-"
 
@@ -294,6 +313,7 @@ class Growth:
     after_warmup: int  # KiB
     end: int
     peak: int
+    at_warmup: int  # after the TTFT's warm-up (the first minute)
 
     @property
     def ratio(self) -> float:
@@ -304,11 +324,12 @@ def growth(soak: Soak, supervisor: int) -> list[Growth]:
     """Per process: the median RSS of the samples just after warm-up and of the last ones."""
     out = []
     for pid, points in sorted(soak.rss.items()):
-        later = [kib for t, kib in points if t >= soak.warmup]
+        later = [kib for t, kib in points if t >= soak.memory_warmup]
         if len(later) < 2:
             continue
         span = max(1, min(3, len(later) // 4))
-        role = "supervisor" if pid == supervisor else "API process"
+        first = [kib for t, kib in points if t >= soak.warmup][:span]
+        role = "supervisor" if pid == supervisor else soak.others.get(pid, "API process")
         out.append(
             Growth(
                 pid,
@@ -316,6 +337,7 @@ def growth(soak: Soak, supervisor: int) -> list[Growth]:
                 int(statistics.median(later[:span])),
                 int(statistics.median(later[-span:])),
                 max(kib for _, kib in points),
+                int(statistics.median(first)),
             )
         )
     return out
@@ -347,7 +369,9 @@ def report(
         "(other work on the machine skews absolute figures)",
         f"- load: {soak.concurrency} concurrent streams for {soak.wall:.0f} s, each worker in a "
         f"conversation of its own (a new one every {ROTATE} turns); upstream {gw.TOKENS} tokens, "
-        f"{gw.DELAY * 1000:g} ms apart; warm-up {soak.warmup:.0f} s",
+        f"{gw.DELAY * 1000:g} ms apart; warm-up {soak.warmup:.0f} s for the TTFT, "
+        f"{soak.memory_warmup:.0f} s for the RSS (finished replies stay in memory "
+        f"{RETENTION:g} s, `stream_retention_seconds`)",
         f"- streams done: {len(ok)} ({len(ok) / soak.wall:.1f}/s), failed or truncated: "
         f"{len(samples) - len(ok)}" + (f" ({failed})" if failed else ""),
         f"- tracebacks in the server log: {tracebacks}",
@@ -366,15 +390,17 @@ def report(
         )
     out += [
         "",
-        "| process | pid | RSS MB after warm-up | RSS MB at end | peak MB | growth | CPU s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| process | pid | RSS MB at {soak.warmup:.0f} s | RSS MB at {soak.memory_warmup:.0f} s "
+        "| RSS MB at end | peak MB | growth after warm-up | CPU s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for g in grown:
         out.append(
-            f"| {g.role} | {g.pid} | {g.after_warmup / 1024:.1f} | {g.end / 1024:.1f} | "
-            f"{g.peak / 1024:.1f} | {g.ratio:+.1%} | {soak.cpu.get(g.pid, 0.0):.0f} |"
+            f"| {g.role} | {g.pid} | {g.at_warmup / 1024:.1f} | {g.after_warmup / 1024:.1f} | "
+            f"{g.end / 1024:.1f} | {g.peak / 1024:.1f} | {g.ratio:+.1%} | "
+            f"{soak.cpu.get(g.pid, 0.0):.0f} |"
         )
-    replaced = len([pid for pid in soak.rss if pid != supervisor]) - WORKERS
+    replaced = len([pid for pid in soak.rss if pid != supervisor]) - len(soak.others) - WORKERS
     worst = max((g.ratio for g in api), default=None)
     targets = [
         ("no failed or truncated stream", f"{len(samples) - len(ok)} of {len(samples)}",
@@ -437,7 +463,8 @@ def main() -> int:
                 flush=True,
             )
             snapshots = Path(traced["TL_SOAK_SNAPSHOTS"]) if traced else None
-            soak = asyncio.run(run_soak(procs, args.minutes, args.concurrency, snapshots))
+            others = {pid: "redis-server" for pid in [redis.pid] if pid is not None}
+            soak = asyncio.run(run_soak(procs, args.minutes, args.concurrency, others, snapshots))
             info["load_end"] = gw.loadavg()
             log_text = procs.server_log.read_text(errors="replace")
             errors = log_text.count("Traceback")

@@ -69,6 +69,10 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
     def start(self, timeout: float = 10.0) -> None:
         self._proc = subprocess.Popen(
             [self._binary, *("--port", str(self.port), "--bind", "127.0.0.1"), *NO_DISK],
