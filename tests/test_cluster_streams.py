@@ -124,6 +124,9 @@ def test_a_frozen_owner_that_wakes_after_its_reply_was_ended_charges_nothing_mor
     key = cluster.new_key().secret
     cluster.upstream.enqueue(Reply(tokens=TOKENS, delay=0.01))
     record_id, before = start_stream(cluster, key, stop_at=200)
+    # resumed from a frame well behind the last: A publishes to the feed in batches, so the
+    # last frames its client got may not have reached Redis when it is frozen
+    before = before[: len(before) // 2]
     had = content(before)
     assert cluster.a.pid is not None
     os.kill(cluster.a.pid, signal.SIGSTOP)
