@@ -23,10 +23,12 @@ from tests.helpers import Fakes, make_settings
 from threadline.container import Container
 from threadline.domain.entities import AiRecord, Principal, RecordStatus
 from threadline.domain.errors import Conflict
+from threadline.domain.events import Done, TextDelta
 from threadline.domain.ports import RunTerms
 from threadline.services.chat_command import ChatCommand
 from threadline.services.responses import ResponseRequest
 from threadline.services.runs import CANCELLED_MESSAGE
+from threadline.shared.redis_runs import feed_key
 from threadline.storage import nodes as storage_nodes
 from threadline.storage.database import utcnow
 
@@ -265,3 +267,30 @@ async def test_without_redis_a_response_on_another_process_cannot_be_cancelled(
         gate.set()
         await other.stop()
         await node.stop()
+
+
+async def test_a_reader_ahead_of_the_feed_is_followed_and_an_ended_feed_expires_soon(
+    pair: Pair,
+) -> None:
+    """The owner publishes to the feed in batches, so its client may hold frames the feed has
+    not got yet: a resume from such a frame on another process follows the run (not a 400).
+    Once the run has ended its Redis stream is kept only `stream_retention_seconds`."""
+    caller, other = pair.caller, pair.other
+    command = ChatCommand(caller, "gpt-4o-mini", "UNIFY_CHAT_WITH_AI", prompt="Go")
+    run = await pair.node.chat.reply(command)
+    await until_owned(other, caller, run.id)
+    replay = await other.replays.open(caller, run.id, after=9)  # "one two t": ahead of the feed
+    pair.gate.set()
+    events = [event async for _, event in other.replays.events(replay)]
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "hree"
+    assert isinstance(events[-1], Done) and events[-1].record.result_text == "one two three"
+
+    assert other.redis is not None
+    retention = other.settings.stream_retention_seconds
+    ttl = await other.redis.client.ttl(feed_key(run.id))
+    for _ in range(500):  # the end reaches Redis in the owner's next batch
+        if 0 < ttl <= retention:
+            break
+        await asyncio.sleep(0.01)
+        ttl = await other.redis.client.ttl(feed_key(run.id))
+    assert 0 < ttl <= retention  # not the hour a live run's stream is given

@@ -184,7 +184,9 @@ class Container:
 
         self.redis = RedisLink(settings.redis_url)
         self.invalidations = RedisInvalidations(self.redis)
-        self.run_feed = self._redis_feed = RedisRunFeed(self.redis)
+        self.run_feed = self._redis_feed = RedisRunFeed(
+            self.redis, ended_seconds=settings.stream_retention_seconds
+        )
         self.rate_limiter = SharedRateLimiter(settings.rate_limit_per_minute, self.redis)
 
     @property

@@ -47,12 +47,6 @@ class Followed:
     parts: list[str] = field(default_factory=list)  # the text from the start, contiguous
     length: int = 0
 
-    @property
-    def known(self) -> int:
-        """Characters of the reply known so far (feed or checkpoint)."""
-        fed = max((e.offset + len(e.text) for e in self.backlog if e.text), default=0)
-        return max(fed, self.length, len(self.record.result_text))
-
 
 class RunFollower:
     def __init__(self, feed: RunFeed, records: RecordStore, *, wait: float = WAIT_SECONDS):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -32,7 +33,8 @@ from threadline.domain.ports import FeedEntry, FeedRead, RunTerms
 from threadline.shared.redis_link import RedisLink
 
 OWNER_TTL = 3.0
-FEED_SECONDS = 3600  # a run's stream outlives the run by this long (late resumes)
+FEED_SECONDS = 3600  # a live run's stream expires this long after the run started
+ENDED_SECONDS = 300  # an ended run's stream is kept this long (readers behind its end)
 READ_COUNT = 1000
 CANCEL_CHANNEL = "threadline:cancel"
 STOP_CHANNEL = "threadline:stop"
@@ -51,8 +53,14 @@ def owner_key(run_id: UUID) -> str:
 class RedisRunFeed:
     shared = True
 
-    def __init__(self, link: RedisLink, *, owner_ttl: float = OWNER_TTL) -> None:
+    def __init__(
+        self, link: RedisLink, *, owner_ttl: float = OWNER_TTL, ended_seconds: float = ENDED_SECONDS
+    ) -> None:
         self.node = uuid4().hex
+        # After its end a run is read from the stored record (services/replays.py); the
+        # stream only serves readers still behind the end, and one that outlives them would
+        # fill Redis for an hour under load (a reader finding it gone goes on from the store).
+        self._ended_seconds = max(1, math.ceil(ended_seconds))
         self._link = link
         self._ttl_ms = int(owner_ttl * 1000)
         self._refresh = owner_ttl / 3
@@ -175,8 +183,9 @@ class RedisRunFeed:
     async def _write(self, batch: list[tuple[UUID, _Fields | None]]) -> None:
         pipe = self._link.client.pipeline(transaction=False)
         for run_id, fields in batch:
-            if fields is None:
+            if fields is None:  # the run ended: released, its stream kept a little while
                 pipe.delete(owner_key(run_id))
+                pipe.expire(feed_key(run_id), self._ended_seconds)
                 continue
             pipe.xadd(feed_key(run_id), fields)  # type: ignore[arg-type]
             if fields["k"] == "terms":
