@@ -38,6 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from threadline.storage.database import Database, utcnow
+from threadline.storage.prepared import Prepared
 from threadline.storage.tables import credit_reservations, nodes, users
 
 _OWNER = (users.c.org_id == bindparam("c_org_id"), users.c.id == bindparam("c_user_id"))
@@ -65,7 +66,7 @@ _ROW = {
     "created_at": bindparam("c_now", type_=DateTime(timezone=True)),
     "node_id": bindparam("c_node", type_=Uuid),
 }
-_INSERT_ROW = insert(credit_reservations).values(**_ROW)
+_INSERT_ROW = Prepared(insert(credit_reservations).values(**_ROW))
 # PostgreSQL: both in one statement (a round trip saved on a run's start).
 _taken = _TAKE.cte("taken")
 _TAKE_AND_RECORD = (
@@ -81,7 +82,7 @@ _held = (
     .scalar_subquery()
 )
 _CHARGE = bindparam("c_charge", type_=BigInteger)
-_SETTLE_SQLITE = (
+_SETTLE_SQLITE = Prepared(
     update(users)
     .where(*_OWNER)
     .values(
@@ -89,7 +90,7 @@ _SETTLE_SQLITE = (
         reserved_credit=users.c.reserved_credit - _held,
     )
 )
-_DELETE_ROW = delete(credit_reservations).where(credit_reservations.c.id == _ID)
+_DELETE_ROW = Prepared(delete(credit_reservations).where(credit_reservations.c.id == _ID))
 _released = (
     delete(credit_reservations)
     .where(credit_reservations.c.id == _ID)
@@ -131,7 +132,7 @@ class SqlCreditStore:
             if (await conn.execute(_TAKE, values)).first() is None:
                 return False
             if credits:
-                await conn.execute(_INSERT_ROW, values)
+                await _INSERT_ROW.run(conn, values)
         return True
 
     async def release(self, org_id: UUID, user_id: UUID, run_id: UUID) -> None:
@@ -190,7 +191,7 @@ async def settle(
         "c_charge": charge,
     }
     if is_sqlite:
-        await conn.execute(_SETTLE_SQLITE, values)
-        await conn.execute(_DELETE_ROW, values)
+        await _SETTLE_SQLITE.run(conn, values)
+        await _DELETE_ROW.run(conn, values)
     else:
         await conn.execute(_SETTLE_PG, values)

@@ -224,10 +224,11 @@ class Database:
         dbapi_connection = None
         try:
             async with self.engine.begin() as conn:
-                if batched:
-                    raw = await conn.get_raw_connection()
-                    if sqlite_driver.start_batch(raw.dbapi_connection):
-                        dbapi_connection = raw.dbapi_connection
+                if batched and conn.sync_connection is not None:
+                    # the connection is checked out: no await (a greenlet trip) to reach it
+                    raw = conn.sync_connection.connection.dbapi_connection
+                    if sqlite_driver.start_batch(raw):
+                        dbapi_connection = raw
                 yield conn
         finally:
             if dbapi_connection is not None:

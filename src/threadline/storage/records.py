@@ -38,6 +38,7 @@ from threadline.storage.accounts import user_from_row
 from threadline.storage.conversations import conversation_values, message_values
 from threadline.storage.credits import settle
 from threadline.storage.database import Database, EncodedJSON, as_utc, utcnow
+from threadline.storage.prepared import Prepared
 from threadline.storage.record_json import (
     citations_from,
     citations_json,
@@ -110,14 +111,17 @@ def _values(record: AiRecord) -> dict[str, Any]:
     }
 
 
-# The statements of every chat request, built once: their values are bound at execution, so
-# SQLAlchemy finds their compiled form in its cache without rebuilding or re-keying them.
-_INSERT_RECORD = insert(ai_records)
+# The statements of every chat request, built once: their values are bound at execution, and
+# on SQLite their compiled form goes straight into the batch (storage/prepared.py).
+_INSERT_RECORD = Prepared(insert(ai_records))
 _INSERT_MESSAGE = insert(messages)
-_UPDATE_RECORD = update(ai_records).where(
-    ai_records.c.org_id == bindparam("w_org_id"), ai_records.c.id == bindparam("w_id")
+_INSERT_ONE_MESSAGE = Prepared(_INSERT_MESSAGE)
+_UPDATE_RECORD = Prepared(
+    update(ai_records).where(
+        ai_records.c.org_id == bindparam("w_org_id"), ai_records.c.id == bindparam("w_id")
+    )
 )
-_UPDATE_MESSAGE_STATUS = (
+_UPDATE_MESSAGE_STATUS = Prepared(
     update(messages)
     .where(messages.c.org_id == bindparam("w_org_id"), messages.c.id == bindparam("w_id"))
     .values(status=bindparam("w_status"))
@@ -127,7 +131,7 @@ _THIS_CONVERSATION = (
     conversations.c.id == bindparam("w_id"),
 )
 # The reply becomes the head if its user message still is (a head moved meanwhile stays).
-_TOUCH_CONVERSATION = (
+_TOUCH_CONVERSATION = Prepared(
     update(conversations)
     .where(*_THIS_CONVERSATION)
     .values(
@@ -141,10 +145,10 @@ _TOUCH_CONVERSATION = (
         ),
     )
 )
-_SET_HEAD = (
+_SET_HEAD = Prepared(
     update(conversations).where(*_THIS_CONVERSATION).values(head_id=bindparam("w_head", type_=Uuid))
 )
-_CHECKPOINT_RECORD = (
+_CHECKPOINT_RECORD = Prepared(
     update(ai_records)
     .where(
         ai_records.c.org_id == bindparam("w_org_id"),
@@ -165,6 +169,7 @@ def _upsert(insert_for: Any) -> Any:
 # The reply's message is inserted at the end, or replaces the one a start-up's recovery stored
 # for a run it took for dead while it was still going (the run's final write wins).
 _UPSERT_REPLY = {"sqlite": _upsert(sqlite_insert), "postgresql": _upsert(postgresql_insert)}
+_UPSERT_ONE_REPLY = {dialect: Prepared(statement) for dialect, statement in _UPSERT_REPLY.items()}
 _OWNER = (users.c.org_id == bindparam("w_org_id"), users.c.id == bindparam("w_id"))
 _SELECT_USER = select(users).where(*_OWNER)
 
@@ -194,18 +199,18 @@ class SqlRecordStore:
                 await conn.execute(
                     insert(conversations).values(**conversation_values(conversation))
                 )
-            await conn.execute(_INSERT_RECORD, values)
+            await _INSERT_RECORD.run(conn, values)
             for message in earlier:  # one by one: their seq keeps their order
-                await conn.execute(_INSERT_MESSAGE, message_values(message))
+                await _INSERT_ONE_MESSAGE.run(conn, message_values(message))
             if user_message is not None:
                 if new_message:
-                    await conn.execute(_INSERT_MESSAGE, message_values(user_message))
+                    await _INSERT_ONE_MESSAGE.run(conn, message_values(user_message))
                 head = {
                     "w_org_id": record.org_id,
                     "w_id": user_message.conversation_id,
                     "w_head": user_message.id,
                 }
-                await conn.execute(_SET_HEAD, head)
+                await _SET_HEAD.run(conn, head)
 
     async def finish(
         self,
@@ -221,20 +226,20 @@ class SqlRecordStore:
             values["prompt_object"] = await asyncio.to_thread(EncodedJSON, record.prompt_object)
         org_id = record.org_id
         async with self._db.write(batched=True) as conn:
-            await conn.execute(_UPDATE_RECORD, {**values, "w_org_id": org_id, "w_id": record.id})
+            await _UPDATE_RECORD.run(conn, {**values, "w_org_id": org_id, "w_id": record.id})
             if assistant_message is not None:
-                await conn.execute(
-                    _UPSERT_REPLY[conn.dialect.name], message_values(assistant_message)
+                await _UPSERT_ONE_REPLY[conn.dialect.name].run(
+                    conn, message_values(assistant_message)
                 )
             if user_message_id is not None:
-                await conn.execute(
-                    _UPDATE_MESSAGE_STATUS,
+                await _UPDATE_MESSAGE_STATUS.run(
+                    conn,
                     {"w_org_id": org_id, "w_id": user_message_id, "w_status": record.status.value},
                 )
             if record.conversation_id is not None:
                 reply = assistant_message
-                await conn.execute(
-                    _TOUCH_CONVERSATION,
+                await _TOUCH_CONVERSATION.run(
+                    conn,
                     {
                         "w_org_id": org_id,
                         "w_id": record.conversation_id,
@@ -256,7 +261,7 @@ class SqlRecordStore:
     async def checkpoint(self, record: AiRecord, text: str) -> None:
         values = {"w_org_id": record.org_id, "w_id": record.id, "w_text": text}
         async with self._db.write(batched=True) as conn:
-            await conn.execute(_CHECKPOINT_RECORD, {**values, "w_updated_at": utcnow()})
+            await _CHECKPOINT_RECORD.run(conn, {**values, "w_updated_at": utcnow()})
 
     async def get(self, org_id: UUID, record_id: UUID) -> AiRecord | None:
         query = select(ai_records).where(
