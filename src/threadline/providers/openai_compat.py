@@ -222,12 +222,12 @@ class _StreamState:
         if text is not None:
             self.output_chars += len(text)
             return text
+        if payload.strip() == b"[DONE]":  # not JSON: checked before json.loads raises
+            self.done = True
+            return None
         try:
             chunk = json.loads(payload)
         except ValueError:
-            if payload.strip() == b"[DONE]":
-                self.done = True
-                return None
             raise _StreamBroken("an event that is not JSON") from None
         if type(chunk) is not dict:
             raise _StreamBroken("an event that is not a JSON object")
