@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
@@ -74,6 +74,17 @@ class Prepared:
                     held.append((form.sql, form.parameters(values)))
                     return
         await conn.execute(self.statement, values)
+
+    def run_sync(self, conn: Connection, values: dict[str, Any]) -> None:
+        """`run` on a plain connection (in `Database.run_write`'s work)."""
+        if conn.dialect.name == _SQLITE:
+            held = sqlite_driver.held(conn.connection.dbapi_connection)
+            if held is not None:
+                form = self._form(conn.dialect, values)
+                if form is not None:
+                    held.append((form.sql, form.parameters(values)))
+                    return
+        conn.execute(self.statement, values)
 
     def _form(self, dialect: Dialect, values: dict[str, Any]) -> _Form | None:
         keys = tuple(values)

@@ -16,13 +16,14 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from datetime import datetime
+from functools import partial
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Uuid, bindparam, case, delete, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import RowMapping
+from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from threadline.domain.entities import (
@@ -36,7 +37,7 @@ from threadline.domain.entities import (
 )
 from threadline.storage.accounts import user_from_row
 from threadline.storage.conversations import conversation_values, message_values
-from threadline.storage.credits import settle
+from threadline.storage.credits import settle, settle_rows
 from threadline.storage.database import Database, EncodedJSON, as_utc, utcnow
 from threadline.storage.prepared import Prepared
 from threadline.storage.record_json import (
@@ -194,23 +195,10 @@ class SqlRecordStore:
         values["node_id"] = self._node_id
         if _large(record.prompt_object):  # encoded in a thread, not on the event loop
             values["prompt_object"] = await asyncio.to_thread(EncodedJSON, record.prompt_object)
-        async with self._db.write(urgent=True, batched=True) as conn:
-            if conversation is not None:
-                await conn.execute(
-                    insert(conversations).values(**conversation_values(conversation))
-                )
-            await _INSERT_RECORD.run(conn, values)
-            for message in earlier:  # one by one: their seq keeps their order
-                await _INSERT_ONE_MESSAGE.run(conn, message_values(message))
-            if user_message is not None:
-                if new_message:
-                    await _INSERT_ONE_MESSAGE.run(conn, message_values(user_message))
-                head = {
-                    "w_org_id": record.org_id,
-                    "w_id": user_message.conversation_id,
-                    "w_head": user_message.id,
-                }
-                await _SET_HEAD.run(conn, head)
+        rows = partial(
+            _start_rows, values, record, user_message, earlier, conversation, new_message
+        )
+        await self._db.run_write(rows, urgent=True, batched=True)
 
     async def finish(
         self,
@@ -224,44 +212,26 @@ class SqlRecordStore:
             values.pop(fixed)
         if _large(record.prompt_object):
             values["prompt_object"] = await asyncio.to_thread(EncodedJSON, record.prompt_object)
-        org_id = record.org_id
-        async with self._db.write(batched=True) as conn:
-            await _UPDATE_RECORD.run(conn, {**values, "w_org_id": org_id, "w_id": record.id})
-            if assistant_message is not None:
-                await _UPSERT_ONE_REPLY[conn.dialect.name].run(
-                    conn, message_values(assistant_message)
-                )
-            if user_message_id is not None:
-                await _UPDATE_MESSAGE_STATUS.run(
-                    conn,
-                    {"w_org_id": org_id, "w_id": user_message_id, "w_status": record.status.value},
-                )
-            if record.conversation_id is not None:
-                reply = assistant_message
-                await _TOUCH_CONVERSATION.run(
-                    conn,
-                    {
-                        "w_org_id": org_id,
-                        "w_id": record.conversation_id,
-                        "w_updated_at": record.updated_at,
-                        "w_after": reply.parent_id if reply else None,
-                        "w_reply": reply.id if reply else None,
-                    },
-                )
-            if charge or record.reserved_credits:  # the run's reservation settles here
-                await settle(conn, self._db.is_sqlite, org_id, record.user_id, record.id, charge)
-        owner = {"w_org_id": org_id, "w_id": record.user_id}
+        is_sqlite = self._db.is_sqlite
+        await self._db.run_write(
+            partial(
+                _finish_rows, values, record, assistant_message, user_message_id, charge, is_sqlite
+            ),
+            batched=True,
+        )
+        owner = {"w_org_id": record.org_id, "w_id": record.user_id}
         # Read after the commit, not with RETURNING inside the transaction: on SQLite a batched
         # transaction with no statement returning rows makes one trip, and holds the write
         # lock that every reply's writes queue for half as long.
-        async with self._db.read() as conn:
-            row = (await conn.execute(_SELECT_USER, owner)).mappings().first()
+        row = await self._db.run_read(
+            lambda conn: conn.execute(_SELECT_USER, owner).mappings().first()
+        )
         return user_from_row(row) if row else None
 
     async def checkpoint(self, record: AiRecord, text: str) -> None:
         values = {"w_org_id": record.org_id, "w_id": record.id, "w_text": text}
-        async with self._db.write(batched=True) as conn:
-            await _CHECKPOINT_RECORD.run(conn, {**values, "w_updated_at": utcnow()})
+        values["w_updated_at"] = utcnow()
+        await self._db.run_write(partial(_CHECKPOINT_RECORD.run_sync, values=values), batched=True)
 
     async def get(self, org_id: UUID, record_id: UUID) -> AiRecord | None:
         query = select(ai_records).where(
@@ -368,6 +338,66 @@ class SqlRecordStore:
                 await _follow(conn, replies)
             await settle(conn, self._db.is_sqlite, org_id, record.user_id, record.id, charge)
         return stored
+
+
+def _start_rows(
+    values: dict[str, Any],
+    record: AiRecord,
+    user_message: Message | None,
+    earlier: Sequence[Message],
+    conversation: Conversation | None,
+    new_message: bool,
+    conn: Connection,
+) -> None:
+    """`start`'s transaction (in `Database.run_write`)."""
+    if conversation is not None:
+        conn.execute(insert(conversations).values(**conversation_values(conversation)))
+    _INSERT_RECORD.run_sync(conn, values)
+    for message in earlier:  # one by one: their seq keeps their order
+        _INSERT_ONE_MESSAGE.run_sync(conn, message_values(message))
+    if user_message is not None:
+        if new_message:
+            _INSERT_ONE_MESSAGE.run_sync(conn, message_values(user_message))
+        head = {
+            "w_org_id": record.org_id,
+            "w_id": user_message.conversation_id,
+            "w_head": user_message.id,
+        }
+        _SET_HEAD.run_sync(conn, head)
+
+
+def _finish_rows(
+    values: dict[str, Any],
+    record: AiRecord,
+    assistant_message: Message | None,
+    user_message_id: UUID | None,
+    charge: int,
+    is_sqlite: bool,
+    conn: Connection,
+) -> None:
+    """`finish`'s transaction (in `Database.run_write`)."""
+    org_id = record.org_id
+    _UPDATE_RECORD.run_sync(conn, {**values, "w_org_id": org_id, "w_id": record.id})
+    if assistant_message is not None:
+        _UPSERT_ONE_REPLY[conn.dialect.name].run_sync(conn, message_values(assistant_message))
+    if user_message_id is not None:
+        _UPDATE_MESSAGE_STATUS.run_sync(
+            conn, {"w_org_id": org_id, "w_id": user_message_id, "w_status": record.status.value}
+        )
+    if record.conversation_id is not None:
+        reply = assistant_message
+        _TOUCH_CONVERSATION.run_sync(
+            conn,
+            {
+                "w_org_id": org_id,
+                "w_id": record.conversation_id,
+                "w_updated_at": record.updated_at,
+                "w_after": reply.parent_id if reply else None,
+                "w_reply": reply.id if reply else None,
+            },
+        )
+    if charge or record.reserved_credits:  # the run's reservation settles here
+        settle_rows(conn, is_sqlite, org_id, record.user_id, record.id, charge)
 
 
 async def _follow(conn: AsyncConnection, replies: list[dict[str, Any]]) -> None:
