@@ -6,6 +6,8 @@ import asyncio
 from datetime import UTC, datetime
 from uuid import uuid4
 
+import pytest
+
 from threadline.domain.entities import AiRecord, RecordStatus
 from threadline.domain.events import Done, TextDelta
 from threadline.services.runs import Run
@@ -86,3 +88,16 @@ def test_locate_finds_where_a_reader_with_n_characters_goes_on():
     assert run.locate(4) == (2, 2)
     assert run.locate(5) == (3, 0)  # all of it: what comes next
     assert run.locate(6) is None  # more than the log holds
+
+
+@pytest.mark.serial  # timings
+async def test_a_heartbeat_comes_only_after_idle_seconds_without_an_event():
+    run = new_run()
+    reader = asyncio.create_task(read_all(run, idle=0.5))
+    for n in range(10):  # an event every 20 ms: never idle for 0.5 s
+        await asyncio.sleep(0.02)
+        run.emit(TextDelta(str(n)))
+    await asyncio.sleep(0.8)  # idle: one heartbeat (at 0.5 s)
+    run.finish(run.record, Done(record=run.record))
+    events = await reader
+    assert events == [*(TextDelta(str(n)) for n in range(10)), None, Done(record=run.record)]

@@ -102,18 +102,26 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
 
 _frozen = False
+GC_YOUNG = 10_000  # allocations between two collections of the youngest generation
 
 
 def _freeze_startup_objects() -> None:
     """What startup built (modules, schemas, routes, the container) lives as long as the
     process: out of the cyclic collector's sight, a full collection, which one big request's
     allocations can trigger, scans only what requests made (a shorter pause of the event
-    loop). Once per process (a test session starts many apps)."""
+    loop). Once per process (a test session starts many apps).
+
+    And the youngest generation is collected every GC_YOUNG allocations, not Python's 700: a
+    streamed reply allocates thousands of short-lived containers (events, frames, dicts), most
+    of which are freed by their reference count before a larger collection comes, instead of
+    being traversed and promoted to the older generations by a collection every few tokens."""
     global _frozen
     if not _frozen:
         _frozen = True
         gc.collect()
         gc.freeze()
+        _, older, oldest = gc.get_threshold()
+        gc.set_threshold(GC_YOUNG, older, oldest)
 
 
 def _serve_openapi_off_the_loop(app: FastAPI) -> None:

@@ -27,6 +27,7 @@ from threadline import __version__
 from threadline.domain.errors import ModelError
 from threadline.domain.events import ReplyEvent, TextDelta, Usage, finish_reason
 from threadline.domain.ports import ChatMessage, ModelRequest
+from threadline.providers.chunk_shape import ChunkShape
 from threadline.providers.http1 import Http1Transport
 from threadline.providers.upstream import (
     TRANSPORT_ERRORS,
@@ -163,15 +164,25 @@ class OpenAICompatibleModel:
             if whole:
                 yield TextDelta(whole)
         else:
-            async for payload in _data_lines(_body(response)):
-                # Reads on past [DONE] to the body's end so the connection can be reused.
-                if state.done:
-                    continue
-                text = state.data(payload)
-                if text:
-                    yield TextDelta(text)
-                elif state.error is not None:
+            pending = b""
+            async for chunk in _body(response):  # the data lines split here: no generator
+                payloads, pending = _data_payloads(pending, chunk)
+                for payload in payloads:
+                    # Reads on past [DONE] to the body's end so the connection can be reused.
+                    if state.done:
+                        continue
+                    text = state.data(payload)
+                    if text:
+                        yield TextDelta(text)
+                    elif state.error is not None:
+                        break
+                if state.error is not None:
                     break
+            else:
+                if pending.startswith(b"data:"):  # a last line without its end
+                    text = None if state.done else state.data(pending[5:])
+                    if text:
+                        yield TextDelta(text)
             if not (state.done or state.finish_reason):
                 raise _StreamBroken("connection ended before the reply was complete")
         if state.error is not None:
@@ -186,9 +197,18 @@ class OpenAICompatibleModel:
 class _StreamState:
     """What the stream said so far, besides its text: end marker, finish reason, usage."""
 
-    __slots__ = ("done", "error", "finish_reason", "output_chars", "reported", "stop_reason")
+    __slots__ = (
+        "done",
+        "error",
+        "finish_reason",
+        "output_chars",
+        "reported",
+        "shape",
+        "stop_reason",
+    )
 
     def __init__(self) -> None:
+        self.shape = ChunkShape()  # the usual chunk, read without json.loads
         self.done = False
         self.error: str | None = None
         self.finish_reason: str | None = None
@@ -198,12 +218,16 @@ class _StreamState:
 
     def data(self, payload: bytes) -> str | None:
         """The text of one `data:` payload (None when it carries none)."""
+        text = self.shape.read(payload)
+        if text is not None:
+            self.output_chars += len(text)
+            return text
+        if payload.strip() == b"[DONE]":  # not JSON: checked before json.loads raises
+            self.done = True
+            return None
         try:
             chunk = json.loads(payload)
         except ValueError:
-            if payload.strip() == b"[DONE]":
-                self.done = True
-                return None
             raise _StreamBroken("an event that is not JSON") from None
         if type(chunk) is not dict:
             raise _StreamBroken("an event that is not a JSON object")
@@ -212,13 +236,15 @@ class _StreamState:
                 self.error = error_message(chunk) or "no error message"
                 self.done = True
                 return None
-            if chunk.get("usage"):
+            plain = not chunk.get("usage")
+            if not plain:
                 self.reported = chunk["usage"]
             choices = chunk.get("choices")
             if not choices:
                 return None
             choice = choices[0]
             if choice.get("finish_reason"):
+                plain = False
                 self.finish_reason = choice["finish_reason"]
                 self.stop_reason = choice.get("stop_reason")
             text = (choice.get("delta") or {}).get("content")
@@ -226,6 +252,8 @@ class _StreamState:
             raise _StreamBroken("an event that is not a chat.completion.chunk") from None
         if not isinstance(text, str):
             return None
+        if plain:  # text and nothing else: the shape the next chunks probably have
+            self.shape.learn(payload, chunk, text)
         self.output_chars += len(text)
         return text
 
@@ -293,15 +321,21 @@ async def _data_lines(body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
     skipped. A last line without its end is still read (some servers end on `data: [DONE]`)."""
     pending = b""
     async for chunk in body:
-        if not chunk:
-            continue
-        lines = (pending + chunk).splitlines() if pending else chunk.splitlines()
-        pending = b"" if chunk.endswith((b"\n", b"\r")) or not lines else lines.pop()
-        for line in lines:
-            if line.startswith(b"data:"):
-                yield line[5:]
+        payloads, pending = _data_payloads(pending, chunk)
+        for payload in payloads:
+            yield payload
     if pending.startswith(b"data:"):
         yield pending[5:]
+
+
+def _data_payloads(pending: bytes, chunk: bytes) -> tuple[list[bytes], bytes]:
+    """The `data:` payloads of the lines that `chunk` completes after `pending` (the start
+    of a line not ended yet), and what is pending after it."""
+    if not chunk:
+        return [], pending
+    lines = (pending + chunk).splitlines() if pending else chunk.splitlines()
+    pending = b"" if chunk.endswith((b"\n", b"\r")) or not lines else lines.pop()
+    return [line[5:] for line in lines if line.startswith(b"data:")], pending
 
 
 async def _read_capped(response: httpx.Response) -> bytes:

@@ -106,32 +106,36 @@ class Run:
         With `idle`, a `(position, None)` heartbeat comes whenever nothing happened for that
         many seconds (dialects turn it into a keep-alive ping)."""
         position = after
-        while True:
-            while position < len(self._log):
-                event = self._log[position]
-                position += 1
-                yield position, event
-                if isinstance(event, Done | Failed):
-                    return
-                if position % YIELD_EVERY == 0:  # a long backlog: let other tasks run
-                    await asyncio.sleep(0)
-            if not await self._next(idle):
-                yield position, None
+        heartbeat = None if idle is None else _Heartbeat(idle)
+        try:
+            while True:
+                while position < len(self._log):
+                    event = self._log[position]
+                    position += 1
+                    yield position, event
+                    if isinstance(event, Done | Failed):
+                        return
+                    if position % YIELD_EVERY == 0:  # a long backlog: let other tasks run
+                        await asyncio.sleep(0)
+                if not await self._next(heartbeat):
+                    yield position, None
+        finally:
+            if heartbeat is not None:
+                heartbeat.stop()
 
-    async def _next(self, idle: float | None) -> bool:
-        """Wait for the next event (True), or `idle` seconds without one (False)."""
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
+    async def _next(self, heartbeat: _Heartbeat | None) -> bool:
+        """Wait for the next event (True), or for the heartbeat's idle time without one
+        (False)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
-        timer = None if idle is None else loop.call_later(idle, _time_out, waiter)
+        if heartbeat is not None:
+            heartbeat.watch(waiter)
         try:
             await waiter
             return True
         except TimeoutError:
             return False
         finally:
-            if timer is not None:
-                timer.cancel()
             if waiter.cancelled() or waiter.exception() is not None:  # not woken by emit()
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
@@ -142,9 +146,44 @@ class Run:
         return self._final
 
 
-def _time_out(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
+class _Heartbeat:
+    """A reader's idle timeout: its wait for the next event ends with TimeoutError once
+    `idle` seconds passed since the wait began. One timer per reader, moved on only when
+    it fires (not a timer made and cancelled per event)."""
+
+    __slots__ = ("_idle", "_loop", "_since", "_timer", "_waiter")
+
+    def __init__(self, idle: float) -> None:
+        self._idle = idle
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._since = 0.0
+
+    def watch(self, waiter: asyncio.Future[None]) -> None:
+        """The reader waits on `waiter` from now on."""
+        self._waiter, self._since = waiter, self._loop.time()
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._since + self._idle, self._due)
+
+    def _due(self) -> None:
+        self._timer, waiter = None, self._waiter
+        if waiter is None or waiter.done():
+            return  # not waiting: armed again by the next wait
+        deadline = self._since + self._idle
+        if deadline - self._loop.time() > _EARLY:  # it began later than the timer thought
+            self._timer = self._loop.call_at(deadline, self._due)
+        else:
+            waiter.set_exception(TimeoutError())
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._waiter = None
+
+
+_EARLY = 0.001  # seconds a timer may fire before its time (the loop's clock resolution)
 
 
 class RunRegistry:

@@ -258,8 +258,7 @@ class SqlConversationStore:
             "limit": max(limit, 1),
             "parent": None if from_head else parent,
         }
-        async with self._db.read() as conn:
-            rows = (await conn.execute(query, params)).all()
+        rows = await self._db.run_read(lambda conn: conn.execute(query, params).all())
         if not rows:
             return None
         first = rows[0]

@@ -19,6 +19,7 @@ the row's lock and releases only what it deleted, so two parties never both rele
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -35,9 +36,11 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from threadline.storage.database import Database, utcnow
+from threadline.storage.prepared import Prepared
 from threadline.storage.tables import credit_reservations, nodes, users
 
 _OWNER = (users.c.org_id == bindparam("c_org_id"), users.c.id == bindparam("c_user_id"))
@@ -65,7 +68,7 @@ _ROW = {
     "created_at": bindparam("c_now", type_=DateTime(timezone=True)),
     "node_id": bindparam("c_node", type_=Uuid),
 }
-_INSERT_ROW = insert(credit_reservations).values(**_ROW)
+_INSERT_ROW = Prepared(insert(credit_reservations).values(**_ROW))
 # PostgreSQL: both in one statement (a round trip saved on a run's start).
 _taken = _TAKE.cte("taken")
 _TAKE_AND_RECORD = (
@@ -81,7 +84,7 @@ _held = (
     .scalar_subquery()
 )
 _CHARGE = bindparam("c_charge", type_=BigInteger)
-_SETTLE_SQLITE = (
+_SETTLE_SQLITE = Prepared(
     update(users)
     .where(*_OWNER)
     .values(
@@ -89,7 +92,7 @@ _SETTLE_SQLITE = (
         reserved_credit=users.c.reserved_credit - _held,
     )
 )
-_DELETE_ROW = delete(credit_reservations).where(credit_reservations.c.id == _ID)
+_DELETE_ROW = Prepared(delete(credit_reservations).where(credit_reservations.c.id == _ID))
 _released = (
     delete(credit_reservations)
     .where(credit_reservations.c.id == _ID)
@@ -125,14 +128,8 @@ class SqlCreditStore:
             "c_now": utcnow(),
             "c_node": self._node_id,
         }
-        async with self._db.write(urgent=True, batched=True) as conn:
-            if credits and not self._db.is_sqlite:
-                return (await conn.execute(_TAKE_AND_RECORD, values)).first() is not None
-            if (await conn.execute(_TAKE, values)).first() is None:
-                return False
-            if credits:
-                await conn.execute(_INSERT_ROW, values)
-        return True
+        take = partial(_take, credits, self._db.is_sqlite, values)
+        return await self._db.run_write(take, urgent=True, batched=True)
 
     async def release(self, org_id: UUID, user_id: UUID, run_id: UUID) -> None:
         """Give back what run `run_id` holds, charging nothing (a run that could not be
@@ -183,6 +180,13 @@ async def settle(
     """Inside the caller's transaction: charge `charge` and release what run `run_id` holds
     (nothing if it holds nothing). SQLite has one writer, so its two statements cannot
     interleave with another release; PostgreSQL's one statement claims the row by deleting it."""
+    await conn.run_sync(settle_rows, is_sqlite, org_id, user_id, run_id, charge)
+
+
+def settle_rows(
+    conn: Connection, is_sqlite: bool, org_id: UUID, user_id: UUID, run_id: UUID, charge: int
+) -> None:
+    """`settle` on a plain connection (in `Database.run_write`'s work)."""
     values: dict[str, Any] = {
         "c_org_id": org_id,
         "c_user_id": user_id,
@@ -190,7 +194,18 @@ async def settle(
         "c_charge": charge,
     }
     if is_sqlite:
-        await conn.execute(_SETTLE_SQLITE, values)
-        await conn.execute(_DELETE_ROW, values)
+        _SETTLE_SQLITE.run_sync(conn, values)
+        _DELETE_ROW.run_sync(conn, values)
     else:
-        await conn.execute(_SETTLE_PG, values)
+        conn.execute(_SETTLE_PG, values)
+
+
+def _take(credits: int, is_sqlite: bool, values: dict[str, Any], conn: Connection) -> bool:
+    """`reserve`'s transaction (in `Database.run_write`)."""
+    if credits and not is_sqlite:
+        return conn.execute(_TAKE_AND_RECORD, values).first() is not None
+    if conn.execute(_TAKE, values).first() is None:
+        return False
+    if credits:
+        _INSERT_ROW.run_sync(conn, values)
+    return True

@@ -24,6 +24,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from datetime import datetime
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -31,7 +32,7 @@ import structlog
 from sqlalchemy import Uuid, bindparam, case, delete, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import RowMapping
+from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from threadline.domain.entities import (
@@ -45,8 +46,9 @@ from threadline.domain.entities import (
 )
 from threadline.storage.accounts import user_from_row
 from threadline.storage.conversations import conversation_values, message_values
-from threadline.storage.credits import settle
+from threadline.storage.credits import settle, settle_rows
 from threadline.storage.database import Database, EncodedJSON, as_utc, utcnow
+from threadline.storage.prepared import Prepared
 from threadline.storage.record_json import (
     citations_from,
     citations_json,
@@ -121,12 +123,14 @@ def _values(record: AiRecord) -> dict[str, Any]:
     }
 
 
-# The statements of every chat request, built once: their values are bound at execution, so
-# SQLAlchemy finds their compiled form in its cache without rebuilding or re-keying them.
-_INSERT_RECORD = insert(ai_records)
+# The statements of every chat request, built once: their values are bound at execution, and
+# on SQLite their compiled form goes straight into the batch (storage/prepared.py).
+_INSERT_RECORD = Prepared(insert(ai_records))
 _INSERT_MESSAGE = insert(messages)
+_INSERT_ONE_MESSAGE = Prepared(_INSERT_MESSAGE)
 # The run's end claims its record: only one not settled yet (see the module doc). Returning
-# its id is what says whether this end won.
+# its id is what says whether this end won; it is run as it is (a RETURNING statement is not
+# held in SQLite's batch: the claim is one trip, the rest of the transaction another).
 _SETTLE_RECORD = (
     update(ai_records)
     .where(
@@ -136,7 +140,7 @@ _SETTLE_RECORD = (
     )
     .returning(ai_records.c.id)
 )
-_UPDATE_MESSAGE_STATUS = (
+_UPDATE_MESSAGE_STATUS = Prepared(
     update(messages)
     .where(messages.c.org_id == bindparam("w_org_id"), messages.c.id == bindparam("w_id"))
     .values(status=bindparam("w_status"))
@@ -146,7 +150,7 @@ _THIS_CONVERSATION = (
     conversations.c.id == bindparam("w_id"),
 )
 # The reply becomes the head if its user message still is (a head moved meanwhile stays).
-_TOUCH_CONVERSATION = (
+_TOUCH_CONVERSATION = Prepared(
     update(conversations)
     .where(*_THIS_CONVERSATION)
     .values(
@@ -160,10 +164,10 @@ _TOUCH_CONVERSATION = (
         ),
     )
 )
-_SET_HEAD = (
+_SET_HEAD = Prepared(
     update(conversations).where(*_THIS_CONVERSATION).values(head_id=bindparam("w_head", type_=Uuid))
 )
-_CHECKPOINT_RECORD = (
+_CHECKPOINT_RECORD = Prepared(
     update(ai_records)
     .where(
         ai_records.c.org_id == bindparam("w_org_id"),
@@ -184,6 +188,7 @@ def _upsert(insert_for: Any) -> Any:
 # The reply's message is inserted at the end, or replaces the one a start-up's recovery stored
 # for a run it took for dead while it was still going (the run's final write wins).
 _UPSERT_REPLY = {"sqlite": _upsert(sqlite_insert), "postgresql": _upsert(postgresql_insert)}
+_UPSERT_ONE_REPLY = {dialect: Prepared(statement) for dialect, statement in _UPSERT_REPLY.items()}
 _OWNER = (users.c.org_id == bindparam("w_org_id"), users.c.id == bindparam("w_id"))
 _SELECT_USER = select(users).where(*_OWNER)
 
@@ -208,23 +213,10 @@ class SqlRecordStore:
         values["node_id"] = self._node_id
         if _large(record.prompt_object):  # encoded in a thread, not on the event loop
             values["prompt_object"] = await asyncio.to_thread(EncodedJSON, record.prompt_object)
-        async with self._db.write(urgent=True, batched=True) as conn:
-            if conversation is not None:
-                await conn.execute(
-                    insert(conversations).values(**conversation_values(conversation))
-                )
-            await conn.execute(_INSERT_RECORD, values)
-            for message in earlier:  # one by one: their seq keeps their order
-                await conn.execute(_INSERT_MESSAGE, message_values(message))
-            if user_message is not None:
-                if new_message:
-                    await conn.execute(_INSERT_MESSAGE, message_values(user_message))
-                head = {
-                    "w_org_id": record.org_id,
-                    "w_id": user_message.conversation_id,
-                    "w_head": user_message.id,
-                }
-                await conn.execute(_SET_HEAD, head)
+        rows = partial(
+            _start_rows, values, record, user_message, earlier, conversation, new_message
+        )
+        await self._db.run_write(rows, urgent=True, batched=True)
 
     async def finish(
         self,
@@ -239,15 +231,13 @@ class SqlRecordStore:
         if _large(record.prompt_object):
             values["prompt_object"] = await asyncio.to_thread(EncodedJSON, record.prompt_object)
         values["settled_at"] = record.updated_at
-        org_id = record.org_id
-        async with self._db.write(batched=True) as conn:
-            # First, so that on PostgreSQL it takes the record's lock before anything else is
-            # written (an abandon at the same moment waits, then finds it settled); on SQLite
-            # the statements after it are still sent with the commit, in one trip.
-            claim = {**values, "w_org_id": org_id, "w_id": record.id}
-            won = (await conn.execute(_SETTLE_RECORD, claim)).first() is not None
-            if won:
-                await self._store_outcome(conn, record, assistant_message, user_message_id, charge)
+        is_sqlite = self._db.is_sqlite
+        won = await self._db.run_write(
+            partial(
+                _finish_rows, values, record, assistant_message, user_message_id, charge, is_sqlite
+            ),
+            batched=True,
+        )
         if not won:
             log.warning(
                 "reply already ended by another process; its late end is not stored or charged",
@@ -256,50 +246,19 @@ class SqlRecordStore:
                 charge=charge,
             )
             return None
-        owner = {"w_org_id": org_id, "w_id": record.user_id}
+        owner = {"w_org_id": record.org_id, "w_id": record.user_id}
         # Read after the commit, not with RETURNING inside the transaction: on SQLite a batched
         # transaction makes one trip after its first statement, and holds the write lock that
         # every reply's writes queue for the shorter.
-        async with self._db.read() as conn:
-            row = (await conn.execute(_SELECT_USER, owner)).mappings().first()
+        row = await self._db.run_read(
+            lambda conn: conn.execute(_SELECT_USER, owner).mappings().first()
+        )
         return user_from_row(row) if row else None
-
-    async def _store_outcome(
-        self,
-        conn: AsyncConnection,
-        record: AiRecord,
-        assistant_message: Message | None,
-        user_message_id: UUID | None,
-        charge: int,
-    ) -> None:
-        """The rest of `finish`'s transaction, once its record is claimed."""
-        org_id = record.org_id
-        if assistant_message is not None:
-            await conn.execute(_UPSERT_REPLY[conn.dialect.name], message_values(assistant_message))
-        if user_message_id is not None:
-            await conn.execute(
-                _UPDATE_MESSAGE_STATUS,
-                {"w_org_id": org_id, "w_id": user_message_id, "w_status": record.status.value},
-            )
-        if record.conversation_id is not None:
-            reply = assistant_message
-            await conn.execute(
-                _TOUCH_CONVERSATION,
-                {
-                    "w_org_id": org_id,
-                    "w_id": record.conversation_id,
-                    "w_updated_at": record.updated_at,
-                    "w_after": reply.parent_id if reply else None,
-                    "w_reply": reply.id if reply else None,
-                },
-            )
-        if charge or record.reserved_credits:  # the run's reservation settles here
-            await settle(conn, self._db.is_sqlite, org_id, record.user_id, record.id, charge)
 
     async def checkpoint(self, record: AiRecord, text: str) -> None:
         values = {"w_org_id": record.org_id, "w_id": record.id, "w_text": text}
-        async with self._db.write(batched=True) as conn:
-            await conn.execute(_CHECKPOINT_RECORD, {**values, "w_updated_at": utcnow()})
+        values["w_updated_at"] = utcnow()
+        await self._db.run_write(partial(_CHECKPOINT_RECORD.run_sync, values=values), batched=True)
 
     async def get(self, org_id: UUID, record_id: UUID) -> AiRecord | None:
         query = select(ai_records).where(
@@ -408,6 +367,72 @@ class SqlRecordStore:
                 await _follow(conn, replies)
             await settle(conn, self._db.is_sqlite, org_id, record.user_id, record.id, charge)
         return stored
+
+
+def _start_rows(
+    values: dict[str, Any],
+    record: AiRecord,
+    user_message: Message | None,
+    earlier: Sequence[Message],
+    conversation: Conversation | None,
+    new_message: bool,
+    conn: Connection,
+) -> None:
+    """`start`'s transaction (in `Database.run_write`)."""
+    if conversation is not None:
+        conn.execute(insert(conversations).values(**conversation_values(conversation)))
+    _INSERT_RECORD.run_sync(conn, values)
+    for message in earlier:  # one by one: their seq keeps their order
+        _INSERT_ONE_MESSAGE.run_sync(conn, message_values(message))
+    if user_message is not None:
+        if new_message:
+            _INSERT_ONE_MESSAGE.run_sync(conn, message_values(user_message))
+        head = {
+            "w_org_id": record.org_id,
+            "w_id": user_message.conversation_id,
+            "w_head": user_message.id,
+        }
+        _SET_HEAD.run_sync(conn, head)
+
+
+def _finish_rows(
+    values: dict[str, Any],
+    record: AiRecord,
+    assistant_message: Message | None,
+    user_message_id: UUID | None,
+    charge: int,
+    is_sqlite: bool,
+    conn: Connection,
+) -> bool:
+    """`finish`'s transaction (in `Database.run_write`): False, and nothing written, when
+    the record was settled already (another process ended it)."""
+    org_id = record.org_id
+    # First, so that on PostgreSQL it takes the record's lock before anything else is written
+    # (an abandon at the same moment waits, then finds it settled).
+    claim = {**values, "w_org_id": org_id, "w_id": record.id}
+    if conn.execute(_SETTLE_RECORD, claim).first() is None:
+        return False
+    if assistant_message is not None:
+        _UPSERT_ONE_REPLY[conn.dialect.name].run_sync(conn, message_values(assistant_message))
+    if user_message_id is not None:
+        _UPDATE_MESSAGE_STATUS.run_sync(
+            conn, {"w_org_id": org_id, "w_id": user_message_id, "w_status": record.status.value}
+        )
+    if record.conversation_id is not None:
+        reply = assistant_message
+        _TOUCH_CONVERSATION.run_sync(
+            conn,
+            {
+                "w_org_id": org_id,
+                "w_id": record.conversation_id,
+                "w_updated_at": record.updated_at,
+                "w_after": reply.parent_id if reply else None,
+                "w_reply": reply.id if reply else None,
+            },
+        )
+    if charge or record.reserved_credits:  # the run's reservation settles here
+        settle_rows(conn, is_sqlite, org_id, record.user_id, record.id, charge)
+    return True
 
 
 async def _follow(conn: AsyncConnection, replies: list[dict[str, Any]]) -> None:

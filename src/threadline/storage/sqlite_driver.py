@@ -69,9 +69,18 @@ def _commit_all(connection: Any, held: list[Statement]) -> None:
     db.commit()
 
 
-def _holdable(operation: str) -> bool:
+def holdable(operation: str) -> bool:
+    """Whether a statement may be held back in a batch."""
     head = operation.lstrip()[:7].upper()
     return head.startswith(("INSERT", "UPDATE", "DELETE")) and "RETURNING" not in operation
+
+
+def held(dbapi_connection: Any) -> list[Statement] | None:
+    """The statements held back on this (adapted) connection, to which a caller may append
+    one it has compiled itself (storage/prepared.py); None when it is not batching."""
+    if not isinstance(dbapi_connection, OneTripConnection):
+        return None
+    return _held(dbapi_connection)
 
 
 def _held(adapt_connection: Any) -> list[Statement] | None:
@@ -133,7 +142,7 @@ class OneTripCursor:
         held = _held(self._adapt)
         if held is None:
             self._run(_execute, operation, parameters)
-        elif _holdable(operation):
+        elif holdable(operation):
             held.append((operation, parameters))
             self.description, self.rowcount, self.lastrowid = None, 1, None
             self._rows.clear()

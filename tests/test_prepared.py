@@ -1,0 +1,106 @@
+"""A prepared write stores what `conn.execute` of its statement stores, on both databases;
+on SQLite it joins the transaction's batch without a trip of its own."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import uuid4
+
+import aiosqlite
+import pytest
+from sqlalchemy import bindparam, insert, select, update
+
+from tests.helpers import make_tenant
+from threadline.storage.database import as_utc, utcnow
+from threadline.storage.prepared import Prepared
+from threadline.storage.tables import ai_records
+
+_INSERT = insert(ai_records)
+_PREPARED_INSERT = Prepared(_INSERT)
+# a bound value of its own (the status condition) beside the named ones
+_FINISH = Prepared(
+    update(ai_records)
+    .where(ai_records.c.id == bindparam("w_id"), ai_records.c.status == "PENDING")
+    .values(status=bindparam("w_status"), result_text=bindparam("w_text"))
+)
+
+
+def _record(org, user, **changes):
+    now = utcnow()
+    return {
+        "id": uuid4(),
+        "org_id": org,
+        "user_id": user,
+        "conversation_id": uuid4(),
+        "model": "m",
+        "type": "CHAT",
+        "status": "PENDING",
+        "prompt_object": {"prompt": 'é " \\ 漢字', "n": [1, 2.5, None, True]},
+        "result_text": "",
+        "metadata": None,
+        "citations": [],
+        "input_tokens": 3,
+        "output_tokens": 0,
+        "credits": 2**40,
+        "error": None,
+        "finish_reason": None,
+        "sources": None,
+        "route": [{"model": "m", "upstream": None, "chars": 1}],
+        "created_at": now,
+        "updated_at": now + timedelta(microseconds=1),
+        "node_id": None,
+        **changes,
+    }
+
+
+async def _rows(db):
+    async with db.read() as conn:
+        rows = (await conn.execute(select(ai_records).order_by(ai_records.c.model))).mappings()
+        return [{k: v for k, v in row.items() if k != "id"} for row in rows]
+
+
+async def test_a_prepared_write_stores_what_execute_stores(db):
+    tenant = await make_tenant(db, "org")
+    one, other = _record(tenant.org, tenant.user), _record(tenant.org, tenant.user)
+    done = _record(tenant.org, tenant.user, status="SUCCESS", model="n")
+    async with db.write(batched=True) as conn:
+        await conn.execute(_INSERT, one)
+        await _PREPARED_INSERT.run(conn, {**one, "id": other["id"]})
+        await _PREPARED_INSERT.run(conn, done)
+    async with db.write(batched=True) as conn:
+        for record in (other, done):  # the second is not PENDING: left alone
+            await _FINISH.run(conn, {"w_id": record["id"], "w_status": "FAILED", "w_text": "t"})
+    first, second, third = await _rows(db)
+    assert first == {**second, "status": "PENDING", "result_text": ""}
+    assert (second["status"], second["result_text"]) == ("FAILED", "t")
+    assert third["status"] == "SUCCESS" and third["prompt_object"] == one["prompt_object"]
+    assert as_utc(first["created_at"]) == one["created_at"] and first["credits"] == 2**40
+
+
+async def test_on_sqlite_prepared_writes_go_with_the_commit(tmp_path, monkeypatch):
+    from threadline.storage.database import Database
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 't.db'}")
+    await db.migrate()
+    try:
+        tenant = await make_tenant(db, "org")
+        trips: list[str] = []
+        execute = aiosqlite.Connection._execute
+
+        async def counting(self, fn, *args, **kwargs):
+            trips.append(getattr(getattr(fn, "func", fn), "__name__", repr(fn)))
+            return await execute(self, fn, *args, **kwargs)
+
+        monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+        async with db.write(batched=True) as conn:
+            for _ in range(3):
+                await _PREPARED_INSERT.run(conn, _record(tenant.org, tenant.user))
+        assert trips == ["_commit_all"]
+        with pytest.raises(Exception, match=r"(?i)unique"):  # its error comes with the commit
+            record = _record(tenant.org, tenant.user)
+            async with db.write(batched=True) as conn:
+                await _PREPARED_INSERT.run(conn, record)
+                await _PREPARED_INSERT.run(conn, record)
+        assert len(await _rows(db)) == 3  # the failed transaction left nothing
+    finally:
+        await db.dispose()
