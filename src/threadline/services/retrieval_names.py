@@ -20,12 +20,12 @@ of more than `MAX_DOCUMENTS` documents. Linear in the question and the labels: e
 phrase is tried only where the question has its first word.
 
 The named documents are then searched with what is left of the question once the words that
-only say which document it is about are out: the matched name, any other word of the named
-documents' labels ("In the bash man page (bash.pdf)": `bash`), the words that say what kind
+only say which document it is about are out: the matched name, the words that say what kind
 of document it is (`man page`, `manual`, `reference`), and the names of the documents the
-question sets aside ("not Gri"). In that scope every chunk carries the labels in its context,
-so those words tell no page from another; left in, they rank the pages that repeat the
-product's name (a title page, an introduction) above the one that answers.
+question sets aside ("not Gri"). In that scope every chunk carries the name in its context,
+so those words tell no page from another; left in, they rank the pages that repeat them (a
+title page, an introduction) above the one that answers. (Dropping every other word of the
+named document's title too measured worse: a title's words are often the question's topic.)
 """
 
 from __future__ import annotations
@@ -125,14 +125,9 @@ def naming(query: str, labels: Mapping[int, tuple[str, str | None]]) -> tuple[li
     named = sorted({doc for start, end, doc in kept if end - start == longest})
     if len(named) == len(labels):
         return [], query
-    label_words = {w for d in named for w in _words(labels[d][0]) + _words(labels[d][1] or "")}
     set_aside = {i for s, e, _ in matches if _negated(words, s) for i in range(s, e)}
     dropped = {i for s, e, d in kept if d in named for i in range(s, e)} | set_aside
-    dropped |= {
-        i
-        for i, w in enumerate(words)
-        if (w in label_words or w in _KIND) and _standalone(query, tokens[i])
-    }
+    dropped |= {i for i, w in enumerate(words) if w in _KIND and _standalone(query, tokens[i])}
     parts, cursor = [], 0
     for i in sorted(dropped):
         parts.append(query[cursor : tokens[i].start()])
