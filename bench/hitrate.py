@@ -382,7 +382,7 @@ async def run_twins(args: argparse.Namespace, data: Path, paths: dict[str, Path]
 
     container, caller = await _started(args, data)
     try:
-        result = await twins.evaluate(container, caller, paths, ingest)
+        result = await twins.evaluate(container, caller, paths, _kept(ingest, data))
     finally:
         await container.stop()
     header = [
@@ -395,6 +395,25 @@ async def run_twins(args: argparse.Namespace, data: Path, paths: dict[str, Path]
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     return text
+
+
+def _kept(
+    ingest_all: Callable[[Any, Any, dict[str, Path]], Awaitable[dict[str, int]]], data: Path
+) -> Callable[[Any, Any, dict[str, Path]], Awaitable[dict[str, int]]]:
+    """`ingest_all`, done once per data dir: its ids are kept in the dir (`--data`), so a
+    second run measures query-time changes without embedding every chunk again."""
+    record = data / "twins-ids.json"
+
+    async def ingest_once(container: Any, caller: Any, paths: dict[str, Path]) -> dict[str, int]:
+        if record.exists():
+            ids: dict[str, int] = json.loads(record.read_text())
+            if set(ids) == set(paths):
+                return ids
+        ids = await ingest_all(container, caller, paths)
+        record.write_text(json.dumps(ids))
+        return ids
+
+    return ingest_once
 
 
 async def _started(args: argparse.Namespace, data: Path) -> tuple[Any, Any]:
@@ -410,12 +429,18 @@ async def _started(args: argparse.Namespace, data: Path) -> tuple[Any, Any]:
     settings = Settings(
         data_dir=data,
         embeddings={"provider": args.embeddings},
-        documents={"embedded_worker": False},
+        documents={"embedded_worker": False, **_chunking(args)},
         log_level="WARNING",
     )
     container = Container(settings)
     await container.start(worker=False)
     return container, await container.accounts.operator()
+
+
+def _chunking(args: argparse.Namespace) -> dict[str, int]:
+    """The `[documents]` chunking settings given on the command line (else the defaults)."""
+    chosen = {"chunk_chars": args.chunk_chars, "chunk_overlap_chars": args.chunk_overlap}
+    return {key: value for key, value in chosen.items() if value is not None}
 
 
 def main_twins(args: argparse.Namespace) -> None:
@@ -428,8 +453,12 @@ def main_twins(args: argparse.Namespace) -> None:
         count = len(twins.load_questions())
         print("\n".join(problems) or f"{count} questions: each answer on its page and no other")
         sys.exit(1 if problems else 0)
-    with tempfile.TemporaryDirectory(prefix="hitrate-data-") as tmp:
-        text = asyncio.run(run_twins(args, Path(tmp), paths))
+    if args.data is not None:
+        args.data.mkdir(parents=True, exist_ok=True)
+        text = asyncio.run(run_twins(args, args.data, paths))
+    else:
+        with tempfile.TemporaryDirectory(prefix="hitrate-data-") as tmp:
+            text = asyncio.run(run_twins(args, Path(tmp), paths))
     print(text)
     if not args.no_record:
         with RESULTS.open("a") as out:
@@ -461,7 +490,15 @@ def main() -> None:
     parser.add_argument(
         "--embed-niceness", type=int, default=None, help="embedding threads' niceness (10)"
     )
+    parser.add_argument("--chunk-chars", type=int, help="documents.chunk_chars (default)")
+    parser.add_argument("--chunk-overlap", type=int, help="documents.chunk_overlap_chars")
     parser.add_argument("--cache", type=Path, help="twins: where the documents are fetched to")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="twins: keep the data dir here; a second run reuses its ingested documents "
+        "(query-time changes only; ingest seconds are then those of the lookup)",
+    )
     args = parser.parse_args()
     if args.set == "twins":
         sys.path.insert(0, str(ROOT / "src"))

@@ -57,6 +57,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 from threadline.domain.documents import Asset, Chunk, ChunkHit, Embedder  # noqa: E402
 from threadline.domain.entities import Role  # noqa: E402
+from threadline.services.retrieval import CANDIDATES  # noqa: E402
 from threadline.storage.accounts import SqlAccountStore  # noqa: E402
 from threadline.storage.chunks import SqlChunkIndex  # noqa: E402
 from threadline.storage.database import Database, utcnow  # noqa: E402
@@ -66,6 +67,7 @@ RESULTS = ROOT / "bench" / "RESULTS.md"
 DIM = 384
 EMBEDDER = "bench-random-384"
 TOP_K = 10
+HYBRID_DEPTH = CANDIDATES  # per ranking, as `Retriever.search` asks (--depth to compare)
 CONVERSATION_DOCS = 100
 TARGET_P50_MS = 20.0
 CHUNK_CHARS = 1000
@@ -260,12 +262,13 @@ async def timed(call: Awaitable[Any]) -> tuple[float, Any]:
 
 async def hybrid(index: SqlChunkIndex, org: Any, scope: list[int], q: str, v: list[float]) -> None:
     """What `Retriever.search` asks the index for one query: the documents' labels (is one
-    named?), then full text, vectors and symbols at once."""
+    named?), then full text, vectors and symbols at once, each for the candidates the
+    fusion takes (`CANDIDATES`, more than the chat's top_k)."""
     await index.document_labels(org, scope)
     await asyncio.gather(
-        index.search_text(org, scope, q, TOP_K),
-        index.search_vector(org, scope, v, EMBEDDER, TOP_K),
-        index.search_symbols(org, scope, q, TOP_K),
+        index.search_text(org, scope, q, HYBRID_DEPTH),
+        index.search_vector(org, scope, v, EMBEDDER, HYBRID_DEPTH),
+        index.search_symbols(org, scope, q, HYBRID_DEPTH),
     )
 
 
@@ -572,7 +575,8 @@ def report(timings: list[Timing], notes: list[str], load: tuple[str, str], queri
         f"- commit: {commit()}",
         f"- load average (1/5/15 min) at start: {load[0]}, at end: {load[1]}",
         f"- {queries} queries per row after 5 warm-up ones; top {TOP_K}; {DIM}-dim random unit "
-        "vectors; questions of 3-5 words of a chunk; hybrid = text and vector searches at once; "
+        f"vectors; questions of 3-5 words of a chunk; hybrid = labels, then text, vector and "
+        f"symbol searches at once, {HYBRID_DEPTH} hits each; "
         "hybrid CPU = CPU time per hybrid query of the benchmark process (SQLite runs in it) "
         "plus PostgreSQL's backends: less disturbed by other work on the machine than latency",
         *[f"- {n}" for n in notes],
@@ -621,7 +625,13 @@ def main() -> int:
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--no-append", action="store_true", help="do not write RESULTS.md")
-    return asyncio.run(amain(parser.parse_args()))
+    parser.add_argument(
+        "--depth", type=int, default=CANDIDATES, help="hybrid: hits asked of each ranking"
+    )
+    args = parser.parse_args()
+    global HYBRID_DEPTH
+    HYBRID_DEPTH = args.depth
+    return asyncio.run(amain(args))
 
 
 if __name__ == "__main__":

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_settings
-from tests.helpers import make_tenant
+from tests.helpers import make_tenant, texts_as_chunks
 from threadline.container import Container
 from threadline.domain.documents import Chunk, DocumentState
 from threadline.services.documents import Upload
+from threadline.services.retrieval import Retriever
 from threadline.services.retrieval_context import chunk_context, page_headings
 from threadline.services.retrieval_names import MAX_DOCUMENTS, named_documents, naming
 from threadline.storage.chunks import SqlChunkIndex
@@ -205,9 +206,19 @@ def test_the_words_that_name_a_document_are_left_out_of_its_own_search():
         [2],
         "In the , what is HISTCONTROL?",
     )
+    # the names of the documents set aside and the words that say what kind of document
+    # it is ("man page") go too; symbols stay whole
     assert naming("In gnuplot (not Gri), how is logscale done?", LABELS) == (
         [3],
-        "In (not Gri), how is logscale done?",
+        "In (not ), how is logscale done?",
+    )
+    assert naming("In the bash man page (bash.pdf), what is EXECIGNORE?", LABELS) == (
+        [1],
+        "In the bash , what is EXECIGNORE?",
+    )
+    assert naming("According to An Introduction to R, what is R_HOME?", LABELS) == (
+        [6],
+        "to , what is R_HOME?",
     )
     # a question that is only a name keeps its words
     assert naming("bashref.pdf", LABELS) == ([2], "bashref.pdf")
@@ -219,3 +230,26 @@ def test_a_library_bigger_than_a_conversation_is_not_searched_for_names():
     assert naming("In doc-7.pdf, what is it?", labels) == ([], "In doc-7.pdf, what is it?")
     del labels[MAX_DOCUMENTS]
     assert naming("In doc-7.pdf, what is it?", labels)[0] == [7]
+
+
+async def test_within_a_named_document_the_page_covering_the_question_comes_first(db):
+    tenant = await make_tenant(db, "org-named")
+    index = SqlChunkIndex(db)
+    texts = [
+        "frobnicator frobnicator frobnicator frobnicator: the frobnicator overview",
+        "To rotate the frobnicator quietly, hold the hush key.",
+        *[f"rotate it quietly, as every page of this manual says ({i})" for i in range(4)],
+    ]
+    alpha, beta = await tenant.document("alpha.pdf"), await tenant.document("beta.pdf")
+    for document in (alpha, beta):
+        chunks = texts_as_chunks(document, texts)
+        await index.replace_chunks(tenant.org, document, chunks, None, None)
+    retriever = Retriever(index, None)
+    question = "how do I rotate the frobnicator quietly"
+    # fused ranks alone: the page that repeats the one rare word comes first
+    plain = await retriever.search(tenant.org, [alpha], question, limit=2)
+    assert plain[0].ordinal == 0
+    # named: alpha's pages first, the one that has all of the question's words at the top
+    hits = await retriever.search(tenant.org, [alpha, beta], f"In alpha.pdf, {question}?", limit=3)
+    assert (hits[0].document_id, hits[0].ordinal) == (alpha, 1)
+    assert {h.document_id for h in hits} == {alpha}

@@ -26,6 +26,8 @@ from threadline.storage.symbols import symbol_terms, symbols
         # prose, numbers and abbreviations are no symbols
         ("e.g. the value is 8192 or 3.14, i.e. small; well-known", ["well-known"]),
         ("What does HISTCONTROL do in the manual?", []),
+        # a typeset minus sign or hyphen is the dash a user types
+        ("start with \u2212\u2212norc or \u2010\u2010login", ["--norc", "--login"]),
     ],
 )
 def test_symbols_are_taken_as_written(text, found):

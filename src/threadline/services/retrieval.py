@@ -5,10 +5,18 @@ Both rankings run concurrently over the caller's org and an explicit set of docu
 so nothing outside a conversation's documents can be found. Reciprocal rank fusion
 (score = Σ 1 / (60 + rank)) needs no score calibration between the two rankings.
 
+Each ranking gives at least `CANDIDATES` hits to the fusion, however few the caller wants: a
+page that two rankings both place 15th-30th is a better answer than one only a single
+ranking places 10th, and fusing short lists cannot see that (bench/twins.json: the right
+page among the top 6 for 61 of 66 questions with 30 per ranking, 60 with 12).
+
 A question that names one of the documents in scope ("In the Bash Reference Manual, ...",
 `retrieval_names.py`) is searched twice, concurrently: over the named documents (without
 the words that name them) and over all; the named documents' hits come first, the others'
-after them.
+after them. Within the named documents the candidates are reordered as in `advanced` mode
+(by how much of the question each covers): their pages share the document's topic, its
+name and often its wording, so the fused ranks tell them apart poorly, and the question's
+remaining words are what singles out the page that answers it.
 
 `advanced` mode (AI Hub's advanced model) retrieves a wider candidate set and reranks it
 by how much of the question each chunk covers (words and their close forms), with the
@@ -28,6 +36,7 @@ from threadline.domain.documents import ChunkHit, ChunkIndex, Embedder
 from threadline.services.retrieval_names import MAX_DOCUMENTS, naming
 
 RRF_K = 60
+CANDIDATES = 30  # hits each ranking gives to the fusion, at least
 _WORD = re.compile(r"\w+", re.UNICODE)
 _STOP_WORDS = (
     "a an and are as at be by for from has have how i in is it its of on or that the this "
@@ -67,7 +76,7 @@ class Retriever:
         if not named:
             return await self._hybrid(org_id, document_ids, query, limit, advanced, by_symbol)
         focused, everything = await asyncio.gather(
-            self._hybrid(org_id, named, rest, limit, advanced, by_symbol),
+            self._hybrid(org_id, named, rest, limit, True, by_symbol),
             self._hybrid(org_id, document_ids, query, limit, advanced, by_symbol),
         )
         chosen = {h.document_id for h in focused} | set(named)
@@ -82,7 +91,7 @@ class Retriever:
         advanced: bool,
         symbol_query: str | None,
     ) -> list[ChunkHit]:
-        depth = limit * (4 if advanced else 2)
+        depth = max(limit * (4 if advanced else 2), CANDIDATES)
         searches = [
             self._index.search_text(org_id, document_ids, query, depth),
             self._vector_search(org_id, document_ids, query, depth),

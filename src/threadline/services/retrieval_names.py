@@ -18,6 +18,14 @@ named). Of what is left, the documents with the longest match are named. Nothing
 when every document in scope would be (the question then is about them all), nor in a scope
 of more than `MAX_DOCUMENTS` documents. Linear in the question and the labels: each label
 phrase is tried only where the question has its first word.
+
+The named documents are then searched with what is left of the question once the words that
+only say which document it is about are out: the matched name, the words that say what kind
+of document it is (`man page`, `manual`, `reference`), and the names of the documents the
+question sets aside ("not Gri"). In that scope every chunk carries the name in its context,
+so those words tell no page from another; left in, they rank the pages that repeat them (a
+title page, an introduction) above the one that answers. (Dropping every other word of the
+named document's title too measured worse: a title's words are often the question's topic.)
 """
 
 from __future__ import annotations
@@ -39,6 +47,16 @@ _GENERIC_TEXT = """
     version edition chapter volume gnu pdf
 """
 _GENERIC = frozenset(_GENERIC_TEXT.split())
+# words that say what kind of document a question is about, not what it asks
+_KIND_TEXT = """
+    manual manuals reference guide documentation document docs handbook supplement faq
+    man page pages according pdf
+"""
+_KIND = frozenset(_KIND_TEXT.split())
+_EMPTY_BRACKETS = re.compile(r"[(\[][^\w(\[\])]*[)\]]")  # "()" or "(., )" once names are out
+_JOINERS = "_-./\\$:=+#~@"  # characters that join words into one symbol
+_QUESTION_TEXT = "what which who whom how why when where is are was does do did can"
+_QUESTION_WORDS = frozenset(_QUESTION_TEXT.split())
 MAX_QUERY_WORDS = 200
 # A scope of more documents (an org's whole library) is not searched for names: the
 # labels would cost a query and a scan each time, for a choice a person rarely makes there.
@@ -107,15 +125,35 @@ def naming(query: str, labels: Mapping[int, tuple[str, str | None]]) -> tuple[li
     named = sorted({doc for start, end, doc in kept if end - start == longest})
     if len(named) == len(labels):
         return [], query
-    spans = [(tokens[s].start(), tokens[e - 1].end()) for s, e, d in kept if d in named]
-    rest, cursor = [], 0
-    for start, end in sorted(spans):
-        if start >= cursor:
-            rest.append(query[cursor:start])
-            cursor = end
-    rest.append(query[cursor:])
-    remainder = " ".join("".join(rest).split())
-    return named, remainder if remainder.strip(" ,.;:()?!") else query
+    set_aside = {i for s, e, _ in matches if _negated(words, s) for i in range(s, e)}
+    dropped = {i for s, e, d in kept if d in named for i in range(s, e)} | set_aside
+    dropped |= {i for i, w in enumerate(words) if w in _KIND and _standalone(query, tokens[i])}
+    parts, cursor = [], 0
+    for i in sorted(dropped):
+        parts.append(query[cursor : tokens[i].start()])
+        cursor = tokens[i].end()
+    parts.append(query[cursor:])
+    remainder = " ".join(_EMPTY_BRACKETS.sub(" ", "".join(parts)).split())
+    kept_words = [t.group() for i, t in enumerate(tokens) if i not in dropped]
+    return named, remainder if _has_content(kept_words) else query
+
+
+def _standalone(query: str, token: re.Match[str]) -> bool:
+    """A word on its own, not a part of a symbol (the `R` of `R_HOME`, the `page` of
+    `page-size`)."""
+    start, end = token.span()
+    before = query[start - 1] if start else " "
+    after = query[end : end + 2] or " "
+    if before.isalnum() or before in _JOINERS:
+        return False
+    if after[0] == "." and len(after) > 1 and not after[1].isspace():
+        return False
+    return after[0] not in _JOINERS or after[0] == "."
+
+
+def _has_content(words: Sequence[str]) -> bool:
+    ignored = _GENERIC | _NEGATIONS | _QUESTION_WORDS
+    return any(w.lower() not in ignored for w in words)
 
 
 def _written_as_name(token: str, position: int) -> bool:

@@ -14,7 +14,9 @@ character between two letters or digits (`glp_exact`, `gcry_md_open`, `.Rprofile
 (`\\zmin`, `--norc`, `$HOME`); sentence punctuation at its ends is not part of it. (A
 word of letters and digits alone, `SHA256` or `setTitle`, is one word to full-text search
 already.) A symbol with `=`, `/`, `:` or `,` inside is also kept in its parts
-(`R_DEFAULT_PACKAGES=NULL` gives `R_DEFAULT_PACKAGES` too). Case is folded.
+(`R_DEFAULT_PACKAGES=NULL` gives `R_DEFAULT_PACKAGES` too). Case is folded, and the dashes
+that typesetting puts for a hyphen (U+2212 minus signs in a man page's options, U+2010 or
+U+2011 hyphens) are read as `-`, so a question typed with a keyboard's hyphen finds them.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ _LEADING = re.compile(r"^(?:\\|--?|\$|\.|~/\.?|/)[^\W\d_]")
 _PARTS = re.compile(r"[=/:,]+")
 _ABBREVIATION = re.compile(r"^(?:[^\W\d_]\.)+[^\W\d_]?$")  # e.g, i.e, U.S.
 _TRAILING = ".,:;=+#-/"
+_DASHES = str.maketrans({"\u2212": "-", "\u2010": "-", "\u2011": "-"})
 MAX_SYMBOL_CHARS = 64
 MAX_SYMBOLS = 256  # per chunk, distinct
 MAX_QUERY_SYMBOLS = 16
@@ -46,6 +49,7 @@ def _is_symbol(token: str) -> bool:
 def symbols(text: str, limit: int = MAX_SYMBOLS) -> list[str]:
     """The distinct symbols of `text`, lower-cased, in order of first appearance."""
     found: dict[str, None] = {}
+    text = text.translate(_DASHES)
     # Most words have none of the symbol characters: one C call each rules them out (the
     # regexes below cost microseconds a word, and a chunk has ~200 words).
     for word in text.split():

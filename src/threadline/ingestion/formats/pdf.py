@@ -9,19 +9,22 @@ still yields the text found so far.
 
 What a document is and where each page sits in it go with the text, for contextual chunks
 (`services/retrieval_context.py`): the outline (bookmarks) as `metadata["outline"]`, a list of
-[0-based page, level, title], and, when the document information has no title, the largest
+[0-based page, level, title] (without bookmarks, the headings that font sizes show,
+`pdf_headings.py`), and, when the document information has no title, the largest
 text on the first page with text (a font-size cue: a title page's title) as
 `metadata["title"]`.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from threadline.domain.documents import ParsedDocument, ParsedPage, ParseFailed
 from threadline.ingestion.formats import ocr
 from threadline.ingestion.formats.job import Job, clean_text, page_list, require_text
+from threadline.ingestion.formats.pdf_headings import Line, headings_from_fonts, line_sizes
 
 if TYPE_CHECKING:
     import pypdfium2 as pdfium
@@ -42,10 +45,12 @@ def extract(path: Path, job: Job) -> ParsedDocument:
     pdf = _open(pdfium, path)
     try:
         job.check_page_count(len(pdf))
-        pages = [_read_page(pdf, number) for number in range(len(pdf))]
+        outline = _safe_outline(pdf)
+        lines: list[Line] | None = None if outline else []  # font-size cues, for no outline
+        pages = [_read_page(pdf, number, lines) for number in range(len(pdf))]
         pages, notes = _ocr_image_pages(pdf, pages, job)
         metadata = _metadata(pdf)
-        metadata.update(_structure(pdf, metadata))
+        metadata.update(_structure(pdf, metadata, outline or _font_outline(lines)))
     finally:
         pdf.close()
     require_text(pages, _why_no_text(pages, job))
@@ -63,14 +68,19 @@ def _open(pdfium: Any, path: Path) -> pdfium.PdfDocument:
         raise ParseFailed("the file is damaged or is not a valid PDF") from None
 
 
-def _read_page(pdf: pdfium.PdfDocument, number: int) -> ParsedPage:
+def _read_page(pdf: pdfium.PdfDocument, number: int, lines: list[Line] | None) -> ParsedPage:
+    """The page's text; with `lines`, each of its lines' font size is added there."""
     page = pdf[number]
     try:
         width, height = page.get_size()
         textpage = page.get_textpage()
         try:
             chars = textpage.count_chars()
-            text = clean_text(textpage.get_text_range()) if chars else ""
+            raw = textpage.get_text_range() if chars else ""
+            text = clean_text(raw)
+            if lines is not None and raw:
+                with contextlib.suppress(Exception):  # a hint: never a reason to fail
+                    lines.extend(line_sizes(textpage, raw, number))
         finally:
             textpage.close()
         return ParsedPage(
@@ -141,12 +151,30 @@ def _metadata(pdf: pdfium.PdfDocument) -> dict[str, Any]:
     return metadata
 
 
-def _structure(pdf: pdfium.PdfDocument, metadata: dict[str, Any]) -> dict[str, Any]:
-    """The outline, and a title from font sizes when the metadata has none. A malformed
-    outline or font table leaves them out: they help retrieval, the text does not need them."""
+def _safe_outline(pdf: pdfium.PdfDocument) -> list[list[Any]]:
+    """The outline (bookmarks); [] when there is none or it is malformed."""
+    try:
+        return _outline(pdf)
+    except Exception:  # PDFium raises several kinds on broken structures
+        return []
+
+
+def _font_outline(lines: list[Line] | None) -> list[list[Any]]:
+    """Headings from font-size cues (`pdf_headings.py`), for a PDF without an outline."""
+    try:
+        return headings_from_fonts(lines or [])
+    except Exception:  # a hint: never a reason to fail
+        return []
+
+
+def _structure(
+    pdf: pdfium.PdfDocument, metadata: dict[str, Any], outline: list[list[Any]]
+) -> dict[str, Any]:
+    """The outline (bookmarks, else font-size headings), and a title from font sizes when
+    the metadata has none. A malformed outline or font table leaves them out: they help
+    retrieval, the text does not need them."""
     found: dict[str, Any] = {}
     try:
-        outline = _outline(pdf)
         if outline:
             found["outline"] = outline
         if not metadata.get("title"):
