@@ -74,9 +74,10 @@ SERIAL_MODULES = {"test_stall.py", "test_loop_watch.py"}
 # The modules with the longest tests (real server processes killed and restarted, the
 # schemathesis runs, the cluster), longest first, run before all others. `--dist worksteal`
 # hands each worker a contiguous share of the collection and lets an idle worker take the end
-# of another's: with the long tests at the front, what is left to share out at the end is
-# short tests, and no worker waits a minute alone on one test that came up last. (The
-# cluster's modules together: the worker that starts the cluster runs them all.)
+# of another's queue: with the long tests at the front, that end is short tests for as long
+# as there are any, so the run rarely ends on one worker alone with a long test that came up
+# last. (The cluster's modules sit together: most often one worker runs them all and starts
+# the cluster once.)
 LONG_FIRST = (
     "test_poison_jobs.py",
     "test_schemathesis.py",
