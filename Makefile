@@ -32,12 +32,20 @@ serve: $(VENV)/.serve-deps
 
 # The suite runs on every core (pytest-xdist, one PostgreSQL per worker), then the tests
 # whose assertions are timings (marked `serial`) run alone, on a machine the suite no longer
-# shares. TEST_WORKERS=1 runs it all in one process.
-TEST_WORKERS ?= auto
+# shares. TEST_WORKERS=1 runs it all in one process. One worker more than the cores: a
+# worker often waits (for a server process it started, a back-off, its PostgreSQL), and the
+# extra one uses that time (2 cores: 373 s on two workers, 300 s on three).
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null) && echo $$((n + 1)) || echo auto)
 # The suite's files (each worker's PostgreSQL cluster among them) go here, emptied at the start
 # of each run. Under /tmp, pytest would instead clean up every earlier run's numbered directory
 # but the last three (gigabytes of databases, from any checkout) on the clock of this one.
 TMP := .pytest-tmp
+
+# Python keeps each module's compiled bytecode (`__pycache__/`) even where the environment says
+# not to (PYTHONDONTWRITEBYTECODE, as in many CI images): else every pytest process and every
+# server or CLI process a test starts compiles the sources and rewrites the test modules again
+# (~5 s of CPU per pytest process, ~0.4 s per `python -m threadline`).
+test: export PYTHONDONTWRITEBYTECODE :=
 
 # The scale-out tests run a real redis-server (Debian's), the console's browser tests Debian's
 # chromium and its driver: installed when missing, where apt-get can (as root), as .ci/run

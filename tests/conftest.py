@@ -71,10 +71,41 @@ MIGRATED_TEMPLATE = "threadline_migrated"
 SERIAL_MODULES = {"test_stall.py", "test_loop_watch.py"}
 
 
+# The modules with the longest tests (real server processes killed and restarted, the
+# schemathesis runs, the cluster), longest first, run before all others. `--dist worksteal`
+# hands each worker a contiguous share of the collection and lets an idle worker take the end
+# of another's queue: with the long tests at the front, that end is short tests for as long
+# as there are any, so the run rarely ends on one worker alone with a long test that came up
+# last. (The cluster's modules sit together: most often one worker runs them all and starts
+# the cluster once.)
+LONG_FIRST = (
+    "test_poison_jobs.py",
+    "test_schemathesis.py",
+    "test_nodes_jobs.py",
+    "test_shared_state.py",
+    "test_credit_limits.py",
+    "test_first_hour.py",
+    "test_cli.py",
+    "test_nodes_processes.py",
+    "test_crash_checkpoints.py",
+    "test_ingestion_jobs.py",
+    "test_credit_kill.py",
+    "test_nodes_uploads.py",
+    "test_nodes_outage.py",
+    "test_idempotency_nodes.py",
+    "test_cluster_shared.py",
+    "test_cluster_streams.py",
+    "test_nodes_startup.py",
+    "test_readme.py",
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.name in SERIAL_MODULES:
             item.add_marker(pytest.mark.serial)
+    rank = {name: position for position, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest as is
 
 
 @pytest.hookimpl(wrapper=True)

@@ -1,8 +1,11 @@
 """The `threadline` command with a poisoned ingestion handler, for the poison-job kill tests.
 
-Run as `python tests/poison_server.py serve --data-dir D --config F` (any `threadline`
-arguments). Every ingestion attempt waits half a second, appends "<pid> <job id> <attempt>"
-to the file named by `POISON_MARKS`, then, as `POISON_MODE` says:
+Run as `python tests/poison_server.py serve --config F` (any `threadline` arguments): the
+poison-job tests start it as a `ServerProcess` (tests/server_process.py) whose `command` it
+is, so it starts, waits and dies as every other server process of the suite does.
+
+Every ingestion attempt waits half a second, appends "<pid> <job id> <attempt>" to the file
+named by `POISON_MARKS`, then, as `POISON_MODE` says:
 
     freeze (default)   sleeps on the event loop, as the quadratic chunker did: the whole
                        server stops answering until it is killed

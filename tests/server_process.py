@@ -18,6 +18,8 @@ test's own sources (the subprocess inherits PYTHONPATH).
 The config file holds everything (`database_url` defaults to SQLite in the data dir; pass a
 PostgreSQL URL from the `postgres` fixture to run on it). The server's output goes to
 `<data dir>/server.log` (read on failure, and for the admin key printed on the first start).
+`command` runs another program in place of `python -m threadline` that takes the same
+arguments (tests/poison_server.py: the command with a poisoned ingestion handler).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,7 @@ import httpx
 from tests.live_server import free_port
 
 KEY_LINE = re.compile(r"^\s*(tl_\S+)\s*$", re.MULTILINE)
+THREADLINE = (sys.executable, "-m", "threadline")
 _PR_SET_PDEATHSIG = 1
 _LIBC = None
 if sys.platform == "linux":
@@ -76,6 +79,7 @@ class ServerProcess:
         database_url: str | None = None,
         settings: Mapping[str, Any] | None = None,
         env: Mapping[str, str] | None = None,
+        command: Sequence[str] = THREADLINE,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -96,6 +100,7 @@ class ServerProcess:
         if database_url is not None:
             self.values["database_url"] = database_url
         self.env = dict(env or {})
+        self.command = list(command)
         self.key: str | None = None  # the admin key printed on the first start
         self.port: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -130,7 +135,7 @@ class ServerProcess:
         env["PYTHONUNBUFFERED"] = "1"  # the first start's key reaches the log at once
         env.update(self.env)
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        command = [sys.executable, "-m", "threadline", "serve", "--config", str(self.config_path)]
+        command = [*self.command, "serve", "--config", str(self.config_path)]
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
                 [*command, *args],
@@ -172,6 +177,11 @@ class ServerProcess:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the server did not answer /healthz:\n{self.output()}")
             time.sleep(0.1)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        """Wait for the process to end by itself; its exit status (-9: SIGKILL)."""
+        assert self._proc is not None, "start() the server first"
+        return self._proc.wait(timeout)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown of any kind; the process is reaped before this returns.

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
-import re
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -28,7 +25,7 @@ from pydantic import ValidationError
 from sqlalchemy import select, update
 
 from tests.helpers import FAULT_CHILD, first_admin, gone, make_settings, wait_state
-from tests.live_server import free_port
+from tests.server_process import ServerProcess
 from threadline.container import Container
 from threadline.domain.documents import DocumentState, Job, JobState
 from threadline.domain.progress import progressed
@@ -309,73 +306,47 @@ async def test_a_document_whose_job_died_is_failed_at_start_not_queued_again(tmp
 # ---- a real server process, frozen or crashing, killed and restarted ---------------------
 
 
-CONFIG = """
-default_model = "echo"
-database_url = "{database_url}"
-
-[models.echo]
-provider = "fake"
-replies = ["echo"]
-
-[embeddings]
-provider = "none"
-
-[documents]
-job_lease_seconds = 2
-job_max_attempts = 3
-job_retry_base_seconds = {retry}
-job_retry_max_seconds = {retry_max}
-"""
-RETRY_SECONDS = 3.0  # the first back-off; the second is 6 s
+RETRY_SECONDS = 2.0  # the first back-off; the second is 4 s (the restart answers well within 2 s)
 
 
 class PoisonServer:
-    """`threadline serve` (through tests/poison_server.py) on one data dir, restartable."""
+    """`threadline serve` through tests/poison_server.py (a `ServerProcess` with that command)
+    on one data dir, restartable, and the attempts its poisoned ingestion marked."""
 
     def __init__(self, tmp_path: Path, database_url: str, mode: str) -> None:
-        self.dir = tmp_path
-        self.config = tmp_path / "threadline.toml"
-        self.config.write_text(
-            CONFIG.format(
-                database_url=database_url, retry=RETRY_SECONDS, retry_max=2 * RETRY_SECONDS
-            )
-        )
         self.marks = tmp_path / "attempts.log"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
-        self.env.update(POISON_MARKS=str(self.marks), POISON_MODE=mode)
-        self.process: subprocess.Popen[bytes] | None = None
-        self.url = ""
-        self.starts = 0
+        self.pid: int | None = None
+        self.server = ServerProcess(
+            tmp_path / "data",
+            models={"echo": {"provider": "fake", "replies": ["echo"]}},
+            database_url=database_url,
+            settings={
+                "log_level": "INFO",
+                "documents": {
+                    "job_lease_seconds": 2,
+                    "job_max_attempts": 3,
+                    "job_retry_base_seconds": RETRY_SECONDS,
+                    "job_retry_max_seconds": 2 * RETRY_SECONDS,
+                },
+            },
+            env={"POISON_MARKS": str(self.marks), "POISON_MODE": mode},
+            command=(sys.executable, str(LAUNCHER)),
+        )
+
+    @property
+    def url(self) -> str:
+        return self.server.base_url
+
+    @property
+    def headers(self) -> dict[str, str]:
+        assert self.server.key is not None
+        return {"Authorization": f"Bearer {self.server.key}"}
 
     def start(self) -> float:
         """Start and wait until /healthz answers; returns when that was (monotonic)."""
-        self.starts += 1
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        log = (self.dir / f"serve-{self.starts}.log").open("wb")
-        argv = [sys.executable, str(LAUNCHER), "serve", "--port", str(port)]
-        argv += ["--data-dir", str(self.dir / "data"), "--config", str(self.config)]
-        self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"the server exited: {self.log_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return time.monotonic()
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"the server did not start: {self.log_text()[-3000:]}")
-
-    def log_text(self) -> str:
-        return (self.dir / f"serve-{self.starts}.log").read_text(errors="replace")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-        if self.process is not None:
-            self.process.wait(30)
+        self.server.start(timeout=60)
+        self.pid = self.server.pid  # this run's, also once it has killed itself
+        return time.monotonic()
 
     def attempts(self) -> list[tuple[int, int]]:
         """(pid, attempt) of every ingestion attempt so far."""
@@ -442,9 +413,7 @@ def test_a_job_that_stalls_or_kills_its_server_fails_after_its_attempts(
     server = PoisonServer(tmp_path, db_url, mode)
     try:
         server.start()
-        key = re.search(r"tl_[A-Za-z0-9_\-]+", server.log_text())
-        assert key is not None, server.log_text()
-        headers = {"Authorization": f"Bearer {key.group()}"}
+        headers = server.headers
         conversation = upload_poison(server, headers)
         for attempt in (1, 2, 3):
             if attempt > 1:
@@ -455,14 +424,13 @@ def test_a_job_that_stalls_or_kills_its_server_fails_after_its_attempts(
                 assert began - ready > RETRY_SECONDS / 3
             else:
                 server.wait_attempt(attempt)
-            assert server.process is not None
-            assert server.attempts()[-1] == (server.process.pid, attempt)
+            assert server.attempts()[-1] == (server.pid, attempt)
             if mode == "freeze":
                 with pytest.raises(httpx.TimeoutException):  # the reported bug, on cue
                     httpx.get(f"{server.url}/healthz", timeout=1.5)
-                server.kill()
+                server.server.kill()
             else:
-                assert server.process.wait(30) == -signal.SIGKILL
+                assert server.server.wait(30) == -signal.SIGKILL
         # The fourth start: the attempts are used up. The job is given up, never run again.
         server.start()
         deadline = time.monotonic() + 60
@@ -484,6 +452,6 @@ def test_a_job_that_stalls_or_kills_its_server_fails_after_its_attempts(
             "1min.ai asset": ("", "FAILED", reason),
         }
         assert len(server.attempts()) == 3
-        assert server.process is not None and server.process.poll() is None
+        assert server.server.pid is not None  # still running
     finally:
-        server.kill()
+        server.server.kill()

@@ -8,10 +8,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
-from fastapi import FastAPI
 from sqlalchemy import text
 
-from threadline.api.app import build_app
 from threadline.api.metrics import Metrics
 from threadline.domain.documents import BlobStore
 from threadline.domain.errors import Unavailable
@@ -83,6 +81,8 @@ from threadline.tools.search import build_searcher
 from threadline.tools.youtube import YouTubeTranscripts
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from threadline.shared.redis_link import RedisLink
     from threadline.shared.redis_runs import RedisRunFeed
 
@@ -483,6 +483,10 @@ def create_app(
     model_factory: ModelFactory | None = None,
     image_factory: ImageModelFactory | None = None,
 ) -> FastAPI:
+    # The API (FastAPI and every dialect's routes, about a second of imports) is loaded only
+    # by what serves it: the CLI's other commands build a Container alone.
+    from threadline.api.app import build_app
+
     container = Container(
         settings or Settings(), model_factory=model_factory, image_factory=image_factory
     )
