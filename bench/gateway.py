@@ -342,6 +342,36 @@ def tree_cpu_seconds(pid: int | None) -> float:
     return total
 
 
+def server_processes(supervisor: int) -> list[int]:
+    """The API processes of `serve --workers N` (uvicorn's spawned children)."""
+    found = []
+    with contextlib.suppress(OSError):
+        for child in Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split():
+            with contextlib.suppress(OSError):
+                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.append(int(child))
+    return sorted(found)
+
+
+def wait_all_started(supervisor: int, workers: int, timeout: float = 120.0) -> list[int]:
+    """Wait until every API process has finished starting. `/healthz` answers as soon as one
+    has; a client opening its keep-alive connections then would give them all to that one
+    (they stay where they were accepted). Started = it used CPU to start (imports, the app)
+    and is now idle."""
+    deadline = time.monotonic() + timeout
+    before: dict[int, float] = {}
+    while time.monotonic() < deadline:
+        pids = server_processes(supervisor)
+        now = {pid: cpu_seconds(pid) for pid in pids}
+        if len(pids) == workers and all(
+            pid in before and now[pid] > 0.5 and now[pid] - before[pid] < 0.05 for pid in pids
+        ):
+            return pids
+        before = now
+        time.sleep(0.5)
+    raise RuntimeError(f"the {workers} API processes did not all start within {timeout:g} s")
+
+
 def loadavg() -> str:
     with contextlib.suppress(OSError):
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -448,6 +478,8 @@ class Processes:
                 raise RuntimeError(f"threadline serve exited:\n{self.server_log.read_text()}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(self.server_url + "/healthz", timeout=1).status_code == 200:
+                    if workers > 1:  # else the client's connections would all go to the first
+                        wait_all_started(self.server.pid, workers)
                     return
             time.sleep(0.1)
         raise RuntimeError("threadline serve did not become healthy within 60 s")
