@@ -82,40 +82,7 @@ class FallbackChain:
         stop = last.stop_sequence if last is not None else None
         return Usage(self._input, self._output, self._estimated, finish, stop_sequence=stop)
 
-    def events(self) -> AsyncIterator[ReplyEvent]:
-        """The reply's events: text, citations, and the provider's other events."""
-        if len(self.candidates) == 1:  # the usual model: nothing to fall back to
-            return self._only(self.candidates[0])
-        return self._chain()
-
-    async def _only(self, candidate: Candidate) -> AsyncIterator[ReplyEvent]:
-        """One candidate: `_chain` without a continuation to prepare (no text kept, no
-        trimmer), the text tested first; the same events, counts and segments."""
-        written, usage, current = "", None, None
-        chars = self._chars
-        try:
-            async for event in candidate.model().stream(self.request):
-                if isinstance(event, TextDelta):
-                    if not written:
-                        self.on_answer(candidate.entry)
-                        if current is None:
-                            current = self._segment(candidate, None)
-                    written += event.text
-                    chars[-1] += len(event.text)
-                    yield event
-                elif isinstance(event, Served):
-                    current = self._segment(candidate, event.upstream)
-                elif isinstance(event, Usage):
-                    usage = event
-                else:
-                    yield event
-        except ThreadlineError:
-            if written:  # the text it wrote is kept: its tokens are paid for
-                self._count(candidate.entry, estimate_usage(self.request, written))
-            raise
-        self._count(candidate.entry, usage or estimate_usage(self.request, written))
-
-    async def _chain(self) -> AsyncIterator[ReplyEvent]:
+    async def events(self) -> AsyncIterator[ReplyEvent]:
         text = ""
         for position, candidate in enumerate(self.candidates):
             asked = continuation(self.request, text) if text else self.request
