@@ -136,6 +136,10 @@ class Processes:
 
     def _env(self, config: Path) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
+        if path := env.get("PYTHONPATH"):  # the server runs in workdir: `src` must stay ours
+            env["PYTHONPATH"] = os.pathsep.join(
+                str(Path(entry).resolve()) for entry in path.split(os.pathsep) if entry
+            )
         env.update(
             THREADLINE_CONFIG=str(config),
             THREADLINE_RATE_LIMIT_PER_MINUTE="0",  # off: the benchmark measures streaming
