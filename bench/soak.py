@@ -424,9 +424,8 @@ def main() -> int:
                 },
             )
             procs.start_upstream()
-            procs.start_server(workers=WORKERS)
+            procs.start_server(workers=WORKERS)  # returns when every API process has started
             assert procs.server is not None
-            gw.wait_all_started(procs.server.pid, WORKERS)
             print(
                 f"soak: {args.minutes:g} min, c={args.concurrency}, {WORKERS} API processes "
                 f"{gw.server_processes(procs.server.pid)}, PostgreSQL + Redis; load {gw.loadavg()}",
