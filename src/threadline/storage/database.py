@@ -269,6 +269,32 @@ class Database:
                 raise Unavailable(UNREACHABLE, retry_after=RETRY_AFTER_SECONDS) from error
             raise
 
+    async def run_write_then_read(
+        self, work: Callable[[Connection], bool], read: Callable[[Connection], T], *, batched: bool
+    ) -> T | None:
+        """`run_write(work)`, then, if `work` returned True, `read(connection)` after the
+        commit on the same connection: one pool checkout and one greenlet trip instead of
+        two. The write turn is passed on at the commit, before the read (so the read never
+        delays the next writer). None when `work` returned False."""
+        turns = self._write_turns
+        try:
+            if turns is None:
+                return await greenlet_spawn(
+                    _write_then_read, self.engine.sync_engine, work, read, False, _nothing
+                )
+            await turns.acquire(False)
+            passed = _Once(turns.release)
+            try:
+                return await greenlet_spawn(
+                    _write_then_read, self.engine.sync_engine, work, read, batched, passed
+                )
+            finally:
+                passed()
+        except Exception as error:
+            if unreachable(error):
+                raise Unavailable(UNREACHABLE, retry_after=RETRY_AFTER_SECONDS) from error
+            raise
+
     async def revisions(self) -> tuple[str | None, str]:
         """(the schema's migration revision, the newest this code has): equal when current."""
         async with self.read() as conn:
@@ -327,6 +353,48 @@ def _write_with(engine: Engine, work: Callable[[Connection], T], batched: bool) 
     finally:
         if batching is not None:
             sqlite_driver.end_batch(batching)
+
+
+def _write_then_read(
+    engine: Engine,
+    work: Callable[[Connection], bool],
+    read: Callable[[Connection], T],
+    batched: bool,
+    committed: Callable[[], None],
+) -> T | None:
+    """In SQLAlchemy's greenlet: `_write_with`, `committed()` once its transaction has ended,
+    then `read` on the same connection when `work` returned True."""
+    with engine.connect() as connection:
+        batching = None
+        try:
+            with connection.begin():
+                if batched:
+                    raw = connection.connection.dbapi_connection
+                    batching = raw if sqlite_driver.start_batch(raw) else None
+                won = work(connection)
+        finally:
+            if batching is not None:
+                sqlite_driver.end_batch(batching)
+            committed()
+        return read(connection) if won else None
+
+
+def _nothing() -> None:
+    return None
+
+
+class _Once:
+    """Calls `action` the first time it is called, never again."""
+
+    __slots__ = ("_action",)
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self._action: Callable[[], None] | None = action
+
+    def __call__(self) -> None:
+        action, self._action = self._action, None
+        if action is not None:
+            action()
 
 
 def _sqlite_path(url: str) -> Path | None:

@@ -232,13 +232,19 @@ class SqlRecordStore:
             values["prompt_object"] = await asyncio.to_thread(EncodedJSON, record.prompt_object)
         values["settled_at"] = record.updated_at
         is_sqlite = self._db.is_sqlite
-        won = await self._db.run_write(
+        owner = {"w_org_id": record.org_id, "w_id": record.user_id}
+        # The user is read after the commit, not with RETURNING inside the transaction: on
+        # SQLite a batched transaction makes one trip after its first statement, and holds
+        # the write lock that every reply's writes queue for the shorter. The same connection
+        # and greenlet trip, though: one pool checkout for both.
+        settled = await self._db.run_write_then_read(
             partial(
                 _finish_rows, values, record, assistant_message, user_message_id, charge, is_sqlite
             ),
+            lambda conn: (conn.execute(_SELECT_USER, owner).mappings().first(),),
             batched=True,
         )
-        if not won:
+        if settled is None:
             log.warning(
                 "reply already ended by another process; its late end is not stored or charged",
                 record=str(record.id),
@@ -246,13 +252,7 @@ class SqlRecordStore:
                 charge=charge,
             )
             return None
-        owner = {"w_org_id": record.org_id, "w_id": record.user_id}
-        # Read after the commit, not with RETURNING inside the transaction: on SQLite a batched
-        # transaction makes one trip after its first statement, and holds the write lock that
-        # every reply's writes queue for the shorter.
-        row = await self._db.run_read(
-            lambda conn: conn.execute(_SELECT_USER, owner).mappings().first()
-        )
+        row = settled[0]  # None: the user is gone
         return user_from_row(row) if row else None
 
     async def checkpoint(self, record: AiRecord, text: str) -> None:
