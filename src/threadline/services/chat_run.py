@@ -110,8 +110,9 @@ class RunDriver:
         run = Run(start.record, user_message.id if user_message else None, start.reply_id)
         if self._feed is not None and self._feed.shared:
             run.tap = self._feed.tap(run.id, _terms(start))
-        # The model starts at once and its tokens flow while the PENDING record is written:
-        # the first token waits on no write but the reservation. The run stores its outcome
+        # The model starts at once and the PENDING record is written meanwhile: the upstream
+        # request waits on no write but the reservation, and the first frame only on that
+        # write when the model is quicker (`_show`). The run stores its outcome
         # only after that write, and a failed write ends the run with STORAGE_ERROR. The
         # write's task is made second so that it runs second: the upstream request goes out
         # first.
@@ -133,8 +134,7 @@ class RunDriver:
         parts: list[str] = []
         checkpoints = self._checkpoints(run, parts, stored)
         citations: list[Citation] = list(start.citations)
-        for citation in start.citations:
-            run.emit(citation)
+        shown = False  # the first event is held until the PENDING record is stored
         usage: Usage | None = None
         failure: Failed | None = None
         received = 0
@@ -160,6 +160,10 @@ class RunDriver:
                     continue
                 else:  # a provider's own Done/Failed: the run closes the log itself
                     continue
+                if not shown:
+                    shown = True
+                    if not await _show(run, start, stored):
+                        break  # the reply cannot be stored: stop the model (_finish says why)
                 run.emit(event)
         except ThreadlineError as exc:
             failure = Failed(
@@ -173,6 +177,9 @@ class RunDriver:
         except Exception:
             log.exception("model stream crashed", model=name, run=str(run.id))
             failure = Failed(code="MODEL_ERROR", message=f"model {name!r} failed unexpectedly")
+        if not shown:
+            for citation in start.citations:
+                run.emit(citation)
         text = "".join(parts)
         usage = chain.usage() or usage or estimate_usage(start.request, text)
         run.emit(usage)
@@ -320,6 +327,20 @@ async def _follow(follow_up: FollowUp, record_id: UUID) -> None:
         await follow_up(record_id)
     except Exception:
         log.exception("the follow-up of a stored reply failed", run=str(record_id))
+
+
+async def _show(run: Run, start: RunStart, stored: asyncio.Future[None]) -> bool:
+    """Before the run's first event reaches a reader: wait for its PENDING record's write
+    (usually done by then: it was sent with the upstream request), so that every frame's id
+    names a stored record and a resume on any process finds it; then the grounding's
+    citations. False when the record could not be stored."""
+    if not stored.done():
+        await asyncio.wait((stored,))
+    if _failed(stored):
+        return False
+    for citation in start.citations:
+        run.emit(citation)
+    return True
 
 
 def _settle(future: asyncio.Future[None], task: asyncio.Task[None]) -> None:

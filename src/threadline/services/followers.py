@@ -146,7 +146,9 @@ class RunFollower:
         fed = "".join(run.parts)
         text = fed if len(fed) >= len(record.result_text) else record.result_text
         stored = None
-        if record.status is RecordStatus.PENDING:
+        # FAILED too: a heartbeat's recovery may have failed it meanwhile with its last
+        # checkpoint, which the feed's text outgrows (the store says whether it is settled)
+        if record.status is not RecordStatus.SUCCESS:
             output = estimate_tokens(text) if text else 0
             failed = replace(
                 record,

@@ -58,6 +58,7 @@ from threadline.storage.record_json import (
 from threadline.storage.tables import ai_records, conversations, messages, nodes, users
 
 log = structlog.get_logger(__name__)
+_UNSETTLED = (RecordStatus.PENDING.value, RecordStatus.FAILED.value)
 
 
 def _record(row: RowMapping) -> AiRecord:
@@ -321,10 +322,12 @@ class SqlRecordStore:
         return len(ids)
 
     async def abandon(self, record: AiRecord, charge: int) -> AiRecord | None:
-        """Fail a PENDING record whose process died (another process knew its text from the
-        shared feed): its text, tokens and error, its reply message, its charge and the
-        release of its reservation in one transaction. The condition on PENDING makes it
-        happen once, whichever process gets there first."""
+        """Fail a record whose process died (another process knew its text from the shared
+        feed): its text, tokens and error, its reply message, its charge and the release of
+        its reservation in one transaction. The record is PENDING, or was failed by a
+        heartbeat's recovery meanwhile (with its last checkpoint, uncharged, not settled:
+        the feed's text is newer). The condition on `settled_at` makes it happen once,
+        whichever process gets there first."""
         now = utcnow()
         changes = {
             "status": RecordStatus.FAILED.value,
@@ -343,7 +346,9 @@ class SqlRecordStore:
                 .where(
                     ai_records.c.org_id == org_id,
                     ai_records.c.id == record.id,
-                    ai_records.c.status == RecordStatus.PENDING.value,
+                    # PENDING, or FAILED by recovery (`fail_unfinished`: not settled, nothing
+                    # charged) while this process followed the run's text on the feed
+                    ai_records.c.status.in_(_UNSETTLED),
                     ai_records.c.settled_at.is_(None),
                 )
                 .values(**changes)
