@@ -264,7 +264,8 @@ def test_web_search_is_offered_only_where_a_provider_is_configured(
             searching.sign_in()
             box = site.browser.visible("web-search")
             box.click()
-            _send(searching, "What is a tide mill?")
+            _send(searching, "What is a tide mill?")  # returns once the reply's box is shown
+            site.browser.wait(lambda d: engine.requests)  # the search comes before the answer
             assert [r.query.get("q") for r in engine.requests] == ["What is a tide mill?"]
             searching.no_console_errors()
         finally:

@@ -213,7 +213,7 @@ async def test_a_long_reply_streams_linearly(client: httpx.AsyncClient, admin: d
         assert b"event: done" in body
 
     await stream(1000)
-    t1, t2 = await amedians(lambda: stream(25_000), lambda: stream(50_000), repeats=1)
+    t1, t2 = await amedians(lambda: stream(25_000), lambda: stream(50_000), repeats=3)
     assert_linear(t1, t2, "streaming a 25k/50k word reply")
 
 
