@@ -132,63 +132,22 @@ class RunDriver:
 
     async def _drive(self, run: Run, start: RunStart, stored: asyncio.Future[None]) -> None:
         parts: list[str] = []
-        checkpoints = self._checkpoints(run, parts, stored)
         citations: list[Citation] = list(start.citations)
-        shown = False  # the first event is held until the PENDING record is stored
-        usage: Usage | None = None
-        failure: Failed | None = None
-        received = 0
-        name = start.entry.name
+        checkpoints = self._checkpoints(run, parts, stored)
         chain = start.chain(partial(_answered_by, run))
-        try:
-            async for event in chain.events():
-                received += 1
-                if received % YIELD_EVERY == 0:  # a provider with a long backlog: take turns
-                    await asyncio.sleep(0)
-                if _failed(stored):
-                    break  # the reply cannot be stored: stop the model (_finish says why)
-                if run.stop_requested:
-                    break  # a user's stop: the reply ends here, as if the model had ended it
-                if isinstance(event, TextDelta):
-                    parts.append(event.text)
-                    if checkpoints is not None:
-                        checkpoints.grew(len(event.text))
-                elif isinstance(event, Citation):
-                    citations.append(event)
-                elif isinstance(event, Usage):
-                    usage = event
-                    continue
-                else:  # a provider's own Done/Failed: the run closes the log itself
-                    continue
-                if not shown:
-                    shown = True
-                    if not await _show(run, start, stored):
-                        break  # the reply cannot be stored: stop the model (_finish says why)
-                run.emit(event)
-        except ThreadlineError as exc:
-            failure = Failed(
-                code=exc.code,
-                message=exc.message,
-                status=exc.status,
-                retry_after=exc.retry_after,  # e.g. UpstreamsBusy: every upstream full
-            )
-        except asyncio.CancelledError:
-            failure = _CANCELLED if run.cancelled else _STOPPED
-        except Exception:
-            log.exception("model stream crashed", model=name, run=str(run.id))
-            failure = Failed(code="MODEL_ERROR", message=f"model {name!r} failed unexpectedly")
-        if not shown:
+        read = await _read(run, start, chain, stored, parts, citations, checkpoints)
+        if not read.shown:
             for citation in start.citations:
                 run.emit(citation)
         text = "".join(parts)
-        usage = chain.usage() or usage or estimate_usage(start.request, text)
+        usage = chain.usage() or read.usage or estimate_usage(start.request, text)
         run.emit(usage)
         if checkpoints is not None:
             await checkpoints.close()
-        ended = _Ended(usage, text, tuple(citations), failure)
+        ended = _Ended(usage, text, tuple(citations), read.failure)
         if chain.usage() is not None:
             ended = replace(ended, charge=chain.charge)
-        elif failure is not None and not text:  # no model wrote a word: nothing to pay for
+        elif read.failure is not None and not text:  # no model wrote a word: nothing to pay
             ended = replace(ended, charge=0)
         if chain.routed:
             run.record = replace(run.record, route=chain.route())
@@ -327,6 +286,68 @@ async def _follow(follow_up: FollowUp, record_id: UUID) -> None:
         await follow_up(record_id)
     except Exception:
         log.exception("the follow-up of a stored reply failed", run=str(record_id))
+
+
+@dataclass(slots=True)
+class _Read:
+    """How reading the model's stream went."""
+
+    usage: Usage | None = None  # the provider's own count, if it sent one
+    failure: Failed | None = None
+    shown: bool = False  # the first event reached the run (after the PENDING write)
+
+
+async def _read(
+    run: Run,
+    start: RunStart,
+    chain: FallbackChain,
+    stored: asyncio.Future[None],
+    parts: list[str],
+    citations: list[Citation],
+    checkpoints: Checkpoints | None,
+) -> _Read:
+    """The model's events into the run (text into `parts`, citations into `citations`) until
+    the stream ends, fails, is stopped, or the reply cannot be stored."""
+    read, received = _Read(), 0
+    try:
+        async for event in chain.events():
+            received += 1
+            if received % YIELD_EVERY == 0:  # a provider with a long backlog: take turns
+                await asyncio.sleep(0)
+            if _failed(stored):
+                break  # the reply cannot be stored: stop the model (_finish says why)
+            if run.stop_requested:
+                break  # a user's stop: the reply ends here, as if the model had ended it
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+                if checkpoints is not None:
+                    checkpoints.grew(len(event.text))
+            elif isinstance(event, Citation):
+                citations.append(event)
+            elif isinstance(event, Usage):
+                read.usage = event
+                continue
+            else:  # a provider's own Done/Failed: the run closes the log itself
+                continue
+            if not read.shown:
+                read.shown = True
+                if not await _show(run, start, stored):
+                    break  # the reply cannot be stored: stop the model (_finish says why)
+            run.emit(event)
+    except ThreadlineError as exc:
+        read.failure = Failed(
+            code=exc.code,
+            message=exc.message,
+            status=exc.status,
+            retry_after=exc.retry_after,  # e.g. UpstreamsBusy: every upstream full
+        )
+    except asyncio.CancelledError:
+        read.failure = _CANCELLED if run.cancelled else _STOPPED
+    except Exception:
+        name = start.entry.name
+        log.exception("model stream crashed", model=name, run=str(run.id))
+        read.failure = Failed(code="MODEL_ERROR", message=f"model {name!r} failed unexpectedly")
+    return read
 
 
 async def _show(run: Run, start: RunStart, stored: asyncio.Future[None]) -> bool:
