@@ -16,8 +16,8 @@ import json
 import os
 import socket
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -243,12 +243,7 @@ class Database:
         one trip through SQLAlchemy's greenlet: the connect, the statements and the close.
         For the reads of every request, where `read()`'s three trips (and a task to close)
         were a good part of a chat reply's CPU. Errors as `read()` raises them."""
-        try:
-            return await greenlet_spawn(_read_with, self.engine.sync_engine, work)
-        except Exception as error:
-            if unreachable(error):
-                raise Unavailable(UNREACHABLE, retry_after=RETRY_AFTER_SECONDS) from error
-            raise
+        return await self._in_greenlet(_read_with, work)
 
     async def run_write(
         self, work: Callable[[Connection], T], *, urgent: bool = False, batched: bool = False
@@ -256,18 +251,14 @@ class Database:
         """`work(connection)` in one transaction, as `write()` (committed on success, rolled
         back on any error, `urgent` and `batched` alike), in one trip through SQLAlchemy's
         greenlet instead of four."""
+        turns = self._write_turns
+        if turns is None:
+            return await self._in_greenlet(_write_with, work, False)
+        await turns.acquire(urgent)
         try:
-            if self._write_turns is None:
-                return await greenlet_spawn(_write_with, self.engine.sync_engine, work, False)
-            await self._write_turns.acquire(urgent)
-            try:
-                return await greenlet_spawn(_write_with, self.engine.sync_engine, work, batched)
-            finally:
-                self._write_turns.release()
-        except Exception as error:
-            if unreachable(error):
-                raise Unavailable(UNREACHABLE, retry_after=RETRY_AFTER_SECONDS) from error
-            raise
+            return await self._in_greenlet(_write_with, work, batched)
+        finally:
+            turns.release()
 
     async def run_write_then_read(
         self, work: Callable[[Connection], bool], read: Callable[[Connection], T], *, batched: bool
@@ -277,19 +268,20 @@ class Database:
         two. The write turn is passed on at the commit, before the read (so the read never
         delays the next writer). None when `work` returned False."""
         turns = self._write_turns
+        if turns is None:
+            return await self._in_greenlet(_write_then_read, work, read, False, _nothing)
+        await turns.acquire(False)
+        passed = _Once(turns.release)
         try:
-            if turns is None:
-                return await greenlet_spawn(
-                    _write_then_read, self.engine.sync_engine, work, read, False, _nothing
-                )
-            await turns.acquire(False)
-            passed = _Once(turns.release)
-            try:
-                return await greenlet_spawn(
-                    _write_then_read, self.engine.sync_engine, work, read, batched, passed
-                )
-            finally:
-                passed()
+            return await self._in_greenlet(_write_then_read, work, read, batched, passed)
+        finally:
+            passed()
+
+    async def _in_greenlet(self, function: Callable[..., T], *args: Any) -> T:
+        """`function(sync_engine, *args)` in SQLAlchemy's greenlet; a database that cannot be
+        reached raises `Unavailable`, as `read()` and `write()` do."""
+        try:
+            return await greenlet_spawn(function, self.engine.sync_engine, *args)
         except Exception as error:
             if unreachable(error):
                 raise Unavailable(UNREACHABLE, retry_after=RETRY_AFTER_SECONDS) from error
@@ -343,16 +335,8 @@ def _read_with(engine: Engine, work: Callable[[Connection], T]) -> T:
 def _write_with(engine: Engine, work: Callable[[Connection], T], batched: bool) -> T:
     """In SQLAlchemy's greenlet: `work` in a transaction (SQLite's batched when asked, until
     after its commit: see `sqlite_driver`)."""
-    batching = None
-    try:
-        with engine.begin() as connection:
-            if batched:
-                raw = connection.connection.dbapi_connection
-                batching = raw if sqlite_driver.start_batch(raw) else None
-            return work(connection)
-    finally:
-        if batching is not None:
-            sqlite_driver.end_batch(batching)
+    with engine.connect() as connection, _batch(connection, batched), connection.begin():
+        return work(connection)
 
 
 def _write_then_read(
@@ -365,18 +349,25 @@ def _write_then_read(
     """In SQLAlchemy's greenlet: `_write_with`, `committed()` once its transaction has ended,
     then `read` on the same connection when `work` returned True."""
     with engine.connect() as connection:
-        batching = None
         try:
-            with connection.begin():
-                if batched:
-                    raw = connection.connection.dbapi_connection
-                    batching = raw if sqlite_driver.start_batch(raw) else None
+            with _batch(connection, batched), connection.begin():
                 won = work(connection)
         finally:
-            if batching is not None:
-                sqlite_driver.end_batch(batching)
             committed()
         return read(connection) if won else None
+
+
+@contextmanager
+def _batch(connection: Connection, batched: bool) -> Iterator[None]:
+    """SQLite's batch on `connection` while the block runs (its transaction inside it, so
+    the commit is sent with the batch), when asked and when SQLite is the database."""
+    raw = connection.connection.dbapi_connection if batched else None
+    batching = raw is not None and sqlite_driver.start_batch(raw)
+    try:
+        yield
+    finally:
+        if batching:
+            sqlite_driver.end_batch(raw)
 
 
 def _nothing() -> None:
