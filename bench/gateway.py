@@ -211,83 +211,91 @@ async def direct_stream(client: httpx.AsyncClient, url: str, body: bytes) -> Sam
     return _verdict(ttft, total, parts, done and finish == "stop", "no [DONE] / finish_reason")
 
 
-async def threadline_stream(client: httpx.AsyncClient, url: str, body: bytes, key: str) -> Sample:
-    """One streamed Chat with AI through Threadline, verified."""
-    start = time.perf_counter()
+@dataclass
+class _Read:
+    """What one verified stream through Threadline has shown so far."""
+
+    start: float
     ttft: float | None = None
-    parts: list[str] = []
-    result_ok = done = False
-    error = None
-    headers = {**_JSON, "API-KEY": key}
+    parts: list[str] = field(default_factory=list)
+    ended: bool = False  # the dialect's successful end, with the expected text
+    error: str | None = None
+
+    def text(self, piece: str) -> None:
+        if self.ttft is None:
+            self.ttft = time.perf_counter() - self.start
+        self.parts.append(piece)
+
+
+async def _sse_sample(
+    client: httpx.AsyncClient,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    on_frame: Callable[[_Read, str | None, str | None], None],
+    why: str,
+) -> Sample:
+    """One streamed request through Threadline; `on_frame` reads each SSE frame (its event
+    and data) into the `_Read`; `why` names a missing successful end."""
+    read = _Read(time.perf_counter())
     try:
         async with client.stream("POST", url, content=body, headers=headers) as response:
             if response.status_code != 200:
                 await response.aread()
                 return Sample(
-                    False, None, time.perf_counter() - start, f"HTTP {response.status_code}"
+                    False, None, time.perf_counter() - read.start, f"HTTP {response.status_code}"
                 )
             buffer = bytearray()
             async for chunk in response.aiter_raw():
                 buffer += chunk
                 for frame in _frames(buffer):
-                    event, data = _fields(frame)
-                    if event == "content" and data is not None:
-                        if ttft is None:
-                            ttft = time.perf_counter() - start
-                        parts.append(json.loads(data)["content"])
-                    elif event == "result" and data is not None:
-                        record = json.loads(data)["aiRecord"]
-                        result_ok = record.get("status") == "SUCCESS" and record.get(
-                            "aiRecordDetail", {}
-                        ).get("resultObject") == [EXPECTED_TEXT]
-                    elif event == "done":
-                        done = True
-                    elif event == "error":
-                        error = "error event: " + str(data)[:120]
-    except (httpx.HTTPError, ValueError, KeyError) as exc:
-        return Sample(False, ttft, time.perf_counter() - start, type(exc).__name__)
-    total = time.perf_counter() - start
-    if error:
-        return Sample(False, ttft, total, error)
-    return _verdict(ttft, total, parts, done and result_ok, "no SUCCESS result / done event")
+                    on_frame(read, *_fields(frame))
+    except (httpx.HTTPError, ValueError, KeyError, IndexError) as exc:
+        return Sample(False, read.ttft, time.perf_counter() - read.start, type(exc).__name__)
+    total = time.perf_counter() - read.start
+    if read.error:
+        return Sample(False, read.ttft, total, read.error)
+    return _verdict(read.ttft, total, read.parts, read.ended, why)
+
+
+async def threadline_stream(client: httpx.AsyncClient, url: str, body: bytes, key: str) -> Sample:
+    """One streamed Chat with AI through Threadline, verified."""
+    result_ok = False
+
+    def on_frame(read: _Read, event: str | None, data: str | None) -> None:
+        nonlocal result_ok
+        if event == "content" and data is not None:
+            read.text(json.loads(data)["content"])
+        elif event == "result" and data is not None:
+            record = json.loads(data)["aiRecord"]
+            result = record.get("aiRecordDetail", {}).get("resultObject")
+            result_ok = record.get("status") == "SUCCESS" and result == [EXPECTED_TEXT]
+        elif event == "done":
+            read.ended = result_ok
+        elif event == "error":
+            read.error = "error event: " + str(data)[:120]
+
+    headers = {**_JSON, "API-KEY": key}
+    return await _sse_sample(client, url, body, headers, on_frame, "no SUCCESS result / done event")
 
 
 async def responses_stream(client: httpx.AsyncClient, url: str, body: bytes, key: str) -> Sample:
     """One streamed OpenAI Responses request through Threadline (`POST /v1/responses`,
     `stream: true`), verified: the text deltas, then `response.completed` with that text."""
-    start = time.perf_counter()
-    ttft: float | None = None
-    parts: list[str] = []
-    completed = False
-    error = None
+
+    def on_frame(read: _Read, event: str | None, data: str | None) -> None:
+        if event == "response.output_text.delta" and data is not None:
+            read.text(json.loads(data)["delta"])
+        elif event == "response.completed" and data is not None:
+            output = json.loads(data)["response"]["output"]
+            read.ended = output[0]["content"][0]["text"] == EXPECTED_TEXT
+        elif event in ("response.failed", "response.incomplete", "error"):
+            read.error = f"{event}: " + str(data)[:120]
+
     headers = {**_JSON, "Authorization": f"Bearer {key}"}
-    try:
-        async with client.stream("POST", url, content=body, headers=headers) as response:
-            if response.status_code != 200:
-                await response.aread()
-                return Sample(
-                    False, None, time.perf_counter() - start, f"HTTP {response.status_code}"
-                )
-            buffer = bytearray()
-            async for chunk in response.aiter_raw():
-                buffer += chunk
-                for frame in _frames(buffer):
-                    event, data = _fields(frame)
-                    if event == "response.output_text.delta" and data is not None:
-                        if ttft is None:
-                            ttft = time.perf_counter() - start
-                        parts.append(json.loads(data)["delta"])
-                    elif event == "response.completed" and data is not None:
-                        output = json.loads(data)["response"]["output"]
-                        completed = output[0]["content"][0]["text"] == EXPECTED_TEXT
-                    elif event in ("response.failed", "response.incomplete", "error"):
-                        error = f"{event}: " + str(data)[:120]
-    except (httpx.HTTPError, ValueError, KeyError, IndexError) as exc:
-        return Sample(False, ttft, time.perf_counter() - start, type(exc).__name__)
-    total = time.perf_counter() - start
-    if error:
-        return Sample(False, ttft, total, error)
-    return _verdict(ttft, total, parts, completed, "no response.completed with the text")
+    return await _sse_sample(
+        client, url, body, headers, on_frame, "no response.completed with the text"
+    )
 
 
 def _verdict(ttft: float | None, total: float, parts: list[str], ended: bool, why: str) -> Sample:
