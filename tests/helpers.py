@@ -23,7 +23,7 @@ from sqlalchemy import Table, func, select
 
 from threadline.container import Container, create_app
 from threadline.domain.documents import Asset, Chunk, DocumentState
-from threadline.domain.entities import Conversation, Role
+from threadline.domain.entities import AiRecord, Conversation, RecordStatus, Role
 from threadline.providers.fake import FakeModel
 from threadline.services.memories import REMEMBER_JOB
 from threadline.settings import Credits, DocumentSettings, EmbeddingConfig, ModelConfig, Settings
@@ -414,3 +414,21 @@ async def make_tenant(db: Database, name: str) -> Tenant:
 
 def texts_as_chunks(document_id: int, texts: list[str]) -> list[Chunk]:
     return [Chunk(document_id, i, i, i, t) for i, t in enumerate(texts)]
+
+
+def pending_record(org_id: UUID, user_id: UUID, prompt: str = "Go") -> AiRecord:
+    """A PENDING 1min.ai chat record of `user_id`, as a run's start stores it (not stored)."""
+    now = utcnow()
+    return AiRecord(
+        id=uuid4(),
+        org_id=org_id,
+        user_id=user_id,
+        conversation_id=None,
+        model="gpt-4o-mini",
+        type="UNIFY_CHAT_WITH_AI",
+        status=RecordStatus.PENDING,
+        prompt_object={"prompt": prompt},
+        result_text="",
+        created_at=now,
+        updated_at=now,
+    )

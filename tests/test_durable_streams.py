@@ -18,7 +18,7 @@ import pytest
 
 from tests.fake_upstream import FakeUpstream, Reply
 from tests.faults import Disconnect
-from tests.helpers import Frame, content, frames_of, make_settings, names
+from tests.helpers import Frame, content, frames_of, make_settings, names, pending_record
 from tests.live_server import LiveServer
 from threadline.container import create_app
 from threadline.domain.clock import utcnow
@@ -278,20 +278,7 @@ def test_a_record_pending_in_another_process_is_waited_for(live):
     container = live.container
     container.replays.poll_seconds = 0.05
     admin = live.server.call(container.accounts.authenticate(live.key))
-    now = utcnow()
-    record = AiRecord(
-        id=uuid4(),
-        org_id=admin.org_id,
-        user_id=admin.user.id,
-        conversation_id=None,
-        model="gpt-4o-mini",
-        type="UNIFY_CHAT_WITH_AI",
-        status=RecordStatus.PENDING,
-        prompt_object={"prompt": "elsewhere"},
-        result_text="",
-        created_at=now,
-        updated_at=now,
-    )
+    record = pending_record(admin.org_id, admin.user.id, "elsewhere")
     live.server.call(container.record_store.start(record, None))
     done = replace(record, status=RecordStatus.SUCCESS, result_text="made elsewhere")
     finisher = threading.Timer(

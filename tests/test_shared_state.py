@@ -14,12 +14,12 @@ import shutil
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import pytest
 
 from tests.cluster import RedisServer
-from tests.helpers import Fakes, make_settings
+from tests.helpers import Fakes, make_settings, pending_record
 from threadline.container import Container
 from threadline.domain.entities import AiRecord, Principal, RecordStatus
 from threadline.domain.errors import Conflict
@@ -30,7 +30,6 @@ from threadline.services.responses import ResponseRequest
 from threadline.services.runs import CANCELLED_MESSAGE
 from threadline.shared.redis_runs import feed_key
 from threadline.storage import nodes as storage_nodes
-from threadline.storage.database import utcnow
 
 RESPONSE = "OPENAI_RESPONSE"  # the Responses dialect's record type
 TERMS = RunTerms(input_tokens=5, input_per_1k=1000, output_per_1k=1000, reserved_credits=50)
@@ -58,20 +57,7 @@ async def node(
 
 
 async def pending(container: Container, caller: Principal) -> AiRecord:
-    now = utcnow()
-    record = AiRecord(
-        id=uuid4(),
-        org_id=caller.org_id,
-        user_id=caller.user.id,
-        conversation_id=None,
-        model="gpt-4o-mini",
-        type="UNIFY_CHAT_WITH_AI",
-        status=RecordStatus.PENDING,
-        prompt_object={"prompt": "Go"},
-        result_text="",
-        created_at=now,
-        updated_at=now,
-    )
+    record = pending_record(caller.org_id, caller.user.id)
     await container.record_store.start(record, None)
     return record
 
