@@ -13,7 +13,6 @@ from uuid import UUID
 
 from sqlalchemy import (
     Integer,
-    Select,
     Uuid,
     and_,
     bindparam,
@@ -30,6 +29,7 @@ from sqlalchemy.engine import RowMapping
 from threadline.domain.entities import Conversation, Message, Page, RecordStatus
 from threadline.domain.ports import HEAD, ChatMessage, HistoryWindow, Parent
 from threadline.storage.database import Database, as_utc, utcnow
+from threadline.storage.prepared import PreparedQuery
 from threadline.storage.tables import conversation_documents, conversations, messages
 
 _CHANGES = {"title", "description", "is_archived", "status", "model", "metadata"}
@@ -258,7 +258,7 @@ class SqlConversationStore:
             "limit": max(limit, 1),
             "parent": None if from_head else parent,
         }
-        rows = await self._db.run_read(lambda conn: conn.execute(query, params).all())
+        rows = await self._db.run_read(functools.partial(query.all, values=params))
         if not rows:
             return None
         first = rows[0]
@@ -295,11 +295,11 @@ _BRANCH = _path(_HEAD_OF, "branch")  # the current branch
 
 
 @functools.cache
-def _history_query(*, by_model: bool, by_user: bool, from_head: bool) -> Select[Any]:
+def _history_query(*, by_model: bool, by_user: bool, from_head: bool) -> PreparedQuery:
     """The conversation (no row when it is not there, or not the user's), its head, whether
     it has documents, left-joined to the role and text of the last messages of finished
     exchanges on the path to the head (or to `:parent`): all a model is given. One query,
-    built once per variant."""
+    built once per variant (and compiled once: it is read on every reply)."""
     path = _path(_HEAD_OF if from_head else bindparam("parent", type_=Uuid), "path")
     joined = [
         messages.c.conversation_id == conversations.c.id,
@@ -315,7 +315,7 @@ def _history_query(*, by_model: bool, by_user: bool, from_head: bool) -> Select[
     ]
     if by_user:
         where.append(conversations.c.user_id == bindparam("user_id"))
-    return (
+    return PreparedQuery(
         select(
             literal_column("1").label("conversation_found"),  # a row: it is there
             conversations.c.head_id,

@@ -40,7 +40,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from threadline.storage.database import Database, utcnow
-from threadline.storage.prepared import Prepared
+from threadline.storage.prepared import Prepared, PreparedQuery
 from threadline.storage.tables import credit_reservations, nodes, users
 
 _OWNER = (users.c.org_id == bindparam("c_org_id"), users.c.id == bindparam("c_user_id"))
@@ -70,6 +70,7 @@ _ROW = {
 }
 _INSERT_ROW = Prepared(insert(credit_reservations).values(**_ROW))
 # PostgreSQL: both in one statement (a round trip saved on a run's start).
+_TAKE_QUERY = PreparedQuery(_TAKE)
 _taken = _TAKE.cte("taken")
 _TAKE_AND_RECORD = (
     insert(credit_reservations)
@@ -204,7 +205,7 @@ def _take(credits: int, is_sqlite: bool, values: dict[str, Any], conn: Connectio
     """`reserve`'s transaction (in `Database.run_write`)."""
     if credits and not is_sqlite:
         return conn.execute(_TAKE_AND_RECORD, values).first() is not None
-    if conn.execute(_TAKE, values).first() is None:
+    if _TAKE_QUERY.first(conn, values) is None:
         return False
     if credits:
         _INSERT_ROW.run_sync(conn, values)

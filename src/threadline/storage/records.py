@@ -48,7 +48,7 @@ from threadline.storage.accounts import user_from_row
 from threadline.storage.conversations import conversation_values, message_values
 from threadline.storage.credits import settle, settle_rows
 from threadline.storage.database import Database, EncodedJSON, as_utc, utcnow
-from threadline.storage.prepared import Prepared
+from threadline.storage.prepared import Prepared, PreparedQuery
 from threadline.storage.record_json import (
     citations_from,
     citations_json,
@@ -132,7 +132,7 @@ _INSERT_ONE_MESSAGE = Prepared(_INSERT_MESSAGE)
 # The run's end claims its record: only one not settled yet (see the module doc). Returning
 # its id is what says whether this end won; it is run as it is (a RETURNING statement is not
 # held in SQLite's batch: the claim is one trip, the rest of the transaction another).
-_SETTLE_RECORD = (
+_SETTLE_RECORD = PreparedQuery(
     update(ai_records)
     .where(
         ai_records.c.org_id == bindparam("w_org_id"),
@@ -191,7 +191,7 @@ def _upsert(insert_for: Any) -> Any:
 _UPSERT_REPLY = {"sqlite": _upsert(sqlite_insert), "postgresql": _upsert(postgresql_insert)}
 _UPSERT_ONE_REPLY = {dialect: Prepared(statement) for dialect, statement in _UPSERT_REPLY.items()}
 _OWNER = (users.c.org_id == bindparam("w_org_id"), users.c.id == bindparam("w_id"))
-_SELECT_USER = select(users).where(*_OWNER)
+_SELECT_USER = PreparedQuery(select(users).where(*_OWNER))
 
 
 class SqlRecordStore:
@@ -242,7 +242,7 @@ class SqlRecordStore:
             partial(
                 _finish_rows, values, record, assistant_message, user_message_id, charge, is_sqlite
             ),
-            lambda conn: (conn.execute(_SELECT_USER, owner).mappings().first(),),
+            lambda conn: (_SELECT_USER.first(conn, owner),),
             batched=True,
         )
         if settled is None:
@@ -254,7 +254,7 @@ class SqlRecordStore:
             )
             return None
         row = settled[0]  # None: the user is gone
-        return user_from_row(row) if row else None
+        return user_from_row(row._asdict()) if row else None
 
     async def checkpoint(self, record: AiRecord, text: str) -> None:
         values = {"w_org_id": record.org_id, "w_id": record.id, "w_text": text}
@@ -415,7 +415,7 @@ def _finish_rows(
     # First, so that on PostgreSQL it takes the record's lock before anything else is written
     # (an abandon at the same moment waits, then finds it settled).
     claim = {**values, "w_org_id": org_id, "w_id": record.id}
-    if conn.execute(_SETTLE_RECORD, claim).first() is None:
+    if _SETTLE_RECORD.first(conn, claim) is None:
         return False
     if assistant_message is not None:
         _UPSERT_ONE_REPLY[conn.dialect.name].run_sync(conn, message_values(assistant_message))

@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from threadline.api.deps import ContainerDep, PrincipalDep
@@ -32,6 +32,7 @@ from threadline.api.dialects.anthropic.schemas import (
     image_sources,
     system_text,
 )
+from threadline.api.event_stream import EventStream
 from threadline.api.routing import error_responses, route_class, streamed
 from threadline.domain.entities import Principal
 from threadline.domain.errors import NotFound, ThreadlineError, Unprocessable
@@ -134,7 +135,7 @@ async def create_message(
         replies = run.events(idle=container.settings.sse_ping_seconds)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         frames = encode.events(run.record, replies)
-        return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
+        return EventStream(frames, headers)
     record = await run.result()
     outcome = run.outcome
     if isinstance(outcome, Failed):

@@ -27,6 +27,7 @@ from threadline.api.dialects.oneminai.schemas import (
     LegacyChatPrompt,
     Strict,
 )
+from threadline.api.event_stream import EventStream
 from threadline.api.idempotency import IDEMPOTENT
 from threadline.api.native import (
     NATIVE_ERRORS,
@@ -381,10 +382,10 @@ async def _finished(run: Run, principal: Principal, views: RecordViews) -> Respo
     return JSONResponse({"aiRecord": encode.record_view(view)})
 
 
-def _sse_response(frames: AsyncIterator[bytes], record_id: UUID) -> StreamingResponse:
+def _sse_response(frames: AsyncIterator[bytes], record_id: UUID) -> EventStream:
     headers = {
         "Cache-Control": "no-cache",
         "X-Accel-Buffering": "no",
         "X-AI-Record-Id": str(record_id),
     }
-    return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
+    return EventStream(frames, headers)

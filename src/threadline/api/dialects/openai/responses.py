@@ -15,7 +15,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from threadline.api.deps import ContainerDep, PrincipalDep
 from threadline.api.dialects.openai import encode
@@ -31,6 +31,7 @@ from threadline.api.dialects.openai.responses_schemas import (
     response_inputs,
 )
 from threadline.api.dialects.openai.schemas import OpenAIRequestError
+from threadline.api.event_stream import EventStream
 from threadline.api.routing import streamed
 from threadline.domain.entities import AiRecord, Principal, RecordStatus
 from threadline.domain.errors import NotFound, Unprocessable
@@ -124,8 +125,8 @@ async def create_response(
     return JSONResponse(wire.response(record, await resolve(record)))
 
 
-def _stream(frames: AsyncIterator[bytes]) -> StreamingResponse:
-    return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+def _stream(frames: AsyncIterator[bytes]) -> EventStream:
+    return EventStream(frames, SSE_HEADERS)
 
 
 async def get_response(

@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from threadline.api.deps import ContainerDep, PrincipalDep
@@ -25,6 +25,7 @@ from threadline.api.dialects.openai.schemas import (
     image_urls,
     stop_sequences,
 )
+from threadline.api.event_stream import EventStream
 from threadline.api.idempotency import IDEMPOTENT
 from threadline.api.routing import error_responses, route_class, streamed
 from threadline.domain.errors import (
@@ -184,7 +185,7 @@ async def chat_completions(
         events = run.events(idle=container.settings.sse_ping_seconds)
         frames = encode.chunks(lambda: run.record, events, include_usage)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
+        return EventStream(frames, headers)
     record = await run.result()
     outcome = run.outcome
     if isinstance(outcome, Failed):

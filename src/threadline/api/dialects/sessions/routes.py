@@ -15,13 +15,14 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from threadline.api.bounds import JSON_INT_MAX, Offset, page_limit
 from threadline.api.deps import ContainerDep, LastEventId, PrincipalDep, ResumeAfter
 from threadline.api.dialects.sessions import encode
 from threadline.api.dialects.sessions.schemas import CreateConversation, CreateSession, StreamChat
+from threadline.api.event_stream import EventStream
 from threadline.api.idempotency import IDEMPOTENT
 from threadline.api.native import validation_details
 from threadline.api.routing import error_responses, route_class, streamed
@@ -193,10 +194,10 @@ async def messages(
     return encode.messages_page(page)
 
 
-def _sse_response(frames: AsyncIterator[bytes], exchange: Exchange) -> StreamingResponse:
+def _sse_response(frames: AsyncIterator[bytes], exchange: Exchange) -> EventStream:
     headers = {
         "Cache-Control": "no-cache",
         "X-Accel-Buffering": "no",
         "X-AI-Record-Id": str(exchange.record_id),
     }
-    return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
+    return EventStream(frames, headers)
