@@ -1,5 +1,6 @@
 """A prepared write stores what `conn.execute` of its statement stores, on both databases;
-on SQLite it joins the transaction's batch without a trip of its own."""
+on SQLite it joins the transaction's batch without a trip of its own. A prepared query reads
+what `conn.execute` reads, the batch's held writes included."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from sqlalchemy import bindparam, insert, select, update
 
 from tests.helpers import make_tenant
 from threadline.storage.database import as_utc, utcnow
-from threadline.storage.prepared import Prepared
+from threadline.storage.prepared import Prepared, PreparedQuery
 from threadline.storage.tables import ai_records
 
 _INSERT = insert(ai_records)
@@ -22,6 +23,19 @@ _FINISH = Prepared(
     update(ai_records)
     .where(ai_records.c.id == bindparam("w_id"), ai_records.c.status == "PENDING")
     .values(status=bindparam("w_status"), result_text=bindparam("w_text"))
+)
+
+
+_BY_MODEL = PreparedQuery(
+    select(ai_records.c.id, ai_records.c.status, ai_records.c.created_at, ai_records.c.route)
+    .where(ai_records.c.model == bindparam("w_model"), ai_records.c.status != "FAILED")
+    .order_by(ai_records.c.credits)
+)
+_CLAIM = PreparedQuery(
+    update(ai_records)
+    .where(ai_records.c.id == bindparam("w_id"), ai_records.c.status == "PENDING")
+    .values(status="SUCCESS")
+    .returning(ai_records.c.id, ai_records.c.updated_at)
 )
 
 
@@ -104,3 +118,25 @@ async def test_on_sqlite_prepared_writes_go_with_the_commit(tmp_path, monkeypatc
         assert len(await _rows(db)) == 3  # the failed transaction left nothing
     finally:
         await db.dispose()
+
+
+async def test_a_prepared_query_reads_what_execute_reads(db):
+    tenant = await make_tenant(db, "org")
+    records = [_record(tenant.org, tenant.user, credits=n, model="q") for n in (2, 1, 3)]
+
+    def work(conn):
+        for record in records:  # held back in SQLite's batch: sent with the query
+            _PREPARED_INSERT.run_sync(conn, record)
+        prepared = _BY_MODEL.all(conn, {"w_model": "q"})
+        executed = list(conn.execute(_BY_MODEL.statement, {"w_model": "q"}))
+        claimed = _CLAIM.first(conn, {"w_id": records[1]["id"]})
+        again = _CLAIM.first(conn, {"w_id": records[1]["id"]})
+        return prepared, executed, claimed, again
+
+    prepared, executed, claimed, again = await db.run_write(work, batched=True)
+    assert [tuple(row) for row in prepared] == [tuple(row) for row in executed]
+    assert [row.id for row in prepared] == [records[n]["id"] for n in (1, 0, 2)]
+    assert prepared[0].route == records[1]["route"] and prepared[0].status == "PENDING"
+    assert as_utc(prepared[0].created_at) == records[1]["created_at"]
+    assert claimed.id == records[1]["id"] and again is None
+    assert as_utc(claimed.updated_at) == records[1]["updated_at"]

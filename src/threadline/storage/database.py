@@ -114,7 +114,10 @@ class EncodedJSON:
 
 
 def json_text(value: Any) -> str:
-    """The engines' JSON serializer: json.dumps, or the text of an `EncodedJSON`."""
+    """The engines' JSON serializer: json.dumps, or the text of an `EncodedJSON` (a JSON
+    column left empty, the most common value, without a call to json.dumps)."""
+    if value is None:
+        return "null"
     return value.text if isinstance(value, EncodedJSON) else json.dumps(value)
 
 

@@ -44,14 +44,15 @@ _SQLITE = "sqlite"
 class _Form:
     """A statement compiled for a positional dialect and one set of parameter names."""
 
-    __slots__ = ("_binds", "_compiled", "_names", "_processors", "_row", "_rows", "sql")
+    __slots__ = ("_compiled", "_names", "_ordered", "_row", "_rows", "sql")
 
     def __init__(self, compiled: SQLCompiler) -> None:
         self._compiled = compiled
         self.sql = compiled.string
         self._names = tuple(compiled.positiontup or ())
         # name -> processor (a sequence only for tuple-valued binds, which these have not)
-        self._processors: dict[str, Any] = dict(compiled._bind_processors)
+        processors: dict[str, Any] = dict(compiled._bind_processors)
+        self._ordered = tuple(processors.get(name) for name in self._names)
         # A row-returning statement: its columns' names and result processors.
         dialect = compiled.dialect
         columns = compiled._result_columns
@@ -59,12 +60,18 @@ class _Form:
         self._rows = tuple(c.type._cached_result_processor(dialect, None) for c in columns)
 
     def parameters(self, values: dict[str, Any]) -> tuple[Any, ...]:
-        """The DBAPI parameters, as `DefaultExecutionContext._init_compiled` makes them."""
-        bound = self._compiled.construct_params(values, escape_names=False)
-        processors = self._processors
+        """The DBAPI parameters, as `DefaultExecutionContext._init_compiled` makes them.
+        When `values` names every parameter (the usual case) they are taken from it directly;
+        otherwise (a literal in the statement, a default) SQLAlchemy's `construct_params`
+        fills in the rest."""
+        try:
+            raw = [values[name] for name in self._names]
+        except KeyError:
+            bound = self._compiled.construct_params(values, escape_names=False)
+            raw = [bound[name] for name in self._names]
         return tuple(
-            processors[name](bound[name]) if name in processors else bound[name]
-            for name in self._names
+            value if process is None else process(value)
+            for process, value in zip(self._ordered, raw, strict=True)
         )
 
     def rows(self, raw: Sequence[Any]) -> list[Any]:
