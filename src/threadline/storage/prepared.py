@@ -124,28 +124,7 @@ class Prepared:
         conn.execute(self.statement, values)
 
     def _form(self, dialect: Dialect, values: dict[str, Any]) -> _Form | None:
-        keys = tuple(values)
-        try:
-            return self._forms[keys]
-        except KeyError:
-            pass
-        compiled = self.statement.compile(dialect=dialect, column_keys=sorted(keys))
-        assert isinstance(compiled, SQLCompiler)
-        usable = (
-            compiled.positional
-            and compiled.positiontup is not None
-            and not compiled.insert_prefetch  # Python-side defaults: SQLAlchemy's path
-            and not compiled.update_prefetch
-            and not compiled.literal_execute_params
-            and not compiled.post_compile_params
-            and not compiled.returning
-            and not compiled.schema_translate_map
-            and sqlite_driver.holdable(compiled.string)
-        )
-        form = _Form(compiled) if usable else None
-        if len(self._forms) < 16:  # a few call sites' key sets, not one per call
-            self._forms[keys] = form
-        return form
+        return _form(self.statement, self._forms, dialect, values, rows=False)
 
 
 class PreparedQuery:
@@ -176,24 +155,42 @@ class PreparedQuery:
         return rows[0] if rows else None
 
     def _form(self, dialect: Dialect, values: dict[str, Any]) -> _Form | None:
-        keys = tuple(values)
-        try:
-            return self._forms[keys]
-        except KeyError:
-            pass
-        compiled = self.statement.compile(dialect=dialect, column_keys=sorted(keys))
-        assert isinstance(compiled, SQLCompiler)
-        usable = (
-            compiled.positional
-            and compiled.positiontup is not None
-            and not compiled.insert_prefetch
-            and not compiled.update_prefetch
-            and not compiled.literal_execute_params
-            and not compiled.post_compile_params
-            and not compiled.schema_translate_map
-            and bool(compiled._result_columns)
-        )
-        form = _Form(compiled) if usable else None
-        if len(self._forms) < 16:
-            self._forms[keys] = form
-        return form
+        return _form(self.statement, self._forms, dialect, values, rows=True)
+
+
+def _form(
+    statement: Select[Any] | UpdateBase,
+    forms: dict[tuple[str, ...], _Form | None],
+    dialect: Dialect,
+    values: dict[str, Any],
+    *,
+    rows: bool,
+) -> _Form | None:
+    """The statement's compiled form for these parameter names (kept in `forms`), or None
+    when it needs SQLAlchemy's own execution: Python-side defaults, expanding or
+    literal-rendered parameters, or (`rows`) no rows returned / (not `rows`) rows returned
+    or a statement SQLite's batch cannot hold."""
+    keys = tuple(values)
+    try:
+        return forms[keys]
+    except KeyError:
+        pass
+    compiled = statement.compile(dialect=dialect, column_keys=sorted(keys))
+    assert isinstance(compiled, SQLCompiler)
+    usable = (
+        compiled.positional
+        and compiled.positiontup is not None
+        and not compiled.insert_prefetch  # Python-side defaults: SQLAlchemy's path
+        and not compiled.update_prefetch
+        and not compiled.literal_execute_params
+        and not compiled.post_compile_params
+        and not compiled.schema_translate_map
+    )
+    if rows:
+        usable = usable and bool(compiled._result_columns)
+    else:
+        usable = usable and not compiled.returning and sqlite_driver.holdable(compiled.string)
+    form = _Form(compiled) if usable else None
+    if len(forms) < 16:  # a few call sites' key sets, not one per call
+        forms[keys] = form
+    return form
