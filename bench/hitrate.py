@@ -428,7 +428,7 @@ async def _started(args: argparse.Namespace, data: Path) -> tuple[Any, Any]:
 
     settings = Settings(
         data_dir=data,
-        embeddings={"provider": args.embeddings},
+        embeddings={"provider": args.embeddings, "model": args.embed_model},
         documents={"embedded_worker": False, **_chunking(args)},
         log_level="WARNING",
     )
@@ -480,6 +480,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("-k", type=int, default=5, help="top k chunks per question (5)")
     parser.add_argument("--embeddings", default="local", choices=("none", "local"))
+    parser.add_argument(
+        "--embed-model", help="[embeddings] model: a bundled model (all-minilm-l6-v2)"
+    )
     parser.add_argument("--advanced", action="store_true", help="also hybrid, advanced=True")
     parser.add_argument("--max-pages", type=int, default=None, help="cut PDFs to N pages")
     parser.add_argument("--misses", action="store_true", help="print every miss")
