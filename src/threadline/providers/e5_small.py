@@ -108,9 +108,16 @@ def _erf(x: Matrix) -> Matrix:
     the exact (erf) one."""
     a = np.abs(x)
     t = 1.0 / (1.0 + 0.3275911 * a)
-    poly = ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t) + 0.254829592
+    poly = (
+        (((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t
+    ) + 0.254829592
     result: Matrix = np.sign(x) * (1.0 - poly * t * np.exp(-a * a))
     return result
+
+
+def _gelu(x: Matrix) -> Matrix:
+    """The exact GELU, x * Φ(x)."""
+    return (x * (_erf(x * np.float32(0.5**0.5)) + 1.0) * 0.5).astype(np.float32, copy=False)
 
 
 def _layer_norm(x: Matrix, weights: tuple[Matrix, Matrix], eps: float) -> Matrix:
@@ -175,10 +182,9 @@ class E5Small:
         scores = heads[0] @ heads[1].transpose(0, 2, 1) * np.float32(size**-0.5)
         scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
         scores /= scores.sum(axis=-1, keepdims=True)
-        context = (scores @ heads[2]).transpose(1, 0, 2).reshape(length, h.width)
+        context: Matrix = (scores @ heads[2]).transpose(1, 0, 2).reshape(length, h.width)
         x = _layer_norm(x + context @ layer.out + layer.out_bias, layer.attn_norm, h.eps)
-        hidden = x @ layer.up + layer.up_bias
-        hidden = 0.5 * hidden * (1.0 + _erf(hidden * np.float32(0.5**0.5)))
+        hidden = _gelu(x @ layer.up + layer.up_bias)
         return _layer_norm(x + hidden @ layer.down + layer.down_bias, layer.ffn_norm, h.eps)
 
     def _words(self, ids: list[int]) -> Matrix:
