@@ -33,6 +33,7 @@ from dataclasses import replace
 from uuid import UUID
 
 from threadline.domain.documents import ChunkHit, ChunkIndex, Embedder
+from threadline.services.retrieval_excerpts import excerpts as join_neighbours
 from threadline.services.retrieval_names import MAX_DOCUMENTS, naming
 
 RRF_K = 60
@@ -60,10 +61,12 @@ class Retriever:
         advanced: bool = False,
         names: bool = True,
         symbols: bool = True,
+        excerpts: bool = True,
     ) -> list[ChunkHit]:
-        """The best `limit` chunks. Stages that can be left out (to measure them):
+        """The best `limit` excerpts. Stages that can be left out (to measure them):
         `names=False` ignores documents the question names, `symbols=False` leaves out the
-        ranking by the question's symbols."""
+        ranking by the question's symbols, `excerpts=False` gives single chunks instead of
+        joining neighbouring ones (`retrieval_excerpts.py`)."""
         if not document_ids or not query.strip():
             return []
         named: list[int] = []
@@ -74,13 +77,15 @@ class Retriever:
         # symbols that name a document (`R-admin`, `gmpl.pdf`) are no symbols to look up
         by_symbol = (rest if named else query) if symbols else None
         if not named:
-            return await self._hybrid(org_id, document_ids, query, limit, advanced, by_symbol)
-        focused, everything = await asyncio.gather(
-            self._hybrid(org_id, named, rest, limit, True, by_symbol),
-            self._hybrid(org_id, document_ids, query, limit, advanced, by_symbol),
-        )
-        chosen = {h.document_id for h in focused} | set(named)
-        return [*focused, *(h for h in everything if h.document_id not in chosen)][:limit]
+            ranked = await self._hybrid(org_id, document_ids, query, limit, advanced, by_symbol)
+        else:
+            focused, everything = await asyncio.gather(
+                self._hybrid(org_id, named, rest, limit, True, by_symbol),
+                self._hybrid(org_id, document_ids, query, limit, advanced, by_symbol),
+            )
+            chosen = {h.document_id for h in focused} | set(named)
+            ranked = [*focused, *(h for h in everything if h.document_id not in chosen)]
+        return join_neighbours(ranked, limit) if excerpts else ranked[:limit]
 
     async def _hybrid(
         self,
@@ -101,7 +106,7 @@ class Retriever:
         fused = fuse(await asyncio.gather(*searches))
         if advanced:
             fused = rerank(query, fused)
-        return fused[:limit]
+        return fused  # every candidate: `search` keeps the first `limit` excerpts
 
     async def search_text(
         self, org_id: UUID, document_ids: Sequence[int], query: str, limit: int

@@ -1,0 +1,100 @@
+"""Neighbouring chunks that both rank are one excerpt (services/retrieval_excerpts.py): the
+overlap said once, the page span covering both, the place freed given to the next page, and
+the prompt no larger than the first `limit` chunks were."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import make_tenant, texts_as_chunks
+from threadline.domain.documents import ChunkHit
+from threadline.services.retrieval import Retriever
+from threadline.services.retrieval_excerpts import excerpts, joined
+from threadline.storage.chunks import SqlChunkIndex
+from threadline.storage.database import Database
+
+
+def hit(document: int, ordinal: int, text: str, page: int | None = None) -> ChunkHit:
+    page = ordinal if page is None else page
+    return ChunkHit(
+        document * 100 + ordinal, document, f"d{document}.pdf", ordinal, page, page, text, 0.0
+    )
+
+
+SHARED = "the sentence both chunks hold, "
+A = "First part of the passage, ending in " + SHARED
+B = SHARED + "and the rest of the passage after it."
+
+
+def test_joined_says_the_overlap_once_and_keeps_text_without_one_apart():
+    assert joined(A, B) == "First part of the passage, ending in " + B
+    assert joined("one page.", "next page.") == "one page.\nnext page."
+    # a short coincidence is no overlap
+    assert joined("ends with the", "the start") == "ends with the\nthe start"
+
+
+def test_a_ranked_neighbour_joins_the_better_chunk_and_what_it_saves_goes_on():
+    ranked = [hit(1, 4, B), hit(2, 0, "x" * 60), hit(1, 3, A), hit(3, 7, "y" * 20)]
+    got = excerpts(ranked, limit=3)
+    assert [(h.document_id, h.ordinal) for h in got] == [(1, 4), (2, 0), (3, 7)]
+    first = got[0]
+    assert first.text == joined(A, B)  # the earlier chunk's text comes first
+    assert (first.page_start, first.page_end) == (3, 4)
+    assert first.chunk_id == 104  # the better-ranked chunk's identity and rank
+    assert sum(len(h.text) for h in got) <= sum(len(h.text) + 1 for h in ranked[:3])
+
+
+def test_excerpts_hold_no_more_text_than_the_first_chunks_did():
+    ranked = [hit(1, 0, "a" * 100), hit(1, 1, "b" * 100), hit(2, 0, "c" * 300)]
+    # 1/0 and 1/1 join (201 chars); 2/0 would take the text to 501 > 2 x 101: it waits
+    got = excerpts(ranked, limit=2)
+    assert [(h.document_id, h.ordinal, h.page_end) for h in got] == [(1, 0, 1)]
+    # nor does a later, shorter chunk jump the queue
+    got = excerpts([*ranked, hit(3, 0, "d")], limit=2)
+    assert [h.document_id for h in got] == [1]
+
+
+def test_an_excerpt_joins_two_chunks_at_most_and_other_documents_never():
+    ranked = [hit(1, 5, "m" * 50), hit(1, 6, "n" * 50), hit(1, 4, "l" * 50), hit(2, 6, "o" * 50)]
+    got = excerpts(ranked, limit=4)
+    assert [(h.document_id, h.ordinal, h.page_start, h.page_end) for h in got] == [
+        (1, 5, 5, 6),
+        (1, 4, 4, 4),
+        (2, 6, 6, 6),
+    ]
+    assert excerpts([], limit=3) == []
+    assert [h.ordinal for h in excerpts(ranked, limit=1)] == [5]
+
+
+@pytest.fixture
+async def db(db_url: str):
+    database = Database(db_url)
+    await database.migrate()
+    yield database
+    await database.dispose()
+
+
+async def test_the_chat_gets_a_passage_split_over_two_chunks_as_one_excerpt(db):
+    tenant = await make_tenant(db, "org-excerpts")
+    index = SqlChunkIndex(db)
+    document = await tenant.document("manual.pdf")
+    texts = [
+        "Unrelated introduction about installing the package.",
+        "To rotate the frobnicator, hold the hush key while the frobnicator",
+        "the frobnicator turns: the frobnicator then rotates quietly.",
+        "Another frobnicator page, about cleaning.",
+        "Licence terms.",
+    ]
+    await index.replace_chunks(tenant.org, document, texts_as_chunks(document, texts), None, None)
+    hits = await Retriever(index, None).search(
+        tenant.org, [document], "frobnicator rotates quietly", limit=3
+    )
+    joined_text = texts[1] + "\n" + texts[2]
+    assert joined_text in [h.text for h in hits]
+    excerpt = next(h for h in hits if h.text == joined_text)
+    assert (excerpt.page_start, excerpt.page_end) == (1, 2)
+    assert len({h.chunk_id for h in hits}) == len(hits)
+    off = await Retriever(index, None).search(
+        tenant.org, [document], "frobnicator rotates quietly", limit=3, excerpts=False
+    )
+    assert all(h.page_start == h.page_end for h in off)  # single chunks when switched off
