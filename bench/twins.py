@@ -38,8 +38,9 @@ TWINS = ROOT / "bench" / "twins.json"
 KINDS = ("lookup", "conceptual", "confusable")
 # query-time stages of `Retriever.search`, by keyword: `names` (a named document first),
 # `symbols` (a third ranking over the symbol index), `excerpts` (neighbouring chunks joined
-# into one excerpt), `rerank` (a second stage)
-STAGES = ("names", "symbols", "excerpts", "rerank")
+# into one excerpt), `pointers` (tables of contents and indexes last), `rerank` (a second
+# stage)
+STAGES = ("names", "symbols", "excerpts", "pointers", "rerank")
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ import pytest
 
 from tests.helpers import make_tenant, texts_as_chunks
 from threadline.domain.documents import ChunkHit
-from threadline.services.retrieval import Retriever
+from threadline.services.retrieval import Retriever, pointers_last
 from threadline.services.retrieval_excerpts import excerpts, joined
 from threadline.storage.chunks import SqlChunkIndex
 from threadline.storage.database import Database
@@ -66,6 +66,24 @@ def test_an_excerpt_joins_two_chunks_at_most_and_other_documents_never():
     assert [h.ordinal for h in excerpts(ranked, limit=1)] == [5]
 
 
+INDEX_PAGE = (
+    "R_ARCH . . . . . . . . . . . . . . . . 9, 10\nR_BROWSER . . . . . . . . . . . . . . 57\n"
+    "R_DISABLE_HTTPD . . . . . . . . . . . . . . . 5\nR_GSCMD . . . . . . . . . . . . . 45"
+)
+CONTENTS = "1 Obtaining R . . . . . . . . . . . . . . . . . . . . . . . . . 1\n1.1 Getting sources"
+
+
+def test_tables_of_contents_and_indexes_come_after_the_pages_they_point_to():
+    ranked = [
+        hit(1, 90, INDEX_PAGE),
+        hit(1, 2, CONTENTS),
+        hit(1, 10, "Setting R_DISABLE_HTTPD to a non-empty value disables the help server."),
+        hit(2, 3, "A sentence ends here. Then... another one, with an ellipsis."),
+    ]
+    assert [h.ordinal for h in pointers_last(ranked)] == [10, 3, 90, 2]
+    assert pointers_last(ranked[2:]) == ranked[2:]
+
+
 @pytest.fixture
 async def db(db_url: str):
     database = Database(db_url)
@@ -84,6 +102,7 @@ async def test_the_chat_gets_a_passage_split_over_two_chunks_as_one_excerpt(db):
         "the frobnicator turns: the frobnicator then rotates quietly.",
         "Another frobnicator page, about cleaning.",
         "Licence terms.",
+        "frobnicator rotates quietly . . . . . . . . . . . . . . . . . . . . . . . . . 2",
     ]
     await index.replace_chunks(tenant.org, document, texts_as_chunks(document, texts), None, None)
     hits = await Retriever(index, None).search(
@@ -94,7 +113,14 @@ async def test_the_chat_gets_a_passage_split_over_two_chunks_as_one_excerpt(db):
     excerpt = next(h for h in hits if h.text == joined_text)
     assert (excerpt.page_start, excerpt.page_end) == (1, 2)
     assert len({h.chunk_id for h in hits}) == len(hits)
+    assert 5 not in [h.ordinal for h in hits]  # the index entry waits behind the pages
     off = await Retriever(index, None).search(
-        tenant.org, [document], "frobnicator rotates quietly", limit=3, excerpts=False
+        tenant.org,
+        [document],
+        "frobnicator rotates quietly",
+        limit=3,
+        excerpts=False,
+        pointers=False,
     )
     assert all(h.page_start == h.page_end for h in off)  # single chunks when switched off
+    assert 5 in [h.ordinal for h in off]  # and the index entry among them

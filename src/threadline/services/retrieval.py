@@ -62,11 +62,13 @@ class Retriever:
         names: bool = True,
         symbols: bool = True,
         excerpts: bool = True,
+        pointers: bool = True,
     ) -> list[ChunkHit]:
         """The best `limit` excerpts. Stages that can be left out (to measure them):
         `names=False` ignores documents the question names, `symbols=False` leaves out the
         ranking by the question's symbols, `excerpts=False` gives single chunks instead of
-        joining neighbouring ones (`retrieval_excerpts.py`)."""
+        joining neighbouring ones (`retrieval_excerpts.py`), `pointers=False` leaves tables of
+        contents and indexes where they ranked."""
         if not document_ids or not query.strip():
             return []
         named: list[int] = []
@@ -85,6 +87,8 @@ class Retriever:
             )
             chosen = {h.document_id for h in focused} | set(named)
             ranked = [*focused, *(h for h in everything if h.document_id not in chosen)]
+        if pointers:
+            ranked = pointers_last(ranked)
         return join_neighbours(ranked, limit) if excerpts else ranked[:limit]
 
     async def _hybrid(
@@ -139,6 +143,27 @@ def fuse(rankings: Sequence[Sequence[ChunkHit]]) -> list[ChunkHit]:
             hits.setdefault(hit.chunk_id, hit)
     ordered = sorted(scores, key=lambda cid: (-scores[cid], cid))
     return [replace(hits[cid], score=scores[cid]) for cid in ordered]
+
+
+_LEADER = re.compile(r"(?:\.\s?){5,}")  # the dots from an entry to its page number
+POINTER_SHARE = 0.2  # of a chunk's characters in dot leaders: a table of contents or index
+
+
+def pointers_last(hits: Sequence[ChunkHit]) -> list[ChunkHit]:
+    """Chunks of a table of contents or an index after all others, in their order: they
+    name the symbol or topic a question asks about, often several times, so they rank
+    high, but they hold no answer, only printed page numbers (bench/twins.json: 356 of 3,543
+    chunks; `R_DISABLE_HTTPD` found R-admin's index before its page)."""
+    pointers = [h for h in hits if _pointer(h.text)]
+    if not pointers:
+        return list(hits)
+    ids = {h.chunk_id for h in pointers}
+    return [*(h for h in hits if h.chunk_id not in ids), *pointers]
+
+
+def _pointer(text: str) -> bool:
+    leaders = sum(len(m.group()) for m in _LEADER.finditer(text))
+    return leaders > POINTER_SHARE * max(len(text), 1)
 
 
 def rerank(query: str, hits: Sequence[ChunkHit]) -> list[ChunkHit]:
