@@ -1,6 +1,7 @@
-"""Neighbouring chunks that both rank are one excerpt (services/retrieval_excerpts.py): the
-overlap said once, the page span covering both, the place freed given to the next page, and
-the prompt no larger than the first `limit` chunks were."""
+"""What the chat is given (issue 18): neighbouring chunks that both rank are one excerpt
+(services/retrieval_excerpts.py: the overlap said once, the page span covering both, the
+prompt no larger than the first `limit` chunks were); tables of contents and indexes come
+after the pages they point to; a short query found as written outranks its words apart."""
 
 from __future__ import annotations
 
@@ -124,3 +125,25 @@ async def test_the_chat_gets_a_passage_split_over_two_chunks_as_one_excerpt(db):
     )
     assert all(h.page_start == h.page_end for h in off)  # single chunks when switched off
     assert 5 in [h.ordinal for h in off]  # and the index entry among them
+
+
+async def test_a_short_query_found_as_written_outranks_its_words_apart(db):
+    tenant = await make_tenant(db, "org-phrase")
+    index = SqlChunkIndex(db)
+    document = await tenant.document("gri.pdf")
+    texts = [
+        "Colorscale: set the image colorscale. An image colorscale is hsb or rgb; to set an "
+        "hsb colorscale, set the image first, then the colorscale hsb values of the image.",
+        "Images are drawn with the colours of a palette that the user may change at any "
+        "time during a session, for one image or for all of them together. The command "
+        "set image colorscale hsb maps the values to hues, and its rgb form to colours "
+        "mixed from red, green and blue, as a reader of this manual will have expected.",
+        "Unrelated page about axes.",
+    ]
+    await index.replace_chunks(tenant.org, document, texts_as_chunks(document, texts), None, None)
+    retriever = Retriever(index, None)
+    query = "set image colorscale hsb"
+    words_apart = await retriever.search_text(tenant.org, [document], query, 3)
+    assert words_apart[0].ordinal == 0  # BM25 alone: the chunk repeating the words wins
+    hits = await retriever.search(tenant.org, [document], query, limit=2, excerpts=False)
+    assert hits[0].ordinal == 1

@@ -107,7 +107,11 @@ class Retriever:
         ]
         if symbol_query is not None:
             searches.append(self._index.search_symbols(org_id, document_ids, symbol_query, depth))
-        fused = fuse(await asyncio.gather(*searches))
+        rankings = list(await asyncio.gather(*searches))
+        fused = fuse(rankings)
+        phrase = _as_written(query, fused)
+        if phrase:
+            fused = fuse([*rankings, phrase])
         if advanced:
             fused = rerank(query, fused)
         return fused  # every candidate: `search` keeps the first `limit` excerpts
@@ -143,6 +147,22 @@ def fuse(rankings: Sequence[Sequence[ChunkHit]]) -> list[ChunkHit]:
             hits.setdefault(hit.chunk_id, hit)
     ordered = sorted(scores, key=lambda cid: (-scores[cid], cid))
     return [replace(hits[cid], score=scores[cid]) for cid in ordered]
+
+
+MAX_PHRASE_WORDS = 8  # a longer question is a sentence, not a phrase to find as written
+_SPACE = re.compile(r"\s+")
+
+
+def _as_written(query: str, hits: Sequence[ChunkHit]) -> list[ChunkHit]:
+    """The candidates holding a short query of several words as written (case and spacing
+    aside), in their fused order: a ranking of its own in the fusion. Each word ranking
+    sees the words apart; a chunk with `set image colorscale hsb` itself is likelier the
+    answer than one with `set`, `image` and `hsb` in different sentences."""
+    words = query.split()
+    if not 2 <= len(words) <= MAX_PHRASE_WORDS:
+        return []
+    phrase = " ".join(words).lower()
+    return [h for h in hits if phrase in _SPACE.sub(" ", h.text.lower())]
 
 
 _LEADER = re.compile(r"(?:\.\s?){5,}")  # the dots from an entry to its page number
