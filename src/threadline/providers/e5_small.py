@@ -19,7 +19,8 @@ tensors: float32, or Q4_0 blocks of 32 weights (one float16 scale, 16 bytes of n
 byte j holds weight j in its low half and weight j + 16 in its high half, each minus 8).
 Positions are stored from the first real one (XLM-R's offset of 2 already removed).
 
-The pipeline is the model card's: "query: " / "passage: " prefixes (the caller adds them),
+The pipeline is the model card's: the model's own SentencePiece unigram tokenizer (`_Unigram`),
+"query: " / "passage: " prefixes (the caller adds them),
 <s> ... </s>, at most 512 tokens (longer text is cut), mean pooling, L2. The float32
 encoder takes ~85 MB; the 250k-piece word table stays 4-bit and only the rows a text uses
 are expanded. BLAS is limited to one thread (threadpoolctl, process-wide): OpenBLAS's own
@@ -29,6 +30,7 @@ threads spin while they wait, and on a shared two-core machine two of them ran 8
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import struct
 from dataclasses import dataclass
@@ -146,7 +148,7 @@ class E5Small:
         eps, _qk = reader.take("fi")
         pieces, bos, eos, _pad, unk = reader.take("5i")
         self.header = _Header(width, layers, heads, ffn, vocab, positions, eps, bos, eos, unk)
-        self._tokenizer, self._normalise = _tokenizer(reader, pieces, unk)
+        self._tokenizer = _unigram(reader, pieces, unk)
         self._tensors = _directory(reader)
         self._data = data
         self._word = np.frombuffer(data, np.uint8, *self._span("emb.word", vocab * width, 1))
@@ -154,7 +156,6 @@ class E5Small:
         self._type = self._floats("emb.type").reshape(-1, width)[0]
         self._embed_norm = (self._floats("emb.ln.w"), self._floats("emb.ln.b"))
         self._layers = [self._layer(index) for index in range(layers)]
-        self._spaces = re.compile(" {2,}")
 
     def embed(self, text: str) -> Matrix:
         """One unit vector for `text` (its prefix included by the caller)."""
@@ -170,9 +171,7 @@ class E5Small:
 
     def token_ids(self, text: str) -> list[int]:
         """The SentencePiece pieces of `text`, without <s> and </s>."""
-        normalised = self._spaces.sub(" ", text.translate(self._normalise))
-        ids: list[int] = self._tokenizer.encode(normalised, add_special_tokens=False).ids
-        return ids
+        return self._tokenizer.encode(text)
 
     def _block(self, x: Matrix, layer: _Layer) -> Matrix:
         h = self.header
@@ -234,21 +233,64 @@ class E5Small:
         )
 
 
-def _tokenizer(reader: _Reader, pieces: int, unk: int) -> tuple[Any, dict[int, str]]:
-    """The unigram tokenizer (Hugging Face `tokenizers`, Viterbi per whitespace-separated
-    word after the metaspace is put before each) and the normalisation map for
-    `str.translate` (the model's NFKC-like map, flattened to code points by the converter;
-    it turns control characters into nothing and line breaks into spaces)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+class _Unigram:
+    """SentencePiece's unigram tokenizer: the model's normalisation map (NFKC-like,
+    flattened to code points by the converter: control characters become nothing, line
+    breaks spaces), runs of spaces as one, a metaspace before the text and for each space,
+    then the most probable split into pieces (Viterbi over the piece scores; a character no
+    piece covers is <unk>). Pure Python on purpose: Hugging Face `tokenizers` builds a
+    250k-piece model in one call that holds the GIL for seconds, which stalled the event loop
+    as long the first time the model loaded; here the work is Python bytecode, which gives
+    the GIL up every few milliseconds. ~10 ms for a 1,200-character chunk, against ~250 ms
+    for the encoder."""
 
+    def __init__(self, pieces: dict[str, tuple[int, float]], normalise: dict[int, str], unk: int):
+        self.pieces = pieces
+        self.normalise = normalise
+        self.unk = unk
+        self.unk_score = min(score for _, score in pieces.values()) - 10.0
+        self.longest = max(len(piece) for piece in pieces)
+        self.spaces = re.compile(" {2,}")
+
+    def encode(self, text: str) -> list[int]:
+        text = self.spaces.sub(" ", text.translate(self.normalise))
+        if not text.startswith(" "):
+            text = " " + text
+        text = text.replace(" ", _METASPACE)
+        size = len(text)
+        best = [0.0] + [-math.inf] * size
+        came_from = [0] * (size + 1)
+        piece_at = [self.unk] * (size + 1)
+        pieces, longest = self.pieces, self.longest
+        for start in range(size):
+            score = best[start]
+            for end in range(start + 1, min(size, start + longest) + 1):
+                found = pieces.get(text[start:end])
+                if found is not None and score + found[1] > best[end]:
+                    best[end] = score + found[1]
+                    came_from[end], piece_at[end] = start, found[0]
+            if score + self.unk_score > best[start + 1]:
+                best[start + 1] = score + self.unk_score
+                came_from[start + 1], piece_at[start + 1] = start, self.unk
+        ids = []
+        at = size
+        while at > 0:
+            ids.append(piece_at[at])
+            at = came_from[at]
+        return ids[::-1]
+
+
+def _unigram(reader: _Reader, pieces: int, unk: int) -> _Unigram:
+    """The tokenizer from the file: pieces and scores, then the normalisation map."""
     (blob_length,) = reader.take("Q")
-    offsets = np.frombuffer(reader.skip(4 * (pieces + 1)), "<u4")
-    scores = np.frombuffer(reader.skip(4 * pieces), "<f4")
+    offsets = np.frombuffer(reader.skip(4 * (pieces + 1)), "<u4").tolist()
+    scores = np.frombuffer(reader.skip(4 * pieces), "<f4").tolist()
     blob = reader.skip(blob_length)
-    vocab = [
-        (blob[offsets[i] : offsets[i + 1]].decode("utf-8", "replace"), float(scores[i]))
-        for i in range(pieces)
-    ]
+    vocab: dict[str, tuple[int, float]] = {}
+    for index in range(pieces):
+        piece = blob[offsets[index] : offsets[index + 1]].decode("utf-8", "replace")
+        if index != unk and piece:
+            vocab.setdefault(piece, (index, scores[index]))
     count, size = reader.take("iI")
     table = reader.skip(size)
     mapping: dict[int, str] = {}
@@ -258,11 +300,7 @@ def _tokenizer(reader: _Reader, pieces: int, unk: int) -> tuple[Any, dict[int, s
         at += 5
         mapping[code] = "".join(map(chr, struct.unpack_from(f"<{outs}I", table, at)))
         at += 4 * outs
-    tokenizer = Tokenizer(models.Unigram(vocab, unk_id=unk, byte_fallback=False))
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(
-        replacement=_METASPACE, prepend_scheme="always", split=True
-    )
-    return tokenizer, mapping
+    return _Unigram(vocab, mapping, unk)
 
 
 def _directory(reader: _Reader) -> dict[str, tuple[int, int, int]]:

@@ -158,7 +158,6 @@ class _E5Runner:
 
         from threadline.providers.e5_small import E5Small
 
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         # One BLAS thread for the whole process, kept (see e5_small.py): not restored.
         _BLAS_LIMITS.append(ThreadpoolController().limit(limits=1, user_api="blas"))
         self.model = E5Small(_package_file(spec), spec.weights_sha256)
