@@ -37,10 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 TWINS = ROOT / "bench" / "twins.json"
 KINDS = ("lookup", "conceptual", "confusable")
 # query-time stages of `Retriever.search`, by keyword: `names` (a named document first),
-# `symbols` (a third ranking over the symbol index), `excerpts` (neighbouring chunks joined
-# into one excerpt), `pointers` (tables of contents and indexes last), `rerank` (a second
-# stage)
-STAGES = ("names", "symbols", "excerpts", "pointers", "rerank")
+# `symbols` (a third ranking over the symbol index), `phrase` (a short query found as
+# written), `excerpts` (neighbouring chunks joined into one excerpt), `pointers` (tables of
+# contents and indexes last), `rerank` (a second stage)
+STAGES = ("names", "symbols", "phrase", "excerpts", "pointers", "rerank")
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,12 +67,14 @@ class Retriever:
         symbols: bool = True,
         excerpts: bool = True,
         pointers: bool = True,
+        phrase: bool = True,
     ) -> list[ChunkHit]:
         """The best `limit` excerpts. Stages that can be left out (to measure them):
         `names=False` ignores documents the question names, `symbols=False` leaves out the
         ranking by the question's symbols, `excerpts=False` gives single chunks instead of
         joining neighbouring ones (`retrieval_excerpts.py`), `pointers=False` leaves tables of
-        contents and indexes where they ranked."""
+        contents and indexes where they ranked, `phrase=False` adds no ranking of the candidates
+        that hold a short query as written."""
         if not document_ids or not query.strip():
             return []
         named: list[int] = []
@@ -83,11 +85,13 @@ class Retriever:
         # symbols that name a document (`R-admin`, `gmpl.pdf`) are no symbols to look up
         by_symbol = (rest if named else query) if symbols else None
         if not named:
-            ranked = await self._hybrid(org_id, document_ids, query, limit, advanced, by_symbol)
+            ranked = await self._hybrid(
+                org_id, document_ids, query, limit, advanced, by_symbol, phrase
+            )
         else:
             focused, everything = await asyncio.gather(
-                self._hybrid(org_id, named, rest, limit, True, by_symbol),
-                self._hybrid(org_id, document_ids, query, limit, advanced, by_symbol),
+                self._hybrid(org_id, named, rest, limit, True, by_symbol, phrase),
+                self._hybrid(org_id, document_ids, query, limit, advanced, by_symbol, phrase),
             )
             chosen = {h.document_id for h in focused} | set(named)
             ranked = [*focused, *(h for h in everything if h.document_id not in chosen)]
@@ -103,6 +107,7 @@ class Retriever:
         limit: int,
         advanced: bool,
         symbol_query: str | None,
+        phrase: bool = True,
     ) -> list[ChunkHit]:
         depth = max(limit * (4 if advanced else 2), CANDIDATES)
         searches = [
@@ -113,9 +118,9 @@ class Retriever:
             searches.append(self._index.search_symbols(org_id, document_ids, symbol_query, depth))
         rankings = list(await asyncio.gather(*searches))
         fused = fuse(rankings)
-        phrase = _as_written(query, fused)
-        if phrase:
-            fused = fuse([*rankings, phrase])
+        as_written = _as_written(query, fused) if phrase else []
+        if as_written:
+            fused = fuse([*rankings, as_written])
         if advanced:
             fused = rerank(query, fused)
         return fused  # every candidate: `search` keeps the first `limit` excerpts
