@@ -147,3 +147,7 @@ async def test_a_short_query_found_as_written_outranks_its_words_apart(db):
     assert words_apart[0].ordinal == 0  # BM25 alone: the chunk repeating the words wins
     hits = await retriever.search(tenant.org, [document], query, limit=2, excerpts=False)
     assert hits[0].ordinal == 1
+    off = await retriever.search(
+        tenant.org, [document], query, limit=2, excerpts=False, phrase=False
+    )
+    assert off[0].ordinal == 0
