@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import make_tenant, texts_as_chunks
-from threadline.domain.documents import ChunkHit
+from threadline.domain.documents import Chunk, ChunkHit
 from threadline.services.retrieval import Retriever, pointers_last
 from threadline.services.retrieval_excerpts import excerpts, joined
 from threadline.storage.chunks import SqlChunkIndex
@@ -35,33 +35,40 @@ def test_joined_says_the_overlap_once_and_keeps_text_without_one_apart():
 
 
 def test_a_ranked_neighbour_joins_the_better_chunk_and_what_it_saves_goes_on():
-    ranked = [hit(1, 4, B), hit(2, 0, "x" * 60), hit(1, 3, A), hit(3, 7, "y" * 20)]
+    ranked = [hit(1, 4, B, 3), hit(2, 0, "x" * 60), hit(1, 3, A, 3), hit(3, 7, "y" * 20)]
     got = excerpts(ranked, limit=3)
     assert [(h.document_id, h.ordinal) for h in got] == [(1, 4), (2, 0), (3, 7)]
     first = got[0]
     assert first.text == joined(A, B)  # the earlier chunk's text comes first
-    assert (first.page_start, first.page_end) == (3, 4)
+    assert (first.page_start, first.page_end) == (3, 3)
     assert first.chunk_id == 104  # the better-ranked chunk's identity and rank
     assert sum(len(h.text) for h in got) <= sum(len(h.text) + 1 for h in ranked[:3])
 
 
 def test_excerpts_hold_no_more_text_than_the_first_chunks_did():
-    ranked = [hit(1, 0, "a" * 100), hit(1, 1, "b" * 100), hit(2, 0, "c" * 300)]
+    ranked = [hit(1, 0, "a" * 100, 0), hit(1, 1, "b" * 100, 0), hit(2, 0, "c" * 300)]
     # 1/0 and 1/1 join (201 chars); 2/0 would take the text to 501 > 2 x 101: it waits
     got = excerpts(ranked, limit=2)
-    assert [(h.document_id, h.ordinal, h.page_end) for h in got] == [(1, 0, 1)]
+    assert [(h.document_id, h.ordinal, len(h.text)) for h in got] == [(1, 0, 201)]
     # nor does a later, shorter chunk jump the queue
     got = excerpts([*ranked, hit(3, 0, "d")], limit=2)
     assert [h.document_id for h in got] == [1]
 
 
-def test_an_excerpt_joins_two_chunks_at_most_and_other_documents_never():
-    ranked = [hit(1, 5, "m" * 50), hit(1, 6, "n" * 50), hit(1, 4, "l" * 50), hit(2, 6, "o" * 50)]
-    got = excerpts(ranked, limit=4)
-    assert [(h.document_id, h.ordinal, h.page_start, h.page_end) for h in got] == [
-        (1, 5, 5, 6),
-        (1, 4, 4, 4),
-        (2, 6, 6, 6),
+def test_an_excerpt_joins_two_chunks_of_one_page_at_most_and_other_documents_never():
+    ranked = [
+        hit(1, 5, "m" * 50, 2),
+        hit(1, 6, "n" * 50, 2),
+        hit(1, 4, "l" * 50, 2),
+        hit(2, 6, "o" * 50, 2),
+        hit(1, 7, "p" * 50, 3),  # next to 1/6, but on the next page: cited apart
+    ]
+    got = excerpts(ranked, limit=5)
+    assert [(h.document_id, h.ordinal, len(h.text)) for h in got] == [
+        (1, 5, 101),
+        (1, 4, 50),
+        (2, 6, 50),
+        (1, 7, 50),
     ]
     assert excerpts([], limit=3) == []
     assert [h.ordinal for h in excerpts(ranked, limit=1)] == [5]
@@ -105,14 +112,19 @@ async def test_the_chat_gets_a_passage_split_over_two_chunks_as_one_excerpt(db):
         "Licence terms.",
         "frobnicator rotates quietly . . . . . . . . . . . . . . . . . . . . . . . . . 2",
     ]
-    await index.replace_chunks(tenant.org, document, texts_as_chunks(document, texts), None, None)
+    pages = [0, 1, 1, 2, 3, 4]  # the passage's two chunks are on one page
+    chunks = [
+        Chunk(document, i, page, page, text)
+        for i, (page, text) in enumerate(zip(pages, texts, strict=True))
+    ]
+    await index.replace_chunks(tenant.org, document, chunks, None, None)
     hits = await Retriever(index, None).search(
         tenant.org, [document], "frobnicator rotates quietly", limit=3
     )
     joined_text = texts[1] + "\n" + texts[2]
     assert joined_text in [h.text for h in hits]
     excerpt = next(h for h in hits if h.text == joined_text)
-    assert (excerpt.page_start, excerpt.page_end) == (1, 2)
+    assert (excerpt.page_start, excerpt.page_end) == (1, 1)
     assert len({h.chunk_id for h in hits}) == len(hits)
     assert 5 not in [h.ordinal for h in hits]  # the index entry waits behind the pages
     off = await Retriever(index, None).search(

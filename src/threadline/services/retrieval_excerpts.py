@@ -5,8 +5,10 @@ consecutive chunks, and both rank: on bench/twins.json, 69 of the 396 excerpts t
 (66 questions x 6) were a second chunk of a page already among them, in 44 of the 66
 questions. Given as separate excerpts they repeat the chunker's overlap, read as two sources,
 and take a place another page could have had. Here a chunk next to one already chosen (same
-document, ordinal one before or after) is joined to it instead, at the better one's rank,
-with the overlap said once; the excerpt's page span covers both.
+document and page, ordinal one before or after) is joined to it instead, at the better
+one's rank, with the overlap said once. Only on one page: a citation names one page, the
+best chunk's, and an excerpt joined across a page break would be cited by its first page
+(measured, it also counted as a hit when the answer was on the neighbour's page).
 
 The prompt stays the size it was: the excerpts together hold no more text than the first
 `limit` chunks of the ranking did, so what the joins save (the overlaps) goes to the next
@@ -77,6 +79,7 @@ def _neighbour(chosen: list[_Excerpt], hit: ChunkHit) -> _Excerpt | None:
             excerpt.first.document_id == hit.document_id
             and excerpt.high - excerpt.low + 1 < MAX_JOINED
             and hit.ordinal in (excerpt.low - 1, excerpt.high + 1)
+            and (hit.page_start, hit.page_end) == (excerpt.page_start, excerpt.page_end)
         ):
             return excerpt
     return None
