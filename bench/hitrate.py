@@ -423,8 +423,14 @@ async def _started(args: argparse.Namespace, data: Path) -> tuple[Any, Any]:
         # The server embeds at niceness 10 (it yields to the event loop); on a shared
         # machine that starves a benchmark's ingestion (~0.3 pages/s here at load 15).
         local_embeddings.EMBED_NICENESS = args.embed_niceness
+    from threadline import container as container_module
     from threadline.container import Container
     from threadline.settings import Settings
+
+    if args.embed_model == "e5-numpy":
+        import e5_numpy
+
+        container_module.build_embedder = lambda config: e5_numpy.BenchEmbedder()
 
     settings = Settings(
         data_dir=data,
@@ -480,6 +486,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("-k", type=int, default=5, help="top k chunks per question (5)")
     parser.add_argument("--embeddings", default="local", choices=("none", "local"))
+    parser.add_argument(
+        "--embed-model",
+        choices=("e5-numpy",),
+        help="instead of the bundled model: e5-numpy (bench/e5_numpy.py, a rejected candidate)",
+    )
     parser.add_argument("--advanced", action="store_true", help="also hybrid, advanced=True")
     parser.add_argument("--max-pages", type=int, default=None, help="cut PDFs to N pages")
     parser.add_argument("--misses", action="store_true", help="print every miss")

@@ -37,8 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 TWINS = ROOT / "bench" / "twins.json"
 KINDS = ("lookup", "conceptual", "confusable")
 # query-time stages of `Retriever.search`, by keyword: `names` (a named document first),
-# `symbols` (a third ranking over the symbol index), `rerank` (a second stage)
-STAGES = ("names", "symbols", "rerank")
+# `symbols` (a third ranking over the symbol index), `phrase` (a short query found as
+# written), `excerpts` (neighbouring chunks joined into one excerpt), `pointers` (tables of
+# contents and indexes last), `rerank` (a second stage)
+STAGES = ("names", "symbols", "phrase", "excerpts", "pointers", "rerank")
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +224,8 @@ def report(result: dict[str, Any], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-def misses(result: dict[str, Any], method: str = "hybrid") -> str:
+def misses(result: dict[str, Any], method: str = "hybrid+all") -> str:
+    """The questions `method` (the default: every stage on) does not answer first."""
     lines = []
     for o in result["outcomes"]:
         if o["method"] == method and o["rank"] != 1:

@@ -67,6 +67,11 @@ LABELS = {
         ("What does the bashref say about pipefail?", [2]),
         # "bash" is in both documents' names: it names neither
         ("How do I make bash keep duplicate history lines out?", []),
+        # ... but a man page's name with its section names it
+        ("In the bash(1) man page, what is FIGNORE?", [1]),
+        ("What does the bash man page say about FIGNORE?", []),
+        ("In bash(1), what does set -o print?", [1]),
+        ("Is bash (1) or bash(12345) a section?", []),
         ("In gnuplot (not Gri), how is logscale done?", [3]),
         ("Unlike Gri, what does gnuplot do with logscale?", [3]),
         ("What does the Libgcrypt manual say about secure memory?", [5]),

@@ -20,8 +20,12 @@ remaining words are what singles out the page that answers it.
 
 `advanced` mode (AI Hub's advanced model) retrieves a wider candidate set and reranks it
 by how much of the question each chunk covers (words and their close forms), with the
-fused rank as the tie-breaker, then adds each top chunk's neighbours' page span when
-they continue it.
+fused rank as the tie-breaker.
+
+After the fusion (each stage measured alone by bench/hitrate.py --set twins): a short query
+that a candidate holds as written is one more ranking in the fusion (`_as_written`); tables
+of contents and indexes go last (`pointers_last`); and neighbouring chunks that both rank
+become one excerpt, within the text the first `limit` chunks had (`retrieval_excerpts.py`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from dataclasses import replace
 from uuid import UUID
 
 from threadline.domain.documents import ChunkHit, ChunkIndex, Embedder
+from threadline.services.retrieval_excerpts import excerpts as join_neighbours
 from threadline.services.retrieval_names import MAX_DOCUMENTS, naming
 
 RRF_K = 60
@@ -60,10 +65,16 @@ class Retriever:
         advanced: bool = False,
         names: bool = True,
         symbols: bool = True,
+        excerpts: bool = True,
+        pointers: bool = True,
+        phrase: bool = True,
     ) -> list[ChunkHit]:
-        """The best `limit` chunks. Stages that can be left out (to measure them):
+        """The best `limit` excerpts. Stages that can be left out (to measure them):
         `names=False` ignores documents the question names, `symbols=False` leaves out the
-        ranking by the question's symbols."""
+        ranking by the question's symbols, `excerpts=False` gives single chunks instead of
+        joining neighbouring ones (`retrieval_excerpts.py`), `pointers=False` leaves tables of
+        contents and indexes where they ranked, `phrase=False` adds no ranking of the candidates
+        that hold a short query as written."""
         if not document_ids or not query.strip():
             return []
         named: list[int] = []
@@ -74,13 +85,19 @@ class Retriever:
         # symbols that name a document (`R-admin`, `gmpl.pdf`) are no symbols to look up
         by_symbol = (rest if named else query) if symbols else None
         if not named:
-            return await self._hybrid(org_id, document_ids, query, limit, advanced, by_symbol)
-        focused, everything = await asyncio.gather(
-            self._hybrid(org_id, named, rest, limit, True, by_symbol),
-            self._hybrid(org_id, document_ids, query, limit, advanced, by_symbol),
-        )
-        chosen = {h.document_id for h in focused} | set(named)
-        return [*focused, *(h for h in everything if h.document_id not in chosen)][:limit]
+            ranked = await self._hybrid(
+                org_id, document_ids, query, limit, advanced, by_symbol, phrase
+            )
+        else:
+            focused, everything = await asyncio.gather(
+                self._hybrid(org_id, named, rest, limit, True, by_symbol, phrase),
+                self._hybrid(org_id, document_ids, query, limit, advanced, by_symbol, phrase),
+            )
+            chosen = {h.document_id for h in focused} | set(named)
+            ranked = [*focused, *(h for h in everything if h.document_id not in chosen)]
+        if pointers:
+            ranked = pointers_last(ranked)
+        return join_neighbours(ranked, limit) if excerpts else ranked[:limit]
 
     async def _hybrid(
         self,
@@ -90,6 +107,7 @@ class Retriever:
         limit: int,
         advanced: bool,
         symbol_query: str | None,
+        phrase: bool = True,
     ) -> list[ChunkHit]:
         depth = max(limit * (4 if advanced else 2), CANDIDATES)
         searches = [
@@ -98,10 +116,14 @@ class Retriever:
         ]
         if symbol_query is not None:
             searches.append(self._index.search_symbols(org_id, document_ids, symbol_query, depth))
-        fused = fuse(await asyncio.gather(*searches))
+        rankings = list(await asyncio.gather(*searches))
+        fused = fuse(rankings)
+        as_written = _as_written(query, fused) if phrase else []
+        if as_written:
+            fused = fuse([*rankings, as_written])
         if advanced:
             fused = rerank(query, fused)
-        return fused[:limit]
+        return fused  # every candidate: `search` keeps the first `limit` excerpts
 
     async def search_text(
         self, org_id: UUID, document_ids: Sequence[int], query: str, limit: int
@@ -134,6 +156,43 @@ def fuse(rankings: Sequence[Sequence[ChunkHit]]) -> list[ChunkHit]:
             hits.setdefault(hit.chunk_id, hit)
     ordered = sorted(scores, key=lambda cid: (-scores[cid], cid))
     return [replace(hits[cid], score=scores[cid]) for cid in ordered]
+
+
+MAX_PHRASE_WORDS = 8  # a longer question is a sentence, not a phrase to find as written
+_SPACE = re.compile(r"\s+")
+
+
+def _as_written(query: str, hits: Sequence[ChunkHit]) -> list[ChunkHit]:
+    """The candidates holding a short query of several words as written (case and spacing
+    aside), in their fused order: a ranking of its own in the fusion. Each word ranking
+    sees the words apart; a chunk with `set image colorscale hsb` itself is likelier the
+    answer than one with `set`, `image` and `hsb` in different sentences."""
+    words = query.split()
+    if not 2 <= len(words) <= MAX_PHRASE_WORDS:
+        return []
+    phrase = " ".join(words).lower()
+    return [h for h in hits if phrase in _SPACE.sub(" ", h.text.lower())]
+
+
+_LEADER = re.compile(r"(?:\.\s?){5,}")  # the dots from an entry to its page number
+POINTER_SHARE = 0.2  # of a chunk's characters in dot leaders: a table of contents or index
+
+
+def pointers_last(hits: Sequence[ChunkHit]) -> list[ChunkHit]:
+    """Chunks of a table of contents or an index after all others, in their order: they
+    name the symbol or topic a question asks about, often several times, so they rank
+    high, but they hold no answer, only printed page numbers (bench/twins.json: 356 of 3,543
+    chunks; `R_DISABLE_HTTPD` found R-admin's index before its page)."""
+    pointers = [h for h in hits if _pointer(h.text)]
+    if not pointers:
+        return list(hits)
+    ids = {h.chunk_id for h in pointers}
+    return [*(h for h in hits if h.chunk_id not in ids), *pointers]
+
+
+def _pointer(text: str) -> bool:
+    leaders = sum(len(m.group()) for m in _LEADER.finditer(text))
+    return leaders > POINTER_SHARE * max(len(text), 1)
 
 
 def rerank(query: str, hits: Sequence[ChunkHit]) -> list[ChunkHit]:

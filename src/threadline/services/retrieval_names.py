@@ -9,7 +9,11 @@ document is named by:
   several words (`R-intro`) or is a word no other document in scope is called by (`gnuplot`);
 - its whole title (`Bash Reference Manual`);
 - a word of its title that no other document in scope is called by, written as a name is
-  in the question (capitalised or mixed case, not the question's first word: `Libgcrypt`).
+  in the question (capitalised or mixed case, not the question's first word: `Libgcrypt`);
+- a one-word file name without its extension written as a man page's name, with its
+  section (`bash(1)` for `bash.pdf`), even when other documents share the word (the Bash
+  Reference Manual is not the bash(1) man page). ("the bash man page" names none: measured
+  on bench/twins.json, dropping `bash` from such a question's search cost more than it won.)
 
 A word the documents share (`bash`, for `bash.pdf` and the `Bash Reference Manual`) names
 none of them. A match inside a longer one is dropped (`bash` inside `Bash Reference
@@ -67,6 +71,7 @@ MAX_DOCUMENTS = 200
 class _Phrase:
     words: tuple[str, ...]
     proper: bool  # a single title word: must be written as a name in the question
+    section: bool = False  # a man page's name: must be followed by "(<section>)"
 
 
 def _words(text: str) -> list[str]:
@@ -79,6 +84,8 @@ def _phrases(name: str, title: str | None, shared: Mapping[str, int]) -> list[_P
     stem = _words(name.rsplit(".", 1)[0] if "." in name else name)
     if len(stem) > 1 or (stem and shared.get(stem[0], 0) == 1 and stem[0] not in _GENERIC):
         phrases.append(_Phrase(tuple(stem), False))
+    if len(stem) == 1 and stem[0] not in _GENERIC:
+        phrases.append(_Phrase((stem[0],), False, section=True))
     title_words = _words(title or "")
     if len(title_words) > 1:
         phrases.append(_Phrase(tuple(title_words), False))
@@ -111,12 +118,16 @@ def naming(query: str, labels: Mapping[int, tuple[str, str | None]]) -> tuple[li
     matches: list[tuple[int, int, int]] = []  # (start, end, document)
     for document, (name, title) in labels.items():
         for phrase in _phrases(name, title, shared):
-            size = len(phrase.words)
             for start in positions.get(phrase.words[0], ()):
+                size = len(phrase.words)
                 if tuple(words[start : start + size]) != phrase.words:
                     continue
                 if phrase.proper and not _written_as_name(tokens[start].group(), start):
                     continue
+                if phrase.section:
+                    if not _man_section(query, tokens, start):
+                        continue
+                    size = 2
                 matches.append((start, start + size, document))
     kept = [m for m in matches if not _inside_longer(m, matches) and not _negated(words, m[0])]
     if not kept:
@@ -136,6 +147,20 @@ def naming(query: str, labels: Mapping[int, tuple[str, str | None]]) -> tuple[li
     remainder = " ".join(_EMPTY_BRACKETS.sub(" ", "".join(parts)).split())
     kept_words = [t.group() for i, t in enumerate(tokens) if i not in dropped]
     return named, remainder if _has_content(kept_words) else query
+
+
+def _man_section(query: str, tokens: Sequence[re.Match[str]], at: int) -> bool:
+    """`tokens[at]` is followed by a man page section in brackets: `bash(1)`, `open(3p)`."""
+    if at + 1 >= len(tokens):
+        return False
+    section = tokens[at + 1]
+    return (
+        section.start() == tokens[at].end() + 1
+        and query[tokens[at].end()] == "("
+        and section.group()[0].isdigit()
+        and len(section.group()) <= 3
+        and query[section.end() : section.end() + 1] == ")"
+    )
 
 
 def _standalone(query: str, token: re.Match[str]) -> bool:
