@@ -412,6 +412,10 @@ class EmbeddedPostgres:
             tuples_only=True,
         ).split()
         if TEMPLATE_DATABASE not in exists:
+            # The password's SCRAM verifier at one iteration, not initdb's 4096: the same
+            # authentication, ~2.5 ms less CPU for the client of each of a run's thousands
+            # of connections (and some for the server).
+            self._sql(f"SET scram_iterations = 1; ALTER ROLE {DB_USER} PASSWORD '{DB_PASSWORD}'")
             self._sql(f"CREATE DATABASE {TEMPLATE_DATABASE} TEMPLATE template0 STRATEGY file_copy")
             self._sql("CREATE EXTENSION IF NOT EXISTS vector", database=TEMPLATE_DATABASE)
             self._sql(
