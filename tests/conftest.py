@@ -26,6 +26,9 @@ import certifi
 import httpx
 import pytest
 
+# The API's modules now, not first inside an in-process pytester run (tests/test_loop_watch.py):
+# that run removes the modules it imported, and the next app would mix two copies of them.
+import threadline.api.app  # noqa: F401
 from tests import loop_watch
 from tests.helpers import Fakes, Tenant, make_settings, make_tenant
 from threadline.container import Container, create_app
