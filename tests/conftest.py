@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,14 @@ import certifi
 import httpx
 import pytest
 
+# The API's modules now, not first inside an in-process pytester run (tests/test_loop_watch.py):
+# that run removes the modules it imported, and the next app would mix two copies of them.
+import threadline.api.app  # noqa: F401
 from tests import loop_watch
 from tests.helpers import Fakes, Tenant, make_settings, make_tenant
 from threadline.container import Container, create_app
 from threadline.logs import configure_logging
+from threadline.providers import local_embeddings
 from threadline.settings import Settings
 from threadline.storage.database import Database
 
@@ -100,6 +105,18 @@ LONG_FIRST = (
 )
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """`-m serial` (`make test`'s second run, alone on the machine) imports only the modules
+    that can hold a serial test: those in SERIAL_MODULES and those that say `mark.serial`.
+    Collecting every module to deselect all but 26 tests cost ~8 s of that run."""
+    name = collection_path.name
+    if config.getoption("markexpr") != "serial" or not name.startswith("test_"):
+        return None
+    if collection_path.suffix != ".py" or name in SERIAL_MODULES:
+        return None
+    return None if "mark.serial" in collection_path.read_text() else True
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.name in SERIAL_MODULES:
@@ -130,6 +147,31 @@ def _migrate(url: str) -> None:
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, run()).result()
+
+
+_LOAD_EMBEDDER_MODEL = local_embeddings._Runner
+_EMBEDDER_MODELS: dict[tuple[Any, int], Any] = {}
+_EMBEDDER_MODELS_LOCK = threading.Lock()
+
+
+def _loaded_embedder_model(spec: Any, threads: int) -> Any:
+    with _EMBEDDER_MODELS_LOCK:
+        key = (spec, threads)  # the spec whole: a changed one (another hash) loads anew
+        if key not in _EMBEDDER_MODELS:
+            _EMBEDDER_MODELS[key] = _LOAD_EMBEDDER_MODEL(spec, threads)
+        return _EMBEDDER_MODELS[key]
+
+
+@pytest.fixture(autouse=True)
+def _one_embedder_model_per_process(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local embedder (every test app's default) loads its model once per test process:
+    the same tokenizer and onnxruntime session for every app after the first, instead of a
+    load per app that embeds (~0.3 s of CPU, ~1 s of wall time each). The model runs as it
+    does in a server; tests/test_embeddings.py loads it itself, as loading is what it tests."""
+    if request.node.path.name != "test_embeddings.py":
+        monkeypatch.setattr(local_embeddings, "_Runner", _loaded_embedder_model)
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,9 @@
 Why it exists: the `openai-compatible` provider, the API tests behind a real uvicorn server and
 the streaming benchmark all need an upstream that speaks OpenAI's wire format over real TCP
 (keep-alive, chunked streaming, dropped connections, stalls), without the network and without a
-web framework's per-request cost. It is written directly on asyncio streams and runs on its own
-event loop in a background thread, so a test's loop (or a benchmark's) is never blocked by it.
+web framework's per-request cost. It is written directly on asyncio streams (the HTTP framing
+is tests/http_framing.py's) and runs on its own event loop in a background thread, so a test's
+loop (or a benchmark's) is never blocked by it.
 
     up = FakeUpstream(api_key="sk-test")           # or: with FakeUpstream() as up: ...
     up.start()                                     # -> up.url == "http://127.0.0.1:PORT/v1"
@@ -26,17 +27,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import http
 import json
 import re
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tests.faults import Disconnect, ErrorEvent, Hang, Raw, Status
+from tests.http_framing import BadRequest, Request, json_response, read_request, response_head
 
 __all__ = ["Disconnect", "ErrorEvent", "FakeUpstream", "Hang", "Raw", "Reply", "Status"]
 
@@ -82,22 +83,6 @@ class ReceivedRequest(dict[str, Any]):
 
 
 @dataclass
-class _Request:
-    method: str
-    path: str
-    version: str
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def keep_alive(self) -> bool:
-        connection = self.headers.get("connection", "").lower()
-        if self.version == "HTTP/1.1":
-            return connection != "close"
-        return connection == "keep-alive"
-
-
-@dataclass
 class _Plan:
     """What one chat completion will send, after `max_tokens` and `stop` are applied."""
 
@@ -109,85 +94,6 @@ class _Plan:
     delay: float
     send_usage: bool
     stop_reason: str | None = None  # the stop string that cut the text (as vLLM reports it)
-
-
-class _BadRequest(Exception):
-    pass
-
-
-# ---------------------------------------------------------------------------- HTTP framing
-
-
-async def _read_request(reader: asyncio.StreamReader) -> _Request | None:
-    """The next request on a connection, or None when the client closed it cleanly."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as exc:
-        if exc.partial.strip():
-            raise _BadRequest("truncated request head") from exc
-        return None
-    lines = head.decode("latin-1").split("\r\n")
-    try:
-        method, target, version = lines[0].split(" ", 2)
-    except ValueError as exc:
-        raise _BadRequest("bad request line") from exc
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if line:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-    body = await _read_body(reader, headers)
-    return _Request(method, target.split("?", 1)[0], version, headers, body)
-
-
-async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        parts: list[bytes] = []
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            if size == 0:
-                while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                    pass  # trailers
-                return b"".join(parts)
-            parts.append((await reader.readexactly(size + 2))[:-2])
-    length = int(headers.get("content-length", "0") or 0)
-    return await reader.readexactly(length) if length else b""
-
-
-def _head(
-    status: int,
-    content_type: str,
-    *,
-    keep_alive: bool,
-    length: int | None = None,
-    chunked: bool = False,
-    extra: Mapping[str, str] | None = None,
-) -> bytes:
-    """A response head. Without `length` or `chunked` the body ends when the connection does."""
-    try:
-        reason = http.HTTPStatus(status).phrase
-    except ValueError:
-        reason = "Unknown"
-    lines = [f"HTTP/1.1 {status} {reason}", f"content-type: {content_type}"]
-    if length is not None:
-        lines.append(f"content-length: {length}")
-    elif chunked:
-        lines.append("transfer-encoding: chunked")
-    if not keep_alive:
-        lines.append("connection: close")
-    lines.extend(f"{name}: {value}" for name, value in (extra or {}).items())
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-def _json_response(
-    status: int, payload: Any, keep_alive: bool, extra: Mapping[str, str] | None = None
-) -> bytes:
-    if isinstance(payload, bytes | str):
-        data = payload.encode() if isinstance(payload, str) else payload
-    else:
-        data = json.dumps(payload).encode()
-    head = _head(status, "application/json", keep_alive=keep_alive, length=len(data), extra=extra)
-    return head + data
 
 
 def _error(message: str, type_: str, code: str | None = None) -> dict[str, Any]:
@@ -413,11 +319,11 @@ class FakeUpstream:
         self._tasks.add(task)
         self.connections_opened += 1
         try:
-            while (request := await _read_request(reader)) is not None:
+            while (request := await read_request(reader)) is not None:
                 if not await self._respond(request, writer):
                     break
-        except _BadRequest as exc:
-            writer.write(_json_response(400, _error(str(exc), "invalid_request_error"), False))
+        except BadRequest as exc:
+            writer.write(json_response(400, _error(str(exc), "invalid_request_error"), False))
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
         except asyncio.CancelledError:
@@ -426,22 +332,22 @@ class FakeUpstream:
             self._tasks.discard(task)
             writer.close()
 
-    async def _respond(self, request: _Request, writer: asyncio.StreamWriter) -> bool:
+    async def _respond(self, request: Request, writer: asyncio.StreamWriter) -> bool:
         """Answer one request; False when the connection must close (or be dropped)."""
         body = self._record(request)
         keep = request.keep_alive
         path = request.path.rstrip("/")
         if path == "/v1/models" and request.method == "GET":
-            writer.write(_json_response(200, self._model_list(), keep))
+            writer.write(json_response(200, self._model_list(), keep))
             return keep
         if path != "/v1/chat/completions":
             message = f"Unknown request URL: {request.method} {request.path}"
-            writer.write(_json_response(404, _error(message, "invalid_request_error"), keep))
+            writer.write(json_response(404, _error(message, "invalid_request_error"), keep))
             return keep
         problem = self._auth_problem(request) or _validation_problem(request.method, body)
         if problem is not None or body is None:
             status, payload = problem or (400, None)
-            writer.write(_json_response(status, payload, keep))
+            writer.write(json_response(status, payload, keep))
             return keep
         item = self._script.popleft() if self._script else self._default_item()
         return await self._answer(item, request, body, writer)
@@ -452,7 +358,7 @@ class FakeUpstream:
             return Status(500, _error("flaky upstream: planned failure", "server_error"))
         return self.default
 
-    def _record(self, request: _Request) -> dict[str, Any] | None:
+    def _record(self, request: Request) -> dict[str, Any] | None:
         try:
             body = json.loads(request.body) if request.body else {}
         except ValueError:
@@ -470,7 +376,7 @@ class FakeUpstream:
         ]
         return {"object": "list", "data": data}
 
-    def _auth_problem(self, request: _Request) -> tuple[int, dict[str, Any]] | None:
+    def _auth_problem(self, request: Request) -> tuple[int, dict[str, Any]] | None:
         if self.api_key is None:
             return None
         given = request.headers.get("authorization", "")
@@ -489,7 +395,7 @@ class FakeUpstream:
     async def _answer(
         self,
         item: ScriptItem,
-        request: _Request,
+        request: Request,
         body: dict[str, Any],
         writer: asyncio.StreamWriter,
     ) -> bool:
@@ -498,11 +404,11 @@ class FakeUpstream:
             payload = item.body
             if payload is None:
                 payload = _error(f"fake upstream status {item.status}", "server_error")
-            writer.write(_json_response(item.status, payload, keep, item.headers))
+            writer.write(json_response(item.status, payload, keep, item.headers))
             return keep
         if isinstance(item, Raw):
             kind = item.content_type or "text/event-stream"
-            head = _head(item.status, kind, keep_alive=keep, length=len(item.body))
+            head = response_head(item.status, kind, keep_alive=keep, length=len(item.body))
             writer.write(head + item.body)
             return keep
         if isinstance(item, Hang) and (item.after_chunks == 0 or not body.get("stream")):
@@ -542,7 +448,7 @@ def _validation_problem(method: str, body: dict[str, Any] | None) -> tuple[int, 
 def _send_completion(
     plan: _Plan, item: ScriptItem, keep: bool, writer: asyncio.StreamWriter
 ) -> bool:
-    data = _json_response(200, _completion(plan), keep)
+    data = json_response(200, _completion(plan), keep)
     if isinstance(item, Disconnect):  # a body shorter than its content-length, then a close
         writer.write(data[: len(data) - len(data) // 3])
         return False
@@ -552,7 +458,7 @@ def _send_completion(
 
 async def _send_stream(
     plan: _Plan,
-    request: _Request,
+    request: Request,
     body: dict[str, Any],
     writer: asyncio.StreamWriter,
     interrupt: Hang | Disconnect | ErrorEvent | None,
@@ -563,7 +469,7 @@ async def _send_stream(
     keep = request.keep_alive and chunked
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     frames = _ChunkWriter(plan, include_usage, chunked)
-    head = _head(200, "text/event-stream", keep_alive=keep, chunked=chunked)
+    head = response_head(200, "text/event-stream", keep_alive=keep, chunked=chunked)
     writer.write(head + frames.event({"role": "assistant", "content": "", "refusal": None}, None))
     pieces = plan.pieces if interrupt is None else plan.pieces[: interrupt.after_chunks]
     loop = asyncio.get_running_loop()

@@ -14,6 +14,7 @@ sync clients can call it from the test and async clients from the test's own loo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -33,6 +34,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, whose wait between ticks `stop()` cuts short: uvicorn looks at its
+    exit flag every 0.1 s, ~50 ms of each of a run's few hundred stops."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.wake = asyncio.Event()
+
+    async def main_loop(self) -> None:
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 1) % 864000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), 0.1)
+
+
 class LiveServer:
     def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int | None = None) -> None:
         self.app = app
@@ -41,7 +58,7 @@ class LiveServer:
         config = uvicorn.Config(
             app, host=host, port=self.port, log_level="warning", lifespan="on", access_log=False
         )
-        self._server = uvicorn.Server(config)
+        self._server = _Server(config)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failure: BaseException | None = None
@@ -84,6 +101,9 @@ class LiveServer:
     def stop(self, timeout: float = 30.0) -> None:
         self._watch.stop()
         self._server.should_exit = True
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                self._loop.call_soon_threadsafe(self._server.wake.set)
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None

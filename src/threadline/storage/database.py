@@ -440,6 +440,10 @@ def _alembic_config() -> Config:
 
 
 def _upgrade_to_head(connection: Connection) -> None:
+    # At head already (every start but a new database's first): alembic's upgrade would
+    # load every migration script again to find nothing to do (~15 ms of CPU a start).
+    if MigrationContext.configure(connection).get_current_revision() == _head_revision():
+        return
     config = _alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
