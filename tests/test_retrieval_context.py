@@ -18,7 +18,6 @@ from threadline.services.retrieval import Retriever
 from threadline.services.retrieval_context import chunk_context, page_headings
 from threadline.services.retrieval_names import MAX_DOCUMENTS, named_documents, naming
 from threadline.storage.chunks import SqlChunkIndex
-from threadline.storage.database import Database
 
 # ---- headings and names, pure ----------------------------------------------------------
 
@@ -93,14 +92,6 @@ def test_nothing_is_named_when_the_question_names_every_document_or_there_is_one
 
 
 # ---- storage: the context column, the title --------------------------------------------
-
-
-@pytest.fixture
-async def db(db_url: str):
-    database = Database(db_url)
-    await database.migrate()
-    yield database
-    await database.dispose()
 
 
 async def test_a_chunk_is_found_by_words_of_its_context_and_the_title_is_kept(db):

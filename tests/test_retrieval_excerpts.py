@@ -5,14 +5,11 @@ after the pages they point to; a short query found as written outranks its words
 
 from __future__ import annotations
 
-import pytest
-
 from tests.helpers import make_tenant, texts_as_chunks
 from threadline.domain.documents import Chunk, ChunkHit
 from threadline.services.retrieval import Retriever, pointers_last
 from threadline.services.retrieval_excerpts import excerpts, joined
 from threadline.storage.chunks import SqlChunkIndex
-from threadline.storage.database import Database
 
 
 def hit(document: int, ordinal: int, text: str, page: int | None = None) -> ChunkHit:
@@ -90,14 +87,6 @@ def test_tables_of_contents_and_indexes_come_after_the_pages_they_point_to():
     ]
     assert [h.ordinal for h in pointers_last(ranked)] == [10, 3, 90, 2]
     assert pointers_last(ranked[2:]) == ranked[2:]
-
-
-@pytest.fixture
-async def db(db_url: str):
-    database = Database(db_url)
-    await database.migrate()
-    yield database
-    await database.dispose()
 
 
 async def test_the_chat_gets_a_passage_split_over_two_chunks_as_one_excerpt(db):

@@ -8,7 +8,6 @@ import pytest
 from tests.helpers import make_tenant, texts_as_chunks
 from threadline.services.retrieval import Retriever
 from threadline.storage.chunks import SqlChunkIndex
-from threadline.storage.database import Database
 from threadline.storage.symbols import symbol_terms, symbols
 
 
@@ -39,14 +38,6 @@ def test_a_symbol_becomes_one_token_of_letters_and_digits():
     assert glp.isascii() and glp.isalnum()
     assert symbol_terms("GLP_EXACT") == [glp]  # case is folded
     assert len(set(symbol_terms("a_bc a-bc a.bc a/bc abc1"))) == 4  # abc1 is a word
-
-
-@pytest.fixture
-async def db(db_url: str):
-    database = Database(db_url)
-    await database.migrate()
-    yield database
-    await database.dispose()
 
 
 NOISE = [
