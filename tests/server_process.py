@@ -77,6 +77,13 @@ def upstream_model(base_url: str, **config: Any) -> dict[str, Any]:
     }
 
 
+PORT_TAKEN = re.compile(r"address already in use", re.IGNORECASE)  # uvicorn's bind error
+
+
+class _PortTaken(Exception):
+    """The start could not bind its port: another process took it first."""
+
+
 class ServerProcess:
     """One server process at a time on `data_dir`; `start()` again after `kill()`/`stop()`."""
 
@@ -115,6 +122,7 @@ class ServerProcess:
         self.port: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
+        self._args: tuple[str, ...] = ()
 
     @property
     def base_url(self) -> str:
@@ -139,6 +147,7 @@ class ServerProcess:
         """Start the process without waiting (several at once: then `wait_started` each).
         `args`: more `serve` options (e.g. `("--workers", "2")`)."""
         assert self.pid is None, "the server is running"
+        self._args = args
         self.port = free_port()
         self.config_path.write_text(toml({**self.values, "port": self.port}))
         env = {k: v for k, v in os.environ.items() if not k.startswith("THREADLINE_")}
@@ -158,13 +167,21 @@ class ServerProcess:
             )
 
     def wait_started(self, timeout: float = 90.0, *, first_key: bool = True) -> str:
-        """Wait for `/healthz`; `first_key`: this start must have printed the admin key
-        unless one is known (False: a sibling on a shared database, which prints none)."""
-        try:
-            self._wait_healthy(timeout)
-        except BaseException:
-            self.kill()
-            raise
+        """Wait until this start listens and answers `/healthz`; `first_key`: this start must
+        have printed the admin key unless one is known (False: a sibling on a shared database,
+        which prints none). A port taken by another process between `free_port()` and the
+        bind (other tests start servers too) means a new port and a new start."""
+        for attempt in range(3):
+            try:
+                self._wait_healthy(timeout)
+                break
+            except _PortTaken:
+                if attempt == 2:
+                    raise RuntimeError(f"no free port after 3 tries:\n{self.output()}") from None
+                self.launch(self._args)
+            except BaseException:
+                self.kill()
+                raise
         if self.key is None:
             found = KEY_LINE.search(self.output())
             if found is not None:
@@ -174,15 +191,20 @@ class ServerProcess:
         return self.base_url
 
     def _wait_healthy(self, timeout: float) -> None:
+        """Until `/healthz` answers on this start's port and the log says this process
+        listens there: another test's server that took the port answers `/healthz` too."""
         deadline = time.monotonic() + timeout
+        announced = f"Listening on {self.base_url}"
         while True:
             assert self._proc is not None
             if self._proc.poll() is not None:
+                if PORT_TAKEN.search(self.output(since_start=True)):
+                    raise _PortTaken()
                 raise RuntimeError(
                     f"the server exited with {self._proc.returncode}:\n{self.output()}"
                 )
             # An HTTP client costs ~4 ms of CPU a try; a refused connect next to nothing.
-            if _listening(self.port):
+            if _listening(self.port) and announced in self.output(since_start=True):
                 with contextlib.suppress(httpx.HTTPError):
                     if httpx.get(f"{self.base_url}/healthz", timeout=2).status_code == 200:
                         return
