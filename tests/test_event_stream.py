@@ -50,6 +50,12 @@ class Frames:
         await asyncio.sleep(0.01)
         raise RuntimeError("the frames broke")
 
+    async def failing_at_once(self) -> AsyncIterator[bytes]:
+        """Two frames ready together, then an error without a wait between."""
+        yield b"data: one\n\n"
+        yield b"data: two\n\n"
+        raise RuntimeError("the frames broke")
+
     async def then_wait(self) -> AsyncIterator[bytes]:
         """One frame, then a wait for an event that never comes."""
         try:
@@ -119,16 +125,20 @@ def test_frames_ready_together_go_in_one_send_and_none_waits_for_a_later_one(ser
     assert SENDS["bursts"] == [b"data: a\n\ndata: b\n\ndata: c\n\n", rest, b""]
 
 
-def test_an_error_in_the_frames_ends_the_response_after_what_was_sent(served):
+@pytest.mark.parametrize(
+    ("kind", "sent"),
+    [("failing", b"data: one\n\n"), ("failing_at_once", b"data: one\n\ndata: two\n\n")],
+)
+def test_an_error_in_the_frames_ends_the_response_after_what_they_gave(served, kind, sent):
     base, _ = served
     received = b""
     with (
         pytest.raises(httpx.RemoteProtocolError),  # the chunked body never completes
-        httpx.stream("GET", f"{base}/failing?id=failing", timeout=10) as response,
+        httpx.stream("GET", f"{base}/{kind}?id={kind}", timeout=10) as response,
     ):
         for part in response.iter_raw():
             received += part
-    assert received == b"data: one\n\n"
+    assert received == sent
 
 
 def test_a_client_that_hangs_up_while_frames_wait_stops_the_sending(served):

@@ -64,6 +64,10 @@ class EventStream(StreamingResponse):
                 continue
             except StopAsyncIteration:
                 break
+            except Exception:  # the frames broke: what they gave before goes out first
+                if held:
+                    await send(_body(held))
+                raise
             if held:  # it has to wait: what is held goes out first
                 try:
                     await send(_body(held))

@@ -29,11 +29,12 @@ from typing import cast
 import httptools
 import httpx
 
+from threadline.domain.deadlines import Deadline
+
 __all__ = ["Http1Transport"]
 
 _HIGH_WATER = 256 * 1024  # unread body bytes at which the socket stops being read
 _LOW_WATER = 64 * 1024  # ... and resumes
-_EARLY = 0.001  # seconds a timer may fire before its time (the loop's clock resolution)
 
 Origin = tuple[str, str, int]  # scheme, host, port
 
@@ -54,8 +55,7 @@ class _Connection(asyncio.Protocol):
         self.error: Exception | None = None  # why, when it was not a clean close
         self.idle_since = 0.0
         self.exchanges = 0
-        self._timer: asyncio.TimerHandle | None = None  # the read timeout (see `wait`)
-        self._deadline: float | None = None
+        self._read_deadline = Deadline()  # the read timeout (see `wait`)
         self._reset()
 
     def _reset(self) -> None:
@@ -152,35 +152,15 @@ class _Connection(asyncio.Protocol):
         `seconds` of nothing. The read timer is made once and moved on only when it fires:
         a streamed body waits once per chunk, and a timer made and cancelled each time was
         a good part of reading it."""
-        loop = asyncio.get_running_loop()
-        waiter = self.waiter = loop.create_future()
-        if seconds is None:
-            self._deadline = None
-        else:
-            self._deadline = deadline = loop.time() + seconds
-            if self._timer is not None and self._timer.when() > deadline + _EARLY:
-                self.stop_timer()  # armed for a longer wait than this one
-            if self._timer is None:
-                self._timer = loop.call_at(deadline, self._due)
+        waiter = self.waiter = asyncio.get_running_loop().create_future()
+        self._read_deadline.watch(waiter, seconds)
         try:
             await waiter
         finally:
             self.waiter = None
 
-    def _due(self) -> None:
-        self._timer = None
-        waiter, deadline = self.waiter, self._deadline
-        if waiter is None or waiter.done() or deadline is None:
-            return  # not waiting (with a timeout): the next wait arms it again
-        if deadline - asyncio.get_running_loop().time() > _EARLY:
-            self._timer = asyncio.get_running_loop().call_at(deadline, self._due)
-        else:
-            waiter.set_exception(TimeoutError())
-
     def stop_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._read_deadline.stop()
 
     async def send(self, data: bytes, seconds: float | None) -> None:
         assert self.transport is not None

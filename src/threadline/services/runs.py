@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from uuid import UUID
 
+from threadline.domain.deadlines import Deadline
 from threadline.domain.entities import AiRecord, User
 from threadline.domain.events import Done, Failed, ReplyEvent, TextDelta
 
@@ -106,7 +107,7 @@ class Run:
         With `idle`, a `(position, None)` heartbeat comes whenever nothing happened for that
         many seconds (dialects turn it into a keep-alive ping)."""
         position = after
-        heartbeat = None if idle is None else _Heartbeat(idle)
+        heartbeat = None if idle is None else Deadline()
         try:
             while True:
                 while position < len(self._log):
@@ -117,19 +118,19 @@ class Run:
                         return
                     if position % YIELD_EVERY == 0:  # a long backlog: let other tasks run
                         await asyncio.sleep(0)
-                if not await self._next(heartbeat):
+                if not await self._next(heartbeat, idle):
                     yield position, None
         finally:
             if heartbeat is not None:
                 heartbeat.stop()
 
-    async def _next(self, heartbeat: _Heartbeat | None) -> bool:
+    async def _next(self, heartbeat: Deadline | None, idle: float | None) -> bool:
         """Wait for the next event (True), or for the heartbeat's idle time without one
         (False)."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         if heartbeat is not None:
-            heartbeat.watch(waiter)
+            heartbeat.watch(waiter, idle)
         try:
             await waiter
             return True
@@ -144,46 +145,6 @@ class Run:
         await self._finished.wait()
         assert self._final is not None
         return self._final
-
-
-class _Heartbeat:
-    """A reader's idle timeout: its wait for the next event ends with TimeoutError once
-    `idle` seconds passed since the wait began. One timer per reader, moved on only when
-    it fires (not a timer made and cancelled per event)."""
-
-    __slots__ = ("_idle", "_loop", "_since", "_timer", "_waiter")
-
-    def __init__(self, idle: float) -> None:
-        self._idle = idle
-        self._loop = asyncio.get_running_loop()
-        self._timer: asyncio.TimerHandle | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._since = 0.0
-
-    def watch(self, waiter: asyncio.Future[None]) -> None:
-        """The reader waits on `waiter` from now on."""
-        self._waiter, self._since = waiter, self._loop.time()
-        if self._timer is None:
-            self._timer = self._loop.call_at(self._since + self._idle, self._due)
-
-    def _due(self) -> None:
-        self._timer, waiter = None, self._waiter
-        if waiter is None or waiter.done():
-            return  # not waiting: armed again by the next wait
-        deadline = self._since + self._idle
-        if deadline - self._loop.time() > _EARLY:  # it began later than the timer thought
-            self._timer = self._loop.call_at(deadline, self._due)
-        else:
-            waiter.set_exception(TimeoutError())
-
-    def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._waiter = None
-
-
-_EARLY = 0.001  # seconds a timer may fire before its time (the loop's clock resolution)
 
 
 class RunRegistry:
