@@ -244,8 +244,9 @@ class ServerProcess:
         """What the server printed (all its runs; `since_start`: the last start only)."""
         if not self.log_path.exists():
             return ""
-        data = self.log_path.read_bytes()
-        return data[self._log_offset if since_start else 0 :].decode(errors="replace")
+        with self.log_path.open("rb") as log:  # a start's wait reads only its own part
+            log.seek(self._log_offset if since_start else 0)
+            return log.read().decode(errors="replace")
 
     def __enter__(self) -> ServerProcess:
         self.start()
