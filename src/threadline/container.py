@@ -23,6 +23,7 @@ from threadline.ingestion.sandbox import SandboxedParser
 from threadline.jobs.worker import Backoff, Worker
 from threadline.providers.embeddings import build_embedder
 from threadline.providers.registry import REGISTRY as PROVIDER_REGISTRY
+from threadline.providers.rerankers import build_reranker
 from threadline.services.accounts import AccountService, IssuedKey
 from threadline.services.branches import BranchService
 from threadline.services.brand_voices import BrandVoiceService
@@ -51,6 +52,7 @@ from threadline.services.page_images import PageImages
 from threadline.services.pages import PageReader
 from threadline.services.record_views import RecordViews
 from threadline.services.replays import ReplayService
+from threadline.services.reranking import SecondStage
 from threadline.services.responses import ResponseService
 from threadline.services.retrieval import Retriever
 from threadline.services.runs import RunRegistry
@@ -319,6 +321,7 @@ class Container:
         self.chunk_index = SqlChunkIndex(self.db)
         self.job_queue = SqlJobQueue(self.db)
         self.embedder = build_embedder(settings.embeddings)
+        self.reranker = build_reranker(settings.rerank)
         self.parser = SandboxedParser(
             timeout_seconds=config.parse_timeout_seconds,
             memory_mb=config.parse_memory_mb,
@@ -343,7 +346,11 @@ class Container:
         self.page_images = PageImages(
             self.documents, render_page, settings.data_dir / "page-images"
         )
-        self.retriever = Retriever(self.chunk_index, self.embedder)
+        self.retriever = Retriever(
+            self.chunk_index,
+            self.embedder,
+            SecondStage(self.reranker, config.rerank, config.rerank_candidates),
+        )
         self.grounder = DocumentGrounder(
             self.documents,
             self.retriever,
@@ -445,6 +452,8 @@ class Container:
         await self.parser.aclose()
         if self.embedder is not None:
             await self.embedder.aclose()
+        if self.reranker is not None:
+            await self.reranker.aclose()
         await self.catalog.aclose()
         if self.searcher is not None:
             await self.searcher.aclose()

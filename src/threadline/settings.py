@@ -208,6 +208,31 @@ class EmbeddingConfig(BaseModel):
         return self
 
 
+class RerankConfig(BaseModel):
+    """`[rerank]`: the second stage of retrieval, a cross-encoder that reorders the fused
+    candidates (services/reranking.py). `documents.rerank` says when it runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # "none": no reranker; "cohere-compatible": any server speaking the rerank API of
+    # Cohere and Jina (POST {base_url}/rerank: llama.cpp's llama-server --reranking,
+    # text-embeddings-inference, Infinity, vLLM, the hosted APIs)
+    provider: Literal["none", "cohere-compatible"] = "none"
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    timeout_seconds: float = Field(10.0, gt=0)
+    # each passage is cut to this many characters before it is sent (a cross-encoder reads
+    # a few hundred tokens; the rest costs time and says little more)
+    max_passage_chars: int = Field(2000, ge=100)
+
+    @model_validator(mode="after")
+    def _check_provider_fields(self) -> RerankConfig:
+        if self.provider == "cohere-compatible" and not (self.base_url and self.model):
+            raise ValueError("[rerank] a cohere-compatible reranker needs base_url and model")
+        return self
+
+
 class DocumentSettings(BaseModel):
     """`[documents]`: upload limits (AI Hub's, by default), parsing, chunking, retrieval."""
 
@@ -227,6 +252,11 @@ class DocumentSettings(BaseModel):
     chunk_overlap_chars: int = Field(150, ge=0)
     top_k: int = Field(6, ge=1, le=50)
     advanced_top_k: int = Field(12, ge=1, le=100)
+    # the second stage ([rerank]): "off"; "on" (every search, a failing reranker fails
+    # the search); "auto" (when a reranker is configured; if it fails or is slow, the
+    # fused order stands)
+    rerank: Literal["off", "on", "auto"] = "auto"
+    rerank_candidates: int = Field(30, ge=2, le=100)  # fused candidates the reranker reorders
     ready_wait_seconds: float = Field(60.0, ge=0)  # a chat waits this long for ingestion
     embedded_worker: bool = True  # run ingestion jobs inside the API process
     # Start the parser's children with the API process, so the first upload finds one ready;
@@ -440,6 +470,7 @@ class Settings(BaseSettings):
 
     documents: DocumentSettings = DocumentSettings()
     embeddings: EmbeddingConfig = EmbeddingConfig()
+    rerank: RerankConfig = RerankConfig()
     fetch: FetchSettings = FetchSettings()
     chat_images: ChatImageSettings = ChatImageSettings()
     search: SearchSettings = SearchSettings()
@@ -505,6 +536,16 @@ class Settings(BaseSettings):
                         f"models.{name}.fallbacks: {fallback!r} is not another configured "
                         f"{config.kind} model ({', '.join(same) or 'none'})"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _check_rerank(self) -> Settings:
+        """`documents.rerank = "on"` needs a reranker to run."""
+        if self.documents.rerank == "on" and self.rerank.provider == "none":
+            raise ValueError(
+                'documents.rerank = "on" needs a reranker: set [rerank] provider (or use '
+                '"auto", which reranks only when one is configured)'
+            )
         return self
 
     @model_validator(mode="after")

@@ -195,6 +195,17 @@ class Embedder(Protocol):
     async def aclose(self) -> None: ...
 
 
+class Reranker(Protocol):
+    """Scores how well each passage answers a query (a cross-encoder: the two read
+    together). Higher is better; scores are comparable only within one call."""
+
+    name: str
+
+    async def score(self, query: str, passages: Sequence[str]) -> list[float]: ...
+
+    async def aclose(self) -> None: ...
+
+
 class DocumentStore(Protocol):
     """Assets, documents and their links to conversations. Every method is org-scoped."""
 

@@ -37,6 +37,7 @@ from dataclasses import replace
 from uuid import UUID
 
 from threadline.domain.documents import ChunkHit, ChunkIndex, Embedder
+from threadline.services.reranking import SecondStage
 from threadline.services.retrieval_excerpts import excerpts as join_neighbours
 from threadline.services.retrieval_names import MAX_DOCUMENTS, naming
 
@@ -51,9 +52,12 @@ _STOP = frozenset(_STOP_WORDS.split())
 
 
 class Retriever:
-    def __init__(self, index: ChunkIndex, embedder: Embedder | None) -> None:
+    def __init__(
+        self, index: ChunkIndex, embedder: Embedder | None, second: SecondStage | None = None
+    ) -> None:
         self._index = index
         self._embedder = embedder
+        self._second = second or SecondStage(None, "off", 0)
 
     async def search(
         self,
@@ -68,13 +72,15 @@ class Retriever:
         excerpts: bool = True,
         pointers: bool = True,
         phrase: bool = True,
+        rerank: bool = True,
     ) -> list[ChunkHit]:
         """The best `limit` excerpts. Stages that can be left out (to measure them):
         `names=False` ignores documents the question names, `symbols=False` leaves out the
         ranking by the question's symbols, `excerpts=False` gives single chunks instead of
         joining neighbouring ones (`retrieval_excerpts.py`), `pointers=False` leaves tables of
         contents and indexes where they ranked, `phrase=False` adds no ranking of the candidates
-        that hold a short query as written."""
+        that hold a short query as written, `rerank=False` skips the second stage
+        (`reranking.py`) even when one is configured."""
         if not document_ids or not query.strip():
             return []
         named: list[int] = []
@@ -85,16 +91,20 @@ class Retriever:
         # symbols that name a document (`R-admin`, `gmpl.pdf`) are no symbols to look up
         by_symbol = (rest if named else query) if symbols else None
         if not named:
-            ranked = await self._hybrid(
-                org_id, document_ids, query, limit, advanced, by_symbol, phrase
-            )
+            groups = [
+                await self._hybrid(org_id, document_ids, query, limit, advanced, by_symbol, phrase)
+            ]
         else:
             focused, everything = await asyncio.gather(
                 self._hybrid(org_id, named, rest, limit, True, by_symbol, phrase),
                 self._hybrid(org_id, document_ids, query, limit, advanced, by_symbol, phrase),
             )
             chosen = {h.document_id for h in focused} | set(named)
-            ranked = [*focused, *(h for h in everything if h.document_id not in chosen)]
+            groups = [focused, [h for h in everything if h.document_id not in chosen]]
+        if rerank and self._second.active:
+            ranked = await self._second.reorder(query, groups)
+        else:
+            ranked = [hit for group in groups for hit in group]
         if pointers:
             ranked = pointers_last(ranked)
         return join_neighbours(ranked, limit) if excerpts else ranked[:limit]

@@ -1,0 +1,283 @@
+"""Retrieval's second stage (issue 18, item 3): a reranker behind Cohere's and Jina's rerank
+API reorders the fused candidates (`[rerank]`, `documents.rerank` = off / on / auto).
+
+What a user would see go wrong: the reranker's favourite page not cited first; a reranker
+that is down failing every document chat in "auto"; a document the question names pushed
+below its twin; the API key in an error; a setting that does nothing. The upstream is a
+real HTTP server on 127.0.0.1 (tests/fake_reranker.py); searches run on SQLite and
+PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from pydantic import ValidationError
+from structlog.testing import capture_logs
+
+from tests.fake_reranker import FakeReranker, Scores
+from tests.faults import Disconnect, Hang, Raw, Status
+from tests.files import pdf
+from tests.helpers import make_settings, make_tenant, texts_as_chunks, until_done
+from threadline.domain.errors import ModelError, ModelTimeout
+from threadline.providers.rerankers import CohereCompatibleReranker, build_reranker
+from threadline.services.reranking import SecondStage
+from threadline.services.retrieval import Retriever
+from threadline.settings import RerankConfig
+from threadline.storage.chunks import SqlChunkIndex
+
+KEY = "sk-rerank-test-123"
+KEY_ENV = "THREADLINE_TEST_RERANK_KEY"
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeReranker]:
+    with FakeReranker(api_key=KEY) as up:
+        yield up
+
+
+def config(url: str, **values: object) -> RerankConfig:
+    return RerankConfig.model_validate(
+        {
+            "provider": "cohere-compatible",
+            "base_url": url,
+            "model": "rr-1",
+            "api_key_env": KEY_ENV,
+            **values,
+        }
+    )
+
+
+def reranker(url: str, **values: object) -> CohereCompatibleReranker:
+    return CohereCompatibleReranker(config(url, **values), api_key=KEY)
+
+
+# ---- the provider ----------------------------------------------------------------------
+
+
+async def test_scores_come_back_in_the_passages_order_whatever_the_answers_order(upstream):
+    client = reranker(upstream.url)
+    upstream.enqueue(Scores(shuffle=True))
+    try:
+        scores = await client.score("red apple", ["blue sea", "red apple pie", "an apple"])
+    finally:
+        await client.aclose()
+    assert scores == [0.0, 1.0, 0.5]
+    assert upstream.paths == ["/v1/rerank"]
+    assert upstream.requests == [
+        {
+            "model": "rr-1",
+            "query": "red apple",
+            "documents": ["blue sea", "red apple pie", "an apple"],
+            "top_n": 3,
+            "return_documents": False,
+        }
+    ]
+
+
+async def test_long_passages_are_cut_and_no_passages_need_no_request(upstream):
+    client = reranker(upstream.url, max_passage_chars=100)
+    try:
+        assert await client.score("q", []) == []
+        assert upstream.requests == []
+        await client.score("q", ["x" * 5000, "short"])
+    finally:
+        await client.aclose()
+    assert [len(d) for d in upstream.requests[0]["documents"]] == [100, 5]
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        (Status(500, {"error": {"message": "GPU on fire"}}), "upstream returned 500: GPU on fire"),
+        (Status(401), "rejected the configured API key"),
+        (Raw(b"<html>oops</html>", "text/html"), "not JSON"),
+        (Raw(b'{"data": []}'), "holds no results list"),
+        (Scores(drop=1), "scored 1 of 2 passages"),
+        (
+            Raw(b'{"results": [{"index": 0, "relevance_score": 1}, {"index": 0}]}'),
+            "missing or repeated indexes",
+        ),
+        (Raw(b'{"results": [{"index": 0, "relevance_score": "high"}]}'), "not a number"),
+        (Raw(b'{"results": [{"index": 0, "relevance_score": NaN}]}'), "not finite"),
+        (Disconnect(), "closed the connection unanswered"),
+    ],
+)
+async def test_failures_are_model_errors_that_name_the_reranker(upstream, script, expected):
+    client = reranker(upstream.url)
+    upstream.enqueue(script)
+    try:
+        with pytest.raises(ModelError, match=expected) as caught:
+            await client.score("q", ["a", "b"])
+    finally:
+        await client.aclose()
+    assert caught.value.message.startswith("reranker 'cohere-compatible:rr-1': ")
+    assert KEY not in caught.value.message
+
+
+async def test_a_hanging_reranker_times_out(upstream):
+    client = reranker(upstream.url, timeout_seconds=0.3)
+    upstream.enqueue(Hang(10))
+    started = time.perf_counter()
+    try:
+        with pytest.raises(ModelTimeout, match=r"did not answer within 0.3s"):
+            await client.score("q", ["a"])
+    finally:
+        await client.aclose()
+    assert time.perf_counter() - started < 3
+
+
+def test_settings_refuse_what_they_cannot_honour(monkeypatch, tmp_path):
+    assert build_reranker(RerankConfig()) is None
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    with pytest.raises(ModelError, match=f"environment variable {KEY_ENV}, which is not set"):
+        build_reranker(config("http://127.0.0.1:9/v1"))
+    with pytest.raises(ValidationError, match="needs base_url and model"):
+        RerankConfig(provider="cohere-compatible", model="rr-1")
+    with pytest.raises(ValidationError, match=r'documents\.rerank = "on" needs a reranker'):
+        make_settings(tmp_path, "sqlite+aiosqlite:///x.db", documents={"rerank": "on"})
+
+
+# ---- the stage in retrieval -------------------------------------------------------------
+
+MANUAL = [
+    "Rotate the frobnicator: rotate, rotate the frobnicator and rotate it again.",
+    "Cleaning the frobnicator with a dry cloth.",
+    "Unrelated licence terms.",
+    "To rotate the frobnicator quietly, hold the hush key while it turns.",
+]
+QUESTION = "How do I rotate the frobnicator?"
+
+
+async def manual_index(db, name: str = "org-rerank"):
+    tenant = await make_tenant(db, name)
+    index = SqlChunkIndex(db)
+    document = await tenant.document("manual.pdf")
+    await index.replace_chunks(tenant.org, document, texts_as_chunks(document, MANUAL), None, None)
+    return tenant, index, document
+
+
+async def test_the_reranker_puts_its_best_candidate_first(db, upstream):
+    tenant, index, document = await manual_index(db)
+    client = reranker(upstream.url)
+    upstream.favour("hush")
+    try:
+        fused = await Retriever(index, None).search(tenant.org, [document], QUESTION, limit=3)
+        assert fused[0].ordinal == 0  # the fusion: the chunk saying "rotate" most
+        stage = SecondStage(client, "auto", candidates=30)
+        retriever = Retriever(index, None, stage)
+        hits = await retriever.search(tenant.org, [document], QUESTION, limit=3)
+        assert hits[0].ordinal == 3
+        [request] = upstream.requests
+        assert request["query"] == QUESTION
+        assert request["documents"][0] == f"manual.pdf\n{MANUAL[0]}"  # the name, then the text
+        off = await retriever.search(tenant.org, [document], QUESTION, limit=3, rerank=False)
+        assert [h.ordinal for h in off] == [h.ordinal for h in fused]
+        assert len(upstream.requests) == 1
+    finally:
+        await client.aclose()
+
+
+async def test_only_the_first_candidates_are_scored_and_off_sends_nothing(db, upstream):
+    tenant, index, document = await manual_index(db)
+    client = reranker(upstream.url)
+    try:
+        stage = SecondStage(client, "auto", candidates=2)
+        await Retriever(index, None, stage).search(tenant.org, [document], QUESTION, limit=3)
+        assert len(upstream.requests[0]["documents"]) == 2
+        off = SecondStage(client, "off", candidates=30)
+        await Retriever(index, None, off).search(tenant.org, [document], QUESTION, limit=3)
+        assert len(upstream.requests) == 1
+    finally:
+        await client.aclose()
+
+
+async def test_auto_keeps_the_fused_order_when_the_reranker_fails_and_on_fails(db, upstream):
+    tenant, index, document = await manual_index(db)
+    client = reranker(upstream.url)
+    upstream.favour("hush")
+    upstream.enqueue(Status(503, {"error": {"message": "overloaded"}}))
+    try:
+        auto = Retriever(index, None, SecondStage(client, "auto", candidates=30))
+        with capture_logs() as logs:
+            hits = await auto.search(tenant.org, [document], QUESTION, limit=3)
+        assert hits[0].ordinal == 0
+        [warning] = [e for e in logs if e["event"].startswith("rerank failed")]
+        assert "overloaded" in warning["error"] and KEY not in str(warning)
+        upstream.enqueue(Status(503, {"error": {"message": "overloaded"}}))
+        on = Retriever(index, None, SecondStage(client, "on", candidates=30))
+        with pytest.raises(ModelError, match="overloaded"):
+            await on.search(tenant.org, [document], QUESTION, limit=3)
+    finally:
+        await client.aclose()
+
+
+async def test_a_named_documents_pages_stay_above_its_twins_whatever_the_scores(db, upstream):
+    tenant = await make_tenant(db, "org-rerank-named")
+    index = SqlChunkIndex(db)
+    ids = {}
+    for name in ("alpha-guide.pdf", "beta-guide.pdf"):
+        ids[name] = await tenant.document(name)
+        await index.replace_chunks(
+            tenant.org, ids[name], texts_as_chunks(ids[name], MANUAL), None, None
+        )
+    client = reranker(upstream.url)
+    upstream.favour("beta")  # every beta chunk's passage starts with its name
+    try:
+        retriever = Retriever(index, None, SecondStage(client, "auto", candidates=30))
+        question = "In alpha-guide.pdf, how do I rotate the frobnicator quietly?"
+        hits = await retriever.search(tenant.org, list(ids.values()), question, limit=6)
+    finally:
+        await client.aclose()
+    documents = [h.document_id for h in hits]
+    first_beta = documents.index(ids["beta-guide.pdf"])
+    assert set(documents[:first_beta]) == {ids["alpha-guide.pdf"]}
+    assert hits[0].ordinal == 3  # within alpha's pages the reranker's order holds
+
+
+# ---- through the API ---------------------------------------------------------------------
+
+PAGES = [
+    "Rotate the frobnicator: rotate, rotate the frobnicator and rotate it again.",
+    "Cleaning the frobnicator with a dry cloth and rotate it.",
+    "To rotate the frobnicator quietly, hold the hush key while it turns.",
+]
+
+
+@pytest.fixture
+def settings(tmp_path, db_url, upstream, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, KEY)
+    rerank = {
+        "provider": "cohere-compatible",
+        "base_url": upstream.url,
+        "model": "rr-1",
+        "api_key_env": KEY_ENV,
+    }
+    return make_settings(tmp_path, db_url, rerank=rerank, embeddings={"provider": "none"})
+
+
+async def test_a_document_chat_cites_the_reranked_page_first(
+    client, admin, fakes, upstream, tmp_path
+):
+    upstream.favour("hush")
+    data = pdf(tmp_path, PAGES, name="frob.pdf").read_bytes()
+    files = {"asset": ("frob.pdf", data, "application/pdf")}
+    r = await client.post("/api/assets", headers={"API-KEY": admin["API-KEY"]}, files=files)
+    asset_id = r.json()["asset"]["uuid"]
+    assert (await until_done(client, admin, asset_id))["status"] == "COMPLETE"
+    fakes["gpt-4o-mini"].enqueue(["Hold the hush key."])
+    r = await client.post(
+        "/api/chat-with-ai",
+        headers=admin,
+        json={
+            "type": "UNIFY_CHAT_WITH_AI",
+            "model": "gpt-4o-mini",
+            "promptObject": {"prompt": QUESTION, "attachments": {"files": [asset_id]}},
+        },
+    )
+    assert r.status_code == 200, r.text
+    citations = r.json()["aiRecord"]["aiRecordDetail"]["citations"]
+    assert citations[0]["page"] == 3 and "hush key" in citations[0]["excerpt"]
+    assert upstream.requests and upstream.requests[-1]["query"] == QUESTION
