@@ -432,9 +432,18 @@ async def _started(args: argparse.Namespace, data: Path) -> tuple[Any, Any]:
 
         container_module.build_embedder = lambda config: e5_numpy.BenchEmbedder()
 
+    rerank = {}
+    if getattr(args, "rerank_url", None):
+        rerank = {
+            "provider": "cohere-compatible",
+            "base_url": args.rerank_url,
+            "model": args.rerank_model,
+            "api_key_env": args.rerank_key_env,
+        }
     settings = Settings(
         data_dir=data,
         embeddings={"provider": args.embeddings},
+        rerank=rerank,
         documents={"embedded_worker": False, **_chunking(args)},
         log_level="WARNING",
     )
@@ -501,6 +510,13 @@ def main() -> None:
     parser.add_argument(
         "--embed-niceness", type=int, default=None, help="embedding threads' niceness (10)"
     )
+    parser.add_argument(
+        "--rerank-url",
+        help="twins: a rerank server's base URL (POST {url}/rerank, Cohere's and Jina's API: "
+        "llama-server --reranking, text-embeddings-inference, ...); adds hybrid+rerank",
+    )
+    parser.add_argument("--rerank-model", default="reranker", help="its model name")
+    parser.add_argument("--rerank-key-env", help="the variable holding its API key, if any")
     parser.add_argument("--chunk-chars", type=int, help="documents.chunk_chars (default)")
     parser.add_argument("--chunk-overlap", type=int, help="documents.chunk_overlap_chars")
     parser.add_argument("--cache", type=Path, help="twins: where the documents are fetched to")

@@ -39,7 +39,7 @@ KINDS = ("lookup", "conceptual", "confusable")
 # query-time stages of `Retriever.search`, by keyword: `names` (a named document first),
 # `symbols` (a third ranking over the symbol index), `phrase` (a short query found as
 # written), `excerpts` (neighbouring chunks joined into one excerpt), `pointers` (tables of
-# contents and indexes last), `rerank` (a second stage)
+# contents and indexes last), `rerank` (the second stage, when a reranker is configured)
 STAGES = ("names", "symbols", "phrase", "excerpts", "pointers", "rerank")
 
 
@@ -90,6 +90,8 @@ def methods(container: Any, caller: Any) -> dict[str, Search]:
         chosen["vectors"] = lambda ids, q, k: retriever.search_vector(org, ids, q, k)
     # stages a commit may not have yet: each is measured off (plain hybrid) and on
     stages = [s for s in STAGES if s in inspect.signature(retriever.search).parameters]
+    if getattr(container, "reranker", None) is None and "rerank" in stages:
+        stages.remove("rerank")  # no reranker configured (hitrate.py --rerank-url)
     off = {stage: False for stage in stages}
     chosen["hybrid"] = lambda ids, q, k: retriever.search(org, ids, q, limit=k, **off)
     chosen["hybrid-advanced"] = lambda ids, q, k: retriever.search(

@@ -280,4 +280,7 @@ async def test_a_document_chat_cites_the_reranked_page_first(
     assert r.status_code == 200, r.text
     citations = r.json()["aiRecord"]["aiRecordDetail"]["citations"]
     assert citations[0]["page"] == 3 and "hush key" in citations[0]["excerpt"]
-    assert upstream.requests and upstream.requests[-1]["query"] == QUESTION
+    request = upstream.requests[-1]
+    assert request["query"] == QUESTION
+    # each passage opens with its chunk's context line: file name · title (· heading)
+    assert all(d.startswith("frob.pdf · Quarterly report") for d in request["documents"])

@@ -178,6 +178,7 @@ class ChunkHit:
     page_end: int
     text: str
     score: float  # higher is better; comparable only within one ranking
+    context: str = ""  # the chunk's `Chunk.context` (file name · title · section heading)
 
 
 EmbedKind = Literal["query", "passage"]

@@ -8,9 +8,10 @@ cross-encoder (`domain.documents.Reranker`) reads the two together.
 `documents.rerank` says when it runs: "off"; "on", every search, and a reranker that fails
 fails the search; "auto" (the default), when a reranker is configured, and if it fails
 or is slow the fused order stands and a warning is logged. The first
-`documents.rerank_candidates` hits are scored in one call, each with its document's name
-before its text (a question often names the manual it asks about); the hits after them
-keep their places.
+`documents.rerank_candidates` hits are scored in one call, each with its context line
+(file name · title · section heading, `retrieval_context.py`) before its text: a question
+often names the manual or the section it asks about. The hits after them keep their
+places.
 
 Groups keep their order: a question that names a document searches that document first
 (`retrieval_names.py`), and a reranker must not lift the twin document's page above it.
@@ -48,7 +49,7 @@ class SecondStage:
         if self.reranker is None or len(flat) < 2:
             return flat
         head = flat[: self.candidates]
-        passages = [f"{hit.document_name}\n{hit.text}" for hit in head]
+        passages = [f"{hit.context or hit.document_name}\n{hit.text}" for hit in head]
         try:
             scores = await self.reranker.score(query, passages)
         except ModelError as exc:

@@ -137,6 +137,7 @@ def chunk_hit(row: Any, document_name: str, score: float) -> ChunkHit:
         page_end=int(row.page_end),
         text=row.text,
         score=score,
+        context=row.context or "",
     )
 
 

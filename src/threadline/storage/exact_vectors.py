@@ -48,7 +48,7 @@ class VectorStatements:
     - `owned`: id, chunks_version, name, chunk_count of the org's documents among `:documents`;
     - `vectors`: document_id, chunks_version, id, embedding of their chunks by `:embedder`,
       ordered by document and ordinal;
-    - `chunks`: id, document_id, ordinal, page_start, page_end, text of the org's chunks
+    - `chunks`: id, document_id, ordinal, page_start, page_end, text, context of the org's chunks
       among `:ids`.
     """
 

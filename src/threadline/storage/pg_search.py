@@ -96,7 +96,7 @@ _VECTORS = text(
 
 _CHUNKS = text(
     """
-    SELECT id, document_id, ordinal, page_start, page_end, text FROM chunks
+    SELECT id, document_id, ordinal, page_start, page_end, text, context FROM chunks
     WHERE id = ANY(:ids) AND org_id = :org
     """
 ).bindparams(bindparam("org", type_=Uuid), bindparam("ids", type_=ARRAY(BigInteger)))
@@ -145,7 +145,7 @@ def _text_statement(words: int) -> Any:
             ORDER BY {has} DESC, c.id
             LIMIT :candidates
         )
-        SELECT c.id, c.document_id, c.ordinal, c.page_start, c.page_end, c.text, d.name,
+        SELECT c.id, c.document_id, c.ordinal, c.page_start, c.page_end, c.text, c.context, d.name,
                {rank} AS score
         FROM candidates AS k JOIN chunks AS c ON c.id = k.id
              JOIN documents AS d ON d.id = c.document_id
@@ -158,7 +158,7 @@ def _text_statement(words: int) -> Any:
 
 _SYMBOLS = text(
     """
-    SELECT c.id, c.document_id, c.ordinal, c.page_start, c.page_end, c.text, d.name,
+    SELECT c.id, c.document_id, c.ordinal, c.page_start, c.page_end, c.text, c.context, d.name,
            ts_rank(c.symbols_tsv, q) AS score
     FROM to_tsquery('simple', :query) AS q, chunks AS c
          JOIN documents AS d ON d.id = c.document_id
@@ -199,7 +199,7 @@ def knn_statement(kind: tuple[str, str] | None) -> Any:
     statement = text(
         f"""
         WITH nearest AS MATERIALIZED (
-            SELECT c.id, c.document_id, c.ordinal, c.page_start, c.page_end, c.text,
+            SELECT c.id, c.document_id, c.ordinal, c.page_start, c.page_end, c.text, c.context,
                    {vector} <=> {query} AS distance
             FROM chunks AS c
             WHERE c.org_id = :org AND c.document_id = ANY(:documents)

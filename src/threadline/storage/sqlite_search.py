@@ -39,7 +39,7 @@ __all__ = ["SQLITE_VECTORS", "SqliteSearch"]
 
 _CHUNKS = text(
     """
-    SELECT id, document_id, ordinal, page_start, page_end, text FROM chunks
+    SELECT id, document_id, ordinal, page_start, page_end, text, context FROM chunks
     WHERE id IN :ids AND +org_id = :org
     """
 ).bindparams(bindparam("ids", expanding=True), bindparam("org", type_=Uuid))
@@ -52,7 +52,7 @@ def _ranked_chunks(ranked: str) -> Any:
     return text(
         f"""
         WITH ranked AS ({ranked})
-        SELECT ranked.id, c.document_id, c.ordinal, c.page_start, c.page_end, c.text,
+        SELECT ranked.id, c.document_id, c.ordinal, c.page_start, c.page_end, c.text, c.context,
                ranked.score
         FROM ranked LEFT JOIN chunks AS c ON c.id = ranked.id AND +c.org_id = :org
         ORDER BY ranked.score, ranked.id
