@@ -194,19 +194,36 @@ async def test_only_the_first_candidates_are_scored_and_off_sends_nothing(db, up
         await client.aclose()
 
 
-async def test_auto_keeps_the_fused_order_when_the_reranker_fails_and_on_fails(db, upstream):
+async def test_auto_keeps_the_fused_order_when_the_reranker_fails_and_rests_it(db, upstream):
     tenant, index, document = await manual_index(db)
     client = reranker(upstream.url)
     upstream.favour("hush")
     upstream.enqueue(Status(503, {"error": {"message": "overloaded"}}))
+    now = [1000.0]
+    stage = SecondStage(client, "auto", candidates=30, cool_down=30, clock=lambda: now[0])
+    auto = Retriever(index, None, stage)
     try:
-        auto = Retriever(index, None, SecondStage(client, "auto", candidates=30))
         with capture_logs() as logs:
             hits = await auto.search(tenant.org, [document], QUESTION, limit=3)
         assert hits[0].ordinal == 0
         [warning] = [e for e in logs if e["event"].startswith("rerank failed")]
         assert "overloaded" in warning["error"] and KEY not in str(warning)
-        upstream.enqueue(Status(503, {"error": {"message": "overloaded"}}))
+        # a reranker that failed is left alone for the cool-down, then asked again
+        now[0] += 29
+        assert (await auto.search(tenant.org, [document], QUESTION, limit=3))[0].ordinal == 0
+        assert len(upstream.requests) == 1
+        now[0] += 2
+        assert (await auto.search(tenant.org, [document], QUESTION, limit=3))[0].ordinal == 3
+        assert len(upstream.requests) == 2
+    finally:
+        await client.aclose()
+
+
+async def test_on_fails_the_search_when_the_reranker_fails(db, upstream):
+    tenant, index, document = await manual_index(db)
+    client = reranker(upstream.url)
+    upstream.enqueue(Status(503, {"error": {"message": "overloaded"}}))
+    try:
         on = Retriever(index, None, SecondStage(client, "on", candidates=30))
         with pytest.raises(ModelError, match="overloaded"):
             await on.search(tenant.org, [document], QUESTION, limit=3)
@@ -247,7 +264,12 @@ PAGES = [
 
 
 @pytest.fixture
-def settings(tmp_path, db_url, upstream, monkeypatch):
+def rerank_mode() -> str:
+    return "auto"
+
+
+@pytest.fixture
+def settings(tmp_path, db_url, upstream, monkeypatch, rerank_mode):
     monkeypatch.setenv(KEY_ENV, KEY)
     rerank = {
         "provider": "cohere-compatible",
@@ -255,20 +277,22 @@ def settings(tmp_path, db_url, upstream, monkeypatch):
         "model": "rr-1",
         "api_key_env": KEY_ENV,
     }
-    return make_settings(tmp_path, db_url, rerank=rerank, embeddings={"provider": "none"})
+    return make_settings(
+        tmp_path,
+        db_url,
+        rerank=rerank,
+        embeddings={"provider": "none"},
+        documents={"rerank": rerank_mode},
+    )
 
 
-async def test_a_document_chat_cites_the_reranked_page_first(
-    client, admin, fakes, upstream, tmp_path
-):
-    upstream.favour("hush")
+async def ask_about_a_pdf(client, admin, tmp_path):
     data = pdf(tmp_path, PAGES, name="frob.pdf").read_bytes()
     files = {"asset": ("frob.pdf", data, "application/pdf")}
     r = await client.post("/api/assets", headers={"API-KEY": admin["API-KEY"]}, files=files)
     asset_id = r.json()["asset"]["uuid"]
     assert (await until_done(client, admin, asset_id))["status"] == "COMPLETE"
-    fakes["gpt-4o-mini"].enqueue(["Hold the hush key."])
-    r = await client.post(
+    return await client.post(
         "/api/chat-with-ai",
         headers=admin,
         json={
@@ -277,6 +301,14 @@ async def test_a_document_chat_cites_the_reranked_page_first(
             "promptObject": {"prompt": QUESTION, "attachments": {"files": [asset_id]}},
         },
     )
+
+
+async def test_a_document_chat_cites_the_reranked_page_first(
+    client, admin, fakes, upstream, tmp_path
+):
+    upstream.favour("hush")
+    fakes["gpt-4o-mini"].enqueue(["Hold the hush key."])
+    r = await ask_about_a_pdf(client, admin, tmp_path)
     assert r.status_code == 200, r.text
     citations = r.json()["aiRecord"]["aiRecordDetail"]["citations"]
     assert citations[0]["page"] == 3 and "hush key" in citations[0]["excerpt"]
@@ -284,3 +316,15 @@ async def test_a_document_chat_cites_the_reranked_page_first(
     assert request["query"] == QUESTION
     # each passage opens with its chunk's context line: file name · title (· heading)
     assert all(d.startswith("frob.pdf · Quarterly report") for d in request["documents"])
+
+
+@pytest.mark.parametrize("rerank_mode", ["on"])
+async def test_with_rerank_on_a_failing_reranker_fails_the_chat_saying_why(
+    client, admin, fakes, upstream, tmp_path
+):
+    upstream.enqueue(Status(503, {"error": {"message": "overloaded"}}))
+    fakes["gpt-4o-mini"].enqueue(["never sent"])
+    r = await ask_about_a_pdf(client, admin, tmp_path)
+    assert r.status_code == 502
+    assert "reranker 'cohere-compatible:rr-1'" in r.text and "overloaded" in r.text
+    assert KEY not in r.text

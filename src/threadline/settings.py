@@ -221,7 +221,7 @@ class RerankConfig(BaseModel):
     model: str | None = None
     base_url: str | None = None
     api_key_env: str | None = None
-    timeout_seconds: float = Field(10.0, gt=0)
+    timeout_seconds: float = Field(5.0, gt=0)
     # each passage is cut to this many characters before it is sent (a cross-encoder reads
     # a few hundred tokens; the rest costs time and says little more)
     max_passage_chars: int = Field(2000, ge=100)

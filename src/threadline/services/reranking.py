@@ -7,7 +7,9 @@ cross-encoder (`domain.documents.Reranker`) reads the two together.
 
 `documents.rerank` says when it runs: "off"; "on", every search, and a reranker that fails
 fails the search; "auto" (the default), when a reranker is configured, and if it fails
-or is slow the fused order stands and a warning is logged. The first
+or is slow (`[rerank] timeout_seconds`) the fused order stands, a warning is logged, and
+the next `COOL_DOWN` seconds' searches do not ask it, so a reranker that is down costs one
+search its time-out, not every search. The first
 `documents.rerank_candidates` hits are scored in one call, each with its context line
 (file name · title · section heading, `retrieval_context.py`) before its text: a question
 often names the manual or the section it asks about. The hits after them keep their
@@ -19,7 +21,8 @@ Groups keep their order: a question that names a document searches that document
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import structlog
@@ -30,13 +33,25 @@ from threadline.domain.errors import ModelError
 log = structlog.get_logger(__name__)
 
 RerankMode = Literal["off", "on", "auto"]
+COOL_DOWN = 30.0  # seconds "auto" leaves a failed reranker alone
 
 
 class SecondStage:
-    def __init__(self, reranker: Reranker | None, mode: RerankMode, candidates: int) -> None:
+    def __init__(
+        self,
+        reranker: Reranker | None,
+        mode: RerankMode,
+        candidates: int,
+        *,
+        cool_down: float = COOL_DOWN,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.reranker = reranker if mode != "off" else None
         self.mode = mode
         self.candidates = candidates
+        self._cool_down = cool_down
+        self._clock = clock
+        self._resting_until = float("-inf")
 
     @property
     def active(self) -> bool:
@@ -46,7 +61,7 @@ class SecondStage:
         """The groups' hits, one group after another; within the first `candidates` hits,
         each group's by the reranker's scores (ties keep the fused order)."""
         flat = [hit for group in groups for hit in group]
-        if self.reranker is None or len(flat) < 2:
+        if self.reranker is None or len(flat) < 2 or self._clock() < self._resting_until:
             return flat
         head = flat[: self.candidates]
         passages = [f"{hit.context or hit.document_name}\n{hit.text}" for hit in head]
@@ -55,8 +70,12 @@ class SecondStage:
         except ModelError as exc:
             if self.mode == "on":
                 raise
+            self._resting_until = self._clock() + self._cool_down
             log.warning(
-                "rerank failed; the fused order stands", reranker=self.reranker.name, error=str(exc)
+                "rerank failed; the fused order stands",
+                reranker=self.reranker.name,
+                error=str(exc),
+                resting_seconds=self._cool_down,
             )
             return flat
         score_of = {hit.chunk_id: s for hit, s in zip(head, scores, strict=True)}
