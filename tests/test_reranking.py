@@ -77,15 +77,17 @@ async def test_scores_come_back_in_the_passages_order_whatever_the_answers_order
     ]
 
 
-async def test_long_passages_are_cut_and_no_passages_need_no_request(upstream):
+async def test_long_texts_are_cut_and_no_passages_need_no_request(upstream):
     client = reranker(upstream.url, max_passage_chars=100)
     try:
         assert await client.score("q", []) == []
         assert upstream.requests == []
-        await client.score("q", ["x" * 5000, "short"])
+        await client.score("q" * 1_000_000, ["x" * 5000, "short"])
     finally:
         await client.aclose()
-    assert [len(d) for d in upstream.requests[0]["documents"]] == [100, 5]
+    [request] = upstream.requests
+    assert [len(d) for d in request["documents"]] == [100, 5]
+    assert len(request["query"]) == 100
 
 
 @pytest.mark.parametrize(

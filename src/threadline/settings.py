@@ -222,8 +222,8 @@ class RerankConfig(BaseModel):
     base_url: str | None = None
     api_key_env: str | None = None
     timeout_seconds: float = Field(5.0, gt=0)
-    # each passage is cut to this many characters before it is sent (a cross-encoder reads
-    # a few hundred tokens; the rest costs time and says little more)
+    # the query and each passage are cut to this many characters before they are sent (a
+    # cross-encoder reads a few hundred tokens; the rest costs time and says little more)
     max_passage_chars: int = Field(2000, ge=100)
 
     @model_validator(mode="after")

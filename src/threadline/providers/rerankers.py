@@ -88,12 +88,13 @@ class CohereCompatibleReranker:
         await self._client.aclose()
 
     async def score(self, query: str, passages: Sequence[str]) -> list[float]:
-        """One relevance score per passage, in the passages' order."""
+        """One relevance score per passage, in the passages' order. The query and each
+        passage are cut to `max_passage_chars`."""
         if not passages:
             return []
         body = {
             "model": self.model,
-            "query": query,
+            "query": query[: self.max_chars],
             "documents": [p[: self.max_chars] for p in passages],
             "top_n": len(passages),
             "return_documents": False,

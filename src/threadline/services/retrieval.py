@@ -23,9 +23,10 @@ by how much of the question each chunk covers (words and their close forms), wit
 fused rank as the tie-breaker.
 
 After the fusion (each stage measured alone by bench/hitrate.py --set twins): a short query
-that a candidate holds as written is one more ranking in the fusion (`_as_written`); tables
-of contents and indexes go last (`pointers_last`); and neighbouring chunks that both rank
-become one excerpt, within the text the first `limit` chunks had (`retrieval_excerpts.py`).
+that a candidate holds as written is one more ranking in the fusion (`_as_written`); a
+configured reranker reorders the first candidates (`reranking.py`); tables of contents and
+indexes go last (`pointers_last`); and neighbouring chunks that both rank become one
+excerpt, within the text the first `limit` chunks had (`retrieval_excerpts.py`).
 """
 
 from __future__ import annotations
