@@ -392,6 +392,7 @@ def test_serve_says_where_it_is_and_stops_cleanly(tmp_path: Path, stop_signal: i
     assert 'web search   off; [search] provider = "ddgs"' in first
     assert "OCR          on, rapidocr (from pip)" in first
     assert "embeddings   off (full-text search only)" in first
+    assert 'reranking    off; [rerank] provider = "cohere-compatible"' in first
     assert f"  export TL_URL={server.base_url}\n" in first
     assert f"  export TL_KEY={server.key}\n" in first
     r = httpx.get(f"{server.base_url}/api/me", headers=server.headers())

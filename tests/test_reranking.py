@@ -26,6 +26,7 @@ from threadline.providers.rerankers import CohereCompatibleReranker, build_reran
 from threadline.services.reranking import SecondStage
 from threadline.services.retrieval import Retriever
 from threadline.settings import RerankConfig
+from threadline.startup import features
 from threadline.storage.chunks import SqlChunkIndex
 
 KEY = "sk-rerank-test-123"
@@ -140,6 +141,18 @@ def test_settings_refuse_what_they_cannot_honour(monkeypatch, tmp_path):
         RerankConfig(provider="cohere-compatible", model="rr-1")
     with pytest.raises(ValidationError, match=r'documents\.rerank = "on" needs a reranker'):
         make_settings(tmp_path, "sqlite+aiosqlite:///x.db", documents={"rerank": "on"})
+
+
+def test_the_startup_lines_say_whether_search_is_reranked(tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, KEY)
+    url = "sqlite+aiosqlite:///x.db"
+    rerank = {"provider": "cohere-compatible", "base_url": "http://r:1/v1", "model": "rr-1"}
+    lines = features(make_settings(tmp_path, url, rerank=rerank))
+    assert "reranking    on, cohere-compatible rr-1 (documents.rerank = auto)" in lines
+    off = make_settings(tmp_path, url, rerank=rerank, documents={"rerank": "off"})
+    assert any(
+        line.startswith("reranking    off (documents.rerank = off") for line in features(off)
+    )
 
 
 # ---- the stage in retrieval -------------------------------------------------------------

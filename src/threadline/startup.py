@@ -63,6 +63,13 @@ def features(settings: Settings) -> list[str]:
         if embedder.provider == "none"
         else f"on, {embedder.provider}"
     )
+    rerank = settings.rerank
+    if rerank.provider == "none":
+        reranking = 'off; [rerank] provider = "cohere-compatible" (a rerank server) turns it on'
+    elif docs.rerank == "off":
+        reranking = f"off (documents.rerank = off; {rerank.provider} {rerank.model} is configured)"
+    else:
+        reranking = f"on, {rerank.provider} {rerank.model} (documents.rerank = {docs.rerank})"
     search = (
         f"on, {settings.search.provider}"
         if settings.search.provider
@@ -89,6 +96,7 @@ def features(settings: Settings) -> list[str]:
     return [
         f"OCR          {ocr}",
         f"embeddings   {embeddings}",
+        f"reranking    {reranking}",
         f"web search   {search}",
         f"image models {image_models}",
         f"vision       {seeing}",
