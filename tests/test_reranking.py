@@ -106,6 +106,7 @@ async def test_long_texts_are_cut_and_no_passages_need_no_request(upstream):
         (Raw(b'{"results": [{"index": 0, "relevance_score": "high"}]}'), "not a number"),
         (Raw(b'{"results": [{"index": 0, "relevance_score": NaN}]}'), "not finite"),
         (Disconnect(), "closed the connection unanswered"),
+        (Raw(b'{"results": [' + b" " * (2 << 20) + b"]}"), "answered more than 1 MB"),
     ],
 )
 async def test_failures_are_model_errors_that_name_the_reranker(upstream, script, expected):

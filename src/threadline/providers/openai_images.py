@@ -39,7 +39,7 @@ from threadline.domain.image_generation import (
 )
 from threadline.providers.http1 import Http1Transport
 from threadline.providers.image_format import NotAnImage, encode_as
-from threadline.providers.upstream import TRANSPORT_ERRORS, Upstream, UpstreamErrors
+from threadline.providers.upstream import TRANSPORT_ERRORS, Upstream, UpstreamErrors, read_capped
 from threadline.settings import ModelConfig
 
 MAX_RESPONSE_BYTES = 128 * 1024 * 1024  # ten large base64 images fit
@@ -115,7 +115,7 @@ class OpenAICompatibleImageModel:
             response = await self._client.send(request, stream=True)
             try:
                 answered = True
-                raw = await _read_capped(response, MAX_RESPONSE_BYTES)
+                raw = await read_capped(response, MAX_RESPONSE_BYTES)
             finally:
                 await response.aclose()
         except TRANSPORT_ERRORS as exc:
@@ -169,13 +169,3 @@ class OpenAICompatibleImageModel:
 
     def _error(self, what: str) -> ModelError:
         return ModelError(f"model {self.name!r}: {what}")
-
-
-async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
-    """The body, or None past `cap` bytes."""
-    data = bytearray()
-    async for part in response.aiter_bytes():
-        data += part
-        if len(data) > cap:
-            return None
-    return bytes(data)

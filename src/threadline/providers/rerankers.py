@@ -28,10 +28,11 @@ import httpx
 
 from threadline.domain.documents import Reranker
 from threadline.domain.errors import ModelError
-from threadline.providers.upstream import TRANSPORT_ERRORS, Upstream, UpstreamErrors
+from threadline.providers.upstream import TRANSPORT_ERRORS, Upstream, UpstreamErrors, read_capped
 from threadline.settings import RerankConfig
 
 CONNECT_TIMEOUT = 5.0  # seconds; capped by the configured timeout
+MAX_RESPONSE_BYTES = 1 << 20  # 100 scores take ~6 kB; more is not a rerank answer
 
 
 def build_reranker(config: RerankConfig) -> Reranker | None:
@@ -99,19 +100,28 @@ class CohereCompatibleReranker:
             "top_n": len(passages),
             "return_documents": False,
         }
+        answered = False
         try:
-            response = await self._client.post("rerank", json=body)
+            request = self._client.build_request("POST", "rerank", json=body)
+            response = await self._client.send(request, stream=True)
+            try:
+                answered = True
+                raw = await read_capped(response, MAX_RESPONSE_BYTES)
+            finally:
+                await response.aclose()
         except TRANSPORT_ERRORS as exc:
-            raise self._errors.transport(exc) from None
+            raise self._errors.transport(exc, answered=answered) from None
+        if raw is None:
+            raise self._error(f"upstream answered more than {MAX_RESPONSE_BYTES // 2**20} MB")
         if response.status_code != 200:
             raise self._errors.status(
                 response.status_code,
-                response.content,
+                raw,
                 response.reason_phrase,
                 response.headers.get("retry-after"),
             )
         try:
-            payload = json.loads(response.content)
+            payload = json.loads(raw)
         except ValueError:
             raise self._error("upstream answered with a body that is not JSON") from None
         return self._scores(payload, len(passages))

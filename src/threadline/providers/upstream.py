@@ -56,6 +56,16 @@ class Upstream:
         return text if len(text) <= MESSAGE_CAP else text[: MESSAGE_CAP - 1] + "…"
 
 
+async def read_capped(response: httpx.Response, cap: int) -> bytes | None:
+    """A streamed response's body, or None once it passes `cap` bytes (the rest unread)."""
+    data = bytearray()
+    async for part in response.aiter_bytes():
+        data += part
+        if len(data) > cap:
+            return None
+    return bytes(data)
+
+
 def error_message(payload: bytes | dict[str, Any] | None) -> str | None:
     """The message of an error body in OpenAI's shape (or a close cousin); never the body."""
     if isinstance(payload, bytes):
