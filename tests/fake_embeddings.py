@@ -131,15 +131,7 @@ def _handler_for(fake: FakeEmbeddings) -> type[SiteHandler]:
         def _play(self, item: ScriptItem, body: dict[str, Any]) -> None:
             if isinstance(item, Vectors):
                 self.send(200, fake.answer(body, item))
-            elif isinstance(item, Status):
-                message = item.body if item.body is not None else _error("failed", "server_error")
-                self.send(item.status, message, headers=dict(item.headers))
-            elif isinstance(item, Raw):
-                self.send(item.status, item.body, item.content_type or "application/json")
-            elif isinstance(item, Hang):
-                fake.site.stopping.wait(item.seconds)
-                self.close_connection = True
             else:
-                self.close_connection = True
+                self.play_fault(item, _error("failed", "server_error"))
 
     return Handler

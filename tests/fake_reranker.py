@@ -107,15 +107,7 @@ def _handler_for(fake: FakeReranker) -> type[SiteHandler]:
         def _play(self, item: ScriptItem, body: dict[str, Any]) -> None:
             if isinstance(item, Scores):
                 self.send(200, fake.answer(body, item))
-            elif isinstance(item, Status):
-                message = item.body if item.body is not None else {"error": {"message": "failed"}}
-                self.send(item.status, message, headers=dict(item.headers))
-            elif isinstance(item, Raw):
-                self.send(item.status, item.body, item.content_type or "application/json")
-            elif isinstance(item, Hang):
-                fake.site.stopping.wait(item.seconds)
-                self.close_connection = True
             else:
-                self.close_connection = True
+                self.play_fault(item, {"error": {"message": "failed"}})
 
     return Handler

@@ -1,6 +1,7 @@
 """The fault doubles every fake upstream plays (tests/fake_upstream.py for chat completions,
-tests/fake_embeddings.py, tests/fake_images.py): a test enqueues one, and the next request
-gets it instead of a normal answer.
+tests/fake_embeddings.py, tests/fake_images.py, tests/fake_reranker.py): a test enqueues
+one, and the next request gets it instead of a normal answer (`SiteHandler.play_fault` in
+tests/local_site.py plays the plain ones).
 
     up.enqueue(Status(500, {"error": {"message": "boom"}}))   # an HTTP error
     up.enqueue(Hang(5))                                        # read the request, answer nothing

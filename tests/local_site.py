@@ -25,6 +25,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
+from tests.faults import Disconnect, Hang, Raw, Status
+
 
 class SiteHandler(BaseHTTPRequestHandler):
     """HTTP/1.1 keep-alive, no access log, and a client hanging up is no error."""
@@ -63,6 +65,20 @@ class SiteHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def play_fault(self, item: Status | Raw | Hang | Disconnect, error: Any) -> None:
+        """A fault double of tests/faults.py as the answer; `error` is the body of a `Status`
+        without one (the API's error shape), and a `Raw` is JSON unless it names a type."""
+        if isinstance(item, Status):
+            body = item.body if item.body is not None else error
+            self.send(item.status, body, headers=dict(item.headers))
+        elif isinstance(item, Raw):
+            self.send(item.status, item.body, item.content_type or "application/json")
+        elif isinstance(item, Hang):
+            self.server.stopping.wait(item.seconds)  # type: ignore[attr-defined]
+            self.close_connection = True
+        else:
+            self.close_connection = True
+
     def body(self) -> bytes:
         """The request's body (by its Content-Length)."""
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -80,6 +96,7 @@ class LocalSite:
     def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
         self.stopping = threading.Event()
         self._server = _QuietServer(("127.0.0.1", 0), handler)
+        self._server.stopping = self.stopping  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property

@@ -39,7 +39,7 @@ from threadline.domain.image_generation import (
 )
 from threadline.providers.http1 import Http1Transport
 from threadline.providers.image_format import NotAnImage, encode_as
-from threadline.providers.upstream import TRANSPORT_ERRORS, Upstream, UpstreamErrors, read_capped
+from threadline.providers.upstream import Upstream, UpstreamErrors, exchange
 from threadline.settings import ModelConfig
 
 MAX_RESPONSE_BYTES = 128 * 1024 * 1024  # ten large base64 images fit
@@ -110,25 +110,7 @@ class OpenAICompatibleImageModel:
     async def _images(
         self, request: httpx.Request, n: int, output_format: ImageFormat
     ) -> list[GeneratedImage]:
-        answered = False
-        try:
-            response = await self._client.send(request, stream=True)
-            try:
-                answered = True
-                raw = await read_capped(response, MAX_RESPONSE_BYTES)
-            finally:
-                await response.aclose()
-        except TRANSPORT_ERRORS as exc:
-            raise self._errors.transport(exc, answered=answered) from None
-        if raw is None:
-            raise self._error(f"upstream answered more than {MAX_RESPONSE_BYTES // 2**20} MB")
-        if response.status_code != 200:
-            raise self._errors.status(
-                response.status_code,
-                raw,
-                response.reason_phrase,
-                response.headers.get("retry-after"),
-            )
+        raw = await exchange(self._client, request, self._errors, MAX_RESPONSE_BYTES)
         encoded = self._b64_images(raw, n)
         try:
             return await asyncio.to_thread(

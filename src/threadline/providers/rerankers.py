@@ -28,7 +28,7 @@ import httpx
 
 from threadline.domain.documents import Reranker
 from threadline.domain.errors import ModelError
-from threadline.providers.upstream import TRANSPORT_ERRORS, Upstream, UpstreamErrors, read_capped
+from threadline.providers.upstream import Upstream, UpstreamErrors, exchange
 from threadline.settings import RerankConfig
 
 CONNECT_TIMEOUT = 5.0  # seconds; capped by the configured timeout
@@ -100,26 +100,8 @@ class CohereCompatibleReranker:
             "top_n": len(passages),
             "return_documents": False,
         }
-        answered = False
-        try:
-            request = self._client.build_request("POST", "rerank", json=body)
-            response = await self._client.send(request, stream=True)
-            try:
-                answered = True
-                raw = await read_capped(response, MAX_RESPONSE_BYTES)
-            finally:
-                await response.aclose()
-        except TRANSPORT_ERRORS as exc:
-            raise self._errors.transport(exc, answered=answered) from None
-        if raw is None:
-            raise self._error(f"upstream answered more than {MAX_RESPONSE_BYTES // 2**20} MB")
-        if response.status_code != 200:
-            raise self._errors.status(
-                response.status_code,
-                raw,
-                response.reason_phrase,
-                response.headers.get("retry-after"),
-            )
+        request = self._client.build_request("POST", "rerank", json=body)
+        raw = await exchange(self._client, request, self._errors, MAX_RESPONSE_BYTES)
         try:
             payload = json.loads(raw)
         except ValueError:

@@ -56,8 +56,32 @@ class Upstream:
         return text if len(text) <= MESSAGE_CAP else text[: MESSAGE_CAP - 1] + "…"
 
 
-async def read_capped(response: httpx.Response, cap: int) -> bytes | None:
-    """A streamed response's body, or None once it passes `cap` bytes (the rest unread)."""
+async def exchange(
+    client: httpx.AsyncClient, request: httpx.Request, errors: UpstreamErrors, cap: int
+) -> bytes:
+    """Send `request` and read the whole answer: a 200's body, else the ModelError that
+    `errors` makes of the failure (no connection or answer, a status, a body over `cap`
+    bytes, which is not read further)."""
+    answered = False
+    try:
+        response = await client.send(request, stream=True)
+        try:
+            answered = True
+            raw = await _read_capped(response, cap)
+        finally:
+            await response.aclose()
+    except TRANSPORT_ERRORS as exc:
+        raise errors.transport(exc, answered=answered) from None
+    if raw is None:
+        raise ModelError(f"{errors.subject}: upstream answered more than {cap // 2**20} MB")
+    if response.status_code != 200:
+        raise errors.status(
+            response.status_code, raw, response.reason_phrase, response.headers.get("retry-after")
+        )
+    return raw
+
+
+async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
     data = bytearray()
     async for part in response.aiter_bytes():
         data += part
