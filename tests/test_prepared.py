@@ -5,6 +5,7 @@ what `conn.execute` reads, the batch's held writes included."""
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 from uuid import uuid4
 
 import aiosqlite
@@ -140,3 +141,81 @@ async def test_a_prepared_query_reads_what_execute_reads(db):
     assert as_utc(prepared[0].created_at) == records[1]["created_at"]
     assert claimed.id == records[1]["id"] and again is None
     assert as_utc(claimed.updated_at) == records[1]["updated_at"]
+
+
+_BY_ID = PreparedQuery(
+    select(ai_records.c.id, ai_records.c.status, ai_records.c.result_text).where(
+        ai_records.c.id == bindparam("w_id")
+    )
+)
+
+
+async def test_a_claim_writes_and_reads_only_when_its_guard_finds_its_row(db):
+    tenant = await make_tenant(db, "org")
+    pending, other = _record(tenant.org, tenant.user), _record(tenant.org, tenant.user)
+    await db.run_write(partial(_PREPARED_INSERT.run_sync, values=pending), batched=True)
+
+    def claim(record, conn):
+        if not _CLAIM.guard(conn, {"w_id": record["id"]}):
+            return False
+        _FINISH.run_sync(conn, {"w_id": other["id"], "w_status": "FAILED", "w_text": "x"})
+        _PREPARED_INSERT.run_sync(conn, other)  # after the guard: only if it found its row
+        return True
+
+    then = (_BY_ID, {"w_id": pending["id"]})
+    claimed = await db.run_claim(partial(claim, pending), then)
+    assert [tuple(row) for row in claimed] == [(pending["id"], "SUCCESS", "")]
+    assert claimed[0].status == "SUCCESS"
+    # claimed already: nothing is written and nothing is read
+    assert await db.run_claim(partial(claim, {**pending, "id": uuid4()}), then) is None
+    again = {**other, "id": uuid4()}
+    assert await db.run_claim(partial(claim, pending), (_BY_ID, {"w_id": again["id"]})) is None
+    stored = {row["id"]: row for row in await _rows_with_ids(db)}
+    assert set(stored) == {pending["id"], other["id"]}  # `other` once, PENDING
+    assert stored[other["id"]]["status"] == "PENDING"
+
+
+async def _rows_with_ids(db):
+    async with db.read() as conn:
+        return list((await conn.execute(select(ai_records))).mappings())
+
+
+async def test_on_sqlite_a_claim_is_one_trip_with_its_commit_and_read(tmp_path, monkeypatch):
+    from threadline.storage.database import Database
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 't.db'}")
+    await db.migrate()
+    try:
+        tenant = await make_tenant(db, "org")
+        records = [_record(tenant.org, tenant.user) for _ in range(2)]
+        await db.run_write(partial(_PREPARED_INSERT.run_sync, values=records[0]), batched=True)
+        trips: list[str] = []
+        execute = aiosqlite.Connection._execute
+
+        async def counting(self, fn, *args, **kwargs):
+            trips.append(getattr(getattr(fn, "func", fn), "__name__", repr(fn)))
+            return await execute(self, fn, *args, **kwargs)
+
+        monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+
+        def claim(conn):
+            if not _CLAIM.guard(conn, {"w_id": records[0]["id"]}):
+                return False
+            _PREPARED_INSERT.run_sync(conn, records[1])
+            return True
+
+        rows = await db.run_claim(claim, (_BY_ID, {"w_id": records[1]["id"]}))
+        assert trips == ["_commit_all"] and [row.id for row in rows] == [records[1]["id"]]
+        trips.clear()
+        assert await db.run_claim(claim, (_BY_ID, {"w_id": records[1]["id"]})) is None
+        assert trips == ["_commit_all"]  # the guard found nothing: rolled back, nothing read
+
+        def flushed(conn):  # a query sent before the commit finds the guard failed
+            _CLAIM.guard(conn, {"w_id": records[0]["id"]})
+            return _BY_ID.first(conn, {"w_id": records[0]["id"]}) is not None
+
+        with pytest.raises(Exception, match="guard found no row"):
+            await db.run_claim(flushed)
+        assert len(await _rows(db)) == 2
+    finally:
+        await db.dispose()

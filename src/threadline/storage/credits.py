@@ -130,7 +130,7 @@ class SqlCreditStore:
             "c_node": self._node_id,
         }
         take = partial(_take, credits, self._db.is_sqlite, values)
-        return await self._db.run_write(take, urgent=True, batched=True)
+        return await self._db.run_claim(take, urgent=True) is not None
 
     async def release(self, org_id: UUID, user_id: UUID, run_id: UUID) -> None:
         """Give back what run `run_id` holds, charging nothing (a run that could not be
@@ -202,10 +202,11 @@ def settle_rows(
 
 
 def _take(credits: int, is_sqlite: bool, values: dict[str, Any], conn: Connection) -> bool:
-    """`reserve`'s transaction (in `Database.run_write`)."""
+    """`reserve`'s transaction (in `Database.run_claim`; on SQLite the take guards the
+    record of who holds the credits: one trip with the commit)."""
     if credits and not is_sqlite:
         return conn.execute(_TAKE_AND_RECORD, values).first() is not None
-    if _TAKE_QUERY.first(conn, values) is None:
+    if not _TAKE_QUERY.guard(conn, values):
         return False
     if credits:
         _INSERT_ROW.run_sync(conn, values)

@@ -30,6 +30,7 @@ from sqlalchemy.util.concurrency import greenlet_spawn
 from threadline.domain.clock import utcnow
 from threadline.domain.errors import Unavailable
 from threadline.storage import sqlite_driver
+from threadline.storage.prepared import PreparedQuery
 
 __all__ = ["Database", "as_utc", "utcnow"]
 
@@ -262,20 +263,27 @@ class Database:
         finally:
             turns.release()
 
-    async def run_write_then_read(
-        self, work: Callable[[Connection], bool], read: Callable[[Connection], T], *, batched: bool
-    ) -> T | None:
-        """`run_write(work)`, then, if `work` returned True, `read(connection)` after the
-        commit on the same connection: one pool checkout and one greenlet trip instead of
-        two. The write turn is passed on at the commit, before the read (so the read never
-        delays the next writer). None when `work` returned False."""
+    async def run_claim(
+        self,
+        work: Callable[[Connection], bool],
+        then: tuple[PreparedQuery, dict[str, Any]] | None = None,
+        *,
+        urgent: bool = False,
+    ) -> list[Any] | None:
+        """`work(connection)` in one batched transaction, as `run_write`, where it claims
+        something (a row a conditional UPDATE finds) and returns whether it did: None when
+        it did not (with a `PreparedQuery.guard` on SQLite, nothing it wrote is kept). If it
+        did, the rows of `then` (a query and its values, [] without one), read after the
+        commit on the same connection. The write turn is passed on at the commit, before the
+        read (so the read never delays the next writer). On SQLite the claim, the writes,
+        the commit and the read are one trip to the database's thread."""
         turns = self._write_turns
         if turns is None:
-            return await self._in_greenlet(_write_then_read, work, read, False, _nothing)
-        await turns.acquire(False)
+            return await self._in_greenlet(_claim_then_read, work, then, False, _nothing)
+        await turns.acquire(urgent)
         passed = _Once(turns.release)
         try:
-            return await self._in_greenlet(_write_then_read, work, read, batched, passed)
+            return await self._in_greenlet(_claim_then_read, work, then, True, passed)
         finally:
             passed()
 
@@ -339,32 +347,39 @@ def _write_with(engine: Engine, work: Callable[[Connection], T], batched: bool) 
         return work(connection)
 
 
-def _write_then_read(
+def _claim_then_read(
     engine: Engine,
     work: Callable[[Connection], bool],
-    read: Callable[[Connection], T],
+    then: tuple[PreparedQuery, dict[str, Any]] | None,
     batched: bool,
     committed: Callable[[], None],
-) -> T | None:
-    """In SQLAlchemy's greenlet: `_write_with`, `committed()` once its transaction has ended,
-    then `read` on the same connection when `work` returned True."""
+) -> list[Any] | None:
+    """In SQLAlchemy's greenlet: `run_claim`'s transaction, `committed()` once it has ended,
+    then its read when the claim held (on SQLite's batch, sent with the commit)."""
     with engine.connect() as connection:
         try:
-            with _batch(connection, batched), connection.begin():
+            with _batch(connection, batched) as batch, connection.begin():
                 won = work(connection)
+                rows = None
+                if won and then is not None:
+                    rows = then[0].after_commit(connection, then[1])
         finally:
             committed()
-        return read(connection) if won else None
+        if not won or (batch is not None and not batch.claimed):
+            return None
+        if then is None:
+            return []
+        return rows() if rows is not None else then[0].all(connection, then[1])
 
 
 @contextmanager
-def _batch(connection: Connection, batched: bool) -> Iterator[None]:
+def _batch(connection: Connection, batched: bool) -> Iterator[sqlite_driver.Batch | None]:
     """SQLite's batch on `connection` while the block runs (its transaction inside it, so
     the commit is sent with the batch), when asked and when SQLite is the database."""
     raw = connection.connection.dbapi_connection if batched else None
     batching = raw is not None and sqlite_driver.start_batch(raw)
     try:
-        yield
+        yield sqlite_driver.held(raw) if batching else None
     finally:
         if batching:
             sqlite_driver.end_batch(raw)

@@ -22,12 +22,15 @@ compiled SQL on the connection's one-trip cursor (storage/sqlite_driver.py: held
 go with it) and converts each row with the columns' own result processors, skipping
 SQLAlchemy's per-execution cache key, context and result objects (about a third of such a
 statement's CPU). Its rows are named tuples: fields by name, as SQLAlchemy's rows have them.
+In a batch it can also be the guard the rest depends on (`guard`: the credit take, the settle
+claim) or the query sent after the commit (`after_commit`: the user charged), both without a
+trip of their own.
 """
 
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Connection, Dialect
@@ -153,6 +156,37 @@ class PreparedQuery:
     def first(self, conn: Connection, values: dict[str, Any]) -> Any:
         rows = self.all(conn, values)
         return rows[0] if rows else None
+
+    def guard(self, conn: Connection, values: dict[str, Any]) -> bool:
+        """Whether it returns a row, as `first(...) is not None`; on a batching SQLite
+        connection it is held as the batch's guard instead (True here): the commit runs
+        what follows it only if it returns a row, and `Batch.claimed` says whether it did
+        (storage/sqlite_driver.py)."""
+        batch, form = self._batched(conn, values)
+        if batch is None or form is None:
+            return self.first(conn, values) is not None
+        batch.guard(form.sql, form.parameters(values))
+        return True
+
+    def after_commit(
+        self, conn: Connection, values: dict[str, Any]
+    ) -> Callable[[], list[Any]] | None:
+        """On a batching SQLite connection: run right after the transaction's commit, in
+        the commit's trip; returns how to get its rows once committed. None elsewhere (the
+        caller runs it after the commit)."""
+        batch, form = self._batched(conn, values)
+        if batch is None or form is None:
+            return None
+        batch.then = (form.sql, form.parameters(values))
+        return lambda: form.rows(batch.rows)
+
+    def _batched(
+        self, conn: Connection, values: dict[str, Any]
+    ) -> tuple[sqlite_driver.Batch | None, _Form | None]:
+        if conn.dialect.name != _SQLITE:
+            return None, None
+        batch = sqlite_driver.held(conn.connection.dbapi_connection)
+        return (None, None) if batch is None else (batch, self._form(conn.dialect, values))
 
     def _form(self, dialect: Dialect, values: dict[str, Any]) -> _Form | None:
         return _form(self.statement, self._forms, dialect, values, rows=True)

@@ -130,8 +130,8 @@ _INSERT_RECORD = Prepared(insert(ai_records))
 _INSERT_MESSAGE = insert(messages)
 _INSERT_ONE_MESSAGE = Prepared(_INSERT_MESSAGE)
 # The run's end claims its record: only one not settled yet (see the module doc). Returning
-# its id is what says whether this end won; it is run as it is (a RETURNING statement is not
-# held in SQLite's batch: the claim is one trip, the rest of the transaction another).
+# its id is what says whether this end won; in SQLite's batch it is the guard of the rest of
+# the transaction (nothing else is written when it finds no record to claim).
 _SETTLE_RECORD = PreparedQuery(
     update(ai_records)
     .where(
@@ -234,16 +234,14 @@ class SqlRecordStore:
         values["settled_at"] = record.updated_at
         is_sqlite = self._db.is_sqlite
         owner = {"w_org_id": record.org_id, "w_id": record.user_id}
-        # The user is read after the commit, not with RETURNING inside the transaction: on
-        # SQLite a batched transaction makes one trip after its first statement, and holds
-        # the write lock that every reply's writes queue for the shorter. The same connection
-        # and greenlet trip, though: one pool checkout for both.
-        settled = await self._db.run_write_then_read(
+        # The user is read after the commit, not with RETURNING inside the transaction: the
+        # write lock that every reply's writes queue for is held the shorter. On SQLite the
+        # claim, the writes, the commit and the read are one trip (storage/sqlite_driver.py).
+        settled = await self._db.run_claim(
             partial(
                 _finish_rows, values, record, assistant_message, user_message_id, charge, is_sqlite
             ),
-            lambda conn: (_SELECT_USER.first(conn, owner),),
-            batched=True,
+            (_SELECT_USER, owner),
         )
         if settled is None:
             log.warning(
@@ -253,8 +251,7 @@ class SqlRecordStore:
                 charge=charge,
             )
             return None
-        row = settled[0]  # None: the user is gone
-        return user_from_row(row._asdict()) if row else None
+        return user_from_row(settled[0]._asdict()) if settled else None  # none: the user is gone
 
     async def checkpoint(self, record: AiRecord, text: str) -> None:
         values = {"w_org_id": record.org_id, "w_id": record.id, "w_text": text}
@@ -409,13 +406,13 @@ def _finish_rows(
     is_sqlite: bool,
     conn: Connection,
 ) -> bool:
-    """`finish`'s transaction (in `Database.run_write`): False, and nothing written, when
+    """`finish`'s transaction (in `Database.run_claim`): False, and nothing written, when
     the record was settled already (another process ended it)."""
     org_id = record.org_id
     # First, so that on PostgreSQL it takes the record's lock before anything else is written
     # (an abandon at the same moment waits, then finds it settled).
     claim = {**values, "w_org_id": org_id, "w_id": record.id}
-    if _SETTLE_RECORD.first(conn, claim) is None:
+    if not _SETTLE_RECORD.guard(conn, claim):
         return False
     if assistant_message is not None:
         _UPSERT_ONE_REPLY[conn.dialect.name].run_sync(conn, message_values(assistant_message))

@@ -16,6 +16,14 @@ of up to six. The price: such a statement's error is raised by the statement or 
 sends it, and its rowcount is not known (1 is reported); so only transactions that neither
 read their rowcounts nor handle a statement's error on its own use it.
 
+A batch may also start with a *guard* (`Batch.guard`): a statement with RETURNING held like
+the others, on whose row the rest depends: when it finds none, nothing after it runs and the
+commit rolls the transaction back instead (`Batch.claimed` says which). And it may name a
+query to run right after its commit (`Batch.then`), in the commit's trip. A reply's credit
+reservation (take the credits, record who holds them) and its end (claim the record, store
+and charge the reply, then read the user charged) are then one trip each instead of two and
+three.
+
 `install(engine)` switches an aiosqlite engine's connections to this cursor as they are
 made. Server-side cursors (`stream()`) keep SQLAlchemy's own.
 """
@@ -52,21 +60,78 @@ def _execute(connection: Any, operation: str, parameters: Any) -> Outcome:
 Statement = tuple[str, Any]  # SQL and its parameters
 
 
+class Guard(tuple[str, Any]):
+    """A held statement (SQL, parameters) that must return a row for the rest to run."""
+
+    __slots__ = ()
+
+
+class Batch(list[Statement]):
+    """The statements held back on a connection, in order (`Guard`s among them), and what
+    its commit is to do besides: the query run after it (`then`) and, once it is done,
+    whether every guard found its row (`claimed`) and that query's rows (`rows`)."""
+
+    __slots__ = ("claimed", "rows", "then")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.then: Statement | None = None
+        self.claimed = True
+        self.rows: list[Any] = []
+
+    def guard(self, sql: str, parameters: Any) -> None:
+        """Hold a statement with RETURNING on whose row the rest depends: if it returns
+        none when sent, the statements after it are not run and the commit rolls back (the
+        transaction meant nothing without it), leaving `claimed` False."""
+        self.append(Guard((sql, parameters)))
+
+
+class GuardFailed(sqlite3.OperationalError):
+    """A batch's guard found no row before its commit (a statement that returns rows sent
+    the batch): the transaction fails rather than going on without it."""
+
+
+def _send(db: sqlite3.Connection, held: list[Statement]) -> bool:
+    """On aiosqlite's thread: the held statements in order; False, the rest not run, when a
+    guard returns no row."""
+    for statement in held:
+        sql, values = statement
+        cursor = db.execute(sql, () if values is None else values)
+        try:
+            if type(statement) is Guard and cursor.fetchone() is None:
+                return False
+        finally:
+            cursor.close()
+    return True
+
+
 def _execute_all(
     connection: Any, held: list[Statement], operation: str, parameters: Any
 ) -> Outcome:
     """On aiosqlite's thread: the held statements, then this one (its outcome)."""
-    db: sqlite3.Connection = connection._conn
-    for sql, values in held:
-        db.execute(sql, () if values is None else values).close()
+    if not _send(connection._conn, held):
+        raise GuardFailed("the transaction's guard found no row")
     return _execute(connection, operation, parameters)
 
 
-def _commit_all(connection: Any, held: list[Statement]) -> None:
+def _commit_all(
+    connection: Any, held: list[Statement], then: Statement | None = None
+) -> tuple[bool, list[Any]]:
+    """On aiosqlite's thread: the held statements and the commit (a rollback when a guard
+    found no row), then the `then` query if they were committed: (committed, its rows)."""
     db: sqlite3.Connection = connection._conn
-    for sql, values in held:
-        db.execute(sql, () if values is None else values).close()
+    if not _send(db, held):
+        db.rollback()
+        return False, []
     db.commit()
+    if then is None:
+        return True, []
+    sql, values = then
+    cursor = db.execute(sql, () if values is None else values)
+    try:
+        return True, cursor.fetchall()
+    finally:
+        cursor.close()
 
 
 def holdable(operation: str) -> bool:
@@ -75,7 +140,7 @@ def holdable(operation: str) -> bool:
     return head.startswith(("INSERT", "UPDATE", "DELETE")) and "RETURNING" not in operation
 
 
-def held(dbapi_connection: Any) -> list[Statement] | None:
+def held(dbapi_connection: Any) -> Batch | None:
     """The statements held back on this (adapted) connection, to which a caller may append
     one it has compiled itself (storage/prepared.py); None when it is not batching."""
     if not isinstance(dbapi_connection, OneTripConnection):
@@ -83,9 +148,9 @@ def held(dbapi_connection: Any) -> list[Statement] | None:
     return _held(dbapi_connection)
 
 
-def _held(adapt_connection: Any) -> list[Statement] | None:
+def _held(adapt_connection: Any) -> Batch | None:
     """The statements held back on this connection; None when it is not batching."""
-    held: list[Statement] | None = getattr(adapt_connection._connection, _HELD, None)
+    held: Batch | None = getattr(adapt_connection._connection, _HELD, None)
     return held
 
 
@@ -97,7 +162,7 @@ def start_batch(dbapi_connection: Any) -> bool:
     (after its commit or rollback); see the module doc. False if it cannot be batched."""
     if not isinstance(dbapi_connection, OneTripConnection):
         return False
-    setattr(dbapi_connection._connection, _HELD, [])
+    setattr(dbapi_connection._connection, _HELD, Batch())
     return True
 
 
@@ -110,8 +175,8 @@ def _execute_many(
     connection: Any, operation: str, parameters: Any, held: list[Statement] | None = None
 ) -> Outcome:
     db: sqlite3.Connection = connection._conn
-    for sql, values in held or ():
-        db.execute(sql, () if values is None else values).close()
+    if held and not _send(db, held):
+        raise GuardFailed("the transaction's guard found no row")
     cursor = db.cursor()
     try:
         cursor.executemany(operation, parameters)
@@ -206,19 +271,23 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
 
     def commit(self) -> None:
         held = _held(self)
-        if not held:
+        if held is None or not (held or held.then):
             super().commit()
             return
         sending, held[:] = list(held), []
+        then, held.then = held.then, None
         try:
-            await_(self._connection._execute(_commit_all, self._connection, sending))
+            held.claimed, held.rows = await_(
+                self._connection._execute(_commit_all, self._connection, sending, then)
+            )
         except Exception as error:
             self._handle_exception(error)
 
     def rollback(self) -> None:
         held = _held(self)
-        if held:
+        if held is not None:
             held.clear()  # never sent: nothing to undo for them
+            held.then = None
         db: sqlite3.Connection | None = self._connection._connection
         if db is not None and not db.in_transaction:
             return  # nothing to roll back (a read): no trip to the thread
