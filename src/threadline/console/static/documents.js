@@ -7,6 +7,8 @@ import { state, clear, fail } from "./ui.js";
 
 const $ = (id) => document.getElementById(id);
 const watching = new Map(); // asset uuid → timer
+// Uploaded from this page: a list requested before an upload ended may not hold it yet.
+const uploaded = new Set();
 let pageUrl = null;
 let opener = null;
 
@@ -28,8 +30,18 @@ export async function open() {
 
 export async function loadAssets() {
   const { assets } = await api("GET", "/api/assets?limit=100");
-  state.assets = assets;
+  const listed = new Set(assets.map((a) => a.uuid));
+  const newer = state.assets.filter((a) => uploaded.has(a.uuid) && !listed.has(a.uuid));
+  state.assets = [...newer, ...assets];
   for (const asset of assets) if (asset.status === "RUNNING") watch(asset.uuid);
+}
+
+// One asset's newest state, in its place in the list (first if it is not there).
+function put(asset) {
+  const known = state.assets.some((a) => a.uuid === asset.uuid);
+  state.assets = known
+    ? state.assets.map((a) => (a.uuid === asset.uuid ? asset : a))
+    : [asset, ...state.assets];
 }
 
 function statusCell(asset) {
@@ -65,6 +77,7 @@ async function uploadOne(file) {
   try {
     const asset = await upload(file, (share) => { bar.value = share; });
     note.textContent = "uploaded";
+    uploaded.add(asset.uuid);
     state.assets = [asset, ...state.assets.filter((a) => a.uuid !== asset.uuid)];
     renderDocuments();
     if (asset.status === "RUNNING") watch(asset.uuid);
@@ -79,12 +92,17 @@ function watch(uuid) {
   const tick = async () => {
     try {
       const { asset } = await api("GET", `/api/assets/${encodeURIComponent(uuid)}`);
-      state.assets = state.assets.map((a) => (a.uuid === uuid ? asset : a));
+      put(asset);
       if (!document.getElementById("view-documents").hidden) renderDocuments();
       if (asset.status !== "RUNNING") { watching.delete(uuid); return; }
     } catch (error) {
       watching.delete(uuid);
       if (error.status !== 404) fail(error);
+      else {
+        uploaded.delete(uuid);
+        state.assets = state.assets.filter((a) => a.uuid !== uuid);
+        if (!$("view-documents").hidden) renderDocuments();
+      }
       return;
     }
     watching.set(uuid, setTimeout(tick, 700));
