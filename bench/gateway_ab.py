@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -61,6 +62,7 @@ async def side_by_side(sources: dict[str, Path], concurrency: int, count: int, r
         for server in servers.values():
             server.stop()
         upstream.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 StreamFn = Callable[[int], Awaitable[gw.Sample]]
