@@ -102,6 +102,7 @@ def docx(directory: Path) -> Path:
     document.core_properties.title = "Onboarding guide"
     document.add_heading("Welcome aboard", level=1)
     document.add_paragraph("Badges are collected at the front desk.")
+    document.add_heading("Meeting rooms", level=2)
     table = document.add_table(rows=3, cols=3)
     cells = [["Room", "Floor", "Seats"], ["Orion", "2", "8"], ["Lyra", "5", "12"]]
     for row, values in zip(table.rows, cells, strict=True):

@@ -210,6 +210,7 @@ async def test_docx_paragraphs_and_tables_in_order(parser: SandboxedParser, made
     assert page.text == (
         "Welcome aboard\n"
         "Badges are collected at the front desk.\n"
+        "Meeting rooms\n"
         "Room | Floor | Seats\n"
         "Orion | 2 | 8\n"
         "Lyra | 5 | 12\n"
@@ -218,6 +219,8 @@ async def test_docx_paragraphs_and_tables_in_order(parser: SandboxedParser, made
     )
     assert (page.width, page.height) == (612, 792)  # python-docx's template: US Letter
     assert document.metadata["title"] == "Onboarding guide"
+    # the headings, for the chunks' context lines: paragraph styles Heading 1, Heading 2
+    assert document.metadata["outline"] == [[0, 0, "Welcome aboard"], [0, 1, "Meeting rooms"]]
 
 
 @module_loop
@@ -229,6 +232,7 @@ async def test_pptx_one_page_per_slide_with_notes(parser: SandboxedParser, made:
     assert second.text == "Budget\nTeam | Cost\nParsing | 42k"
     assert (first.width, first.height) == (720, 540)  # 10 by 7.5 inches
     assert document.metadata["slides"] == 2
+    assert document.metadata["outline"] == [[0, 0, "Roadmap 2027"], [1, 0, "Budget"]]
 
 
 @module_loop
@@ -282,6 +286,7 @@ async def test_text_files_are_decoded(parser: SandboxedParser, made: Path) -> No
     wide = await parse(parser, files.utf16_text(made))
 
     assert notes.pages[0].text == "# Notes\n\n- first point\n- second point"
+    assert notes.metadata["outline"] == [[0, 0, "Notes"]]
     assert legacy.pages[0].text == "Café prices rose 5 € in Zürich"
     assert legacy.notes == ("the file is not valid UTF-8; it was read as Windows-1252",)
     assert wide.pages[0].text == "Grüße aus Köln" and wide.notes == ()

@@ -15,7 +15,12 @@ from threadline.container import Container
 from threadline.domain.documents import Chunk, DocumentState
 from threadline.services.documents import Upload
 from threadline.services.retrieval import Retriever
-from threadline.services.retrieval_context import chunk_context, page_headings
+from threadline.services.retrieval_context import (
+    chunk_context,
+    contexts,
+    located_headings,
+    page_headings,
+)
 from threadline.services.retrieval_names import MAX_DOCUMENTS, named_documents, naming
 from threadline.storage.chunks import SqlChunkIndex
 
@@ -45,6 +50,41 @@ def test_each_page_gets_the_outline_path_open_on_it_and_the_sections_starting_th
         == "bashref.pdf · Bash Reference Manual · 5.2 Bash Variables"
     )
     assert chunk_context("notes.txt", "notes.txt", "") == "notes.txt"
+
+
+def test_a_one_page_documents_chunks_get_the_headings_found_in_their_text():
+    """A Word file or a Markdown file is one page: its headings are found in the chunks'
+    text, in order, so each chunk gets the section it is in, not the first one."""
+    outline = [
+        [0, 0, "Installing"],
+        [0, 1, "From  source"],  # spaced differently from the text: still found
+        [0, 1, "Not in the text at all"],  # skipped: it does not hold the ones after it
+        [0, 0, "Configuring"],
+        [0, 1, "Options"],
+    ]
+    chunks = [
+        "Installing\nThe package installs with pip. From source",
+        "From source builds need a compiler and make.",
+        "More about compilers and their flags, still under the same section.",
+        "Configuring\nEdit the file.\nOptions\nEach option is a line.",
+        "The last options, still under Options.",
+    ]
+    assert located_headings(outline, chunks) == [
+        "Installing; From source",
+        "Installing › From source",
+        "Installing › From source",
+        "Installing › From source; Configuring; Options",
+        "Configuring › Options",
+    ]
+    assert located_headings(None, ["text"]) == [""]
+    assert located_headings([[1, 0, "another page"], "junk"], ["another page"]) == [""]
+    lines = contexts(
+        "guide.docx", {"title": "Guide", "outline": outline}, [(0, c) for c in chunks], 1
+    )
+    assert lines[2] == "guide.docx · Guide · Installing › From source"
+    # several pages: the heading is the page's, as for a PDF
+    pdf = contexts("a.pdf", {"outline": [[1, 0, "Two"]]}, [(0, "x"), (1, "y")], 2)
+    assert pdf == ["a.pdf", "a.pdf · Two"]
 
 
 LABELS = {
@@ -195,6 +235,40 @@ async def test_a_question_naming_one_of_two_twin_documents_gets_that_ones_page_f
             assert hits[0].text == PARAGRAPHS[0]
     finally:
         await container.stop()
+
+
+async def test_a_word_documents_chunks_carry_the_heading_they_sit_under(
+    tmp_path: Path, db_url: str
+):
+    import docx as python_docx
+
+    document = python_docx.Document()
+    for heading, topic in (("Installing", "install"), ("Configuring", "configure")):
+        document.add_heading(heading, level=1)
+        for n in range(4):
+            document.add_paragraph(f"Step {n} to {topic} the widget, with enough words to fill.")
+    path = tmp_path / "widget.docx"
+    document.save(str(path))
+    settings = make_settings(
+        tmp_path, db_url, documents={"chunk_chars": 150, "chunk_overlap_chars": 0}
+    )
+    container = Container(settings)
+    await container.start(worker=False)
+    try:
+        caller = await container.accounts.operator()
+        kind = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+        upload = Upload("widget.docx", kind, io.BytesIO(path.read_bytes()))
+        [outcome] = await container.documents.add(caller, [upload])
+        assert outcome.document is not None
+        await container.worker.run_until_idle()
+        chunks = await container.chunk_index.document_chunks(caller.org_id, outcome.document.id)
+    finally:
+        await container.stop()
+    assert len(chunks) >= 4
+    for chunk in chunks:  # each chunk names the section its text is from
+        section = "Configuring" if "configure" in chunk.text else "Installing"
+        assert chunk.context.startswith("widget.docx · "), chunk.context
+        assert chunk.context.split(" · ")[-1].split("; ")[-1].endswith(section), chunk
 
 
 def test_the_words_that_name_a_document_are_left_out_of_its_own_search():

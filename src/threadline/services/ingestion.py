@@ -145,7 +145,8 @@ class IngestionService:
         chunks = self._chunker(document.id, pages)
         # page numbers are 0-based and dense in a parsed document
         page_count = max((p.number for p in pages), default=-1) + 1
-        lines = contexts(document.name, parsed.metadata, [c.page_start for c in chunks], page_count)
+        starts = [(c.page_start, c.text) for c in chunks]
+        lines = contexts(document.name, parsed.metadata, starts, page_count)
         chunks = [replace(c, context=line) for c, line in zip(chunks, lines, strict=True)]
         return chunks, sum(estimate_tokens(p.text) for p in pages)
 

@@ -11,6 +11,11 @@ prompt and the citations.
 Headings are per page (a chunk never runs across a page break, see `chunking.py`): the
 outline path open at the top of the page ("Shell Variables", then "Bash Variables", joined
 by an angle quote), plus the titles of the sections that start on the page.
+
+A document of one page (a Word file, Markdown: the parser gives their headings from
+paragraph styles and `#` lines) would get one heading for all its chunks that way, so there
+each heading is found in the chunks' text, in order: a chunk gets the path open where it
+starts, plus the titles of the sections that start in it.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["MAX_CONTEXT_CHARS", "chunk_context", "page_headings"]
+__all__ = ["MAX_CONTEXT_CHARS", "chunk_context", "contexts", "located_headings", "page_headings"]
 
 MAX_CONTEXT_CHARS = 400
 MAX_HEADING_CHARS = 240
@@ -51,6 +56,46 @@ def page_headings(outline: Any, page_count: int) -> list[str]:
     return headings
 
 
+LOOK_AHEAD = 3  # headings a chunk may skip (one whose text was not found) to find the next
+
+
+def located_headings(outline: Any, texts: Sequence[str]) -> list[str]:
+    """The heading of each chunk of a one-page document (`texts` in order), its outline's
+    titles found in the chunks' text one after another. A title that is not found holds
+    the ones after it only for `LOOK_AHEAD` titles; the outline is a hint, never a reason
+    to fail."""
+    entries = [
+        (min(max(level, 0), MAX_DEPTH), " ".join(title.split()))
+        for entry in (outline if isinstance(outline, list) else ())
+        if isinstance(entry, list | tuple) and len(entry) == 3
+        for page, level, title in [entry]
+        if page == 0 and isinstance(level, int) and isinstance(title, str) and title.strip()
+    ]
+    headings: list[str] = []
+    trail: list[str] = []
+    next_entry = 0
+    for text in texts:
+        open_path = " › ".join(trail)
+        flat = " ".join(text.split()).lower()
+        position, starting = 0, []
+        while next_entry < len(entries):
+            window = entries[next_entry : next_entry + LOOK_AHEAD]
+            found = [(flat.find(title.lower(), position), n) for n, (_, title) in enumerate(window)]
+            hits = [(at, n) for at, n in found if at >= 0]
+            if not hits:
+                break
+            at, n = min(hits)
+            level, title = window[n]
+            trail = [*trail[:level], title]
+            starting.append(title)
+            position = at + len(title)
+            next_entry += n + 1
+        parts = [open_path] if open_path else []
+        parts += starting[:MAX_STARTING]
+        headings.append("; ".join(parts)[:MAX_HEADING_CHARS])
+    return headings
+
+
 def chunk_context(name: str, title: str | None, heading: str | None) -> str:
     """One line: file name · title · heading (the parts that exist, a title that only
     repeats the name left out)."""
@@ -63,16 +108,17 @@ def chunk_context(name: str, title: str | None, heading: str | None) -> str:
 
 
 def contexts(
-    name: str, metadata: dict[str, Any], pages: Sequence[int], page_count: int
+    name: str, metadata: dict[str, Any], chunks: Sequence[tuple[int, str]], page_count: int
 ) -> list[str]:
-    """The context of each chunk, given each chunk's first page."""
+    """The context of each chunk, given each chunk's first page and its text."""
     title = metadata.get("title")
-    headings = page_headings(metadata.get("outline"), page_count)
+    outline = metadata.get("outline")
+    if page_count == 1:
+        located = located_headings(outline, [text for _, text in chunks])
+    else:
+        by_page = page_headings(outline, page_count)
+        located = [by_page[p] if 0 <= p < len(by_page) else "" for p, _ in chunks]
     return [
-        chunk_context(
-            name,
-            title if isinstance(title, str) else None,
-            headings[p] if 0 <= p < len(headings) else "",
-        )
-        for p in pages
+        chunk_context(name, title if isinstance(title, str) else None, heading)
+        for heading in located
     ]

@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from threadline.domain.documents import ParsedPage, ParseFailed
 
@@ -77,3 +78,18 @@ def page_list(numbers: Iterable[int]) -> str:
             spans.append([number, number])
     text = ", ".join(f"{a + 1}" if a == b else f"{a + 1}-{b + 1}" for a, b in spans)
     return f"page {text}" if len(ordered) == 1 else f"pages {text}"
+
+
+MAX_OUTLINE_ENTRIES = 2000  # headings kept of one document (`metadata["outline"]`)
+MAX_HEADING_CHARS = 160
+
+
+class Outline(list[list[Any]]):
+    """`metadata["outline"]`: [0-based page, level, title] entries in document order (what
+    `services/retrieval_context.py` reads), titles cleaned and cut, at most
+    `MAX_OUTLINE_ENTRIES`."""
+
+    def add(self, page: int, level: int, title: str) -> None:
+        title = " ".join(clean_text(title).split())[:MAX_HEADING_CHARS]
+        if title and len(self) < MAX_OUTLINE_ENTRIES:
+            self.append([page, level, title])

@@ -4,6 +4,10 @@ A Word document has no pages until a word processor lays it out, so it becomes o
 size is the first section's paper size, in points). A presentation becomes one page per slide,
 the slide's size in points, with the speaker notes after the slide's text. Both packages pass
 `ooxml.check_package` (no ZIP bombs, no DTDs) before their XML is parsed.
+
+Their structure goes to `metadata["outline"]` for the chunks' context lines
+(`services/retrieval_context.py`): a Word document's paragraphs styled "Heading 1"-"Heading
+9" (a "Title" paragraph is its title when the properties name none), a slide's title.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from threadline.domain.documents import ParsedDocument, ParsedPage, ParseFailed
-from threadline.ingestion.formats.job import Job, clean_text, require_text
+from threadline.ingestion.formats.job import Job, Outline, clean_text, require_text
 from threadline.ingestion.formats.ooxml import DAMAGED, check_package
 
 EMU_PER_POINT = 12700
@@ -26,15 +30,44 @@ def extract_docx(path: Path, job: Job) -> ParsedDocument:
     from docx.table import Table
 
     document = _open(docx.Document, path)
-    blocks = [
-        _table_rows(block.rows) if isinstance(block, Table) else block.text
-        for block in document.iter_inner_content()
-    ]
+    blocks: list[str] = []
+    outline, titles = Outline(), []
+    for block in document.iter_inner_content():
+        if isinstance(block, Table):
+            blocks.append(_table_rows(block.rows))
+            continue
+        blocks.append(block.text)
+        style = _style_name(block)
+        level = _heading_level(style)
+        if level is not None:
+            outline.add(0, level, block.text)
+        elif style == "Title" and block.text.strip():
+            titles.append(block.text)
     width, height = _paper_size(document)
     page = ParsedPage(0, clean_text("\n".join(blocks)), width, height)
     require_text([page], "the document is empty")
-    metadata = {"format": "DOCX", **_core_properties(document.core_properties)}
+    metadata: dict[str, Any] = {"format": "DOCX", **_core_properties(document.core_properties)}
+    if titles and "title" not in metadata:
+        metadata["title"] = " ".join(clean_text(titles[0]).split())[:MAX_PROPERTY_CHARS]
+    if outline:
+        metadata["outline"] = list(outline)
     return ParsedDocument(pages=(page,), metadata=metadata)
+
+
+def _style_name(paragraph: Any) -> str:
+    """The paragraph's style name; "" when the style part is missing or malformed."""
+    try:
+        return str(paragraph.style.name or "")
+    except (AttributeError, KeyError, ValueError):
+        return ""
+
+
+def _heading_level(style: str) -> int | None:
+    """0 for "Heading 1" ... 8 for "Heading 9"; None for any other style."""
+    prefix, _, number = style.rpartition(" ")
+    if prefix == "Heading" and number.isdigit() and 1 <= int(number) <= 9:
+        return int(number) - 1
+    return None
 
 
 def extract_pptx(path: Path, job: Job) -> ParsedDocument:
@@ -50,11 +83,18 @@ def extract_pptx(path: Path, job: Job) -> ParsedDocument:
         ParsedPage(number, _slide_text(slide), width, height) for number, slide in enumerate(slides)
     )
     require_text(pages, "the slides have no text" if pages else "the presentation has no slides")
-    metadata = {
+    metadata: dict[str, Any] = {
         "format": "PPTX",
         "slides": len(slides),
         **_core_properties(presentation.core_properties),
     }
+    outline = Outline()
+    for number, slide in enumerate(slides):
+        title = slide.shapes.title  # the title placeholder, if the slide has one
+        if title is not None and title.has_text_frame:
+            outline.add(number, 0, title.text_frame.text)
+    if outline:
+        metadata["outline"] = list(outline)
     return ParsedDocument(pages=pages, metadata=metadata)
 
 

@@ -23,7 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 from threadline.domain.documents import ParsedDocument, ParsedPage, ParseFailed
 from threadline.ingestion.formats import ocr
-from threadline.ingestion.formats.job import Job, clean_text, page_list, require_text
+from threadline.ingestion.formats.job import (
+    MAX_HEADING_CHARS,
+    MAX_OUTLINE_ENTRIES,
+    Job,
+    clean_text,
+    page_list,
+    require_text,
+)
 from threadline.ingestion.formats.pdf_headings import Line, headings_from_fonts, line_sizes
 
 if TYPE_CHECKING:
@@ -33,8 +40,6 @@ OCR_DPI = 300
 MAX_RENDER_SIDE = 5000  # pixels; a poster-sized page is rendered below 300 dpi
 METADATA_KEYS = ("Title", "Author", "Subject", "Keywords", "Creator", "Producer")
 MAX_METADATA_CHARS = 500
-MAX_OUTLINE_ENTRIES = 2000
-MAX_HEADING_CHARS = 160
 TITLE_PAGES = 3  # the title is looked for on the first pages with text
 TITLE_CHARS = 4000  # characters of such a page whose font size is read
 

@@ -4,7 +4,8 @@ Text is decoded as UTF-8 (a BOM picks UTF-16 or UTF-32); bytes that are not vali
 read as Windows-1252, the usual culprit, and a note says so. HTML goes through trafilatura,
 which keeps an article's text and drops menus, footers and ads; when it finds nothing (a short
 page, a page of links) every visible text of the page is kept instead, with a note.
-Each of these formats is one page.
+Each of these formats is one page. A Markdown file's `#` headings (outside fenced code) are
+its `metadata["outline"]`, for the chunks' context lines (`services/retrieval_context.py`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from threadline.domain.documents import ParsedDocument, ParsedPage
-from threadline.ingestion.formats.job import Job, clean_text, require_text
+from threadline.ingestion.formats.job import Job, Outline, clean_text, require_text
 
 _BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32"),
@@ -51,7 +52,30 @@ def extract_plain(path: Path, job: Job) -> ParsedDocument:
 
 def extract_markdown(path: Path, job: Job) -> ParsedDocument:
     document = extract_plain(path, job)
-    return ParsedDocument(document.pages, document.notes, {"format": "Markdown"})
+    metadata: dict[str, object] = {"format": "Markdown"}
+    outline = markdown_outline(document.pages[0].text)
+    if outline:
+        metadata["outline"] = list(outline)
+    return ParsedDocument(document.pages, document.notes, metadata)
+
+
+_ATX = re.compile(r" {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*")
+_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
+
+
+def markdown_outline(text: str) -> Outline:
+    """The `#` headings outside fenced code blocks, level 0 for `#`."""
+    outline = Outline()
+    fence = ""
+    for line in text.splitlines():
+        opening = _FENCE.match(line)
+        if opening and (not fence or opening.group(1).startswith(fence)):
+            fence = "" if fence else opening.group(1)[0] * 3
+            continue
+        heading = None if fence else _ATX.fullmatch(line)
+        if heading and heading.group(2).strip():
+            outline.add(0, len(heading.group(1)) - 1, heading.group(2))
+    return outline
 
 
 def extract_html(path: Path, job: Job) -> ParsedDocument:
