@@ -174,7 +174,7 @@ def html(directory: Path) -> Path:
     page = (
         "<!doctype html><html><head><title>Storm log</title><style>p{color:red}</style>"
         "<script>var tracking = 'SCRIPT-NOISE';</script></head><body>"
-        "<nav><a href='/'>Home</a> <a href='/shop'>Shop</a></nav>"
+        "<nav><h2>Site menu</h2><a href='/'>Home</a> <a href='/shop'>Shop</a></nav>"
         f"<article><h1>The storm of 1903</h1>{paragraphs}</article>"
         "<footer>Copyright FOOTER-NOISE</footer></body></html>"
     )

@@ -270,9 +270,11 @@ async def test_html_keeps_the_article_and_drops_the_rest(
 
     text = article.pages[0].text
     assert "logged the storm on day 8" in text
-    for noise in ("SCRIPT-NOISE", "FOOTER-NOISE", "Shop", "color:red"):
+    for noise in ("SCRIPT-NOISE", "FOOTER-NOISE", "Shop", "Site menu", "color:red"):
         assert noise not in text
     assert article.metadata["title"] == "Storm log"
+    # the headings the kept text holds (not the menu's, which the main text leaves out)
+    assert article.metadata["outline"] == [[0, 0, "The storm of 1903"]]
     assert article.notes == ()
     assert contact.pages[0].text == "Ask the front desk\n\nTea & coffee: 2nd floor"
     assert contact.metadata["title"] == "Contact"

@@ -4,8 +4,9 @@ Text is decoded as UTF-8 (a BOM picks UTF-16 or UTF-32); bytes that are not vali
 read as Windows-1252, the usual culprit, and a note says so. HTML goes through trafilatura,
 which keeps an article's text and drops menus, footers and ads; when it finds nothing (a short
 page, a page of links) every visible text of the page is kept instead, with a note.
-Each of these formats is one page. A Markdown file's `#` headings (outside fenced code) are
-its `metadata["outline"]`, for the chunks' context lines (`services/retrieval_context.py`).
+Each of these formats is one page. A Markdown file's `#` headings (outside fenced code) and
+an HTML page's h1-h6 that its kept text holds are its `metadata["outline"]`, for the chunks'
+context lines (`services/retrieval_context.py`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from threadline.domain.documents import ParsedDocument, ParsedPage
-from threadline.ingestion.formats.job import Job, Outline, clean_text, require_text
+from threadline.ingestion.formats.job import (
+    MAX_OUTLINE_ENTRIES,
+    Job,
+    Outline,
+    clean_text,
+    require_text,
+)
 
 _BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32"),
@@ -98,12 +105,26 @@ def extract_html(path: Path, job: Job) -> ParsedDocument:
         notes.append("no main article text was found; all the page's visible text is used")
     page = ParsedPage(0, text)
     require_text([page], "the page has no visible text")
-    metadata = {"format": "HTML", **({"title": visible.title} if visible.title else {})}
+    metadata: dict[str, object] = {"format": "HTML"}
+    if visible.title:
+        metadata["title"] = visible.title
+    # the h1-h6 headings the kept text holds (the main text leaves a menu's out)
+    flat = " ".join(text.split())
+    outline = Outline()
+    for level, heading in visible.headings:
+        if heading and heading in flat:
+            outline.add(0, level, heading)
+    if outline:
+        metadata["outline"] = list(outline)
     return ParsedDocument(pages=(page,), notes=tuple(notes), metadata=metadata)
 
 
+_HEADINGS = {f"h{n}": n - 1 for n in range(1, 7)}
+
+
 class _VisibleText(HTMLParser):
-    """Every text a browser would show, block elements on their own lines; and the title."""
+    """Every text a browser would show, block elements on their own lines; the title, and
+    the h1-h6 headings (level 0 for h1)."""
 
     HIDDEN = frozenset({"script", "style", "noscript", "template", "svg", "iframe"})
     BLOCKS = frozenset(
@@ -119,6 +140,8 @@ class _VisibleText(HTMLParser):
         self.hidden_depth = 0
         self.in_title = False
         self.title = ""
+        self.headings: list[tuple[int, str]] = []
+        self._heading: tuple[int, list[str]] | None = None
 
     @classmethod
     def of(cls, html: str) -> _VisibleText:
@@ -130,6 +153,8 @@ class _VisibleText(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.in_title = tag == "title"
+        if tag in _HEADINGS and not self.hidden_depth:
+            self._heading = (_HEADINGS[tag], [])
         if tag in self.HIDDEN:
             self.hidden_depth += 1
         elif tag in self.BLOCKS:
@@ -137,6 +162,11 @@ class _VisibleText(HTMLParser):
 
     def handle_endtag(self, tag: str) -> None:
         self.in_title = False
+        if tag in _HEADINGS and self._heading is not None:
+            level, words = self._heading
+            if len(self.headings) < MAX_OUTLINE_ENTRIES:
+                self.headings.append((level, " ".join("".join(words).split())))
+            self._heading = None
         if tag in self.HIDDEN:
             self.hidden_depth = max(0, self.hidden_depth - 1)
         elif tag in self.BLOCKS:
@@ -147,6 +177,8 @@ class _VisibleText(HTMLParser):
             self.title += data
         elif not self.hidden_depth:
             self.parts.append(data)
+            if self._heading is not None:
+                self._heading[1].append(data)
 
     def text(self) -> str:
         lines = (" ".join(line.split()) for line in "".join(self.parts).split("\n"))
