@@ -17,6 +17,7 @@ from tests import files
 from tests.helpers import FAULT_CHILD, gone
 from threadline.domain.documents import ParsedDocument, ParseFailed
 from threadline.ingestion import SUPPORTED_TYPES, detect, detect_file, unsupported_message
+from threadline.ingestion.formats.text import markdown_outline
 from threadline.ingestion.sandbox import SandboxedParser
 
 module_loop = pytest.mark.asyncio(loop_scope="module")
@@ -292,6 +293,20 @@ async def test_text_files_are_decoded(parser: SandboxedParser, made: Path) -> No
     assert legacy.pages[0].text == "Café prices rose 5 € in Zürich"
     assert legacy.notes == ("the file is not valid UTF-8; it was read as Windows-1252",)
     assert wide.pages[0].text == "Grüße aus Köln" and wide.notes == ()
+
+
+def test_markdown_headings_are_the_hash_lines_outside_fenced_code() -> None:
+    text = (
+        "# Install\ntext\n## From source ##\n```sh\n# a shell comment\n```\n"
+        "### Options#\n#no-space\n    # indented code\n# C# notes\n~~~\n# in tildes\n~~~\n"
+        f"# {'long ' * 300}\n"  # over 1,000 characters: no heading
+    )
+    assert markdown_outline(text) == [
+        [0, 0, "Install"],
+        [0, 1, "From source"],
+        [0, 2, "Options#"],
+        [0, 0, "C# notes"],
+    ]
 
 
 @module_loop

@@ -66,23 +66,35 @@ def extract_markdown(path: Path, job: Job) -> ParsedDocument:
     return ParsedDocument(document.pages, document.notes, metadata)
 
 
-_ATX = re.compile(r" {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*")
+_ATX = re.compile(r" {0,3}(#{1,6})[ \t]+(\S.*)")
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
+MAX_HEADING_LINE = 1000  # characters; a longer line is no heading (and costs no regex time)
 
 
 def markdown_outline(text: str) -> Outline:
-    """The `#` headings outside fenced code blocks, level 0 for `#`."""
+    """The `#` headings outside fenced code blocks, level 0 for `#` (a closing run of `#`
+    left out)."""
     outline = Outline()
     fence = ""
     for line in text.splitlines():
+        if len(line) > MAX_HEADING_LINE:
+            continue
         opening = _FENCE.match(line)
         if opening and (not fence or opening.group(1).startswith(fence)):
             fence = "" if fence else opening.group(1)[0] * 3
             continue
-        heading = None if fence else _ATX.fullmatch(line)
-        if heading and heading.group(2).strip():
-            outline.add(0, len(heading.group(1)) - 1, heading.group(2))
+        heading = None if fence else _ATX.match(line)
+        if heading:
+            outline.add(0, len(heading.group(1)) - 1, _without_closing_hashes(heading.group(2)))
     return outline
+
+
+def _without_closing_hashes(title: str) -> str:
+    title = title.rstrip()
+    bare = title.rstrip("#")
+    if bare != title and (not bare or bare[-1] in " \t"):
+        return bare.rstrip()
+    return title
 
 
 def extract_html(path: Path, job: Job) -> ParsedDocument:
