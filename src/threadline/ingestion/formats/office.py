@@ -32,12 +32,13 @@ def extract_docx(path: Path, job: Job) -> ParsedDocument:
     document = _open(docx.Document, path)
     blocks: list[str] = []
     outline, titles = Outline(), []
+    style_names = _style_names(document)
     for block in document.iter_inner_content():
         if isinstance(block, Table):
             blocks.append(_table_rows(block.rows))
             continue
         blocks.append(block.text)
-        style = _style_name(block)
+        style = style_names.get(block._p.style or "", "")
         level = _heading_level(style)
         if level is not None:
             outline.add(0, level, block.text)
@@ -54,12 +55,17 @@ def extract_docx(path: Path, job: Job) -> ParsedDocument:
     return ParsedDocument(pages=(page,), metadata=metadata)
 
 
-def _style_name(paragraph: Any) -> str:
-    """The paragraph's style name; "" when the style part is missing or malformed."""
+def _style_names(document: Any) -> dict[str, str]:
+    """Paragraph style id -> name, read once: `paragraph.style` looks the style up in the
+    styles part on every call (10 s for 20,000 paragraphs). {} when that part is malformed."""
     try:
-        return str(paragraph.style.name or "")
+        return {
+            str(style.style_id): str(style.name or "")
+            for style in document.styles
+            if style.style_id is not None
+        }
     except (AttributeError, KeyError, ValueError):
-        return ""
+        return {}
 
 
 def _heading_level(style: str) -> int | None:
