@@ -25,8 +25,6 @@ from threadline.domain.errors import ModelError
 from threadline.providers.upstream import TRANSPORT_ERRORS, Upstream, UpstreamErrors
 from threadline.settings import EmbeddingConfig
 
-CONNECT_TIMEOUT = 5.0  # seconds; capped by the configured timeout
-
 
 class OpenAICompatibleEmbedder:
     """An Embedder served by an OpenAI-compatible HTTP server.
@@ -43,30 +41,20 @@ class OpenAICompatibleEmbedder:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         upstream = Upstream.at(config.base_url, api_key, "[embeddings]")
-        url = upstream.url
         if not config.model:
             raise ValueError("[embeddings] model is required for openai-compatible embeddings")
         self.config = config
         self.model = config.model
         self.name = f"openai-compatible:{config.model}"
         self.dim = config.dim or 0
-        self._errors = UpstreamErrors(
+        self._errors = UpstreamErrors.for_service(
             upstream,
             subject=f"embeddings {self.name!r}",
             section="[embeddings]",
-            model_key="model",
             api_key_env=config.api_key_env,
-            connect_seconds=min(CONNECT_TIMEOUT, config.timeout_seconds),
             timeout_seconds=config.timeout_seconds,
         )
-        self._client = httpx.AsyncClient(
-            base_url=url,
-            headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
-            timeout=httpx.Timeout(
-                config.timeout_seconds, connect=min(CONNECT_TIMEOUT, config.timeout_seconds)
-            ),
-            transport=transport,
-        )
+        self._client = self._errors.client(transport)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -31,7 +31,6 @@ from threadline.domain.errors import ModelError
 from threadline.providers.upstream import Upstream, UpstreamErrors, exchange
 from threadline.settings import RerankConfig
 
-CONNECT_TIMEOUT = 5.0  # seconds; capped by the configured timeout
 MAX_RESPONSE_BYTES = 1 << 20  # 100 scores take ~6 kB; more is not a rerank answer
 
 
@@ -67,23 +66,14 @@ class CohereCompatibleReranker:
         self.model = config.model
         self.name = f"cohere-compatible:{config.model}"
         self.max_chars = config.max_passage_chars
-        self._errors = UpstreamErrors(
+        self._errors = UpstreamErrors.for_service(
             upstream,
             subject=f"reranker {self.name!r}",
             section="[rerank]",
-            model_key="model",
             api_key_env=config.api_key_env,
-            connect_seconds=min(CONNECT_TIMEOUT, config.timeout_seconds),
             timeout_seconds=config.timeout_seconds,
         )
-        self._client = httpx.AsyncClient(
-            base_url=upstream.url,
-            headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
-            timeout=httpx.Timeout(
-                config.timeout_seconds, connect=min(CONNECT_TIMEOUT, config.timeout_seconds)
-            ),
-            transport=transport,
-        )
+        self._client = self._errors.client(transport)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 # What an httpx request raises besides a status: refused, timed out, dropped, malformed.
 TRANSPORT_ERRORS = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError)
 
+SERVICE_CONNECT_SECONDS = 5.0  # a document service's connect time-out, capped by its own
 MESSAGE_CAP = 300  # characters of an upstream's error message passed on
 
 
@@ -135,6 +136,38 @@ class UpstreamErrors:
             api_key_env=config.api_key_env,
             connect_seconds=config.connect_timeout_seconds,
             timeout_seconds=config.timeout_seconds,
+        )
+
+    @classmethod
+    def for_service(
+        cls,
+        upstream: Upstream,
+        *,
+        subject: str,
+        section: str,
+        api_key_env: str | None,
+        timeout_seconds: float,
+    ) -> UpstreamErrors:
+        """A document service's (`[embeddings]`, `[rerank]`): its model named by `model`, at
+        most `SERVICE_CONNECT_SECONDS` to connect."""
+        return cls(
+            upstream,
+            subject=subject,
+            section=section,
+            model_key="model",
+            api_key_env=api_key_env,
+            connect_seconds=min(SERVICE_CONNECT_SECONDS, timeout_seconds),
+            timeout_seconds=timeout_seconds,
+        )
+
+    def client(self, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+        """An httpx client for the upstream: its bearer key (if any) and these time-outs."""
+        key = self.upstream.api_key
+        return httpx.AsyncClient(
+            base_url=self.upstream.url,
+            headers={"Authorization": f"Bearer {key}"} if key else None,
+            timeout=httpx.Timeout(self.timeout_seconds, connect=self.connect_seconds),
+            transport=transport,
         )
 
     def status(
