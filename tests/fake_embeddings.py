@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from tests.faults import Disconnect, Hang, Raw, Status
+from tests.faults import Disconnect, Hang, Raw, Script, Status
 from tests.local_site import LocalSite, OnSite, SiteHandler
 
 
@@ -70,8 +68,7 @@ class FakeEmbeddings(OnSite):
         self.api_key = api_key
         self.dim = dim
         self.requests: list[ReceivedRequest] = []
-        self._script: deque[ScriptItem] = deque()
-        self._lock = threading.Lock()
+        self.script: Script[ScriptItem] = Script(Vectors)
         self.site = LocalSite(_handler_for(self))
 
     @property
@@ -79,12 +76,7 @@ class FakeEmbeddings(OnSite):
         return self.site.url("/v1")
 
     def enqueue(self, *items: ScriptItem) -> None:
-        with self._lock:
-            self._script.extend(items)
-
-    def next_item(self) -> ScriptItem:
-        with self._lock:
-            return self._script.popleft() if self._script else Vectors()
+        self.script.enqueue(*items)
 
     def answer(self, body: dict[str, Any], item: Vectors) -> dict[str, Any]:
         texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
@@ -126,7 +118,7 @@ def _handler_for(fake: FakeEmbeddings) -> type[SiteHandler]:
             if fake.api_key and headers.get("authorization") != f"Bearer {fake.api_key}":
                 self.send(401, _error("Incorrect API key provided.", "invalid_api_key"))
                 return
-            self._play(fake.next_item(), body)
+            self._play(fake.script.next(), body)
 
         def _play(self, item: ScriptItem, body: dict[str, Any]) -> None:
             if isinstance(item, Vectors):

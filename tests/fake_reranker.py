@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from tests.faults import Disconnect, Hang, Raw, Status
+from tests.faults import Disconnect, Hang, Raw, Script, Status
 from tests.local_site import LocalSite, OnSite, SiteHandler
 
 
@@ -46,8 +44,7 @@ class FakeReranker(OnSite):
         self.requests: list[dict[str, Any]] = []
         self.paths: list[str] = []
         self.favoured: str | None = None
-        self._script: deque[ScriptItem] = deque()
-        self._lock = threading.Lock()
+        self.script: Script[ScriptItem] = Script(Scores)
         self.site = LocalSite(_handler_for(self))
 
     @property
@@ -58,12 +55,7 @@ class FakeReranker(OnSite):
         self.favoured = word
 
     def enqueue(self, *items: ScriptItem) -> None:
-        with self._lock:
-            self._script.extend(items)
-
-    def next_item(self) -> ScriptItem:
-        with self._lock:
-            return self._script.popleft() if self._script else Scores()
+        self.script.enqueue(*items)
 
     def score(self, query: str, document: str) -> float:
         words = set(_WORD.findall(query.lower()))
@@ -102,7 +94,7 @@ def _handler_for(fake: FakeReranker) -> type[SiteHandler]:
             if fake.api_key and headers.get("authorization") != f"Bearer {fake.api_key}":
                 self.send(401, {"error": {"message": "invalid api key"}})
                 return
-            self._play(fake.next_item(), body)
+            self._play(fake.script.next(), body)
 
         def _play(self, item: ScriptItem, body: dict[str, Any]) -> None:
             if isinstance(item, Scores):

@@ -15,9 +15,13 @@ only the chat upstream streams."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -68,3 +72,21 @@ class Raw:
     body: bytes
     content_type: str | None = None
     status: int = 200
+
+
+class Script(Generic[T]):
+    """What a threaded fake answers next: the enqueued items in order, then `default()`
+    (a request's handler thread takes them, the test's thread adds them)."""
+
+    def __init__(self, default: Callable[[], T]) -> None:
+        self._default = default
+        self._items: deque[T] = deque()
+        self._lock = threading.Lock()
+
+    def enqueue(self, *items: T) -> None:
+        with self._lock:
+            self._items.extend(items)
+
+    def next(self) -> T:
+        with self._lock:
+            return self._items.popleft() if self._items else self._default()

@@ -11,7 +11,7 @@ PostgreSQL.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from pydantic import ValidationError
@@ -55,16 +55,20 @@ def reranker(url: str, **values: object) -> CohereCompatibleReranker:
     return CohereCompatibleReranker(config(url, **values), api_key=KEY)
 
 
+@pytest.fixture
+async def scorer(upstream: FakeReranker) -> AsyncIterator[CohereCompatibleReranker]:
+    """A reranker of the default settings against `upstream`."""
+    client = reranker(upstream.url)
+    yield client
+    await client.aclose()
+
+
 # ---- the provider ----------------------------------------------------------------------
 
 
-async def test_scores_come_back_in_the_passages_order_whatever_the_answers_order(upstream):
-    client = reranker(upstream.url)
+async def test_scores_come_back_in_the_passages_order_whatever_the_answers_order(upstream, scorer):
     upstream.enqueue(Scores(shuffle=True))
-    try:
-        scores = await client.score("red apple", ["blue sea", "red apple pie", "an apple"])
-    finally:
-        await client.aclose()
+    scores = await scorer.score("red apple", ["blue sea", "red apple pie", "an apple"])
     assert scores == [0.0, 1.0, 0.5]
     assert upstream.paths == ["/v1/rerank"]
     assert upstream.requests == [
@@ -109,14 +113,10 @@ async def test_long_texts_are_cut_and_no_passages_need_no_request(upstream):
         (Raw(b'{"results": [' + b" " * (2 << 20) + b"]}"), "answered more than 1 MB"),
     ],
 )
-async def test_failures_are_model_errors_that_name_the_reranker(upstream, script, expected):
-    client = reranker(upstream.url)
+async def test_failures_are_model_errors_that_name_the_reranker(upstream, scorer, script, expected):
     upstream.enqueue(script)
-    try:
-        with pytest.raises(ModelError, match=expected) as caught:
-            await client.score("q", ["a", "b"])
-    finally:
-        await client.aclose()
+    with pytest.raises(ModelError, match=expected) as caught:
+        await scorer.score("q", ["a", "b"])
     assert caught.value.message.startswith("reranker 'cohere-compatible:rr-1': ")
     assert KEY not in caught.value.message
 
@@ -175,79 +175,67 @@ async def manual_index(db, name: str = "org-rerank"):
     return tenant, index, document
 
 
-async def test_the_reranker_puts_its_best_candidate_first(db, upstream):
+async def test_the_reranker_puts_its_best_candidate_first(db, upstream, scorer):
     tenant, index, document = await manual_index(db)
-    client = reranker(upstream.url)
     upstream.favour("hush")
-    try:
-        fused = await Retriever(index, None).search(tenant.org, [document], QUESTION, limit=3)
-        assert fused[0].ordinal == 0  # the fusion: the chunk saying "rotate" most
-        stage = SecondStage(client, "auto", candidates=30)
-        retriever = Retriever(index, None, stage)
-        hits = await retriever.search(tenant.org, [document], QUESTION, limit=3)
-        assert hits[0].ordinal == 3
-        [request] = upstream.requests
-        assert request["query"] == QUESTION
-        assert request["documents"][0] == f"manual.pdf\n{MANUAL[0]}"  # the name, then the text
-        off = await retriever.search(tenant.org, [document], QUESTION, limit=3, rerank=False)
-        assert [h.ordinal for h in off] == [h.ordinal for h in fused]
-        assert len(upstream.requests) == 1
-    finally:
-        await client.aclose()
+    fused = await Retriever(index, None).search(tenant.org, [document], QUESTION, limit=3)
+    assert fused[0].ordinal == 0  # the fusion: the chunk saying "rotate" most
+    stage = SecondStage(scorer, "auto", candidates=30)
+    retriever = Retriever(index, None, stage)
+    hits = await retriever.search(tenant.org, [document], QUESTION, limit=3)
+    assert hits[0].ordinal == 3
+    [request] = upstream.requests
+    assert request["query"] == QUESTION
+    assert request["documents"][0] == f"manual.pdf\n{MANUAL[0]}"  # the name, then the text
+    off = await retriever.search(tenant.org, [document], QUESTION, limit=3, rerank=False)
+    assert [h.ordinal for h in off] == [h.ordinal for h in fused]
+    assert len(upstream.requests) == 1
 
 
-async def test_only_the_first_candidates_are_scored_and_off_sends_nothing(db, upstream):
+async def test_only_the_first_candidates_are_scored_and_off_sends_nothing(db, upstream, scorer):
     tenant, index, document = await manual_index(db)
-    client = reranker(upstream.url)
-    try:
-        stage = SecondStage(client, "auto", candidates=2)
-        await Retriever(index, None, stage).search(tenant.org, [document], QUESTION, limit=3)
-        assert len(upstream.requests[0]["documents"]) == 2
-        off = SecondStage(client, "off", candidates=30)
-        await Retriever(index, None, off).search(tenant.org, [document], QUESTION, limit=3)
-        assert len(upstream.requests) == 1
-    finally:
-        await client.aclose()
+    stage = SecondStage(scorer, "auto", candidates=2)
+    await Retriever(index, None, stage).search(tenant.org, [document], QUESTION, limit=3)
+    assert len(upstream.requests[0]["documents"]) == 2
+    off = SecondStage(scorer, "off", candidates=30)
+    await Retriever(index, None, off).search(tenant.org, [document], QUESTION, limit=3)
+    assert len(upstream.requests) == 1
 
 
-async def test_auto_keeps_the_fused_order_when_the_reranker_fails_and_rests_it(db, upstream):
+async def test_auto_keeps_the_fused_order_when_the_reranker_fails_and_rests_it(
+    db, upstream, scorer
+):
     tenant, index, document = await manual_index(db)
-    client = reranker(upstream.url)
     upstream.favour("hush")
     upstream.enqueue(Status(503, {"error": {"message": "overloaded"}}))
     now = [1000.0]
-    stage = SecondStage(client, "auto", candidates=30, cool_down=30, clock=lambda: now[0])
+    stage = SecondStage(scorer, "auto", candidates=30, cool_down=30, clock=lambda: now[0])
     auto = Retriever(index, None, stage)
-    try:
-        with capture_logs() as logs:
-            hits = await auto.search(tenant.org, [document], QUESTION, limit=3)
-        assert hits[0].ordinal == 0
-        [warning] = [e for e in logs if e["event"].startswith("rerank failed")]
-        assert "overloaded" in warning["error"] and KEY not in str(warning)
-        # a reranker that failed is left alone for the cool-down, then asked again
-        now[0] += 29
-        assert (await auto.search(tenant.org, [document], QUESTION, limit=3))[0].ordinal == 0
-        assert len(upstream.requests) == 1
-        now[0] += 2
-        assert (await auto.search(tenant.org, [document], QUESTION, limit=3))[0].ordinal == 3
-        assert len(upstream.requests) == 2
-    finally:
-        await client.aclose()
+    with capture_logs() as logs:
+        hits = await auto.search(tenant.org, [document], QUESTION, limit=3)
+    assert hits[0].ordinal == 0
+    [warning] = [e for e in logs if e["event"].startswith("rerank failed")]
+    assert "overloaded" in warning["error"] and KEY not in str(warning)
+    # a reranker that failed is left alone for the cool-down, then asked again
+    now[0] += 29
+    assert (await auto.search(tenant.org, [document], QUESTION, limit=3))[0].ordinal == 0
+    assert len(upstream.requests) == 1
+    now[0] += 2
+    assert (await auto.search(tenant.org, [document], QUESTION, limit=3))[0].ordinal == 3
+    assert len(upstream.requests) == 2
 
 
-async def test_on_fails_the_search_when_the_reranker_fails(db, upstream):
+async def test_on_fails_the_search_when_the_reranker_fails(db, upstream, scorer):
     tenant, index, document = await manual_index(db)
-    client = reranker(upstream.url)
     upstream.enqueue(Status(503, {"error": {"message": "overloaded"}}))
-    try:
-        on = Retriever(index, None, SecondStage(client, "on", candidates=30))
-        with pytest.raises(ModelError, match="overloaded"):
-            await on.search(tenant.org, [document], QUESTION, limit=3)
-    finally:
-        await client.aclose()
+    on = Retriever(index, None, SecondStage(scorer, "on", candidates=30))
+    with pytest.raises(ModelError, match="overloaded"):
+        await on.search(tenant.org, [document], QUESTION, limit=3)
 
 
-async def test_a_named_documents_pages_stay_above_its_twins_whatever_the_scores(db, upstream):
+async def test_a_named_documents_pages_stay_above_its_twins_whatever_the_scores(
+    db, upstream, scorer
+):
     tenant = await make_tenant(db, "org-rerank-named")
     index = SqlChunkIndex(db)
     ids = {}
@@ -256,14 +244,10 @@ async def test_a_named_documents_pages_stay_above_its_twins_whatever_the_scores(
         await index.replace_chunks(
             tenant.org, ids[name], texts_as_chunks(ids[name], MANUAL), None, None
         )
-    client = reranker(upstream.url)
     upstream.favour("beta")  # every beta chunk's passage starts with its name
-    try:
-        retriever = Retriever(index, None, SecondStage(client, "auto", candidates=30))
-        question = "In alpha-guide.pdf, how do I rotate the frobnicator quietly?"
-        hits = await retriever.search(tenant.org, list(ids.values()), question, limit=6)
-    finally:
-        await client.aclose()
+    retriever = Retriever(index, None, SecondStage(scorer, "auto", candidates=30))
+    question = "In alpha-guide.pdf, how do I rotate the frobnicator quietly?"
+    hits = await retriever.search(tenant.org, list(ids.values()), question, limit=6)
     documents = [h.document_id for h in hits]
     first_beta = documents.index(ids["beta-guide.pdf"])
     assert set(documents[:first_beta]) == {ids["alpha-guide.pdf"]}
