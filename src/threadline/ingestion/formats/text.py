@@ -120,15 +120,32 @@ def extract_html(path: Path, job: Job) -> ParsedDocument:
     metadata: dict[str, object] = {"format": "HTML"}
     if visible.title:
         metadata["title"] = visible.title
-    # the h1-h6 headings the kept text holds (the main text leaves a menu's out)
-    flat = " ".join(text.split())
-    outline = Outline()
-    for level, heading in visible.headings:
-        if heading and heading in flat:
-            outline.add(0, level, heading)
+    outline = _kept_headings(visible.headings, text)
     if outline:
         metadata["outline"] = list(outline)
     return ParsedDocument(pages=(page,), notes=tuple(notes), metadata=metadata)
+
+
+MAX_MISSED_HEADINGS = 50  # headings not in the kept text, looked for before giving up
+
+
+def _kept_headings(headings: list[tuple[int, str]], text: str) -> Outline:
+    """The h1-h6 headings the kept text holds, in order (the main text leaves a menu's
+    out). Each is looked for after the last one found; after `MAX_MISSED_HEADINGS` that
+    are not there, no more are (each miss reads the rest of the text)."""
+    flat = " ".join(text.split())
+    outline = Outline()
+    position = missed = 0
+    for level, heading in headings:
+        at = flat.find(heading, position) if heading else -1
+        if at < 0:
+            missed += 1
+            if missed == MAX_MISSED_HEADINGS:
+                break
+            continue
+        outline.add(0, level, heading)
+        position = at + len(heading)
+    return outline
 
 
 _HEADINGS = {f"h{n}": n - 1 for n in range(1, 7)}
