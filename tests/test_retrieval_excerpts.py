@@ -8,7 +8,7 @@ from __future__ import annotations
 from tests.helpers import make_tenant, texts_as_chunks
 from threadline.domain.documents import Chunk, ChunkHit
 from threadline.services.retrieval import Retriever, pointers_last
-from threadline.services.retrieval_excerpts import excerpts, joined
+from threadline.services.retrieval_excerpts import MAX_OVERLAP, excerpts, joined
 from threadline.storage.chunks import SqlChunkIndex
 
 
@@ -29,6 +29,12 @@ def test_joined_says_the_overlap_once_and_keeps_text_without_one_apart():
     assert joined("one page.", "next page.") == "one page.\nnext page."
     # a short coincidence is no overlap
     assert joined("ends with the", "the start") == "ends with the\nthe start"
+    # the overlap is looked for within MAX_OVERLAP characters only (a repeated letter
+    # would otherwise make every position a candidate: quadratic in a chunk's size)
+    assert joined("a" * 100_000, "a" * 100_000) == "a" * (200_000 - MAX_OVERLAP)
+    assert joined("a" * 100_000 + "b", "a" * 100_000) == "a" * 100_000 + "b\n" + "a" * 100_000
+    long_shared = "".join(f"{n:05d}" for n in range(1000))  # 5,000 characters, no repeats
+    assert joined("x" + long_shared, long_shared + "y") == f"x{long_shared}\n{long_shared}y"
 
 
 def test_a_ranked_neighbour_joins_the_better_chunk_and_what_it_saves_goes_on():

@@ -29,6 +29,10 @@ __all__ = ["excerpts"]
 MAX_JOINED = 2  # chunks per excerpt at most, so one excerpt cannot crowd out the others
 DEPTH = 5  # candidates looked at: `limit` x DEPTH
 _MIN_OVERLAP = 20  # shorter common text is a coincidence, not the chunker's overlap
+# Longer common text is not looked for: the chunker's overlap is ~150 characters, and each
+# candidate start costs a comparison (a chunk of one repeated letter has one everywhere;
+# this runs on the event loop, whatever `chunk_chars` is).
+MAX_OVERLAP = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +106,7 @@ def joined(before: str, after: str) -> str:
     chunk is the start of the next) said once."""
     head = after[:_MIN_OVERLAP]
     if len(head) == _MIN_OVERLAP:
-        at = before.find(head, max(0, len(before) - len(after)))
+        at = before.find(head, max(0, len(before) - min(len(after), MAX_OVERLAP)))
         while at != -1:
             if after.startswith(before[at:]):
                 return before[:at] + after
